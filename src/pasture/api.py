@@ -1,0 +1,230 @@
+"""The functions a notebook calls. The CLI is a thin layer over these.
+
+    from pasture import api
+    metrics = api.train("DATA", "runs/first", recipe="paper", seed=1)
+    report = api.evaluate("runs/first", "OTHER_PHOTOS")
+    rows = api.predict("runs/first", ["photo.jpg"])
+
+Every function raises pasture.errors.UserError (one line, names the file or option) for input a user
+can fix, and pasture.errors.Interrupted when Ctrl-C stopped a training run after its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+from pathlib import Path
+
+from pasture.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, Warn, warn_to_stderr
+from pasture.errors import Interrupted, UserError
+
+
+def _resolve_recipe(recipe: str, **overrides):
+    from pasture.augment import get_augment
+    from pasture.models import get_spec
+    from pasture.recipes import get_recipe, with_overrides
+
+    resolved = with_overrides(get_recipe(recipe), **overrides)
+    spec = get_spec(resolved.model)
+    if resolved.image_size < spec.min_image_size:
+        raise UserError(
+            f"--image-size {resolved.image_size}: too small for {spec.name}; it needs at least "
+            f"{spec.min_image_size} px"
+        )
+    get_augment(resolved.augment)
+    return resolved
+
+
+def train(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    recipe: str = DEFAULT_RECIPE,
+    model: str | None = None,
+    augment: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    classes: list[str] | None = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split_seed: int = 0,
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
+    strict: bool = False,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    warn: Warn = warn_to_stderr,
+    command: list[str] | None = None,
+) -> dict:
+    """Train a classifier on DATA and write the run folder `out`; returns the metrics dict.
+
+    `recipe` names a preset (see pasture.recipes); model/augment/epochs/batch_size/lr/image_size
+    override its fields. The test split is evaluated after every epoch for the record, never used
+    to choose anything.
+    """
+    from pasture.data import load_dataset
+    from pasture.runs import atomic_write_json, prepare_run_dir, read_json, versions
+    from pasture.train import train_classifier
+
+    chosen = _resolve_recipe(
+        recipe, model=model, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
+    )
+    dataset = load_dataset(
+        data, chosen.image_size, classes=classes, test_fraction=test_fraction, split_seed=split_seed,
+        min_image_size=min_image_size, strict=strict, warn=warn,
+    )
+    identity = {
+        "recipe": chosen.to_dict(),
+        "seed": seed,
+        "data": str(Path(data).resolve()),
+        "data_fingerprint": dataset.fingerprint,
+        "classes": dataset.classes,
+        "layout": dataset.layout,
+        "test_fraction": test_fraction if dataset.layout == "class-folders" else None,
+        "split_seed": split_seed if dataset.layout == "class-folders" else None,
+        "min_image_size": min_image_size,
+        "strict": strict,
+    }
+    out = Path(out)
+    state = prepare_run_dir(out, identity, resume=resume, force=force)
+    if state == "done":
+        print(f"{out}: this run had already finished; nothing to resume", file=sys.stderr)
+        return read_json(out / "metrics.json")
+    if state == "new":
+        atomic_write_json(out / "config.json", {
+            "identity": identity,
+            "model": chosen.model,
+            "image_size": chosen.image_size,
+            "classes": dataset.classes,
+            "seed": seed,
+            "recipe": chosen.to_dict(),
+            "data_summary": dataset.summary(),
+            "versions": versions(),
+            "command": command if command is not None else list(sys.argv),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+    try:
+        result = train_classifier(dataset, chosen, seed, run_dir=out, resume=(state == "resume"), quiet=quiet)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; {out / 'checkpoint.pt'} holds the last finished epoch. Run the same command "
+            "with --resume to continue"
+        ) from None
+    if result.nonfinite_loss:
+        warn("the training loss became NaN or infinite (the recipe diverged); the accuracies below "
+             "describe a broken model")
+    metrics = finish_run(out, result, dataset, chosen)
+    return metrics
+
+
+def finish_run(out: Path, result, dataset, recipe) -> dict:
+    """Evaluate the trained model on both splits and write metrics.json and the figures."""
+    from pasture.evaluate import evaluate_model
+    from pasture.plots import plot_confusion, plot_curves
+    from pasture.runs import atomic_write_json
+
+    train_report = evaluate_model(result.model, dataset.train.images, dataset.train.labels, dataset.classes)
+    test_report = evaluate_model(result.model, dataset.test.images, dataset.test.labels, dataset.classes)
+    metrics = {
+        "train_accuracy": train_report["accuracy"],
+        "train_ci95": train_report["ci95"],
+        "n_train": train_report["n"],
+        "test_accuracy": test_report["accuracy"],
+        "test_ci95": test_report["ci95"],
+        "n_test": test_report["n"],
+        "classes": dataset.classes,
+        "confusion": test_report["confusion"],
+        "per_class": test_report["per_class"],
+        "train_confusion": train_report["confusion"],
+        "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
+        "epochs": len(result.history),
+        "model": recipe.model,
+        "recipe": recipe.name,
+        "train_seconds": result.seconds,
+        "diverged": result.nonfinite_loss,
+    }
+    plot_curves(result.history, out / "curves.png", title=f"{recipe.model} / {recipe.name}")
+    plot_confusion(test_report["confusion"], dataset.classes, out / "confusion.png",
+                   title=f"test: {test_report['correct']}/{test_report['n']} correct")
+    # metrics.json last: its presence marks the run as finished.
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def load_run(run: str | os.PathLike):
+    """(model in eval mode, config dict) of a finished run folder."""
+    from pasture.models import create_model
+    from pasture.runs import load_checkpoint, read_json
+
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise UserError(f"{run}: not a pasture run folder (no config.json); give the --out of a `pasture train`")
+    if not (run / "metrics.json").is_file():
+        raise UserError(f"{run}: this run has not finished; continue it with `pasture train ... --resume`")
+    config = read_json(run / "config.json")
+    model = create_model(config["model"], len(config["classes"]), config["image_size"])
+    state = load_checkpoint(run / "checkpoint.pt")
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as error:
+        raise UserError(f"{run / 'checkpoint.pt'}: weights do not fit {config['model']} ({error})") from None
+    model.eval()
+    return model, config
+
+
+def evaluate(
+    run: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
+    strict: bool = False,
+    warn: Warn = warn_to_stderr,
+) -> dict:
+    """Accuracy of a trained run on DATA (its test split, or every image of DATA/<class>/).
+
+    Classes are matched by name; a class in DATA that the model does not know is a UserError.
+    Returns accuracy, ci95, n, per_class, confusion (over the model's classes) and classes.
+    """
+    import torch
+
+    from pasture.data import load_labelled_folder
+    from pasture.evaluate import evaluate_model
+
+    model, config = load_run(run)
+    model_classes = config["classes"]
+    images, skipped = load_labelled_folder(data, config["image_size"], min_image_size, strict, warn)
+    unknown = [name for name in images.classes if name not in model_classes]
+    if unknown:
+        raise UserError(
+            f"{data}: class folder(s) {', '.join(unknown)} are not classes this model knows "
+            f"({', '.join(model_classes)}); rename or remove them"
+        )
+    to_model_index = torch.tensor([model_classes.index(name) for name in images.classes])
+    report = evaluate_model(model, images.images, to_model_index[images.labels], model_classes)
+    report["skipped"] = skipped
+    return report
+
+
+def predict(run: str | os.PathLike, paths: list[str | os.PathLike]) -> list[dict]:
+    """Label and probabilities for each image file (folders are searched for images)."""
+    from pasture.data import decode_files, image_files_in
+    from pasture.evaluate import predict_probabilities
+
+    model, config = load_run(run)
+    files = image_files_in(paths)
+    if not files:
+        raise UserError("predict: give at least one image file or folder")
+    probabilities = predict_probabilities(model, decode_files(files, config["image_size"]))
+    rows = []
+    for path, probs in zip(files, probabilities.tolist()):
+        best = max(range(len(probs)), key=probs.__getitem__)
+        rows.append({
+            "file": str(path),
+            "label": config["classes"][best],
+            "probability": probs[best],
+            "probabilities": dict(zip(config["classes"], probs)),
+        })
+    return rows

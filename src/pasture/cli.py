@@ -1,0 +1,219 @@
+"""Command line: argument parsing, messages and exit codes only. All work is in pasture.api.
+
+Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 130 interrupted by Ctrl-C.
+torch is imported only when a command runs, so `pasture --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pasture import __version__
+from pasture.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION
+from pasture.errors import Interrupted, UserError
+from pasture.recipes import RECIPES
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
+    return value
+
+
+def _class_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if len(names) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: name at least two classes, comma-separated")
+    return names
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+TRAIN_EXAMPLES = """examples:
+  pasture train photos/ --out runs/paper --recipe paper          # the report's exact experiment
+  pasture train photos/ --out runs/paper-aug --recipe paper --augment paper
+  pasture train photos/ --out runs/default --seed 3              # pasture's tuned recipe
+  pasture train photos/ --out runs/report-labels --classes horse,cow   # horse=0, cow=1 as the report
+  pasture train photos/ --out runs/default --seed 3 --resume     # continue after Ctrl-C
+
+DATA is DATA/train/<class>/* + DATA/test/<class>/*, or DATA/<class>/* (split with --test-fraction).
+"""
+
+EVALUATE_EXAMPLES = """examples:
+  pasture evaluate runs/default new_photos/           # new_photos/<class>/*.jpg
+  pasture evaluate runs/default photos/ --json        # photos/test/<class>/* when photos/ has train/ and test/
+"""
+
+PREDICT_EXAMPLES = """examples:
+  pasture predict runs/default field/IMG_0042.jpg
+  pasture predict runs/default field/ --json          # every image under field/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pasture",
+        description="Grow good image classifiers from very little data, and measure honestly what helps.",
+        epilog="Run `pasture COMMAND --help` for each command's options and examples.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pasture {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="train a classifier and write a run folder", epilog=TRAIN_EXAMPLES,
+        formatter_class=_Formatter,
+        description="Train a classifier on DATA; writes RUN/config.json, history.jsonl, metrics.json, "
+                    "checkpoint.pt, curves.png and confusion.png.",
+    )
+    train.add_argument("data", metavar="DATA", help="folder with train/ and test/ class folders, or class folders")
+    train.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
+    train.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
+                       help="named preset of model, size, augmentation and optimiser")
+    train.add_argument("--model", help="model name, overrides the recipe's (e.g. paper-cnn)")
+    train.add_argument("--augment", help="augmentation preset, overrides the recipe's (none, paper)")
+    train.add_argument("--epochs", type=_positive_int, help="overrides the recipe's")
+    train.add_argument("--batch-size", type=_positive_int, help="overrides the recipe's")
+    train.add_argument("--lr", type=_positive_float, help="learning rate, overrides the recipe's")
+    train.add_argument("--image-size", type=_positive_int, help="square input side in px, overrides the recipe's")
+    train.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
+    train.add_argument("--classes", type=_class_list, help="class order, e.g. horse,cow (default: alphabetical)")
+    train.add_argument("--test-fraction", type=_fraction, default=DEFAULT_TEST_FRACTION,
+                       help="share of each class held out for testing (DATA/<class>/ layout only)")
+    train.add_argument("--split-seed", type=int, default=0,
+                       help="seed of that split; fixed apart from --seed so seeds share one test set")
+    train.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE,
+                       help="images with a shorter side below this many px are unusable")
+    train.add_argument("--strict", action="store_true", help="unusable files are an error instead of a warning")
+    train.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    train.add_argument("--force", action="store_true", help="overwrite a different run already in RUN")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy of a trained run on labelled images", epilog=EVALUATE_EXAMPLES,
+        formatter_class=_Formatter,
+        description="Accuracy with its 95%% interval and n, per class, and the confusion matrix. Class "
+                    "folders are matched to the model's classes by name.",
+    )
+    evaluate.add_argument("run", metavar="RUN", help="a finished run folder")
+    evaluate.add_argument("data", metavar="DATA", help="class folders, or a train/test layout (its test split)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    evaluate.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
+    evaluate.add_argument("--strict", action="store_true", help="unusable files are an error")
+
+    predict = commands.add_parser(
+        "predict", help="label new images with a trained run", epilog=PREDICT_EXAMPLES,
+        formatter_class=_Formatter, description="Label and probability for each image.",
+    )
+    predict.add_argument("run", metavar="RUN", help="a finished run folder")
+    predict.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
+    predict.add_argument("--json", action="store_true", help="print JSON (a list of objects)")
+    return parser
+
+
+def _accuracy_line(label: str, accuracy: float, ci95: list[float], n: int) -> str:
+    return f"{label}{accuracy:.1%}  (95% CI {ci95[0]:.1%}-{ci95[1]:.1%}, n={n})"
+
+
+def _run_train(args) -> int:
+    from pasture import api
+
+    metrics = api.train(
+        args.data, args.out, recipe=args.recipe, model=args.model, augment=args.augment, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, seed=args.seed, classes=args.classes,
+        test_fraction=args.test_fraction, split_seed=args.split_seed, min_image_size=args.min_image_size,
+        strict=args.strict, resume=args.resume, force=args.force, quiet=args.quiet,
+        command=["pasture", *sys.argv[1:]],
+    )
+    print(f"run written to {args.out}")
+    print(_accuracy_line("train accuracy: ", metrics["train_accuracy"], metrics["train_ci95"], metrics["n_train"]))
+    print(_accuracy_line("test accuracy:  ", metrics["test_accuracy"], metrics["test_ci95"], metrics["n_test"]))
+    low, high = metrics["test_ci95"]
+    print(f"(with {metrics['n_test']} test images, accuracies within about {50 * (high - low):.0f} points of "
+          "each other cannot be told apart; repeat over seeds before comparing recipes)")
+    return 0
+
+
+def _run_evaluate(args) -> int:
+    from pasture import api
+
+    report = api.evaluate(args.run, args.data, min_image_size=args.min_image_size, strict=args.strict)
+    if args.json:
+        keys = ("accuracy", "ci95", "n", "per_class", "confusion", "classes")
+        print(json.dumps({key: report[key] for key in keys}))
+        return 0
+    print(_accuracy_line("accuracy: ", report["accuracy"], report["ci95"], report["n"]))
+    for name, row in report["per_class"].items():
+        print(_accuracy_line(f"  {name}: ", row["accuracy"], row["ci95"], row["n"]))
+    width = max(len(name) for name in report["classes"])
+    print("confusion (rows: true, columns: predicted)")
+    print(" " * (width + 2) + " ".join(f"{name:>{width}}" for name in report["classes"]))
+    for name, row in zip(report["classes"], report["confusion"]):
+        print(f"  {name:>{width}}" + " ".join(f"{count:>{width}}" for count in row))
+    return 0
+
+
+def _run_predict(args) -> int:
+    from pasture import api
+
+    rows = api.predict(args.run, args.paths)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        print(f"{row['file']}\t{row['label']}\t{row['probability']:.3f}")
+    return 0
+
+
+HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return HANDLERS[args.command](args)
+    except UserError as error:
+        print(f"pasture: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Interrupted as stopped:
+        print(f"pasture: {stopped}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("pasture: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Defaults and the warning printer shared by the API and the CLI.
+
+Torch-free on purpose: the CLI reads these to build its --help, which must start without torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+DEFAULT_MIN_IMAGE_SIZE = 16  # px; smaller files are skipped as unusable (or an error with --strict)
+DEFAULT_TEST_FRACTION = 0.5  # the report's 41 train / 41 test
+DEFAULT_RECIPE = "default"
+
+Warn = Callable[[str], None]
+
+
+def warn_to_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)

@@ -1,0 +1,60 @@
+"""Accuracy with its Wilson 95% interval and n, per-class accuracy, confusion matrix; batched inference."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pasture.stats import wilson_interval
+
+
+def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> float32 in [0, 1], the input every pasture model takes."""
+    return images_uint8.float().div_(255.0)
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, images_uint8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Softmax probabilities N x classes, in eval mode (dropout off), in batches."""
+    was_training = model.training
+    model.eval()
+    chunks = [
+        torch.softmax(model(to_float(images_uint8[start:start + batch_size])), dim=1)
+        for start in range(0, images_uint8.shape[0], batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def accuracy_report(predicted: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
+    """Accuracy, Wilson 95% interval, n, per-class accuracy and confusion (rows: true, cols: predicted)."""
+    n = int(labels.shape[0])
+    correct = int((predicted == labels).sum())
+    confusion = torch.zeros(len(classes), len(classes), dtype=torch.int64)
+    for true_label, predicted_label in zip(labels.tolist(), predicted.tolist()):
+        confusion[true_label, predicted_label] += 1
+    per_class = {}
+    for index, name in enumerate(classes):
+        n_class = int(confusion[index].sum())
+        if n_class == 0:
+            continue  # a class absent from these images has no accuracy to report
+        right = int(confusion[index, index])
+        per_class[name] = {
+            "accuracy": right / n_class,
+            "ci95": list(wilson_interval(right, n_class)),
+            "n": n_class,
+        }
+    return {
+        "accuracy": correct / n if n else float("nan"),
+        "ci95": list(wilson_interval(correct, n)),
+        "n": n,
+        "correct": correct,
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+        "classes": list(classes),
+    }
+
+
+def evaluate_model(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
+    probabilities = predict_probabilities(model, images_uint8)
+    return accuracy_report(probabilities.argmax(1), labels, classes)

@@ -1,0 +1,83 @@
+"""A registry of classifiers created by name, as timm's create_model: `create_model("paper-cnn", 2, 64)`.
+
+Every model returned takes float images in [0, 1] (N x 3 x S x S) and returns logits (N x classes);
+input normalisation lives inside the model (`InputNormalize`), so training, evaluation and prediction
+can never disagree about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from pasture.errors import UserError
+
+
+class InputNormalize(nn.Module):
+    """(x - mean) / std per channel, with the constants stored as buffers (saved with the weights)."""
+
+    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """InputNormalize followed by a network that maps normalised images to logits."""
+
+    def __init__(self, net: nn.Module, mean, std):
+        super().__init__()
+        self.normalize = InputNormalize(mean, std)
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(images))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[[int, int], nn.Module]  # (num_classes, image_size) -> network on normalised input
+    min_image_size: int
+    default_image_size: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in _REGISTRY:
+        raise UserError(f"--model {name}: unknown model; choose one of {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, num_classes: int, image_size: int) -> Classifier:
+    """Build model `name` for `num_classes` classes and square inputs of `image_size` pixels."""
+    spec = get_spec(name)
+    if num_classes < 2:
+        raise UserError(f"{name}: needs at least 2 classes, got {num_classes}")
+    if image_size < spec.min_image_size:
+        raise UserError(
+            f"--image-size {image_size}: too small for {name}; it needs at least {spec.min_image_size} px"
+        )
+    return Classifier(spec.build(num_classes, image_size), spec.mean, spec.std)

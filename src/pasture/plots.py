@@ -1,0 +1,69 @@
+"""Figures of a run: learning curves and confusion matrix. matplotlib (Agg) is imported lazily."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: str | Path) -> None:
+    import io
+
+    from pasture.runs import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
+    """Loss and accuracy per epoch (train; test when recorded) -> PNG."""
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.4))
+    loss_axis.plot(epochs, [row["train_loss"] for row in history], label="train loss")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("cross-entropy")
+    loss_axis.legend()
+    accuracy_axis.plot(epochs, [row["train_accuracy"] for row in history], label="train (augmented batches)")
+    if history and "test_accuracy" in history[0]:
+        accuracy_axis.plot(epochs, [row["test_accuracy"] for row in history], label="test")
+    accuracy_axis.set_ylim(0, 1.02)
+    accuracy_axis.set_xlabel("epoch")
+    accuracy_axis.set_ylabel("accuracy")
+    accuracy_axis.legend()
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | Path, title: str = "") -> None:
+    """Confusion matrix (rows: true class, columns: predicted) with counts in the cells -> PNG."""
+    plt = _pyplot()
+    size = max(3.0, 0.9 * len(classes) + 1.5)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(confusion, cmap="Blues")
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    peak = max((max(row) for row in confusion), default=0)
+    for row_index, row in enumerate(confusion):
+        for column_index, count in enumerate(row):
+            colour = "white" if peak and count > peak / 2 else "black"
+            axis.text(column_index, row_index, str(count), ha="center", va="center", color=colour)
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)

@@ -1,0 +1,58 @@
+"""Tiny generated image sets for tests. Never the shared photos: every image here is made by the test.
+
+Class "cow" images are reddish with a bright square, "horse" images bluish with a dark bar, plus
+noise, so a model can learn them but they are not all identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "cowhorse-dev"
+
+
+def make_image(label: str, index: int, size: int = 24) -> Image.Image:
+    rng = np.random.default_rng(hash((label, index, size)) % 2**32)
+    pixels = rng.integers(0, 60, size=(size, size, 3)).astype(np.int16)
+    if label == "cow":
+        pixels[..., 0] += 150
+        corner = rng.integers(0, size // 2)
+        pixels[corner:corner + size // 3, corner:corner + size // 3] = 240
+    else:
+        pixels[..., 2] += 150
+        row = rng.integers(0, size - 4)
+        pixels[row:row + 3, :] = 10
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def write_class_folders(root: Path, counts: dict[str, int], size: int = 24, start: int = 0, suffix=".png") -> Path:
+    for label, count in counts.items():
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(start, start + count):
+            make_image(label if label in ("cow", "horse") else "horse", index, size).save(
+                folder / f"{label}_{index:03d}{suffix}")
+    return root
+
+
+@pytest.fixture
+def split_data(tmp_path) -> Path:
+    """DATA/train/{cow,horse} (8 each) + DATA/test/{cow,horse} (6 each), 24x24 PNGs."""
+    root = tmp_path / "data"
+    write_class_folders(root / "train", {"cow": 8, "horse": 8})
+    write_class_folders(root / "test", {"cow": 6, "horse": 6}, start=100)
+    (root / "MANIFEST.csv").write_text("file,label\n")
+    return root
+
+
+@pytest.fixture
+def flat_data(tmp_path) -> Path:
+    """DATA/{cow,horse} with 10 images each, 24x24 PNGs."""
+    root = tmp_path / "flat"
+    write_class_folders(root, {"cow": 10, "horse": 10})
+    (root / "README.txt").write_text("not a class folder")
+    return root

@@ -1,0 +1,44 @@
+import torch
+
+from pasture.augment import AUGMENT_PRESETS, augment_batch, get_augment
+
+
+def batch(n=8, size=16):
+    torch.manual_seed(0)
+    return torch.rand(n, 3, size, size)
+
+
+def test_none_is_identity():
+    images = batch()
+    assert augment_batch(images, get_augment("none"), torch.Generator().manual_seed(0)) is images
+
+
+def test_paper_keeps_shape_and_range():
+    out = augment_batch(batch(), get_augment("paper"), torch.Generator().manual_seed(0))
+    assert out.shape == (8, 3, 16, 16) and out.min() >= 0 and out.max() <= 1
+
+
+def test_each_image_gets_its_own_transform():
+    one = batch(1).repeat(16, 1, 1, 1)  # 16 copies of the same image
+    out = augment_batch(one, get_augment("paper"), torch.Generator().manual_seed(1))
+    distinct = {tuple(image.flatten()[:50].round(decimals=4).tolist()) for image in out}
+    assert len(distinct) == 16
+
+
+def test_same_generator_seed_same_output():
+    preset = get_augment("paper")
+    first = augment_batch(batch(), preset, torch.Generator().manual_seed(3))
+    second = augment_batch(batch(), preset, torch.Generator().manual_seed(3))
+    third = augment_batch(batch(), preset, torch.Generator().manual_seed(4))
+    assert torch.equal(first, second) and not torch.equal(first, third)
+
+
+def test_flip_only_preset_flips_about_half():
+    from dataclasses import replace
+
+    flip_only = replace(AUGMENT_PRESETS["none"], name="flip", flip_p=0.5)
+    images = batch(200, 4)
+    out = augment_batch(images, flip_only, torch.Generator().manual_seed(0))
+    flipped = sum(torch.equal(o, i.flip(-1)) for o, i in zip(out, images))
+    unchanged = sum(torch.equal(o, i) for o, i in zip(out, images))
+    assert flipped + unchanged == 200 and 70 < flipped < 130

@@ -1,0 +1,198 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_image, write_class_folders
+from pasture.data import decode_image, load_dataset, load_labelled_folder, stratified_split, validation_split
+from pasture.errors import UserError
+
+
+def collect(messages):
+    return lambda message: messages.append(message)
+
+
+def test_train_test_layout_loads_uint8_tensors(split_data):
+    dataset = load_dataset(split_data, 20)
+    assert dataset.layout == "train/test"
+    assert dataset.classes == ["cow", "horse"]
+    assert dataset.train.images.shape == (16, 3, 20, 20) and dataset.train.images.dtype == torch.uint8
+    assert dataset.test.images.shape == (12, 3, 20, 20)
+    assert dataset.train.counts() == {"cow": 8, "horse": 8}
+    assert dataset.summary()["test_counts"] == {"cow": 6, "horse": 6}
+
+
+def test_class_folder_layout_is_split_stratified_and_seeded(flat_data):
+    first = load_dataset(flat_data, 16, test_fraction=0.3, split_seed=5)
+    again = load_dataset(flat_data, 16, test_fraction=0.3, split_seed=5)
+    other = load_dataset(flat_data, 16, test_fraction=0.3, split_seed=6)
+    assert first.layout == "class-folders"
+    assert first.test.counts() == {"cow": 3, "horse": 3}
+    assert first.train.counts() == {"cow": 7, "horse": 7}
+    assert first.test.files == again.test.files
+    assert first.test.files != other.test.files
+    assert not set(first.train.files) & set(first.test.files)
+
+
+def test_default_split_is_half(flat_data):
+    dataset = load_dataset(flat_data, 16)
+    assert len(dataset.train) == len(dataset.test) == 10
+
+
+def test_stratified_split_keeps_one_of_each_class_per_side():
+    labels = torch.tensor([0, 0, 1, 1, 1, 1, 1, 1])
+    train_idx, test_idx = stratified_split(labels, 0.9, seed=0)
+    assert sorted(labels[test_idx].tolist()).count(0) == 1  # class 0 keeps one training image
+    assert 0 in labels[train_idx].tolist() and 1 in labels[train_idx].tolist()
+
+
+def test_validation_split_never_touches_test(split_data):
+    dataset = load_dataset(split_data, 16)
+    folds = validation_split(dataset, 0.25, seed=0)
+    assert set(folds.train.files) | set(folds.test.files) == set(dataset.train.files)
+    assert not set(folds.test.files) & set(dataset.test.files)
+
+
+def test_classes_option_fixes_order(split_data):
+    dataset = load_dataset(split_data, 16, classes=["horse", "cow"])
+    assert dataset.classes == ["horse", "cow"]
+    assert dataset.train.labels[:8].tolist() == [0] * 8  # horse images come first, labelled 0
+    assert all("/horse/" in name for name in dataset.train.files[:8])
+
+
+def test_classes_option_must_name_each_folder(split_data):
+    with pytest.raises(UserError, match="--classes"):
+        load_dataset(split_data, 16, classes=["horse", "sheep"])
+
+
+def test_corrupt_and_non_image_files_are_skipped_with_a_warning(split_data):
+    (split_data / "train" / "cow" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (split_data / "train" / "horse" / "notes.txt").write_text("hello")
+    messages = []
+    dataset = load_dataset(split_data, 16, warn=collect(messages))
+    assert len(dataset.train) == 16
+    assert len(messages) == 2
+    assert any("broken.jpg" in message for message in messages)
+    assert {Path(entry["file"]).name for entry in dataset.skipped} == {"broken.jpg", "notes.txt"}
+
+
+def test_truncated_image_is_unusable(split_data, tmp_path):
+    path = split_data / "train" / "cow" / "cut.jpg"
+    buffer = tmp_path / "full.jpg"
+    make_image("cow", 1, 64).save(buffer, quality=95)
+    path.write_bytes(buffer.read_bytes()[:300])
+    with pytest.raises(UserError, match="cut.jpg"):
+        load_dataset(split_data, 16, strict=True)
+
+
+def test_strict_makes_a_bad_file_an_error(split_data):
+    (split_data / "train" / "cow" / "broken.png").write_bytes(b"garbage")
+    with pytest.raises(UserError, match=r"broken\.png.*--strict"):
+        load_dataset(split_data, 16, strict=True)
+
+
+def test_empty_class_folder_is_an_error(split_data):
+    (split_data / "train" / "sheep").mkdir()
+    (split_data / "test" / "sheep").mkdir()
+    with pytest.raises(UserError, match="sheep.*no usable images"):
+        load_dataset(split_data, 16)
+
+
+def test_class_folder_of_only_bad_files_is_an_error(split_data):
+    for path in (split_data / "test" / "horse").iterdir():
+        path.write_bytes(b"not an image")
+    with pytest.raises(UserError, match="horse.*no usable images"):
+        load_dataset(split_data, 16, warn=lambda message: None)
+
+
+def test_single_class_is_an_error(tmp_path):
+    write_class_folders(tmp_path / "one", {"cow": 4})
+    with pytest.raises(UserError, match="at least two"):
+        load_dataset(tmp_path / "one", 16)
+
+
+def test_train_test_class_mismatch_is_an_error(split_data):
+    write_class_folders(split_data / "test", {"sheep": 2})
+    with pytest.raises(UserError, match="train has classes cow,horse but test has cow,horse,sheep"):
+        load_dataset(split_data, 16)
+
+
+def test_train_without_test_is_an_error(tmp_path):
+    write_class_folders(tmp_path / "d" / "train", {"cow": 2, "horse": 2})
+    with pytest.raises(UserError, match="no test/"):
+        load_dataset(tmp_path / "d", 16)
+
+
+def test_missing_folder_is_an_error(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        load_dataset(tmp_path / "absent", 16)
+
+
+def test_too_few_images_to_split(tmp_path):
+    write_class_folders(tmp_path / "d", {"cow": 1, "horse": 4})
+    with pytest.raises(UserError, match="at least 2 images"):
+        load_dataset(tmp_path / "d", 16)
+
+
+def test_images_below_the_minimum_size_are_skipped_or_fatal(split_data):
+    make_image("cow", 7, 10).save(split_data / "train" / "cow" / "tiny.png")
+    messages = []
+    dataset = load_dataset(split_data, 16, min_image_size=16, warn=collect(messages))
+    assert len(dataset.train) == 16 and "tiny.png" in messages[0] and "10x10" in messages[0]
+    with pytest.raises(UserError, match="tiny.png.*smaller than the minimum"):
+        load_dataset(split_data, 16, min_image_size=16, strict=True)
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    make_image("cow", 0, 64).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64*64 > 2 * 1000: Pillow raises
+    from pasture.data import BadImage
+
+    with pytest.raises(BadImage, match="decompression-bomb"):
+        decode_image(path, 16)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1"])
+def test_every_pillow_mode_becomes_rgb(tmp_path, mode):
+    base = make_image("horse", 3, 20)
+    image = base.convert(mode) if mode != "I;16" else Image.fromarray(
+        (np.asarray(base.convert("L"), dtype=np.uint16) * 257))
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
+    image.save(path)
+    tensor = decode_image(path, 12)
+    assert tensor.shape == (3, 12, 12) and tensor.dtype == torch.uint8
+    if mode == "I;16":  # 16-bit values are scaled to 8 bits, not clipped to white
+        assert 0 < int(tensor.float().mean()) < 250
+
+
+def test_transparent_pixels_become_white(tmp_path):
+    image = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    image.save(tmp_path / "clear.png")
+    assert decode_image(tmp_path / "clear.png", 8).min() == 255
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    wide = Image.new("RGB", (40, 20), (0, 0, 0))
+    wide.paste((255, 255, 255), (0, 0, 20, 20))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    wide.save(tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    tensor = decode_image(tmp_path / "rotated.jpg", 20).float()
+    # Displayed upright the image is 20 wide x 40 tall with the white half on top; the centre crop
+    # keeps rows 10-30, so the top half of the crop is white and the bottom black.
+    assert tensor[:, :8].mean() > 200 and tensor[:, -8:].mean() < 50
+
+
+def test_evaluation_folder_uses_the_test_split_of_a_train_test_layout(split_data):
+    images, skipped = load_labelled_folder(split_data, 16)
+    assert len(images) == 12 and all("/test/" in name for name in images.files) and skipped == []
+
+
+def test_hidden_files_are_ignored(split_data):
+    (split_data / "train" / "cow" / ".DS_Store").write_bytes(b"\x00\x01")
+    messages = []
+    load_dataset(split_data, 16, warn=collect(messages))
+    assert messages == []

@@ -1,0 +1,22 @@
+"""Brief training on the real cowhorse-dev photos beside the checkout (skipped when they are absent)."""
+
+import pytest
+
+from conftest import SHARED_DEV
+from pasture import api
+
+pytestmark = pytest.mark.skipif(
+    not SHARED_DEV.is_dir(), reason=f"{SHARED_DEV} not found (shared dev photos live beside the checkout)"
+)
+
+
+def test_train_evaluate_predict_on_dev_photos(tmp_path):
+    run = tmp_path / "dev"
+    metrics = api.train(SHARED_DEV, run, recipe="default", epochs=2, seed=0, quiet=True)
+    assert metrics["n_train"] == 100 and metrics["n_test"] == 100
+    assert metrics["classes"] == ["cow", "horse"]
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    report = api.evaluate(run, SHARED_DEV)
+    assert report["n"] == 100 and report["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    rows = api.predict(run, [SHARED_DEV / "test" / "cow"])
+    assert len(rows) == 50 and {row["label"] for row in rows} <= {"cow", "horse"}

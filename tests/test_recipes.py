@@ -1,0 +1,35 @@
+import pytest
+
+from pasture.errors import UserError
+from pasture.recipes import RECIPES, get_recipe, with_overrides
+
+
+def test_paper_recipe_is_exactly_the_reports():
+    paper = get_recipe("paper")
+    assert (paper.optimizer, paper.lr, paper.momentum, paper.weight_decay) == ("sgd", 0.01, 0.99, 0.05)
+    assert (paper.batch_size, paper.epochs, paper.image_size) == (4, 20, 64)
+    assert paper.model == "paper-cnn" and paper.augment == "none" and paper.schedule == "constant"
+    assert paper.label_smoothing == 0 and paper.warmup_epochs == 0
+
+
+def test_default_recipe_differs_from_paper():
+    assert get_recipe("default") != get_recipe("paper")
+    assert set(RECIPES) >= {"paper", "default"}
+
+
+def test_overrides_replace_only_given_fields():
+    changed = with_overrides(get_recipe("paper"), epochs=3, lr=None, augment="paper")
+    assert changed.epochs == 3 and changed.lr == 0.01 and changed.augment == "paper"
+    assert get_recipe("paper").epochs == 20  # presets are immutable data
+
+
+@pytest.mark.parametrize("field,value,flag", [("epochs", 0, "--epochs"), ("batch_size", 0, "--batch-size"),
+                                              ("lr", -1.0, "--lr")])
+def test_impossible_overrides_are_user_errors(field, value, flag):
+    with pytest.raises(UserError, match=flag):
+        with_overrides(get_recipe("paper"), **{field: value})
+
+
+def test_unknown_recipe():
+    with pytest.raises(UserError, match="--recipe nope"):
+        get_recipe("nope")

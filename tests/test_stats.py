@@ -1,0 +1,37 @@
+import math
+
+import pytest
+
+from pasture.stats import format_accuracy, mean_interval, wilson_interval
+
+
+def test_wilson_matches_hand_computed_values():
+    # 5/10: centre 0.5, half-width 1.96*sqrt(.025+.0096)/1.384 -> (0.2366, 0.7634)
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    # 0/10 keeps a non-zero upper bound (the normal approximation would give 0-0)
+    low, high = wilson_interval(0, 10)
+    assert low == 0 and high == pytest.approx(0.2775, abs=1e-4)
+    # 41 images at 55%: the interval is wide enough to contain 60% and 45%
+    low, high = wilson_interval(round(0.55 * 82), 82)
+    assert low < 0.45 and high > 0.60
+
+
+def test_wilson_interval_shrinks_with_n():
+    assert (lambda a, b: (b[1] - b[0]) < (a[1] - a[0]))(wilson_interval(20, 40), wilson_interval(200, 400))
+
+
+def test_wilson_rejects_impossible_counts():
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def test_mean_interval_uses_t_quantile():
+    summary = mean_interval([0.5, 0.6, 0.7])
+    assert summary["mean"] == pytest.approx(0.6)
+    assert summary["std"] == pytest.approx(0.1)
+    assert summary["ci95"][1] - 0.6 == pytest.approx(4.303 * 0.1 / math.sqrt(3), rel=1e-3)
+
+
+def test_format_accuracy_names_n():
+    assert format_accuracy(41, 82) == "50.0% (95% CI 39.4%-60.6%, n=82)"

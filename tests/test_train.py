@@ -1,0 +1,128 @@
+import json
+import os
+
+import pytest
+import torch
+
+import pasture.train as train_module
+from pasture import api
+from pasture.data import load_dataset
+from pasture.errors import Interrupted, UserError
+from pasture.recipes import get_recipe, with_overrides
+from pasture.runs import atomic_torch_save, load_checkpoint
+from pasture.train import lr_factor, train_classifier
+
+QUICK = dict(recipe="default", epochs=3, batch_size=4, image_size=16, quiet=True)
+
+
+def test_same_seed_same_numbers(split_data, tmp_path):
+    first = api.train(split_data, tmp_path / "a", seed=7, **QUICK)
+    second = api.train(split_data, tmp_path / "b", seed=7, **QUICK)
+    history_a = (tmp_path / "a" / "history.jsonl").read_text().splitlines()
+    history_b = (tmp_path / "b" / "history.jsonl").read_text().splitlines()
+    strip = lambda line: {k: v for k, v in json.loads(line).items() if k != "seconds"}
+    assert [strip(line) for line in history_a] == [strip(line) for line in history_b]
+    assert first["test_accuracy"] == second["test_accuracy"]
+    weights_a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
+    weights_b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
+    assert all(torch.equal(weights_a[key], weights_b[key]) for key in weights_a)
+
+
+def test_different_seed_different_weights(split_data):
+    dataset = load_dataset(split_data, 16)
+    recipe = with_overrides(get_recipe("default"), epochs=1, image_size=16)
+    one = train_classifier(dataset, recipe, seed=1).model.state_dict()
+    two = train_classifier(dataset, recipe, seed=2).model.state_dict()
+    assert not torch.equal(one["net.classifier.0.weight"], two["net.classifier.0.weight"])
+
+
+def test_resume_equals_uninterrupted(split_data, tmp_path, monkeypatch):
+    settings = dict(recipe="default", augment="paper", epochs=4, batch_size=4, image_size=16, seed=3, quiet=True)
+    whole = api.train(split_data, tmp_path / "whole", **settings)
+
+    real_evaluate = train_module.evaluate_model
+    calls = {"n": 0}
+
+    def interrupt_in_third_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_model", interrupt_in_third_epoch)
+    with pytest.raises(Interrupted, match="--resume"):
+        api.train(split_data, tmp_path / "cut", **settings)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+
+    monkeypatch.setattr(train_module, "evaluate_model", real_evaluate)
+    with pytest.raises(UserError, match="--resume"):  # no silent restart over an interrupted run
+        api.train(split_data, tmp_path / "cut", **settings)
+    resumed = api.train(split_data, tmp_path / "cut", resume=True, **settings)
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    assert resumed["final_train_loss"] == whole["final_train_loss"]
+    weights_whole = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"]
+    weights_resumed = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]
+    assert all(torch.equal(weights_whole[key], weights_resumed[key]) for key in weights_whole)
+    assert len((tmp_path / "cut" / "history.jsonl").read_text().splitlines()) == 4
+
+
+def test_run_folder_records_everything(split_data, tmp_path):
+    metrics = api.train(split_data, tmp_path / "run", seed=1, **QUICK)
+    for name in ("config.json", "history.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "confusion.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["seed"] == 1 and config["recipe"]["epochs"] == 3
+    assert config["versions"]["torch"] == torch.__version__
+    assert config["data_summary"]["train_counts"] == {"cow": 8, "horse": 8}
+    for key in ("train_accuracy", "test_accuracy", "test_ci95", "n_test", "classes", "confusion"):
+        assert key in metrics
+    assert metrics["n_test"] == 12 and sum(map(sum, metrics["confusion"])) == 12
+    low, high = metrics["test_ci95"]
+    assert low <= metrics["test_accuracy"] <= high
+    history = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
+    assert len(history) == 3 and {"train_loss", "train_accuracy", "test_accuracy"} <= set(json.loads(history[0]))
+
+
+def test_learnable_data_is_learned(split_data, tmp_path):
+    metrics = api.train(split_data, tmp_path / "run", recipe="default", epochs=25, image_size=16, seed=0, quiet=True)
+    assert metrics["train_accuracy"] >= 0.9 and metrics["test_accuracy"] >= 0.75
+
+
+def test_atomic_checkpoint_keeps_the_old_file_when_a_write_fails(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    atomic_torch_save({"epoch": 1, "weights": torch.ones(3)}, path)
+    with pytest.raises(Exception):
+        atomic_torch_save({"epoch": 2, "bad": lambda: None}, path)  # lambdas cannot be saved
+    assert load_checkpoint(path)["epoch"] == 1
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary file left behind
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"obj": torch.nn.ReLU()}, path)  # a module is pickled code, refused by weights_only
+    with pytest.raises(UserError, match="cannot be loaded"):
+        load_checkpoint(path)
+
+
+def test_lr_schedule_warmup_then_cosine_to_zero():
+    recipe = with_overrides(get_recipe("default"), epochs=10, warmup_epochs=2)
+    assert lr_factor(0, 5, recipe) == pytest.approx(0.1)
+    assert lr_factor(9, 5, recipe) == pytest.approx(1.0)
+    assert lr_factor(49, 5, recipe) < 0.01
+    assert lr_factor(7, 5, get_recipe("paper")) == 1.0
+
+
+def test_softmax_is_never_applied_before_the_loss(monkeypatch, split_data):
+    seen = []
+    real = train_module.F.cross_entropy
+
+    def spy(logits, labels, **kwargs):
+        seen.append(logits.detach())
+        return real(logits, labels, **kwargs)
+
+    monkeypatch.setattr(train_module.F, "cross_entropy", spy)
+    dataset = load_dataset(split_data, 16)
+    train_classifier(dataset, with_overrides(get_recipe("paper"), epochs=1, image_size=16), seed=0)
+    # probabilities would be in [0, 1] and sum to 1; logits are not
+    assert not all(torch.allclose(batch.sum(1), torch.ones(batch.shape[0])) for batch in seen)
