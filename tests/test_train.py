@@ -23,8 +23,8 @@ def test_same_seed_same_numbers(split_data, tmp_path):
     strip = lambda line: {k: v for k, v in json.loads(line).items() if k != "seconds"}
     assert [strip(line) for line in history_a] == [strip(line) for line in history_b]
     assert first["test_accuracy"] == second["test_accuracy"]
-    weights_a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
-    weights_b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
+    weights_a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["members"][0]
+    weights_b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["members"][0]
     assert all(torch.equal(weights_a[key], weights_b[key]) for key in weights_a)
 
 
@@ -61,8 +61,8 @@ def test_resume_equals_uninterrupted(split_data, tmp_path, monkeypatch):
     resumed = api.train(split_data, tmp_path / "cut", resume=True, **settings)
     assert resumed["test_accuracy"] == whole["test_accuracy"]
     assert resumed["final_train_loss"] == whole["final_train_loss"]
-    weights_whole = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"]
-    weights_resumed = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]
+    weights_whole = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["members"][0]
+    weights_resumed = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["members"][0]
     assert all(torch.equal(weights_whole[key], weights_resumed[key]) for key in weights_whole)
     assert len((tmp_path / "cut" / "history.jsonl").read_text().splitlines()) == 4
 

@@ -20,13 +20,32 @@ from pasture.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TES
 from pasture.errors import Interrupted, UserError
 
 
-def _resolve_recipe(recipe: str, **overrides):
+def resolve_recipe(recipe: str = DEFAULT_RECIPE, pretrained: str | None = None, **overrides):
+    """The Recipe a run will use: the named preset with the given fields overridden, checked.
+
+    `pretrained="probe"|"finetune"` with the default recipe starts from the recipe of that name
+    (EfficientNet-Lite0 at its own input size and normalisation); other flags still override it.
+    """
     from pasture.augment import get_augment
     from pasture.models import get_spec
     from pasture.recipes import get_recipe, with_overrides
 
-    resolved = with_overrides(get_recipe(recipe), **overrides)
+    base = get_recipe(recipe)
+    if pretrained is not None and pretrained != "none" and recipe == DEFAULT_RECIPE:
+        base = get_recipe(pretrained)
+    if overrides.get("weights") is not None:
+        overrides["weights"] = str(Path(overrides["weights"]).resolve())
+    resolved = with_overrides(base, pretrained=pretrained, **overrides)
     spec = get_spec(resolved.model)
+    if spec.pretrained and resolved.pretrained == "none":
+        raise UserError(f"--model {spec.name}: a pretrained backbone; add --pretrained probe or --pretrained finetune")
+    if not spec.pretrained and resolved.pretrained != "none":
+        raise UserError(f"--pretrained {resolved.pretrained}: {spec.name} has no pretrained weights; use "
+                        "--model effnet-lite0")
+    if not spec.pretrained and resolved.weights is not None:
+        raise UserError(f"--weights: {spec.name} is trained from scratch and takes no backbone weights")
+    if resolved.weights is not None and not Path(resolved.weights).is_file():
+        raise UserError(f"--weights {resolved.weights}: no such file")
     if resolved.image_size < spec.min_image_size:
         raise UserError(
             f"--image-size {resolved.image_size}: too small for {spec.name}; it needs at least "
@@ -47,6 +66,10 @@ def train(
     batch_size: int | None = None,
     lr: float | None = None,
     image_size: int | None = None,
+    pretrained: str | None = None,
+    weights: str | os.PathLike | None = None,
+    ensemble: int | None = None,
+    tta: bool | None = None,
     seed: int = 0,
     classes: list[str] | None = None,
     test_fraction: float = DEFAULT_TEST_FRACTION,
@@ -61,16 +84,17 @@ def train(
 ) -> dict:
     """Train a classifier on DATA and write the run folder `out`; returns the metrics dict.
 
-    `recipe` names a preset (see pasture.recipes); model/augment/epochs/batch_size/lr/image_size
-    override its fields. The test split is evaluated after every epoch for the record, never used
-    to choose anything.
+    `recipe` names a preset (see pasture.recipes); model/augment/epochs/batch_size/lr/image_size/
+    pretrained/weights/ensemble/tta override its fields. The test split is evaluated after every
+    epoch for the record, never used to choose anything.
     """
     from pasture.data import load_dataset
     from pasture.runs import atomic_write_json, prepare_run_dir, read_json, versions
     from pasture.train import train_classifier
 
-    chosen = _resolve_recipe(
-        recipe, model=model, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size,
+    chosen = resolve_recipe(
+        recipe, pretrained=pretrained, model=model, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
+        image_size=image_size, weights=None if weights is None else str(weights), ensemble=ensemble, tta=tta,
     )
     dataset = load_dataset(
         data, chosen.image_size, classes=classes, test_fraction=test_fraction, split_seed=split_seed,
@@ -127,7 +151,8 @@ def finish_run(out: Path, result, dataset, recipe) -> dict:
     from pasture.runs import atomic_write_json
 
     train_report = evaluate_model(result.model, dataset.train.images, dataset.train.labels, dataset.classes)
-    test_report = evaluate_model(result.model, dataset.test.images, dataset.test.labels, dataset.classes)
+    test_report = evaluate_model(result.model, dataset.test.images, dataset.test.labels, dataset.classes,
+                                 tta=recipe.tta)
     metrics = {
         "train_accuracy": train_report["accuracy"],
         "train_ci95": train_report["ci95"],
@@ -145,6 +170,9 @@ def finish_run(out: Path, result, dataset, recipe) -> dict:
         "recipe": recipe.name,
         "train_seconds": result.seconds,
         "diverged": result.nonfinite_loss,
+        "tta": recipe.tta,
+        "ensemble": recipe.ensemble,
+        **result.notes,
     }
     plot_curves(result.history, out / "curves.png", title=f"{recipe.model} / {recipe.name}")
     plot_confusion(test_report["confusion"], dataset.classes, out / "confusion.png",
@@ -155,9 +183,11 @@ def finish_run(out: Path, result, dataset, recipe) -> dict:
 
 
 def load_run(run: str | os.PathLike):
-    """(model in eval mode, config dict) of a finished run folder."""
-    from pasture.models import create_model
+    """(model in eval mode, config dict) of a finished run folder; an ensemble comes back as one
+    module whose output averages its members' probabilities."""
+    from pasture.recipes import Recipe
     from pasture.runs import load_checkpoint, read_json
+    from pasture.train import build_members
 
     run = Path(run)
     if not (run / "config.json").is_file():
@@ -165,11 +195,10 @@ def load_run(run: str | os.PathLike):
     if not (run / "metrics.json").is_file():
         raise UserError(f"{run}: this run has not finished; continue it with `pasture train ... --resume`")
     config = read_json(run / "config.json")
-    model = create_model(config["model"], len(config["classes"]), config["image_size"])
     state = load_checkpoint(run / "checkpoint.pt")
     try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as error:
+        model = build_members(Recipe(**config["recipe"]), len(config["classes"]), state["members"])
+    except (KeyError, RuntimeError, TypeError) as error:
         raise UserError(f"{run / 'checkpoint.pt'}: weights do not fit {config['model']} ({error})") from None
     model.eval()
     return model, config
@@ -203,7 +232,8 @@ def evaluate(
             f"({', '.join(model_classes)}); rename or remove them"
         )
     to_model_index = torch.tensor([model_classes.index(name) for name in images.classes])
-    report = evaluate_model(model, images.images, to_model_index[images.labels], model_classes)
+    report = evaluate_model(model, images.images, to_model_index[images.labels], model_classes,
+                            tta=config["recipe"].get("tta", False))
     report["skipped"] = skipped
     return report
 
@@ -217,7 +247,8 @@ def predict(run: str | os.PathLike, paths: list[str | os.PathLike]) -> list[dict
     files = image_files_in(paths)
     if not files:
         raise UserError("predict: give at least one image file or folder")
-    probabilities = predict_probabilities(model, decode_files(files, config["image_size"]))
+    probabilities = predict_probabilities(model, decode_files(files, config["image_size"]),
+                                          tta=config["recipe"].get("tta", False))
     rows = []
     for path, probs in zip(files, probabilities.tolist()):
         best = max(range(len(probs)), key=probs.__getitem__)

@@ -33,12 +33,26 @@ class AugmentPreset:
     saturation: float = 0.0
     hue: float = 0.0  # hue rotation drawn from [-hue, hue] turns (torchvision's convention, <= 0.5)
     padding: str = "zeros"  # what fills pixels moved in from outside: "zeros" (torchvision) or "reflection"
+    crop_scale: tuple[float, float] = (1.0, 1.0)  # random resized crop: share of the image's area kept
+    crop_ratio: tuple[float, float] = (1.0, 1.0)  # ... and its aspect-ratio range (w/h)
+    trivial: bool = False  # TrivialAugment-style: one random op at a random strength per image
     description: str = ""
 
     @property
+    def has_affine(self) -> bool:
+        return bool(self.degrees or self.translate or self.scale != (1.0, 1.0))
+
+    @property
+    def has_crop(self) -> bool:
+        return self.crop_scale != (1.0, 1.0) or self.crop_ratio != (1.0, 1.0)
+
+    @property
+    def has_colour(self) -> bool:
+        return bool(self.brightness or self.contrast or self.saturation or self.hue)
+
+    @property
     def is_identity(self) -> bool:
-        return (self.flip_p == 0 and self.degrees == 0 and self.translate == 0 and self.scale == (1.0, 1.0)
-                and self.brightness == 0 and self.contrast == 0 and self.saturation == 0 and self.hue == 0)
+        return not (self.flip_p or self.has_affine or self.has_crop or self.has_colour or self.trivial)
 
 
 AUGMENT_PRESETS: dict[str, AugmentPreset] = {
@@ -50,6 +64,13 @@ AUGMENT_PRESETS: dict[str, AugmentPreset] = {
             flip_p=0.5, degrees=10.0, translate=0.1, scale=(0.9, 1.1),
             brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05,
             description="the report's random transforms: flip, small rotation/translation/scale, colour jitter",
+        ),
+        AugmentPreset(
+            "strong",
+            flip_p=0.5, crop_scale=(0.35, 1.0), crop_ratio=(3 / 4, 4 / 3), trivial=True,
+            brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, padding="reflection",
+            description="for tiny datasets: random resized crop, flip, one TrivialAugment op per image "
+                        "(translations scale with image size), colour jitter",
         ),
     )
 }
@@ -116,18 +137,153 @@ def colour_jitter(images: torch.Tensor, preset: AugmentPreset, generator: torch.
     return images
 
 
+def _warp(images: torch.Tensor, theta: torch.Tensor, padding: str) -> torch.Tensor:
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+def random_resized_crop(images: torch.Tensor, preset: AugmentPreset, generator: torch.Generator) -> torch.Tensor:
+    """Per-image crop of a random area share and aspect ratio, resized back to the full size."""
+    n = images.shape[0]
+    area = _uniform(n, preset.crop_scale[0], preset.crop_scale[1], generator)
+    log_ratio = _uniform(n, math.log(preset.crop_ratio[0]), math.log(preset.crop_ratio[1]), generator)
+    width = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)  # fractions of the side
+    height = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
+    centre_x = _uniform(n, -1, 1, generator) * (1 - width)
+    centre_y = _uniform(n, -1, 1, generator) * (1 - height)
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([width, zero, centre_x], 1), torch.stack([zero, height, centre_y], 1)], 1)
+    return _warp(images, theta, preset.padding)
+
+
+# TrivialAugment (Mueller & Hutter 2021): each image gets one op, drawn uniformly, at a uniform strength.
+# Ranges are those of its standard space, except that translation is a share of the image side
+# (torchvision's TrivialAugmentWide shifts up to 32 px whatever the size: half of a 64 px image).
+TRIVIAL_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness",
+               "colour", "contrast", "sharpness", "posterize", "solarize", "autocontrast")
+TRIVIAL_MAX = {"shear": 0.3, "translate": 0.15, "rotate": 30.0, "enhance": 0.9, "posterize_bits": 4}
+
+
+def _blend(images: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (degenerate + factor.view(-1, 1, 1, 1) * (images - degenerate)).clamp(0, 1)
+
+
+def _trivial_colour_op(op: str, images: torch.Tensor, strength: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    factor = 1 + sign * strength * TRIVIAL_MAX["enhance"]
+    grey = (images * _GREY.to(images.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if op == "brightness":
+        return _blend(images, torch.zeros_like(images), factor)
+    if op == "colour":
+        return _blend(images, grey.expand_as(images), factor)
+    if op == "contrast":
+        return _blend(images, grey.mean((2, 3), keepdim=True).expand_as(images), factor)
+    if op == "sharpness":
+        kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
+        kernel = kernel.to(images.dtype).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
+        blurred = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+        return _blend(images, blurred, factor)
+    if op == "posterize":
+        bits = 8 - (strength * TRIVIAL_MAX["posterize_bits"]).round()
+        levels = (2 ** bits).view(-1, 1, 1, 1)
+        return torch.floor(images * levels) / levels
+    if op == "solarize":
+        threshold = (1 - strength).view(-1, 1, 1, 1)
+        return torch.where(images >= threshold, 1 - images, images)
+    if op == "autocontrast":
+        low = images.amin((2, 3), keepdim=True)
+        high = images.amax((2, 3), keepdim=True)
+        return ((images - low) / (high - low).clamp_min(1e-3)).clamp(0, 1)
+    raise ValueError(op)
+
+
+def trivial_augment(images: torch.Tensor, preset: AugmentPreset, generator: torch.Generator) -> torch.Tensor:
+    """One random TrivialAugment op per image. Images are grouped by op, so the Python loop runs over
+    the 13 ops, never over images."""
+    n = images.shape[0]
+    op_index = torch.randint(len(TRIVIAL_OPS), (n,), generator=generator)
+    strength = torch.rand(n, generator=generator)
+    sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    result = images.clone()
+    # Geometric ops: one affine matrix per image, one grid_sample for all of them.
+    theta = torch.eye(2, 3).repeat(n, 1, 1)
+    geometric = torch.zeros(n, dtype=torch.bool)
+    for op in ("shear_x", "shear_y", "translate_x", "translate_y", "rotate"):
+        chosen = op_index == TRIVIAL_OPS.index(op)
+        if not chosen.any():
+            continue
+        geometric |= chosen
+        amount = (sign * strength)[chosen]
+        if op == "shear_x":
+            theta[chosen, 0, 1] = amount * TRIVIAL_MAX["shear"]
+        elif op == "shear_y":
+            theta[chosen, 1, 0] = amount * TRIVIAL_MAX["shear"]
+        elif op == "translate_x":
+            theta[chosen, 0, 2] = amount * TRIVIAL_MAX["translate"] * 2  # [-1, 1] coordinates
+        elif op == "translate_y":
+            theta[chosen, 1, 2] = amount * TRIVIAL_MAX["translate"] * 2
+        else:
+            angle = amount * TRIVIAL_MAX["rotate"] * math.pi / 180
+            theta[chosen] = torch.stack([
+                torch.stack([torch.cos(angle), -torch.sin(angle), torch.zeros_like(angle)], 1),
+                torch.stack([torch.sin(angle), torch.cos(angle), torch.zeros_like(angle)], 1),
+            ], 1)
+    if geometric.any():
+        result[geometric] = _warp(images[geometric], theta[geometric], preset.padding)
+    for op in TRIVIAL_OPS[6:]:
+        chosen = op_index == TRIVIAL_OPS.index(op)
+        if chosen.any():
+            result[chosen] = _trivial_colour_op(op, images[chosen], strength[chosen], sign[chosen])
+    return result
+
+
 def augment_batch(images: torch.Tensor, preset: AugmentPreset, generator: torch.Generator) -> torch.Tensor:
     """Augment float images N x 3 x H x W in [0, 1]; every image gets its own random parameters.
 
+    Order: random resized crop, flip, affine, TrivialAugment op, colour jitter.
     All randomness comes from `generator`, so a seeded run is reproducible and resumable.
     """
     if preset.is_identity:
         return images
+    if preset.has_crop:
+        images = random_resized_crop(images, preset, generator)
     if preset.flip_p:
         flip = torch.rand(images.shape[0], generator=generator) < preset.flip_p
         images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-    if preset.degrees or preset.translate or preset.scale != (1.0, 1.0):
+    if preset.has_affine:
         images = random_affine(images, preset, generator)
-    if preset.brightness or preset.contrast or preset.saturation or preset.hue:
+    if preset.trivial:
+        images = trivial_augment(images, preset, generator)
+    if preset.has_colour:
         images = colour_jitter(images, preset, generator)
     return images
+
+
+def mix_batch(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp (Zhang et al. 2018) or CutMix (Yun et al. 2019), one of them per batch when both are on.
+
+    Returns mixed images and soft targets N x num_classes (each row sums to 1).
+    """
+    targets = F.one_hot(labels, num_classes).to(images.dtype)
+    if not (mixup_alpha or cutmix_alpha) or images.shape[0] < 2:
+        return images, targets
+    use_cutmix = bool(cutmix_alpha) and (not mixup_alpha or torch.rand(1, generator=generator).item() < 0.5)
+    alpha = cutmix_alpha if use_cutmix else mixup_alpha
+    # Beta(alpha, alpha) from two Gamma draws, so the generator stays the only source of randomness.
+    gamma_a = torch._standard_gamma(torch.tensor([alpha]), generator=generator)
+    gamma_b = torch._standard_gamma(torch.tensor([alpha]), generator=generator)
+    keep = float(gamma_a / (gamma_a + gamma_b))  # share of the first image
+    partner = torch.randperm(images.shape[0], generator=generator)
+    if use_cutmix:
+        height, width = images.shape[2:]
+        cut_h, cut_w = int(height * math.sqrt(1 - keep)), int(width * math.sqrt(1 - keep))
+        top = int(torch.randint(height - cut_h + 1, (1,), generator=generator))
+        left = int(torch.randint(width - cut_w + 1, (1,), generator=generator))
+        images = images.clone()
+        images[:, :, top:top + cut_h, left:left + cut_w] = images[partner, :, top:top + cut_h, left:left + cut_w]
+        keep = 1 - (cut_h * cut_w) / (height * width)  # the share actually kept
+    else:
+        images = keep * images + (1 - keep) * images[partner]
+    return images, keep * targets + (1 - keep) * targets[partner]

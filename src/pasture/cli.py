@@ -63,6 +63,10 @@ TRAIN_EXAMPLES = """examples:
   pasture train photos/ --out runs/default --seed 3              # pasture's tuned recipe
   pasture train photos/ --out runs/report-labels --classes horse,cow   # horse=0, cow=1 as the report
   pasture train photos/ --out runs/default --seed 3 --resume     # continue after Ctrl-C
+  pasture train photos/ --out runs/scratch --recipe small-data   # best from-scratch recipe
+  pasture train photos/ --out runs/probe --model effnet-lite0 --pretrained probe      # seconds
+  pasture train photos/ --out runs/ft --model effnet-lite0 --pretrained finetune      # best accuracy
+  pasture train photos/ --out runs/ens --recipe small-data --ensemble 5
 
 DATA is DATA/train/<class>/* + DATA/test/<class>/*, or DATA/<class>/* (split with --test-fraction).
 """
@@ -98,12 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
     train.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
                        help="named preset of model, size, augmentation and optimiser")
-    train.add_argument("--model", help="model name, overrides the recipe's (e.g. paper-cnn)")
-    train.add_argument("--augment", help="augmentation preset, overrides the recipe's (none, paper)")
+    train.add_argument("--model", help="model name, overrides the recipe's (paper-cnn, resnet-small, effnet-lite0)")
+    train.add_argument("--augment", help="augmentation preset, overrides the recipe's (none, paper, strong)")
     train.add_argument("--epochs", type=_positive_int, help="overrides the recipe's")
     train.add_argument("--batch-size", type=_positive_int, help="overrides the recipe's")
     train.add_argument("--lr", type=_positive_float, help="learning rate, overrides the recipe's")
     train.add_argument("--image-size", type=_positive_int, help="square input side in px, overrides the recipe's")
+    train.add_argument("--pretrained", choices=["probe", "finetune"],
+                       help="use a pretrained backbone (--model effnet-lite0): probe = frozen features + linear "
+                            "head, finetune = whole network; picks the recipe of that name")
+    train.add_argument("--weights", metavar="PATH", help="your own backbone weights (state dict) for --pretrained")
+    train.add_argument("--ensemble", type=_positive_int, help="train N members and average their probabilities")
+    train.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                       help="test-time augmentation (flips and shifts) at evaluation; overrides the recipe's")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
     train.add_argument("--classes", type=_class_list, help="class order, e.g. horse,cow (default: alphabetical)")
     train.add_argument("--test-fraction", type=_fraction, default=DEFAULT_TEST_FRACTION,
@@ -148,7 +159,8 @@ def _run_train(args) -> int:
 
     metrics = api.train(
         args.data, args.out, recipe=args.recipe, model=args.model, augment=args.augment, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, seed=args.seed, classes=args.classes,
+        batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, pretrained=args.pretrained,
+        weights=args.weights, ensemble=args.ensemble, tta=args.tta, seed=args.seed, classes=args.classes,
         test_fraction=args.test_fraction, split_seed=args.split_seed, min_image_size=args.min_image_size,
         strict=args.strict, resume=args.resume, force=args.force, quiet=args.quiet,
         command=["pasture", *sys.argv[1:]],

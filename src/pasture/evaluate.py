@@ -13,15 +13,40 @@ def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.float().div_(255.0)
 
 
+def shift(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Move images by (dy, dx) pixels, filling the uncovered border by reflection."""
+    pad = max(abs(dy), abs(dx))
+    if pad == 0:
+        return images
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad), mode="reflect")
+    height, width = images.shape[2:]
+    return padded[:, :, pad - dy:pad - dy + height, pad - dx:pad - dx + width]
+
+
+def tta_views(images: torch.Tensor) -> list[torch.Tensor]:
+    """Test-time augmentation: the image and its mirror, each also shifted by +/- 1/16 of the side."""
+    step = max(1, images.shape[-1] // 16)
+    views = []
+    for view in (images, images.flip(-1)):
+        views.extend([view, shift(view, step, step), shift(view, -step, -step)])
+    return views
+
+
 @torch.no_grad()
-def predict_probabilities(model: nn.Module, images_uint8: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Softmax probabilities N x classes, in eval mode (dropout off), in batches."""
+def predict_probabilities(
+    model: nn.Module, images_uint8: torch.Tensor, batch_size: int = 64, tta: bool = False,
+) -> torch.Tensor:
+    """Softmax probabilities N x classes, in eval mode (dropout off), in batches.
+
+    With `tta`, the probabilities are averaged over the views of `tta_views`.
+    """
     was_training = model.training
     model.eval()
-    chunks = [
-        torch.softmax(model(to_float(images_uint8[start:start + batch_size])), dim=1)
-        for start in range(0, images_uint8.shape[0], batch_size)
-    ]
+    chunks = []
+    for start in range(0, images_uint8.shape[0], batch_size):
+        images = to_float(images_uint8[start:start + batch_size])
+        views = tta_views(images) if tta else [images]
+        chunks.append(torch.stack([torch.softmax(model(view), dim=1) for view in views]).mean(0))
     model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)
 
@@ -55,6 +80,8 @@ def accuracy_report(predicted: torch.Tensor, labels: torch.Tensor, classes: list
     }
 
 
-def evaluate_model(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
-    probabilities = predict_probabilities(model, images_uint8)
+def evaluate_model(
+    model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, classes: list[str], tta: bool = False,
+) -> dict:
+    probabilities = predict_probabilities(model, images_uint8, tta=tta)
     return accuracy_report(probabilities.argmax(1), labels, classes)

@@ -28,6 +28,15 @@ class Recipe:
     schedule: str = "constant"  # "constant" or "cosine" (per step, after warm-up)
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha); 0 = off
+    cutmix_alpha: float = 0.0  # CutMix Beta(alpha, alpha); 0 = off (with both on, one per batch)
+    ema_decay: float = 0.0  # exponential moving average of the weights, used as the final model; 0 = off
+    tta: bool = False  # test-time augmentation (flip and small shifts) at evaluation and prediction
+    ensemble: int = 1  # members trained with seeds seed, seed+1000, ...; their probabilities are averaged
+    pretrained: str = "none"  # "none" (from scratch), "probe" (frozen backbone, linear head), "finetune"
+    weights: str | None = None  # backbone weights for pretrained models: None = the model's ImageNet weights
+    backbone_lr_scale: float = 0.1  # finetune: backbone learning rate = lr x this (discriminative rates)
+    freeze_bn: bool = False  # keep BatchNorm statistics fixed while training (finetuning on tiny batches)
     description: str = ""
 
     def to_dict(self) -> dict:
@@ -52,11 +61,38 @@ RECIPES: dict[str, Recipe] = {
             schedule="cosine", warmup_epochs=3, label_smoothing=0.1, image_size=64, augment="paper",
             description="pasture's tuned recipe for paper-cnn: AdamW, cosine schedule, label smoothing",
         ),
+        # The best from-scratch combination; chosen on validation splits of the dev train split
+        # (benchmarks/recipes.py --tune), never on a test split.
+        Recipe(
+            name="small-data",
+            model="resnet-small", image_size=64, augment="strong", optimizer="adamw", lr=2e-3,
+            weight_decay=0.05, batch_size=32, epochs=120, schedule="cosine", warmup_epochs=5,
+            label_smoothing=0.1, mixup_alpha=0.2, cutmix_alpha=1.0, ema_decay=0.99, tta=True,
+            description="best from scratch: small ResNet, strong augmentation, MixUp/CutMix, EMA, TTA",
+        ),
+        # Pretrained backbone, frozen: features computed once per image (cached), a linear head on top.
+        Recipe(
+            name="probe",
+            model="effnet-lite0", image_size=224, pretrained="probe", augment="none", optimizer="adamw",
+            lr=3e-3, weight_decay=1e-2, batch_size=32, epochs=100, schedule="cosine", label_smoothing=0.1,
+            description="EfficientNet-Lite0 ImageNet features (and their mirror images) + linear head",
+        ),
+        # Whole pretrained network, LP-FT: the head starts from a linear probe, then everything trains
+        # with discriminative learning rates, frozen BN statistics and mild augmentation.
+        Recipe(
+            name="finetune",
+            model="effnet-lite0", image_size=224, pretrained="finetune", augment="paper", optimizer="adamw",
+            lr=3e-4, backbone_lr_scale=0.1, freeze_bn=True, weight_decay=1e-2, batch_size=16, epochs=8,
+            schedule="cosine", warmup_epochs=1, label_smoothing=0.1, tta=True,
+            description="EfficientNet-Lite0 fine-tuned end to end after a linear probe (LP-FT), backbone at "
+                        "1/10 of the head's rate",
+        ),
     )
 }
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
+PRETRAINED_MODES = ("none", "probe", "finetune")
 
 
 def get_recipe(name: str) -> Recipe:
@@ -87,6 +123,11 @@ def validate_recipe(recipe: Recipe) -> None:
         (recipe.optimizer in OPTIMIZERS, f"optimizer {recipe.optimizer}: choose one of {', '.join(OPTIMIZERS)}"),
         (recipe.schedule in SCHEDULES, f"schedule {recipe.schedule}: choose one of {', '.join(SCHEDULES)}"),
         (recipe.warmup_epochs >= 0, f"warmup_epochs {recipe.warmup_epochs}: must not be negative"),
+        (recipe.ensemble >= 1, f"--ensemble {recipe.ensemble}: must be at least 1"),
+        (0 <= recipe.ema_decay < 1, f"ema_decay {recipe.ema_decay}: must be in [0, 1)"),
+        (recipe.mixup_alpha >= 0 and recipe.cutmix_alpha >= 0, "mixup/cutmix alpha: must not be negative"),
+        (recipe.pretrained in PRETRAINED_MODES,
+         f"--pretrained {recipe.pretrained}: choose one of {', '.join(PRETRAINED_MODES)}"),
     ]
     for ok, message in checks:
         if not ok:

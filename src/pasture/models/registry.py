@@ -43,12 +43,13 @@ class Classifier(nn.Module):
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    build: Callable[[int, int], nn.Module]  # (num_classes, image_size) -> network on normalised input
+    build: Callable[..., nn.Module]  # (num_classes, image_size, weights) -> network on normalised input
     min_image_size: int
     default_image_size: int
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     description: str = ""
+    pretrained: bool = False  # has a pretrained backbone that accepts `weights`
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -71,13 +72,33 @@ def get_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def create_model(name: str, num_classes: int, image_size: int) -> Classifier:
-    """Build model `name` for `num_classes` classes and square inputs of `image_size` pixels."""
+def create_model(name: str, num_classes: int, image_size: int, weights: str | None = None) -> Classifier:
+    """Build model `name` for `num_classes` classes and square inputs of `image_size` pixels.
+
+    `weights` only applies to pretrained backbones: "imagenet" (the offline package's weights), a path
+    to the user's own backbone weights, or None (random init: used when a run's checkpoint will
+    supply every weight anyway).
+    """
     spec = get_spec(name)
+    if weights is not None and not spec.pretrained:
+        raise UserError(f"--weights: {name} is trained from scratch and takes no backbone weights")
     if num_classes < 2:
         raise UserError(f"{name}: needs at least 2 classes, got {num_classes}")
     if image_size < spec.min_image_size:
         raise UserError(
             f"--image-size {image_size}: too small for {name}; it needs at least {spec.min_image_size} px"
         )
-    return Classifier(spec.build(num_classes, image_size), spec.mean, spec.std)
+    return Classifier(spec.build(num_classes, image_size, weights), spec.mean, spec.std)
+
+
+class Ensemble(nn.Module):
+    """Averages the members' softmax probabilities; returns their log so that a softmax of the output
+    (what evaluation applies) gives back exactly the mean probability."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.stack([torch.softmax(member(images), dim=1) for member in self.members]).mean(0)
+        return torch.log(probabilities.clamp_min(1e-12))
