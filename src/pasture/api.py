@@ -70,6 +70,8 @@ def train(
     weights: str | os.PathLike | None = None,
     ensemble: int | None = None,
     tta: bool | None = None,
+    synthetic: str | os.PathLike | None = None,
+    synthetic_ratio: float | None = None,
     seed: int = 0,
     classes: list[str] | None = None,
     test_fraction: float = DEFAULT_TEST_FRACTION,
@@ -88,7 +90,7 @@ def train(
     pretrained/weights/ensemble/tta override its fields. The test split is evaluated after every
     epoch for the record, never used to choose anything.
     """
-    from pasture.data import load_dataset
+    from pasture.data import load_dataset, load_synthetic
     from pasture.runs import atomic_write_json, prepare_run_dir, read_json, versions
     from pasture.train import train_classifier
 
@@ -100,7 +102,22 @@ def train(
         data, chosen.image_size, classes=classes, test_fraction=test_fraction, split_seed=split_seed,
         min_image_size=min_image_size, strict=strict, warn=warn,
     )
+    synthetic_images, synthetic_info = None, None
+    if synthetic is not None:
+        if chosen.pretrained == "probe":
+            raise UserError("--synthetic: a probe trains on cached features of real images; use --pretrained "
+                            "finetune or a from-scratch recipe")
+        synthetic_images, synthetic_fingerprint = load_synthetic(synthetic, dataset.classes, chosen.image_size, warn)
+        if synthetic_ratio is None:
+            synthetic_ratio = len(synthetic_images) / (len(synthetic_images) + len(dataset.train))
+        if not 0 < synthetic_ratio < 1:
+            raise UserError(f"--synthetic-ratio {synthetic_ratio}: must be between 0 and 1")
+        synthetic_info = {"folder": str(Path(synthetic).resolve()), "fingerprint": synthetic_fingerprint,
+                          "ratio": synthetic_ratio, "counts": synthetic_images.counts()}
+    elif synthetic_ratio is not None:
+        raise UserError("--synthetic-ratio: give --synthetic SYNTH_DIR too")
     identity = {
+        "synthetic": synthetic_info,
         "recipe": chosen.to_dict(),
         "seed": seed,
         "data": str(Path(data).resolve()),
@@ -131,7 +148,8 @@ def train(
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         })
     try:
-        result = train_classifier(dataset, chosen, seed, run_dir=out, resume=(state == "resume"), quiet=quiet)
+        result = train_classifier(dataset, chosen, seed, run_dir=out, resume=(state == "resume"), quiet=quiet,
+                                  synthetic=synthetic_images, synthetic_ratio=synthetic_ratio or 0.0)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; {out / 'checkpoint.pt'} holds the last finished epoch. Run the same command "
@@ -259,3 +277,153 @@ def predict(run: str | os.PathLike, paths: list[str | os.PathLike]) -> list[dict
             "probabilities": dict(zip(config["classes"], probs)),
         })
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# GANs
+
+
+def gan_train(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    preset: str = "default",
+    conditional: bool | None = None,
+    image_size: int | None = None,
+    nz: int | None = None,
+    ngf: int | None = None,
+    ndf: int | None = None,
+    iterations: int | None = None,
+    batch_size: int | None = None,
+    diffaugment: str | None = None,
+    ada: bool | None = None,
+    loss: str | None = None,
+    ema_decay: float | None = None,
+    sample_every: int | None = None,
+    seed: int = 0,
+    classes: list[str] | None = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split_seed: int = 0,
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
+    strict: bool = False,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    warn: Warn = warn_to_stderr,
+    command: list[str] | None = None,
+) -> dict:
+    """Train a GAN on the TRAINING split of DATA and write GAN_DIR (`out`); returns summary.json's dict.
+
+    GAN_DIR holds config.json, checkpoint.pt, gan_log.jsonl (losses, D(x), D(G(z)) per iteration),
+    gan_losses.png, samples_uN_XXXXX.png (fixed noise) and summary.json (diversity, time).
+    """
+    import dataclasses
+
+    from pasture.data import load_dataset
+    from pasture.gan.trainer import get_gan_preset, train_gan, validate_gan_preset
+    from pasture.runs import atomic_write_json, prepare_run_dir, read_json, versions
+
+    base = get_gan_preset(preset)
+    overrides = dict(conditional=conditional, image_size=image_size, nz=nz, ngf=ngf, ndf=ndf, iterations=iterations,
+                     batch_size=batch_size, diffaugment=diffaugment, ada=ada, loss=loss, ema_decay=ema_decay,
+                     sample_every=sample_every)
+    chosen = dataclasses.replace(base, **{key: value for key, value in overrides.items() if value is not None})
+    validate_gan_preset(chosen)
+    dataset = load_dataset(data, chosen.image_size, classes=classes, test_fraction=test_fraction,
+                           split_seed=split_seed, min_image_size=min_image_size, strict=strict, warn=warn)
+    identity = {
+        "kind": "gan", "preset": chosen.to_dict(), "seed": seed, "data": str(Path(data).resolve()),
+        "data_fingerprint": dataset.fingerprint, "classes": dataset.classes, "layout": dataset.layout,
+        "test_fraction": test_fraction if dataset.layout == "class-folders" else None,
+        "split_seed": split_seed if dataset.layout == "class-folders" else None,
+        "min_image_size": min_image_size, "strict": strict,
+    }
+    out = Path(out)
+    state = prepare_run_dir(out, identity, resume=resume, force=force)
+    if state == "done":
+        print(f"{out}: this GAN had already finished; nothing to resume", file=sys.stderr)
+        return read_json(out / "summary.json")
+    if state == "new":
+        atomic_write_json(out / "config.json", {
+            "kind": "gan", "identity": identity, "preset": chosen.to_dict(), "classes": dataset.classes,
+            "seed": seed, "data_summary": dataset.summary(), "versions": versions(),
+            "command": command if command is not None else list(sys.argv),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+    try:
+        # Only the training split is handed over; train_gan refuses any other split.
+        result = train_gan(dataset.train, chosen, seed, out=out, resume=(state == "resume"), quiet=quiet, warn=warn)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; {out / 'checkpoint.pt'} holds the last sample point. Run the same command with "
+            "--resume to continue"
+        ) from None
+    last = {}
+    for unit in range(len(result["units"])):
+        rows = [row for row in result["log"] if row["unit"] == unit]
+        if rows:
+            last[str(unit)] = {key: rows[-1][key] for key in ("loss_d", "loss_g", "d_real", "d_fake", "p_aug")}
+    summary = {
+        "preset": chosen.name, "units": len(result["units"]), "iterations": chosen.iterations,
+        "diversity_vs_real": result["diversity"], "final": last, "seconds": result["seconds"],
+        "n_train": len(dataset.train), "classes": dataset.classes,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def gan_sample(
+    gan_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    per_class: int = 500,
+    seed: int = 0,
+    truncation: float | None = None,
+    filter_run: str | os.PathLike | None = None,
+    min_confidence: float = 0.5,
+    force: bool = False,
+    warn: Warn = warn_to_stderr,
+) -> dict:
+    """Write `per_class` generated images per class to out/<class>/*.png with out/synth.json."""
+    from pasture.synth import sample_images, write_synthetic
+
+    synthetic, info = sample_images(gan_dir, per_class, seed=seed, truncation=truncation, filter_run=filter_run,
+                                    min_confidence=min_confidence if filter_run is not None else 0.0, warn=warn)
+    write_synthetic(synthetic, info, out, force=force)
+    return info
+
+
+def gan_score(
+    source: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    run: str | os.PathLike | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+    write: bool = True,
+    warn: Warn = warn_to_stderr,
+) -> dict:
+    """GAN-test, GAN-train and memorisation of a GAN folder (sampled here) or a synthetic set folder.
+
+    Writes SOURCE/score.json. The real test split of DATA is only evaluated on.
+    """
+    from pasture.data import load_dataset, load_synthetic
+    from pasture.runs import atomic_write_json, read_json
+    from pasture.synth import sample_images, score_synthetic
+
+    source = Path(source)
+    size = read_json(Path(run) / "config.json")["image_size"] if run is not None else resolve_recipe().image_size
+    dataset = load_dataset(data, size, warn=warn)
+    if (source / "synth.json").is_file():
+        synthetic, _ = load_synthetic(source, dataset.classes, size, warn)
+        origin = {"synthetic_set": str(source.resolve())}
+    else:
+        count = per_class or max(dataset.train.counts().values())
+        synthetic, info = sample_images(source, count, seed=seed, warn=warn)
+        if synthetic.classes != dataset.classes:
+            raise UserError(f"{source}: the GAN's classes {synthetic.classes} differ from DATA's {dataset.classes}")
+        origin = {"gan": info["gan"], "per_class": count}
+    score = {**origin, **score_synthetic(synthetic, dataset, run=run, seed=seed)}
+    if write:
+        atomic_write_json(source / "score.json", score)
+    return score

@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ensemble", type=_positive_int, help="train N members and average their probabilities")
     train.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                        help="test-time augmentation (flips and shifts) at evaluation; overrides the recipe's")
+    train.add_argument("--synthetic", metavar="SYNTH_DIR", help="mix these synthetic images (gan sample) into training")
+    train.add_argument("--synthetic-ratio", type=_fraction, metavar="R",
+                       help="expected synthetic share of each batch (default: as if added to the train folder)")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
     train.add_argument("--classes", type=_class_list, help="class order, e.g. horse,cow (default: alphabetical)")
     train.add_argument("--test-fraction", type=_fraction, default=DEFAULT_TEST_FRACTION,
@@ -147,7 +150,122 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", metavar="RUN", help="a finished run folder")
     predict.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     predict.add_argument("--json", action="store_true", help="print JSON (a list of objects)")
+    _add_gan_commands(commands)
     return parser
+
+
+GAN_EXAMPLES = """examples:
+  pasture gan train photos/ --out gans/paper --preset paper      # the report's DCGAN, one per class
+  pasture gan train photos/ --out gans/cond                      # conditional + DiffAugment + EMA
+  pasture gan sample gans/cond --per-class 500 --out synth/cond
+  pasture gan sample gans/cond --per-class 200 --out synth/kept --filter-run runs/default --min-confidence 0.8
+  pasture gan score gans/cond photos/ --json                     # GAN-test, GAN-train, memorisation
+  pasture train photos/ --out runs/with-gan --synthetic synth/cond --synthetic-ratio 0.3
+"""
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--classes", type=_class_list, help="class order, e.g. horse,cow (default: alphabetical)")
+    parser.add_argument("--test-fraction", type=_fraction, default=DEFAULT_TEST_FRACTION,
+                        help="share of each class held out for testing (DATA/<class>/ layout only)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of that split")
+    parser.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE,
+                        help="images with a shorter side below this many px are unusable")
+    parser.add_argument("--strict", action="store_true", help="unusable files are an error instead of a warning")
+
+
+def _add_gan_commands(commands) -> None:
+    gan = commands.add_parser("gan", help="train GANs, sample synthetic images, score them", epilog=GAN_EXAMPLES,
+                              formatter_class=_Formatter,
+                              description="GANs that make training images, trained on the training split only.")
+    gan_commands = gan.add_subparsers(dest="gan_command", metavar="GAN_COMMAND")
+    train = gan_commands.add_parser(
+        "train", help="train a GAN on DATA's training split", epilog=GAN_EXAMPLES, formatter_class=_Formatter,
+        description="Writes GAN_DIR/config.json, checkpoint.pt, gan_log.jsonl, gan_losses.png, samples_*.png.")
+    train.add_argument("data", metavar="DATA")
+    train.add_argument("--out", required=True, metavar="GAN_DIR")
+    train.add_argument("--preset", default="default", choices=["paper", "default"])
+    train.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
+                       help="one class-conditional GAN for all classes (else one GAN per class)")
+    train.add_argument("--image-size", type=_positive_int, help="power of two >= 16")
+    train.add_argument("--nz", type=_positive_int, help="latent length (the report: 10)")
+    train.add_argument("--ngf", type=_positive_int, help="generator width")
+    train.add_argument("--ndf", type=_positive_int, help="discriminator width")
+    train.add_argument("--iterations", type=_positive_int, help="D+G steps per GAN")
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--diffaugment", help="policy: color,translation,cutout (any subset) or none")
+    train.add_argument("--ada", action=argparse.BooleanOptionalAction, default=None,
+                       help="adapt the augmentation probability to D's overfitting (target 0.6)")
+    train.add_argument("--loss", choices=["bce", "hinge"])
+    train.add_argument("--sample-every", type=_positive_int, help="iterations between sample grids and checkpoints")
+    train.add_argument("--seed", type=int, default=0)
+    _add_data_options(train)
+    train.add_argument("--resume", action="store_true")
+    train.add_argument("--force", action="store_true")
+    train.add_argument("--quiet", action="store_true")
+
+    sample = gan_commands.add_parser("sample", help="write synthetic images in the class-folder layout",
+                                     epilog=GAN_EXAMPLES, formatter_class=_Formatter,
+                                     description="Writes SYNTH_DIR/<class>/*.png and SYNTH_DIR/synth.json.")
+    sample.add_argument("gan_dir", metavar="GAN_DIR")
+    sample.add_argument("--per-class", type=_positive_int, default=500)
+    sample.add_argument("--out", required=True, metavar="SYNTH_DIR")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--truncation", type=_positive_float, help="resample latent values beyond this magnitude")
+    sample.add_argument("--filter-run", metavar="RUN", help="keep samples this classifier assigns to their class")
+    sample.add_argument("--min-confidence", type=float, default=0.5, help="with --filter-run")
+    sample.add_argument("--force", action="store_true", help="replace an existing synthetic set")
+
+    score = gan_commands.add_parser("score", help="GAN-test, GAN-train and memorisation", epilog=GAN_EXAMPLES,
+                                    formatter_class=_Formatter,
+                                    description="How useful are the samples? Writes SOURCE/score.json.")
+    score.add_argument("source", metavar="GAN_DIR|SYNTH_DIR")
+    score.add_argument("data", metavar="DATA", help="the real data (train/test layout or class folders)")
+    score.add_argument("--run", metavar="RUN", help="classifier trained on real images, for GAN-test")
+    score.add_argument("--per-class", type=_positive_int, help="samples per class when SOURCE is a GAN")
+    score.add_argument("--seed", type=int, default=0)
+    score.add_argument("--json", action="store_true")
+
+
+def _run_gan(args) -> int:
+    from pasture import api
+
+    if args.gan_command == "train":
+        summary = api.gan_train(
+            args.data, args.out, preset=args.preset, conditional=args.conditional, image_size=args.image_size,
+            nz=args.nz, ngf=args.ngf, ndf=args.ndf, iterations=args.iterations, batch_size=args.batch_size,
+            diffaugment=args.diffaugment, ada=args.ada, loss=args.loss, sample_every=args.sample_every,
+            seed=args.seed, classes=args.classes, test_fraction=args.test_fraction, split_seed=args.split_seed,
+            min_image_size=args.min_image_size, strict=args.strict, resume=args.resume, force=args.force,
+            quiet=args.quiet, command=["pasture", *sys.argv[1:]],
+        )
+        print(f"GAN written to {args.out} ({summary['units']} unit(s), {summary['seconds']:.0f} s)")
+        for unit, final in summary["final"].items():
+            print(f"  unit {unit}: D loss {final['loss_d']:.3f}, G loss {final['loss_g']:.3f}, "
+                  f"D(x) {final['d_real']:.2f}, D(G(z)) {final['d_fake']:.2f}")
+        return 0
+    if args.gan_command == "sample":
+        info = api.gan_sample(args.gan_dir, args.out, per_class=args.per_class, seed=args.seed,
+                              truncation=args.truncation, filter_run=args.filter_run,
+                              min_confidence=args.min_confidence, force=args.force)
+        counts = ", ".join(f"{name}: {count}" for name, count in info["counts"].items())
+        print(f"synthetic set written to {args.out} ({counts})")
+        return 0
+    if args.gan_command == "score":
+        score = api.gan_score(args.source, args.data, run=args.run, per_class=args.per_class, seed=args.seed)
+        if args.json:
+            print(json.dumps(score))
+            return 0
+        for key, label in (("gan_test", "GAN-test (real-trained classifier on samples)"),
+                           ("gan_train", "GAN-train (sample-trained classifier on real test)"),
+                           ("real_train_reference", "reference (real-trained classifier on real test)")):
+            row = score[key]
+            print(_accuracy_line(f"{label}: ", row["accuracy"], row["ci95"], row["n"]))
+        memo = score["memorisation"]
+        print(f"near-copies of training images: {memo['near_copy_fraction']:.1%} "
+              f"(95% CI {memo['near_copy_ci95'][0]:.1%}-{memo['near_copy_ci95'][1]:.1%}, n={memo['n']})")
+        return 0
+    raise UserError("gan: give a command: train, sample or score (see pasture gan --help)")
 
 
 def _accuracy_line(label: str, accuracy: float, ci95: list[float], n: int) -> str:
@@ -160,7 +278,8 @@ def _run_train(args) -> int:
     metrics = api.train(
         args.data, args.out, recipe=args.recipe, model=args.model, augment=args.augment, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, pretrained=args.pretrained,
-        weights=args.weights, ensemble=args.ensemble, tta=args.tta, seed=args.seed, classes=args.classes,
+        weights=args.weights, ensemble=args.ensemble, tta=args.tta, synthetic=args.synthetic,
+        synthetic_ratio=args.synthetic_ratio, seed=args.seed, classes=args.classes,
         test_fraction=args.test_fraction, split_seed=args.split_seed, min_image_size=args.min_image_size,
         strict=args.strict, resume=args.resume, force=args.force, quiet=args.quiet,
         command=["pasture", *sys.argv[1:]],
@@ -205,7 +324,7 @@ def _run_predict(args) -> int:
     return 0
 
 
-HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict}
+HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "gan": _run_gan}
 
 
 def main(argv: list[str] | None = None) -> int:

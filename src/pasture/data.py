@@ -45,6 +45,7 @@ class ImageSet:
     labels: torch.Tensor
     files: list[str]
     classes: list[str]
+    split: str = "train"  # "train", "test", "validation" or "eval": GANs accept only "train"
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -202,6 +203,7 @@ def _load_split(
     warn: Warn,
     where: Path,
     skipped: list[dict],
+    split: str,
 ) -> ImageSet:
     """Decode every file of each class; bad files are skipped with a warning, or fatal if strict."""
     all_paths = [path for name in classes for path in files_by_class[name]]
@@ -232,6 +234,7 @@ def _load_split(
         labels=torch.tensor(labels, dtype=torch.int64),
         files=files,
         classes=list(classes),
+        split=split,
     )
 
 
@@ -268,12 +271,13 @@ def stratified_split(labels: torch.Tensor, test_fraction: float, seed: int) -> t
     return torch.tensor(sorted(train_idx)), torch.tensor(sorted(test_idx))
 
 
-def _subset(images: ImageSet, indices: torch.Tensor) -> ImageSet:
+def _subset(images: ImageSet, indices: torch.Tensor, split: str) -> ImageSet:
     return ImageSet(
         images=images.images[indices],
         labels=images.labels[indices],
         files=[images.files[i] for i in indices.tolist()],
         classes=images.classes,
+        split=split,
     )
 
 
@@ -288,8 +292,8 @@ def validation_split(dataset: Dataset, fraction: float, seed: int) -> Dataset:
         layout="validation",
         classes=dataset.classes,
         image_size=dataset.image_size,
-        train=_subset(dataset.train, train_idx),
-        test=_subset(dataset.train, val_idx),
+        train=_subset(dataset.train, train_idx, "train"),
+        test=_subset(dataset.train, val_idx, "validation"),
         skipped=dataset.skipped,
         fingerprint=dataset.fingerprint,
     )
@@ -328,8 +332,10 @@ def load_dataset(
             )
         _require_two_classes(sorted(train_files), root / "train")
         order = _order_classes(train_files, classes, str(root / "train"))
-        train = _load_split(train_files, order, image_size, min_image_size, strict, warn, root / "train", skipped)
-        test = _load_split(test_files, order, image_size, min_image_size, strict, warn, root / "test", skipped)
+        train = _load_split(train_files, order, image_size, min_image_size, strict, warn, root / "train", skipped,
+                            "train")
+        test = _load_split(test_files, order, image_size, min_image_size, strict, warn, root / "test", skipped,
+                           "test")
         every_file = [p for files in (*train_files.values(), *test_files.values()) for p in files]
     else:
         files = find_class_folders(root)
@@ -341,12 +347,12 @@ def load_dataset(
                     f"{root / name}: has {len(files[name])} file(s); splitting into train and test needs "
                     "at least 2 images per class"
                 )
-        everything = _load_split(files, order, image_size, min_image_size, strict, warn, root, skipped)
+        everything = _load_split(files, order, image_size, min_image_size, strict, warn, root, skipped, "all")
         for label, name in enumerate(order):
             if int((everything.labels == label).sum()) < 2:
                 raise UserError(f"{root / name}: fewer than 2 usable images; a split needs 2 or more per class")
         train_idx, test_idx = stratified_split(everything.labels, test_fraction, split_seed)
-        train, test = _subset(everything, train_idx), _subset(everything, test_idx)
+        train, test = _subset(everything, train_idx, "train"), _subset(everything, test_idx, "test")
         every_file = [p for group in files.values() for p in group]
     return Dataset(
         root=str(root),
@@ -380,8 +386,32 @@ def load_labelled_folder(
     if not files:
         raise UserError(f"{folder}: holds no class folders; put images in {folder}/<class>/")
     skipped: list[dict] = []
-    images = _load_split(files, sorted(files), image_size, min_image_size, strict, warn, folder, skipped)
+    images = _load_split(files, sorted(files), image_size, min_image_size, strict, warn, folder, skipped, "eval")
     return images, skipped
+
+
+def load_synthetic(
+    folder: str | os.PathLike, classes: list[str], image_size: int, warn: Warn = warn_to_stderr,
+) -> tuple[ImageSet, str]:
+    """Synthetic images in the class-folder layout (`pasture gan sample`'s output), labelled with the
+    index of each class name in `classes`. Returns (images, fingerprint)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"--synthetic {folder}: no such folder; give the --out of `pasture gan sample`")
+    files = find_class_folders(folder)
+    if not files:
+        raise UserError(f"--synthetic {folder}: holds no class folders; give the --out of `pasture gan sample`")
+    unknown = sorted(name for name in files if name not in classes)
+    if unknown:
+        raise UserError(f"--synthetic {folder}: class folder(s) {', '.join(unknown)} are not training classes "
+                        f"({', '.join(classes)})")
+    skipped: list[dict] = []
+    names = sorted(files)
+    images = _load_split(files, names, image_size, 0, False, warn, folder, skipped, "synthetic")
+    to_training_index = torch.tensor([classes.index(name) for name in names])
+    images.labels = to_training_index[images.labels]
+    images.classes = list(classes)
+    return images, _fingerprint(folder, [p for group in files.values() for p in group])
 
 
 def image_files_in(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -15,10 +15,13 @@ from pathlib import Path
 
 from pasture.errors import UserError
 
-# Files pasture itself writes into a run folder; --force removes only these, never a user's own files.
+# Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
+# never a user's own files.
 RUN_FILES = (
     "config.json", "history.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "confusion.png",
+    "gan_log.jsonl", "gan_losses.png", "samples_*.png", "summary.json", "score.json",
 )
+DONE_MARKERS = ("metrics.json", "summary.json")  # written last by a finished classifier / GAN run
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -131,8 +134,9 @@ def prepare_run_dir(out: str | os.PathLike, identity: dict, resume: bool, force:
     config_path = out / "config.json"
     if out.is_dir() and any(out.iterdir()):
         if force:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
+            for pattern in RUN_FILES:
+                for path in out.glob(pattern):
+                    path.unlink(missing_ok=True)
         elif not config_path.is_file():
             raise UserError(f"{out}: folder is not empty and holds no pasture run; choose a new --out")
         else:
@@ -151,7 +155,7 @@ def prepare_run_dir(out: str | os.PathLike, identity: dict, resume: bool, force:
                     f"{out}: holds a different run (differs in {', '.join(changed)}); --resume needs the "
                     "same settings, or use --force to overwrite"
                 )
-            if (out / "metrics.json").is_file():
+            if any((out / marker).is_file() for marker in DONE_MARKERS):
                 return "done"
             if (out / "checkpoint.pt").is_file():
                 return "resume"

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pasture.augment import augment_batch, get_augment, mix_batch
-from pasture.data import Dataset
+from pasture.data import Dataset, ImageSet
 from pasture.evaluate import evaluate_model, to_float
 from pasture.models import Ensemble, create_model
 from pasture.recipes import Recipe
@@ -153,6 +153,28 @@ def build_members(recipe: Recipe, num_classes: int, member_states: list[dict]) -
     return members[0] if len(members) == 1 else Ensemble(members)
 
 
+def mix_in_synthetic(
+    images_uint8: torch.Tensor, labels: torch.Tensor, synthetic: ImageSet | None, ratio: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Replace each batch slot by a random synthetic image with probability `ratio`.
+
+    Returns (images, labels, mask of synthetic slots). The expected synthetic share of a batch is
+    `ratio`; real images left out of one batch come back in the next epoch's order.
+    """
+    mask = torch.zeros(labels.shape[0], dtype=torch.bool)
+    if synthetic is None or ratio <= 0 or len(synthetic) == 0:
+        return images_uint8, labels, mask
+    mask = torch.rand(labels.shape[0], generator=generator) < ratio
+    count = int(mask.sum())
+    if count:
+        pick = torch.randint(len(synthetic), (count,), generator=generator)
+        images_uint8, labels = images_uint8.clone(), labels.clone()
+        images_uint8[mask] = synthetic.images[pick]
+        labels[mask] = synthetic.labels[pick]
+    return images_uint8, labels, mask
+
+
 def train_classifier(
     dataset: Dataset,
     recipe: Recipe,
@@ -160,10 +182,15 @@ def train_classifier(
     run_dir: str | Path | None = None,
     resume: bool = False,
     quiet: bool = True,
+    synthetic: ImageSet | None = None,
+    synthetic_ratio: float = 0.0,
 ) -> TrainResult:
     """Train `recipe.model` (`recipe.ensemble` members) on `dataset.train`; evaluate on `dataset.test`
     after every epoch (recorded only; nothing is selected on it). With `run_dir`, writes checkpoint.pt
-    and history.jsonl every epoch; with `resume`, continues from run_dir/checkpoint.pt."""
+    and history.jsonl every epoch; with `resume`, continues from run_dir/checkpoint.pt.
+
+    `synthetic` images (e.g. from a GAN) take a `synthetic_ratio` share of each training batch; the
+    test split stays real."""
     if recipe.pretrained == "probe":
         from pasture.probe import train_probe
 
@@ -180,7 +207,7 @@ def train_classifier(
         for member in range(len(finished), recipe.ensemble):
             weights, member_nonfinite = _train_member(
                 dataset, recipe, seed + MEMBER_SEED_STRIDE * member, member, finished, history,
-                state if state and "epoch" in state else None, checkpoint_path, bar,
+                state if state and "epoch" in state else None, checkpoint_path, bar, synthetic, synthetic_ratio,
             )
             nonfinite |= member_nonfinite
             finished.append(weights)
@@ -195,7 +222,8 @@ def train_classifier(
     )
 
 
-def _train_member(dataset, recipe, seed, member, finished, history, state, checkpoint_path, bar):
+def _train_member(dataset, recipe, seed, member, finished, history, state, checkpoint_path, bar,
+                  synthetic=None, synthetic_ratio=0.0):
     """Train one model; returns (final weights, whether the loss went non-finite)."""
     generator = seed_everything(seed)
     num_classes = len(dataset.classes)
@@ -229,8 +257,9 @@ def _train_member(dataset, recipe, seed, member, finished, history, state, check
         loss_sum, correct = 0.0, 0
         for batch_index in range(steps_per_epoch):
             indices = order[batch_index * recipe.batch_size:(batch_index + 1) * recipe.batch_size]
-            images = augment_batch(to_float(train_images[indices]), preset, generator)
-            labels = train_labels[indices]
+            batch_images, labels, _ = mix_in_synthetic(train_images[indices], train_labels[indices], synthetic,
+                                                        synthetic_ratio, generator)
+            images = augment_batch(to_float(batch_images), preset, generator)
             images, targets = mix_batch(images, labels, num_classes, recipe.mixup_alpha, recipe.cutmix_alpha,
                                         generator)
             step = epoch * steps_per_epoch + batch_index

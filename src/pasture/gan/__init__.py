@@ -1,0 +1,1 @@
+"""GANs that make training images: the report's DCGAN and data-efficient variants."""

@@ -1,0 +1,383 @@
+"""GAN training: presets as data, the D/G steps, DiffAugment/ADA, generator EMA, logs, checkpoints.
+
+One "unit" is a (G, D) pair trained on some classes of the TRAINING split: the `paper` preset trains
+one unit per class (the report generated each class separately); `conditional` trains one unit for
+all classes. Units train one after another; the checkpoint holds the finished ones, so --resume
+continues inside the unit in progress with the same numbers as an uninterrupted run.
+
+Loss (k = 1 discriminator step per generator step, as the report's Algorithm 1):
+  bce   D maximises log D(x) + log(1 - D(G(z))); G minimises -log D(G(z)) (the non-saturating form)
+  hinge D: relu(1 - D(x)) + relu(1 + D(G(z))); G: -D(G(z))
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pasture.data import ImageSet
+from pasture.diffaugment import diff_augment, parse_policy
+from pasture.errors import UserError
+from pasture.gan.nets import Discriminator, Generator, upsampling_blocks
+from pasture.runs import atomic_torch_save, load_checkpoint, write_jsonl
+
+
+@dataclass(frozen=True)
+class GanPreset:
+    name: str
+    image_size: int = 64
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    conditional: bool = False  # one GAN for all classes; else one GAN per class
+    loss: str = "bce"  # "bce" (minimax, non-saturating G) or "hinge"
+    iterations: int = 1000  # D+G steps per GAN unit
+    batch_size: int = 32
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    diffaugment: str = "none"  # DiffAugment policy, e.g. "color,translation,cutout"
+    ada: bool = False  # adapt the augmentation probability from sign(D(real)), ADA-style
+    ada_target: float = 0.6
+    ema_decay: float = 0.0  # EMA of G's weights, used for sampling; 0 = off
+    sample_every: int = 100  # iterations between sample grids, diversity checks and checkpoints
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+GAN_PRESETS: dict[str, GanPreset] = {
+    preset.name: preset
+    for preset in (
+        # The report: DCGAN (DCGAN tutorial's Adam 2e-4, beta1 0.5), latent length 10, one GAN per class,
+        # the minimax loss, no augmentation. "Images after 200 iterations" is its Figure 8.
+        GanPreset(
+            name="paper", image_size=64, nz=10, ngf=64, ndf=64, conditional=False, loss="bce", iterations=300,
+            batch_size=32, diffaugment="none", ema_decay=0.0, sample_every=50,
+            description="the report's DCGAN: nz=10, one GAN per class, minimax loss, no augmentation",
+        ),
+        # Data-efficient: one conditional GAN, DiffAugment on every D input, hinge loss, G EMA.
+        # Narrower than DCGAN's 64 channels so it trains in minutes on a laptop CPU.
+        GanPreset(
+            name="default", image_size=64, nz=64, ngf=32, ndf=32, conditional=True, loss="hinge",
+            iterations=1500, batch_size=32, lr_g=2e-4, lr_d=2e-4, diffaugment="color,translation,cutout",
+            ema_decay=0.999, sample_every=250,
+            description="conditional DCGAN with DiffAugment (color,translation,cutout), hinge loss, G EMA",
+        ),
+    )
+}
+
+LOSSES = ("bce", "hinge")
+ADA_INTERVAL = 4  # iterations between adjustments of the augmentation probability
+ADA_STEP = 0.01  # change of p per adjustment: 0 -> 1 in 400 iterations at most
+COLLAPSE_RATIO = 0.5  # warn when samples are less than half as spread out as the real images
+
+
+def get_gan_preset(name: str) -> GanPreset:
+    if name not in GAN_PRESETS:
+        raise UserError(f"--preset {name}: unknown GAN preset; choose one of {', '.join(GAN_PRESETS)}")
+    return GAN_PRESETS[name]
+
+
+def validate_gan_preset(preset: GanPreset) -> None:
+    try:
+        upsampling_blocks(preset.image_size)
+        parse_policy(preset.diffaugment)
+    except ValueError as error:
+        option = "--image-size" if "size" in str(error) else "--diffaugment"
+        raise UserError(f"{option}: {error}") from None
+    checks = [
+        (preset.nz >= 1, f"--nz {preset.nz}: must be at least 1"),
+        (preset.iterations >= 1, f"--iterations {preset.iterations}: must be at least 1"),
+        (preset.batch_size >= 2, f"--batch-size {preset.batch_size}: GAN batches need at least 2 images"),
+        (preset.loss in LOSSES, f"loss {preset.loss}: choose one of {', '.join(LOSSES)}"),
+        (preset.ngf >= 1 and preset.ndf >= 1, "ngf/ndf: must be at least 1"),
+        (preset.sample_every >= 1, "sample_every: must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def to_gan_range(images_uint8: torch.Tensor) -> torch.Tensor:
+    return images_uint8.float().div(127.5).sub(1.0)
+
+
+def to_uint8(images_m11: torch.Tensor) -> torch.Tensor:
+    return ((images_m11.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def mean_pairwise_distance(images_m11: torch.Tensor, limit: int = 64) -> float:
+    """Mean L2 distance between pairs of images (at most `limit`, at 32 px): the diversity score."""
+    images = images_m11[:limit]
+    if images.shape[-1] > 32:
+        images = F.interpolate(images, size=(32, 32), mode="area")
+    flat = images.reshape(images.shape[0], -1)
+    distances = torch.cdist(flat, flat)
+    n = flat.shape[0]
+    return float(distances.sum() / max(1, n * (n - 1)))
+
+
+def discriminator_loss(preset: GanPreset, real_logits, fake_logits) -> torch.Tensor:
+    if preset.loss == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    # -[log sigmoid(real) + log(1 - sigmoid(fake))], written stably with softplus
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(preset: GanPreset, fake_logits) -> torch.Tensor:
+    if preset.loss == "hinge":
+        return -fake_logits.mean()
+    return F.softplus(-fake_logits).mean()  # non-saturating: -log D(G(z))
+
+
+class GanUnit:
+    """G, D, optional G EMA and their optimisers, for the classes in `class_ids`."""
+
+    def __init__(self, preset: GanPreset, num_classes: int, class_ids: list[int]):
+        conditional_classes = num_classes if preset.conditional else 0
+        self.preset, self.class_ids = preset, class_ids
+        self.generator = Generator(preset.nz, preset.image_size, preset.ngf, conditional_classes)
+        self.discriminator = Discriminator(preset.image_size, preset.ndf, conditional_classes)
+        self.generator_ema = copy.deepcopy(self.generator) if preset.ema_decay else None
+        betas = (preset.beta1, 0.999)
+        self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=preset.lr_g, betas=betas)
+        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=preset.lr_d, betas=betas)
+
+    @property
+    def sampler(self) -> Generator:
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    @torch.no_grad()
+    def update_ema(self, iteration: int) -> None:
+        if self.generator_ema is None:
+            return
+        decay = min(self.preset.ema_decay, (1 + iteration) / (10 + iteration))
+        for average, current in zip(self.generator_ema.state_dict().values(), self.generator.state_dict().values()):
+            if average.dtype.is_floating_point:
+                average.mul_(decay).add_(current, alpha=1 - decay)
+            else:
+                average.copy_(current)
+
+    def state_dict(self) -> dict:
+        return {
+            "class_ids": self.class_ids,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "generator_ema": self.generator_ema.state_dict() if self.generator_ema is not None else {},
+            "optimizer_g": self.optimizer_g.state_dict(),
+            "optimizer_d": self.optimizer_d.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        if self.generator_ema is not None:
+            self.generator_ema.load_state_dict(state["generator_ema"])
+        self.optimizer_g.load_state_dict(state["optimizer_g"])
+        self.optimizer_d.load_state_dict(state["optimizer_d"])
+
+
+def unit_plan(preset: GanPreset, num_classes: int) -> list[list[int]]:
+    """Which classes each unit learns: all in one (conditional), or one unit per class."""
+    return [list(range(num_classes))] if preset.conditional else [[index] for index in range(num_classes)]
+
+
+def save_grid(images_m11: torch.Tensor, path: Path, nrow: int) -> None:
+    import io
+
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    from pasture.runs import atomic_write_bytes
+
+    grid = to_uint8(make_grid(images_m11, nrow=nrow, padding=2, pad_value=1.0))
+    buffer = io.BytesIO()
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def train_gan(
+    train: ImageSet,
+    preset: GanPreset,
+    seed: int,
+    out: Path | None = None,
+    resume: bool = False,
+    quiet: bool = True,
+    warn=None,
+) -> dict:
+    """Train the GAN unit(s) of `preset` on `train`, which must be a training split.
+
+    Writes (with `out`): checkpoint.pt, gan_log.jsonl, samples_XXXXX.png and gan_losses.png.
+    Returns {"units": [sampler state dicts], "log": [...], "diversity": {...}, "seconds": ...}.
+    """
+    from pasture.train import progress_bar, seed_everything
+
+    if train.split != "train":
+        # Enforced here, not only by callers: a GAN that saw test images would leak them into training.
+        raise ValueError(f"GANs train on a training split only; got the {train.split!r} split")
+    validate_gan_preset(preset)
+    if train.images.shape[-1] != preset.image_size:
+        raise ValueError(f"images are {train.images.shape[-1]} px but the preset makes {preset.image_size} px")
+    num_classes = len(train.classes)
+    real_all = to_gan_range(train.images)
+    real_spread = mean_pairwise_distance(real_all[torch.randperm(len(real_all), generator=torch.Generator().manual_seed(0))])
+    plan = unit_plan(preset, num_classes)
+    checkpoint_path = out / "checkpoint.pt" if out is not None else None
+    state = load_checkpoint(checkpoint_path) if resume and checkpoint_path is not None else None
+    finished = list(state["units"]) if state else []
+    log: list[dict] = list(state["log"]) if state else []
+    diversity: dict = dict(state.get("diversity", {})) if state else {}
+    started = time.perf_counter()
+    done = len(finished) * preset.iterations + (int(state["iteration"]) if state and "iteration" in state else 0)
+    bar = progress_bar(preset.iterations * len(plan), done, quiet, desc="gan", unit="it")
+    try:
+        for unit_index in range(len(finished), len(plan)):
+            class_ids = plan[unit_index]
+            seed_unit = seed + 1000 * unit_index
+            generator = seed_everything(seed_unit)
+            unit = GanUnit(preset, num_classes, class_ids)
+            member = torch.isin(train.labels, torch.tensor(class_ids))
+            real, labels = real_all[member], train.labels[member]
+            fixed_z = torch.randn(16 * len(class_ids) if preset.conditional else 16, preset.nz, generator=generator)
+            fixed_labels = torch.tensor(class_ids).repeat_interleave(16) if preset.conditional else None
+            batch = min(preset.batch_size, len(real))
+            p_aug = 1.0 if parse_policy(preset.diffaugment) and not preset.ada else 0.0
+            sign_sum, sign_count, start = 0.0, 0, 0
+            if state is not None and "iteration" in state:
+                unit.load_state_dict(state["unit"])
+                generator.set_state(state["rng_data"])
+                torch.set_rng_state(state["rng_torch"])
+                p_aug, sign_sum, sign_count = float(state["p_aug"]), float(state["sign_sum"]), int(state["sign_count"])
+                fixed_z = state["fixed_z"]
+                start = int(state["iteration"])
+            state = None
+            for iteration in range(start, preset.iterations):
+                indices = torch.randint(len(real), (batch,), generator=generator)
+                real_batch = real[indices]
+                batch_labels = labels[indices] if preset.conditional else None
+                z = torch.randn(batch, preset.nz, generator=generator)
+                fake = unit.generator(z, batch_labels)
+                policy = preset.diffaugment
+                # D step: the same kind of augmentation on reals and fakes
+                real_logits = unit.discriminator(diff_augment(real_batch, policy, p_aug, generator), batch_labels)
+                fake_logits = unit.discriminator(diff_augment(fake.detach(), policy, p_aug, generator), batch_labels)
+                loss_d = discriminator_loss(preset, real_logits, fake_logits)
+                unit.optimizer_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                unit.optimizer_d.step()
+                # G step: gradients flow through the (differentiable) augmentation into G
+                gen_logits = unit.discriminator(diff_augment(fake, policy, p_aug, generator), batch_labels)
+                loss_g = generator_loss(preset, gen_logits)
+                unit.optimizer_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                unit.optimizer_g.step()
+                unit.update_ema(iteration)
+                if preset.ada and parse_policy(policy):
+                    sign_sum += float(torch.sign(real_logits.detach()).sum())
+                    sign_count += batch
+                    if (iteration + 1) % ADA_INTERVAL == 0:
+                        overfit = sign_sum / sign_count  # E[sign D(x)]: near 1 when D memorises reals
+                        p_aug = min(1.0, max(0.0, p_aug + ADA_STEP * (1 if overfit > preset.ada_target else -1)))
+                        sign_sum, sign_count = 0.0, 0
+                record = {
+                    "unit": unit_index, "iteration": iteration + 1, "loss_d": float(loss_d.detach()),
+                    "loss_g": float(loss_g.detach()), "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
+                    "d_fake": float(torch.sigmoid(fake_logits.detach()).mean()), "p_aug": p_aug,
+                }
+                log.append(record)
+                bar.set_postfix({"D": f"{record['loss_d']:.2f}", "G": f"{record['loss_g']:.2f}",
+                                 "p": f"{p_aug:.2f}"}, refresh=False)
+                bar.update(1)
+                last = iteration + 1 == preset.iterations
+                if (iteration + 1) % preset.sample_every == 0 or last:
+                    sampler = unit.sampler.eval()
+                    with torch.no_grad():
+                        samples = sampler(fixed_z, fixed_labels)
+                    unit.generator.train()
+                    ratio = mean_pairwise_distance(samples) / max(real_spread, 1e-8)
+                    diversity[f"{unit_index}:{iteration + 1}"] = ratio
+                    # Early samples of an EMA generator are all alike; judge collapse from a quarter in.
+                    if ratio < COLLAPSE_RATIO and warn is not None and iteration + 1 >= preset.iterations // 4:
+                        warn(f"GAN unit {unit_index} at iteration {iteration + 1}: samples are {ratio:.2f}x as "
+                             "spread out as the real images; the generator may be collapsing")
+                    if out is not None:
+                        save_grid(samples, out / f"samples_u{unit_index}_{iteration + 1:05d}.png", nrow=8)
+                        atomic_torch_save({
+                            "format": 1, "units": finished, "unit": unit.state_dict(), "iteration": iteration + 1,
+                            "rng_data": generator.get_state(), "rng_torch": torch.get_rng_state(),
+                            "p_aug": p_aug, "sign_sum": sign_sum, "sign_count": sign_count, "fixed_z": fixed_z,
+                            "log": log, "diversity": diversity,
+                        }, checkpoint_path)
+                        write_jsonl(out / "gan_log.jsonl", log)
+            finished.append({"class_ids": class_ids, "generator": unit.sampler.state_dict()})
+    finally:
+        bar.close()
+    if out is not None:
+        atomic_torch_save({"format": 1, "units": finished, "log": log, "diversity": diversity}, checkpoint_path)
+        write_jsonl(out / "gan_log.jsonl", log)
+        plot_gan_losses(log, out / "gan_losses.png")
+    return {"units": finished, "log": log, "diversity": diversity, "seconds": time.perf_counter() - started,
+            "real_spread": real_spread}
+
+
+def plot_gan_losses(log: list[dict], path: Path) -> None:
+    """G and D losses per iteration (the report's Figure 7), one panel per unit."""
+    from pasture.plots import _pyplot, _save
+
+    plt = _pyplot()
+    units = sorted({row["unit"] for row in log})
+    figure, axes = plt.subplots(1, len(units), figsize=(5 * len(units), 3.2), squeeze=False)
+    for axis, unit in zip(axes[0], units):
+        rows = [row for row in log if row["unit"] == unit]
+        steps = [row["iteration"] for row in rows]
+        axis.plot(steps, [row["loss_g"] for row in rows], label="G", linewidth=0.8)
+        axis.plot(steps, [row["loss_d"] for row in rows], label="D", linewidth=0.8)
+        axis.set_xlabel("iteration")
+        axis.set_ylabel("loss")
+        axis.set_title(f"unit {unit}")
+        axis.legend()
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)
+
+
+def build_samplers(preset: GanPreset, num_classes: int, units: list[dict]) -> list[tuple[list[int], Generator]]:
+    """(class ids, generator in eval mode) for each trained unit."""
+    samplers = []
+    for unit in units:
+        generator = Generator(preset.nz, preset.image_size, preset.ngf, num_classes if preset.conditional else 0)
+        generator.load_state_dict(unit["generator"])
+        samplers.append((list(unit["class_ids"]), generator.eval()))
+    return samplers
+
+
+@torch.no_grad()
+def generate(preset: GanPreset, samplers, class_index: int, count: int, generator: torch.Generator,
+             truncation: float | None = None, batch: int = 64) -> torch.Tensor:
+    """`count` uint8 images of class `class_index` (N x 3 x S x S)."""
+    for class_ids, network in samplers:
+        if class_index in class_ids:
+            break
+    else:
+        raise ValueError(f"no GAN unit makes class {class_index}")
+    chunks = []
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        z = torch.randn(n, preset.nz, generator=generator)
+        if truncation is not None:  # resample |z| > truncation (the truncation trick)
+            for _ in range(100):
+                outside = z.abs() > truncation
+                if not outside.any():
+                    break
+                z[outside] = torch.randn(int(outside.sum()), generator=generator)
+            z = z.clamp(-truncation, truncation)
+        labels = torch.full((n,), class_index, dtype=torch.long) if preset.conditional else None
+        chunks.append(to_uint8(network(z, labels)))
+    return torch.cat(chunks) if chunks else torch.empty(0, 3, preset.image_size, preset.image_size, dtype=torch.uint8)

@@ -1,0 +1,230 @@
+"""Synthetic data: sample a trained GAN into a class-folder set, filter it, and score its usefulness.
+
+Usefulness is measured the way "How good is my GAN?" (Shmelkov, Schmid, Alahari, ECCV 2018) does:
+  GAN-test   a classifier trained on REAL training images, evaluated on synthetic images:
+             are the samples recognisable as their class?
+  GAN-train  a classifier trained on SYNTHETIC images only, evaluated on the real test split:
+             do the samples cover what the class looks like?
+plus memorisation: how many samples are near-copies of a training image.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pasture.data import ImageSet
+from pasture.errors import UserError
+from pasture.gan.trainer import GanPreset, build_samplers, generate, to_gan_range
+from pasture.runs import atomic_write_json, load_checkpoint, read_json, versions
+from pasture.stats import wilson_interval
+
+MAX_FILTER_ATTEMPTS = 20  # sample at most 20x the asked count per class when filtering
+
+
+def load_gan(gan_dir: str | os.PathLike):
+    """(preset, classes, samplers, config) of a finished GAN folder."""
+    gan_dir = Path(gan_dir)
+    config_path = gan_dir / "config.json"
+    if not config_path.is_file() or read_json(config_path).get("kind") != "gan":
+        raise UserError(f"{gan_dir}: not a pasture GAN folder (no GAN config.json); give the --out of `pasture gan train`")
+    if not (gan_dir / "summary.json").is_file():
+        raise UserError(f"{gan_dir}: this GAN has not finished; continue it with `pasture gan train ... --resume`")
+    config = read_json(config_path)
+    preset = GanPreset(**config["preset"])
+    state = load_checkpoint(gan_dir / "checkpoint.pt")
+    return preset, config["classes"], build_samplers(preset, len(config["classes"]), state["units"]), config
+
+
+def resize_uint8(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
+    if images_uint8.shape[-1] == size:
+        return images_uint8
+    resized = F.interpolate(images_uint8.float(), size=(size, size), mode="bilinear", antialias=True,
+                            align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def _png_bytes(image_uint8: torch.Tensor) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image_uint8.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def sample_images(
+    gan_dir: str | os.PathLike, per_class: int, seed: int = 0, truncation: float | None = None,
+    filter_run: str | os.PathLike | None = None, min_confidence: float = 0.0, warn=None,
+) -> tuple[ImageSet, dict]:
+    """Generate `per_class` images of every class (in memory). With `filter_run`, keep only samples
+    that run's classifier gives probability >= min_confidence for their intended class."""
+    if per_class < 1:
+        raise UserError(f"--per-class {per_class}: must be at least 1")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise UserError(f"--min-confidence {min_confidence}: must be between 0 and 1")
+    preset, classes, samplers, config = load_gan(gan_dir)
+    generator = torch.Generator().manual_seed(seed)
+    classifier, classifier_config = None, None
+    if filter_run is not None:
+        from pasture.api import load_run
+        from pasture.evaluate import predict_probabilities
+
+        classifier, classifier_config = load_run(filter_run)
+        missing = [name for name in classes if name not in classifier_config["classes"]]
+        if missing:
+            raise UserError(f"--filter-run {filter_run}: its model does not know class(es) {', '.join(missing)}")
+    images, labels, counts, attempts = [], [], {}, {}
+    for class_index, name in enumerate(classes):
+        kept, tried = [], 0
+        while sum(len(batch) for batch in kept) < per_class:
+            if classifier is not None and tried >= MAX_FILTER_ATTEMPTS * per_class:
+                break
+            need = per_class - sum(len(batch) for batch in kept)
+            batch = generate(preset, samplers, class_index, need if classifier is None else max(need, 32),
+                             generator, truncation)
+            tried += len(batch)
+            if classifier is not None:
+                probabilities = predict_probabilities(classifier, resize_uint8(batch, classifier_config["image_size"]))
+                target = classifier_config["classes"].index(name)
+                batch = batch[probabilities[:, target] >= min_confidence][:need]
+            kept.append(batch)
+        made = torch.cat(kept) if kept else torch.empty(0, 3, preset.image_size, preset.image_size, dtype=torch.uint8)
+        counts[name], attempts[name] = len(made), tried
+        if len(made) < per_class and warn is not None:
+            warn(f"class {name}: only {len(made)} of {tried} samples reached confidence {min_confidence}; "
+                 f"kept {len(made)} instead of {per_class}")
+        images.append(made)
+        labels.append(torch.full((len(made),), class_index, dtype=torch.long))
+    synthetic = ImageSet(images=torch.cat(images), labels=torch.cat(labels), files=[], classes=list(classes),
+                         split="synthetic")
+    info = {
+        "gan": str(Path(gan_dir).resolve()), "gan_preset": preset.name, "seed": seed, "truncation": truncation,
+        "per_class": per_class, "counts": counts, "sampled": attempts,
+        "filter_run": str(Path(filter_run).resolve()) if filter_run is not None else None,
+        "min_confidence": min_confidence if filter_run is not None else None,
+        "image_size": preset.image_size, "classes": list(classes),
+    }
+    return synthetic, info
+
+
+def write_synthetic(synthetic: ImageSet, info: dict, out: str | os.PathLike, force: bool = False) -> Path:
+    """Write SYNTH/<class>/*.png + synth.json. Built in a temporary folder and moved into place, so an
+    interrupted write leaves nothing half-written."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"{out}: exists and is not a folder; choose another --out")
+        if any(out.iterdir()):
+            if not force:
+                raise UserError(f"{out}: is not empty; choose a new --out or use --force to replace a synthetic set")
+            if not (out / "synth.json").is_file():
+                raise UserError(f"{out}: holds files that are not a pasture synthetic set; choose a new --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as error:
+        raise UserError(f"{out.parent}: cannot write here ({error.strerror}); choose another --out") from None
+    try:
+        for class_index, name in enumerate(synthetic.classes):
+            folder = staging / name
+            folder.mkdir()
+            for number, image in enumerate(synthetic.images[synthetic.labels == class_index]):
+                (folder / f"{name}_synth_{number:05d}.png").write_bytes(_png_bytes(image))
+        info = {**info, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "versions": versions()}
+        atomic_write_json(staging / "synth.json", info)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def nearest_distances(queries: torch.Tensor, references: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
+    """L2 distance from each query image to its nearest reference image, at 32 px in [-1, 1]."""
+    def flat(images):
+        images = to_gan_range(resize_uint8(images, 32))
+        return images.reshape(images.shape[0], -1)
+
+    distances = torch.cdist(flat(queries), flat(references))
+    if exclude_self:
+        distances.fill_diagonal_(float("inf"))
+    return distances.min(dim=1).values
+
+
+def memorisation(synthetic: ImageSet, real_train: ImageSet) -> dict:
+    """Fraction of samples closer to a training image than the 5th percentile of the distances between
+    real training images and their nearest other training image (a near-copy)."""
+    real_nn = nearest_distances(real_train.images, real_train.images, exclude_self=True)
+    threshold = float(torch.quantile(real_nn, 0.05))
+    synth_nn = nearest_distances(synthetic.images, real_train.images)
+    copies = int((synth_nn < threshold).sum())
+    n = len(synthetic)
+    return {
+        "near_copy_fraction": copies / n if n else float("nan"),
+        "near_copy_ci95": list(wilson_interval(copies, n)),
+        "n": n,
+        "threshold": threshold,
+        "synthetic_nn_median": float(synth_nn.median()) if n else float("nan"),
+        "real_nn_median": float(real_nn.median()),
+    }
+
+
+def score_synthetic(synthetic: ImageSet, dataset, run: str | os.PathLike | None = None,
+                    recipe_name: str = "default", seed: int = 0) -> dict:
+    """GAN-test, GAN-train (with the same recipe trained on real images for reference) and memorisation.
+
+    `dataset` is the real data at the classifier's input size; its test split is only evaluated on.
+    """
+    from dataclasses import replace
+
+    from pasture.api import load_run, resolve_recipe
+    from pasture.data import Dataset
+    from pasture.evaluate import evaluate_model
+    from pasture.train import train_classifier
+
+    recipe = resolve_recipe(recipe_name)
+    size = dataset.image_size
+    if recipe.image_size != size:
+        recipe = replace(recipe, image_size=size)
+    synthetic_at_size = replace(synthetic, images=resize_uint8(synthetic.images, size))
+    if run is not None:
+        classifier, config = load_run(run)
+        if config["image_size"] != size:
+            raise UserError(f"--run {run}: its model takes {config['image_size']} px images, the scoring data {size}")
+        missing = [name for name in synthetic.classes if name not in config["classes"]]
+        if missing:
+            raise UserError(f"--run {run}: its model does not know class(es) {', '.join(missing)}")
+        to_model = torch.tensor([config["classes"].index(name) for name in synthetic.classes])
+        gan_test = evaluate_model(classifier, synthetic_at_size.images, to_model[synthetic.labels], config["classes"])
+        gan_test_classifier = str(Path(run).resolve())
+    else:
+        classifier = train_classifier(dataset, recipe, seed).model
+        gan_test = evaluate_model(classifier, synthetic_at_size.images, synthetic.labels, dataset.classes)
+        gan_test_classifier = f"recipe {recipe.name} trained on the real training split (seed {seed})"
+    synthetic_only = Dataset(root="synthetic", layout="synthetic", classes=dataset.classes, image_size=size,
+                             train=replace(synthetic_at_size, split="train"), test=dataset.test)
+    synthetic_model = train_classifier(synthetic_only, replace(recipe), seed).model
+    gan_train = evaluate_model(synthetic_model, dataset.test.images, dataset.test.labels, dataset.classes)
+    real_model = classifier if run is None else train_classifier(dataset, recipe, seed).model
+    real_train = evaluate_model(real_model, dataset.test.images, dataset.test.labels, dataset.classes)
+
+    def brief(report):
+        return {key: report[key] for key in ("accuracy", "ci95", "n", "per_class")}
+
+    return {
+        "gan_test": {**brief(gan_test), "classifier": gan_test_classifier},
+        "gan_train": {**brief(gan_train), "recipe": recipe.name, "n_synthetic_train": len(synthetic)},
+        "real_train_reference": {**brief(real_train), "recipe": recipe.name},
+        "memorisation": memorisation(replace(synthetic_at_size), dataset.train),
+        "seed": seed,
+    }
