@@ -427,3 +427,69 @@ def gan_score(
     if write:
         atomic_write_json(source / "score.json", score)
     return score
+
+
+# ----------------------------------------------------------------------------------------------
+# Experiments and the demo
+
+
+def experiment(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    conditions: list[str] | None = None,
+    seeds: int = 5,
+    folds: int | None = None,
+    classes: list[str] | None = None,
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
+    jobs: int = 1,
+    quiet: bool = False,
+    paper: bool = False,
+    warn: Warn = warn_to_stderr,
+    command: list[str] | None = None,
+) -> dict:
+    """Run conditions x replicates (paired) on DATA and write DIR/report.md, report.html, results.*.
+
+    `conditions` are names from pasture.experiment.CONDITIONS or 'NAME:key=value,...' specs; the first
+    is the baseline every other one is compared with. `paper=True` runs the report's table
+    (paper, +transforms, +DCGAN) with pasture's default recipe and GAN for contrast.
+    """
+    from pasture.experiment import PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, parse_condition, run_experiment
+
+    if paper:
+        names = list(conditions or PAPER_EXPERIMENT)
+        title, numbers = "The report's experiment, re-run with intervals", REPORT_NUMBERS
+    else:
+        names = list(conditions or ["default", "small-data"])
+        title, numbers = "pasture experiment", {}
+    parsed = [parse_condition(name) for name in names]
+    spec = ExperimentSpec(
+        data=str(data), out=str(out), conditions=parsed, seeds=seeds, folds=folds, classes=classes,
+        min_image_size=min_image_size, jobs=jobs, quiet=quiet, title=title, report_numbers=numbers,
+        command=command if command is not None else list(sys.argv),
+    )
+    return run_experiment(spec, warn=warn)
+
+
+def demo(out: str | os.PathLike = "pasture-demo", *, seeds: int = 3, quick: bool = False, quiet: bool = False,
+         jobs: int = 1, command: list[str] | None = None) -> dict:
+    """Draw the procedural two-class image set into out/data and run baseline, +transforms and +GAN on it.
+
+    `quick` shrinks everything (for tests); the full demo takes a few minutes on 2 CPU cores.
+    """
+    from pasture.demo import write_demo_data
+
+    out = Path(out)
+    data = out / "data"
+    if not data.is_dir():
+        write_demo_data(data, per_class=24, size=32, seed=0)
+    epochs = 4 if quick else 30
+    iterations = 20 if quick else 300
+    conditions = [
+        f"baseline:recipe=default,augment=none,image_size=32,epochs={epochs}",
+        f"transforms:recipe=default,augment=paper,image_size=32,epochs={epochs}",
+        f"gan:recipe=default,augment=paper,image_size=32,epochs={epochs},gan=default,image_size_gan=32,"
+        f"iterations={iterations},per_class={50 if quick else 200},ratio=0.3,ngf=16,ndf=16",
+    ]
+    return experiment(data, out / "report", conditions=conditions, seeds=seeds, quiet=quiet, jobs=jobs,
+                      command=command)

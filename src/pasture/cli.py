@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from pasture import __version__
 from pasture.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION
@@ -151,7 +152,91 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     predict.add_argument("--json", action="store_true", help="print JSON (a list of objects)")
     _add_gan_commands(commands)
+    _add_experiment_commands(commands)
     return parser
+
+
+EXPERIMENT_EXAMPLES = """examples:
+  pasture experiment paper photos/ --out study/paper --seeds 10     # the report's table, with intervals
+  pasture experiment photos/ --out study/mine --conditions default small-data probe --seeds 6
+  pasture experiment photos/ --out study/mine --conditions default "aug:recipe=default,augment=strong"
+  pasture experiment all_photos/ --out study/cv --folds 5 --seeds 2   # DATA/<class>/: repeated 5-fold CV
+  pasture demo --out demo/                                          # no data needed
+
+Conditions: named (paper, paper+transforms, paper+dcgan, default, default+gan, small-data, probe,
+finetune) or NAME:key=value,... with recipe=, augment=, epochs=, model=, ..., gan=paper|default,
+per_class=, ratio=, iterations=. The first condition is the baseline. Finished runs are stored under
+DIR/runs and reused: re-running skips them, adding a condition runs only the new runs.
+"""
+
+
+def _add_experiment_commands(commands) -> None:
+    experiment = commands.add_parser(
+        "experiment", help="compare conditions over seeds/folds, paired, with a report", epilog=EXPERIMENT_EXAMPLES,
+        formatter_class=_Formatter,
+        description="Runs every condition on the same splits and seeds and writes DIR/report.md, report.html, "
+                    "results.csv and results.json. `pasture experiment paper DATA` re-runs the report's table.",
+    )
+    experiment.add_argument("target", metavar="[paper] DATA", nargs="+", help="DATA, or the word paper then DATA")
+    experiment.add_argument("--out", required=True, metavar="DIR")
+    experiment.add_argument("--conditions", nargs="+", metavar="CONDITION")
+    experiment.add_argument("--seeds", type=_positive_int, default=5,
+                            help="seeds (train/test layout) or repeats of the k-fold split (class folders)")
+    experiment.add_argument("--folds", type=_positive_int, help="k of the stratified k-fold (DATA/<class>/ only)")
+    experiment.add_argument("--classes", type=_class_list)
+    experiment.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
+    experiment.add_argument("--jobs", type=_positive_int, default=1,
+                            help="independent runs in parallel processes (threads split between them)")
+    experiment.add_argument("--resume", action="store_true",
+                            help="accepted for symmetry: finished runs are always reused")
+    experiment.add_argument("--quiet", action="store_true")
+
+    demo = commands.add_parser("demo", help="the whole study on images pasture draws itself",
+                               formatter_class=_Formatter,
+                               description="Writes a procedural two-class image set (stripes vs spots) and runs "
+                                           "baseline, +transforms and +GAN on it; prints where the report is.")
+    demo.add_argument("--out", default="pasture-demo", metavar="DIR")
+    demo.add_argument("--seeds", type=_positive_int, default=3)
+    demo.add_argument("--quick", action="store_true", help="tiny settings: seconds instead of minutes")
+    demo.add_argument("--jobs", type=_positive_int, default=1)
+    demo.add_argument("--quiet", action="store_true")
+
+
+def _print_experiment(results: dict, out: str) -> None:
+    for row in results["conditions"]:
+        low, high = row["test"]["ci95"]
+        print(f"{row['condition']:>20}: {row['test']['mean']:.1%} +/- {row['test']['std']:.1%} "
+              f"(95% CI {low:.1%}-{high:.1%}, {row['runs']} runs x {row['n_per_run']} test images)")
+    for comparison in results["comparisons"]:
+        print(f"{comparison['condition']:>20} vs {comparison['baseline']}: {comparison['mean_difference']:+.1%} "
+              f"[{comparison['ci95'][0]:+.1%}, {comparison['ci95'][1]:+.1%}], p={comparison['p_value']:.3f}: "
+              f"{comparison['verdict']}")
+    print(f"report: {Path(out) / 'report.html'} (and report.md, results.csv, results.json)")
+
+
+def _run_experiment(args) -> int:
+    from pasture import api
+
+    paper = len(args.target) == 2 and args.target[0] == "paper"
+    if len(args.target) != 1 and not paper:
+        raise UserError("experiment: give DATA, or `paper DATA`")
+    results = api.experiment(
+        args.target[-1], args.out, conditions=args.conditions, seeds=args.seeds, folds=args.folds,
+        classes=args.classes, min_image_size=args.min_image_size, jobs=args.jobs, quiet=args.quiet, paper=paper,
+        command=["pasture", *sys.argv[1:]],
+    )
+    _print_experiment(results, args.out)
+    return 0
+
+
+def _run_demo(args) -> int:
+    from pasture import api
+
+    results = api.demo(args.out, seeds=args.seeds, quick=args.quick, quiet=args.quiet, jobs=args.jobs,
+                       command=["pasture", *sys.argv[1:]])
+    print(f"demo images (procedural stripes vs spots): {Path(args.out) / 'data'}")
+    _print_experiment(results, str(Path(args.out) / "report"))
+    return 0
 
 
 GAN_EXAMPLES = """examples:
@@ -324,7 +409,8 @@ def _run_predict(args) -> int:
     return 0
 
 
-HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "gan": _run_gan}
+HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "gan": _run_gan,
+            "experiment": _run_experiment, "demo": _run_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

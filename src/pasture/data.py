@@ -271,6 +271,59 @@ def stratified_split(labels: torch.Tensor, test_fraction: float, seed: int) -> t
     return torch.tensor(sorted(train_idx)), torch.tensor(sorted(test_idx))
 
 
+def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> list[torch.Tensor]:
+    """Test indices of `folds` disjoint, stratified folds covering every image (seeded).
+
+    Each class is shuffled and dealt round-robin, so fold sizes per class differ by at most one.
+    """
+    if folds < 2:
+        raise UserError(f"--folds {folds}: needs at least 2 folds")
+    rng = np.random.default_rng(seed)
+    members_of_fold: list[list[int]] = [[] for _ in range(folds)]
+    offset = 0
+    for label in sorted(set(labels.tolist())):
+        members = np.flatnonzero(labels.numpy() == label)
+        if len(members) < folds:
+            raise UserError(f"--folds {folds}: a class has only {len(members)} images; use at most that many folds")
+        for position, index in enumerate(members[rng.permutation(len(members))]):
+            members_of_fold[(position + offset) % folds].append(int(index))
+        offset += len(members)  # start the next class where this one stopped, to balance fold sizes
+    return [torch.tensor(sorted(fold)) for fold in members_of_fold]
+
+
+def fold_dataset(pool: "Dataset", test_indices: torch.Tensor) -> "Dataset":
+    """A Dataset whose test split is `test_indices` of the pool and whose train split is the rest."""
+    everything = pool.train
+    is_test = torch.zeros(len(everything), dtype=torch.bool)
+    is_test[test_indices] = True
+    return Dataset(
+        root=pool.root, layout="fold", classes=pool.classes, image_size=pool.image_size,
+        train=_subset(everything, torch.nonzero(~is_test).flatten(), "train"),
+        test=_subset(everything, torch.nonzero(is_test).flatten(), "test"),
+        skipped=pool.skipped, fingerprint=pool.fingerprint,
+    )
+
+
+def load_pool(
+    root: str | os.PathLike, image_size: int, classes: list[str] | None = None,
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE, strict: bool = False, warn: Warn = warn_to_stderr,
+) -> "Dataset":
+    """Every image of a DATA/<class>/ layout, unsplit (in `.train`, split "all"), for k-fold designs."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder; give the folder that holds your class folders")
+    if detect_layout(root) != "class-folders":
+        raise UserError(f"{root}: has a fixed train/test split; --folds needs DATA/<class>/ folders")
+    files = find_class_folders(root)
+    _require_two_classes(sorted(files), root)
+    order = _order_classes(files, classes, str(root))
+    skipped: list[dict] = []
+    everything = _load_split(files, order, image_size, min_image_size, strict, warn, root, skipped, "all")
+    return Dataset(root=str(root), layout="pool", classes=order, image_size=image_size, train=everything,
+                   test=None, skipped=skipped,
+                   fingerprint=_fingerprint(root, [p for group in files.values() for p in group]))
+
+
 def _subset(images: ImageSet, indices: torch.Tensor, split: str) -> ImageSet:
     return ImageSet(
         images=images.images[indices],

@@ -86,20 +86,26 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def versions() -> dict:
     """Versions of everything that can change a number."""
-    import numpy
-    import PIL
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
-    import torchvision
 
     from pasture import __version__
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
     return {
         "pasture": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-        "pillow": PIL.__version__,
+        "torchvision": installed("torchvision"),
+        "numpy": installed("numpy"),
+        "pillow": installed("pillow"),
+        "timm": installed("timm"),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "torch_threads": torch.get_num_threads(),

@@ -54,3 +54,83 @@ def format_accuracy(correct: int, n: int) -> str:
     low, high = wilson_interval(correct, n)
     acc = correct / n if n else float("nan")
     return f"{acc:.1%} (95% CI {low:.1%}-{high:.1%}, n={n})"
+
+
+Z80 = 0.8416212335729143  # one-sided normal quantile for 80% power
+EXACT_SIGN_FLIP_MAX = 16  # enumerate all 2^n sign patterns up to this many pairs
+
+
+def sign_flip_p_value(differences: list[float], samples: int = 20000, seed: int = 0) -> float:
+    """Two-sided p-value of the paired sign-flip permutation test of mean(differences) == 0.
+
+    Exact (all 2^n sign patterns) for n <= 16, Monte Carlo with `samples` draws beyond.
+    """
+    import itertools
+    import random
+
+    n = len(differences)
+    if n == 0:
+        return 1.0
+    observed = abs(sum(differences))
+    tolerance = 1e-12 * max(1.0, observed)
+    if n <= EXACT_SIGN_FLIP_MAX:
+        extreme = sum(
+            abs(sum(sign * value for sign, value in zip(signs, differences))) >= observed - tolerance
+            for signs in itertools.product((1, -1), repeat=n)
+        )
+        return extreme / 2 ** n
+    rng = random.Random(seed)
+    extreme = sum(
+        abs(sum(value if rng.random() < 0.5 else -value for value in differences)) >= observed - tolerance
+        for _ in range(samples)
+    )
+    return (extreme + 1) / (samples + 1)
+
+
+def bootstrap_interval(differences: list[float], samples: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of paired differences (seeded, reproducible)."""
+    import random
+
+    n = len(differences)
+    if n == 0:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choice(differences) for _ in range(n)) / n for _ in range(samples))
+    return (means[int(0.025 * samples)], means[int(0.975 * samples) - 1])
+
+
+def paired_comparison(candidate: list[float], baseline: list[float], seed: int = 0) -> dict:
+    """Compare two conditions run on the same seeds/folds (pair i shares its split and seed).
+
+    Returns the mean difference, its 95% bootstrap interval, the sign-flip p-value, the smallest
+    difference this design could detect (80% power, 5% two-sided) and a plain-words verdict.
+    """
+    if len(candidate) != len(baseline):
+        raise ValueError("paired comparison needs the same number of runs in both conditions")
+    differences = [a - b for a, b in zip(candidate, baseline)]
+    n = len(differences)
+    mean = statistics.fmean(differences) if n else float("nan")
+    sd = statistics.stdev(differences) if n > 1 else float("nan")
+    low, high = bootstrap_interval(differences, seed=seed)
+    p_value = sign_flip_p_value(differences, seed=seed)
+    detectable = (t_quantile_95(n - 1) + Z80) * sd / math.sqrt(n) if n > 1 else float("nan")
+    # The smallest p-value a sign-flip test can reach with n pairs is 2 / 2^n: below 6 pairs it can
+    # never reach 5%, whatever the data.
+    can_reach = n >= 1 and 2 / 2 ** n <= 0.05
+    if can_reach and p_value <= 0.05 and low > 0:
+        verdict = "helps"
+    elif can_reach and p_value <= 0.05 and high < 0:
+        verdict = "hurts"
+    else:
+        if not can_reach:
+            reason = f"{n} paired runs cannot reach p <= 0.05; use at least 6 seeds or folds"
+        elif math.isfinite(detectable) and detectable > 0:
+            reason = f"this design detects differences of about {detectable:.1%} or more"
+        else:
+            reason = "every paired run gave the same accuracy"
+        verdict = f"no detectable difference at this sample size ({reason})"
+    return {
+        "mean_difference": mean, "ci95": [low, high], "p_value": p_value, "n_pairs": n,
+        "sd_difference": sd, "detectable_difference": detectable, "verdict": verdict,
+        "differences": differences,
+    }

@@ -1,0 +1,225 @@
+"""Experiment reports: report.md, a self-contained report.html, results.csv and results.json.
+
+Both documents are rendered from one list of blocks (heading, paragraph, table, image), so they never
+disagree. Figures are PNG files in DIR/figures/; the HTML embeds them as data URIs.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+from pathlib import Path
+
+from pasture.runs import atomic_write_json, atomic_write_text, versions
+from pasture.stats import mean_interval, paired_comparison, wilson_interval
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
+
+
+def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
+    """Per-condition statistics and paired comparisons of every condition against the first."""
+    by_condition: dict[str, dict[int, dict]] = {}
+    for row in results:
+        by_condition.setdefault(row["condition"], {})[row["replicate"]["index"]] = row
+    rows = []
+    for condition in conditions:
+        runs = [by_condition[condition.name][r.index] for r in replicates]
+        accuracies = [run["test_accuracy"] for run in runs]
+        correct, n = sum(run["correct"] for run in runs), sum(run["n"] for run in runs)
+        test = mean_interval(accuracies)
+        test["ci95"] = [max(0.0, test["ci95"][0]), min(1.0, test["ci95"][1])]  # an accuracy lies in [0, 1]
+        rows.append({
+            "condition": condition.name, "description": condition.description,
+            "test": test, "train": mean_interval([run["train_accuracy"] for run in runs]),
+            "pooled_wilson95": list(wilson_interval(correct, n)), "n_per_run": runs[0]["n"], "runs": len(runs),
+            "accuracies": accuracies, "seconds_per_run": sum(run["seconds"] for run in runs) / len(runs),
+        })
+    baseline = rows[0]
+    comparisons = [
+        {"condition": row["condition"], "baseline": baseline["condition"],
+         **paired_comparison(row["accuracies"], baseline["accuracies"])}
+        for row in rows[1:]
+    ]
+    return rows, comparisons
+
+
+def _figure_accuracy(rows, path: Path) -> None:
+    from pasture.plots import _pyplot, _save
+
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(max(4.5, 1.3 * len(rows) + 2), 3.4))
+    for position, row in enumerate(rows):
+        low, high = row["test"]["ci95"]
+        mean = row["test"]["mean"]
+        axis.errorbar([position], [mean], yerr=[[mean - low if row["runs"] > 1 else 0],
+                                                [high - mean if row["runs"] > 1 else 0]],
+                      fmt="o", capsize=5, color="tab:blue")
+        axis.scatter([position] * len(row["accuracies"]), row["accuracies"], s=10, color="tab:gray", alpha=0.6)
+    axis.axhline(0.5, color="tab:red", linewidth=0.8, linestyle=":", label="chance (2 classes)")
+    axis.set_xticks(range(len(rows)), [row["condition"] for row in rows], rotation=20, ha="right")
+    axis.set_ylabel("test accuracy")
+    axis.set_ylim(0, 1.02)
+    axis.set_title("mean with 95% interval over runs; dots: single runs")
+    axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)
+
+
+def _blocks(spec, layout, data, replicates, rows, comparisons, results, figures: Path, seconds, ran) -> list:
+    from pasture.plots import plot_confusion, plot_curves
+
+    blocks: list = [("h1", spec.title)]
+    design = (f"{len(replicates)} seeds on the fixed train/test split" if layout == "train/test" else
+              f"{spec.seeds} repeats of stratified {replicates[0].folds}-fold cross-validation "
+              f"({len(replicates)} runs per condition)")
+    blocks.append(("p", f"Data: {data.root}. Design: {design}; every condition runs on the same splits and "
+                        f"seeds, and each is compared with {rows[0]['condition']} pair by pair."))
+    headers = ["condition", "test accuracy (mean +/- std)", "95% CI of the mean", "pooled Wilson 95% CI",
+               "train accuracy", "runs x test images", "s/run"]
+    if spec.report_numbers:
+        headers.append("the report")
+    table = []
+    for row in rows:
+        low, high = row["test"]["ci95"]
+        cells = [row["condition"], f"{_pct(row['test']['mean'])} +/- {_pct(row['test']['std'])}",
+                 f"{_pct(low)}-{_pct(high)}" if row["runs"] > 1 else "-",
+                 f"{_pct(row['pooled_wilson95'][0])}-{_pct(row['pooled_wilson95'][1])}",
+                 _pct(row["train"]["mean"]), f"{row['runs']} x {row['n_per_run']}", f"{row['seconds_per_run']:.1f}"]
+        if spec.report_numbers:
+            cells.append(spec.report_numbers.get(row["condition"], "-"))
+        table.append(cells)
+    blocks.append(("table", headers, table))
+    blocks.append(("p", "The pooled Wilson interval counts every test prediction of every run as a trial; the same "
+                        "test images are reused by each run, so it is narrower than the truth. The interval of the "
+                        "mean over runs reflects seed and split variation."))
+    if comparisons:
+        blocks.append(("h2", f"Against {rows[0]['condition']} (paired)"))
+        blocks.append(("table", ["condition", "mean difference", "95% CI (bootstrap)", "p (sign-flip)", "verdict"], [
+            [c["condition"], f"{c['mean_difference']:+.1%}", f"{c['ci95'][0]:+.1%} to {c['ci95'][1]:+.1%}",
+             f"{c['p_value']:.3f}", c["verdict"]] for c in comparisons]))
+    _figure_accuracy(rows, figures / "accuracy.png")
+    blocks.append(("h2", "Accuracy per condition"))
+    blocks.append(("img", figures / "accuracy.png", "test accuracy per condition"))
+    blocks.append(("h2", "Learning curves and confusion matrices (first run of each condition)"))
+    first_index = replicates[0].index
+    for row in rows:
+        run = next(r for r in results if r["condition"] == row["condition"] and r["replicate"]["index"] == first_index)
+        safe = "".join(ch if ch.isalnum() else "_" for ch in row["condition"])
+        if run["history"]:
+            plot_curves(run["history"], figures / f"curves_{safe}.png", title=row["condition"])
+            blocks.append(("img", figures / f"curves_{safe}.png", f"learning curves: {row['condition']}"))
+        plot_confusion(run["confusion"], run["classes"], figures / f"confusion_{safe}.png",
+                       title=f"{row['condition']}: {run['correct']}/{run['n']}")
+        blocks.append(("img", figures / f"confusion_{safe}.png", f"confusion: {row['condition']}"))
+        if run.get("gan_dir"):
+            gan_dir = Path(run["gan_dir"])
+            blocks.append(("h3", f"GAN of {row['condition']} (first run)"))
+            if (gan_dir / "gan_losses.png").is_file():
+                blocks.append(("img", gan_dir / "gan_losses.png", "G and D losses"))
+            grids = sorted(gan_dir.glob("samples_*.png"))
+            for unit in sorted({path.name.split("_")[1] for path in grids}):
+                last = [path for path in grids if path.name.split("_")[1] == unit][-1]
+                blocks.append(("img", last, f"samples, {last.stem}"))
+    blocks.append(("h2", "Data"))
+    counts = data.summary()
+    blocks.append(("table", ["split", *data.classes], [
+        ["train", *[str(counts["train_counts"][name]) for name in data.classes]],
+        *([["test", *[str(counts["test_counts"][name]) for name in data.classes]]] if counts["test_counts"] else []),
+    ]))
+    blocks.append(("p", f"Images resized to {data.image_size} px for the first condition (each recipe uses its own "
+                        "size). Skipped files: " + ("; ".join(f"{s['file']} ({s['reason']})" for s in data.skipped)
+                                                    if data.skipped else "none") + "."))
+    blocks.append(("h2", "Reproduce"))
+    blocks.append(("code", " ".join(spec.command) if spec.command else "(called from Python)"))
+    info = versions()
+    blocks.append(("p", f"{ran} runs computed now, the rest reused from {spec.out}/runs; {seconds:.0f} s. "
+                        + ", ".join(f"{key} {value}" for key, value in info.items())))
+    return blocks
+
+
+def _markdown(blocks, out: Path) -> str:
+    lines = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + block[1], ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "code":
+            lines += ["```", block[1], "```", ""]
+        elif kind == "table":
+            headers, body = block[1], block[2]
+            lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+            lines += ["| " + " | ".join(cells) + " |" for cells in body] + [""]
+        elif kind == "img":
+            try:
+                target = block[1].relative_to(out)
+            except ValueError:
+                target = block[1]
+            lines += [f"![{block[2]}]({target})", ""]
+    return "\n".join(lines)
+
+
+def _html(blocks, title: str) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
+             "img{max-width:100%}code,pre{background:#f4f4f4;padding:4px}</style></head><body>"]
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            parts.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{html.escape(block[1])}</p>")
+        elif kind == "code":
+            parts.append(f"<pre>{html.escape(block[1])}</pre>")
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(cell)}</th>" for cell in block[1])
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in block[2])
+            parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        elif kind == "img":
+            data = base64.b64encode(Path(block[1]).read_bytes()).decode()
+            parts.append(f"<figure><img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _csv(results) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["condition", "replicate", "seed", "repeat", "fold", "test_accuracy", "correct", "n",
+                     "train_accuracy", "n_synthetic", "seconds"])
+    for row in results:
+        replicate = row["replicate"]
+        writer.writerow([row["condition"], replicate["index"], replicate["seed"], replicate["repeat"],
+                         "" if replicate["fold"] is None else replicate["fold"], f"{row['test_accuracy']:.6f}",
+                         row["correct"], row["n"], f"{row['train_accuracy']:.6f}", row["n_synthetic"],
+                         f"{row['seconds']:.2f}"])
+    return buffer.getvalue()
+
+
+def write_report(spec, layout, data, replicates, results, ran: int, seconds: float) -> dict:
+    """Write DIR/report.md, report.html, results.csv, results.json; return the results dict."""
+    out = Path(spec.out)
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    rows, comparisons = summarise(spec.conditions, replicates, results)
+    blocks = _blocks(spec, layout, data, replicates, rows, comparisons, results, figures, seconds, ran)
+    atomic_write_text(out / "report.md", _markdown(blocks, out))
+    atomic_write_text(out / "report.html", _html(blocks, spec.title))
+    atomic_write_text(out / "results.csv", _csv(results))
+    summary = {
+        "title": spec.title, "data": data.root, "layout": layout, "replicates": len(replicates),
+        "conditions": rows, "comparisons": comparisons, "report_numbers": spec.report_numbers,
+        "data_summary": data.summary(), "command": spec.command, "versions": versions(),
+        "seconds": seconds, "runs_computed": ran,
+    }
+    atomic_write_json(out / "results.json", summary)
+    return summary

@@ -1,0 +1,196 @@
+"""Experiments: paired statistics, resumable store, k-fold splits, GAN isolation, reports, the demo."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from conftest import write_class_folders
+from pasture import api
+from pasture.cli import main
+from pasture.data import fold_dataset, load_pool, stratified_folds
+from pasture.errors import UserError
+from pasture.experiment import parse_condition
+from pasture.stats import bootstrap_interval, paired_comparison, sign_flip_p_value
+
+QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
+
+
+def test_sign_flip_p_value_by_hand():
+    # 4 positive differences: only the all-plus and all-minus patterns are as extreme: 2/16
+    assert sign_flip_p_value([0.1, 0.2, 0.1, 0.3]) == pytest.approx(2 / 16)
+    # symmetric differences: every pattern is at least as extreme as |sum| = 0
+    assert sign_flip_p_value([0.1, -0.1]) == 1.0
+
+
+def test_a_known_difference_is_detected():
+    baseline = [0.60, 0.62, 0.58, 0.61, 0.59, 0.63, 0.60, 0.61]
+    better = [value + 0.10 + 0.01 * (i % 3) for i, value in enumerate(baseline)]
+    result = paired_comparison(better, baseline)
+    assert result["verdict"] == "helps" and result["p_value"] <= 0.01
+    assert 0.10 <= result["mean_difference"] <= 0.12
+    assert paired_comparison(baseline, better)["verdict"] == "hurts"
+
+
+def test_identical_conditions_give_no_detectable_difference():
+    runs = [0.55, 0.6, 0.5, 0.65, 0.58, 0.61]
+    result = paired_comparison(runs, runs)
+    assert result["verdict"].startswith("no detectable difference") and result["p_value"] == 1.0
+
+
+def test_too_few_pairs_can_never_be_significant():
+    result = paired_comparison([0.9, 0.9, 0.9], [0.5, 0.5, 0.5])
+    assert result["verdict"].startswith("no detectable difference") and "at least 6" in result["verdict"]
+
+
+def test_bootstrap_interval_covers_the_truth_in_simulation():
+    rng = random.Random(1)
+    truth, covered = 0.05, 0
+    for trial in range(200):
+        differences = [rng.gauss(truth, 0.04) for _ in range(10)]
+        low, high = bootstrap_interval(differences, samples=2000, seed=trial)
+        covered += low <= truth <= high
+    # a 95% percentile bootstrap with n=10 under-covers a little; far below 85% would be a bug
+    assert covered / 200 >= 0.85
+
+
+def test_kfold_splits_are_stratified_disjoint_and_complete():
+    labels = torch.tensor([0] * 10 + [1] * 7)
+    folds = stratified_folds(labels, 3, seed=4)
+    everything = torch.cat(folds).tolist()
+    assert sorted(everything) == list(range(17))  # disjoint and covering
+    for fold in folds:
+        counts = torch.bincount(labels[fold], minlength=2).tolist()
+        assert counts[0] in (3, 4) and counts[1] in (2, 3)
+    assert [f.tolist() for f in stratified_folds(labels, 3, seed=4)] == [f.tolist() for f in folds]
+    assert [f.tolist() for f in stratified_folds(labels, 3, seed=5)] != [f.tolist() for f in folds]
+
+
+def test_fold_dataset_separates_train_and_test(flat_data):
+    pool = load_pool(flat_data, 16)
+    folds = stratified_folds(pool.train.labels, 4, seed=0)
+    dataset = fold_dataset(pool, folds[1])
+    assert not set(dataset.train.files) & set(dataset.test.files)
+    assert len(dataset.train) + len(dataset.test) == 20 and dataset.train.split == "train"
+
+
+def test_parse_condition():
+    condition = parse_condition("mine:recipe=paper,augment=paper,epochs=3,gan=default,iterations=5,ratio=0.2")
+    assert condition.recipe == "paper" and dict(condition.overrides) == {"augment": "paper", "epochs": 3}
+    assert condition.gan_preset == "default" and dict(condition.gan_overrides) == {"iterations": 5}
+    assert condition.synthetic_ratio == 0.2
+    assert parse_condition("paper+dcgan").gan_preset == "paper"
+    with pytest.raises(UserError, match="unknown key"):
+        parse_condition("x:colour=red")
+    with pytest.raises(UserError, match="unknown condition"):
+        parse_condition("nonsense")
+
+
+def count_runs(folder):
+    return len(list((folder / "runs").glob("*/result.json")))
+
+
+def test_resume_skips_finished_runs_and_adding_a_condition_runs_only_it(split_data, tmp_path):
+    out = tmp_path / "study"
+    first = api.experiment(split_data, out, conditions=[f"a:{QUICK}", f"b:{QUICK},augment=paper"], seeds=2,
+                           quiet=True)
+    assert first["runs_computed"] == 4 and count_runs(out) == 4
+    again = api.experiment(split_data, out, conditions=[f"a:{QUICK}", f"b:{QUICK},augment=paper"], seeds=2,
+                           quiet=True)
+    assert again["runs_computed"] == 0
+    assert again["conditions"][0]["accuracies"] == first["conditions"][0]["accuracies"]
+    more = api.experiment(split_data, out, conditions=[f"a:{QUICK}", f"b:{QUICK},augment=paper",
+                                                       f"c:{QUICK},lr=0.003"], seeds=2, quiet=True)
+    assert more["runs_computed"] == 2 and count_runs(out) == 6
+
+
+def test_interrupted_experiment_keeps_finished_runs(split_data, tmp_path, monkeypatch):
+    import pasture.experiment as experiment_module
+    from pasture.errors import Interrupted
+
+    real = experiment_module.execute_run
+    calls = {"n": 0}
+
+    def stop_on_third(task):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(task)
+
+    monkeypatch.setattr(experiment_module, "execute_run", stop_on_third)
+    with pytest.raises(Interrupted, match="again"):
+        api.experiment(split_data, tmp_path / "s", conditions=[f"a:{QUICK}", f"b:{QUICK},lr=0.002"], seeds=2,
+                       quiet=True)
+    assert count_runs(tmp_path / "s") == 2
+    monkeypatch.setattr(experiment_module, "execute_run", real)
+    done = api.experiment(split_data, tmp_path / "s", conditions=[f"a:{QUICK}", f"b:{QUICK},lr=0.002"], seeds=2,
+                          quiet=True)
+    assert done["runs_computed"] == 2
+
+
+def test_two_names_for_the_same_settings_share_their_runs(split_data, tmp_path):
+    results = api.experiment(split_data, tmp_path / "same", conditions=[f"a:{QUICK}", f"b:{QUICK}"], seeds=2,
+                             quiet=True)
+    assert results["runs_computed"] == 2
+    assert [row["condition"] for row in results["conditions"]] == ["a", "b"]
+    assert results["comparisons"][0]["mean_difference"] == 0
+
+
+def test_kfold_experiment_gan_never_sees_the_folds_test_part(flat_data, tmp_path, monkeypatch):
+    import pasture.gan.trainer as trainer
+
+    seen = []
+    real = trainer.train_gan
+
+    def spy(train, *args, **kwargs):
+        seen.append(set(train.files))
+        return real(train, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_gan", spy)
+    condition = f"g:{QUICK},gan=default,image_size_gan=16,iterations=3,ngf=4,ndf=4,per_class=4"
+    results = api.experiment(flat_data, tmp_path / "cv", conditions=[f"base:{QUICK}", condition], seeds=1, folds=3,
+                             quiet=True)
+    assert results["replicates"] == 3 and len(seen) == 3
+    pool = load_pool(flat_data, 16)
+    folds = stratified_folds(pool.train.labels, 3, seed=0)
+    for fold, gan_files in zip(folds, seen):
+        test_files = {pool.train.files[i] for i in fold.tolist()}
+        assert gan_files and not gan_files & test_files
+        assert gan_files | test_files == set(pool.train.files)
+
+
+def test_report_files_hold_the_table(split_data, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["experiment", str(split_data), "--out", str(out), "--seeds", "2", "--quiet",
+                 "--conditions", f"base:{QUICK}", f"aug:{QUICK},augment=paper"]) == 0
+    printed = capsys.readouterr().out
+    assert "aug vs base" in printed and "report.html" in printed
+    markdown = (out / "report.md").read_text()
+    assert "| base |" in markdown and "| aug |" in markdown and "Against base (paired)" in markdown
+    page = (out / "report.html").read_text()
+    assert "<td>aug</td>" in page and "data:image/png;base64," in page and "src='figures" not in page
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("condition,replicate") and len(rows) == 5
+    results = json.loads((out / "results.json").read_text())
+    assert [row["condition"] for row in results["conditions"]] == ["base", "aug"]
+    assert results["comparisons"][0]["n_pairs"] == 2
+
+
+def test_experiment_input_errors(split_data, tmp_path, capsys):
+    assert main(["experiment", str(split_data), "--out", str(tmp_path / "x"), "--folds", "3",
+                 "--conditions", f"a:{QUICK}"]) == 2
+    assert "--folds" in capsys.readouterr().err
+    assert main(["experiment", "paper", "too", "many", "--out", str(tmp_path / "y")]) == 2
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.tex").write_text("x")
+    assert main(["experiment", str(split_data), "--out", str(tmp_path / "busy"), "--conditions", f"a:{QUICK}"]) == 2
+    assert "holds no pasture experiment" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quick", "--seeds", "2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "report.html" in printed and "gan vs baseline" in printed
+    assert (tmp_path / "demo" / "report" / "report.html").is_file()
+    assert len(list((tmp_path / "demo" / "data" / "train" / "stripes").glob("*.png"))) == 24
