@@ -34,6 +34,7 @@ class Condition:
     gan_overrides: tuple = ()  # ((GanPreset field, value), ...)
     synthetic_per_class: int = 500
     synthetic_ratio: float | None = None  # None: as if the images were added to the training folder
+    synthetic_dir: str | None = None  # a fixed synthetic set (from `gan sample`) instead of a GAN per split
     description: str = ""
 
     def settings(self) -> dict:
@@ -118,6 +119,8 @@ def parse_condition(text: str) -> Condition:
             fields["synthetic_per_class"] = int(value)
         elif key == "ratio":
             fields["synthetic_ratio"] = float(value)
+        elif key == "synthetic":
+            fields["synthetic_dir"] = str(Path(str(value)).resolve())
         elif key in _RECIPE_KEYS:
             overrides.append((key, value))
         elif key in _GAN_KEYS:
@@ -207,6 +210,12 @@ def replicate_dataset(task: dict, image_size: int):
 # One run
 
 
+def gan_seed(replicate: dict) -> int:
+    """GANs are trained once per training split, with the repeat number as seed: on a fixed train/test
+    split every classifier seed shares one GAN (as the report had one); each fold has its own."""
+    return int(replicate["repeat"])
+
+
 def _gan_for(task: dict, recipe_size: int):
     """Train (or reuse) the replicate's GAN and return its synthetic images at the classifier's size."""
     from pasture.gan.trainer import build_samplers, generate, get_gan_preset, train_gan
@@ -220,7 +229,8 @@ def _gan_for(task: dict, recipe_size: int):
                                  **{key: value for key, value in condition["gan_overrides"]})
     replicate = task["replicate"]
     dataset = replicate_dataset(task, preset.image_size)
-    gan_key = _hash({"preset": preset.to_dict(), "replicate": replicate, "fingerprint": task["fingerprint"],
+    seed = gan_seed(replicate)
+    gan_key = _hash({"preset": preset.to_dict(), "seed": seed, "fingerprint": task["fingerprint"],
                      "train_files": dataset.train.files})
     gan_dir = Path(task["out"]) / "gans" / gan_key
     if (gan_dir / "summary.json").is_file():
@@ -229,9 +239,9 @@ def _gan_for(task: dict, recipe_size: int):
         gan_dir.mkdir(parents=True, exist_ok=True)
         resume = (gan_dir / "checkpoint.pt").is_file()
         # The replicate's training part only: the fold's test images never reach the GAN.
-        result = train_gan(dataset.train, preset, replicate["seed"], out=gan_dir, resume=resume, quiet=True)
+        result = train_gan(dataset.train, preset, seed, out=gan_dir, resume=resume, quiet=True)
         units = result["units"]
-        atomic_write_json(gan_dir / "summary.json", {"preset": preset.to_dict(), "replicate": replicate,
+        atomic_write_json(gan_dir / "summary.json", {"preset": preset.to_dict(), "seed": seed,
                                                      "diversity_vs_real": result["diversity"]})
     samplers = build_samplers(preset, len(dataset.classes), units)
     generator = torch.Generator().manual_seed(replicate["seed"])
@@ -265,6 +275,11 @@ def execute_run(task: dict) -> dict:
     synthetic, gan_dir, ratio = None, None, 0.0
     if condition["gan_preset"]:
         synthetic, gan_dir = _gan_for(task, recipe.image_size)
+    elif condition.get("synthetic_dir"):
+        from pasture.data import load_synthetic
+
+        synthetic, _ = load_synthetic(condition["synthetic_dir"], dataset.classes, recipe.image_size)
+    if synthetic is not None:
         ratio = condition["synthetic_ratio"] or len(synthetic) / (len(synthetic) + len(dataset.train))
     result = train_classifier(dataset, recipe, task["replicate"]["seed"], synthetic=synthetic, synthetic_ratio=ratio)
     test = evaluate_model(result.model, dataset.test.images, dataset.test.labels, dataset.classes, tta=recipe.tta)
@@ -290,12 +305,24 @@ def execute_run(task: dict) -> dict:
 # The whole experiment
 
 
+def _folder_fingerprint(folder: str | None) -> str | None:
+    """Content id of a fixed synthetic set, so that a re-sampled set at the same path is not reused."""
+    if folder is None:
+        return None
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"--conditions synthetic={folder}: no such folder; give the --out of `pasture gan sample`")
+    listing = sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file())
+    return _hash({"files": listing})
+
+
 def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list[Replicate], threads: int):
     tasks = []
     for condition in spec.conditions:
         for replicate in replicates:
             settings = {"condition": condition.settings(), "replicate": dataclasses.asdict(replicate),
-                        "fingerprint": fingerprint, "classes": spec.classes, "min_image_size": spec.min_image_size}
+                        "fingerprint": fingerprint, "classes": spec.classes, "min_image_size": spec.min_image_size,
+                        "synthetic_fingerprint": _folder_fingerprint(condition.synthetic_dir)}
             tasks.append({
                 "key": _hash(settings), "data": spec.data, "out": spec.out, "layout": layout,
                 "classes": spec.classes, "min_image_size": spec.min_image_size, "fingerprint": fingerprint,
@@ -399,7 +426,7 @@ def _run_parallel(todo: list[dict], jobs: int, bar) -> None:
     seen, first_wave, second_wave = set(), [], []
     for task in todo:
         gan_key = (json.dumps(task["condition"]["gan_overrides"]), task["condition"]["gan_preset"],
-                   json.dumps(task["replicate"]))
+                   task["replicate"]["repeat"], task["replicate"]["fold"])
         if task in gan_first and gan_key not in seen:
             seen.add(gan_key)
             first_wave.append(task)
