@@ -56,3 +56,9 @@ def flat_data(tmp_path) -> Path:
     write_class_folders(root, {"cow": 10, "horse": 10})
     (root / "README.txt").write_text("not a class folder")
     return root
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache folder: nothing is written to the user's ~/.cache."""
+    monkeypatch.setenv("PASTURE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

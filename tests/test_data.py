@@ -196,3 +196,31 @@ def test_hidden_files_are_ignored(split_data):
     messages = []
     load_dataset(split_data, 16, warn=collect(messages))
     assert messages == []
+
+
+def test_decoded_images_are_cached_and_a_changed_file_is_decoded_again(split_data, monkeypatch):
+    import pasture.data as data_module
+
+    calls = []
+    real = data_module.decode_image
+
+    def counting(path, *args, **kwargs):
+        calls.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(data_module, "decode_image", counting)
+    first = load_dataset(split_data, 16)
+    assert len(calls) == 28
+    calls.clear()
+    again = load_dataset(split_data, 16)
+    assert calls == [] and torch.equal(first.train.images, again.train.images)
+    changed = split_data / "train" / "cow" / "cow_000.png"
+    make_image("horse", 77).save(changed)
+    third = load_dataset(split_data, 16)
+    assert calls == ["cow_000.png"] and not torch.equal(third.train.images[0], first.train.images[0])
+    calls.clear()
+    load_dataset(split_data, 12)  # another size is another entry
+    assert len(calls) == 28
+    # a cached image still obeys --min-image-size (24 px originals)
+    with pytest.raises(UserError, match="smaller than the minimum"):
+        load_dataset(split_data, 16, min_image_size=30, strict=True)

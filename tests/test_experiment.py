@@ -75,6 +75,25 @@ def test_fold_dataset_separates_train_and_test(flat_data):
     assert len(dataset.train) + len(dataset.test) == 20 and dataset.train.split == "train"
 
 
+def test_experiment_recipe_and_model_apply_to_written_conditions_only():
+    written = parse_condition("aug:augment=strong", recipe="small-data", model="paper-cnn")
+    assert written.recipe == "small-data" and dict(written.overrides) == {"augment": "strong", "model": "paper-cnn"}
+    own = parse_condition("mine:recipe=paper,model=resnet-small", recipe="small-data", model="paper-cnn")
+    assert own.recipe == "paper" and dict(own.overrides) == {"model": "resnet-small"}
+    assert parse_condition("paper", recipe="small-data").recipe == "paper"
+
+
+def test_parallel_jobs_give_the_same_numbers_as_one_job(split_data, tmp_path):
+    conditions = [f"a:{QUICK}", f"b:{QUICK},augment=paper"]
+    serial = api.experiment(split_data, tmp_path / "one", conditions=conditions, seeds=2, quiet=True)
+    parallel = api.experiment(split_data, tmp_path / "two", conditions=conditions, seeds=2, quiet=True, jobs=2)
+    assert parallel["runs_computed"] == 4
+    # torch's thread count changes float summation order, so compare loosely: same runs, close numbers
+    for one, two in zip(serial["conditions"], parallel["conditions"]):
+        assert one["runs"] == two["runs"] == 2
+        assert all(abs(a - b) <= 0.25 for a, b in zip(one["accuracies"], two["accuracies"]))
+
+
 def test_parse_condition():
     condition = parse_condition("mine:recipe=paper,augment=paper,epochs=3,gan=default,iterations=5,ratio=0.2")
     assert condition.recipe == "paper" and dict(condition.overrides) == {"augment": "paper", "epochs": 3}

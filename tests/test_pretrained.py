@@ -15,11 +15,6 @@ from pasture.models import create_model
 timm = pytest.importorskip("timm", reason="the [pretrained] extra is not installed")
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("PASTURE_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def test_imagenet_weights_load_by_position_with_identical_shapes():
     from pasture.models.pretrained import imagenet_weights_path
 

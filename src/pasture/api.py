@@ -300,6 +300,8 @@ def gan_train(
     loss: str | None = None,
     ema_decay: float | None = None,
     sample_every: int | None = None,
+    precision: str | None = None,
+    channels_last: bool | None = None,
     seed: int = 0,
     classes: list[str] | None = None,
     test_fraction: float = DEFAULT_TEST_FRACTION,
@@ -326,7 +328,7 @@ def gan_train(
     base = get_gan_preset(preset)
     overrides = dict(conditional=conditional, image_size=image_size, nz=nz, ngf=ngf, ndf=ndf, iterations=iterations,
                      batch_size=batch_size, diffaugment=diffaugment, ada=ada, loss=loss, ema_decay=ema_decay,
-                     sample_every=sample_every)
+                     sample_every=sample_every, precision=precision, channels_last=channels_last)
     chosen = dataclasses.replace(base, **{key: value for key, value in overrides.items() if value is not None})
     validate_gan_preset(chosen)
     dataset = load_dataset(data, chosen.image_size, classes=classes, test_fraction=test_fraction,
@@ -440,6 +442,8 @@ def experiment(
     conditions: list[str] | None = None,
     seeds: int = 5,
     folds: int | None = None,
+    recipe: str | None = None,
+    model: str | None = None,
     classes: list[str] | None = None,
     min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     jobs: int = 1,
@@ -451,7 +455,8 @@ def experiment(
     """Run conditions x replicates (paired) on DATA and write DIR/report.md, report.html, results.*.
 
     `conditions` are names from pasture.experiment.CONDITIONS or 'NAME:key=value,...' specs; the first
-    is the baseline every other one is compared with. `paper=True` runs the report's table
+    is the baseline every other one is compared with; `recipe`/`model` apply to written conditions
+    that name none (e.g. "aug:augment=strong" with recipe="small-data"). `paper=True` runs the report's table
     (paper, +transforms, +DCGAN) with pasture's default recipe and GAN for contrast.
     """
     from pasture.experiment import PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, parse_condition, run_experiment
@@ -462,7 +467,7 @@ def experiment(
     else:
         names = list(conditions or ["default", "small-data"])
         title, numbers = "pasture experiment", {}
-    parsed = [parse_condition(name) for name in names]
+    parsed = [parse_condition(name, recipe=recipe, model=model) for name in names]
     spec = ExperimentSpec(
         data=str(data), out=str(out), conditions=parsed, seeds=seeds, folds=folds, classes=classes,
         min_image_size=min_image_size, jobs=jobs, quiet=quiet, title=title, report_numbers=numbers,

@@ -183,6 +183,9 @@ def _add_experiment_commands(commands) -> None:
     experiment.add_argument("--seeds", type=_positive_int, default=5,
                             help="seeds (train/test layout) or repeats of the k-fold split (class folders)")
     experiment.add_argument("--folds", type=_positive_int, help="k of the stratified k-fold (DATA/<class>/ only)")
+    experiment.add_argument("--recipe", choices=sorted(RECIPES),
+                            help="recipe of written conditions that name none (e.g. aug:augment=strong)")
+    experiment.add_argument("--model", help="model of written conditions that name none")
     experiment.add_argument("--classes", type=_class_list)
     experiment.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
     experiment.add_argument("--jobs", type=_positive_int, default=1,
@@ -222,6 +225,7 @@ def _run_experiment(args) -> int:
         raise UserError("experiment: give DATA, or `paper DATA`")
     results = api.experiment(
         args.target[-1], args.out, conditions=args.conditions, seeds=args.seeds, folds=args.folds,
+        recipe=args.recipe, model=args.model,
         classes=args.classes, min_image_size=args.min_image_size, jobs=args.jobs, quiet=args.quiet, paper=paper,
         command=["pasture", *sys.argv[1:]],
     )
@@ -283,6 +287,10 @@ def _add_gan_commands(commands) -> None:
                        help="adapt the augmentation probability to D's overfitting (target 0.6)")
     train.add_argument("--loss", choices=["bce", "hinge"])
     train.add_argument("--sample-every", type=_positive_int, help="iterations between sample grids and checkpoints")
+    train.add_argument("--precision", choices=["fp32", "bf16"],
+                       help="bf16 autocasts forward passes (faster on CPUs with bf16 support; opt-in)")
+    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="NHWC memory layout for G and D")
     train.add_argument("--seed", type=int, default=0)
     _add_data_options(train)
     train.add_argument("--resume", action="store_true")
@@ -320,6 +328,7 @@ def _run_gan(args) -> int:
             args.data, args.out, preset=args.preset, conditional=args.conditional, image_size=args.image_size,
             nz=args.nz, ngf=args.ngf, ndf=args.ndf, iterations=args.iterations, batch_size=args.batch_size,
             diffaugment=args.diffaugment, ada=args.ada, loss=args.loss, sample_every=args.sample_every,
+            precision=args.precision, channels_last=args.channels_last,
             seed=args.seed, classes=args.classes, test_fraction=args.test_fraction, split_seed=args.split_seed,
             min_image_size=args.min_image_size, strict=args.strict, resume=args.resume, force=args.force,
             quiet=args.quiet, command=["pasture", *sys.argv[1:]],

@@ -133,12 +133,56 @@ def decode_image(path: str | os.PathLike, image_size: int, min_image_size: int =
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
+DECODE_CACHE_FORMAT = "v1"  # bump when decoding changes, so old cache entries are not reused
+
+
+def _cached_decode(path: Path, image_size: int, min_image_size: int) -> torch.Tensor:
+    """decode_image through a disk cache keyed by the file's bytes and the output size.
+
+    Experiments decode the same photos in every run and process; a cache hit costs one file hash and
+    one small read. A changed file has another hash, so stale entries are never used; a damaged entry
+    is decoded again. Bad images are not cached (their error is recomputed, cheaply)."""
+    import hashlib
+
+    from pasture.defaults import cache_enabled, cache_root
+
+    if not cache_enabled():
+        return decode_image(path, image_size, min_image_size)
+    try:
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as error:
+        raise BadImage(f"could not be read ({error.strerror})") from None
+    entry = cache_root() / "decoded" / digest[:2] / f"{digest}_{image_size}_{DECODE_CACHE_FORMAT}.pt"
+    if entry.is_file():
+        try:
+            cached = torch.load(entry, map_location="cpu", weights_only=True)
+            if min(cached["width"], cached["height"]) < min_image_size:
+                raise BadImage(f"is {cached['width']}x{cached['height']} px, smaller than the minimum of "
+                               f"{min_image_size} px (--min-image-size)")
+            return cached["image"]
+        except BadImage:
+            raise
+        except Exception:
+            pass  # damaged entry: decode again below
+    image = decode_image(path, image_size, min_image_size)
+    with Image.open(path) as opened:  # the original size (header only), for --min-image-size on a hit
+        width, height = opened.size
+    try:
+        from pasture.runs import atomic_torch_save
+
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({"image": image, "width": width, "height": height}, entry)
+    except OSError:
+        pass  # an unwritable cache only costs time
+    return image
+
+
 def _decode_many(paths: list[Path], image_size: int, min_image_size: int):
     """Decode in a small thread pool (Pillow releases the GIL). Returns [(tensor|None, reason)]."""
 
     def one(path: Path):
         try:
-            return decode_image(path, image_size, min_image_size), ""
+            return _cached_decode(path, image_size, min_image_size), ""
         except BadImage as error:
             return None, str(error)
 

@@ -15,5 +15,20 @@ DEFAULT_RECIPE = "default"
 Warn = Callable[[str], None]
 
 
+def cache_root():
+    """Where pasture keeps caches (decoded images, backbone features): $PASTURE_CACHE_DIR, else
+    ~/.cache/pasture. Everything there is keyed by content and can be deleted at any time."""
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("PASTURE_CACHE_DIR") or Path.home() / ".cache" / "pasture")
+
+
+def cache_enabled() -> bool:
+    import os
+
+    return os.environ.get("PASTURE_NO_CACHE", "") in ("", "0")
+
+
 def warn_to_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)

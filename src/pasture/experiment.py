@@ -92,10 +92,13 @@ def _parse_value(text: str):
     return text
 
 
-def parse_condition(text: str) -> Condition:
+def parse_condition(text: str, recipe: str | None = None, model: str | None = None) -> Condition:
     """'default' (a named condition) or 'NAME:key=value,...' with keys recipe, gan, per_class, ratio,
-    any recipe field (augment, epochs, lr, model, ...) and GAN fields (iterations, nz, ngf, ndf,
-    diffaugment, conditional, loss, ada, image_size_gan, gan_batch_size)."""
+    synthetic, any recipe field (augment, epochs, lr, model, ...) and GAN fields (iterations, nz, ngf,
+    ndf, diffaugment, conditional, loss, ada, image_size_gan, gan_batch_size).
+
+    `recipe` and `model` (the experiment's --recipe/--model) apply to written conditions that do not
+    name their own; named conditions keep theirs."""
     if ":" not in text:
         if text not in CONDITIONS:
             raise UserError(f"--conditions {text}: unknown condition; choose from {', '.join(CONDITIONS)} "
@@ -105,6 +108,8 @@ def parse_condition(text: str) -> Condition:
     if not name:
         raise UserError(f"--conditions {text}: give the condition a name before the colon")
     fields: dict = {"name": name}
+    if recipe is not None:
+        fields["recipe"] = recipe
     overrides, gan_overrides = [], []
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, equals, raw = item.partition("=")
@@ -127,6 +132,8 @@ def parse_condition(text: str) -> Condition:
             gan_overrides.append((_GAN_KEYS[key], value))
         else:
             raise UserError(f"--conditions {text}: unknown key {key!r}")
+    if model is not None and "model" not in dict(overrides):
+        overrides.append(("model", model))
     return Condition(overrides=tuple(overrides), gan_overrides=tuple(gan_overrides), **fields)
 
 

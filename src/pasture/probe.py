@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 from pathlib import Path
 
@@ -19,16 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pasture.data import Dataset
+from pasture.defaults import cache_root
 from pasture.evaluate import to_float
 from pasture.models import create_model
 from pasture.recipes import Recipe
 from pasture.runs import atomic_torch_save
 
 FEATURE_FORMAT = "v1"  # bump when feature extraction changes, so old cache entries are not reused
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("PASTURE_CACHE_DIR") or Path.home() / ".cache" / "pasture")
 
 
 def weights_identity(weights: str) -> str:

@@ -1,0 +1,301 @@
+"""Speed on a laptop CPU: every figure measured side by side in one run. Prints a table, writes JSON.
+
+  1. classifier training throughput, pasture vs a plain notebook loop (ImageFolder + DataLoader +
+     per-image PIL transforms) with the same model, augmentation, optimiser and batch size;
+  2. GAN D+G step throughput (DCGAN 64x64, ngf=ndf=64, batch 64), pasture (fp32, channels_last, bf16)
+     vs a plain fp32 DCGAN-tutorial loop with a DataLoader, same networks;
+  3. achieved GFLOP/s of those steps against a measured 2048x2048 matmul ceiling (fp32 and bf16);
+  4. predict latency for one image, model loaded once: paper-cnn and effnet-lite0, p50 and p95;
+  5. wall time of `pasture experiment paper DATA --seeds 10` (read from --experiment-results);
+  6. cold start of `pasture --help`, and that it does not import torch;
+  plus peak RSS of a training run and a GAN run, and of training on 1,000 images at 128 px.
+
+    python benchmarks/speed.py [--data ../shared/data/cowhorse-dev] [--experiment-results DIR/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "cowhorse-dev"
+
+
+def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    for _ in range(2):
+        a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size ** 3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def count_flops(step) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+# -- 1. classifier ---------------------------------------------------------------------------------
+
+def classifier_pasture(data: Path, epochs: int) -> dict:
+    from pasture.data import load_dataset
+    from pasture.recipes import get_recipe, with_overrides
+    from pasture.train import train_classifier
+
+    started = time.perf_counter()
+    dataset = load_dataset(data, 64, warn=lambda message: None)
+    decode = time.perf_counter() - started
+    recipe = with_overrides(get_recipe("default"), epochs=epochs, augment="paper")
+    dataset_no_test = type(dataset)(**{**dataset.__dict__, "test": None})  # time training alone
+    started = time.perf_counter()
+    train_classifier(dataset_no_test, recipe, seed=0)
+    seconds = time.perf_counter() - started
+    n = len(dataset.train)
+    return {"decode_seconds": decode, "seconds_per_epoch": seconds / epochs, "images_per_second": n * epochs / seconds,
+            "total_seconds": decode + seconds}
+
+
+def classifier_plain(data: Path, epochs: int, workers: int) -> dict:
+    """What a typical notebook does: decode and transform every image, every epoch, in PIL."""
+    import torch.nn.functional as F
+    from torchvision import datasets, transforms
+
+    from pasture.models import create_model
+
+    transform = transforms.Compose([
+        transforms.Resize(64), transforms.CenterCrop(64), transforms.RandomHorizontalFlip(),
+        transforms.RandomAffine(10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+        transforms.ColorJitter(0.2, 0.2, 0.2, 0.05), transforms.ToTensor(),
+    ])
+    folder = datasets.ImageFolder(str(data / "train"), transform=transform)
+    loader = torch.utils.data.DataLoader(folder, batch_size=16, shuffle=True, num_workers=workers,
+                                         persistent_workers=workers > 0)
+    torch.manual_seed(0)
+    model = create_model("paper-cnn", 2, 64)  # takes [0, 1] images and normalises inside, as pasture's
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    started = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for images, labels in loader:
+            loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    seconds = time.perf_counter() - started
+    return {"workers": workers, "seconds_per_epoch": seconds / epochs,
+            "images_per_second": len(folder) * epochs / seconds}
+
+
+# -- 2/3. GAN --------------------------------------------------------------------------------------
+
+def gan_plain(data: Path, steps: int) -> dict:
+    """The DCGAN tutorial's loop: DataLoader of transformed files, BCE, fp32, same G and D."""
+    import torch.nn.functional as F
+    from torchvision import datasets, transforms
+
+    from pasture.gan.nets import Discriminator, Generator
+
+    transform = transforms.Compose([transforms.Resize(64), transforms.CenterCrop(64), transforms.ToTensor(),
+                                    transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
+    folder = datasets.ImageFolder(str(data / "train"), transform=transform)
+    loader = torch.utils.data.DataLoader(folder, batch_size=64, shuffle=True, drop_last=True, num_workers=0)
+    torch.manual_seed(0)
+    generator, discriminator = Generator(100, 64, 64), Discriminator(64, 64)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+
+    def step(real):
+        z = torch.randn(real.shape[0], 100)
+        fake = generator(z)
+        loss_d = (F.binary_cross_entropy_with_logits(discriminator(real), torch.ones(real.shape[0]))
+                  + F.binary_cross_entropy_with_logits(discriminator(fake.detach()), torch.zeros(real.shape[0])))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        loss_g = F.binary_cross_entropy_with_logits(discriminator(fake), torch.ones(real.shape[0]))
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+
+    done, started = 0, None
+    while done < steps + 1:
+        for real, _ in loader:
+            if done == 1:
+                started = time.perf_counter()  # the first step warms up
+            step(real)
+            done += 1
+            if done >= steps + 1:
+                break
+    seconds = (time.perf_counter() - started) / steps
+    flops = count_flops(lambda: step(next(iter(loader))[0]))
+    return {"seconds_per_step": seconds, "images_per_second": 64 / seconds, "gflops_per_second": flops / seconds / 1e9}
+
+
+def gan_pasture(data: Path, steps: int, precision: str, channels_last: bool) -> dict:
+    from pasture.data import load_dataset
+    from pasture.gan.trainer import GanPreset, train_gan
+
+    train = load_dataset(data, 64, warn=lambda message: None).train
+    preset = GanPreset("speed", image_size=64, nz=100, ngf=64, ndf=64, iterations=steps, batch_size=64,
+                       sample_every=10 ** 9, precision=precision, channels_last=channels_last)
+    train_gan(train, GanPreset("warm", image_size=64, ngf=64, ndf=64, iterations=1, batch_size=64,
+                               sample_every=10 ** 9, precision=precision, channels_last=channels_last), 0)
+    started = time.perf_counter()
+    train_gan(train, preset, 0)
+    seconds = (time.perf_counter() - started) / steps
+    one_step = GanPreset("flops", image_size=64, nz=100, ngf=64, ndf=64, iterations=1, batch_size=64,
+                         sample_every=10 ** 9, precision=precision, channels_last=channels_last)
+    flops = count_flops(lambda: train_gan(train, one_step, 0))
+    return {"precision": precision, "channels_last": channels_last, "seconds_per_step": seconds,
+            "images_per_second": 64 / seconds, "gflops_per_second": flops / seconds / 1e9}
+
+
+# -- 4. predict latency ----------------------------------------------------------------------------
+
+def predict_latency(run: Path, image: Path, repeats: int = 40) -> dict:
+    from pasture.api import load_run
+    from pasture.data import decode_files
+    from pasture.evaluate import predict_probabilities
+
+    model, config = load_run(run)
+    times = []
+    for index in range(repeats + 3):
+        started = time.perf_counter()
+        predict_probabilities(model, decode_files([image], config["image_size"]), tta=config["recipe"]["tta"])
+        if index >= 3:
+            times.append(time.perf_counter() - started)
+    times.sort()
+    return {"model": config["model"], "tta": config["recipe"]["tta"], "p50_ms": 1000 * statistics.median(times),
+            "p95_ms": 1000 * times[int(0.95 * len(times)) - 1]}
+
+
+# -- 6 and memory: child processes -----------------------------------------------------------------
+
+def child_peak_rss(code: str) -> tuple[float, float]:
+    """(peak RSS in MiB, seconds) of `python -c code`."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code + "\nimport resource\n"
+                           "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                          capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - started
+    rss_kib = int(next(line for line in done.stdout.splitlines() if line.startswith("RSS")).split()[1])
+    return rss_kib / 1024, seconds
+
+
+def cold_start() -> dict:
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        subprocess.run(["pasture", "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    check = subprocess.run([sys.executable, "-c", "import sys\nfrom pasture.cli import build_parser\n"
+                            "build_parser().format_help()\nprint('torch' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    return {"median_seconds": statistics.median(times), "imports_torch": check.stdout.strip() == "True"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--gan-steps", type=int, default=6)
+    parser.add_argument("--experiment-results", help="results.json of `pasture experiment paper DATA --seeds 10`")
+    parser.add_argument("--out", default=str(HERE / "results" / "speed.json"))
+    args = parser.parse_args()
+    data = Path(args.data)
+    if not data.is_dir():
+        print(f"no data at {data}; pass --data DATA", file=sys.stderr)
+        return 2
+    report: dict = {"threads": torch.get_num_threads(), "cpu": os.cpu_count()}
+    report["matmul_gflops"] = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
+    print(f"matmul 2048^3 ceiling: fp32 {report['matmul_gflops']['fp32']:.0f} GFLOP/s, "
+          f"bf16 {report['matmul_gflops']['bf16']:.0f} GFLOP/s", flush=True)
+
+    pasture_cls = classifier_pasture(data, args.epochs)
+    plain_cls = [classifier_plain(data, max(2, args.epochs // 3), workers) for workers in (0, 2)]
+    best_plain = min(plain_cls, key=lambda row: row["seconds_per_epoch"])
+    report["classifier"] = {"pasture": pasture_cls, "plain": plain_cls,
+                            "speedup_per_epoch": best_plain["seconds_per_epoch"] / pasture_cls["seconds_per_epoch"]}
+    print(f"1. classifier (paper-cnn 64px, paper augmentation, batch 16): pasture {pasture_cls['images_per_second']:.0f} "
+          f"img/s ({pasture_cls['seconds_per_epoch']:.3f} s/epoch, decode once {pasture_cls['decode_seconds']:.2f} s); "
+          f"plain best {best_plain['images_per_second']:.0f} img/s (workers={best_plain['workers']}); "
+          f"speed-up {report['classifier']['speedup_per_epoch']:.1f}x", flush=True)
+
+    plain_gan = gan_plain(data, args.gan_steps)
+    variants = [gan_pasture(data, args.gan_steps, precision, layout)
+                for precision, layout in (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))]
+    best = min(variants, key=lambda row: row["seconds_per_step"])
+    report["gan"] = {"plain": plain_gan, "pasture": variants, "best": best,
+                     "speedup": plain_gan["seconds_per_step"] / best["seconds_per_step"]}
+    print(f"2. GAN D+G step (64px, ngf=ndf=64, batch 64): plain fp32 {plain_gan['images_per_second']:.0f} img/s; "
+          + "; ".join(f"pasture {v['precision']}{' channels_last' if v['channels_last'] else ''} "
+                      f"{v['images_per_second']:.0f} img/s" for v in variants)
+          + f"; best speed-up {report['gan']['speedup']:.2f}x", flush=True)
+    print(f"3. achieved GFLOP/s: plain GAN {plain_gan['gflops_per_second']:.0f}; "
+          + "; ".join(f"{v['precision']}{'/cl' if v['channels_last'] else ''} {v['gflops_per_second']:.0f}"
+                      for v in variants), flush=True)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        os.environ["PASTURE_CACHE_DIR"] = str(scratch / "cache")
+        from pasture import api
+
+        api.train(data, scratch / "cnn", recipe="default", epochs=1, quiet=True)
+        latencies = [predict_latency(scratch / "cnn", next((data / "test" / "cow").iterdir()))]
+        try:
+            api.train(data, scratch / "effnet", model="effnet-lite0", pretrained="probe", epochs=5, quiet=True)
+            latencies.append(predict_latency(scratch / "effnet", next((data / "test" / "cow").iterdir())))
+        except Exception as error:  # the [pretrained] extra may be missing
+            print(f"   effnet-lite0 skipped: {error}")
+        report["predict_latency"] = latencies
+        print("4. predict one image (decode + forward, model loaded once): " + "; ".join(
+            f"{row['model']}{' +TTA' if row['tta'] else ''} p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms"
+            for row in latencies), flush=True)
+
+        memory = {}
+        memory["train_default_mib"], _ = child_peak_rss(
+            f"from pasture import api\napi.train({str(data)!r}, {str(scratch / 'm1')!r}, recipe='default', quiet=True)")
+        memory["gan_default_mib"], _ = child_peak_rss(
+            f"from pasture import api\napi.gan_train({str(data)!r}, {str(scratch / 'm2')!r}, iterations=50, quiet=True)")
+        big = scratch / "big"
+        from pasture.demo import write_demo_data
+
+        write_demo_data(big, per_class=250, size=128, seed=1)  # 2 splits x 2 classes x 250 = 1,000 images
+        memory["train_1000_images_128px_mib"], memory["train_1000_images_128px_seconds"] = child_peak_rss(
+            f"from pasture import api\napi.train({str(big)!r}, {str(scratch / 'm3')!r}, recipe='small-data', "
+            "image_size=128, epochs=1, quiet=True)")
+        report["peak_rss"] = memory
+        print(f"   peak RSS: training {memory['train_default_mib']:.0f} MiB, GAN {memory['gan_default_mib']:.0f} MiB, "
+              f"1,000 images at 128 px {memory['train_1000_images_128px_mib']:.0f} MiB", flush=True)
+
+    if args.experiment_results and Path(args.experiment_results).is_file():
+        results = json.loads(Path(args.experiment_results).read_text())
+        report["experiment_paper_seconds"] = results["seconds"]
+        print(f"5. pasture experiment paper, {results['replicates']} seeds: {results['seconds'] / 60:.1f} min "
+              f"({results['runs_computed']} runs computed)", flush=True)
+    report["cold_start"] = cold_start()
+    print(f"6. pasture --help: {report['cold_start']['median_seconds']:.2f} s, imports torch: "
+          f"{report['cold_start']['imports_torch']}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
