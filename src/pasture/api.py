@@ -55,6 +55,21 @@ def resolve_recipe(recipe: str = DEFAULT_RECIPE, pretrained: str | None = None, 
     return resolved
 
 
+def _data_identity(data, dataset, test_fraction, split_seed, min_image_size, strict) -> dict:
+    """The data side of a run's identity: which files, which split, which filters."""
+    split_here = dataset.layout == "class-folders"
+    return {
+        "data": str(Path(data).resolve()),
+        "data_fingerprint": dataset.fingerprint,
+        "classes": dataset.classes,
+        "layout": dataset.layout,
+        "test_fraction": test_fraction if split_here else None,
+        "split_seed": split_seed if split_here else None,
+        "min_image_size": min_image_size,
+        "strict": strict,
+    }
+
+
 def train(
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -120,14 +135,7 @@ def train(
         "synthetic": synthetic_info,
         "recipe": chosen.to_dict(),
         "seed": seed,
-        "data": str(Path(data).resolve()),
-        "data_fingerprint": dataset.fingerprint,
-        "classes": dataset.classes,
-        "layout": dataset.layout,
-        "test_fraction": test_fraction if dataset.layout == "class-folders" else None,
-        "split_seed": split_seed if dataset.layout == "class-folders" else None,
-        "min_image_size": min_image_size,
-        "strict": strict,
+        **_data_identity(data, dataset, test_fraction, split_seed, min_image_size, strict),
     }
     out = Path(out)
     state = prepare_run_dir(out, identity, resume=resume, force=force)
@@ -334,11 +342,8 @@ def gan_train(
     dataset = load_dataset(data, chosen.image_size, classes=classes, test_fraction=test_fraction,
                            split_seed=split_seed, min_image_size=min_image_size, strict=strict, warn=warn)
     identity = {
-        "kind": "gan", "preset": chosen.to_dict(), "seed": seed, "data": str(Path(data).resolve()),
-        "data_fingerprint": dataset.fingerprint, "classes": dataset.classes, "layout": dataset.layout,
-        "test_fraction": test_fraction if dataset.layout == "class-folders" else None,
-        "split_seed": split_seed if dataset.layout == "class-folders" else None,
-        "min_image_size": min_image_size, "strict": strict,
+        "kind": "gan", "preset": chosen.to_dict(), "seed": seed,
+        **_data_identity(data, dataset, test_fraction, split_seed, min_image_size, strict),
     }
     out = Path(out)
     state = prepare_run_dir(out, identity, resume=resume, force=force)

@@ -120,14 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--synthetic-ratio", type=_fraction, metavar="R",
                        help="expected synthetic share of each batch (default: as if added to the train folder)")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
-    train.add_argument("--classes", type=_class_list, help="class order, e.g. horse,cow (default: alphabetical)")
-    train.add_argument("--test-fraction", type=_fraction, default=DEFAULT_TEST_FRACTION,
-                       help="share of each class held out for testing (DATA/<class>/ layout only)")
-    train.add_argument("--split-seed", type=int, default=0,
-                       help="seed of that split; fixed apart from --seed so seeds share one test set")
-    train.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE,
-                       help="images with a shorter side below this many px are unusable")
-    train.add_argument("--strict", action="store_true", help="unusable files are an error instead of a warning")
+    _add_data_options(train)
     train.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     train.add_argument("--force", action="store_true", help="overwrite a different run already in RUN")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -257,7 +250,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=_class_list, help="class order, e.g. horse,cow (default: alphabetical)")
     parser.add_argument("--test-fraction", type=_fraction, default=DEFAULT_TEST_FRACTION,
                         help="share of each class held out for testing (DATA/<class>/ layout only)")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of that split")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="seed of that split; fixed apart from --seed so seeds share one test set")
     parser.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE,
                         help="images with a shorter side below this many px are unusable")
     parser.add_argument("--strict", action="store_true", help="unusable files are an error instead of a warning")
