@@ -122,6 +122,9 @@ def test_resume_skips_finished_runs_and_adding_a_condition_runs_only_it(split_da
     more = api.experiment(split_data, out, conditions=[f"a:{QUICK}", f"b:{QUICK},augment=paper",
                                                        f"c:{QUICK},lr=0.003"], seeds=2, quiet=True)
     assert more["runs_computed"] == 2 and count_runs(out) == 6
+    pairs = {(c["condition"], c["baseline"]) for c in more["comparisons"]}
+    assert pairs == {("b", "a"), ("c", "a"), ("c", "b")}
+    assert "Every other pair" in (out / "report.md").read_text()
 
 
 def test_interrupted_experiment_keeps_finished_runs(split_data, tmp_path, monkeypatch):
@@ -193,7 +196,7 @@ def test_report_files_hold_the_table(split_data, tmp_path, capsys):
     assert rows[0].startswith("condition,replicate") and len(rows) == 5
     results = json.loads((out / "results.json").read_text())
     assert [row["condition"] for row in results["conditions"]] == ["base", "aug"]
-    assert results["comparisons"][0]["n_pairs"] == 2
+    assert results["comparisons"][0]["n_pairs"] == 2 and len(results["comparisons"]) == 1
 
 
 def test_experiment_input_errors(split_data, tmp_path, capsys):

@@ -195,3 +195,19 @@ def test_generate_with_truncation_stays_in_range(trained_gan):
     preset, classes, samplers, _ = load_gan(trained_gan)
     images = generate(preset, samplers, 1, 10, torch.Generator().manual_seed(0), truncation=0.5)
     assert images.shape == (10, 3, 16, 16) and images.dtype == torch.uint8
+
+
+def test_memorisation_flags_copies_but_not_blurry_averages():
+    from pasture.synth import memorisation
+
+    generator = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (20, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    real_set = ImageSet(real, torch.zeros(20, dtype=torch.long), [], ["a"])
+    noisy_copies = (real[:10].int() + torch.randint(-3, 4, (10, 3, 32, 32), generator=generator)).clamp(0, 255)
+    averages = real.float().mean(0, keepdim=True).repeat(10, 1, 1, 1).round()
+    copies = memorisation(ImageSet(noisy_copies.to(torch.uint8), torch.zeros(10, dtype=torch.long), [], ["a"]),
+                          real_set)
+    blurry = memorisation(ImageSet(averages.to(torch.uint8), torch.zeros(10, dtype=torch.long), [], ["a"]),
+                          real_set)
+    assert copies["near_copy_fraction"] == 1.0
+    assert blurry["near_copy_fraction"] == 0.0 and blurry["closer_than_real_5th_percentile"] == 1.0

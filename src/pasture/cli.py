@@ -204,6 +204,8 @@ def _print_experiment(results: dict, out: str) -> None:
         print(f"{row['condition']:>20}: {row['test']['mean']:.1%} +/- {row['test']['std']:.1%} "
               f"(95% CI {low:.1%}-{high:.1%}, {row['runs']} runs x {row['n_per_run']} test images)")
     for comparison in results["comparisons"]:
+        if comparison["baseline"] != results["conditions"][0]["condition"]:
+            continue  # the other pairs are in the report
         print(f"{comparison['condition']:>20} vs {comparison['baseline']}: {comparison['mean_difference']:+.1%} "
               f"[{comparison['ci95'][0]:+.1%}, {comparison['ci95'][1]:+.1%}], p={comparison['p_value']:.3f}: "
               f"{comparison['verdict']}")
