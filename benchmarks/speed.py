@@ -186,13 +186,15 @@ def predict_latency(run: Path, image: Path, repeats: int = 40) -> dict:
 # -- 6 and memory: child processes -----------------------------------------------------------------
 
 def child_peak_rss(code: str) -> tuple[float, float]:
-    """(peak RSS in MiB, seconds) of `python -c code`."""
+    """(peak RSS in MiB, seconds) of `python -c code`.
+
+    Read from the child's own /proc/self/status VmHWM: getrusage's ru_maxrss of a forked child starts
+    from the parent's peak, which would report this benchmark's own memory instead."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code + "\nimport resource\n"
-                           "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code + "\nprint(next(line for line in open('/proc/self/status') "
+                           "if line.startswith('VmHWM')))"], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
-    rss_kib = int(next(line for line in done.stdout.splitlines() if line.startswith("RSS")).split()[1])
+    rss_kib = int(next(line for line in done.stdout.splitlines() if line.startswith("VmHWM")).split()[1])
     return rss_kib / 1024, seconds
 
 
@@ -266,7 +268,7 @@ def main() -> int:
             f"{row['model']}{' +TTA' if row['tta'] else ''} p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms"
             for row in latencies), flush=True)
 
-        memory = {}
+        memory = {"import_torch_mib": child_peak_rss("import torch")[0]}
         memory["train_default_mib"], _ = child_peak_rss(
             f"from pasture import api\napi.train({str(data)!r}, {str(scratch / 'm1')!r}, recipe='default', quiet=True)")
         memory["gan_default_mib"], _ = child_peak_rss(
@@ -279,7 +281,7 @@ def main() -> int:
             f"from pasture import api\napi.train({str(big)!r}, {str(scratch / 'm3')!r}, recipe='small-data', "
             "image_size=128, epochs=1, quiet=True)")
         report["peak_rss"] = memory
-        print(f"   peak RSS: training {memory['train_default_mib']:.0f} MiB, GAN {memory['gan_default_mib']:.0f} MiB, "
+        print(f"   peak RSS: import torch alone {memory['import_torch_mib']:.0f} MiB, training {memory['train_default_mib']:.0f} MiB, GAN {memory['gan_default_mib']:.0f} MiB, "
               f"1,000 images at 128 px {memory['train_1000_images_128px_mib']:.0f} MiB", flush=True)
 
     if args.experiment_results and Path(args.experiment_results).is_file():

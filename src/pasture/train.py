@@ -111,7 +111,9 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
             groups, lr=recipe.lr, momentum=recipe.momentum,
             nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay,
         )
-    return torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    # fused: one kernel per step instead of a Python loop over parameters (same update rule); the
+    # single-tensor default spent a fifth of paper-cnn's training time in the optimiser.
+    return torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True)
 
 
 def lr_factor(step: int, steps_per_epoch: int, recipe: Recipe) -> float:
