@@ -14,7 +14,6 @@ Prints a table, writes DIR/gan_benchmark.json, and keeps the GAN folders (sample
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,10 +23,8 @@ import torch
 from pasture import api
 from pasture.data import ImageSet
 from pasture.gan.trainer import GanPreset, train_gan
-from pasture.runs import versions
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "cowhorse-dev"
+from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
 
 def throughput(steps: int = 8, batch: int = 64) -> dict:
@@ -48,11 +45,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--out", default=str(HERE / "results" / "gan"))
+    parser.add_argument("--out", default=str(RESULTS / "gan"))
     args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        print(f"no data at {args.data}; pass --data DATA", file=sys.stderr)
-        return 2
+    data_or_exit(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     speed = throughput()
@@ -89,9 +84,8 @@ def main() -> int:
               f"{score['memorisation']['near_copy_fraction']:.1%} | {row['test']['mean']:.1%} +/- {row['test']['std']:.1%} | "
               f"{comparison['mean_difference']:+.1%} [{comparison['ci95'][0]:+.1%}, {comparison['ci95'][1]:+.1%}], "
               f"p={comparison['p_value']:.3f} | {comparison['verdict']} |")
-    (out / "gan_benchmark.json").write_text(json.dumps({
-        "throughput": speed, "gans": gans, "experiment": results, "versions": versions()}, indent=2, default=str))
-    print(f"wrote {out / 'gan_benchmark.json'}; sample grids in {out}/gan_*/samples_*.png")
+    write_results(out / "gan_benchmark.json", {"throughput": speed, "gans": gans, "experiment": results})
+    print(f"sample grids in {out}/gan_*/samples_*.png")
     return 0
 
 

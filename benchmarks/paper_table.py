@@ -9,20 +9,16 @@ Wilson 95% interval of test accuracy, beside the report's own numbers. Prints a 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 from pasture.data import load_dataset
 from pasture.evaluate import evaluate_model
 from pasture.recipes import get_recipe, with_overrides
-from pasture.runs import versions
 from pasture.stats import mean_interval, wilson_interval
 from pasture.train import train_classifier
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "cowhorse-dev"
+from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 CONDITIONS = [("paper", "none"), ("paper", "paper"), ("default", "none"), ("default", "paper")]
 REPORT = {("paper", "none"): "95% / 55%", ("paper", "paper"): "test +5% (~60%)"}
 
@@ -31,11 +27,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--out", default=str(HERE / "results" / "paper_table.json"))
+    parser.add_argument("--out", default=str(RESULTS / "paper_table.json"))
     args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        print(f"no data at {args.data}; pass --data DATA", file=sys.stderr)
-        return 2
+    data_or_exit(args.data)
     rows = []
     for recipe_name, augment in CONDITIONS:
         recipe = with_overrides(get_recipe(recipe_name), augment=augment)
@@ -72,10 +66,7 @@ def main() -> int:
               f"{row['seconds_per_run']:.1f} | {row['report'] or '-'} |")
     print("\nThe pooled interval treats seeds x images as independent trials, which is optimistic: the same "
           "100 test images are reused by every seed.")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"data": str(args.data), "rows": rows, "versions": versions()}, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, {"data": str(args.data), "rows": rows})
     return 0
 
 

@@ -16,22 +16,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from pasture.data import load_dataset, validation_split
 from pasture.evaluate import evaluate_model
 from pasture.recipes import get_recipe
-from pasture.runs import versions
 from pasture.stats import mean_interval, wilson_interval
 from pasture.train import train_classifier
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "cowhorse-dev"
+from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
 SMALL = get_recipe("small-data")
 FINAL = {
@@ -70,9 +66,7 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated row names")
     parser.add_argument("--out")
     args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        print(f"no data at {args.data}; pass --data DATA", file=sys.stderr)
-        return 2
+    data_or_exit(args.data)
     os.environ.setdefault("PASTURE_CACHE_DIR", tempfile.mkdtemp(prefix="pasture-cache-"))
     table = TUNE if args.tune else FINAL
     names = args.only.split(",") if args.only else list(table)
@@ -109,10 +103,8 @@ def main() -> int:
         low, high = row["pooled_wilson95"]
         print(f"| {row['name']} | {row['accuracy']['mean']:.1%} +/- {row['accuracy']['std']:.1%} | {low:.1%}-{high:.1%} | "
               f"{row['runs']} x {row['n_per_run']} | {row['seconds_per_run']:.1f} |")
-    out = Path(args.out or HERE / "results" / ("recipes_tune.json" if args.tune else "recipes.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"data": str(args.data), "rows": rows, "versions": versions()}, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out or RESULTS / ("recipes_tune.json" if args.tune else "recipes.json"),
+                  {"data": str(args.data), "rows": rows})
     return 0
 
 

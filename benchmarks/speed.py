@@ -27,8 +27,7 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "cowhorse-dev"
+from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
 
 def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -226,12 +225,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--gan-steps", type=int, default=6)
     parser.add_argument("--experiment-results", help="results.json of `pasture experiment paper DATA --seeds 10`")
-    parser.add_argument("--out", default=str(HERE / "results" / "speed.json"))
+    parser.add_argument("--out", default=str(RESULTS / "speed.json"))
     args = parser.parse_args()
-    data = Path(args.data)
-    if not data.is_dir():
-        print(f"no data at {data}; pass --data DATA", file=sys.stderr)
-        return 2
+    data = data_or_exit(args.data)
     report: dict = {"threads": torch.get_num_threads(), "cpu": os.cpu_count()}
     report["matmul_gflops"] = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
     print(f"matmul 2048^3 ceiling: fp32 {report['matmul_gflops']['fp32']:.0f} GFLOP/s, "
@@ -302,10 +298,7 @@ def main() -> int:
     report["cold_start"] = cold_start()
     print(f"6. pasture --help: {report['cold_start']['median_seconds']:.2f} s, imports torch: "
           f"{report['cold_start']['imports_torch']}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, report)
     return 0
 
 

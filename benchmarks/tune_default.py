@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
-import torch
 
 from pasture.data import load_dataset, validation_split
 from pasture.evaluate import evaluate_model
 from pasture.recipes import get_recipe
 from pasture.train import train_classifier
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "cowhorse-dev"
+from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
 PAPER = get_recipe("paper")
 CANDIDATES = {
@@ -58,11 +54,9 @@ def main() -> int:
     parser.add_argument("--splits", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--only", help="comma-separated candidate names (default: all)")
-    parser.add_argument("--out", default=str(HERE / "results" / "tune_default.json"))
+    parser.add_argument("--out", default=str(RESULTS / "tune_default.json"))
     args = parser.parse_args()
-    if not Path(args.data).is_dir():
-        print(f"no data at {args.data}; pass --data", file=sys.stderr)
-        return 2
+    data_or_exit(args.data)
     full = load_dataset(args.data, 64)
     rows = []
     names = args.only.split(",") if args.only else list(CANDIDATES)
@@ -79,8 +73,7 @@ def main() -> int:
                      "runs": len(scores), "n_val": len(folds.test), "seconds": time.perf_counter() - started})
         print(f"{name:16s} val {rows[-1]['val_mean']:.3f} +/- {rows[-1]['val_std']:.3f}  "
               f"({len(scores)} runs, n_val={len(folds.test)}, {rows[-1]['seconds']:.0f}s)", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"rows": rows, "torch": torch.__version__}, indent=2))
+    write_results(args.out, {"data": str(args.data), "rows": rows})
     return 0
 
 

@@ -6,7 +6,6 @@ import random
 import pytest
 import torch
 
-from conftest import write_class_folders
 from pasture import api
 from pasture.cli import main
 from pasture.data import fold_dataset, load_pool, stratified_folds

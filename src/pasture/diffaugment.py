@@ -11,7 +11,6 @@ the D and the G steps; since every op is differentiable, G's gradients flow thro
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def _rand(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
