@@ -202,13 +202,13 @@ def test_decoded_images_are_cached_and_a_changed_file_is_decoded_again(split_dat
     import pasture.data as data_module
 
     calls = []
-    real = data_module.decode_image
+    real = data_module.decode_image_and_size
 
     def counting(path, *args, **kwargs):
         calls.append(Path(path).name)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(data_module, "decode_image", counting)
+    monkeypatch.setattr(data_module, "decode_image_and_size", counting)
     first = load_dataset(split_data, 16)
     assert len(calls) == 28
     calls.clear()

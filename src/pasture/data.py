@@ -108,17 +108,22 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(path: str | os.PathLike, image_size: int, min_image_size: int = 0) -> torch.Tensor:
-    """Read one image file -> uint8 tensor 3 x image_size x image_size. Raises BadImage."""
+def _too_small(width: int, height: int, min_image_size: int) -> BadImage:
+    return BadImage(f"is {width}x{height} px, smaller than the minimum of {min_image_size} px (--min-image-size)")
+
+
+def decode_image_and_size(
+    path: str | os.PathLike, image_size: int, min_image_size: int = 0,
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Read one image file -> (uint8 tensor 3 x image_size x image_size, original (width, height)).
+
+    Raises BadImage."""
     try:
         with Image.open(path) as opened:
             opened.load()
             width, height = opened.size
             if min(width, height) < min_image_size:
-                raise BadImage(
-                    f"is {width}x{height} px, smaller than the minimum of {min_image_size} px "
-                    "(--min-image-size)"
-                )
+                raise _too_small(width, height, min_image_size)
             image = _to_rgb(ImageOps.exif_transpose(opened))
     except BadImage:
         raise
@@ -130,7 +135,12 @@ def decode_image(path: str | os.PathLike, image_size: int, min_image_size: int =
         raise BadImage(f"could not be decoded ({error})") from None
     square = ImageOps.fit(image, (image_size, image_size), method=Image.Resampling.BICUBIC)
     array = np.asarray(square, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous(), (width, height)
+
+
+def decode_image(path: str | os.PathLike, image_size: int, min_image_size: int = 0) -> torch.Tensor:
+    """Read one image file -> uint8 tensor 3 x image_size x image_size. Raises BadImage."""
+    return decode_image_and_size(path, image_size, min_image_size)[0]
 
 
 DECODE_CACHE_FORMAT = "v1"  # bump when decoding changes, so old cache entries are not reused
@@ -147,7 +157,7 @@ def _cached_decode(path: Path, image_size: int, min_image_size: int) -> torch.Te
     from pasture.defaults import cache_enabled, cache_root
 
     if not cache_enabled():
-        return decode_image(path, image_size, min_image_size)
+        return decode_image_and_size(path, image_size, min_image_size)[0]
     try:
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as error:
@@ -157,16 +167,13 @@ def _cached_decode(path: Path, image_size: int, min_image_size: int) -> torch.Te
         try:
             cached = torch.load(entry, map_location="cpu", weights_only=True)
             if min(cached["width"], cached["height"]) < min_image_size:
-                raise BadImage(f"is {cached['width']}x{cached['height']} px, smaller than the minimum of "
-                               f"{min_image_size} px (--min-image-size)")
+                raise _too_small(cached["width"], cached["height"], min_image_size)
             return cached["image"]
         except BadImage:
             raise
         except Exception:
             pass  # damaged entry: decode again below
-    image = decode_image(path, image_size, min_image_size)
-    with Image.open(path) as opened:  # the original size (header only), for --min-image-size on a hit
-        width, height = opened.size
+    image, (width, height) = decode_image_and_size(path, image_size, min_image_size)
     try:
         from pasture.runs import atomic_torch_save
 
