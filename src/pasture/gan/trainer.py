@@ -12,7 +12,6 @@ Loss (k = 1 discriminator step per generator step, as the report's Algorithm 1):
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pasture.diffaugment import diff_augment, parse_policy
 from pasture.errors import UserError
 from pasture.gan.nets import Discriminator, Generator, upsampling_blocks
 from pasture.runs import atomic_torch_save, load_checkpoint, write_jsonl
+from pasture.train import WeightEMA
 
 
 @dataclass(frozen=True)
@@ -161,32 +161,21 @@ class GanUnit:
         if preset.channels_last:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
-        self.generator_ema = copy.deepcopy(self.generator) if preset.ema_decay else None
+        self.ema = WeightEMA(self.generator, preset.ema_decay) if preset.ema_decay else None
         betas = (preset.beta1, 0.999)
         self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=preset.lr_g, betas=betas)
         self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=preset.lr_d, betas=betas)
 
     @property
     def sampler(self) -> Generator:
-        return self.generator_ema if self.generator_ema is not None else self.generator
-
-    @torch.no_grad()
-    def update_ema(self, iteration: int) -> None:
-        if self.generator_ema is None:
-            return
-        decay = min(self.preset.ema_decay, (1 + iteration) / (10 + iteration))
-        for average, current in zip(self.generator_ema.state_dict().values(), self.generator.state_dict().values()):
-            if average.dtype.is_floating_point:
-                average.mul_(decay).add_(current, alpha=1 - decay)
-            else:
-                average.copy_(current)
+        return self.ema.model if self.ema is not None else self.generator
 
     def state_dict(self) -> dict:
         return {
             "class_ids": self.class_ids,
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
-            "generator_ema": self.generator_ema.state_dict() if self.generator_ema is not None else {},
+            "generator_ema": self.ema.state_dict() if self.ema is not None else {},
             "optimizer_g": self.optimizer_g.state_dict(),
             "optimizer_d": self.optimizer_d.state_dict(),
         }
@@ -194,8 +183,8 @@ class GanUnit:
     def load_state_dict(self, state: dict) -> None:
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
-        if self.generator_ema is not None:
-            self.generator_ema.load_state_dict(state["generator_ema"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["generator_ema"])
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_d.load_state_dict(state["optimizer_d"])
 
@@ -299,7 +288,8 @@ def train_gan(
                 unit.optimizer_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 unit.optimizer_g.step()
-                unit.update_ema(iteration)
+                if unit.ema is not None:
+                    unit.ema.update(unit.generator)
                 if preset.ada and parse_policy(policy):
                     sign_sum += float(torch.sign(real_logits.detach()).sum())
                     sign_count += batch
