@@ -4,6 +4,7 @@ import torch
 from pasture.errors import UserError
 from pasture.models import create_model, list_models
 from pasture.models.paper_cnn import PaperCNN, paper_cnn_flatten_size
+from pasture.models.registry import Dropout
 
 
 @pytest.mark.parametrize("image_size", [12, 16, 32, 64, 100, 128])
@@ -27,7 +28,7 @@ def test_paper_cnn_layers_are_the_reports():
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(16, (3, 3)), (32, (2, 2)), (8, (2, 2))]
     linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
     assert [l.out_features for l in linears] == [800, 200, 2]
-    dropouts = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    dropouts = [m.p for m in model.modules() if isinstance(m, Dropout)]
     assert dropouts == [0.5, 0.15, 0.5]
 
 
@@ -54,3 +55,39 @@ def test_normalisation_is_inside_the_model():
     model = create_model("paper-cnn", 2, 16)
     assert torch.allclose(model.normalize(torch.full((1, 3, 2, 2), 0.5)), torch.zeros(1, 3, 2, 2))
     assert "normalize.mean" in model.state_dict()
+
+
+def test_dropout_zeroes_with_probability_p_and_keeps_the_mean():
+    torch.manual_seed(0)
+    layer = Dropout(0.3)
+    x = torch.ones(200_000)
+    out = layer(x)
+    kept = out != 0
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.01  # fraction zeroed ~ p
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))  # survivors scaled by 1/(1-p)
+    assert abs(out.mean().item() - 1.0) < 0.01  # expectation unchanged, as nn.Dropout
+    assert torch.equal(layer.eval()(x), x)  # identity at evaluation
+    with pytest.raises(ValueError):
+        Dropout(1.0)
+
+
+def test_dropout_gradient_flows_only_through_kept_elements():
+    torch.manual_seed(1)
+    x = torch.randn(1000, requires_grad=True)
+    out = Dropout(0.5)(x)
+    out.sum().backward()
+    assert torch.equal(x.grad != 0, out.detach() != 0)
+    assert torch.allclose(x.grad[x.grad != 0], torch.full_like(x.grad[x.grad != 0], 2.0))
+
+
+@pytest.mark.parametrize("name", ["paper-cnn", "resnet-small"])
+def test_channels_last_layout_gives_the_same_logits(name):
+    # The NHWC layout is a speed choice only: the same weights must give the same outputs (to rounding).
+    torch.manual_seed(0)
+    fast = create_model(name, 2, 32).eval()
+    assert fast.channels_last
+    plain = type(fast)(type(fast.net)(2, 32) if name == "paper-cnn" else type(fast.net)(2), (0.5,) * 3, (0.5,) * 3)
+    plain.load_state_dict(fast.state_dict())
+    assert not plain.channels_last
+    images = torch.rand(4, 3, 32, 32)
+    assert torch.allclose(fast(images), plain.eval()(images), atol=1e-5)

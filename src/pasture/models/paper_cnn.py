@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from pasture.models.registry import ModelSpec, register_model
+from pasture.models.registry import Dropout, ModelSpec, register_model
 
 
 def paper_cnn_flatten_size(image_size: int) -> int:
@@ -52,7 +52,7 @@ class PaperCNN(nn.Module):
             nn.MaxPool2d(2),
             nn.Conv2d(16, 32, kernel_size=2),
             nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
+            Dropout(0.5),
             nn.MaxPool2d(2),
             nn.Conv2d(32, 8, kernel_size=2),
             nn.ReLU(inplace=True),
@@ -61,9 +61,9 @@ class PaperCNN(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(paper_cnn_flatten_size(image_size), 800),
             nn.ReLU(inplace=True),
-            nn.Dropout(0.15),
+            Dropout(0.15),
             nn.Linear(800, 200),
-            nn.Dropout(0.5),
+            Dropout(0.5),
             nn.Linear(200, num_classes),
         )
 
@@ -76,5 +76,6 @@ register_model(ModelSpec(
     build=lambda num_classes, image_size, weights: PaperCNN(num_classes, image_size),
     min_image_size=PAPER_CNN_MIN_SIZE,
     default_image_size=64,
+    channels_last=True,
     description="the report's CNN, exactly (3 convs, FC 800-200-classes, dropout)",
 ))

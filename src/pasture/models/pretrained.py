@@ -115,4 +115,5 @@ register_model(ModelSpec(
     std=(0.5, 0.5, 0.5),
     description="EfficientNet-Lite0, ImageNet-pretrained (optional extra [pretrained])",
     pretrained=True,
+    channels_last=True,
 ))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from pasture.models.registry import ModelSpec, register_model
+from pasture.models.registry import Dropout, ModelSpec, register_model
 
 
 class BasicBlock(nn.Module):
@@ -50,7 +50,7 @@ class SmallResNet(nn.Module):
             channels = width
         self.stages = nn.Sequential(*stages)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(dropout), nn.Linear(channels, num_classes),
         )
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -65,5 +65,6 @@ register_model(ModelSpec(
     build=lambda num_classes, image_size, weights: SmallResNet(num_classes),
     min_image_size=16,
     default_image_size=64,
+    channels_last=True,
     description="small residual net with BatchNorm (~0.3 M parameters), from scratch",
 ))
