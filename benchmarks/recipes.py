@@ -46,6 +46,8 @@ TUNE = {
     "resnet/strong/mix/32px": dataclasses.replace(SMALL, image_size=32),
     "resnet/strong/mix/no-ema-tta": dataclasses.replace(SMALL, ema_decay=0.0, tta=False),
     "resnet/strong/mix/240ep": dataclasses.replace(SMALL, epochs=240),
+    "resnet/strong/mix/selfsup200": dataclasses.replace(SMALL, selfsup_epochs=200),
+    "resnet/strong/mix/selfsup400": dataclasses.replace(SMALL, selfsup_epochs=400),
     "paper-cnn/default": get_recipe("default"),
 }
 

@@ -30,6 +30,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -114,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "head, finetune = whole network; picks the recipe of that name")
     train.add_argument("--weights", metavar="PATH", help="your own backbone weights (state dict) for --pretrained")
     train.add_argument("--ensemble", type=_positive_int, help="train N members and average their probabilities")
+    train.add_argument("--selfsup-epochs", type=_nonnegative_int, metavar="N",
+                       help="SimCLR pretraining on the training images for N epochs before training (from-scratch "
+                            "models; 0 = off); overrides the recipe's")
     train.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                        help="test-time augmentation (flips and shifts) at evaluation; overrides the recipe's")
     train.add_argument("--synthetic", metavar="SYNTH_DIR", help="mix these synthetic images (gan sample) into training")
@@ -368,7 +381,8 @@ def _run_train(args) -> int:
     metrics = api.train(
         args.data, args.out, recipe=args.recipe, model=args.model, augment=args.augment, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, pretrained=args.pretrained,
-        weights=args.weights, ensemble=args.ensemble, tta=args.tta, synthetic=args.synthetic,
+        weights=args.weights, ensemble=args.ensemble, tta=args.tta, selfsup_epochs=args.selfsup_epochs,
+        synthetic=args.synthetic,
         synthetic_ratio=args.synthetic_ratio, seed=args.seed, classes=args.classes,
         test_fraction=args.test_fraction, split_seed=args.split_seed, min_image_size=args.min_image_size,
         strict=args.strict, resume=args.resume, force=args.force, quiet=args.quiet,

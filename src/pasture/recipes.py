@@ -37,6 +37,7 @@ class Recipe:
     weights: str | None = None  # backbone weights for pretrained models: None = the model's ImageNet weights
     backbone_lr_scale: float = 0.1  # finetune: backbone learning rate = lr x this (discriminative rates)
     freeze_bn: bool = False  # keep BatchNorm statistics fixed while training (finetuning on tiny batches)
+    selfsup_epochs: int = 0  # SimCLR pretraining on the training images before training (pasture.selfsup); 0 = off
     description: str = ""
 
     def to_dict(self) -> dict:
@@ -126,6 +127,10 @@ def validate_recipe(recipe: Recipe) -> None:
         (recipe.ensemble >= 1, f"--ensemble {recipe.ensemble}: must be at least 1"),
         (0 <= recipe.ema_decay < 1, f"ema_decay {recipe.ema_decay}: must be in [0, 1)"),
         (recipe.mixup_alpha >= 0 and recipe.cutmix_alpha >= 0, "mixup/cutmix alpha: must not be negative"),
+        (recipe.selfsup_epochs >= 0, f"--selfsup-epochs {recipe.selfsup_epochs}: must not be negative"),
+        (recipe.selfsup_epochs == 0 or recipe.pretrained == "none",
+         f"--selfsup-epochs {recipe.selfsup_epochs}: self-supervised pretraining is for from-scratch models; "
+         f"drop it or --pretrained {recipe.pretrained}"),
         (recipe.pretrained in PRETRAINED_MODES,
          f"--pretrained {recipe.pretrained}: choose one of {', '.join(PRETRAINED_MODES)}"),
     ]

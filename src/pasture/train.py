@@ -224,6 +224,18 @@ def train_classifier(
     )
 
 
+def pretrain_selfsup(model: nn.Module, images_uint8: torch.Tensor, recipe: Recipe, generator: torch.Generator,
+                     bar) -> None:
+    """SimCLR on the training images (real ones only), shown on the bar's postfix. Runs before the first
+    supervised epoch; a run interrupted during it starts it again on resume (there is no checkpoint yet)."""
+    from pasture.selfsup import pretrain
+
+    def report(epoch: int, loss: float) -> None:
+        bar.set_postfix({"selfsup": f"{epoch}/{recipe.selfsup_epochs}", "loss": f"{loss:.3f}"})
+
+    pretrain(model, images_uint8, recipe.selfsup_epochs, generator, on_epoch=report)
+
+
 def _train_member(dataset, recipe, seed, member, finished, history, state, checkpoint_path, bar,
                   synthetic=None, synthetic_ratio=0.0):
     """Train one model; returns (final weights, whether the loss went non-finite)."""
@@ -231,6 +243,8 @@ def _train_member(dataset, recipe, seed, member, finished, history, state, check
     num_classes = len(dataset.classes)
     model = create_model(recipe.model, num_classes, recipe.image_size,
                          weights=(recipe.weights or "imagenet") if recipe.pretrained != "none" else None)
+    if recipe.selfsup_epochs and state is None:  # before the EMA copy and the optimiser see the weights
+        pretrain_selfsup(model, dataset.train.images, recipe, generator, bar)
     optimizer = make_optimizer(model, recipe)
     ema = WeightEMA(model, recipe.ema_decay) if recipe.ema_decay else None
     preset = get_augment(recipe.augment)
