@@ -2,6 +2,7 @@
 a short training run with its files, resume, sample/score JSON, filtering, synthetic mixing."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -69,6 +70,18 @@ def test_test_split_can_never_reach_a_gan(split_data):
     with pytest.raises(ValueError, match="training split only"):
         train_gan(dataset.test, preset, seed=0)
     train_gan(dataset.train, preset, seed=0)  # the training split is fine
+
+
+def test_finished_units_keep_the_trained_discriminator(split_data):
+    # benchmarks/gan_features.py probes D's features; the unit must hold D's trained weights.
+    dataset = load_dataset(split_data, 16)
+    preset = GanPreset("t", image_size=16, nz=8, ngf=4, ndf=4, iterations=1, batch_size=4, conditional=True)
+    after_one = train_gan(dataset.train, preset, seed=0)["units"][0]["discriminator"]
+    after_three = train_gan(dataset.train, replace(preset, iterations=3), seed=0)["units"][0]["discriminator"]
+    discriminator = Discriminator(16, 4, 2)
+    discriminator.load_state_dict(after_three)  # the whole state, conditional projection included
+    # same seed, same start: only further training can make the stored weights differ
+    assert not torch.equal(after_one["features.0.weight"], after_three["features.0.weight"])
 
 
 def test_short_run_writes_files_and_losses_settle(split_data, tmp_path):

@@ -220,7 +220,8 @@ def train_gan(
     """Train the GAN unit(s) of `preset` on `train`, which must be a training split.
 
     Writes (with `out`): checkpoint.pt, gan_log.jsonl, samples_XXXXX.png and gan_losses.png.
-    Returns {"units": [sampler state dicts], "log": [...], "diversity": {...}, "seconds": ...}.
+    Returns {"units": [{"class_ids", "generator" (the sampler), "discriminator"}], "log": [...], "diversity": {...},
+    "seconds": ...}.
     """
     from pasture.train import progress_bar, seed_everything
 
@@ -327,7 +328,9 @@ def train_gan(
                             "log": log, "diversity": diversity,
                         }, checkpoint_path)
                         write_jsonl(out / "gan_log.jsonl", log)
-            finished.append({"class_ids": class_ids, "generator": unit.sampler.state_dict()})
+            # D is kept too: its features are a from-scratch start worth probing (benchmarks/gan_features.py)
+            finished.append({"class_ids": class_ids, "generator": unit.sampler.state_dict(),
+                             "discriminator": unit.discriminator.state_dict()})
     finally:
         bar.close()
     if out is not None:
