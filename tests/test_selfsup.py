@@ -45,17 +45,20 @@ def test_batches_shrink_with_image_size():
 
 
 def test_pretraining_lowers_the_loss_changes_the_encoder_not_the_head_and_repeats_exactly():
-    images = torch.randint(0, 256, (12, 3, 24, 24), dtype=torch.uint8)
+    # Twelve images, each its own colour under some texture: telling their views apart is learnable.
+    generator = torch.Generator().manual_seed(0)
+    colours = torch.randint(0, 256, (12, 3, 1, 1), generator=generator)
+    images = (colours + torch.randint(-30, 31, (12, 3, 24, 24), generator=generator)).clamp(0, 255).to(torch.uint8)
 
     def run():
         torch.manual_seed(0)
         model = create_model("resnet-small", 2, 24)
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        losses = pretrain(model, images, 15, torch.Generator().manual_seed(0))
+        losses = pretrain(model, images, 20, torch.Generator().manual_seed(0))
         return model, before, losses
 
     model, before, losses = run()
-    assert len(losses) == 15 and losses[-1] < losses[0]
+    assert len(losses) == 20 and sum(losses[-5:]) < 0.9 * sum(losses[:5])
     after = model.state_dict()
     assert not torch.equal(after["net.stem.0.weight"], before["net.stem.0.weight"])
     assert torch.equal(after["net.head.3.weight"], before["net.head.3.weight"])  # the classifier layer is untouched
