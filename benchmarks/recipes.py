@@ -49,6 +49,8 @@ TUNE = {
     "resnet/strong/mix/selfsup200": dataclasses.replace(SMALL, selfsup_epochs=200),
     "resnet/strong/mix/selfsup400": dataclasses.replace(SMALL, selfsup_epochs=400),
     "paper-cnn/default": get_recipe("default"),
+    "resnet/strong/mix/ensemble3": dataclasses.replace(SMALL, ensemble=3),
+    "paper-cnn/default/ensemble5": dataclasses.replace(get_recipe("default"), ensemble=5),
 }
 
 
