@@ -99,6 +99,8 @@ def test_parse_condition():
     assert condition.gan_preset == "default" and dict(condition.gan_overrides) == {"iterations": 5}
     assert condition.synthetic_ratio == 0.2
     assert parse_condition("paper+dcgan").gan_preset == "paper"
+    ssl = parse_condition("ssl:recipe=small-data,selfsup_epochs=50")
+    assert dict(ssl.overrides) == {"selfsup_epochs": 50}
     with pytest.raises(UserError, match="unknown key"):
         parse_condition("x:colour=red")
     with pytest.raises(UserError, match="unknown condition"):
