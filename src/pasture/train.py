@@ -226,14 +226,21 @@ def train_classifier(
 
 def pretrain_selfsup(model: nn.Module, images_uint8: torch.Tensor, recipe: Recipe, generator: torch.Generator,
                      bar) -> None:
-    """SimCLR on the training images (real ones only), shown on the bar's postfix. Runs before the first
-    supervised epoch; a run interrupted during it starts it again on resume (there is no checkpoint yet)."""
+    """SimCLR on the training images (real ones only), with its own progress bar (epoch, loss, ETA). Runs
+    before the first supervised epoch; a run interrupted during it starts it again on resume (there is
+    no checkpoint yet)."""
     from pasture.selfsup import pretrain
 
-    def report(epoch: int, loss: float) -> None:
-        bar.set_postfix({"selfsup": f"{epoch}/{recipe.selfsup_epochs}", "loss": f"{loss:.3f}"})
+    selfsup_bar = progress_bar(recipe.selfsup_epochs, 0, quiet=bar.disable, desc="selfsup")
 
-    pretrain(model, images_uint8, recipe.selfsup_epochs, generator, on_epoch=report)
+    def report(epoch: int, loss: float) -> None:
+        selfsup_bar.set_postfix({"loss": f"{loss:.3f}"}, refresh=False)
+        selfsup_bar.update(1)
+
+    try:
+        pretrain(model, images_uint8, recipe.selfsup_epochs, generator, on_epoch=report)
+    finally:
+        selfsup_bar.close()
 
 
 def _train_member(dataset, recipe, seed, member, finished, history, state, checkpoint_path, bar,
