@@ -50,7 +50,7 @@ def count_flops(step) -> float:
 
 # -- 1. classifier ---------------------------------------------------------------------------------
 
-def classifier_pasture(data: Path, epochs: int) -> dict:
+def classifier_pasture(data: Path, epochs: int, precision: str = "fp32") -> dict:
     from pasture.data import load_dataset
     from pasture.recipes import get_recipe, with_overrides
     from pasture.train import train_classifier
@@ -58,14 +58,14 @@ def classifier_pasture(data: Path, epochs: int) -> dict:
     started = time.perf_counter()
     dataset = load_dataset(data, 64, warn=lambda message: None)
     decode = time.perf_counter() - started
-    recipe = with_overrides(get_recipe("default"), epochs=epochs, augment="paper")
+    recipe = with_overrides(get_recipe("default"), epochs=epochs, augment="paper", precision=precision)
     dataset_no_test = type(dataset)(**{**dataset.__dict__, "test": None})  # time training alone
     train_classifier(dataset_no_test, with_overrides(recipe, epochs=1), seed=0)  # warm-up: oneDNN kernels
     started = time.perf_counter()
     train_classifier(dataset_no_test, recipe, seed=0)
     seconds = time.perf_counter() - started
     n = len(dataset.train)
-    return {"decode_seconds": decode, "seconds_per_epoch": seconds / epochs, "images_per_second": n * epochs / seconds,
+    return {"precision": precision, "decode_seconds": decode, "seconds_per_epoch": seconds / epochs, "images_per_second": n * epochs / seconds,
             "total_seconds": decode + seconds}
 
 
@@ -255,14 +255,18 @@ def main() -> int:
           f"bf16 {report['matmul_gflops']['bf16']:.0f} GFLOP/s", flush=True)
 
     pasture_cls = classifier_pasture(data, args.epochs)
+    pasture_bf16 = classifier_pasture(data, args.epochs, precision="bf16")  # opt-in: changes float rounding
     plain_cls = [classifier_plain(data, max(2, args.epochs // 3), workers) for workers in (0, 2)]
     best_plain = min(plain_cls, key=lambda row: row["seconds_per_epoch"])
-    report["classifier"] = {"pasture": pasture_cls, "plain": plain_cls,
-                            "speedup_per_epoch": best_plain["seconds_per_epoch"] / pasture_cls["seconds_per_epoch"]}
+    report["classifier"] = {"pasture": pasture_cls, "pasture_bf16": pasture_bf16, "plain": plain_cls,
+                            "speedup_per_epoch": best_plain["seconds_per_epoch"] / pasture_cls["seconds_per_epoch"],
+                            "speedup_per_epoch_bf16": best_plain["seconds_per_epoch"] / pasture_bf16["seconds_per_epoch"]}
     print(f"1. classifier (paper-cnn 64px, paper augmentation, batch 16): pasture {pasture_cls['images_per_second']:.0f} "
-          f"img/s ({pasture_cls['seconds_per_epoch']:.3f} s/epoch, decode once {pasture_cls['decode_seconds']:.2f} s); "
+          f"img/s ({pasture_cls['seconds_per_epoch']:.3f} s/epoch, decode once {pasture_cls['decode_seconds']:.2f} s), "
+          f"with --precision bf16 {pasture_bf16['images_per_second']:.0f} img/s; "
           f"plain best {best_plain['images_per_second']:.0f} img/s (workers={best_plain['workers']}); "
-          f"speed-up {report['classifier']['speedup_per_epoch']:.1f}x", flush=True)
+          f"speed-up {report['classifier']['speedup_per_epoch']:.1f}x (bf16 "
+          f"{report['classifier']['speedup_per_epoch_bf16']:.1f}x)", flush=True)
 
     plain_gan = gan_plain(data, args.gan_steps)
     variants = [gan_pasture(data, args.gan_steps, precision, layout)

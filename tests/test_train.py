@@ -126,3 +126,19 @@ def test_softmax_is_never_applied_before_the_loss(monkeypatch, split_data):
     train_classifier(dataset, with_overrides(get_recipe("paper"), epochs=1, image_size=16), seed=0)
     # probabilities would be in [0, 1] and sum to 1; logits are not
     assert not all(torch.allclose(batch.sum(1), torch.ones(batch.shape[0])) for batch in seen)
+
+
+def test_bf16_precision_is_opt_in_and_trains(split_data, tmp_path):
+    dataset = load_dataset(split_data, 16)
+    recipe = with_overrides(get_recipe("default"), epochs=2, batch_size=4, image_size=16)
+    assert recipe.precision == "fp32"  # never on unless asked
+    fp32 = train_classifier(dataset, recipe, seed=0).model.state_dict()
+    bf16_result = train_classifier(dataset, with_overrides(recipe, precision="bf16"), seed=0)
+    bf16 = bf16_result.model.state_dict()
+    assert all(value.dtype == torch.float32 for value in bf16.values() if value.is_floating_point())  # fp32 weights
+    assert all(torch.isfinite(value).all() for value in bf16.values() if value.is_floating_point())
+    assert not torch.equal(fp32["net.features.0.weight"], bf16["net.features.0.weight"])  # it did change rounding
+    with pytest.raises(UserError, match="--precision fp16: choose one of fp32, bf16"):
+        with_overrides(recipe, precision="fp16")
+    api.train(split_data, tmp_path / "run", precision="bf16", **QUICK)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]["precision"] == "bf16"

@@ -86,6 +86,7 @@ def train(
     ensemble: int | None = None,
     tta: bool | None = None,
     selfsup_epochs: int | None = None,
+    precision: str | None = None,
     synthetic: str | os.PathLike | None = None,
     synthetic_ratio: float | None = None,
     seed: int = 0,
@@ -103,7 +104,7 @@ def train(
     """Train a classifier on DATA and write the run folder `out`; returns the metrics dict.
 
     `recipe` names a preset (see pasture.recipes); model/augment/epochs/batch_size/lr/image_size/
-    pretrained/weights/ensemble/tta/selfsup_epochs override its fields. The test split is evaluated after every
+    pretrained/weights/ensemble/tta/selfsup_epochs/precision override its fields. The test split is evaluated after every
     epoch for the record, never used to choose anything.
     """
     from pasture.data import load_dataset, load_synthetic
@@ -113,7 +114,7 @@ def train(
     chosen = resolve_recipe(
         recipe, pretrained=pretrained, model=model, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
         image_size=image_size, weights=None if weights is None else str(weights), ensemble=ensemble, tta=tta,
-        selfsup_epochs=selfsup_epochs,
+        selfsup_epochs=selfsup_epochs, precision=precision,
     )
     dataset = load_dataset(
         data, chosen.image_size, classes=classes, test_fraction=test_fraction, split_seed=split_seed,

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "head, finetune = whole network; picks the recipe of that name")
     train.add_argument("--weights", metavar="PATH", help="your own backbone weights (state dict) for --pretrained")
     train.add_argument("--ensemble", type=_positive_int, help="train N members and average their probabilities")
+    train.add_argument("--precision", choices=["fp32", "bf16"],
+                       help="bf16 autocasts training forward passes (faster on CPUs with bf16 support; changes "
+                            "float rounding, so opt-in); overrides the recipe's")
     train.add_argument("--selfsup-epochs", type=_nonnegative_int, metavar="N",
                        help="SimCLR pretraining on the training images for N epochs before training (from-scratch "
                             "models; 0 = off); overrides the recipe's")
@@ -381,6 +384,7 @@ def _run_train(args) -> int:
         args.data, args.out, recipe=args.recipe, model=args.model, augment=args.augment, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, pretrained=args.pretrained,
         weights=args.weights, ensemble=args.ensemble, tta=args.tta, selfsup_epochs=args.selfsup_epochs,
+        precision=args.precision,
         synthetic=args.synthetic,
         synthetic_ratio=args.synthetic_ratio, seed=args.seed, classes=args.classes,
         test_fraction=args.test_fraction, split_seed=args.split_seed, min_image_size=args.min_image_size,

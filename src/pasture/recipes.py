@@ -37,6 +37,7 @@ class Recipe:
     weights: str | None = None  # backbone weights for pretrained models: None = the model's ImageNet weights
     backbone_lr_scale: float = 0.1  # finetune: backbone learning rate = lr x this (discriminative rates)
     freeze_bn: bool = False  # keep BatchNorm statistics fixed while training (finetuning on tiny batches)
+    precision: str = "fp32"  # "bf16": autocast training forward passes to bfloat16 (opt-in: changes numerics)
     selfsup_epochs: int = 0  # SimCLR pretraining on the training images before training (pasture.selfsup); 0 = off
     description: str = ""
 
@@ -94,6 +95,7 @@ RECIPES: dict[str, Recipe] = {
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
 PRETRAINED_MODES = ("none", "probe", "finetune")
+PRECISIONS = ("fp32", "bf16")
 
 
 def get_recipe(name: str) -> Recipe:
@@ -127,6 +129,7 @@ def validate_recipe(recipe: Recipe) -> None:
         (recipe.ensemble >= 1, f"--ensemble {recipe.ensemble}: must be at least 1"),
         (0 <= recipe.ema_decay < 1, f"ema_decay {recipe.ema_decay}: must be in [0, 1)"),
         (recipe.mixup_alpha >= 0 and recipe.cutmix_alpha >= 0, "mixup/cutmix alpha: must not be negative"),
+        (recipe.precision in PRECISIONS, f"--precision {recipe.precision}: choose one of {', '.join(PRECISIONS)}"),
         (recipe.selfsup_epochs >= 0, f"--selfsup-epochs {recipe.selfsup_epochs}: must not be negative"),
         (recipe.selfsup_epochs == 0 or recipe.pretrained == "none",
          f"--selfsup-epochs {recipe.selfsup_epochs}: self-supervised pretraining is for from-scratch models; "

@@ -12,6 +12,7 @@ Recipes with pretrained="probe" are handed to pasture.probe (frozen backbone, ca
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -86,6 +87,14 @@ class WeightEMA:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.updates = int(state["updates"])
+
+
+def autocast(precision: str):
+    """bfloat16 autocast of forward passes for precision "bf16" (weights, optimiser and loss stay fp32);
+    a no-op for "fp32". Shared by classifier and GAN training."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -288,7 +297,9 @@ def _train_member(dataset, recipe, seed, member, finished, history, state, check
             step = epoch * steps_per_epoch + batch_index
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr * group["lr_scale"] * lr_factor(step, steps_per_epoch, recipe)
-            logits = model(images)
+            with autocast(recipe.precision):
+                logits = model(images)
+            logits = logits.float()
             # Cross-entropy on logits (soft targets when mixed): the softmax is inside the loss.
             loss = F.cross_entropy(logits, targets, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)

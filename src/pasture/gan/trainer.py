@@ -23,8 +23,9 @@ from pasture.data import ImageSet
 from pasture.diffaugment import diff_augment, parse_policy
 from pasture.errors import UserError
 from pasture.gan.nets import Discriminator, Generator, upsampling_blocks
+from pasture.recipes import PRECISIONS
 from pasture.runs import atomic_torch_save, load_checkpoint, write_jsonl
-from pasture.train import WeightEMA
+from pasture.train import WeightEMA, autocast
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,6 @@ GAN_PRESETS: dict[str, GanPreset] = {
 }
 
 LOSSES = ("bce", "hinge")
-PRECISIONS = ("fp32", "bf16")
 ADA_INTERVAL = 4  # iterations between adjustments of the augmentation probability
 ADA_STEP = 0.01  # change of p per adjustment: 0 -> 1 in 400 iterations at most
 COLLAPSE_RATIO = 0.5  # warn when samples are less than half as spread out as the real images
@@ -139,15 +139,6 @@ def generator_loss(preset: GanPreset, fake_logits) -> torch.Tensor:
     if preset.loss == "hinge":
         return -fake_logits.mean()
     return F.softplus(-fake_logits).mean()  # non-saturating: -log D(G(z))
-
-
-def autocast(preset: GanPreset):
-    """bfloat16 autocast of forward passes when the preset asks for it (weights and losses stay fp32)."""
-    import contextlib
-
-    if preset.precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class GanUnit:
@@ -272,7 +263,7 @@ def train_gan(
                 batch_labels = labels[indices] if preset.conditional else None
                 z = torch.randn(batch, preset.nz, generator=generator)
                 policy = preset.diffaugment
-                with autocast(preset):
+                with autocast(preset.precision):
                     fake = unit.generator(z, batch_labels)
                     # D step: the same kind of augmentation on reals and fakes
                     real_logits = unit.discriminator(diff_augment(real_batch, policy, p_aug, generator), batch_labels)
@@ -283,7 +274,7 @@ def train_gan(
                 loss_d.backward()
                 unit.optimizer_d.step()
                 # G step: gradients flow through the (differentiable) augmentation into G
-                with autocast(preset):
+                with autocast(preset.precision):
                     gen_logits = unit.discriminator(diff_augment(fake, policy, p_aug, generator), batch_labels)
                 loss_g = generator_loss(preset, gen_logits.float())
                 unit.optimizer_g.zero_grad(set_to_none=True)
