@@ -104,8 +104,8 @@ def train(
     """Train a classifier on DATA and write the run folder `out`; returns the metrics dict.
 
     `recipe` names a preset (see pasture.recipes); model/augment/epochs/batch_size/lr/image_size/
-    pretrained/weights/ensemble/tta/selfsup_epochs/precision override its fields. The test split is evaluated after every
-    epoch for the record, never used to choose anything.
+    pretrained/weights/ensemble/tta/selfsup_epochs/precision override its fields. The test split is
+    evaluated after every epoch for the record, never used to choose anything.
     """
     from pasture.data import load_dataset, load_synthetic
     from pasture.runs import atomic_write_json, prepare_run_dir, read_json, versions
