@@ -70,6 +70,28 @@ def _data_identity(data, dataset, test_fraction, split_seed, min_image_size, str
     }
 
 
+def _open_run_dir(out: Path, identity: dict, config: dict, *, what: str, result_file: str, resume: bool,
+                  force: bool, command: list[str] | None) -> tuple[str, dict | None]:
+    """Prepare a run folder (new, resume or done; see runs.prepare_run_dir). A new run gets config.json:
+    `config` plus the identity, versions, command and time. Returns (state, the finished run's
+    `result_file` contents when state is "done", else None)."""
+    from pasture.runs import atomic_write_json, prepare_run_dir, read_json, versions
+
+    state = prepare_run_dir(out, identity, resume=resume, force=force)
+    if state == "done":
+        print(f"{out}: this {what} had already finished; nothing to resume", file=sys.stderr)
+        return state, read_json(out / result_file)
+    if state == "new":
+        atomic_write_json(out / "config.json", {
+            **config,
+            "identity": identity,
+            "versions": versions(),
+            "command": command if command is not None else list(sys.argv),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+    return state, None
+
+
 def train(
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -108,7 +130,6 @@ def train(
     evaluated after every epoch for the record, never used to choose anything.
     """
     from pasture.data import load_dataset, load_synthetic
-    from pasture.runs import atomic_write_json, prepare_run_dir, read_json, versions
     from pasture.train import train_classifier
 
     chosen = resolve_recipe(
@@ -141,23 +162,12 @@ def train(
         **_data_identity(data, dataset, test_fraction, split_seed, min_image_size, strict),
     }
     out = Path(out)
-    state = prepare_run_dir(out, identity, resume=resume, force=force)
-    if state == "done":
-        print(f"{out}: this run had already finished; nothing to resume", file=sys.stderr)
-        return read_json(out / "metrics.json")
-    if state == "new":
-        atomic_write_json(out / "config.json", {
-            "identity": identity,
-            "model": chosen.model,
-            "image_size": chosen.image_size,
-            "classes": dataset.classes,
-            "seed": seed,
-            "recipe": chosen.to_dict(),
-            "data_summary": dataset.summary(),
-            "versions": versions(),
-            "command": command if command is not None else list(sys.argv),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        })
+    state, finished = _open_run_dir(out, identity, {
+        "model": chosen.model, "image_size": chosen.image_size, "classes": dataset.classes, "seed": seed,
+        "recipe": chosen.to_dict(), "data_summary": dataset.summary(),
+    }, what="run", result_file="metrics.json", resume=resume, force=force, command=command)
+    if finished is not None:
+        return finished
     try:
         result = train_classifier(dataset, chosen, seed, run_dir=out, resume=(state == "resume"), quiet=quiet,
                                   synthetic=synthetic_images, synthetic_ratio=synthetic_ratio or 0.0)
@@ -334,7 +344,7 @@ def gan_train(
 
     from pasture.data import load_dataset
     from pasture.gan.trainer import get_gan_preset, train_gan, validate_gan_preset
-    from pasture.runs import atomic_write_json, prepare_run_dir, read_json, versions
+    from pasture.runs import atomic_write_json
 
     base = get_gan_preset(preset)
     overrides = dict(conditional=conditional, image_size=image_size, nz=nz, ngf=ngf, ndf=ndf, iterations=iterations,
@@ -349,17 +359,12 @@ def gan_train(
         **_data_identity(data, dataset, test_fraction, split_seed, min_image_size, strict),
     }
     out = Path(out)
-    state = prepare_run_dir(out, identity, resume=resume, force=force)
-    if state == "done":
-        print(f"{out}: this GAN had already finished; nothing to resume", file=sys.stderr)
-        return read_json(out / "summary.json")
-    if state == "new":
-        atomic_write_json(out / "config.json", {
-            "kind": "gan", "identity": identity, "preset": chosen.to_dict(), "classes": dataset.classes,
-            "seed": seed, "data_summary": dataset.summary(), "versions": versions(),
-            "command": command if command is not None else list(sys.argv),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        })
+    state, finished = _open_run_dir(out, identity, {
+        "kind": "gan", "preset": chosen.to_dict(), "classes": dataset.classes, "seed": seed,
+        "data_summary": dataset.summary(),
+    }, what="GAN", result_file="summary.json", resume=resume, force=force, command=command)
+    if finished is not None:
+        return finished
     try:
         # Only the training split is handed over; train_gan refuses any other split.
         result = train_gan(dataset.train, chosen, seed, out=out, resume=(state == "resume"), quiet=quiet, warn=warn)
