@@ -62,3 +62,19 @@ def flat_data(tmp_path) -> Path:
 def private_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache folder: nothing is written to the user's ~/.cache."""
     monkeypatch.setenv("PASTURE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def interrupt_on_call(monkeypatch, module, name: str, call: int):
+    """Make `module.name` raise KeyboardInterrupt on its `call`-th call (a Ctrl-C at a known point).
+    Returns a function that puts the real one back."""
+    real = getattr(module, name)
+    calls = {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, interrupting)
+    return lambda: monkeypatch.setattr(module, name, real)

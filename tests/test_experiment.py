@@ -6,6 +6,7 @@ import random
 import pytest
 import torch
 
+from conftest import interrupt_on_call
 from pasture import api
 from pasture.cli import main
 from pasture.data import fold_dataset, load_pool, stratified_folds
@@ -132,21 +133,12 @@ def test_interrupted_experiment_keeps_finished_runs(split_data, tmp_path, monkey
     import pasture.experiment as experiment_module
     from pasture.errors import Interrupted
 
-    real = experiment_module.execute_run
-    calls = {"n": 0}
-
-    def stop_on_third(task):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(task)
-
-    monkeypatch.setattr(experiment_module, "execute_run", stop_on_third)
+    restore = interrupt_on_call(monkeypatch, experiment_module, "execute_run", 3)
     with pytest.raises(Interrupted, match="again"):
         api.experiment(split_data, tmp_path / "s", conditions=[f"a:{QUICK}", f"b:{QUICK},lr=0.002"], seeds=2,
                        quiet=True)
     assert count_runs(tmp_path / "s") == 2
-    monkeypatch.setattr(experiment_module, "execute_run", real)
+    restore()
     done = api.experiment(split_data, tmp_path / "s", conditions=[f"a:{QUICK}", f"b:{QUICK},lr=0.002"], seeds=2,
                           quiet=True)
     assert done["runs_computed"] == 2

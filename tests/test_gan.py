@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from conftest import interrupt_on_call
 from pasture import api
 from pasture.cli import main
 from pasture.data import ImageSet, load_dataset
@@ -112,19 +113,11 @@ def test_gan_resume_equals_uninterrupted(split_data, tmp_path, monkeypatch):
 
     settings = dict(preset="paper", iterations=6, sample_every=2, seed=3, **TINY)
     api.gan_train(split_data, tmp_path / "whole", **settings)
-    real_save = trainer.save_grid
-    calls = {"n": 0}
-
-    def stop(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:  # unit 1, after its first sample point was checkpointed
-            raise KeyboardInterrupt
-        return real_save(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "save_grid", stop)
+    # the 5th grid: unit 1, after its first sample point was checkpointed
+    restore = interrupt_on_call(monkeypatch, trainer, "save_grid", 5)
     with pytest.raises(Interrupted):
         api.gan_train(split_data, tmp_path / "cut", **settings)
-    monkeypatch.setattr(trainer, "save_grid", real_save)
+    restore()
     api.gan_train(split_data, tmp_path / "cut", resume=True, **settings)
     a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["units"]
     b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["units"]

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import interrupt_on_call
 from pasture import api
 from pasture.augment import augment_batch, get_augment, mix_batch, trivial_augment
 from pasture.data import load_dataset
@@ -127,19 +128,10 @@ def test_ensemble_resume_inside_a_member_equals_uninterrupted(split_data, tmp_pa
 
     settings = dict(recipe="small-data", epochs=2, batch_size=8, image_size=16, ensemble=2, seed=4, quiet=True)
     whole = api.train(split_data, tmp_path / "whole", **settings)
-    real = train_module.evaluate_model
-    calls = {"n": 0}
-
-    def stop_in_second_member(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:  # member 2, epoch 2
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "evaluate_model", stop_in_second_member)
+    restore = interrupt_on_call(monkeypatch, train_module, "evaluate_model", 4)  # member 2, epoch 2
     with pytest.raises(Interrupted):
         api.train(split_data, tmp_path / "cut", **settings)
-    monkeypatch.setattr(train_module, "evaluate_model", real)
+    restore()
     resumed = api.train(split_data, tmp_path / "cut", resume=True, **settings)
     assert resumed["test_accuracy"] == whole["test_accuracy"]
     a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["members"]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import pasture.train as train_module
+from conftest import interrupt_on_call
 from pasture import api
 from pasture.data import load_dataset
 from pasture.errors import Interrupted, UserError
@@ -40,22 +41,13 @@ def test_resume_equals_uninterrupted(split_data, tmp_path, monkeypatch):
     settings = dict(recipe="default", augment="paper", epochs=4, batch_size=4, image_size=16, seed=3, quiet=True)
     whole = api.train(split_data, tmp_path / "whole", **settings)
 
-    real_evaluate = train_module.evaluate_model
-    calls = {"n": 0}
-
-    def interrupt_in_third_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "evaluate_model", interrupt_in_third_epoch)
+    restore = interrupt_on_call(monkeypatch, train_module, "evaluate_model", 3)  # in the third epoch
     with pytest.raises(Interrupted, match="--resume"):
         api.train(split_data, tmp_path / "cut", **settings)
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
     assert not (tmp_path / "cut" / "metrics.json").exists()
 
-    monkeypatch.setattr(train_module, "evaluate_model", real_evaluate)
+    restore()
     with pytest.raises(UserError, match="--resume"):  # no silent restart over an interrupted run
         api.train(split_data, tmp_path / "cut", **settings)
     resumed = api.train(split_data, tmp_path / "cut", resume=True, **settings)
