@@ -21,7 +21,7 @@ from pasture.data import Dataset
 from pasture.defaults import cache_root
 from pasture.evaluate import to_float
 from pasture.models import create_model
-from pasture.recipes import Recipe
+from pasture.recipes import Recipe, lr_factor
 from pasture.runs import atomic_torch_save
 
 FEATURE_FORMAT = "v1"  # bump when feature extraction changes, so old cache entries are not reused
@@ -95,8 +95,6 @@ def fit_linear_head(
     test_features: torch.Tensor | None = None, test_labels: torch.Tensor | None = None, on_epoch=None,
 ) -> tuple[nn.Linear, list[dict]]:
     """Logistic regression on features: AdamW over mini-batches with the recipe's schedule."""
-    from pasture.train import lr_factor
-
     head = nn.Linear(features.shape[1], num_classes)
     optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = math.ceil(len(labels) / recipe.batch_size)

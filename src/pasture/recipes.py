@@ -7,6 +7,7 @@ augmentation, optimiser and schedule.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from pasture.errors import UserError
@@ -113,6 +114,20 @@ def with_overrides(recipe: Recipe, **overrides) -> Recipe:
     result = dataclasses.replace(recipe, **changes)
     validate_recipe(result)
     return result
+
+
+def lr_factor(step: int, steps_per_epoch: int, recipe: Recipe) -> float:
+    """Multiplier of the base learning rate at optimiser step `step` (0-based): linear warm-up, then
+    constant or cosine decay to zero at the last step. Warm-up never outlasts the run (--epochs 1
+    with a recipe that warms up for 3 is allowed)."""
+    total = steps_per_epoch * recipe.epochs
+    warmup = steps_per_epoch * min(recipe.warmup_epochs, recipe.epochs)
+    if step < warmup:
+        return (step + 1) / warmup
+    if recipe.schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
 
 
 def validate_recipe(recipe: Recipe) -> None:

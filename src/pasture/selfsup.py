@@ -22,11 +22,12 @@ from torch import nn
 
 from pasture.augment import augment_batch, get_augment
 from pasture.evaluate import to_float
+from pasture.recipes import Recipe, lr_factor
 
 # -- settings (as in the exploration that measured it; SimCLR's defaults, scaled to tiny datasets) --
 AUGMENT = "strong"  # the two views
 TEMPERATURE = 0.2
-LR = 2e-3  # AdamW, cosine decay over the pretraining epochs
+LR = 2e-3  # AdamW, cosine decay over the pretraining steps (recipes.lr_factor)
 WEIGHT_DECAY = 1e-4
 PROJECTION = (256, 64)  # hidden and output width of the projection MLP
 IMAGES_PER_BATCH_AT_64PX = 128  # two views each (~0.7 GiB for resnet-small); scaled by (64 / size)^2
@@ -80,7 +81,7 @@ def pretrain(model: nn.Module, images_uint8: torch.Tensor, epochs: int, generato
         parameters = [*encoder.parameters(), *projection.parameters()]
         optimizer = torch.optim.AdamW(parameters, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)
         encoder.train()
-        total_steps = epochs * batches
+        schedule = Recipe("selfsup", epochs=epochs, schedule="cosine")  # cosine decay to 0, no warm-up
         for epoch in range(epochs):
             order = torch.randperm(n, generator=generator)
             loss_sum = 0.0
@@ -90,7 +91,7 @@ def pretrain(model: nn.Module, images_uint8: torch.Tensor, epochs: int, generato
                     continue
                 step = epoch * batches + index
                 for group in optimizer.param_groups:
-                    group["lr"] = LR * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+                    group["lr"] = LR * lr_factor(step, batches, schedule)
                 images = to_float(images_uint8[chosen])
                 views = torch.cat([augment_batch(images, preset, generator), augment_batch(images, preset, generator)])
                 loss = nt_xent(projection(encoder(views)), TEMPERATURE)

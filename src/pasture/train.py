@@ -30,7 +30,7 @@ from pasture.augment import augment_batch, get_augment, mix_batch
 from pasture.data import Dataset, ImageSet
 from pasture.evaluate import evaluate_model, to_float
 from pasture.models import Ensemble, create_model
-from pasture.recipes import Recipe
+from pasture.recipes import Recipe, lr_factor  # lr_factor: re-exported, the schedule lives with recipes
 from pasture.runs import atomic_torch_save, load_checkpoint, write_jsonl
 
 CHECKPOINT_FORMAT = 1
@@ -123,20 +123,6 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     # fused: one kernel per step instead of a Python loop over parameters (same update rule); the
     # single-tensor default spent a fifth of paper-cnn's training time in the optimiser.
     return torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True)
-
-
-def lr_factor(step: int, steps_per_epoch: int, recipe: Recipe) -> float:
-    """Multiplier of the base learning rate at optimiser step `step` (0-based): linear warm-up, then
-    constant or cosine decay to zero at the last step. Warm-up never outlasts the run (--epochs 1
-    with a recipe that warms up for 3 is allowed)."""
-    total = steps_per_epoch * recipe.epochs
-    warmup = steps_per_epoch * min(recipe.warmup_epochs, recipe.epochs)
-    if step < warmup:
-        return (step + 1) / warmup
-    if recipe.schedule == "cosine":
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0
 
 
 def progress_bar(total: int, initial: int, quiet: bool, desc: str = "train", unit: str = "epoch"):
