@@ -32,6 +32,30 @@ def test_paper_cnn_layers_are_the_reports():
     assert dropouts == [0.5, 0.15, 0.5]
 
 
+def test_paper_cnn_equals_the_reports_layer_order_in_training():
+    # pasture applies each ReLU after the pooling (cheaper); the report's order, conv -> ReLU
+    # [-> dropout] -> pool, must give the same logits and the same gradients, dropout mask included.
+    torch.manual_seed(0)
+    model = PaperCNN(2, 32).train()
+    f = model.features
+    report_order = torch.nn.Sequential(
+        f[0], torch.nn.ReLU(), f[1], f[3], torch.nn.ReLU(), f[4], f[5], f[7], torch.nn.ReLU(), torch.nn.Flatten(),
+        model.classifier,
+    ).train()
+    images = torch.randn(6, 3, 32, 32)
+    torch.manual_seed(5)
+    ours = model(images)
+    ours.square().sum().backward()
+    ours_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    torch.manual_seed(5)
+    theirs = report_order(images)
+    theirs.square().sum().backward()
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    for mine, reference in zip(ours_grads, (p.grad for p in model.parameters())):
+        assert torch.allclose(mine, reference, atol=1e-6)
+
+
 def test_model_returns_logits_not_probabilities():
     torch.manual_seed(0)
     model = create_model("paper-cnn", 2, 32).eval()
@@ -64,7 +88,9 @@ def test_dropout_zeroes_with_probability_p_and_keeps_the_mean():
     out = layer(x)
     kept = out != 0
     assert abs(1 - kept.float().mean().item() - 0.3) < 0.01  # fraction zeroed ~ p
-    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))  # survivors scaled by 1/(1-p)
+    keep_probability = 1 - layer.drop_levels / 65536  # p rounded to 16 bits: 0.3 -> 0.29999
+    assert abs(keep_probability - 0.7) < 1e-4
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / keep_probability))  # survivors scaled
     assert abs(out.mean().item() - 1.0) < 0.01  # expectation unchanged, as nn.Dropout
     assert torch.equal(layer.eval()(x), x)  # identity at evaluation
     with pytest.raises(ValueError):
@@ -78,6 +104,29 @@ def test_dropout_gradient_flows_only_through_kept_elements():
     out.sum().backward()
     assert torch.equal(x.grad != 0, out.detach() != 0)
     assert torch.allclose(x.grad[x.grad != 0], torch.full_like(x.grad[x.grad != 0], 2.0))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_dropout_mask_is_independent_per_element_in_any_layout(layout):
+    torch.manual_seed(2)
+    x = torch.ones(8, 16, 40, 40)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.ones(8, 16, 40, 80)[..., ::2]  # not dense: the mask is drawn in x's logical shape
+    out = Dropout(0.15)(x)
+    assert out.shape == x.shape
+    if layout == "channels_last":
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    zeroed = (out == 0).float()
+    # Every channel, row and column sees the same drop rate: no stride pattern in the 4-per-draw mask.
+    for dim in (1, 2, 3):
+        rates = zeroed.mean(tuple(d for d in range(4) if d != dim))
+        assert rates.min() > 0.10 and rates.max() < 0.20, (dim, rates.min(), rates.max())
+    # Neighbouring elements (which share a 64-bit draw) are not correlated.
+    flat = zeroed.flatten()
+    both = (flat[:-1] * flat[1:]).mean().item()
+    assert abs(both - 0.15 ** 2) < 0.005
 
 
 @pytest.mark.parametrize("name", ["paper-cnn", "resnet-small"])
