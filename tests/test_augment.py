@@ -42,3 +42,25 @@ def test_flip_only_preset_flips_about_half():
     flipped = sum(torch.equal(o, i.flip(-1)) for o, i in zip(out, images))
     unchanged = sum(torch.equal(o, i) for o, i in zip(out, images))
     assert flipped + unchanged == 200 and 70 < flipped < 130
+
+
+def test_colour_jitter_matches_torchvision_per_image_and_leaves_the_input_alone():
+    from dataclasses import replace
+
+    import torchvision.transforms.functional as TF
+
+    from pasture.augment import colour_jitter
+
+    preset = replace(AUGMENT_PRESETS["none"], name="bcs", brightness=0.4, contrast=0.4, saturation=0.4)
+    images = batch(6, 12)
+    original = images.clone()
+    out = colour_jitter(images, preset, torch.Generator().manual_seed(7))
+    assert torch.equal(images, original)  # later changes work in place, but never on the caller's tensor
+    # The same factors, drawn in the same order (brightness, contrast, saturation; one per image each).
+    draws = torch.Generator().manual_seed(7)
+    factors = [0.6 + 0.8 * torch.rand(6, generator=draws) for _ in range(3)]
+    for i in range(6):
+        expected = TF.adjust_brightness(images[i], float(factors[0][i]))
+        expected = TF.adjust_contrast(expected, float(factors[1][i]))
+        expected = TF.adjust_saturation(expected, float(factors[2][i]))
+        assert torch.allclose(out[i], expected, atol=1e-3), i  # torchvision's grey weights differ at 1e-4

@@ -109,21 +109,30 @@ _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.2
 
 
 def colour_jitter(images: torch.Tensor, preset: AugmentPreset, generator: torch.Generator) -> torch.Tensor:
-    """Per-image brightness, contrast, saturation and hue changes of float images in [0, 1]."""
+    """Per-image brightness, contrast, saturation and hue changes of float images in [0, 1].
+    Returns a new tensor (the input is not modified); after the first change, the others work in
+    place on it, which saves a full-size allocation and pass per operation."""
     n = images.shape[0]
     grey_weights = _GREY.to(images.dtype).view(1, 3, 1, 1)
+    out = None  # becomes a fresh tensor at the first change; later changes are in place
 
     def factor(strength: float) -> torch.Tensor:
         return _uniform(n, max(0.0, 1 - strength), 1 + strength, generator).to(images.dtype).view(n, 1, 1, 1)
 
+    def blend(towards: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # (x - towards) * weight + towards, clamped to [0, 1]: torchvision's _blend, in place where possible.
+        moved = images - towards if out is None else out.sub_(towards)
+        return moved.mul_(weight).add_(towards).clamp_(0, 1)
+
     if preset.brightness:
-        images = (images * factor(preset.brightness)).clamp(0, 1)
+        out = (images * factor(preset.brightness)).clamp_(0, 1)
     if preset.contrast:
-        mean_grey = (images * grey_weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-        images = ((images - mean_grey) * factor(preset.contrast) + mean_grey).clamp(0, 1)
+        current = images if out is None else out
+        mean_grey = (current * grey_weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+        out = blend(mean_grey, factor(preset.contrast))
     if preset.saturation:
-        grey = (images * grey_weights).sum(1, keepdim=True)
-        images = ((images - grey) * factor(preset.saturation) + grey).clamp(0, 1)
+        current = images if out is None else out
+        out = blend((current * grey_weights).sum(1, keepdim=True), factor(preset.saturation))
     if preset.hue:
         # Rotate the chroma plane of YIQ by a per-image angle: one 3x3 matrix per image.
         angle = _uniform(n, -preset.hue, preset.hue, generator) * (2 * math.pi)
@@ -133,8 +142,9 @@ def colour_jitter(images: torch.Tensor, preset: AugmentPreset, generator: torch.
         rotation[:, 2, 1], rotation[:, 2, 2] = torch.sin(angle), torch.cos(angle)
         to_yiq = _RGB_TO_YIQ
         matrix = (torch.linalg.inv(to_yiq) @ rotation @ to_yiq).to(images.dtype)
-        images = torch.einsum("nij,njhw->nihw", matrix, images).clamp(0, 1)
-    return images
+        current = images if out is None else out
+        out = torch.einsum("nij,njhw->nihw", matrix, current).clamp_(0, 1)
+    return images if out is None else out
 
 
 def _warp(images: torch.Tensor, theta: torch.Tensor, padding: str) -> torch.Tensor:
