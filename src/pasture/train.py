@@ -32,6 +32,7 @@ from pasture.evaluate import evaluate_model, to_float
 from pasture.models import Ensemble, create_model
 from pasture.recipes import Recipe, lr_factor  # lr_factor: re-exported, the schedule lives with recipes
 from pasture.runs import atomic_torch_save, load_checkpoint, write_jsonl
+from pasture.runtime import keep_freed_memory
 
 CHECKPOINT_FORMAT = 1
 
@@ -192,6 +193,7 @@ def train_classifier(
         from pasture.probe import train_probe
 
         return train_probe(dataset, recipe, seed, run_dir=run_dir, quiet=quiet)
+    keep_freed_memory()  # see pasture.runtime: same numbers, far fewer page faults per step
     checkpoint_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
     state = load_checkpoint(checkpoint_path) if resume and checkpoint_path is not None else None
     finished: list[dict] = list(state["members"]) if state else []

@@ -1,0 +1,53 @@
+"""Process-level settings that make small-model CPU training faster without changing any number.
+
+glibc's malloc serves large blocks (above its mmap threshold, 128 KiB at start and raised as blocks
+are freed) with fresh pages from the kernel, and gives memory freed at the top of its heap back to
+the kernel above its trim threshold. A training step of a small CNN allocates and frees the same
+MiB-sized tensors every step (the FC weight gradient, max-pool gradients, augmented batches), so by
+default the kernel maps and zero-fills them again, step after step: for paper-cnn at 64 px, batch
+16, that was 270 to 1,500 page faults per step and 5-15% of the epoch (the FC weight-gradient
+matmul alone took 1.1 ms instead of 0.35 ms). `keep_freed_memory()` fixes both thresholds once,
+which brings it to about 10 faults per step. Peak memory is still what the live tensors need; only
+memory already freed is kept for reuse instead of returned.
+
+Opt out with the environment variable PASTURE_MALLOC_TUNING=0. Elsewhere than glibc (macOS,
+Windows, musl) it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's own ceiling for its dynamic threshold (64-bit)
+TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024  # freed memory kept at the heap top before returning it
+
+_applied: bool | None = None  # None: not tried yet; then whether the settings are in effect
+
+
+def keep_freed_memory() -> bool:
+    """Set glibc's malloc thresholds for this process (once); True when they are in effect."""
+    global _applied
+    if _applied is not None:
+        return _applied
+    _applied = False
+    if os.environ.get("PASTURE_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # no C library by that name, or one without mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    _applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return _applied
+
+
+def malloc_tuning_applied() -> bool:
+    """Whether keep_freed_memory() has put the settings in effect in this process."""
+    return bool(_applied)
