@@ -50,7 +50,8 @@ def test_keep_freed_memory_stops_the_per_step_page_faults():
     probe = _probe(PASTURE_MALLOC_TUNING="1", **GLIBC_START_THRESHOLD)
     assert probe["applied"] and probe["again"] and probe["flag"]
     assert probe["default"] > 5000, probe  # each step faults its 6 x 1024 fresh pages in again
-    assert probe["tuned"] < 50, probe  # freed blocks are reused
+    # Freed blocks are reused: at most a one-off heap growth (seen: 0, or 2,048 faults once in 30 steps).
+    assert probe["tuned"] < probe["default"] / 20, probe
 
 
 @needs_glibc

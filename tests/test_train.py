@@ -134,3 +134,63 @@ def test_bf16_precision_is_opt_in_and_trains(split_data, tmp_path):
         with_overrides(recipe, precision="fp16")
     api.train(split_data, tmp_path / "run", precision="bf16", **QUICK)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]["precision"] == "bf16"
+
+
+def test_class_weights_make_each_class_count_equally():
+    from pasture.recipes import class_weights
+
+    recipe = get_recipe("default")
+    assert recipe.balance_classes and not get_recipe("paper").balance_classes  # the report's recipe stays exact
+    labels = torch.tensor([0] * 30 + [1] * 10)
+    weights = class_weights(labels, 3, recipe)  # class 2 has no images
+    assert torch.allclose(weights, torch.tensor([40 / 90, 40 / 30, 1.0]))
+    assert torch.allclose(weights[0] * 30, weights[1] * 10)  # equal total weight per class
+    assert torch.equal(class_weights(torch.tensor([0, 1, 0, 1]), 2, recipe), torch.ones(2))
+    assert class_weights(labels, 2, with_overrides(recipe, balance_classes=False)) is None
+
+
+def test_balanced_loss_changes_training_only_when_classes_are_unequal(tmp_path):
+    from conftest import write_class_folders
+
+    recipe = with_overrides(get_recipe("default"), epochs=2, batch_size=4, image_size=16)
+    assert recipe.balance_classes
+    off = with_overrides(recipe, balance_classes=False)
+    equal = load_dataset(write_class_folders(tmp_path / "equal", {"cow": 8, "horse": 8}), 16)
+    skewed = load_dataset(write_class_folders(tmp_path / "skewed", {"cow": 14, "horse": 4}), 16)
+    key = "net.classifier.5.weight"
+    same_on = train_classifier(equal, recipe, seed=0).model.state_dict()[key]
+    same_off = train_classifier(equal, off, seed=0).model.state_dict()[key]
+    assert torch.allclose(same_on, same_off, atol=1e-6)  # weights of 1 change nothing
+    skew_on = train_classifier(skewed, recipe, seed=0).model.state_dict()[key]
+    skew_off = train_classifier(skewed, off, seed=0).model.state_dict()[key]
+    assert not torch.allclose(skew_on, skew_off, atol=1e-4)
+
+
+def test_balanced_probe_head_stops_ignoring_the_rare_class():
+    from pasture.probe import fit_linear_head
+
+    generator = torch.Generator().manual_seed(0)
+    # Overlapping 1-D classes, 9:1 in training: an unweighted head mostly answers the common class.
+    features = torch.cat([torch.randn(180, 1, generator=generator), 1.5 + torch.randn(20, 1, generator=generator)])
+    labels = torch.tensor([0] * 180 + [1] * 20)
+    test = torch.cat([torch.randn(500, 1, generator=generator), 1.5 + torch.randn(500, 1, generator=generator)])
+    test_labels = torch.tensor([0] * 500 + [1] * 500)
+    recipe = with_overrides(get_recipe("probe"), epochs=60, lr=0.05)  # converged on 1-D features
+    recalls = {}
+    for balance in (False, True):
+        head, _ = fit_linear_head(features, labels, 2, with_overrides(recipe, balance_classes=balance),
+                                  torch.Generator().manual_seed(1))
+        predicted = head(test).argmax(1)
+        recalls[balance] = [float((predicted[test_labels == c] == c).float().mean()) for c in (0, 1)]
+    assert recalls[False][1] < 0.3  # the rare class is mostly missed
+    assert recalls[True][1] > recalls[False][1] + 0.3
+    assert sum(recalls[True]) / 2 > sum(recalls[False]) / 2  # balanced accuracy improves
+
+
+def test_balance_classes_flag_is_recorded(split_data, tmp_path):
+    from pasture.cli import main
+
+    code = main(["train", str(split_data), "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "4",
+                 "--image-size", "16", "--no-balance-classes", "--quiet"])
+    assert code == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]["balance_classes"] is False

@@ -109,6 +109,7 @@ def train(
     tta: bool | None = None,
     selfsup_epochs: int | None = None,
     precision: str | None = None,
+    balance_classes: bool | None = None,
     synthetic: str | os.PathLike | None = None,
     synthetic_ratio: float | None = None,
     seed: int = 0,
@@ -126,7 +127,7 @@ def train(
     """Train a classifier on DATA and write the run folder `out`; returns the metrics dict.
 
     `recipe` names a preset (see pasture.recipes); model/augment/epochs/batch_size/lr/image_size/
-    pretrained/weights/ensemble/tta/selfsup_epochs/precision override its fields. The test split is
+    pretrained/weights/ensemble/tta/selfsup_epochs/precision/balance_classes override its fields. The test split is
     evaluated after every epoch for the record, never used to choose anything.
     """
     from pasture.data import load_dataset, load_synthetic
@@ -135,7 +136,7 @@ def train(
     chosen = resolve_recipe(
         recipe, pretrained=pretrained, model=model, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
         image_size=image_size, weights=None if weights is None else str(weights), ensemble=ensemble, tta=tta,
-        selfsup_epochs=selfsup_epochs, precision=precision,
+        selfsup_epochs=selfsup_epochs, precision=precision, balance_classes=balance_classes,
     )
     dataset = load_dataset(
         data, chosen.image_size, classes=classes, test_fraction=test_fraction, split_seed=split_seed,

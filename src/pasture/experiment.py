@@ -74,7 +74,7 @@ REPORT_NUMBERS = {
 
 _RECIPE_KEYS = {"model", "image_size", "augment", "optimizer", "lr", "momentum", "weight_decay", "batch_size",
                 "epochs", "schedule", "warmup_epochs", "label_smoothing", "mixup_alpha", "cutmix_alpha",
-                "ema_decay", "tta", "ensemble", "selfsup_epochs", "precision"}
+                "ema_decay", "tta", "ensemble", "selfsup_epochs", "precision", "balance_classes"}
 _GAN_KEYS = {"image_size_gan": "image_size", "nz": "nz", "ngf": "ngf", "ndf": "ndf", "iterations": "iterations",
              "gan_batch_size": "batch_size", "diffaugment": "diffaugment", "conditional": "conditional",
              "loss": "loss", "ada": "ada"}

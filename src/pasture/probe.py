@@ -8,6 +8,7 @@ seconds; the mirror image of every training photo is added as a second feature (
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import time
@@ -21,7 +22,7 @@ from pasture.data import Dataset
 from pasture.defaults import cache_root
 from pasture.evaluate import to_float
 from pasture.models import create_model
-from pasture.recipes import Recipe, lr_factor
+from pasture.recipes import Recipe, class_weights, lr_factor
 from pasture.runs import atomic_torch_save
 
 FEATURE_FORMAT = "v1"  # bump when feature extraction changes, so old cache entries are not reused
@@ -98,6 +99,7 @@ def fit_linear_head(
     head = nn.Linear(features.shape[1], num_classes)
     optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = math.ceil(len(labels) / recipe.batch_size)
+    loss_weights = class_weights(labels, num_classes, recipe)  # None unless balance_classes
     history = []
     for epoch in range(recipe.epochs):
         order = torch.randperm(len(labels), generator=generator)
@@ -107,7 +109,8 @@ def fit_linear_head(
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr * lr_factor(epoch * steps_per_epoch + batch_index, steps_per_epoch, recipe)
             logits = head(features[indices])
-            loss = F.cross_entropy(logits, labels[indices], label_smoothing=recipe.label_smoothing)
+            loss = F.cross_entropy(logits, labels[indices], weight=loss_weights,
+                                   label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -145,7 +148,8 @@ def init_head_from_probe(model: nn.Module, dataset: Dataset, recipe: Recipe, gen
     from pasture.recipes import get_recipe
 
     _, features, labels = _probe_features(model, dataset, recipe)
-    head, _ = fit_linear_head(features, labels, len(dataset.classes), get_recipe("probe"), generator)
+    head_recipe = dataclasses.replace(get_recipe("probe"), balance_classes=recipe.balance_classes)
+    head, _ = fit_linear_head(features, labels, len(dataset.classes), head_recipe, generator)
     _copy_head(model, head)
 
 

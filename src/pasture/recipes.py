@@ -40,6 +40,9 @@ class Recipe:
     freeze_bn: bool = False  # keep BatchNorm statistics fixed while training (finetuning on tiny batches)
     precision: str = "fp32"  # "bf16": autocast training forward passes to bfloat16 (opt-in: changes numerics)
     selfsup_epochs: int = 0  # SimCLR pretraining on the training images before training (pasture.selfsup); 0 = off
+    # Weight the loss by n / (classes x n_class), so each class counts equally however many images it
+    # has. With equal class counts the weights are all 1 and nothing changes.
+    balance_classes: bool = False
     description: str = ""
 
     def to_dict(self) -> dict:
@@ -62,6 +65,7 @@ RECIPES: dict[str, Recipe] = {
             name="default",
             optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=0.05, batch_size=16, epochs=60,
             schedule="cosine", warmup_epochs=3, label_smoothing=0.1, image_size=64, augment="paper",
+            balance_classes=True,
             description="pasture's tuned recipe for paper-cnn: AdamW, cosine schedule, label smoothing",
         ),
         # The best from-scratch combination; chosen on validation splits of the dev train split
@@ -71,6 +75,7 @@ RECIPES: dict[str, Recipe] = {
             model="resnet-small", image_size=64, augment="strong", optimizer="adamw", lr=2e-3,
             weight_decay=0.05, batch_size=32, epochs=120, schedule="cosine", warmup_epochs=5,
             label_smoothing=0.1, mixup_alpha=0.2, cutmix_alpha=1.0, ema_decay=0.99, tta=True,
+            balance_classes=True,
             description="best from scratch: small ResNet, strong augmentation, MixUp/CutMix, EMA, TTA",
         ),
         # Pretrained backbone, frozen: features computed once per image (cached), a linear head on top.
@@ -78,6 +83,7 @@ RECIPES: dict[str, Recipe] = {
             name="probe",
             model="effnet-lite0", image_size=224, pretrained="probe", augment="none", optimizer="adamw",
             lr=3e-3, weight_decay=1e-2, batch_size=32, epochs=100, schedule="cosine", label_smoothing=0.1,
+            balance_classes=True,
             description="EfficientNet-Lite0 ImageNet features (and their mirror images) + linear head",
         ),
         # Whole pretrained network, LP-FT: the head starts from a linear probe, then everything trains
@@ -86,7 +92,7 @@ RECIPES: dict[str, Recipe] = {
             name="finetune",
             model="effnet-lite0", image_size=224, pretrained="finetune", augment="paper", optimizer="adamw",
             lr=3e-4, backbone_lr_scale=0.1, freeze_bn=True, weight_decay=1e-2, batch_size=16, epochs=8,
-            schedule="cosine", warmup_epochs=1, label_smoothing=0.1, tta=True,
+            schedule="cosine", warmup_epochs=1, label_smoothing=0.1, tta=True, balance_classes=True,
             description="EfficientNet-Lite0 fine-tuned end to end after a linear probe (LP-FT), backbone at "
                         "1/10 of the head's rate",
         ),
@@ -128,6 +134,19 @@ def lr_factor(step: int, steps_per_epoch: int, recipe: Recipe) -> float:
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0
+
+
+def class_weights(labels, num_classes: int, recipe: Recipe):
+    """Loss weights per class (a float tensor), or None when `recipe.balance_classes` is off.
+
+    Weight n / (num_classes x n_c): the weighted loss is what it would be with equal class counts.
+    A class without training images gets weight 1 (it never appears in the loss)."""
+    if not recipe.balance_classes:
+        return None
+    import torch
+
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), torch.ones_like(counts))
 
 
 def validate_recipe(recipe: Recipe) -> None:

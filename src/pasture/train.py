@@ -30,7 +30,7 @@ from pasture.augment import augment_batch, get_augment, mix_batch
 from pasture.data import Dataset, ImageSet
 from pasture.evaluate import evaluate_model, to_float
 from pasture.models import Ensemble, create_model
-from pasture.recipes import Recipe, lr_factor  # lr_factor: re-exported, the schedule lives with recipes
+from pasture.recipes import Recipe, class_weights, lr_factor  # lr_factor: re-exported, the schedule lives with recipes
 from pasture.runs import atomic_torch_save, load_checkpoint, write_jsonl
 from pasture.runtime import keep_freed_memory
 
@@ -254,6 +254,7 @@ def _train_member(dataset, recipe, seed, member, finished, history, state, check
     preset = get_augment(recipe.augment)
     train_images, train_labels = dataset.train.images, dataset.train.labels
     n_train = train_labels.shape[0]
+    loss_weights = class_weights(train_labels, num_classes, recipe)  # None unless balance_classes
     steps_per_epoch = math.ceil(n_train / recipe.batch_size)
     start_epoch = 0
     if recipe.pretrained == "finetune" and state is None:
@@ -289,7 +290,7 @@ def _train_member(dataset, recipe, seed, member, finished, history, state, check
                 logits = model(images)
             logits = logits.float()
             # Cross-entropy on logits (soft targets when mixed): the softmax is inside the loss.
-            loss = F.cross_entropy(logits, targets, label_smoothing=recipe.label_smoothing)
+            loss = F.cross_entropy(logits, targets, weight=loss_weights, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
