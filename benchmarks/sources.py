@@ -11,6 +11,9 @@ set; horses from the Weizmann horse database (30 train / 30 test) and from web s
                Training then has fewer horses than cows (50 cows vs 30 or 20 horses); the cow
                accuracy shows whether the model simply leans towards "cow".
 
+A reference row: effnet-lite0's own ImageNet head, never trained on this data (horse when ImageNet's
+sorrel + horse cart outweigh ox + water buffalo + bison). No source can have taught it a shortcut.
+
     python benchmarks/sources.py [--data ../shared/data/cowhorse-dev] [--seeds 3] [--only default,probe]
 
 Prints a table (mean over seeds and the pooled Wilson 95% interval per group) and writes JSON.
@@ -95,11 +98,33 @@ def group_counts(dataset: Dataset, predicted: torch.Tensor, source_of: dict[str,
     return counts
 
 
+# The backbone's own ImageNet head, untrained on this data: a reference that no photo source can bias.
+IMAGENET_CATTLE = (345, 346, 347)  # ox, water buffalo, bison
+IMAGENET_HORSE = (339, 603)  # sorrel, horse cart
+
+
+def imagenet_zero_shot(images_uint8: torch.Tensor, classes: list[str]) -> torch.Tensor:
+    """Predicted class per image: horse when the ImageNet horse classes' probability beats cattle's."""
+    from pasture.evaluate import to_float
+    from pasture.models.pretrained import imagenet_classifier
+
+    model, predicted = imagenet_classifier(), []
+    with torch.no_grad():
+        for start in range(0, len(images_uint8), 32):
+            batch = (to_float(images_uint8[start:start + 32]) - 0.5) / 0.5  # effnet-lite0's normalisation
+            probabilities = model(batch).softmax(1)
+            horse = probabilities[:, list(IMAGENET_HORSE)].sum(1) > probabilities[:, list(IMAGENET_CATTLE)].sum(1)
+            predicted.append(torch.where(horse, classes.index("horse"), classes.index("cow")))
+    return torch.cat(predicted)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", help="comma-separated recipe names (default: " + ",".join(RECIPES) + ")")
+    parser.add_argument("--zero-shot", action=argparse.BooleanOptionalAction, default=True,
+                        help="add effnet-lite0's own ImageNet head (cattle vs horse classes, no training) as a reference row")
     parser.add_argument("--out", default=str(RESULTS / "sources.json"))
     args = parser.parse_args()
     data = data_or_exit(args.data)
@@ -137,6 +162,15 @@ def main() -> int:
             print(f"{name:10s} {plan:20s} " + "  ".join(
                 f"{group} {g['accuracy']:.0%} [{g['pooled_wilson95'][0]:.0%}-{g['pooled_wilson95'][1]:.0%}] "
                 f"n={g['n_per_seed']}" for group, g in groups.items()), flush=True)
+    if args.zero_shot:
+        full = load_dataset(data, 224, warn=lambda message: None)
+        for plan, dataset in plans(full, source_of).items():
+            counts = group_counts(dataset, imagenet_zero_shot(dataset.test.images, dataset.classes), source_of)
+            groups = {group: {"accuracy": right / n, "pooled_wilson95": list(wilson_interval(right, n)),
+                              "n_per_seed": n, "seeds": 1} for group, (right, n) in sorted(counts.items())}
+            rows.append({"recipe": "imagenet zero-shot", "plan": plan, "groups": groups})
+            print(f"imagenet zero-shot {plan:20s} " + "  ".join(
+                f"{group} {g['accuracy']:.0%} n={g['n_per_seed']}" for group, g in groups.items()), flush=True)
     print()
     print("| recipe | split | test group | accuracy (pooled over seeds) | 95% CI | images x seeds |")
     print("|---|---|---|---|---|---|")

@@ -3,12 +3,14 @@
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import sources  # noqa: E402  (a benchmark script, importable once benchmarks/ is on the path)
 
+from conftest import SHARED_DEV  # noqa: E402
 from pasture.data import load_dataset  # noqa: E402
 
 LAYOUT = {  # (split, class) -> sources of its images, in file order
@@ -61,3 +63,12 @@ def test_group_counts_score_each_class_and_source(tmp_path):
     predicted = torch.tensor([0, 1, 1, 1, 0])  # test: cow, cow, horse(stable), horse(web), horse(web)
     counts = sources.group_counts(full, predicted, source_of)
     assert counts == {"cow/cattle": [1, 2], "horse/stable": [1, 1], "horse/web": [1, 2]}
+
+
+@pytest.mark.skipif(not SHARED_DEV.is_dir(), reason=f"{SHARED_DEV} not found: needs real photos")
+def test_imagenet_zero_shot_reference_tells_real_cows_from_horses():
+    test = load_dataset(SHARED_DEV, 224, warn=lambda message: None).test
+    pick = torch.cat([torch.nonzero(test.labels == c).flatten()[:8] for c in (0, 1)])
+    predicted = sources.imagenet_zero_shot(test.images[pick], test.classes)
+    assert predicted.shape == (16,)
+    assert (predicted == test.labels[pick]).float().mean() >= 0.75  # untrained: 86-93% per group on all 100
