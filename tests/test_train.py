@@ -194,3 +194,23 @@ def test_balance_classes_flag_is_recorded(split_data, tmp_path):
                  "--image-size", "16", "--no-balance-classes", "--quiet"])
     assert code == 0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]["balance_classes"] is False
+
+
+def test_eval_every_scores_the_test_split_on_first_every_kth_and_last_epoch(split_data, tmp_path):
+    from pasture.train import evaluate_after
+
+    assert [e for e in range(1, 11) if evaluate_after(e, 10, 4)] == [1, 4, 8, 10]
+    assert all(evaluate_after(e, 10, 1) for e in range(1, 11))
+    sparse = api.train(split_data, tmp_path / "sparse", seed=3, eval_every=2, **{**QUICK, "epochs": 5})
+    every = api.train(split_data, tmp_path / "every", seed=3, **{**QUICK, "epochs": 5})
+    history = [json.loads(line) for line in (tmp_path / "sparse" / "history.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in history if "test_accuracy" in row] == [1, 2, 4, 5]
+    assert sparse["test_accuracy"] == every["test_accuracy"]  # the same model; only the curve is sparser
+    weights_sparse = load_checkpoint(tmp_path / "sparse" / "checkpoint.pt")["members"][0]
+    weights_every = load_checkpoint(tmp_path / "every" / "checkpoint.pt")["members"][0]
+    assert all(torch.equal(weights_sparse[key], weights_every[key]) for key in weights_every)
+    assert (tmp_path / "sparse" / "curves.png").is_file()
+    assert json.loads((tmp_path / "sparse" / "config.json").read_text())["eval_every"] == 2
+    with pytest.raises(UserError, match="--eval-every 0"):
+        api.train(split_data, tmp_path / "bad", eval_every=0, **QUICK)
+    assert not (tmp_path / "bad").exists()

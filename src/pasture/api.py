@@ -110,6 +110,7 @@ def train(
     selfsup_epochs: int | None = None,
     precision: str | None = None,
     balance_classes: bool | None = None,
+    eval_every: int = 1,
     synthetic: str | os.PathLike | None = None,
     synthetic_ratio: float | None = None,
     seed: int = 0,
@@ -128,8 +129,11 @@ def train(
 
     `recipe` names a preset (see pasture.recipes); model/augment/epochs/batch_size/lr/image_size/
     pretrained/weights/ensemble/tta/selfsup_epochs/precision/balance_classes override its fields. The test split is
-    evaluated after every epoch for the record, never used to choose anything.
+    evaluated after every epoch for the record (every `eval_every`-th epoch, plus the first and last,
+    when that is more than 1), never used to choose anything.
     """
+    if eval_every < 1:
+        raise UserError(f"--eval-every {eval_every}: must be 1 or more (1 = score the test split every epoch)")
     from pasture.data import load_dataset, load_synthetic
     from pasture.train import train_classifier
 
@@ -165,13 +169,14 @@ def train(
     out = Path(out)
     state, finished = _open_run_dir(out, identity, {
         "model": chosen.model, "image_size": chosen.image_size, "classes": dataset.classes, "seed": seed,
-        "recipe": chosen.to_dict(), "data_summary": dataset.summary(),
+        "recipe": chosen.to_dict(), "data_summary": dataset.summary(), "eval_every": eval_every,
     }, what="run", result_file="metrics.json", resume=resume, force=force, command=command)
     if finished is not None:
         return finished
     try:
         result = train_classifier(dataset, chosen, seed, run_dir=out, resume=(state == "resume"), quiet=quiet,
-                                  synthetic=synthetic_images, synthetic_ratio=synthetic_ratio or 0.0)
+                                  synthetic=synthetic_images, synthetic_ratio=synthetic_ratio or 0.0,
+                                  eval_every=eval_every)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; {out / 'checkpoint.pt'} holds the last finished epoch. Run the same command "

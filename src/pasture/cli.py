@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--balance-classes", action=argparse.BooleanOptionalAction, default=None,
                        help="weight the loss so each class counts equally whatever its image count (on in "
                             "pasture's recipes, off in paper); overrides the recipe's")
+    train.add_argument("--eval-every", type=_positive_int, default=1, metavar="K",
+                       help="score the test split for the curves after every K-th epoch (and the first and last) "
+                            "instead of every epoch; the final metrics are the same")
     train.add_argument("--synthetic", metavar="SYNTH_DIR", help="mix these synthetic images (gan sample) into training")
     train.add_argument("--synthetic-ratio", type=_fraction, metavar="R",
                        help="expected synthetic share of each batch (default: as if added to the train folder)")
@@ -387,7 +390,7 @@ def _run_train(args) -> int:
         args.data, args.out, recipe=args.recipe, model=args.model, augment=args.augment, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, pretrained=args.pretrained,
         weights=args.weights, ensemble=args.ensemble, tta=args.tta, selfsup_epochs=args.selfsup_epochs,
-        precision=args.precision, balance_classes=args.balance_classes,
+        precision=args.precision, balance_classes=args.balance_classes, eval_every=args.eval_every,
         synthetic=args.synthetic,
         synthetic_ratio=args.synthetic_ratio, seed=args.seed, classes=args.classes,
         test_fraction=args.test_fraction, split_seed=args.split_seed, min_image_size=args.min_image_size,

@@ -182,9 +182,11 @@ def train_classifier(
     quiet: bool = True,
     synthetic: ImageSet | None = None,
     synthetic_ratio: float = 0.0,
+    eval_every: int = 1,
 ) -> TrainResult:
     """Train `recipe.model` (`recipe.ensemble` members) on `dataset.train`; evaluate on `dataset.test`
-    after every epoch (recorded only; nothing is selected on it). With `run_dir`, writes checkpoint.pt
+    after every epoch (recorded only; nothing is selected on it), or with `eval_every` K only after the
+    first, every K-th and the last epoch, which saves the evaluation's time on long runs. With `run_dir`, writes checkpoint.pt
     and history.jsonl every epoch; with `resume`, continues from run_dir/checkpoint.pt.
 
     `synthetic` images (e.g. from a GAN) take a `synthetic_ratio` share of each training batch; the
@@ -207,6 +209,7 @@ def train_classifier(
             weights, member_nonfinite = _train_member(
                 dataset, recipe, seed + MEMBER_SEED_STRIDE * member, member, finished, history,
                 state if state and "epoch" in state else None, checkpoint_path, bar, synthetic, synthetic_ratio,
+                eval_every,
             )
             nonfinite |= member_nonfinite
             finished.append(weights)
@@ -240,8 +243,13 @@ def pretrain_selfsup(model: nn.Module, images_uint8: torch.Tensor, recipe: Recip
         selfsup_bar.close()
 
 
+def evaluate_after(epoch: int, epochs: int, eval_every: int) -> bool:
+    """Whether the test split is scored after `epoch` (1-based): the first, every K-th and the last."""
+    return epoch == 1 or epoch == epochs or epoch % eval_every == 0
+
+
 def _train_member(dataset, recipe, seed, member, finished, history, state, checkpoint_path, bar,
-                  synthetic=None, synthetic_ratio=0.0):
+                  synthetic=None, synthetic_ratio=0.0, eval_every=1):
     """Train one model; returns (final weights, whether the loss went non-finite)."""
     generator = seed_everything(seed)
     num_classes = len(dataset.classes)
@@ -309,7 +317,7 @@ def _train_member(dataset, recipe, seed, member, finished, history, state, check
             record["member"] = member + 1
         if not math.isfinite(record["train_loss"]):
             nonfinite = True
-        if dataset.test is not None:
+        if dataset.test is not None and evaluate_after(epoch + 1, recipe.epochs, eval_every):
             record["test_accuracy"] = evaluate_model(final, dataset.test.images, dataset.test.labels,
                                                      dataset.classes)["accuracy"]
         history.append(record)
