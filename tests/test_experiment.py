@@ -209,3 +209,19 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "report.html" in printed and "gan vs baseline" in printed
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
     assert len(list((tmp_path / "demo" / "data" / "train" / "stripes").glob("*.png"))) == 24
+
+
+def test_experiment_eval_every_thins_the_curves_only(split_data, tmp_path):
+    conditions = [f"a:{QUICK},epochs=4"]
+    every = api.experiment(split_data, tmp_path / "every", conditions=conditions, seeds=1, quiet=True)
+    sparse = api.experiment(split_data, tmp_path / "sparse", conditions=conditions, seeds=1, quiet=True, eval_every=3)
+    assert every["conditions"][0]["accuracies"] == sparse["conditions"][0]["accuracies"]
+    [result_file] = (tmp_path / "sparse" / "runs").glob("*/result.json")
+    history = json.loads(result_file.read_text())["history"]
+    assert [row["epoch"] for row in history if "test_accuracy" in row] == [1, 3, 4]
+    with pytest.raises(UserError, match="--eval-every 0"):
+        api.experiment(split_data, tmp_path / "bad", conditions=conditions, seeds=1, quiet=True, eval_every=0)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit) as exit_info:  # argparse rejects it before anything runs
+        main(["experiment", str(split_data), "--out", str(tmp_path / "bad"), "--eval-every", "0"])
+    assert exit_info.value.code == 2

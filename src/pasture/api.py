@@ -466,6 +466,7 @@ def experiment(
     classes: list[str] | None = None,
     min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     jobs: int = 1,
+    eval_every: int = 1,
     quiet: bool = False,
     paper: bool = False,
     warn: Warn = warn_to_stderr,
@@ -489,7 +490,8 @@ def experiment(
     parsed = [parse_condition(name, recipe=recipe, model=model) for name in names]
     spec = ExperimentSpec(
         data=str(data), out=str(out), conditions=parsed, seeds=seeds, folds=folds, classes=classes,
-        min_image_size=min_image_size, jobs=jobs, quiet=quiet, title=title, report_numbers=numbers,
+        min_image_size=min_image_size, jobs=jobs, eval_every=eval_every, quiet=quiet, title=title,
+        report_numbers=numbers,
         command=command if command is not None else list(sys.argv),
     )
     return run_experiment(spec, warn=warn)

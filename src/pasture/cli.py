@@ -204,6 +204,9 @@ def _add_experiment_commands(commands) -> None:
     experiment.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
     experiment.add_argument("--jobs", type=_positive_int, default=1,
                             help="independent runs in parallel processes (threads split between them)")
+    experiment.add_argument("--eval-every", type=_positive_int, default=1, metavar="K",
+                            help="score the test split for each run's curves every K-th epoch (and the first and "
+                                 "last) instead of every epoch; results are the same")
     experiment.add_argument("--resume", action="store_true",
                             help="accepted for symmetry: finished runs are always reused")
     experiment.add_argument("--quiet", action="store_true")
@@ -242,7 +245,8 @@ def _run_experiment(args) -> int:
     results = api.experiment(
         args.target[-1], args.out, conditions=args.conditions, seeds=args.seeds, folds=args.folds,
         recipe=args.recipe, model=args.model,
-        classes=args.classes, min_image_size=args.min_image_size, jobs=args.jobs, quiet=args.quiet, paper=paper,
+        classes=args.classes, min_image_size=args.min_image_size, jobs=args.jobs, eval_every=args.eval_every,
+        quiet=args.quiet, paper=paper,
         command=["pasture", *sys.argv[1:]],
     )
     _print_experiment(results, args.out)

@@ -174,6 +174,7 @@ class ExperimentSpec:
     classes: list[str] | None = None
     min_image_size: int = 16
     jobs: int = 1
+    eval_every: int = 1  # test-split curve points every K epochs; results are the same (not in the run key)
     quiet: bool = False
     title: str = "pasture experiment"
     report_numbers: dict = field(default_factory=dict)
@@ -288,7 +289,8 @@ def execute_run(task: dict) -> dict:
         synthetic, _ = load_synthetic(condition["synthetic_dir"], dataset.classes, recipe.image_size)
     if synthetic is not None:
         ratio = condition["synthetic_ratio"] or len(synthetic) / (len(synthetic) + len(dataset.train))
-    result = train_classifier(dataset, recipe, task["replicate"]["seed"], synthetic=synthetic, synthetic_ratio=ratio)
+    result = train_classifier(dataset, recipe, task["replicate"]["seed"], synthetic=synthetic, synthetic_ratio=ratio,
+                              eval_every=task.get("eval_every", 1))
     test = evaluate_model(result.model, dataset.test.images, dataset.test.labels, dataset.classes, tta=recipe.tta)
     train = evaluate_model(result.model, dataset.train.images, dataset.train.labels, dataset.classes)
     record = {
@@ -335,7 +337,7 @@ def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list
                 "classes": spec.classes, "min_image_size": spec.min_image_size, "fingerprint": fingerprint,
                 "condition": {**dataclasses.asdict(condition), "overrides": list(condition.overrides),
                               "gan_overrides": list(condition.gan_overrides)},
-                "replicate": dataclasses.asdict(replicate), "threads": threads,
+                "replicate": dataclasses.asdict(replicate), "threads": threads, "eval_every": spec.eval_every,
             })
     return tasks
 
@@ -371,6 +373,8 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
         raise UserError(f"--seeds {spec.seeds}: must be at least 1")
     if spec.jobs < 1:
         raise UserError(f"--jobs {spec.jobs}: must be at least 1")
+    if spec.eval_every < 1:
+        raise UserError(f"--eval-every {spec.eval_every}: must be 1 or more (1 = score the test split every epoch)")
     root = Path(spec.data)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; give the folder that holds your class folders")
