@@ -132,10 +132,10 @@ def train(
     evaluated after every epoch for the record (every `eval_every`-th epoch, plus the first and last,
     when that is more than 1), never used to choose anything.
     """
-    if eval_every < 1:
-        raise UserError(f"--eval-every {eval_every}: must be 1 or more (1 = score the test split every epoch)")
     from pasture.data import load_dataset, load_synthetic
-    from pasture.train import train_classifier
+    from pasture.train import check_eval_every, train_classifier
+
+    check_eval_every(eval_every)
 
     chosen = resolve_recipe(
         recipe, pretrained=pretrained, model=model, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,

@@ -362,7 +362,7 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     from pasture.data import detect_layout, load_dataset, load_pool
     from pasture.report import write_report
     from pasture.runs import atomic_write_json, read_json, versions
-    from pasture.train import progress_bar
+    from pasture.train import check_eval_every, progress_bar
 
     if not spec.conditions:
         raise UserError("--conditions: give at least one condition")
@@ -373,8 +373,7 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
         raise UserError(f"--seeds {spec.seeds}: must be at least 1")
     if spec.jobs < 1:
         raise UserError(f"--jobs {spec.jobs}: must be at least 1")
-    if spec.eval_every < 1:
-        raise UserError(f"--eval-every {spec.eval_every}: must be 1 or more (1 = score the test split every epoch)")
+    check_eval_every(spec.eval_every)
     root = Path(spec.data)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; give the folder that holds your class folders")

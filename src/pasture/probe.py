@@ -8,7 +8,6 @@ seconds; the mirror image of every training photo is added as a second feature (
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import time
@@ -22,7 +21,7 @@ from pasture.data import Dataset
 from pasture.defaults import cache_root
 from pasture.evaluate import to_float
 from pasture.models import create_model
-from pasture.recipes import Recipe, class_weights, lr_factor
+from pasture.recipes import Recipe, class_weights, get_recipe, lr_factor, with_overrides
 from pasture.runs import atomic_torch_save
 
 FEATURE_FORMAT = "v1"  # bump when feature extraction changes, so old cache entries are not reused
@@ -145,10 +144,8 @@ def _probe_features(model: nn.Module, dataset: Dataset, recipe: Recipe) -> tuple
 def init_head_from_probe(model: nn.Module, dataset: Dataset, recipe: Recipe, generator: torch.Generator) -> None:
     """LP-FT (Kumar et al. 2022): before fine-tuning, fit the head on frozen features, so the first
     gradient steps do not push random-head noise into the pretrained backbone."""
-    from pasture.recipes import get_recipe
-
     _, features, labels = _probe_features(model, dataset, recipe)
-    head_recipe = dataclasses.replace(get_recipe("probe"), balance_classes=recipe.balance_classes)
+    head_recipe = with_overrides(get_recipe("probe"), balance_classes=recipe.balance_classes)
     head, _ = fit_linear_head(features, labels, len(dataset.classes), head_recipe, generator)
     _copy_head(model, head)
 

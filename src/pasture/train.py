@@ -29,6 +29,7 @@ from torch import nn
 from pasture.augment import augment_batch, get_augment, mix_batch
 from pasture.data import Dataset, ImageSet
 from pasture.evaluate import evaluate_model, to_float
+from pasture.errors import UserError
 from pasture.models import Ensemble, create_model
 from pasture.recipes import Recipe, class_weights, lr_factor  # lr_factor: re-exported, the schedule lives with recipes
 from pasture.runs import atomic_torch_save, load_checkpoint, write_jsonl
@@ -241,6 +242,12 @@ def pretrain_selfsup(model: nn.Module, images_uint8: torch.Tensor, recipe: Recip
         pretrain(model, images_uint8, recipe.selfsup_epochs, generator, on_epoch=report)
     finally:
         selfsup_bar.close()
+
+
+def check_eval_every(eval_every: int) -> None:
+    """--eval-every must be a positive number of epochs (a UserError otherwise)."""
+    if eval_every < 1:
+        raise UserError(f"--eval-every {eval_every}: must be 1 or more (1 = score the test split every epoch)")
 
 
 def evaluate_after(epoch: int, epochs: int, eval_every: int) -> bool:
