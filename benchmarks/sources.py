@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from pasture.data import Dataset, ImageSet, load_dataset
+from pasture.data import Dataset, ImageSet, load_dataset, subset_images
 from pasture.evaluate import predict_probabilities
 from pasture.recipes import get_recipe
 from pasture.stats import wilson_interval
@@ -53,10 +53,15 @@ def read_sources(data: Path) -> dict[str, str]:
         return {row["file"]: SOURCE_NAMES.get(row["source_repo"], row["source_repo"]) for row in csv.DictReader(manifest)}
 
 
-def subset(images: ImageSet, keep: list[int], split: str) -> ImageSet:
-    index = torch.tensor(keep, dtype=torch.int64)
-    return ImageSet(images=images.images[index], labels=images.labels[index], files=[images.files[i] for i in keep],
-                    classes=images.classes, split=split)
+def file_source(root: Path, path: str, source_of: dict[str, str]) -> str:
+    """The short source name of an image file under the data folder `root`."""
+    return source_of[Path(path).relative_to(root).as_posix()]
+
+
+def indices(image_set: ImageSet, keep) -> torch.Tensor:
+    """Positions of the (file, label) pairs of `image_set` for which keep(file, label) is true."""
+    return torch.tensor([i for i, (f, y) in enumerate(zip(image_set.files, image_set.labels.tolist())) if keep(f, y)],
+                        dtype=torch.int64)
 
 
 def concat(parts: list[ImageSet], split: str) -> ImageSet:
@@ -69,20 +74,21 @@ def plans(full: Dataset, source_of: dict[str, str]) -> dict[str, Dataset]:
     root = Path(full.root)
 
     def source(path: str) -> str:
-        return source_of[Path(path).relative_to(root).as_posix()]
+        return file_source(root, path, source_of)
 
     result = {"standard": full}
     horse = full.classes.index("horse")
     for held_out in sorted({source(f) for f, y in zip(full.train.files, full.train.labels.tolist()) if y == horse}):
-        train_keep = [i for i, f in enumerate(full.train.files) if source(f) != held_out]
-        unseen_train = [i for i, f in enumerate(full.train.files) if source(f) == held_out]
-        unseen_test = [i for i, f in enumerate(full.test.files) if source(f) == held_out]
-        test_cows = [i for i, y in enumerate(full.test.labels.tolist()) if y != horse]
-        test = concat([subset(full.train, unseen_train, "eval"), subset(full.test, unseen_test, "eval"),
-                       subset(full.test, test_cows, "eval")], "eval")
+        def unseen(f, y):
+            return source(f) == held_out
+
+        test = concat([subset_images(full.train, indices(full.train, unseen), "eval"),
+                       subset_images(full.test, indices(full.test, unseen), "eval"),
+                       subset_images(full.test, indices(full.test, lambda f, y: y != horse), "eval")], "eval")
         result[f"held-out {held_out}"] = Dataset(
             root=full.root, layout="held-out-source", classes=full.classes, image_size=full.image_size,
-            train=subset(full.train, train_keep, "train"), test=test, fingerprint=full.fingerprint)
+            train=subset_images(full.train, indices(full.train, lambda f, y: not unseen(f, y)), "train"), test=test,
+            fingerprint=full.fingerprint)
     return result
 
 
@@ -91,7 +97,7 @@ def group_counts(dataset: Dataset, predicted: torch.Tensor, source_of: dict[str,
     root = Path(dataset.root)
     counts: dict[str, list[int]] = {}
     for path, label, guess in zip(dataset.test.files, dataset.test.labels.tolist(), predicted.tolist()):
-        key = f"{dataset.classes[label]}/{source_of[Path(path).relative_to(root).as_posix()]}"
+        key = f"{dataset.classes[label]}/{file_source(root, path, source_of)}"
         counts.setdefault(key, [0, 0])
         counts[key][0] += int(label == guess)
         counts[key][1] += 1

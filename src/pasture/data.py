@@ -349,8 +349,8 @@ def fold_dataset(pool: "Dataset", test_indices: torch.Tensor) -> "Dataset":
     is_test[test_indices] = True
     return Dataset(
         root=pool.root, layout="fold", classes=pool.classes, image_size=pool.image_size,
-        train=_subset(everything, torch.nonzero(~is_test).flatten(), "train"),
-        test=_subset(everything, torch.nonzero(is_test).flatten(), "test"),
+        train=subset_images(everything, torch.nonzero(~is_test).flatten(), "train"),
+        test=subset_images(everything, torch.nonzero(is_test).flatten(), "test"),
         skipped=pool.skipped, fingerprint=pool.fingerprint,
     )
 
@@ -375,7 +375,8 @@ def load_pool(
                    fingerprint=_fingerprint(root, [p for group in files.values() for p in group]))
 
 
-def _subset(images: ImageSet, indices: torch.Tensor, split: str) -> ImageSet:
+def subset_images(images: ImageSet, indices: torch.Tensor, split: str) -> ImageSet:
+    """The images (with labels and files) at `indices`, as a split named `split`."""
     return ImageSet(
         images=images.images[indices],
         labels=images.labels[indices],
@@ -396,8 +397,8 @@ def validation_split(dataset: Dataset, fraction: float, seed: int) -> Dataset:
         layout="validation",
         classes=dataset.classes,
         image_size=dataset.image_size,
-        train=_subset(dataset.train, train_idx, "train"),
-        test=_subset(dataset.train, val_idx, "validation"),
+        train=subset_images(dataset.train, train_idx, "train"),
+        test=subset_images(dataset.train, val_idx, "validation"),
         skipped=dataset.skipped,
         fingerprint=dataset.fingerprint,
     )
@@ -456,7 +457,7 @@ def load_dataset(
             if int((everything.labels == label).sum()) < 2:
                 raise UserError(f"{root / name}: fewer than 2 usable images; a split needs 2 or more per class")
         train_idx, test_idx = stratified_split(everything.labels, test_fraction, split_seed)
-        train, test = _subset(everything, train_idx, "train"), _subset(everything, test_idx, "test")
+        train, test = subset_images(everything, train_idx, "train"), subset_images(everything, test_idx, "test")
         every_file = [p for group in files.values() for p in group]
     return Dataset(
         root=str(root),
