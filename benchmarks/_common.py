@@ -22,7 +22,7 @@ def data_or_exit(path: str) -> Path:
 
 def write_results(path: str | Path, payload: dict) -> Path:
     """Write the benchmark's JSON (with the versions of everything that can change a number)."""
-    from pasture.runs import versions
+    from pasture.core.runs import versions
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ import torch
 
 from pasture import api
 from pasture.data import ImageSet
-from pasture.gan.trainer import GanPreset, train_gan
+from pasture.gan.presets import GanPreset
+from pasture.gan.trainer import train_gan
 
 from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 

@@ -26,13 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from pasture.data import load_dataset, validation_split
-from pasture.evaluate import evaluate_model
+from pasture.classify.evaluate import evaluate_model
 from pasture.gan.nets import Discriminator
-from pasture.gan.trainer import get_gan_preset, to_gan_range, train_gan
-from pasture.probe import fit_linear_head
-from pasture.recipes import get_recipe
-from pasture.stats import mean_interval
-from pasture.train import train_classifier
+from pasture.gan.presets import get_gan_preset
+from pasture.gan.trainer import to_gan_range, train_gan
+from pasture.classify.probe import fit_linear_head
+from pasture.classify.recipes import get_recipe
+from pasture.core.stats import mean_interval
+from pasture.classify.fit import train_classifier
 
 from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 

@@ -13,10 +13,10 @@ import sys
 import time
 
 from pasture.data import load_dataset
-from pasture.evaluate import evaluate_model
-from pasture.recipes import get_recipe, with_overrides
-from pasture.stats import mean_interval, wilson_interval
-from pasture.train import train_classifier
+from pasture.classify.evaluate import evaluate_model
+from pasture.classify.recipes import get_recipe, with_overrides
+from pasture.core.stats import mean_interval, wilson_interval
+from pasture.classify.fit import train_classifier
 
 from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 CONDITIONS = [("paper", "none"), ("paper", "paper"), ("default", "none"), ("default", "paper")]

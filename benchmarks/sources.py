@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 
 from pasture.data import Dataset, ImageSet, load_dataset, subset_images
-from pasture.evaluate import predict_probabilities
-from pasture.recipes import get_recipe
-from pasture.stats import wilson_interval
-from pasture.train import train_classifier
+from pasture.classify.evaluate import predict_probabilities
+from pasture.classify.recipes import get_recipe
+from pasture.core.stats import wilson_interval
+from pasture.classify.fit import train_classifier
 
 from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
@@ -111,7 +111,7 @@ IMAGENET_HORSE = (339, 603)  # sorrel, horse cart
 
 def imagenet_zero_shot(images_uint8: torch.Tensor, classes: list[str]) -> torch.Tensor:
     """Predicted class per image: horse when the ImageNet horse classes' probability beats cattle's."""
-    from pasture.evaluate import to_float
+    from pasture.classify.evaluate import to_float
     from pasture.models.pretrained import imagenet_classifier
 
     model, predicted = imagenet_classifier(), []

@@ -52,8 +52,8 @@ def count_flops(step) -> float:
 
 def classifier_pasture(data: Path, epochs: int, precision: str = "fp32") -> dict:
     from pasture.data import load_dataset
-    from pasture.recipes import get_recipe, with_overrides
-    from pasture.train import train_classifier
+    from pasture.classify.recipes import get_recipe, with_overrides
+    from pasture.classify.fit import train_classifier
 
     started = time.perf_counter()
     dataset = load_dataset(data, 64, warn=lambda message: None)
@@ -171,7 +171,8 @@ def gan_pasture(data: Path, steps: int, precision: str, channels_last: bool) -> 
     from dataclasses import replace
 
     from pasture.data import load_dataset
-    from pasture.gan.trainer import GanPreset, train_gan
+    from pasture.gan.presets import GanPreset
+    from pasture.gan.trainer import train_gan
 
     train = load_dataset(data, 64, warn=lambda message: None).train
     # One class, so that one unconditional GAN sees all images in batches of 64, as the plain loop does
@@ -199,7 +200,7 @@ def gan_pasture(data: Path, steps: int, precision: str, channels_last: bool) -> 
 def predict_latency(run: Path, image: Path, repeats: int = 40) -> dict:
     from pasture.api import load_run
     from pasture.data import decode_files
-    from pasture.evaluate import predict_probabilities
+    from pasture.classify.evaluate import predict_probabilities
 
     model, config = load_run(run)
     times = []
@@ -255,8 +256,8 @@ def main() -> int:
           f"bf16 {report['matmul_gflops']['bf16']:.0f} GFLOP/s", flush=True)
 
     # The plain baselines run first: pasture's training sets glibc's malloc thresholds for the whole
-    # process (pasture.runtime), and a notebook's loop runs with glibc's defaults.
-    from pasture.runtime import malloc_tuning_applied
+    # process (pasture.core.runtime), and a notebook's loop runs with glibc's defaults.
+    from pasture.core.runtime import malloc_tuning_applied
 
     plain_cls = [classifier_plain(data, max(2, args.epochs // 3), workers) for workers in (0, 2)]
     plain_gan = gan_plain(data, args.gan_steps)
@@ -312,7 +313,7 @@ def main() -> int:
         memory["gan_default_mib"], _ = child_peak_rss(
             f"from pasture import api\napi.gan_train({str(data)!r}, {str(scratch / 'm2')!r}, iterations=50, quiet=True)")
         big = scratch / "big"
-        from pasture.demo import write_demo_data
+        from pasture.study.demo import write_demo_data
 
         write_demo_data(big, per_class=250, size=128, seed=1)  # 2 splits x 2 classes x 250 = 1,000 images
         memory["train_1000_images_128px_mib"], memory["train_1000_images_128px_seconds"] = child_peak_rss(

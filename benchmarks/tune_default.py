@@ -15,9 +15,9 @@ import time
 
 
 from pasture.data import load_dataset, validation_split
-from pasture.evaluate import evaluate_model
-from pasture.recipes import get_recipe
-from pasture.train import train_classifier
+from pasture.classify.evaluate import evaluate_model
+from pasture.classify.recipes import get_recipe
+from pasture.classify.fit import train_classifier
 
 from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 

@@ -1,6 +1,6 @@
 import torch
 
-from pasture.augment import AUGMENT_PRESETS, augment_batch, get_augment
+from pasture.classify.augment import AUGMENT_PRESETS, augment_batch, get_augment
 
 
 def batch(n=8, size=16):
@@ -49,7 +49,7 @@ def test_colour_jitter_matches_torchvision_per_image_and_leaves_the_input_alone(
 
     import torchvision.transforms.functional as TF
 
-    from pasture.augment import colour_jitter
+    from pasture.classify.augment import colour_jitter
 
     preset = replace(AUGMENT_PRESETS["none"], name="bcs", brightness=0.4, contrast=0.4, saturation=0.4)
     images = batch(6, 12)

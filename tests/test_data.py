@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from conftest import make_image, write_class_folders
-from pasture.data import decode_image, load_dataset, load_labelled_folder, stratified_split, validation_split
-from pasture.errors import UserError
+from pasture.data import decode_image_and_size, load_dataset, load_labelled_folder, stratified_split, validation_split
+from pasture.core.errors import UserError
 
 
 def collect(messages):
@@ -152,7 +152,7 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     from pasture.data import BadImage
 
     with pytest.raises(BadImage, match="decompression-bomb"):
-        decode_image(path, 16)
+        decode_image_and_size(path, 16)[0]
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1"])
@@ -162,7 +162,7 @@ def test_every_pillow_mode_becomes_rgb(tmp_path, mode):
         (np.asarray(base.convert("L"), dtype=np.uint16) * 257))
     path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
     image.save(path)
-    tensor = decode_image(path, 12)
+    tensor = decode_image_and_size(path, 12)[0]
     assert tensor.shape == (3, 12, 12) and tensor.dtype == torch.uint8
     if mode == "I;16":  # 16-bit values are scaled to 8 bits, not clipped to white
         assert 0 < int(tensor.float().mean()) < 250
@@ -171,7 +171,7 @@ def test_every_pillow_mode_becomes_rgb(tmp_path, mode):
 def test_transparent_pixels_become_white(tmp_path):
     image = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
     image.save(tmp_path / "clear.png")
-    assert decode_image(tmp_path / "clear.png", 8).min() == 255
+    assert decode_image_and_size(tmp_path / "clear.png", 8)[0].min() == 255
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -180,7 +180,7 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     wide.save(tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
-    tensor = decode_image(tmp_path / "rotated.jpg", 20).float()
+    tensor = decode_image_and_size(tmp_path / "rotated.jpg", 20)[0].float()
     # Displayed upright the image is 20 wide x 40 tall with the white half on top; the centre crop
     # keeps rows 10-30, so the top half of the crop is white and the bottom black.
     assert tensor[:, :8].mean() > 200 and tensor[:, -8:].mean() < 50
@@ -199,7 +199,7 @@ def test_hidden_files_are_ignored(split_data):
 
 
 def test_decoded_images_are_cached_and_a_changed_file_is_decoded_again(split_data, monkeypatch):
-    import pasture.data as data_module
+    import pasture.data.decode as data_module
 
     calls = []
     real = data_module.decode_image_and_size

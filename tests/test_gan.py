@@ -11,12 +11,13 @@ from conftest import interrupt_on_call
 from pasture import api
 from pasture.cli import main
 from pasture.data import ImageSet, load_dataset
-from pasture.diffaugment import POLICIES, diff_augment
-from pasture.errors import UserError
+from pasture.gan.diffaugment import POLICIES, diff_augment
+from pasture.core.errors import UserError
 from pasture.gan.nets import Discriminator, Generator
-from pasture.gan.trainer import GanPreset, generate, train_gan
-from pasture.runs import load_checkpoint
-from pasture.train import mix_in_synthetic
+from pasture.gan.presets import GanPreset
+from pasture.gan.trainer import generate, train_gan
+from pasture.core.runs import load_checkpoint
+from pasture.classify.fit import mix_in_synthetic
 
 TINY = dict(image_size=16, nz=8, ngf=4, ndf=4, batch_size=8, quiet=True)
 
@@ -109,7 +110,7 @@ def test_paper_preset_trains_one_gan_per_class(split_data, tmp_path):
 
 def test_gan_resume_equals_uninterrupted(split_data, tmp_path, monkeypatch):
     import pasture.gan.trainer as trainer
-    from pasture.errors import Interrupted
+    from pasture.core.errors import Interrupted
 
     settings = dict(preset="paper", iterations=6, sample_every=2, seed=3, **TINY)
     api.gan_train(split_data, tmp_path / "whole", **settings)
@@ -196,7 +197,7 @@ def test_bad_gan_inputs(split_data, tmp_path, capsys):
 
 
 def test_generate_with_truncation_stays_in_range(trained_gan):
-    from pasture.synth import load_gan
+    from pasture.gan.synth import load_gan
 
     preset, classes, samplers, _ = load_gan(trained_gan)
     images = generate(preset, samplers, 1, 10, torch.Generator().manual_seed(0), truncation=0.5)
@@ -204,7 +205,7 @@ def test_generate_with_truncation_stays_in_range(trained_gan):
 
 
 def test_memorisation_flags_copies_but_not_blurry_averages():
-    from pasture.synth import memorisation
+    from pasture.gan.synth import memorisation
 
     generator = torch.Generator().manual_seed(0)
     real = torch.randint(0, 256, (20, 3, 32, 32), generator=generator, dtype=torch.uint8)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pasture.errors import UserError
+from pasture.core.errors import UserError
 from pasture.models import create_model, list_models
 from pasture.models.paper_cnn import PaperCNN, paper_cnn_flatten_size
 from pasture.models.registry import Dropout

@@ -9,7 +9,7 @@ from conftest import SHARED_DEV
 from pasture import api
 from pasture.cli import main
 from pasture.data import load_dataset
-from pasture.errors import UserError
+from pasture.core.errors import UserError
 from pasture.models import create_model
 
 timm = pytest.importorskip("timm", reason="the [pretrained] extra is not installed")
@@ -77,15 +77,15 @@ def test_missing_extra_gives_the_install_command(monkeypatch):
 def test_probe_trains_fast_and_reuses_its_cache(split_data, tmp_path):
     common = dict(model="effnet-lite0", pretrained="probe", image_size=32, epochs=5, quiet=True)
     first = api.train(split_data, tmp_path / "p1", seed=0, **common)
-    assert first["features_computed"] == 16 * 2 + 12 and first["features_reused"] == 0
+    assert first["notes"]["features_computed"] == 16 * 2 + 12 and first["notes"]["features_reused"] == 0
     second = api.train(split_data, tmp_path / "p2", seed=1, **common)
-    assert second["features_computed"] == 0 and second["features_reused"] == 44
+    assert second["notes"]["features_computed"] == 0 and second["notes"]["features_reused"] == 44
     # change one training image: only it (and its mirror) are recomputed
     from conftest import make_image
 
     make_image("horse", 999).save(next((split_data / "train" / "cow").iterdir()))
     third = api.train(split_data, tmp_path / "p3", seed=1, **common)
-    assert third["features_computed"] == 2 and third["features_reused"] == 42
+    assert third["notes"]["features_computed"] == 2 and third["notes"]["features_reused"] == 42
     rows = api.predict(tmp_path / "p3", [split_data / "test" / "cow"])
     assert len(rows) == 6
 

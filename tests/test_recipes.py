@@ -1,7 +1,7 @@
 import pytest
 
-from pasture.errors import UserError
-from pasture.recipes import RECIPES, get_recipe, with_overrides
+from pasture.core.errors import UserError
+from pasture.classify.recipes import RECIPES, get_recipe, with_overrides
 
 
 def test_paper_recipe_is_exactly_the_reports():

@@ -10,7 +10,7 @@ import pytest
 _PROBE = """
 import json, resource
 import torch
-from pasture.runtime import keep_freed_memory, malloc_tuning_applied
+from pasture.core.runtime import keep_freed_memory, malloc_tuning_applied
 
 def faults_per_step(steps=30):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -65,9 +65,9 @@ def test_training_applies_the_malloc_tuning(tmp_path):
     code = """
 import torch
 from pasture.data import Dataset, ImageSet
-from pasture.recipes import get_recipe, with_overrides
-from pasture.runtime import malloc_tuning_applied
-from pasture.train import train_classifier
+from pasture.classify.recipes import get_recipe, with_overrides
+from pasture.core.runtime import malloc_tuning_applied
+from pasture.classify.fit import train_classifier
 before = malloc_tuning_applied()
 images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
 train = ImageSet(images=images, labels=torch.tensor([0, 1] * 4), files=[f"{i}.png" for i in range(8)], classes=["a", "b"])

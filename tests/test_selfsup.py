@@ -6,11 +6,11 @@ from torch import nn
 
 from pasture.cli import main
 from pasture.data import load_dataset
-from pasture.errors import UserError
+from pasture.core.errors import UserError
 from pasture.models import create_model
-from pasture.recipes import get_recipe, with_overrides
-from pasture.selfsup import encoder_of, images_per_batch, nt_xent, pretrain
-from pasture.train import train_classifier
+from pasture.classify.recipes import get_recipe, with_overrides
+from pasture.classify.selfsup import encoder_of, images_per_batch, nt_xent, pretrain
+from pasture.classify.fit import train_classifier
 
 
 def test_nt_xent_matches_a_hand_computed_value():

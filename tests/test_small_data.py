@@ -6,13 +6,13 @@ from torch import nn
 
 from conftest import interrupt_on_call
 from pasture import api
-from pasture.augment import augment_batch, get_augment, mix_batch, trivial_augment
+from pasture.classify.augment import augment_batch, get_augment, mix_batch, trivial_augment
 from pasture.data import load_dataset
-from pasture.evaluate import predict_probabilities, tta_views
-from pasture.models import Ensemble, create_model
-from pasture.recipes import get_recipe, with_overrides
-from pasture.runs import load_checkpoint
-from pasture.train import WeightEMA, make_optimizer, train_classifier
+from pasture.classify.evaluate import predict_probabilities, tta_views
+from pasture.models import Ensemble, WeightEMA, create_model
+from pasture.classify.recipes import get_recipe, with_overrides
+from pasture.core.runs import load_checkpoint
+from pasture.classify.fit import make_optimizer, train_classifier
 
 
 @pytest.mark.parametrize("size", [16, 32, 64, 96])
@@ -39,7 +39,7 @@ def test_strong_preset_keeps_shape_range_and_differs_per_image():
 
 def test_trivial_translation_scales_with_image_size():
     # A translate-only draw moves content by at most 15% of the side at any size (not a fixed 32 px).
-    from pasture.augment import TRIVIAL_MAX
+    from pasture.classify.augment import TRIVIAL_MAX
 
     assert TRIVIAL_MAX["translate"] <= 0.15
     image = torch.zeros(1, 3, 64, 64)
@@ -123,8 +123,8 @@ def test_ensemble_run_stores_members_and_predicts_their_average(split_data, tmp_
 
 
 def test_ensemble_resume_inside_a_member_equals_uninterrupted(split_data, tmp_path, monkeypatch):
-    import pasture.train as train_module
-    from pasture.errors import Interrupted
+    import pasture.classify.fit as train_module
+    from pasture.core.errors import Interrupted
 
     settings = dict(recipe="small-data", epochs=2, batch_size=8, image_size=16, ensemble=2, seed=4, quiet=True)
     whole = api.train(split_data, tmp_path / "whole", **settings)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from pasture.stats import format_accuracy, mean_interval, wilson_interval
+from pasture.core.stats import mean_interval, wilson_interval
 
 
 def test_wilson_matches_hand_computed_values():
@@ -33,5 +33,11 @@ def test_mean_interval_uses_t_quantile():
     assert summary["ci95"][1] - 0.6 == pytest.approx(4.303 * 0.1 / math.sqrt(3), rel=1e-3)
 
 
-def test_format_accuracy_names_n():
-    assert format_accuracy(41, 82) == "50.0% (95% CI 39.4%-60.6%, n=82)"
+def test_mean_interval_of_accuracies_stays_within_0_and_1():
+    # The demo's train accuracies gave ci95 [0.63, 1.04] before the interval was bounded.
+    high_end = mean_interval([1.0, 1.0, 0.6])
+    assert 0.25 < high_end["ci95"][0] < 0.35 and high_end["ci95"][1] == 1.0
+    assert 0.0 <= mean_interval([0.0, 0.0, 0.4])["ci95"][0] == 0.0
+    # an unbounded quantity keeps its symmetric t-interval
+    free = mean_interval([1.0, 1.0, 0.6], bounds=None)
+    assert free["ci95"][1] > 1.0 and free["ci95"][1] - free["mean"] == pytest.approx(free["mean"] - free["ci95"][0])

@@ -4,14 +4,15 @@ import os
 import pytest
 import torch
 
-import pasture.train as train_module
+import pasture.classify.fit as train_module
 from conftest import interrupt_on_call
 from pasture import api
 from pasture.data import load_dataset
-from pasture.errors import Interrupted, UserError
-from pasture.recipes import get_recipe, with_overrides
-from pasture.runs import atomic_torch_save, load_checkpoint
-from pasture.train import lr_factor, train_classifier
+from pasture.core.errors import Interrupted, UserError
+from pasture.classify.recipes import get_recipe, with_overrides
+from pasture.core.runs import atomic_torch_save, load_checkpoint
+from pasture.classify.fit import train_classifier
+from pasture.classify.recipes import lr_factor
 
 QUICK = dict(recipe="default", epochs=3, batch_size=4, image_size=16, quiet=True)
 
@@ -107,15 +108,23 @@ def test_lr_schedule_warmup_then_cosine_to_zero():
 
 def test_softmax_is_never_applied_before_the_loss(monkeypatch, split_data):
     seen = []
-    real = train_module.F.cross_entropy
 
-    def spy(logits, labels, **kwargs):
-        seen.append(logits.detach())
-        return real(logits, labels, **kwargs)
+    class SpyFunctional:
+        """torch.nn.functional as the training loop sees it, with cross_entropy watched. Only pasture's
+        own reference is replaced: torch's shared module is never patched."""
 
-    monkeypatch.setattr(train_module.F, "cross_entropy", spy)
+        def __getattr__(self, name):
+            return getattr(torch.nn.functional, name)
+
+        @staticmethod
+        def cross_entropy(logits, labels, **kwargs):
+            seen.append(logits.detach())
+            return torch.nn.functional.cross_entropy(logits, labels, **kwargs)
+
+    monkeypatch.setattr(train_module, "F", SpyFunctional())
     dataset = load_dataset(split_data, 16)
     train_classifier(dataset, with_overrides(get_recipe("paper"), epochs=1, image_size=16), seed=0)
+    assert len(seen) == 4  # 16 training images in batches of 4: the spy saw every step
     # probabilities would be in [0, 1] and sum to 1; logits are not
     assert not all(torch.allclose(batch.sum(1), torch.ones(batch.shape[0])) for batch in seen)
 
@@ -137,7 +146,7 @@ def test_bf16_precision_is_opt_in_and_trains(split_data, tmp_path):
 
 
 def test_class_weights_make_each_class_count_equally():
-    from pasture.recipes import class_weights
+    from pasture.classify.recipes import class_weights
 
     recipe = get_recipe("default")
     assert recipe.balance_classes and not get_recipe("paper").balance_classes  # the report's recipe stays exact
@@ -167,7 +176,7 @@ def test_balanced_loss_changes_training_only_when_classes_are_unequal(tmp_path):
 
 
 def test_balanced_probe_head_stops_ignoring_the_rare_class():
-    from pasture.probe import fit_linear_head
+    from pasture.classify.probe import fit_linear_head
 
     generator = torch.Generator().manual_seed(0)
     # Overlapping 1-D classes, 9:1 in training: an unweighted head mostly answers the common class.
@@ -197,7 +206,7 @@ def test_balance_classes_flag_is_recorded(split_data, tmp_path):
 
 
 def test_eval_every_scores_the_test_split_on_first_every_kth_and_last_epoch(split_data, tmp_path):
-    from pasture.train import evaluate_after
+    from pasture.classify.fit import evaluate_after
 
     assert [e for e in range(1, 11) if evaluate_after(e, 10, 4)] == [1, 4, 8, 10]
     assert all(evaluate_after(e, 10, 1) for e in range(1, 11))

@@ -1,61 +1,70 @@
-"""The functions a notebook calls. The CLI is a thin layer over these.
+"""The functions a notebook calls. The CLI is a thin layer over these; nothing inside pasture imports
+this module back.
 
     from pasture import api
     metrics = api.train("DATA", "runs/first", recipe="paper", seed=1)
+    metrics = api.train("DATA", "runs/long", overrides={"epochs": 120}, data_options=api.DataOptions(split_seed=3))
     report = api.evaluate("runs/first", "OTHER_PHOTOS")
     rows = api.predict("runs/first", ["photo.jpg"])
 
-Every function raises pasture.errors.UserError (one line, names the file or option) for input a user
-can fix, and pasture.errors.Interrupted when Ctrl-C stopped a training run after its last checkpoint.
+Options are data: `overrides` holds recipe fields (pasture.classify.recipes.Recipe; GAN preset fields
+for gan_train), `data_options` a DataOptions. As a shorthand, any of those fields may also be given
+as a keyword (`epochs=3`, `classes=["horse", "cow"]`).
+
+Every function raises UserError (one line, names the file or option) for input a user can fix, and
+Interrupted when Ctrl-C stopped a training run after its last checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
-import sys
 from pathlib import Path
 
-from pasture.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, Warn, warn_to_stderr
-from pasture.errors import Interrupted, UserError
+from pasture.classify.evaluate import evaluate_model, predict_probabilities, score_run
+from pasture.classify.fit import check_eval_every, train_classifier
+from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
+from pasture.classify.trained import load_run
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DataOptions, Warn, warn_to_stderr
+from pasture.core.errors import Interrupted, UserError
+from pasture.core.plots import plot_confusion, plot_curves
+from pasture.core.runs import atomic_write_json, prepare_run_dir, read_json, versions
+from pasture.data import class_index_map, decode_files, image_files_in, load_dataset, load_labelled_folder, load_synthetic
+from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
+from pasture.gan.presets import GanPreset, get_gan_preset
+from pasture.gan.trainer import train_gan, validate_gan_preset
+from pasture.study.demo import write_demo_data
+from pasture.study.experiment import PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, parse_condition, run_experiment
+
+__all__ = ["DataOptions", "Interrupted", "UserError", "demo", "evaluate", "experiment", "gan_sample", "gan_score",
+           "gan_train", "load_run", "predict", "resolve_recipe", "train"]
+
+_DATA_FIELDS = {f.name for f in dataclasses.fields(DataOptions)}
 
 
-def resolve_recipe(recipe: str = DEFAULT_RECIPE, pretrained: str | None = None, **overrides):
-    """The Recipe a run will use: the named preset with the given fields overridden, checked.
-
-    `pretrained="probe"|"finetune"` with the default recipe starts from the recipe of that name
-    (EfficientNet-Lite0 at its own input size and normalisation); other flags still override it.
-    """
-    from pasture.augment import get_augment
-    from pasture.models import get_spec
-    from pasture.recipes import get_recipe, with_overrides
-
-    base = get_recipe(recipe)
-    if pretrained is not None and pretrained != "none" and recipe == DEFAULT_RECIPE:
-        base = get_recipe(pretrained)
-    if overrides.get("weights") is not None:
-        overrides["weights"] = str(Path(overrides["weights"]).resolve())
-    resolved = with_overrides(base, pretrained=pretrained, **overrides)
-    spec = get_spec(resolved.model)
-    if spec.pretrained and resolved.pretrained == "none":
-        raise UserError(f"--model {spec.name}: a pretrained backbone; add --pretrained probe or --pretrained finetune")
-    if not spec.pretrained and resolved.pretrained != "none":
-        raise UserError(f"--pretrained {resolved.pretrained}: {spec.name} has no pretrained weights; use "
-                        "--model effnet-lite0")
-    if not spec.pretrained and resolved.weights is not None:
-        raise UserError(f"--weights: {spec.name} is trained from scratch and takes no backbone weights")
-    if resolved.weights is not None and not Path(resolved.weights).is_file():
-        raise UserError(f"--weights {resolved.weights}: no such file")
-    if resolved.image_size < spec.min_image_size:
-        raise UserError(
-            f"--image-size {resolved.image_size}: too small for {spec.name}; it needs at least "
-            f"{spec.min_image_size} px"
-        )
-    get_augment(resolved.augment)
-    return resolved
+def _options(function: str, settings_type, overrides: dict | None, data_options: DataOptions | None,
+             fields: dict) -> tuple[dict, DataOptions]:
+    """Sort keyword shorthands into (settings overrides, DataOptions): a field of `settings_type`
+    (Recipe, GanPreset) goes to the overrides, a DataOptions field to the data options."""
+    known = {f.name for f in dataclasses.fields(settings_type)} - {"name", "description"}
+    overrides = dict(overrides or {})
+    data_changes = {}
+    for key, value in fields.items():
+        if key in known:
+            overrides[key] = value
+        elif key in _DATA_FIELDS:
+            data_changes[key] = value
+        else:
+            raise TypeError(f"{function}() got an unexpected keyword argument {key!r}")
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"{function}(): unknown fields in overrides: {', '.join(unknown)}")
+    options = data_options or DataOptions()
+    return overrides, dataclasses.replace(options, **data_changes) if data_changes else options
 
 
-def _data_identity(data, dataset, test_fraction, split_seed, min_image_size, strict) -> dict:
+def _data_identity(data, dataset, options: DataOptions) -> dict:
     """The data side of a run's identity: which files, which split, which filters."""
     split_here = dataset.layout == "class-folders"
     return {
@@ -63,33 +72,48 @@ def _data_identity(data, dataset, test_fraction, split_seed, min_image_size, str
         "data_fingerprint": dataset.fingerprint,
         "classes": dataset.classes,
         "layout": dataset.layout,
-        "test_fraction": test_fraction if split_here else None,
-        "split_seed": split_seed if split_here else None,
-        "min_image_size": min_image_size,
-        "strict": strict,
+        "test_fraction": options.test_fraction if split_here else None,
+        "split_seed": options.split_seed if split_here else None,
+        "min_image_size": options.min_image_size,
+        "strict": options.strict,
     }
 
 
 def _open_run_dir(out: Path, identity: dict, config: dict, *, what: str, result_file: str, resume: bool,
-                  force: bool, command: list[str] | None) -> tuple[str, dict | None]:
-    """Prepare a run folder (new, resume or done; see runs.prepare_run_dir). A new run gets config.json:
-    `config` plus the identity, versions, command and time. Returns (state, the finished run's
-    `result_file` contents when state is "done", else None)."""
-    from pasture.runs import atomic_write_json, prepare_run_dir, read_json, versions
-
+                  force: bool, command: list[str] | None, warn: Warn) -> tuple[str, dict | None]:
+    """Prepare a run folder (new, resume or done; see core.runs.prepare_run_dir). A new run gets
+    config.json: `config` plus the identity, versions, command and time. Returns (state, the finished
+    run's `result_file` contents when state is "done", else None)."""
     state = prepare_run_dir(out, identity, resume=resume, force=force)
     if state == "done":
-        print(f"{out}: this {what} had already finished; nothing to resume", file=sys.stderr)
+        warn(f"{out}: this {what} had already finished; nothing to resume")
         return state, read_json(out / result_file)
     if state == "new":
         atomic_write_json(out / "config.json", {
             **config,
             "identity": identity,
             "versions": versions(),
-            "command": command if command is not None else list(sys.argv),
+            "command": command,  # None: called from Python
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         })
     return state, None
+
+
+def _synthetic_for(synthetic, synthetic_ratio, recipe: Recipe, dataset, warn: Warn):
+    """(synthetic ImageSet or None, its ratio, what config.json records of it)."""
+    if synthetic is None:
+        if synthetic_ratio is not None:
+            raise UserError("--synthetic-ratio: give --synthetic SYNTH_DIR too")
+        return None, None, None
+    check_synthetic_allowed(recipe)
+    images, fingerprint = load_synthetic(synthetic, dataset.classes, recipe.image_size, warn)
+    if synthetic_ratio is None:
+        synthetic_ratio = synthetic_share(len(images), len(dataset.train))
+    if not 0 < synthetic_ratio < 1:
+        raise UserError(f"--synthetic-ratio {synthetic_ratio}: must be between 0 and 1")
+    info = {"folder": str(Path(synthetic).resolve()), "fingerprint": fingerprint, "ratio": synthetic_ratio,
+            "counts": images.counts()}
+    return images, synthetic_ratio, info
 
 
 def train(
@@ -97,80 +121,39 @@ def train(
     out: str | os.PathLike,
     *,
     recipe: str = DEFAULT_RECIPE,
-    model: str | None = None,
-    augment: str | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    image_size: int | None = None,
-    pretrained: str | None = None,
-    weights: str | os.PathLike | None = None,
-    ensemble: int | None = None,
-    tta: bool | None = None,
-    selfsup_epochs: int | None = None,
-    precision: str | None = None,
-    balance_classes: bool | None = None,
-    eval_every: int = 1,
+    overrides: dict | None = None,
+    data_options: DataOptions | None = None,
     synthetic: str | os.PathLike | None = None,
     synthetic_ratio: float | None = None,
     seed: int = 0,
-    classes: list[str] | None = None,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
-    split_seed: int = 0,
-    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
-    strict: bool = False,
+    eval_every: int = 1,
     resume: bool = False,
     force: bool = False,
     quiet: bool = False,
     warn: Warn = warn_to_stderr,
     command: list[str] | None = None,
+    **fields,
 ) -> dict:
-    """Train a classifier on DATA and write the run folder `out`; returns the metrics dict.
+    """Train a classifier on DATA and write the run folder `out`; returns metrics.json's dict (a RunRecord).
 
-    `recipe` names a preset (see pasture.recipes); model/augment/epochs/batch_size/lr/image_size/
-    pretrained/weights/ensemble/tta/selfsup_epochs/precision/balance_classes override its fields. The test split is
-    evaluated after every epoch for the record (every `eval_every`-th epoch, plus the first and last,
-    when that is more than 1), never used to choose anything.
+    `recipe` names a preset (pasture.classify.recipes.RECIPES); `overrides` (or keyword shorthands such as
+    epochs=3, pretrained="probe") replace its fields; `data_options` (or classes=, test_fraction=, ...)
+    say how DATA is read and split. The test split is evaluated after every epoch for the record
+    (every `eval_every`-th epoch, plus the first and last, when that is more than 1), never used to
+    choose anything. `synthetic` images (a `gan sample` folder) take `synthetic_ratio` of each batch.
     """
-    from pasture.data import load_dataset, load_synthetic
-    from pasture.train import check_eval_every, train_classifier
-
     check_eval_every(eval_every)
-
-    chosen = resolve_recipe(
-        recipe, pretrained=pretrained, model=model, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
-        image_size=image_size, weights=None if weights is None else str(weights), ensemble=ensemble, tta=tta,
-        selfsup_epochs=selfsup_epochs, precision=precision, balance_classes=balance_classes,
-    )
-    dataset = load_dataset(
-        data, chosen.image_size, classes=classes, test_fraction=test_fraction, split_seed=split_seed,
-        min_image_size=min_image_size, strict=strict, warn=warn,
-    )
-    synthetic_images, synthetic_info = None, None
-    if synthetic is not None:
-        if chosen.pretrained == "probe":
-            raise UserError("--synthetic: a probe trains on cached features of real images; use --pretrained "
-                            "finetune or a from-scratch recipe")
-        synthetic_images, synthetic_fingerprint = load_synthetic(synthetic, dataset.classes, chosen.image_size, warn)
-        if synthetic_ratio is None:
-            synthetic_ratio = len(synthetic_images) / (len(synthetic_images) + len(dataset.train))
-        if not 0 < synthetic_ratio < 1:
-            raise UserError(f"--synthetic-ratio {synthetic_ratio}: must be between 0 and 1")
-        synthetic_info = {"folder": str(Path(synthetic).resolve()), "fingerprint": synthetic_fingerprint,
-                          "ratio": synthetic_ratio, "counts": synthetic_images.counts()}
-    elif synthetic_ratio is not None:
-        raise UserError("--synthetic-ratio: give --synthetic SYNTH_DIR too")
-    identity = {
-        "synthetic": synthetic_info,
-        "recipe": chosen.to_dict(),
-        "seed": seed,
-        **_data_identity(data, dataset, test_fraction, split_seed, min_image_size, strict),
-    }
+    overrides, options = _options("train", Recipe, overrides, data_options, fields)
+    chosen = resolve_recipe(recipe, **overrides)
+    dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
+    synthetic_images, synthetic_ratio, synthetic_info = _synthetic_for(synthetic, synthetic_ratio, chosen, dataset, warn)
+    identity = {"synthetic": synthetic_info, "recipe": chosen.to_dict(), "seed": seed,
+                **_data_identity(data, dataset, options)}
     out = Path(out)
     state, finished = _open_run_dir(out, identity, {
         "model": chosen.model, "image_size": chosen.image_size, "classes": dataset.classes, "seed": seed,
         "recipe": chosen.to_dict(), "data_summary": dataset.summary(), "eval_every": eval_every,
-    }, what="run", result_file="metrics.json", resume=resume, force=force, command=command)
+    }, what="run", result_file="metrics.json", resume=resume, force=force, command=command, warn=warn)
     if finished is not None:
         return finished
     try:
@@ -185,68 +168,19 @@ def train(
     if result.nonfinite_loss:
         warn("the training loss became NaN or infinite (the recipe diverged); the accuracies below "
              "describe a broken model")
-    metrics = finish_run(out, result, dataset, chosen)
-    return metrics
+    return finish_run(out, result, dataset, chosen)
 
 
-def finish_run(out: Path, result, dataset, recipe) -> dict:
-    """Evaluate the trained model on both splits and write metrics.json and the figures."""
-    from pasture.evaluate import evaluate_model
-    from pasture.plots import plot_confusion, plot_curves
-    from pasture.runs import atomic_write_json
-
-    train_report = evaluate_model(result.model, dataset.train.images, dataset.train.labels, dataset.classes)
-    test_report = evaluate_model(result.model, dataset.test.images, dataset.test.labels, dataset.classes,
-                                 tta=recipe.tta)
-    metrics = {
-        "train_accuracy": train_report["accuracy"],
-        "train_ci95": train_report["ci95"],
-        "n_train": train_report["n"],
-        "test_accuracy": test_report["accuracy"],
-        "test_ci95": test_report["ci95"],
-        "n_test": test_report["n"],
-        "classes": dataset.classes,
-        "confusion": test_report["confusion"],
-        "per_class": test_report["per_class"],
-        "train_confusion": train_report["confusion"],
-        "final_train_loss": result.history[-1]["train_loss"] if result.history else None,
-        "epochs": len(result.history),
-        "model": recipe.model,
-        "recipe": recipe.name,
-        "train_seconds": result.seconds,
-        "diverged": result.nonfinite_loss,
-        "tta": recipe.tta,
-        "ensemble": recipe.ensemble,
-        **result.notes,
-    }
-    plot_curves(result.history, out / "curves.png", title=f"{recipe.model} / {recipe.name}")
-    plot_confusion(test_report["confusion"], dataset.classes, out / "confusion.png",
-                   title=f"test: {test_report['correct']}/{test_report['n']} correct")
+def finish_run(out: Path, result, dataset, recipe: Recipe) -> dict:
+    """Score the trained model (score_run) and write metrics.json and the figures; returns the record."""
+    record = score_run(result, dataset, recipe)
+    plot_curves(record.history, out / "curves.png", title=f"{recipe.model} / {recipe.name}")
+    plot_confusion(record.confusion, dataset.classes, out / "confusion.png",
+                   title=f"test: {record.test_correct}/{record.n_test} correct")
+    metrics = record.to_dict()
     # metrics.json last: its presence marks the run as finished.
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
-
-
-def load_run(run: str | os.PathLike):
-    """(model in eval mode, config dict) of a finished run folder; an ensemble comes back as one
-    module whose output averages its members' probabilities."""
-    from pasture.recipes import Recipe
-    from pasture.runs import load_checkpoint, read_json
-    from pasture.train import build_members
-
-    run = Path(run)
-    if not (run / "config.json").is_file():
-        raise UserError(f"{run}: not a pasture run folder (no config.json); give the --out of a `pasture train`")
-    if not (run / "metrics.json").is_file():
-        raise UserError(f"{run}: this run has not finished; continue it with `pasture train ... --resume`")
-    config = read_json(run / "config.json")
-    state = load_checkpoint(run / "checkpoint.pt")
-    try:
-        model = build_members(Recipe(**config["recipe"]), len(config["classes"]), state["members"])
-    except (KeyError, RuntimeError, TypeError) as error:
-        raise UserError(f"{run / 'checkpoint.pt'}: weights do not fit {config['model']} ({error})") from None
-    model.eval()
-    return model, config
 
 
 def evaluate(
@@ -262,21 +196,10 @@ def evaluate(
     Classes are matched by name; a class in DATA that the model does not know is a UserError.
     Returns accuracy, ci95, n, per_class, confusion (over the model's classes) and classes.
     """
-    import torch
-
-    from pasture.data import load_labelled_folder
-    from pasture.evaluate import evaluate_model
-
     model, config = load_run(run)
     model_classes = config["classes"]
     images, skipped = load_labelled_folder(data, config["image_size"], min_image_size, strict, warn)
-    unknown = [name for name in images.classes if name not in model_classes]
-    if unknown:
-        raise UserError(
-            f"{data}: class folder(s) {', '.join(unknown)} are not classes this model knows "
-            f"({', '.join(model_classes)}); rename or remove them"
-        )
-    to_model_index = torch.tensor([model_classes.index(name) for name in images.classes])
+    to_model_index = class_index_map(images.classes, model_classes, f"{data}: class folders")
     report = evaluate_model(model, images.images, to_model_index[images.labels], model_classes,
                             tta=config["recipe"].get("tta", False))
     report["skipped"] = skipped
@@ -285,9 +208,6 @@ def evaluate(
 
 def predict(run: str | os.PathLike, paths: list[str | os.PathLike]) -> list[dict]:
     """Label and probabilities for each image file (folders are searched for images)."""
-    from pasture.data import decode_files, image_files_in
-    from pasture.evaluate import predict_probabilities
-
     model, config = load_run(run)
     files = image_files_in(paths)
     if not files:
@@ -310,65 +230,53 @@ def predict(run: str | os.PathLike, paths: list[str | os.PathLike]) -> list[dict
 # GANs
 
 
+def _gan_summary(result: dict, chosen: GanPreset, dataset) -> dict:
+    """summary.json of a finished GAN folder: the last log row of each unit, diversity and time."""
+    last = {}
+    for unit in range(len(result["units"])):
+        rows = [row for row in result["log"] if row["unit"] == unit]
+        if rows:
+            last[str(unit)] = {key: rows[-1][key] for key in ("loss_d", "loss_g", "d_real", "d_fake", "p_aug")}
+    return {
+        "preset": chosen.name, "units": len(result["units"]), "iterations": chosen.iterations,
+        "diversity_vs_real": result["diversity"], "final": last, "seconds": result["seconds"],
+        "n_train": len(dataset.train), "classes": dataset.classes,
+    }
+
+
 def gan_train(
     data: str | os.PathLike,
     out: str | os.PathLike,
     *,
     preset: str = "default",
-    conditional: bool | None = None,
-    image_size: int | None = None,
-    nz: int | None = None,
-    ngf: int | None = None,
-    ndf: int | None = None,
-    iterations: int | None = None,
-    batch_size: int | None = None,
-    diffaugment: str | None = None,
-    ada: bool | None = None,
-    loss: str | None = None,
-    ema_decay: float | None = None,
-    sample_every: int | None = None,
-    precision: str | None = None,
-    channels_last: bool | None = None,
+    overrides: dict | None = None,
+    data_options: DataOptions | None = None,
     seed: int = 0,
-    classes: list[str] | None = None,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
-    split_seed: int = 0,
-    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
-    strict: bool = False,
     resume: bool = False,
     force: bool = False,
     quiet: bool = False,
     warn: Warn = warn_to_stderr,
     command: list[str] | None = None,
+    **fields,
 ) -> dict:
     """Train a GAN on the TRAINING split of DATA and write GAN_DIR (`out`); returns summary.json's dict.
 
-    GAN_DIR holds config.json, checkpoint.pt, gan_log.jsonl (losses, D(x), D(G(z)) per iteration),
-    gan_losses.png, samples_uN_XXXXX.png (fixed noise) and summary.json (diversity, time).
+    `overrides` (or keyword shorthands such as iterations=300, conditional=False) replace fields of the
+    GAN preset (pasture.gan.trainer.GanPreset). GAN_DIR holds config.json, checkpoint.pt,
+    gan_log.jsonl (losses, D(x), D(G(z)) per iteration), gan_losses.png, samples_uN_XXXXX.png (fixed
+    noise) and summary.json (diversity, time).
     """
-    import dataclasses
-
-    from pasture.data import load_dataset
-    from pasture.gan.trainer import get_gan_preset, train_gan, validate_gan_preset
-    from pasture.runs import atomic_write_json
-
-    base = get_gan_preset(preset)
-    overrides = dict(conditional=conditional, image_size=image_size, nz=nz, ngf=ngf, ndf=ndf, iterations=iterations,
-                     batch_size=batch_size, diffaugment=diffaugment, ada=ada, loss=loss, ema_decay=ema_decay,
-                     sample_every=sample_every, precision=precision, channels_last=channels_last)
-    chosen = dataclasses.replace(base, **{key: value for key, value in overrides.items() if value is not None})
+    overrides, options = _options("gan_train", GanPreset, overrides, data_options, fields)
+    chosen = dataclasses.replace(get_gan_preset(preset),
+                                 **{key: value for key, value in overrides.items() if value is not None})
     validate_gan_preset(chosen)
-    dataset = load_dataset(data, chosen.image_size, classes=classes, test_fraction=test_fraction,
-                           split_seed=split_seed, min_image_size=min_image_size, strict=strict, warn=warn)
-    identity = {
-        "kind": "gan", "preset": chosen.to_dict(), "seed": seed,
-        **_data_identity(data, dataset, test_fraction, split_seed, min_image_size, strict),
-    }
+    dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
+    identity = {"kind": "gan", "preset": chosen.to_dict(), "seed": seed, **_data_identity(data, dataset, options)}
     out = Path(out)
     state, finished = _open_run_dir(out, identity, {
         "kind": "gan", "preset": chosen.to_dict(), "classes": dataset.classes, "seed": seed,
         "data_summary": dataset.summary(),
-    }, what="GAN", result_file="summary.json", resume=resume, force=force, command=command)
+    }, what="GAN", result_file="summary.json", resume=resume, force=force, command=command, warn=warn)
     if finished is not None:
         return finished
     try:
@@ -379,16 +287,7 @@ def gan_train(
             f"interrupted; {out / 'checkpoint.pt'} holds the last sample point. Run the same command with "
             "--resume to continue"
         ) from None
-    last = {}
-    for unit in range(len(result["units"])):
-        rows = [row for row in result["log"] if row["unit"] == unit]
-        if rows:
-            last[str(unit)] = {key: rows[-1][key] for key in ("loss_d", "loss_g", "d_real", "d_fake", "p_aug")}
-    summary = {
-        "preset": chosen.name, "units": len(result["units"]), "iterations": chosen.iterations,
-        "diversity_vs_real": result["diversity"], "final": last, "seconds": result["seconds"],
-        "n_train": len(dataset.train), "classes": dataset.classes,
-    }
+    summary = _gan_summary(result, chosen, dataset)
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -406,8 +305,6 @@ def gan_sample(
     warn: Warn = warn_to_stderr,
 ) -> dict:
     """Write `per_class` generated images per class to out/<class>/*.png with out/synth.json."""
-    from pasture.synth import sample_images, write_synthetic
-
     synthetic, info = sample_images(gan_dir, per_class, seed=seed, truncation=truncation, filter_run=filter_run,
                                     min_confidence=min_confidence if filter_run is not None else 0.0, warn=warn)
     write_synthetic(synthetic, info, out, force=force)
@@ -428,10 +325,6 @@ def gan_score(
 
     Writes SOURCE/score.json. The real test split of DATA is only evaluated on.
     """
-    from pasture.data import load_dataset, load_synthetic
-    from pasture.runs import atomic_write_json, read_json
-    from pasture.synth import sample_images, score_synthetic
-
     source = Path(source)
     size = read_json(Path(run) / "config.json")["image_size"] if run is not None else resolve_recipe().image_size
     dataset = load_dataset(data, size, warn=warn)
@@ -474,13 +367,11 @@ def experiment(
 ) -> dict:
     """Run conditions x replicates (paired) on DATA and write DIR/report.md, report.html, results.*.
 
-    `conditions` are names from pasture.experiment.CONDITIONS or 'NAME:key=value,...' specs; the first
-    is the baseline every other one is compared with; `recipe`/`model` apply to written conditions
-    that name none (e.g. "aug:augment=strong" with recipe="small-data"). `paper=True` runs the report's table
-    (paper, +transforms, +DCGAN) with pasture's default recipe and GAN for contrast.
+    `conditions` are names from pasture.study.experiment.CONDITIONS or 'NAME:key=value,...' specs; the
+    first is the baseline every other one is compared with; `recipe`/`model` apply to written conditions
+    that name none (e.g. "aug:augment=strong" with recipe="small-data"). `paper=True` runs the report's
+    table (paper, +transforms, +DCGAN) with pasture's default recipe and GAN for contrast.
     """
-    from pasture.experiment import PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, parse_condition, run_experiment
-
     if paper:
         names = list(conditions or PAPER_EXPERIMENT)
         title, numbers = "The report's experiment, re-run with intervals", REPORT_NUMBERS
@@ -491,8 +382,7 @@ def experiment(
     spec = ExperimentSpec(
         data=str(data), out=str(out), conditions=parsed, seeds=seeds, folds=folds, classes=classes,
         min_image_size=min_image_size, jobs=jobs, eval_every=eval_every, quiet=quiet, title=title,
-        report_numbers=numbers,
-        command=command if command is not None else list(sys.argv),
+        report_numbers=numbers, command=list(command or []),
     )
     return run_experiment(spec, warn=warn)
 
@@ -503,8 +393,6 @@ def demo(out: str | os.PathLike = "pasture-demo", *, seeds: int = 3, quick: bool
 
     `quick` shrinks everything (for tests); the full demo takes a few minutes on 2 CPU cores.
     """
-    from pasture.demo import write_demo_data
-
     out = Path(out)
     data = out / "data"
     if not data.is_dir():

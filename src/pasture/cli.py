@@ -12,9 +12,12 @@ import sys
 from pathlib import Path
 
 from pasture import __version__
-from pasture.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION
-from pasture.errors import Interrupted, UserError
-from pasture.recipes import RECIPES
+from pasture.classify.recipes import RECIPES, Recipe
+from pasture.core.defaults import (
+    DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, DataOptions, option_fields,
+)
+from pasture.core.errors import Interrupted, UserError
+from pasture.gan.presets import GAN_PRESETS, GanPreset
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -110,30 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("data", metavar="DATA", help="folder with train/ and test/ class folders, or class folders")
     train.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
-    train.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
-                       help="named preset of model, size, augmentation and optimiser")
-    train.add_argument("--model", help="model name, overrides the recipe's (paper-cnn, resnet-small, effnet-lite0)")
-    train.add_argument("--augment", help="augmentation preset, overrides the recipe's (none, paper, strong)")
-    train.add_argument("--epochs", type=_positive_int, help="overrides the recipe's")
-    train.add_argument("--batch-size", type=_positive_int, help="overrides the recipe's")
-    train.add_argument("--lr", type=_positive_float, help="learning rate, overrides the recipe's")
-    train.add_argument("--image-size", type=_positive_int, help="square input side in px, overrides the recipe's")
-    train.add_argument("--pretrained", choices=["probe", "finetune"],
-                       help="use a pretrained backbone (--model effnet-lite0): probe = frozen features + linear "
-                            "head, finetune = whole network; picks the recipe of that name")
-    train.add_argument("--weights", metavar="PATH", help="your own backbone weights (state dict) for --pretrained")
-    train.add_argument("--ensemble", type=_positive_int, help="train N members and average their probabilities")
-    train.add_argument("--precision", choices=["fp32", "bf16"],
-                       help="bf16 autocasts training forward passes (faster on CPUs with bf16 support; changes "
-                            "float rounding, so opt-in); overrides the recipe's")
-    train.add_argument("--selfsup-epochs", type=_nonnegative_int, metavar="N",
-                       help="SimCLR pretraining on the training images for N epochs before training (from-scratch "
-                            "models; 0 = off); overrides the recipe's")
-    train.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                       help="test-time augmentation (flips and shifts) at evaluation; overrides the recipe's")
-    train.add_argument("--balance-classes", action=argparse.BooleanOptionalAction, default=None,
-                       help="weight the loss so each class counts equally whatever its image count (on in "
-                            "pasture's recipes, off in paper); overrides the recipe's")
+    train.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), metavar="RECIPE",
+                       help="named preset of model, size, augmentation and optimiser: " + "; ".join(
+                           f"{name}: {recipe.description}" for name, recipe in RECIPES.items()))
+    _add_settings_flags(train, Recipe, "recipe")
     train.add_argument("--eval-every", type=_positive_int, default=1, metavar="K",
                        help="score the test split for the curves after every K-th epoch (and the first and last) "
                             "instead of every epoch; the final metrics are the same")
@@ -207,8 +190,6 @@ def _add_experiment_commands(commands) -> None:
     experiment.add_argument("--eval-every", type=_positive_int, default=1, metavar="K",
                             help="score the test split for each run's curves every K-th epoch (and the first and "
                                  "last) instead of every epoch; results are the same")
-    experiment.add_argument("--resume", action="store_true",
-                            help="accepted for symmetry: finished runs are always reused")
     experiment.add_argument("--quiet", action="store_true")
 
     demo = commands.add_parser("demo", help="the whole study on images pasture draws itself",
@@ -246,8 +227,7 @@ def _run_experiment(args) -> int:
         args.target[-1], args.out, conditions=args.conditions, seeds=args.seeds, folds=args.folds,
         recipe=args.recipe, model=args.model,
         classes=args.classes, min_image_size=args.min_image_size, jobs=args.jobs, eval_every=args.eval_every,
-        quiet=args.quiet, paper=paper,
-        command=["pasture", *sys.argv[1:]],
+        quiet=args.quiet, paper=paper, command=args.command_line,
     )
     _print_experiment(results, args.out)
     return 0
@@ -257,7 +237,7 @@ def _run_demo(args) -> int:
     from pasture import api
 
     results = api.demo(args.out, seeds=args.seeds, quick=args.quick, quiet=args.quiet, jobs=args.jobs,
-                       command=["pasture", *sys.argv[1:]])
+                       command=args.command_line)
     print(f"demo images (procedural stripes vs spots): {Path(args.out) / 'data'}")
     _print_experiment(results, str(Path(args.out) / "report"))
     return 0
@@ -271,6 +251,37 @@ GAN_EXAMPLES = """examples:
   pasture gan score gans/cond photos/ --json                     # GAN-test, GAN-train, memorisation
   pasture train photos/ --out runs/with-gan --synthetic synth/cond --synthetic-ratio 0.3
 """
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, settings_type, preset_word: str) -> None:
+    """One flag per field of a settings dataclass (Recipe, GanPreset), built from the field's type and
+    its help metadata, so a new field needs no edit here. A flag left out keeps the preset's value."""
+    for setting in option_fields(settings_type):
+        flag = "--" + setting.name.replace("_", "-")
+        meta = setting.metadata
+        help_text = f"{meta.get('help', '')}; overrides the {preset_word}'s"
+        if setting.type == "bool":
+            parser.add_argument(flag, dest=setting.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+            continue
+        if setting.type == "int":
+            kind = _int_at_least(meta["minimum"]) if meta.get("minimum") is not None else int
+        elif setting.type == "float":
+            kind = float
+        else:
+            kind = str
+        parser.add_argument(flag, dest=setting.name, type=kind, choices=meta.get("choices"), default=argparse.SUPPRESS,
+                            metavar=setting.name.upper() if meta.get("choices") is None else None, help=help_text)
+
+
+def _settings_overrides(args, settings_type) -> dict:
+    """The settings fields given on the command line (flags left out keep the preset's values)."""
+    return {f.name: getattr(args, f.name) for f in option_fields(settings_type) if hasattr(args, f.name)}
+
+
+def _data_options(args) -> DataOptions:
+    return DataOptions(classes=args.classes, test_fraction=args.test_fraction, split_seed=args.split_seed,
+                       min_image_size=args.min_image_size, strict=args.strict)
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -294,24 +305,10 @@ def _add_gan_commands(commands) -> None:
         description="Writes GAN_DIR/config.json, checkpoint.pt, gan_log.jsonl, gan_losses.png, samples_*.png.")
     train.add_argument("data", metavar="DATA")
     train.add_argument("--out", required=True, metavar="GAN_DIR")
-    train.add_argument("--preset", default="default", choices=["paper", "default"])
-    train.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
-                       help="one class-conditional GAN for all classes (else one GAN per class)")
-    train.add_argument("--image-size", type=_positive_int, help="power of two >= 16")
-    train.add_argument("--nz", type=_positive_int, help="latent length (the report: 10)")
-    train.add_argument("--ngf", type=_positive_int, help="generator width")
-    train.add_argument("--ndf", type=_positive_int, help="discriminator width")
-    train.add_argument("--iterations", type=_positive_int, help="D+G steps per GAN")
-    train.add_argument("--batch-size", type=_positive_int)
-    train.add_argument("--diffaugment", help="policy: color,translation,cutout (any subset) or none")
-    train.add_argument("--ada", action=argparse.BooleanOptionalAction, default=None,
-                       help="adapt the augmentation probability to D's overfitting (target 0.6)")
-    train.add_argument("--loss", choices=["bce", "hinge"])
-    train.add_argument("--sample-every", type=_positive_int, help="iterations between sample grids and checkpoints")
-    train.add_argument("--precision", choices=["fp32", "bf16"],
-                       help="bf16 autocasts forward passes (faster on CPUs with bf16 support; opt-in)")
-    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                       help="NHWC memory layout for G and D")
+    train.add_argument("--preset", default="default", choices=sorted(GAN_PRESETS), metavar="PRESET",
+                       help="named GAN preset: " + "; ".join(
+                           f"{name}: {preset.description}" for name, preset in GAN_PRESETS.items()))
+    _add_settings_flags(train, GanPreset, "preset")
     train.add_argument("--seed", type=int, default=0)
     _add_data_options(train)
     train.add_argument("--resume", action="store_true")
@@ -346,13 +343,9 @@ def _run_gan(args) -> int:
 
     if args.gan_command == "train":
         summary = api.gan_train(
-            args.data, args.out, preset=args.preset, conditional=args.conditional, image_size=args.image_size,
-            nz=args.nz, ngf=args.ngf, ndf=args.ndf, iterations=args.iterations, batch_size=args.batch_size,
-            diffaugment=args.diffaugment, ada=args.ada, loss=args.loss, sample_every=args.sample_every,
-            precision=args.precision, channels_last=args.channels_last,
-            seed=args.seed, classes=args.classes, test_fraction=args.test_fraction, split_seed=args.split_seed,
-            min_image_size=args.min_image_size, strict=args.strict, resume=args.resume, force=args.force,
-            quiet=args.quiet, command=["pasture", *sys.argv[1:]],
+            args.data, args.out, preset=args.preset, overrides=_settings_overrides(args, GanPreset),
+            data_options=_data_options(args), seed=args.seed, resume=args.resume, force=args.force, quiet=args.quiet,
+            command=args.command_line,
         )
         print(f"GAN written to {args.out} ({summary['units']} unit(s), {summary['seconds']:.0f} s)")
         for unit, final in summary["final"].items():
@@ -391,15 +384,10 @@ def _run_train(args) -> int:
     from pasture import api
 
     metrics = api.train(
-        args.data, args.out, recipe=args.recipe, model=args.model, augment=args.augment, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, pretrained=args.pretrained,
-        weights=args.weights, ensemble=args.ensemble, tta=args.tta, selfsup_epochs=args.selfsup_epochs,
-        precision=args.precision, balance_classes=args.balance_classes, eval_every=args.eval_every,
-        synthetic=args.synthetic,
-        synthetic_ratio=args.synthetic_ratio, seed=args.seed, classes=args.classes,
-        test_fraction=args.test_fraction, split_seed=args.split_seed, min_image_size=args.min_image_size,
-        strict=args.strict, resume=args.resume, force=args.force, quiet=args.quiet,
-        command=["pasture", *sys.argv[1:]],
+        args.data, args.out, recipe=args.recipe, overrides=_settings_overrides(args, Recipe),
+        data_options=_data_options(args), synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio,
+        seed=args.seed, eval_every=args.eval_every, resume=args.resume, force=args.force, quiet=args.quiet,
+        command=args.command_line,
     )
     print(f"run written to {args.out}")
     print(_accuracy_line("train accuracy: ", metrics["train_accuracy"], metrics["train_ci95"], metrics["n_train"]))
@@ -446,8 +434,10 @@ HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_pred
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["pasture", *argv]  # recorded in config.json and reports: what was asked, exactly
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR

@@ -12,81 +12,31 @@ Loss (k = 1 discriminator step per generator step, as the report's Algorithm 1):
 
 from __future__ import annotations
 
+import io
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from torchvision.utils import make_grid
 
+from pasture.classify.recipes import PRECISIONS
+from pasture.core.errors import UserError
+from pasture.core.plots import pyplot, save_figure
+from pasture.core.runs import atomic_torch_save, atomic_write_bytes, load_checkpoint, write_jsonl
+from pasture.core.runtime import autocast, keep_freed_memory, progress_bar, seed_everything
 from pasture.data import ImageSet
-from pasture.diffaugment import diff_augment, parse_policy
-from pasture.errors import UserError
+from pasture.gan.diffaugment import diff_augment, parse_policy
+from pasture.gan.presets import LOSSES, GanPreset
 from pasture.gan.nets import Discriminator, Generator, upsampling_blocks
-from pasture.recipes import PRECISIONS
-from pasture.runs import atomic_torch_save, load_checkpoint, write_jsonl
-from pasture.runtime import keep_freed_memory
-from pasture.train import WeightEMA, autocast
+from pasture.models import WeightEMA
 
 
-@dataclass(frozen=True)
-class GanPreset:
-    name: str
-    image_size: int = 64
-    nz: int = 100
-    ngf: int = 64
-    ndf: int = 64
-    conditional: bool = False  # one GAN for all classes; else one GAN per class
-    loss: str = "bce"  # "bce" (minimax, non-saturating G) or "hinge"
-    iterations: int = 1000  # D+G steps per GAN unit
-    batch_size: int = 32
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    diffaugment: str = "none"  # DiffAugment policy, e.g. "color,translation,cutout"
-    ada: bool = False  # adapt the augmentation probability from sign(D(real)), ADA-style
-    ada_target: float = 0.6
-    ema_decay: float = 0.0  # EMA of G's weights, used for sampling; 0 = off
-    sample_every: int = 100  # iterations between sample grids, diversity checks and checkpoints
-    precision: str = "fp32"  # "bf16": autocast the forward passes to bfloat16 (opt-in: changes numerics)
-    channels_last: bool = False  # NHWC memory layout for G and D (same numbers, often faster convs on CPU)
-    description: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-GAN_PRESETS: dict[str, GanPreset] = {
-    preset.name: preset
-    for preset in (
-        # The report: DCGAN (DCGAN tutorial's Adam 2e-4, beta1 0.5), latent length 10, one GAN per class,
-        # the minimax loss, no augmentation. "Images after 200 iterations" is its Figure 8.
-        GanPreset(
-            name="paper", image_size=64, nz=10, ngf=64, ndf=64, conditional=False, loss="bce", iterations=300,
-            batch_size=32, diffaugment="none", ema_decay=0.0, sample_every=50,
-            description="the report's DCGAN: nz=10, one GAN per class, minimax loss, no augmentation",
-        ),
-        # Data-efficient: one conditional GAN, DiffAugment on every D input, hinge loss, G EMA.
-        # Narrower than DCGAN's 64 channels so it trains in minutes on a laptop CPU.
-        GanPreset(
-            name="default", image_size=64, nz=64, ngf=32, ndf=32, conditional=True, loss="hinge",
-            iterations=1500, batch_size=32, lr_g=2e-4, lr_d=2e-4, diffaugment="color,translation,cutout",
-            ema_decay=0.999, sample_every=250,
-            description="conditional DCGAN with DiffAugment (color,translation,cutout), hinge loss, G EMA",
-        ),
-    )
-}
-
-LOSSES = ("bce", "hinge")
 ADA_INTERVAL = 4  # iterations between adjustments of the augmentation probability
 ADA_STEP = 0.01  # change of p per adjustment: 0 -> 1 in 400 iterations at most
 COLLAPSE_RATIO = 0.5  # warn when samples are less than half as spread out as the real images
-
-
-def get_gan_preset(name: str) -> GanPreset:
-    if name not in GAN_PRESETS:
-        raise UserError(f"--preset {name}: unknown GAN preset; choose one of {', '.join(GAN_PRESETS)}")
-    return GAN_PRESETS[name]
 
 
 def validate_gan_preset(preset: GanPreset) -> None:
@@ -187,17 +137,95 @@ def unit_plan(preset: GanPreset, num_classes: int) -> list[list[int]]:
 
 
 def save_grid(images_m11: torch.Tensor, path: Path, nrow: int) -> None:
-    import io
-
-    from PIL import Image
-    from torchvision.utils import make_grid
-
-    from pasture.runs import atomic_write_bytes
-
     grid = to_uint8(make_grid(images_m11, nrow=nrow, padding=2, pad_value=1.0))
     buffer = io.BytesIO()
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+@dataclass
+class _UnitRun:
+    """One unit in training: everything its checkpoint saves and restores."""
+
+    index: int
+    unit: GanUnit
+    generator: torch.Generator  # batches, latents and augmentation
+    fixed_z: torch.Tensor  # the latents of the sample grids, fixed for the whole run
+    p_aug: float  # augmentation probability (moves with ADA)
+    sign_sum: float = 0.0  # ADA's running E[sign D(x)] since its last adjustment
+    sign_count: int = 0
+    start: int = 0  # first iteration to run
+
+
+def _start_unit(preset: GanPreset, num_classes: int, index: int, class_ids: list[int], seed: int,
+                state: dict | None) -> _UnitRun:
+    """Unit `index` fresh (seeded seed + 1000 x index), or as the checkpoint `state` interrupted it."""
+    generator = seed_everything(seed + 1000 * index)
+    unit = GanUnit(preset, num_classes, class_ids)
+    fixed_z = torch.randn(16 * len(class_ids) if preset.conditional else 16, preset.nz, generator=generator)
+    run = _UnitRun(index, unit, generator, fixed_z,
+                   p_aug=1.0 if parse_policy(preset.diffaugment) and not preset.ada else 0.0)
+    if state is not None:
+        unit.load_state_dict(state["unit"])
+        generator.set_state(state["rng_data"])
+        torch.set_rng_state(state["rng_torch"])
+        run.p_aug, run.sign_sum, run.sign_count = float(state["p_aug"]), float(state["sign_sum"]), int(state["sign_count"])
+        run.fixed_z = state["fixed_z"]
+        run.start = int(state["iteration"])
+    return run
+
+
+def _save_gan_checkpoint(path: Path, finished: list[dict], run: _UnitRun, iteration: int, log: list[dict],
+                         diversity: dict) -> None:
+    atomic_torch_save({
+        "format": 1, "units": finished, "unit": run.unit.state_dict(), "iteration": iteration,
+        "rng_data": run.generator.get_state(), "rng_torch": torch.get_rng_state(),
+        "p_aug": run.p_aug, "sign_sum": run.sign_sum, "sign_count": run.sign_count, "fixed_z": run.fixed_z,
+        "log": log, "diversity": diversity,
+    }, path)
+    write_jsonl(path.parent / "gan_log.jsonl", log)
+
+
+def _gan_step(run: _UnitRun, preset: GanPreset, real: torch.Tensor, labels: torch.Tensor, batch: int,
+              iteration: int) -> dict:
+    """One D step and one G step (k = 1), and ADA's adjustment; returns the iteration's log row."""
+    unit, generator = run.unit, run.generator
+    indices = torch.randint(len(real), (batch,), generator=generator)
+    real_batch = real[indices]
+    batch_labels = labels[indices] if preset.conditional else None
+    z = torch.randn(batch, preset.nz, generator=generator)
+    policy, p_aug = preset.diffaugment, run.p_aug
+    with autocast(preset.precision):
+        fake = unit.generator(z, batch_labels)
+        # D step: the same kind of augmentation on reals and fakes
+        real_logits = unit.discriminator(diff_augment(real_batch, policy, p_aug, generator), batch_labels)
+        fake_logits = unit.discriminator(diff_augment(fake.detach(), policy, p_aug, generator), batch_labels)
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    loss_d = discriminator_loss(preset, real_logits, fake_logits)
+    unit.optimizer_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    unit.optimizer_d.step()
+    # G step: gradients flow through the (differentiable) augmentation into G
+    with autocast(preset.precision):
+        gen_logits = unit.discriminator(diff_augment(fake, policy, p_aug, generator), batch_labels)
+    loss_g = generator_loss(preset, gen_logits.float())
+    unit.optimizer_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    unit.optimizer_g.step()
+    if unit.ema is not None:
+        unit.ema.update(unit.generator)
+    if preset.ada and parse_policy(policy):
+        run.sign_sum += float(torch.sign(real_logits.detach()).sum())
+        run.sign_count += batch
+        if (iteration + 1) % ADA_INTERVAL == 0:
+            overfit = run.sign_sum / run.sign_count  # E[sign D(x)]: near 1 when D memorises reals
+            run.p_aug = min(1.0, max(0.0, run.p_aug + ADA_STEP * (1 if overfit > preset.ada_target else -1)))
+            run.sign_sum, run.sign_count = 0.0, 0
+    return {
+        "unit": run.index, "iteration": iteration + 1, "loss_d": float(loss_d.detach()),
+        "loss_g": float(loss_g.detach()), "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
+        "d_fake": float(torch.sigmoid(fake_logits.detach()).mean()), "p_aug": run.p_aug,
+    }
 
 
 def train_gan(
@@ -211,17 +239,15 @@ def train_gan(
 ) -> dict:
     """Train the GAN unit(s) of `preset` on `train`, which must be a training split.
 
-    Writes (with `out`): checkpoint.pt, gan_log.jsonl, samples_XXXXX.png and gan_losses.png.
-    Returns {"units": [{"class_ids", "generator" (the sampler), "discriminator"}], "log": [...], "diversity": {...},
-    "seconds": ...}.
+    Writes (with `out`): checkpoint.pt, gan_log.jsonl, samples_uN_XXXXX.png (unit N, iteration XXXXX)
+    and gan_losses.png. Returns {"units": [{"class_ids", "generator" (the sampler), "discriminator"}],
+    "log": [...], "diversity": {...}, "seconds": ...}.
     """
-    from pasture.train import progress_bar, seed_everything
-
     if train.split != "train":
         # Enforced here, not only by callers: a GAN that saw test images would leak them into training.
         raise ValueError(f"GANs train on a training split only; got the {train.split!r} split")
     validate_gan_preset(preset)
-    keep_freed_memory()  # see pasture.runtime: same numbers, far fewer page faults per step
+    keep_freed_memory()  # see pasture.core.runtime: same numbers, far fewer page faults per step
     if train.images.shape[-1] != preset.image_size:
         raise ValueError(f"images are {train.images.shape[-1]} px but the preset makes {preset.image_size} px")
     num_classes = len(train.classes)
@@ -233,78 +259,33 @@ def train_gan(
     finished = list(state["units"]) if state else []
     log: list[dict] = list(state["log"]) if state else []
     diversity: dict = dict(state.get("diversity", {})) if state else {}
+    in_progress = state if state and "iteration" in state else None  # a unit interrupted mid-way
     started = time.perf_counter()
-    done = len(finished) * preset.iterations + (int(state["iteration"]) if state and "iteration" in state else 0)
+    done = len(finished) * preset.iterations + (int(in_progress["iteration"]) if in_progress else 0)
     bar = progress_bar(preset.iterations * len(plan), done, quiet, desc="gan", unit="it")
     try:
         for unit_index in range(len(finished), len(plan)):
             class_ids = plan[unit_index]
-            seed_unit = seed + 1000 * unit_index
-            generator = seed_everything(seed_unit)
-            unit = GanUnit(preset, num_classes, class_ids)
+            run = _start_unit(preset, num_classes, unit_index, class_ids, seed, in_progress)
+            in_progress = None
+            unit = run.unit
             member = torch.isin(train.labels, torch.tensor(class_ids))
             real, labels = real_all[member], train.labels[member]
-            fixed_z = torch.randn(16 * len(class_ids) if preset.conditional else 16, preset.nz, generator=generator)
             fixed_labels = torch.tensor(class_ids).repeat_interleave(16) if preset.conditional else None
             batch = min(preset.batch_size, len(real))
-            p_aug = 1.0 if parse_policy(preset.diffaugment) and not preset.ada else 0.0
-            sign_sum, sign_count, start = 0.0, 0, 0
-            if state is not None and "iteration" in state:
-                unit.load_state_dict(state["unit"])
-                generator.set_state(state["rng_data"])
-                torch.set_rng_state(state["rng_torch"])
-                p_aug, sign_sum, sign_count = float(state["p_aug"]), float(state["sign_sum"]), int(state["sign_count"])
-                fixed_z = state["fixed_z"]
-                start = int(state["iteration"])
-            state = None
             if preset.channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)
-            for iteration in range(start, preset.iterations):
-                indices = torch.randint(len(real), (batch,), generator=generator)
-                real_batch = real[indices]
-                batch_labels = labels[indices] if preset.conditional else None
-                z = torch.randn(batch, preset.nz, generator=generator)
-                policy = preset.diffaugment
-                with autocast(preset.precision):
-                    fake = unit.generator(z, batch_labels)
-                    # D step: the same kind of augmentation on reals and fakes
-                    real_logits = unit.discriminator(diff_augment(real_batch, policy, p_aug, generator), batch_labels)
-                    fake_logits = unit.discriminator(diff_augment(fake.detach(), policy, p_aug, generator), batch_labels)
-                real_logits, fake_logits = real_logits.float(), fake_logits.float()
-                loss_d = discriminator_loss(preset, real_logits, fake_logits)
-                unit.optimizer_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                unit.optimizer_d.step()
-                # G step: gradients flow through the (differentiable) augmentation into G
-                with autocast(preset.precision):
-                    gen_logits = unit.discriminator(diff_augment(fake, policy, p_aug, generator), batch_labels)
-                loss_g = generator_loss(preset, gen_logits.float())
-                unit.optimizer_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                unit.optimizer_g.step()
-                if unit.ema is not None:
-                    unit.ema.update(unit.generator)
-                if preset.ada and parse_policy(policy):
-                    sign_sum += float(torch.sign(real_logits.detach()).sum())
-                    sign_count += batch
-                    if (iteration + 1) % ADA_INTERVAL == 0:
-                        overfit = sign_sum / sign_count  # E[sign D(x)]: near 1 when D memorises reals
-                        p_aug = min(1.0, max(0.0, p_aug + ADA_STEP * (1 if overfit > preset.ada_target else -1)))
-                        sign_sum, sign_count = 0.0, 0
-                record = {
-                    "unit": unit_index, "iteration": iteration + 1, "loss_d": float(loss_d.detach()),
-                    "loss_g": float(loss_g.detach()), "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
-                    "d_fake": float(torch.sigmoid(fake_logits.detach()).mean()), "p_aug": p_aug,
-                }
+            for iteration in range(run.start, preset.iterations):
+                record = _gan_step(run, preset, real, labels, batch, iteration)
                 log.append(record)
                 bar.set_postfix({"D": f"{record['loss_d']:.2f}", "G": f"{record['loss_g']:.2f}",
-                                 "p": f"{p_aug:.2f}"}, refresh=False)
+                                 "p": f"{run.p_aug:.2f}"}, refresh=False)
                 bar.update(1)
                 last = iteration + 1 == preset.iterations
                 if (iteration + 1) % preset.sample_every == 0 or last:
                     sampler = unit.sampler.eval()
                     with torch.no_grad():
-                        samples = sampler(fixed_z, fixed_labels)
+                        samples = sampler(run.fixed_z, fixed_labels)
                     unit.generator.train()
                     ratio = mean_pairwise_distance(samples) / max(real_spread, 1e-8)
                     diversity[f"{unit_index}:{iteration + 1}"] = ratio
@@ -314,13 +295,7 @@ def train_gan(
                              "spread out as the real images; the generator may be collapsing")
                     if out is not None:
                         save_grid(samples, out / f"samples_u{unit_index}_{iteration + 1:05d}.png", nrow=8)
-                        atomic_torch_save({
-                            "format": 1, "units": finished, "unit": unit.state_dict(), "iteration": iteration + 1,
-                            "rng_data": generator.get_state(), "rng_torch": torch.get_rng_state(),
-                            "p_aug": p_aug, "sign_sum": sign_sum, "sign_count": sign_count, "fixed_z": fixed_z,
-                            "log": log, "diversity": diversity,
-                        }, checkpoint_path)
-                        write_jsonl(out / "gan_log.jsonl", log)
+                        _save_gan_checkpoint(checkpoint_path, finished, run, iteration + 1, log, diversity)
             # D is kept too: its features are a from-scratch start worth probing (benchmarks/gan_features.py)
             finished.append({"class_ids": class_ids, "generator": unit.sampler.state_dict(),
                              "discriminator": unit.discriminator.state_dict()})
@@ -330,15 +305,12 @@ def train_gan(
         atomic_torch_save({"format": 1, "units": finished, "log": log, "diversity": diversity}, checkpoint_path)
         write_jsonl(out / "gan_log.jsonl", log)
         plot_gan_losses(log, out / "gan_losses.png")
-    return {"units": finished, "log": log, "diversity": diversity, "seconds": time.perf_counter() - started,
-            "real_spread": real_spread}
+    return {"units": finished, "log": log, "diversity": diversity, "seconds": time.perf_counter() - started}
 
 
 def plot_gan_losses(log: list[dict], path: Path) -> None:
     """G and D losses per iteration (the report's Figure 7), one panel per unit."""
-    from pasture.plots import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     units = sorted({row["unit"] for row in log})
     figure, axes = plt.subplots(1, len(units), figsize=(5 * len(units), 3.2), squeeze=False)
     for axis, unit in zip(axes[0], units):
@@ -351,7 +323,7 @@ def plot_gan_losses(log: list[dict], path: Path) -> None:
         axis.set_title(f"unit {unit}")
         axis.legend()
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
     plt.close(figure)
 
 

@@ -79,7 +79,6 @@ register_model(ModelSpec(
     name="paper-cnn",
     build=lambda num_classes, image_size, weights: PaperCNN(num_classes, image_size),
     min_image_size=PAPER_CNN_MIN_SIZE,
-    default_image_size=64,
     channels_last=True,
     description="the report's CNN, exactly (3 convs, FC 800-200-classes, dropout)",
 ))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pasture.errors import UserError
+from pasture.core.errors import UserError
 from pasture.models.registry import ModelSpec, register_model
 
 TIMM_NAME = "tf_efficientnet_lite0"
@@ -110,7 +110,6 @@ register_model(ModelSpec(
     name="effnet-lite0",
     build=build_effnet_lite0,
     min_image_size=32,
-    default_image_size=224,
     mean=(0.5, 0.5, 0.5),
     std=(0.5, 0.5, 0.5),
     description="EfficientNet-Lite0, ImageNet-pretrained (optional extra [pretrained])",

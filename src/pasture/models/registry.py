@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from pasture.errors import UserError
+from pasture.core.errors import UserError
 
 
 class InputNormalize(nn.Module):
@@ -92,7 +92,6 @@ class ModelSpec:
     name: str
     build: Callable[..., nn.Module]  # (num_classes, image_size, weights) -> network on normalised input
     min_image_size: int
-    default_image_size: int
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     description: str = ""

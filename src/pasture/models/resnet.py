@@ -64,7 +64,6 @@ register_model(ModelSpec(
     name="resnet-small",
     build=lambda num_classes, image_size, weights: SmallResNet(num_classes),
     min_image_size=16,
-    default_image_size=64,
     channels_last=True,
     description="small residual net with BatchNorm (~0.3 M parameters), from scratch",
 ))

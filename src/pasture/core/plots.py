@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+from pasture.core.runs import atomic_write_bytes
 
-def _pyplot():
+
+def pyplot():
+    """matplotlib.pyplot with the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -14,11 +18,8 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path: str | Path) -> None:
-    import io
-
-    from pasture.runs import atomic_write_bytes
-
+def save_figure(figure, path: str | Path) -> None:
+    """Write `figure` as PNG atomically."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     atomic_write_bytes(path, buffer.getvalue())
@@ -26,7 +27,7 @@ def _save(figure, path: str | Path) -> None:
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     """Loss and accuracy per epoch (train; test when recorded) -> PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.4))
     loss_axis.plot(epochs, [row["train_loss"] for row in history], label="train loss")
@@ -45,13 +46,13 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
     plt.close(figure)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | Path, title: str = "") -> None:
     """Confusion matrix (rows: true class, columns: predicted) with counts in the cells -> PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     size = max(3.0, 0.9 * len(classes) + 1.5)
     figure, axis = plt.subplots(figsize=(size, size))
     axis.imshow(confusion, cmap="Blues")
@@ -67,5 +68,5 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | P
     if title:
         axis.set_title(title)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
     plt.close(figure)

@@ -15,16 +15,23 @@ import io
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from pasture.data import ImageSet
-from pasture.errors import UserError
-from pasture.gan.trainer import GanPreset, build_samplers, generate, to_gan_range
-from pasture.runs import atomic_write_json, load_checkpoint, read_json, versions
-from pasture.stats import wilson_interval
+from pasture.classify.evaluate import evaluate_model, predict_probabilities
+from pasture.classify.fit import train_classifier
+from pasture.classify.recipes import resolve_recipe
+from pasture.classify.trained import load_run
+from pasture.core.errors import UserError
+from pasture.core.runs import atomic_write_json, check_output_folder, load_checkpoint, read_json, versions
+from pasture.core.stats import wilson_interval
+from pasture.data import Dataset, ImageSet, class_index_map
+from pasture.gan.presets import GanPreset
+from pasture.gan.trainer import build_samplers, generate, to_gan_range
 
 MAX_FILTER_ATTEMPTS = 20  # sample at most 20x the asked count per class when filtering
 
@@ -52,8 +59,6 @@ def resize_uint8(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _png_bytes(image_uint8: torch.Tensor) -> bytes:
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(image_uint8.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -73,13 +78,8 @@ def sample_images(
     generator = torch.Generator().manual_seed(seed)
     classifier, classifier_config = None, None
     if filter_run is not None:
-        from pasture.api import load_run
-        from pasture.evaluate import predict_probabilities
-
         classifier, classifier_config = load_run(filter_run)
-        missing = [name for name in classes if name not in classifier_config["classes"]]
-        if missing:
-            raise UserError(f"--filter-run {filter_run}: its model does not know class(es) {', '.join(missing)}")
+        to_classifier = class_index_map(classes, classifier_config["classes"], f"--filter-run {filter_run}: the GAN's classes")
     images, labels, counts, attempts = [], [], {}, {}
     for class_index, name in enumerate(classes):
         kept, tried = [], 0
@@ -92,8 +92,7 @@ def sample_images(
             tried += len(batch)
             if classifier is not None:
                 probabilities = predict_probabilities(classifier, resize_uint8(batch, classifier_config["image_size"]))
-                target = classifier_config["classes"].index(name)
-                batch = batch[probabilities[:, target] >= min_confidence][:need]
+                batch = batch[probabilities[:, to_classifier[class_index]] >= min_confidence][:need]
             kept.append(batch)
         made = torch.cat(kept) if kept else torch.empty(0, 3, preset.image_size, preset.image_size, dtype=torch.uint8)
         counts[name], attempts[name] = len(made), tried
@@ -118,14 +117,8 @@ def write_synthetic(synthetic: ImageSet, info: dict, out: str | os.PathLike, for
     """Write SYNTH/<class>/*.png + synth.json. Built in a temporary folder and moved into place, so an
     interrupted write leaves nothing half-written."""
     out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise UserError(f"{out}: exists and is not a folder; choose another --out")
-        if any(out.iterdir()):
-            if not force:
-                raise UserError(f"{out}: is not empty; choose a new --out or use --force to replace a synthetic set")
-            if not (out / "synth.json").is_file():
-                raise UserError(f"{out}: holds files that are not a pasture synthetic set; choose a new --out")
+    if check_output_folder(out, "synth.json", "synthetic set") and not force:
+        raise UserError(f"{out}: already holds a synthetic set; choose a new --out or use --force to replace it")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -199,13 +192,6 @@ def score_synthetic(synthetic: ImageSet, dataset, run: str | os.PathLike | None 
 
     `dataset` is the real data at the classifier's input size; its test split is only evaluated on.
     """
-    from dataclasses import replace
-
-    from pasture.api import load_run, resolve_recipe
-    from pasture.data import Dataset
-    from pasture.evaluate import evaluate_model
-    from pasture.train import train_classifier
-
     recipe = resolve_recipe(recipe_name)
     size = dataset.image_size
     if recipe.image_size != size:
@@ -215,10 +201,7 @@ def score_synthetic(synthetic: ImageSet, dataset, run: str | os.PathLike | None 
         classifier, config = load_run(run)
         if config["image_size"] != size:
             raise UserError(f"--run {run}: its model takes {config['image_size']} px images, the scoring data {size}")
-        missing = [name for name in synthetic.classes if name not in config["classes"]]
-        if missing:
-            raise UserError(f"--run {run}: its model does not know class(es) {', '.join(missing)}")
-        to_model = torch.tensor([config["classes"].index(name) for name in synthetic.classes])
+        to_model = class_index_map(synthetic.classes, config["classes"], f"--run {run}: the synthetic classes")
         gan_test = evaluate_model(classifier, synthetic_at_size.images, to_model[synthetic.labels], config["classes"])
         gan_test_classifier = str(Path(run).resolve())
     else:
@@ -227,7 +210,7 @@ def score_synthetic(synthetic: ImageSet, dataset, run: str | os.PathLike | None 
         gan_test_classifier = f"recipe {recipe.name} trained on the real training split (seed {seed})"
     synthetic_only = Dataset(root="synthetic", layout="synthetic", classes=dataset.classes, image_size=size,
                              train=replace(synthetic_at_size, split="train"), test=dataset.test)
-    synthetic_model = train_classifier(synthetic_only, replace(recipe), seed).model
+    synthetic_model = train_classifier(synthetic_only, recipe, seed).model
     gan_train = evaluate_model(synthetic_model, dataset.test.images, dataset.test.labels, dataset.classes)
     real_model = classifier if run is None else train_classifier(dataset, recipe, seed).model
     real_train = evaluate_model(real_model, dataset.test.images, dataset.test.labels, dataset.classes)
@@ -239,6 +222,6 @@ def score_synthetic(synthetic: ImageSet, dataset, run: str | os.PathLike | None 
         "gan_test": {**brief(gan_test), "classifier": gan_test_classifier},
         "gan_train": {**brief(gan_train), "recipe": recipe.name, "n_synthetic_train": len(synthetic)},
         "real_train_reference": {**brief(real_train), "recipe": recipe.name},
-        "memorisation": memorisation(replace(synthetic_at_size), dataset.train),
+        "memorisation": memorisation(synthetic_at_size, dataset.train),
         "seed": seed,
     }

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pasture.errors import UserError
+from pasture.core.errors import UserError
 
 # Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
 # never a user's own files.
@@ -54,11 +54,6 @@ def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
 def read_json(path: str | os.PathLike):
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
@@ -126,6 +121,21 @@ def differing_keys(old: dict, new: dict) -> list[str]:
     return sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
 
 
+def check_output_folder(out: Path, marker: str | None, what: str) -> bool:
+    """The one "is this folder ours" guard for every folder pasture writes (runs, GANs, experiments,
+    synthetic sets). True when `out` holds pasture's `what` (its `marker` file exists); False when it
+    is absent or empty. A file in the way, or a non-empty folder that is not ours, is a UserError, so
+    a user's own folder is never written into. `marker=None` only checks that `out` can be a folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    if marker is not None and (out / marker).is_file():
+        return True
+    if marker is not None and out.is_dir() and any(out.iterdir()):
+        raise UserError(f"{out}: folder is not empty and holds no pasture {what}; choose a new --out")
+    return False
+
+
 def prepare_run_dir(out: str | os.PathLike, identity: dict, resume: bool, force: bool) -> str:
     """Make `out` ready for a run whose settings are `identity`. Returns 'new', 'resume' or 'done'.
 
@@ -135,35 +145,31 @@ def prepare_run_dir(out: str | os.PathLike, identity: dict, resume: bool, force:
     Raises UserError for every refusal, before anything is written.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; choose another --out")
     config_path = out / "config.json"
-    if out.is_dir() and any(out.iterdir()):
-        if force:
-            for pattern in RUN_FILES:
-                for path in out.glob(pattern):
-                    path.unlink(missing_ok=True)
-        elif not config_path.is_file():
-            raise UserError(f"{out}: folder is not empty and holds no pasture run; choose a new --out")
-        else:
-            try:
-                old = read_json(config_path).get("identity", {})
-            except (OSError, ValueError):
-                raise UserError(f"{config_path}: unreadable; use --force to overwrite this run") from None
-            if not resume:
-                raise UserError(
-                    f"{out}: already holds a run; use --resume to continue it, --force to overwrite it, "
-                    "or choose another --out"
-                )
-            changed = differing_keys(old, identity)
-            if changed:
-                raise UserError(
-                    f"{out}: holds a different run (differs in {', '.join(changed)}); --resume needs the "
-                    "same settings, or use --force to overwrite"
-                )
-            if any((out / marker).is_file() for marker in DONE_MARKERS):
-                return "done"
-            if (out / "checkpoint.pt").is_file():
-                return "resume"
+    if force:
+        check_output_folder(out, None, "run")
+        for pattern in RUN_FILES:
+            for path in out.glob(pattern):
+                path.unlink(missing_ok=True)
+    elif check_output_folder(out, "config.json", "run"):
+        try:
+            old = read_json(config_path).get("identity", {})
+        except (OSError, ValueError, AttributeError):  # not JSON, or JSON that is not an object
+            raise UserError(f"{config_path}: unreadable; use --force to overwrite this run") from None
+        if not resume:
+            raise UserError(
+                f"{out}: already holds a run; use --resume to continue it, --force to overwrite it, "
+                "or choose another --out"
+            )
+        changed = differing_keys(old, identity)
+        if changed:
+            raise UserError(
+                f"{out}: holds a different run (differs in {', '.join(changed)}); --resume needs the "
+                "same settings, or use --force to overwrite"
+            )
+        if any((out / marker).is_file() for marker in DONE_MARKERS):
+            return "done"
+        if (out / "checkpoint.pt").is_file():
+            return "resume"
     _check_writable(out)
     return "new"

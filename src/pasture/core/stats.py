@@ -38,22 +38,22 @@ def t_quantile_95(df: int) -> float:
     return _T95[df - 1] if df <= len(_T95) else Z95
 
 
-def mean_interval(values: list[float]) -> dict:
-    """Mean, sample std and 95% t-interval of the mean over repeated runs (seeds or folds)."""
+def mean_interval(values: list[float], bounds: tuple[float, float] | None = (0.0, 1.0)) -> dict:
+    """Mean, sample std and 95% t-interval of the mean over repeated runs (seeds or folds).
+
+    The t-interval is symmetric, so for accuracies near 100% (or 0%) it can pass the possible range
+    (train accuracies 1.0, 1.0, 0.6 give [0.31, 1.38]); it is clipped to `bounds`, by default [0, 1]
+    because everything pasture averages over runs is a proportion. `bounds=None` leaves it as is."""
     n = len(values)
     if n == 0:
         return {"mean": float("nan"), "std": float("nan"), "ci95": [float("nan"), float("nan")], "n": 0}
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if n > 1 else 0.0
     half = t_quantile_95(n - 1) * std / math.sqrt(n) if n > 1 else float("nan")
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
-
-
-def format_accuracy(correct: int, n: int) -> str:
-    """'72.0% (95% CI 58.3-82.5%, n=50)'."""
-    low, high = wilson_interval(correct, n)
-    acc = correct / n if n else float("nan")
-    return f"{acc:.1%} (95% CI {low:.1%}-{high:.1%}, n={n})"
+    low, high = mean - half, mean + half
+    if bounds is not None and n > 1:
+        low, high = max(bounds[0], low), min(bounds[1], high)
+    return {"mean": mean, "std": std, "ci95": [low, high], "n": n}
 
 
 Z80 = 0.8416212335729143  # one-sided normal quantile for 80% power

@@ -1,11 +1,13 @@
-"""Accuracy with its Wilson 95% interval and n, per-class accuracy, confusion matrix; batched inference."""
+"""Accuracy with its Wilson 95% interval and n, per-class accuracy, confusion matrix; batched inference;
+and score_run, the one function that turns a trained model into its RunRecord."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from pasture.stats import wilson_interval
+from pasture.core.record import RunRecord
+from pasture.core.stats import wilson_interval
 
 
 def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -85,3 +87,21 @@ def evaluate_model(
 ) -> dict:
     probabilities = predict_probabilities(model, images_uint8, tta=tta)
     return accuracy_report(probabilities.argmax(1), labels, classes)
+
+
+def score_run(result, dataset, recipe) -> RunRecord:
+    """The one scoring of a finished training run: test split (with the recipe's TTA) and training
+    split (plain), as a RunRecord. `result` is the TrainResult, `dataset` the Dataset it trained on."""
+    test = evaluate_model(result.model, dataset.test.images, dataset.test.labels, dataset.classes, tta=recipe.tta)
+    train = evaluate_model(result.model, dataset.train.images, dataset.train.labels, dataset.classes)
+    return RunRecord(
+        classes=list(dataset.classes), model=recipe.model, recipe=recipe.name,
+        test_accuracy=test["accuracy"], test_ci95=test["ci95"], n_test=test["n"], test_correct=test["correct"],
+        per_class=test["per_class"], confusion=test["confusion"],
+        train_accuracy=train["accuracy"], train_ci95=train["ci95"], n_train=train["n"],
+        train_confusion=train["confusion"],
+        epochs=len(result.history),
+        final_train_loss=result.history[-1]["train_loss"] if result.history else None,
+        train_seconds=result.seconds, diverged=result.nonfinite_loss, tta=recipe.tta, ensemble=recipe.ensemble,
+        history=list(result.history), notes=dict(result.notes),
+    )

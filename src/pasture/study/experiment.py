@@ -15,14 +15,30 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pasture.errors import Interrupted, UserError
+import torch
 
-RESULT_FORMAT = 1
+from pasture.classify.evaluate import score_run
+from pasture.classify.fit import check_eval_every, train_classifier
+from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
+from pasture.core.errors import Interrupted, UserError
+from pasture.core.record import RunRecord
+from pasture.core.defaults import option_fields
+from pasture.core.runs import atomic_write_json, check_output_folder, load_checkpoint, read_json, versions
+from pasture.core.runtime import progress_bar
+from pasture.data import ImageSet, detect_layout, fold_dataset, load_dataset, load_pool, load_synthetic, stratified_folds
+from pasture.gan.synth import resize_uint8
+from pasture.gan.presets import GanPreset, get_gan_preset
+from pasture.gan.trainer import build_samplers, generate, train_gan
+from pasture.study.report import write_report
+
+RESULT_FORMAT = 2  # 1: flat metrics before the RunRecord; such stored runs are recomputed
 
 
 @dataclass(frozen=True)
@@ -72,12 +88,14 @@ REPORT_NUMBERS = {
     "paper+dcgan": "no change",
 }
 
-_RECIPE_KEYS = {"model", "image_size", "augment", "optimizer", "lr", "momentum", "weight_decay", "batch_size",
-                "epochs", "schedule", "warmup_epochs", "label_smoothing", "mixup_alpha", "cutmix_alpha",
-                "ema_decay", "tta", "ensemble", "selfsup_epochs", "precision", "balance_classes"}
-_GAN_KEYS = {"image_size_gan": "image_size", "nz": "nz", "ngf": "ngf", "ndf": "ndf", "iterations": "iterations",
-             "gan_batch_size": "batch_size", "diffaugment": "diffaugment", "conditional": "conditional",
-             "loss": "loss", "ada": "ada"}
+# Condition keys come from the dataclasses, so a new recipe or GAN field is a condition key at once:
+# every recipe field by its name; every GAN field by its name where no recipe field has it, and as
+# gan_<field> always (gan_batch_size, gan_precision); image_size_gan is kept for older commands.
+_RECIPE_KEYS = {f.name for f in option_fields(Recipe)}
+_GAN_FIELDS = [f.name for f in option_fields(GanPreset)]
+_GAN_KEYS = {**{f"gan_{name}": name for name in _GAN_FIELDS},
+             **{name: name for name in _GAN_FIELDS if name not in _RECIPE_KEYS},
+             "image_size_gan": "image_size"}
 
 
 def _parse_value(text: str):
@@ -147,9 +165,6 @@ class Replicate:
     fold: int | None = None  # None: the fixed train/test split
     folds: int | None = None
 
-    def label(self) -> str:
-        return f"seed {self.seed}" if self.fold is None else f"repeat {self.repeat} fold {self.fold + 1}/{self.folds}"
-
 
 def plan_replicates(layout: str, seeds: int, folds: int | None) -> list[Replicate]:
     if layout == "train/test":
@@ -188,8 +203,6 @@ _DATA_CACHE: dict = {}
 
 
 def _data_at(spec_data: str, image_size: int, layout: str, classes, min_image_size: int):
-    from pasture.data import load_dataset, load_pool
-
     key = (spec_data, image_size, layout, tuple(classes or ()), min_image_size)
     if key not in _DATA_CACHE:
         quiet = lambda message: None  # noqa: E731  (skips are reported once, in the data summary)
@@ -204,8 +217,6 @@ def _data_at(spec_data: str, image_size: int, layout: str, classes, min_image_si
 
 def replicate_dataset(task: dict, image_size: int):
     """The Dataset of a replicate at `image_size`: the fixed split, or fold `fold` of repeat `repeat`."""
-    from pasture.data import fold_dataset, stratified_folds
-
     data = _data_at(task["data"], image_size, task["layout"], task["classes"], task["min_image_size"])
     replicate = task["replicate"]
     if replicate["fold"] is None:
@@ -226,12 +237,6 @@ def gan_seed(replicate: dict) -> int:
 
 def _gan_for(task: dict, recipe_size: int):
     """Train (or reuse) the replicate's GAN and return its synthetic images at the classifier's size."""
-    from pasture.gan.trainer import build_samplers, generate, get_gan_preset, train_gan
-    from pasture.runs import atomic_write_json, load_checkpoint
-    from pasture.synth import resize_uint8
-
-    import torch
-
     condition = task["condition"]
     preset = dataclasses.replace(get_gan_preset(condition["gan_preset"]),
                                  **{key: value for key, value in condition["gan_overrides"]})
@@ -258,56 +263,53 @@ def _gan_for(task: dict, recipe_size: int):
         made = generate(preset, samplers, class_index, condition["synthetic_per_class"], generator)
         images.append(resize_uint8(made, recipe_size))
         labels.append(torch.full((len(made),), class_index, dtype=torch.long))
-    from pasture.data import ImageSet
-
     synthetic = ImageSet(torch.cat(images), torch.cat(labels), [], dataset.classes, split="synthetic")
     return synthetic, str(gan_dir)
 
 
 def execute_run(task: dict) -> dict:
-    """Run one (condition, replicate) and store its result; returns the result dict."""
-    import torch
-
-    from pasture.api import resolve_recipe
-    from pasture.evaluate import evaluate_model
-    from pasture.runs import atomic_write_json
-    from pasture.train import train_classifier
-
+    """Run one (condition, replicate) and store its result; returns the stored dict: the run's
+    RunRecord under "record", with where the run sits in the design beside it."""
     if task.get("threads"):
         torch.set_num_threads(task["threads"])
     condition = task["condition"]
-    overrides = {key: value for key, value in condition["overrides"]}
-    recipe = resolve_recipe(condition["recipe"], **overrides)
+    recipe = resolve_recipe(condition["recipe"], **dict(condition["overrides"]))
     dataset = replicate_dataset(task, recipe.image_size)
     started = time.perf_counter()
     synthetic, gan_dir, ratio = None, None, 0.0
     if condition["gan_preset"]:
         synthetic, gan_dir = _gan_for(task, recipe.image_size)
     elif condition.get("synthetic_dir"):
-        from pasture.data import load_synthetic
-
         synthetic, _ = load_synthetic(condition["synthetic_dir"], dataset.classes, recipe.image_size)
     if synthetic is not None:
-        ratio = condition["synthetic_ratio"] or len(synthetic) / (len(synthetic) + len(dataset.train))
+        ratio = condition["synthetic_ratio"] or synthetic_share(len(synthetic), len(dataset.train))
     result = train_classifier(dataset, recipe, task["replicate"]["seed"], synthetic=synthetic, synthetic_ratio=ratio,
                               eval_every=task.get("eval_every", 1))
-    test = evaluate_model(result.model, dataset.test.images, dataset.test.labels, dataset.classes, tta=recipe.tta)
-    train = evaluate_model(result.model, dataset.train.images, dataset.train.labels, dataset.classes)
-    record = {
+    stored = {
         "format": RESULT_FORMAT, "key": task["key"], "condition": condition["name"],
         "condition_settings": {k: v for k, v in condition.items() if k not in ("name", "description")},
-        "replicate": task["replicate"], "recipe": recipe.to_dict(),
-        "test_accuracy": test["accuracy"], "correct": test["correct"], "n": test["n"],
-        "test_per_class": test["per_class"], "confusion": test["confusion"],
-        "train_accuracy": train["accuracy"], "n_train": train["n"], "classes": dataset.classes,
-        "history": result.history, "gan_dir": gan_dir, "synthetic_ratio": ratio,
-        "n_synthetic": len(synthetic) if synthetic is not None else 0,
+        "replicate": task["replicate"], "recipe_settings": recipe.to_dict(),
+        "gan_dir": gan_dir, "synthetic_ratio": ratio, "n_synthetic": len(synthetic) if synthetic is not None else 0,
         "seconds": time.perf_counter() - started,
+        "record": score_run(result, dataset, recipe).to_dict(),
     }
     run_dir = Path(task["out"]) / "runs" / task["key"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "result.json", record)
-    return record
+    atomic_write_json(run_dir / "result.json", stored)
+    return stored
+
+
+def read_stored_run(path: Path) -> dict | None:
+    """A stored run's result.json, or None when it is absent, unreadable or of another format (such a
+    run is simply computed again)."""
+    try:
+        stored = read_json(path)
+        if stored.get("format") != RESULT_FORMAT:
+            return None
+        RunRecord.from_dict(stored["record"])
+        return stored
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,11 +345,7 @@ def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list
 
 
 def _check_out(out: Path) -> None:
-    marker = out / "experiment.json"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
-        raise UserError(f"{out}: folder is not empty and holds no pasture experiment; choose a new --out")
+    check_output_folder(out, "experiment.json", "experiment")
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "runs").mkdir(exist_ok=True)
@@ -359,11 +357,6 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     """Run every condition on every replicate (skipping stored runs), then write the report.
 
     Returns the results dict (also DIR/results.json)."""
-    from pasture.data import detect_layout, load_dataset, load_pool
-    from pasture.report import write_report
-    from pasture.runs import atomic_write_json, read_json, versions
-    from pasture.train import check_eval_every, progress_bar
-
     if not spec.conditions:
         raise UserError("--conditions: give at least one condition")
     names = [condition.name for condition in spec.conditions]
@@ -378,14 +371,13 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; give the folder that holds your class folders")
     layout = detect_layout(root)
-    # Validate every condition's recipe before any work starts.
-    from pasture.api import resolve_recipe
-    from pasture.gan.trainer import get_gan_preset
-
+    # Validate every condition before any work starts.
     for condition in spec.conditions:
-        resolve_recipe(condition.recipe, **dict(condition.overrides))
+        recipe = resolve_recipe(condition.recipe, **dict(condition.overrides))
         if condition.gan_preset:
             get_gan_preset(condition.gan_preset)
+        if condition.gan_preset or condition.synthetic_dir:
+            check_synthetic_allowed(recipe, f"--conditions {condition.name}")
     size = resolve_recipe(spec.conditions[0].recipe, **dict(spec.conditions[0].overrides)).image_size
     if layout == "train/test":
         summary_data = load_dataset(root, size, classes=spec.classes, min_image_size=spec.min_image_size, warn=warn or (lambda m: None))
@@ -397,9 +389,9 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     cores = os.cpu_count() or 1
     threads = max(1, cores // spec.jobs)
     tasks = _tasks(spec, layout, summary_data.fingerprint, replicates, threads if spec.jobs > 1 else 0)
-    stored = {task["key"]: out / "runs" / task["key"] / "result.json" for task in tasks}
+    stored = {task["key"]: read_stored_run(out / "runs" / task["key"] / "result.json") for task in tasks}
     # Runs are stored by settings, not by condition name: two names for the same settings share runs.
-    todo = list({task["key"]: task for task in tasks if not stored[task["key"]].is_file()}.values())
+    todo = list({task["key"]: task for task in tasks if stored[task["key"]] is None}.values())
     atomic_write_json(out / "experiment.json", {
         "title": spec.title, "data": str(root.resolve()), "layout": layout, "seeds": spec.seeds,
         "folds": spec.folds if layout != "train/test" else None, "conditions": [c.name for c in spec.conditions],
@@ -411,27 +403,26 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
         if spec.jobs == 1 or len(todo) <= 1:
             for task in todo:
                 bar.set_postfix({"condition": task["condition"]["name"]}, refresh=False)
-                execute_run(task)
+                stored[task["key"]] = execute_run(task)
                 bar.update(1)
         else:
-            _run_parallel(todo, spec.jobs, bar)
+            stored.update(_run_parallel(todo, spec.jobs, bar))
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; the finished runs are stored in {out / 'runs'}. Run the same command "
                           "again to continue with the rest") from None
     finally:
         bar.close()
-    results = [{**read_json(stored[task["key"]]), "condition": task["condition"]["name"]} for task in tasks]
+    results = [{**stored[task["key"]], "condition": task["condition"]["name"]} for task in tasks]
     return write_report(spec, layout, summary_data, replicates, results, ran=len(todo),
                         seconds=time.perf_counter() - started)
 
 
-def _run_parallel(todo: list[dict], jobs: int, bar) -> None:
-    """Independent runs in `jobs` processes, each with cores/jobs torch threads (no oversubscription).
+def _run_parallel(todo: list[dict], jobs: int, bar) -> dict[str, dict]:
+    """Independent runs in `jobs` processes, each with cores/jobs torch threads (no oversubscription);
+    returns {key: stored result}.
 
     GAN conditions train their GANs in a first wave, so two runs never train the same GAN at once."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
+    done: dict[str, dict] = {}
     gan_first = [task for task in todo if task["condition"]["gan_preset"]]
     seen, first_wave, second_wave = set(), [], []
     for task in todo:
@@ -448,9 +439,11 @@ def _run_parallel(todo: list[dict], jobs: int, bar) -> None:
             futures = [pool.submit(execute_run, task) for task in wave]
             try:
                 for future in as_completed(futures):
-                    future.result()
+                    result = future.result()
+                    done[result["key"]] = result
                     bar.update(1)
             except BaseException:
                 for future in futures:
                     future.cancel()
                 raise
+    return done

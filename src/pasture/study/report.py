@@ -13,8 +13,9 @@ import io
 import math
 from pathlib import Path
 
-from pasture.runs import atomic_write_json, atomic_write_text, versions
-from pasture.stats import mean_interval, paired_comparison, wilson_interval
+from pasture.core.plots import plot_confusion, plot_curves, pyplot, save_figure
+from pasture.core.runs import atomic_write_json, atomic_write_text, versions
+from pasture.core.stats import mean_interval, paired_comparison, wilson_interval
 
 
 def _pct(value: float) -> str:
@@ -29,14 +30,13 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
     rows = []
     for condition in conditions:
         runs = [by_condition[condition.name][r.index] for r in replicates]
-        accuracies = [run["test_accuracy"] for run in runs]
-        correct, n = sum(run["correct"] for run in runs), sum(run["n"] for run in runs)
-        test = mean_interval(accuracies)
-        test["ci95"] = [max(0.0, test["ci95"][0]), min(1.0, test["ci95"][1])]  # an accuracy lies in [0, 1]
+        records = [run["record"] for run in runs]
+        accuracies = [record["test_accuracy"] for record in records]
+        correct, n = sum(record["test_correct"] for record in records), sum(record["n_test"] for record in records)
         rows.append({
             "condition": condition.name, "description": condition.description,
-            "test": test, "train": mean_interval([run["train_accuracy"] for run in runs]),
-            "pooled_wilson95": list(wilson_interval(correct, n)), "n_per_run": runs[0]["n"], "runs": len(runs),
+            "test": mean_interval(accuracies), "train": mean_interval([record["train_accuracy"] for record in records]),
+            "pooled_wilson95": list(wilson_interval(correct, n)), "n_per_run": records[0]["n_test"], "runs": len(runs),
             "accuracies": accuracies, "seconds_per_run": sum(run["seconds"] for run in runs) / len(runs),
         })
     # Every pair (later condition against earlier one); the first of these are the baseline comparisons.
@@ -48,10 +48,8 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
     return rows, comparisons
 
 
-def _figure_accuracy(rows, path: Path) -> None:
-    from pasture.plots import _pyplot, _save
-
-    plt = _pyplot()
+def _figure_accuracy(rows, num_classes: int, path: Path) -> None:
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(max(4.5, 1.3 * len(rows) + 2), 3.4))
     for position, row in enumerate(rows):
         low, high = row["test"]["ci95"]
@@ -60,26 +58,26 @@ def _figure_accuracy(rows, path: Path) -> None:
                                                 [high - mean if row["runs"] > 1 else 0]],
                       fmt="o", capsize=5, color="tab:blue")
         axis.scatter([position] * len(row["accuracies"]), row["accuracies"], s=10, color="tab:gray", alpha=0.6)
-    axis.axhline(0.5, color="tab:red", linewidth=0.8, linestyle=":", label="chance (2 classes)")
+    # Guessing the most common class can beat this with unbalanced test splits; it is the floor of a
+    # model that learned nothing on balanced ones.
+    axis.axhline(1 / num_classes, color="tab:red", linewidth=0.8, linestyle=":", label=f"chance ({num_classes} classes)")
     axis.set_xticks(range(len(rows)), [row["condition"] for row in rows], rotation=20, ha="right")
     axis.set_ylabel("test accuracy")
     axis.set_ylim(0, 1.02)
     axis.set_title("mean with 95% interval over runs; dots: single runs")
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
     plt.close(figure)
 
 
-def _blocks(spec, layout, data, replicates, rows, comparisons, results, figures: Path, seconds, ran) -> list:
-    from pasture.plots import plot_confusion, plot_curves
-
-    blocks: list = [("h1", spec.title)]
+def _summary_blocks(spec, layout, data, replicates, rows) -> list:
     design = (f"{len(replicates)} seeds on the fixed train/test split" if layout == "train/test" else
               f"{spec.seeds} repeats of stratified {replicates[0].folds}-fold cross-validation "
               f"({len(replicates)} runs per condition)")
-    blocks.append(("p", f"Data: {data.root}. Design: {design}; every condition runs on the same splits and "
-                        f"seeds, and each is compared with {rows[0]['condition']} pair by pair."))
+    blocks: list = [("h1", spec.title),
+                    ("p", f"Data: {data.root}. Design: {design}; every condition runs on the same splits and "
+                          f"seeds, and each is compared with {rows[0]['condition']} pair by pair.")]
     headers = ["condition", "test accuracy (mean +/- std)", "95% CI of the mean", "pooled Wilson 95% CI",
                "train accuracy", "runs x test images", "s/run"]
     if spec.report_numbers:
@@ -98,11 +96,19 @@ def _blocks(spec, layout, data, replicates, rows, comparisons, results, figures:
     blocks.append(("p", "The pooled Wilson interval counts every test prediction of every run as a trial; the same "
                         "test images are reused by each run, so it is narrower than the truth. The interval of the "
                         "mean over runs reflects seed and split variation."))
+    described = [[row["condition"], row["description"]] for row in rows if row["description"]]
+    if described:
+        blocks.append(("table", ["condition", "what it is"], described))
+    return blocks
+
+
+def _comparison_blocks(rows, comparisons) -> list:
     def comparison_rows(selected):
         return [[c["condition"], c["baseline"], f"{c['mean_difference']:+.1%}",
                  f"{c['ci95'][0]:+.1%} to {c['ci95'][1]:+.1%}", f"{c['p_value']:.3f}", c["verdict"]] for c in selected]
 
     headers = ["condition", "against", "mean difference", "95% CI (bootstrap)", "p (sign-flip)", "verdict"]
+    blocks: list = []
     against_baseline = [c for c in comparisons if c["baseline"] == rows[0]["condition"]]
     if against_baseline:
         blocks.append(("h2", f"Against {rows[0]['condition']} (paired)"))
@@ -111,19 +117,22 @@ def _blocks(spec, layout, data, replicates, rows, comparisons, results, figures:
     if others:
         blocks.append(("h2", "Every other pair (paired; many comparisons: read single small p-values with care)"))
         blocks.append(("table", headers, comparison_rows(others)))
-    _figure_accuracy(rows, figures / "accuracy.png")
-    blocks.append(("h2", "Accuracy per condition"))
-    blocks.append(("img", figures / "accuracy.png", "test accuracy per condition"))
-    blocks.append(("h2", "Learning curves and confusion matrices (first run of each condition)"))
+    return blocks
+
+
+def _first_run_blocks(rows, replicates, results, figures: Path) -> list:
+    """Learning curves, confusion matrix and GAN figures of each condition's first run."""
+    blocks: list = [("h2", "Learning curves and confusion matrices (first run of each condition)")]
     first_index = replicates[0].index
     for row in rows:
         run = next(r for r in results if r["condition"] == row["condition"] and r["replicate"]["index"] == first_index)
+        record = run["record"]
         safe = "".join(ch if ch.isalnum() else "_" for ch in row["condition"])
-        if run["history"]:
-            plot_curves(run["history"], figures / f"curves_{safe}.png", title=row["condition"])
+        if record["history"]:
+            plot_curves(record["history"], figures / f"curves_{safe}.png", title=row["condition"])
             blocks.append(("img", figures / f"curves_{safe}.png", f"learning curves: {row['condition']}"))
-        plot_confusion(run["confusion"], run["classes"], figures / f"confusion_{safe}.png",
-                       title=f"{row['condition']}: {run['correct']}/{run['n']}")
+        plot_confusion(record["confusion"], record["classes"], figures / f"confusion_{safe}.png",
+                       title=f"{row['condition']}: {record['test_correct']}/{record['n_test']}")
         blocks.append(("img", figures / f"confusion_{safe}.png", f"confusion: {row['condition']}"))
         if run.get("gan_dir"):
             gan_dir = Path(run["gan_dir"])
@@ -134,21 +143,38 @@ def _blocks(spec, layout, data, replicates, rows, comparisons, results, figures:
             for unit in sorted({path.name.split("_")[1] for path in grids}):
                 last = [path for path in grids if path.name.split("_")[1] == unit][-1]
                 blocks.append(("img", last, f"samples, {last.stem}"))
-    blocks.append(("h2", "Data"))
-    counts = data.summary()
-    blocks.append(("table", ["split", *data.classes], [
-        ["train", *[str(counts["train_counts"][name]) for name in data.classes]],
-        *([["test", *[str(counts["test_counts"][name]) for name in data.classes]]] if counts["test_counts"] else []),
-    ]))
-    blocks.append(("p", f"Images resized to {data.image_size} px for the first condition (each recipe uses its own "
-                        "size). Skipped files: " + ("; ".join(f"{s['file']} ({s['reason']})" for s in data.skipped)
-                                                    if data.skipped else "none") + "."))
-    blocks.append(("h2", "Reproduce"))
-    blocks.append(("code", " ".join(spec.command) if spec.command else "(called from Python)"))
-    info = versions()
-    blocks.append(("p", f"{ran} runs computed now, the rest reused from {spec.out}/runs; {seconds:.0f} s. "
-                        + ", ".join(f"{key} {value}" for key, value in info.items())))
     return blocks
+
+
+def _data_blocks(spec, data, seconds, ran) -> list:
+    counts = data.summary()
+    skipped = "; ".join(f"{s['file']} ({s['reason']})" for s in data.skipped) if data.skipped else "none"
+    info = versions()
+    return [
+        ("h2", "Data"),
+        ("table", ["split", *data.classes], [
+            ["train", *[str(counts["train_counts"][name]) for name in data.classes]],
+            *([["test", *[str(counts["test_counts"][name]) for name in data.classes]]] if counts["test_counts"] else []),
+        ]),
+        ("p", f"Images resized to {data.image_size} px for the first condition (each recipe uses its own size). "
+              f"Skipped files: {skipped}."),
+        ("h2", "Reproduce"),
+        ("code", " ".join(spec.command) if spec.command else "(called from Python)"),
+        ("p", f"{ran} runs computed now, the rest reused from {spec.out}/runs; {seconds:.0f} s. "
+              + ", ".join(f"{key} {value}" for key, value in info.items())),
+    ]
+
+
+def _blocks(spec, layout, data, replicates, rows, comparisons, results, figures: Path, seconds, ran) -> list:
+    _figure_accuracy(rows, len(data.classes), figures / "accuracy.png")
+    return [
+        *_summary_blocks(spec, layout, data, replicates, rows),
+        *_comparison_blocks(rows, comparisons),
+        ("h2", "Accuracy per condition"),
+        ("img", figures / "accuracy.png", "test accuracy per condition"),
+        *_first_run_blocks(rows, replicates, results, figures),
+        *_data_blocks(spec, data, seconds, ran),
+    ]
 
 
 def _markdown(blocks, out: Path) -> str:
@@ -205,11 +231,11 @@ def _csv(results) -> str:
     writer.writerow(["condition", "replicate", "seed", "repeat", "fold", "test_accuracy", "correct", "n",
                      "train_accuracy", "n_synthetic", "seconds"])
     for row in results:
-        replicate = row["replicate"]
+        replicate, record = row["replicate"], row["record"]
         writer.writerow([row["condition"], replicate["index"], replicate["seed"], replicate["repeat"],
-                         "" if replicate["fold"] is None else replicate["fold"], f"{row['test_accuracy']:.6f}",
-                         row["correct"], row["n"], f"{row['train_accuracy']:.6f}", row["n_synthetic"],
-                         f"{row['seconds']:.2f}"])
+                         "" if replicate["fold"] is None else replicate["fold"], f"{record['test_accuracy']:.6f}",
+                         record["test_correct"], record["n_test"], f"{record['train_accuracy']:.6f}",
+                         row["n_synthetic"], f"{row['seconds']:.2f}"])
     return buffer.getvalue()
 
 

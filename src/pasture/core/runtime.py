@@ -1,4 +1,9 @@
-"""Process-level settings that make small-model CPU training faster without changing any number.
+"""What every training loop shares about the process: seeding, progress bars, autocast, and malloc.
+
+Seeding: `seed_everything(seed)` seeds Python, NumPy and torch's global RNG and returns a separate
+generator for data order and augmentation, whose state a checkpoint saves on its own.
+
+Malloc: process-level settings that make small-model CPU training faster without changing any number.
 
 glibc's malloc serves large blocks (above its mmap threshold, 128 KiB at start and raised as blocks
 are freed) with fresh pages from the kernel, and gives memory freed at the top of its heap back to
@@ -16,9 +21,11 @@ Windows, musl) it does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import random
 import sys
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h
@@ -51,3 +58,33 @@ def keep_freed_memory() -> bool:
 def malloc_tuning_applied() -> bool:
     """Whether keep_freed_memory() has put the settings in effect in this process."""
     return bool(_applied)
+
+
+def seed_everything(seed: int):
+    """Seed Python, NumPy and torch's global RNG (dropout, init); return a torch.Generator for data
+    order and augmentation, kept separate so its state can be saved and restored on its own."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def progress_bar(total: int, initial: int, quiet: bool, desc: str = "train", unit: str = "epoch"):
+    """A tqdm bar on stderr (hidden with `quiet`) that starts at `initial` (resumed work)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=quiet, file=sys.stderr,
+                dynamic_ncols=True, leave=False)
+
+
+def autocast(precision: str):
+    """bfloat16 autocast of forward passes for precision "bf16" (weights, optimiser and loss stay fp32);
+    a no-op for "fp32". Shared by classifier and GAN training."""
+    if precision == "bf16":
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -17,12 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pasture.classify.evaluate import to_float
+from pasture.classify.recipes import Recipe, apply_schedule, class_weights, get_recipe, with_overrides
+from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, TrainResult, build_members
+from pasture.core.defaults import cache_root
+from pasture.core.runs import atomic_torch_save, write_jsonl
+from pasture.core.runtime import progress_bar, seed_everything
 from pasture.data import Dataset
-from pasture.defaults import cache_root
-from pasture.evaluate import to_float
 from pasture.models import create_model
-from pasture.recipes import Recipe, class_weights, get_recipe, lr_factor, with_overrides
-from pasture.runs import atomic_torch_save
+from pasture.models.pretrained import imagenet_weights_path
 
 FEATURE_FORMAT = "v1"  # bump when feature extraction changes, so old cache entries are not reused
 
@@ -30,8 +33,6 @@ FEATURE_FORMAT = "v1"  # bump when feature extraction changes, so old cache entr
 def weights_identity(weights: str) -> str:
     """A short id of a weights source: the package's weights by name and size, a user file by content."""
     if weights == "imagenet":
-        from pasture.models.pretrained import imagenet_weights_path
-
         return f"imagenet-{imagenet_weights_path().stat().st_size}"
     digest = hashlib.sha256()
     with open(weights, "rb") as handle:
@@ -105,8 +106,7 @@ def fit_linear_head(
         loss_sum, correct = 0.0, 0
         for batch_index in range(steps_per_epoch):
             indices = order[batch_index * recipe.batch_size:(batch_index + 1) * recipe.batch_size]
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr * lr_factor(epoch * steps_per_epoch + batch_index, steps_per_epoch, recipe)
+            apply_schedule(optimizer, recipe.lr, epoch * steps_per_epoch + batch_index, steps_per_epoch, recipe)
             logits = head(features[indices])
             loss = F.cross_entropy(logits, labels[indices], weight=loss_weights,
                                    label_smoothing=recipe.label_smoothing)
@@ -154,8 +154,6 @@ def train_probe(
     dataset: Dataset, recipe: Recipe, seed: int, run_dir: str | Path | None = None, quiet: bool = True,
 ):
     """Train linear heads (one per ensemble member) on frozen, cached backbone features."""
-    from pasture.train import MEMBER_SEED_STRIDE, TrainResult, build_members, progress_bar, seed_everything
-
     started = time.perf_counter()
     backbone = create_model(recipe.model, len(dataset.classes), recipe.image_size, weights=recipe.weights or "imagenet")
     cache, features, labels = _probe_features(backbone, dataset, recipe)
@@ -184,9 +182,7 @@ def train_probe(
     finally:
         bar.close()
     if run_dir is not None:
-        from pasture.runs import write_jsonl
-
-        atomic_torch_save({"format": 1, "members": member_states, "history": history}, Path(run_dir) / "checkpoint.pt")
+        atomic_torch_save({"format": CHECKPOINT_FORMAT, "members": member_states, "history": history}, Path(run_dir) / "checkpoint.pt")
         write_jsonl(Path(run_dir) / "history.jsonl", history)
     return TrainResult(
         model=build_members(recipe, len(dataset.classes), member_states), history=history,

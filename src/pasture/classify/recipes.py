@@ -1,7 +1,9 @@
-"""Training recipes: named presets held as data. CLI flags override single fields.
+"""Training recipes: named presets held as data, overridden field by field, and the one schedule.
 
 A recipe names everything a run needs besides the data and the seed: model, input size,
-augmentation, optimiser and schedule.
+augmentation, optimiser and schedule. Every field carries its CLI help, so `pasture train` offers
+each as a flag and experiments accept each as a condition key: a new field is a one-place change.
+Torch-free at import (the CLI reads RECIPES to build --help).
 """
 
 from __future__ import annotations
@@ -9,40 +11,53 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
-from pasture.errors import UserError
+from pasture.core.defaults import DEFAULT_RECIPE, setting
+from pasture.core.errors import UserError
+
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine")
+PRETRAINED_MODES = ("none", "probe", "finetune")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    model: str = "paper-cnn"
-    image_size: int = 64
-    augment: str = "none"
-    optimizer: str = "sgd"  # "sgd" or "adamw"
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    batch_size: int = 32
-    epochs: int = 20
-    schedule: str = "constant"  # "constant" or "cosine" (per step, after warm-up)
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha); 0 = off
-    cutmix_alpha: float = 0.0  # CutMix Beta(alpha, alpha); 0 = off (with both on, one per batch)
-    ema_decay: float = 0.0  # exponential moving average of the weights, used as the final model; 0 = off
-    tta: bool = False  # test-time augmentation (flip and small shifts) at evaluation and prediction
-    ensemble: int = 1  # members trained with seeds seed, seed+1000, ...; their probabilities are averaged
-    pretrained: str = "none"  # "none" (from scratch), "probe" (frozen backbone, linear head), "finetune"
-    weights: str | None = None  # backbone weights for pretrained models: None = the model's ImageNet weights
-    backbone_lr_scale: float = 0.1  # finetune: backbone learning rate = lr x this (discriminative rates)
-    freeze_bn: bool = False  # keep BatchNorm statistics fixed while training (finetuning on tiny batches)
-    precision: str = "fp32"  # "bf16": autocast training forward passes to bfloat16 (opt-in: changes numerics)
-    selfsup_epochs: int = 0  # SimCLR pretraining on the training images before training (pasture.selfsup); 0 = off
-    # Weight the loss by n / (classes x n_class), so each class counts equally however many images it
-    # has. With equal class counts the weights are all 1 and nothing changes.
-    balance_classes: bool = False
+    model: str = setting("paper-cnn", "model name: paper-cnn, resnet-small, effnet-lite0")
+    image_size: int = setting(64, "square input side in px", minimum=1)
+    augment: str = setting("none", "augmentation preset: none, paper, strong")
+    optimizer: str = setting("sgd", "optimiser", OPTIMIZERS)
+    lr: float = setting(0.01, "learning rate (of the head, when fine-tuning)")
+    momentum: float = setting(0.9, "SGD momentum")
+    nesterov: bool = setting(False, "Nesterov momentum (SGD)")
+    weight_decay: float = setting(0.0, "weight decay (decoupled for AdamW)")
+    batch_size: int = setting(32, "images per optimiser step", minimum=1)
+    epochs: int = setting(20, "passes over the training split", minimum=1)
+    schedule: str = setting("constant", "learning-rate schedule after warm-up, per step", SCHEDULES)
+    warmup_epochs: int = setting(0, "epochs of linear learning-rate warm-up", minimum=0)
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy, in [0, 1)")
+    mixup_alpha: float = setting(0.0, "MixUp Beta(alpha, alpha); 0 = off")
+    cutmix_alpha: float = setting(0.0, "CutMix Beta(alpha, alpha); 0 = off (with both on, one per batch)")
+    ema_decay: float = setting(0.0, "moving average of the weights, used as the final model; 0 = off")
+    tta: bool = setting(False, "test-time augmentation (flips and shifts) at evaluation and prediction")
+    ensemble: int = setting(1, "train N members (seeds seed, seed+1000, ...) and average their probabilities",
+                           minimum=1)
+    pretrained: str = setting("none", "pretrained backbone (effnet-lite0): probe = frozen features + linear head, "
+                             "finetune = whole network; picks the recipe of that name", PRETRAINED_MODES)
+    weights: str | None = setting(None, "your own backbone weights (a state dict file) for --pretrained; default: "
+                                 "the model's ImageNet weights")
+    backbone_lr_scale: float = setting(0.1, "finetune: backbone learning rate = lr x this")
+    freeze_bn: bool = setting(False, "keep BatchNorm statistics fixed while training (fine-tuning on tiny batches)")
+    precision: str = setting("fp32", "bf16 autocasts training forward passes (faster on CPUs with bf16 support; "
+                            "changes float rounding, so opt-in)", PRECISIONS)
+    selfsup_epochs: int = setting(0, "SimCLR pretraining on the training images for N epochs before training "
+                                 "(from-scratch models; 0 = off)", minimum=0)
+    # n / (classes x n_class) per class, so each class counts equally however many images it has; with
+    # equal class counts the weights are all 1 and nothing changes.
+    balance_classes: bool = setting(False, "weight the loss so each class counts equally whatever its image count")
     description: str = ""
 
     def to_dict(self) -> dict:
@@ -99,12 +114,6 @@ RECIPES: dict[str, Recipe] = {
     )
 }
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "cosine")
-PRETRAINED_MODES = ("none", "probe", "finetune")
-PRECISIONS = ("fp32", "bf16")
-
-
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise UserError(f"--recipe {name}: unknown recipe; choose one of {', '.join(RECIPES)}")
@@ -122,6 +131,56 @@ def with_overrides(recipe: Recipe, **overrides) -> Recipe:
     return result
 
 
+def resolve_recipe(recipe: str = DEFAULT_RECIPE, pretrained: str | None = None, **overrides) -> Recipe:
+    """The Recipe a run will use: the named preset with the given fields overridden (None keeps the
+    preset's value), checked against the model it names.
+
+    `pretrained="probe"|"finetune"` with the default recipe starts from the recipe of that name
+    (EfficientNet-Lite0 at its own input size and normalisation); other fields still override it.
+    """
+    # Imported here, not at the top: this module stays torch-free for the CLI's --help.
+    from pasture.classify.augment import get_augment
+    from pasture.models import get_spec
+
+    base = get_recipe(recipe)
+    if pretrained is not None and pretrained != "none" and recipe == DEFAULT_RECIPE:
+        base = get_recipe(pretrained)
+    if overrides.get("weights") is not None:
+        overrides["weights"] = str(Path(overrides["weights"]).resolve())
+    resolved = with_overrides(base, pretrained=pretrained, **overrides)
+    spec = get_spec(resolved.model)
+    if spec.pretrained and resolved.pretrained == "none":
+        raise UserError(f"--model {spec.name}: a pretrained backbone; add --pretrained probe or --pretrained finetune")
+    if not spec.pretrained and resolved.pretrained != "none":
+        raise UserError(f"--pretrained {resolved.pretrained}: {spec.name} has no pretrained weights; use "
+                        "--model effnet-lite0")
+    if not spec.pretrained and resolved.weights is not None:
+        raise UserError(f"--weights: {spec.name} is trained from scratch and takes no backbone weights")
+    if resolved.weights is not None and not Path(resolved.weights).is_file():
+        raise UserError(f"--weights {resolved.weights}: no such file")
+    if resolved.image_size < spec.min_image_size:
+        raise UserError(
+            f"--image-size {resolved.image_size}: too small for {spec.name}; it needs at least "
+            f"{spec.min_image_size} px"
+        )
+    get_augment(resolved.augment)
+    return resolved
+
+
+def check_synthetic_allowed(recipe: Recipe, option: str = "--synthetic") -> None:
+    """Synthetic images need a recipe that trains on images: a probe trains a head on cached features
+    of the real images only, so it would silently drop them. The one check, for train and experiments."""
+    if recipe.pretrained == "probe":
+        raise UserError(f"{option}: the {recipe.name} recipe is a probe, which trains on cached features of real "
+                        "images only and would drop synthetic ones; use --pretrained finetune or a from-scratch recipe")
+
+
+def synthetic_share(n_synthetic: int, n_train: int) -> float:
+    """The synthetic share of each batch when none is given: as if the synthetic images had been added
+    to the training folder."""
+    return n_synthetic / (n_synthetic + n_train)
+
+
 def lr_factor(step: int, steps_per_epoch: int, recipe: Recipe) -> float:
     """Multiplier of the base learning rate at optimiser step `step` (0-based): linear warm-up, then
     constant or cosine decay to zero at the last step. Warm-up never outlasts the run (--epochs 1
@@ -134,6 +193,16 @@ def lr_factor(step: int, steps_per_epoch: int, recipe: Recipe) -> float:
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0
+
+
+def apply_schedule(optimizer, base_lr: float, step: int, steps_per_epoch: int, recipe: Recipe) -> float:
+    """Set every parameter group's learning rate for optimiser step `step` (0-based): base_lr x the
+    group's "lr_scale" (1 when absent) x lr_factor. The one schedule of every training loop (classifier,
+    probe head, self-supervised start). Returns the factor."""
+    factor = lr_factor(step, steps_per_epoch, recipe)
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * group.get("lr_scale", 1.0) * factor
+    return factor
 
 
 def class_weights(labels, num_classes: int, recipe: Recipe):

@@ -20,14 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pasture.augment import augment_batch, get_augment
-from pasture.evaluate import to_float
-from pasture.recipes import Recipe, lr_factor
+from pasture.classify.augment import augment_batch, get_augment
+from pasture.classify.evaluate import to_float
+from pasture.classify.recipes import Recipe, apply_schedule
 
 # -- settings (as in the exploration that measured it; SimCLR's defaults, scaled to tiny datasets) --
 AUGMENT = "strong"  # the two views
 TEMPERATURE = 0.2
-LR = 2e-3  # AdamW, cosine decay over the pretraining steps (recipes.lr_factor)
+LR = 2e-3  # AdamW, cosine decay over the pretraining steps (recipes.apply_schedule)
 WEIGHT_DECAY = 1e-4
 PROJECTION = (256, 64)  # hidden and output width of the projection MLP
 IMAGES_PER_BATCH_AT_64PX = 128  # two views each (~0.7 GiB for resnet-small); scaled by (64 / size)^2
@@ -89,9 +89,7 @@ def pretrain(model: nn.Module, images_uint8: torch.Tensor, epochs: int, generato
                 chosen = order[index * batch:(index + 1) * batch]
                 if chosen.numel() < 2:  # a lone image has no negatives (only when batch is 1)
                     continue
-                step = epoch * batches + index
-                for group in optimizer.param_groups:
-                    group["lr"] = LR * lr_factor(step, batches, schedule)
+                apply_schedule(optimizer, LR, epoch * batches + index, batches, schedule)
                 images = to_float(images_uint8[chosen])
                 views = torch.cat([augment_batch(images, preset, generator), augment_batch(images, preset, generator)])
                 loss = nt_xent(projection(encoder(views)), TEMPERATURE)

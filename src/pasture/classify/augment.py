@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pasture.errors import UserError
+from pasture.core.errors import UserError
 
 
 @dataclass(frozen=True)

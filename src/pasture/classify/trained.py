@@ -1,0 +1,54 @@
+"""A trained classifier: what training returns, ensemble members, and loading a finished run folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from pasture.classify.recipes import Recipe
+from pasture.core.errors import UserError
+from pasture.core.runs import load_checkpoint, read_json
+from pasture.models import Ensemble, create_model
+
+MEMBER_SEED_STRIDE = 1000  # member i of an ensemble trains with seed + 1000 * i
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # one Classifier, or an Ensemble of them, in eval mode
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    nonfinite_loss: bool = False
+    notes: dict = field(default_factory=dict)
+
+
+def build_members(recipe: Recipe, num_classes: int, member_states: list[dict]) -> nn.Module:
+    """The final model from saved member weights: one Classifier, or an Ensemble."""
+    members = []
+    for state in member_states:
+        member = create_model(recipe.model, num_classes, recipe.image_size)
+        member.load_state_dict(state)
+        members.append(member.eval())
+    return members[0] if len(members) == 1 else Ensemble(members)
+
+
+def load_run(run: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """(model in eval mode, config dict) of a finished run folder; an ensemble comes back as one
+    module whose output averages its members' probabilities."""
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise UserError(f"{run}: not a pasture run folder (no config.json); give the --out of a `pasture train`")
+    if not (run / "metrics.json").is_file():
+        raise UserError(f"{run}: this run has not finished; continue it with `pasture train ... --resume`")
+    config = read_json(run / "config.json")
+    state = load_checkpoint(run / "checkpoint.pt")
+    try:
+        model = build_members(Recipe(**config["recipe"]), len(config["classes"]), state["members"])
+    except (KeyError, RuntimeError, TypeError) as error:
+        raise UserError(f"{run / 'checkpoint.pt'}: weights do not fit {config['model']} ({error})") from None
+    model.eval()
+    return model, config

@@ -1,0 +1,65 @@
+"""Defaults, data options and the warning printer shared by the API and the CLI.
+
+Torch-free on purpose: the CLI reads these to build its --help, which must start without torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+DEFAULT_MIN_IMAGE_SIZE = 16  # px; smaller files are skipped as unusable (or an error with --strict)
+DEFAULT_TEST_FRACTION = 0.5  # the report's 41 train / 41 test
+DEFAULT_RECIPE = "default"
+
+Warn = Callable[[str], None]
+
+
+def cache_root():
+    """Where pasture keeps caches (decoded images, backbone features): $PASTURE_CACHE_DIR, else
+    ~/.cache/pasture. Everything there is keyed by content and can be deleted at any time."""
+    return Path(os.environ.get("PASTURE_CACHE_DIR") or Path.home() / ".cache" / "pasture")
+
+
+def cache_enabled() -> bool:
+    return os.environ.get("PASTURE_NO_CACHE", "") in ("", "0")
+
+
+def setting(default, help: str, choices: tuple | None = None, minimum: int | None = None):
+    """A field of a settings dataclass (Recipe, GanPreset) with what the CLI needs to offer it as a
+    flag: pasture.cli builds those flags from the fields, so a new field is a one-place change."""
+    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum})
+
+
+def option_fields(settings_type) -> list:
+    """The fields of a settings dataclass a user may set (all but its name and description)."""
+    return [f for f in fields(settings_type) if f.name not in ("name", "description")]
+
+
+def warn_to_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How a data folder becomes a dataset: class order, the split made here, and what is unusable.
+    The same for every command that loads training data (train, gan train, experiments)."""
+
+    classes: tuple[str, ...] | None = None  # class order (default: alphabetical), e.g. ("horse", "cow")
+    test_fraction: float = DEFAULT_TEST_FRACTION  # share of each class held out (DATA/<class>/ layout only)
+    split_seed: int = 0  # seed of that split; apart from the run's seed so that seeds share one test set
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE  # px; a shorter side makes an image unusable
+    strict: bool = False  # unusable files are an error instead of a warning
+
+    def __post_init__(self):
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+
+    def load_kwargs(self) -> dict:
+        """The keyword arguments of pasture.data.load_dataset."""
+        return {"classes": list(self.classes) if self.classes is not None else None,
+                "test_fraction": self.test_fraction, "split_seed": self.split_seed,
+                "min_image_size": self.min_image_size, "strict": self.strict}

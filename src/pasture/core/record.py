@@ -1,0 +1,51 @@
+"""RunRecord: what one finished classifier run scored, in one shape wherever it is stored.
+
+A run folder's metrics.json and an experiment's runs/<key>/result.json ("record") hold this record, so
+every reader (the CLI, reports, the app, benchmarks) reads one schema. Pure data: no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+RECORD_FORMAT = 2  # 1: metrics.json and result.json had different keys (per_class/test_per_class, n_test/n)
+
+
+@dataclass
+class RunRecord:
+    classes: list[str]
+    model: str
+    recipe: str  # the recipe's name; a run folder's config.json holds every field
+    test_accuracy: float
+    test_ci95: list[float]  # Wilson 95% interval
+    n_test: int
+    test_correct: int
+    per_class: dict  # {class: {"accuracy", "ci95", "n"}} on the test split
+    confusion: list[list[int]]  # test split; rows: true class, columns: predicted
+    train_accuracy: float  # the un-augmented training images, without TTA
+    train_ci95: list[float]
+    n_train: int
+    train_confusion: list[list[int]]
+    epochs: int  # epochs trained (all ensemble members together)
+    final_train_loss: float | None
+    train_seconds: float
+    diverged: bool  # the training loss became NaN or infinite
+    tta: bool
+    ensemble: int
+    history: list[dict] = field(default_factory=list)  # one row per epoch, as history.jsonl
+    notes: dict = field(default_factory=dict)  # path-specific facts, e.g. a probe's feature-cache hits
+
+    def to_dict(self) -> dict:
+        return {"format": RECORD_FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunRecord":
+        """The record stored as `data`; ValueError when it is not a record of this format."""
+        if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+            raise ValueError(f"not a run record of format {RECORD_FORMAT}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(name for name in names if name not in data and name not in ("history", "notes"))
+        if missing:
+            raise ValueError(f"run record lacks {', '.join(missing)}")
+        return cls(**{key: value for key, value in data.items() if key in names})

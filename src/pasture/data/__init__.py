@@ -1,0 +1,22 @@
+"""Data: folders -> decoded uint8 tensors -> splits.
+
+    layouts   which files are images of which class in which split (train/test or class folders)
+    decode    one file -> one uint8 tensor, with a content-keyed disk cache
+    images    ImageSet (one split in memory) and Dataset (train + test), class matching by name
+    splits    seeded stratified splits, k folds, validation splits carved from a training split
+"""
+
+from pasture.data.decode import BadImage, decode_image_and_size, display_name
+from pasture.data.images import Dataset, ImageSet, class_index_map, subset_images
+from pasture.data.layouts import (
+    IMAGE_SUFFIXES, decode_files, detect_layout, find_class_folders, image_files_in, load_dataset,
+    load_labelled_folder, load_pool, load_synthetic,
+)
+from pasture.data.splits import fold_dataset, stratified_folds, stratified_split, validation_split
+
+__all__ = [
+    "BadImage", "Dataset", "IMAGE_SUFFIXES", "ImageSet", "class_index_map", "decode_files", "decode_image_and_size",
+    "detect_layout", "display_name", "find_class_folders", "fold_dataset", "image_files_in", "load_dataset",
+    "load_labelled_folder", "load_pool", "load_synthetic", "stratified_folds", "stratified_split", "subset_images",
+    "validation_split",
+]

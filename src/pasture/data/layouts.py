@@ -1,0 +1,294 @@
+"""Folder layouts and their validation: which files are images of which class, in which split.
+
+Two layouts are understood:
+
+    DATA/train/<class>/*  +  DATA/test/<class>/*     a fixed split
+    DATA/<class>/*                                    split here: stratified, seeded, --test-fraction
+
+Each split is decoded once (pasture.data.decode) into one uint8 tensor of shape N x 3 x S x S.
+Training never touches files again: augmentation works on batches. Bad input is found here, before
+any training starts, and reported one line per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_TEST_FRACTION, Warn, warn_to_stderr
+from pasture.core.errors import UserError
+from pasture.data.decode import decode_many, display_name
+from pasture.data.images import Dataset, ImageSet, class_index_map, subset_images
+from pasture.data.splits import stratified_split
+
+# Only used to pick images out of a folder given to `predict`; class folders try every file.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+SPLIT_NAMES = ("train", "test")
+
+
+# ----------------------------------------------------------------------------------------------
+# Folders
+
+
+def _visible_entries(folder: Path) -> list[Path]:
+    # Hidden files (.DS_Store, ._foo.jpg from macOS) are never images a user meant to include.
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def find_class_folders(folder: Path) -> dict[str, list[Path]]:
+    """{class name: sorted files} for every sub-folder; plain files beside them are ignored."""
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder; give a folder of class folders or a train/test layout")
+    classes = {}
+    for entry in _visible_entries(folder):
+        if entry.is_dir():
+            classes[entry.name] = [p for p in _visible_entries(entry) if p.is_file()]
+    return classes
+
+
+def detect_layout(root: Path) -> str:
+    """'train/test' when DATA holds train/ and test/ folders, else 'class-folders'."""
+    has = {name: (root / name).is_dir() for name in SPLIT_NAMES}
+    if all(has.values()):
+        return "train/test"
+    if has["train"] and not has["test"]:
+        # A lone train/ is almost always a half-copied layout, not a class called "train".
+        raise UserError(f"{root}: has train/ but no test/; add test/<class>/ folders or use DATA/<class>/")
+    return "class-folders"
+
+
+def _order_classes(found: Iterable[str], requested: list[str] | None, where: str) -> list[str]:
+    found = sorted(found)
+    if requested is None:
+        return found
+    if len(set(requested)) != len(requested):
+        raise UserError(f"--classes: a class is named twice in {','.join(requested)}")
+    if sorted(requested) != found:
+        raise UserError(
+            f"--classes: names {','.join(requested)} but {where} has class folders "
+            f"{','.join(found) or '(none)'}; name each class folder exactly once"
+        )
+    return list(requested)
+
+
+def _load_split(
+    files_by_class: dict[str, list[Path]],
+    classes: list[str],
+    image_size: int,
+    min_image_size: int,
+    strict: bool,
+    warn: Warn,
+    where: Path,
+    skipped: list[dict],
+    split: str,
+) -> ImageSet:
+    """Decode every file of each class; bad files are skipped with a warning, or fatal if strict."""
+    all_paths = [path for name in classes for path in files_by_class[name]]
+    decoded = decode_many(all_paths, image_size, min_image_size)
+    images, labels, files = [], [], []
+    cursor = 0
+    for label, name in enumerate(classes):
+        usable = 0
+        for path in files_by_class[name]:
+            tensor, reason = decoded[cursor]
+            cursor += 1
+            if tensor is None:
+                if strict:
+                    raise UserError(f"{display_name(path)}: {reason}; remove or fix it (or drop --strict to skip it)")
+                warn(f"skipping {display_name(path)}: {reason}")
+                skipped.append({"file": display_name(path), "reason": reason})
+                continue
+            images.append(tensor)
+            labels.append(label)
+            files.append(str(path))
+            usable += 1
+        if usable == 0:
+            raise UserError(
+                f"{where / name}: class folder has no usable images; add images or remove the folder"
+            )
+    return ImageSet(
+        images=torch.stack(images),
+        labels=torch.tensor(labels, dtype=torch.int64),
+        files=files,
+        classes=list(classes),
+        split=split,
+    )
+
+
+def _fingerprint(root: Path, paths: Iterable[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(os.fsencode(path.relative_to(root)) + f"\0{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def _require_two_classes(classes: list[str], where: Path) -> None:
+    if len(classes) < 2:
+        found = ", ".join(classes) if classes else "none"
+        raise UserError(
+            f"{where}: found {len(classes)} class folder(s) ({found}); a classifier needs at least two "
+            "class folders such as DATA/cow/ and DATA/horse/"
+        )
+
+
+def load_pool(
+    root: str | os.PathLike, image_size: int, classes: list[str] | None = None,
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE, strict: bool = False, warn: Warn = warn_to_stderr,
+) -> Dataset:
+    """Every image of a DATA/<class>/ layout, unsplit (in `.train`, split "all"), for k-fold designs."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder; give the folder that holds your class folders")
+    if detect_layout(root) != "class-folders":
+        raise UserError(f"{root}: has a fixed train/test split; --folds needs DATA/<class>/ folders")
+    files = find_class_folders(root)
+    _require_two_classes(sorted(files), root)
+    order = _order_classes(files, classes, str(root))
+    skipped: list[dict] = []
+    everything = _load_split(files, order, image_size, min_image_size, strict, warn, root, skipped, "all")
+    return Dataset(root=str(root), layout="pool", classes=order, image_size=image_size, train=everything,
+                   test=None, skipped=skipped,
+                   fingerprint=_fingerprint(root, [p for group in files.values() for p in group]))
+
+
+def load_dataset(
+    root: str | os.PathLike,
+    image_size: int,
+    classes: list[str] | None = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split_seed: int = 0,
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
+    strict: bool = False,
+    warn: Warn = warn_to_stderr,
+) -> Dataset:
+    """Load a train/test layout, or a folder of class folders split stratified by `test_fraction`.
+
+    Raises UserError (one line, naming the file or option) for everything a user can fix.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"{root}: no such folder; give the folder that holds your class folders")
+    if image_size < 1:
+        raise UserError(f"--image-size {image_size}: must be a positive number of pixels")
+    if not 0.0 < test_fraction < 1.0:
+        raise UserError(f"--test-fraction {test_fraction}: must be between 0 and 1 (exclusive)")
+    layout = detect_layout(root) if root.is_dir() else "class-folders"
+    skipped: list[dict] = []
+    if layout == "train/test":
+        train_files = find_class_folders(root / "train")
+        test_files = find_class_folders(root / "test")
+        if sorted(train_files) != sorted(test_files):
+            raise UserError(
+                f"{root}: train has classes {','.join(sorted(train_files)) or '(none)'} but test has "
+                f"{','.join(sorted(test_files)) or '(none)'}; both splits need the same class folders"
+            )
+        _require_two_classes(sorted(train_files), root / "train")
+        order = _order_classes(train_files, classes, str(root / "train"))
+        train = _load_split(train_files, order, image_size, min_image_size, strict, warn, root / "train", skipped,
+                            "train")
+        test = _load_split(test_files, order, image_size, min_image_size, strict, warn, root / "test", skipped,
+                           "test")
+        every_file = [p for files in (*train_files.values(), *test_files.values()) for p in files]
+    else:
+        files = find_class_folders(root)
+        _require_two_classes(sorted(files), root)
+        order = _order_classes(files, classes, str(root))
+        for name in order:
+            if len(files[name]) < 2:
+                raise UserError(
+                    f"{root / name}: has {len(files[name])} file(s); splitting into train and test needs "
+                    "at least 2 images per class"
+                )
+        everything = _load_split(files, order, image_size, min_image_size, strict, warn, root, skipped, "all")
+        for label, name in enumerate(order):
+            if int((everything.labels == label).sum()) < 2:
+                raise UserError(f"{root / name}: fewer than 2 usable images; a split needs 2 or more per class")
+        train_idx, test_idx = stratified_split(everything.labels, test_fraction, split_seed)
+        train, test = subset_images(everything, train_idx, "train"), subset_images(everything, test_idx, "test")
+        every_file = [p for group in files.values() for p in group]
+    return Dataset(
+        root=str(root),
+        layout=layout,
+        classes=order,
+        image_size=image_size,
+        train=train,
+        test=test,
+        skipped=skipped,
+        fingerprint=_fingerprint(root, every_file),
+    )
+
+
+def load_labelled_folder(
+    root: str | os.PathLike,
+    image_size: int,
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
+    strict: bool = False,
+    warn: Warn = warn_to_stderr,
+) -> tuple[ImageSet, list[dict]]:
+    """Images to evaluate on: the test split of a train/test layout, else every image of DATA/<class>/.
+
+    Classes are in alphabetical order here; the caller maps them onto a model's classes by name.
+    A single class is allowed (evaluating a model on one class's photos is a fair question).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder; give a folder of class folders or a train/test layout")
+    folder = root / "test" if detect_layout(root) == "train/test" else root
+    files = find_class_folders(folder)
+    if not files:
+        raise UserError(f"{folder}: holds no class folders; put images in {folder}/<class>/")
+    skipped: list[dict] = []
+    images = _load_split(files, sorted(files), image_size, min_image_size, strict, warn, folder, skipped, "eval")
+    return images, skipped
+
+
+def load_synthetic(
+    folder: str | os.PathLike, classes: list[str], image_size: int, warn: Warn = warn_to_stderr,
+) -> tuple[ImageSet, str]:
+    """Synthetic images in the class-folder layout (`pasture gan sample`'s output), labelled with the
+    index of each class name in `classes`. Returns (images, fingerprint)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"--synthetic {folder}: no such folder; give the --out of `pasture gan sample`")
+    files = find_class_folders(folder)
+    if not files:
+        raise UserError(f"--synthetic {folder}: holds no class folders; give the --out of `pasture gan sample`")
+    names = sorted(files)
+    to_training_index = class_index_map(names, classes, f"--synthetic {folder}: class folders")
+    images = _load_split(files, names, image_size, 0, False, warn, folder, [], "synthetic")
+    images.labels = to_training_index[images.labels]
+    images.classes = list(classes)
+    return images, _fingerprint(folder, [p for group in files.values() for p in group])
+
+
+def image_files_in(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively, by image suffix) into a sorted list of image files."""
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            inside = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
+            if not inside:
+                raise UserError(f"{path}: folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            found.extend(inside)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise UserError(f"{path}: no such file or folder")
+    return found
+
+
+def decode_files(paths: list[Path], image_size: int) -> torch.Tensor:
+    """Decode given files for prediction -> uint8 N x 3 x S x S; any bad file is a UserError."""
+    decoded = decode_many(paths, image_size, 0)
+    for path, (tensor, reason) in zip(paths, decoded):
+        if tensor is None:
+            raise UserError(f"{display_name(path)}: {reason}; give image files only")
+    return torch.stack([tensor for tensor, _ in decoded])

@@ -1,0 +1,77 @@
+"""Seeded, stratified splits: train/test, k folds, and validation splits carved from a training split."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pasture.core.errors import UserError
+from pasture.data.images import Dataset, subset_images
+
+
+def stratified_split(labels: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, test) with each class split in the same proportion, seeded.
+
+    Every class keeps at least one image on each side, so it needs two or more images.
+    """
+    rng = np.random.default_rng(seed)
+    train_idx, test_idx = [], []
+    for label in sorted(set(labels.tolist())):
+        members = np.flatnonzero(labels.numpy() == label)
+        members = members[rng.permutation(len(members))]
+        n_test = int(round(len(members) * test_fraction))
+        n_test = min(max(n_test, 1), len(members) - 1)
+        test_idx.extend(members[:n_test].tolist())
+        train_idx.extend(members[n_test:].tolist())
+    return torch.tensor(sorted(train_idx)), torch.tensor(sorted(test_idx))
+
+
+def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> list[torch.Tensor]:
+    """Test indices of `folds` disjoint, stratified folds covering every image (seeded).
+
+    Each class is shuffled and dealt round-robin, so fold sizes per class differ by at most one.
+    """
+    if folds < 2:
+        raise UserError(f"--folds {folds}: needs at least 2 folds")
+    rng = np.random.default_rng(seed)
+    members_of_fold: list[list[int]] = [[] for _ in range(folds)]
+    offset = 0
+    for label in sorted(set(labels.tolist())):
+        members = np.flatnonzero(labels.numpy() == label)
+        if len(members) < folds:
+            raise UserError(f"--folds {folds}: a class has only {len(members)} images; use at most that many folds")
+        for position, index in enumerate(members[rng.permutation(len(members))]):
+            members_of_fold[(position + offset) % folds].append(int(index))
+        offset += len(members)  # start the next class where this one stopped, to balance fold sizes
+    return [torch.tensor(sorted(fold)) for fold in members_of_fold]
+
+
+def fold_dataset(pool: Dataset, test_indices: torch.Tensor) -> Dataset:
+    """A Dataset whose test split is `test_indices` of the pool and whose train split is the rest."""
+    everything = pool.train
+    is_test = torch.zeros(len(everything), dtype=torch.bool)
+    is_test[test_indices] = True
+    return Dataset(
+        root=pool.root, layout="fold", classes=pool.classes, image_size=pool.image_size,
+        train=subset_images(everything, torch.nonzero(~is_test).flatten(), "train"),
+        test=subset_images(everything, torch.nonzero(is_test).flatten(), "test"),
+        skipped=pool.skipped, fingerprint=pool.fingerprint,
+    )
+
+
+def validation_split(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    """A Dataset whose train/test are a stratified split of `dataset.train` alone.
+
+    For choosing recipes and settings: the real test split is never looked at.
+    """
+    train_idx, val_idx = stratified_split(dataset.train.labels, fraction, seed)
+    return Dataset(
+        root=dataset.root,
+        layout="validation",
+        classes=dataset.classes,
+        image_size=dataset.image_size,
+        train=subset_images(dataset.train, train_idx, "train"),
+        test=subset_images(dataset.train, val_idx, "validation"),
+        skipped=dataset.skipped,
+        fingerprint=dataset.fingerprint,
+    )
