@@ -6,6 +6,7 @@ noise, so a model can learn them but they are not all identical.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,14 @@ from PIL import Image
 SHARED_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "cowhorse-dev"
 
 
+def image_seed(label: str, index: int, size: int) -> int:
+    """A seed that is the same in every process: Python salts str hashes per process, so hash()
+    would give each test run (and each subprocess) different images."""
+    return zlib.crc32(f"{label}|{index}|{size}".encode())
+
+
 def make_image(label: str, index: int, size: int = 24) -> Image.Image:
-    rng = np.random.default_rng(hash((label, index, size)) % 2**32)
+    rng = np.random.default_rng(image_seed(label, index, size))
     pixels = rng.integers(0, 60, size=(size, size, 3)).astype(np.int16)
     if label == "cow":
         pixels[..., 0] += 150

@@ -159,7 +159,9 @@ def test_score_json_shape(trained_gan, split_data, capsys):
         assert set(score[key]) >= {"accuracy", "ci95", "n"}
     assert score["gan_test"]["n"] == 12 and score["gan_train"]["n"] == 12
     memo = score["memorisation"]
-    assert 0 <= memo["near_copy_fraction"] <= 1 and memo["n"] == 12
+    assert memo["n"] == 12
+    copies = memo["near_copy_fraction"] * 12  # a count of samples, with its Wilson interval around it
+    assert copies == round(copies) and memo["near_copy_ci95"][0] <= memo["near_copy_fraction"] <= memo["near_copy_ci95"][1]
     assert (trained_gan / "score.json").is_file()
 
 

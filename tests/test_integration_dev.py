@@ -15,8 +15,11 @@ def test_train_evaluate_predict_on_dev_photos(tmp_path):
     metrics = api.train(SHARED_DEV, run, recipe="default", epochs=2, seed=0, quiet=True)
     assert metrics["n_train"] == 100 and metrics["n_test"] == 100
     assert metrics["classes"] == ["cow", "horse"]
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["test_accuracy"] == metrics["test_correct"] / 100
+    assert metrics["test_ci95"][0] < metrics["test_accuracy"] < metrics["test_ci95"][1]
+    assert sum(map(sum, metrics["confusion"])) == 100 and {row["n"] for row in metrics["per_class"].values()} == {50}
+    assert len(metrics["history"]) == 2
     report = api.evaluate(run, SHARED_DEV)
-    assert report["n"] == 100 and report["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert report["n"] == 100 and report["correct"] == metrics["test_correct"]  # the same model, the same images
     rows = api.predict(run, [SHARED_DEV / "test" / "cow"])
     assert len(rows) == 50 and {row["label"] for row in rows} <= {"cow", "horse"}

@@ -12,9 +12,18 @@ def test_paper_recipe_is_exactly_the_reports():
     assert paper.label_smoothing == 0 and paper.warmup_epochs == 0
 
 
-def test_default_recipe_differs_from_paper():
-    assert get_recipe("default") != get_recipe("paper")
-    assert set(RECIPES) >= {"paper", "default"}
+def test_every_recipe_is_named_by_its_key_resolves_and_is_distinct():
+    import dataclasses
+
+    from pasture.classify.recipes import resolve_recipe
+
+    for name, recipe in RECIPES.items():
+        assert recipe.name == name and recipe.description
+        assert resolve_recipe(name) == recipe  # its model, augmentation and sizes fit together
+    for a in RECIPES.values():
+        for b in RECIPES.values():
+            if a is not b:  # equal but for the name would be one recipe under two names
+                assert dataclasses.replace(a, name=b.name, description=b.description) != b
 
 
 def test_overrides_replace_only_given_fields():

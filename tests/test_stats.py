@@ -21,6 +21,11 @@ def test_wilson_interval_shrinks_with_n():
     assert (lambda a, b: (b[1] - b[0]) < (a[1] - a[0]))(wilson_interval(20, 40), wilson_interval(200, 400))
 
 
+def test_wilson_contains_the_observed_proportion_at_the_extremes():
+    for n in range(1, 60):
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+
+
 def test_wilson_rejects_impossible_counts():
     with pytest.raises(ValueError):
         wilson_interval(11, 10)

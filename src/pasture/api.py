@@ -30,7 +30,7 @@ from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DataOp
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.plots import plot_confusion, plot_curves
 from pasture.core.runs import atomic_write_json, prepare_run_dir, read_json, versions
-from pasture.data import class_index_map, decode_files, image_files_in, load_dataset, load_labelled_folder, load_synthetic
+from pasture.data import class_index_map, decode_files, display_name, image_files_in, load_dataset, load_labelled_folder, load_synthetic
 from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.trainer import train_gan, validate_gan_preset
@@ -218,7 +218,7 @@ def predict(run: str | os.PathLike, paths: list[str | os.PathLike]) -> list[dict
     for path, probs in zip(files, probabilities.tolist()):
         best = max(range(len(probs)), key=probs.__getitem__)
         rows.append({
-            "file": str(path),
+            "file": display_name(path),  # printable: bytes that are not UTF-8 appear as \xff escapes
             "label": config["classes"][best],
             "probability": probs[best],
             "probabilities": dict(zip(config["classes"], probs)),

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON (a list of objects)")
     _add_gan_commands(commands)
     _add_experiment_commands(commands)
+    commands.add_parser("recipes", help="list recipes, models, augmentations, GAN presets and conditions",
+                        formatter_class=_Formatter,
+                        description="Every named preset pasture has, with what it is.")
     return parser
 
 
@@ -429,8 +432,33 @@ def _run_predict(args) -> int:
     return 0
 
 
+def _run_recipes(args) -> int:
+    from pasture.classify.augment import AUGMENT_PRESETS
+    from pasture.models import get_spec, list_models
+    from pasture.study.experiment import CONDITIONS
+
+    print("recipes (pasture train --recipe NAME; every field can be overridden with its flag):")
+    for name, recipe in RECIPES.items():
+        print(f"  {name:12} {recipe.description}")
+        print(f"  {'':12} model {recipe.model}, {recipe.image_size} px, augment {recipe.augment}, {recipe.optimizer} "
+              f"lr {recipe.lr}, batch {recipe.batch_size}, {recipe.epochs} epochs")
+    print("models:")
+    for name in list_models():
+        print(f"  {name:12} {get_spec(name).description}")
+    print("augmentation:")
+    for name, preset in AUGMENT_PRESETS.items():
+        print(f"  {name:12} {preset.description}")
+    print("GAN presets (pasture gan train --preset NAME):")
+    for name, preset in GAN_PRESETS.items():
+        print(f"  {name:12} {preset.description}")
+    print("experiment conditions (pasture experiment --conditions NAME ...):")
+    for name, condition in CONDITIONS.items():
+        print(f"  {name:17} {condition.description}")
+    return 0
+
+
 HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "gan": _run_gan,
-            "experiment": _run_experiment, "demo": _run_demo}
+            "experiment": _run_experiment, "demo": _run_demo, "recipes": _run_recipes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,18 @@ same folder, then rename over the target: a crash leaves the old file or the new
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
 import sys
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import torch
+
+from pasture import __version__
 from pasture.core.errors import UserError
 
 # Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
@@ -57,10 +62,6 @@ def read_json(path: str | os.PathLike):
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    import io
-
-    import torch
-
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -68,8 +69,6 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint with weights_only=True: plain tensors and containers, never pickled code."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint here; is this a finished pasture run folder?")
@@ -81,12 +80,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def versions() -> dict:
     """Versions of everything that can change a number."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
-
-    from pasture import __version__
-
     def installed(name: str) -> str | None:
         try:
             return version(name)

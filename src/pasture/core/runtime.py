@@ -28,6 +28,10 @@ import os
 import random
 import sys
 
+import numpy as np
+import torch
+from tqdm import tqdm
+
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's own ceiling for its dynamic threshold (64-bit)
@@ -63,9 +67,6 @@ def malloc_tuning_applied() -> bool:
 def seed_everything(seed: int):
     """Seed Python, NumPy and torch's global RNG (dropout, init); return a torch.Generator for data
     order and augmentation, kept separate so its state can be saved and restored on its own."""
-    import numpy as np
-    import torch
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -74,8 +75,6 @@ def seed_everything(seed: int):
 
 def progress_bar(total: int, initial: int, quiet: bool, desc: str = "train", unit: str = "epoch"):
     """A tqdm bar on stderr (hidden with `quiet`) that starts at `initial` (resumed work)."""
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=quiet, file=sys.stderr,
                 dynamic_ncols=True, leave=False)
 
@@ -84,7 +83,5 @@ def autocast(precision: str):
     """bfloat16 autocast of forward passes for precision "bf16" (weights, optimiser and loss stay fp32);
     a no-op for "fp32". Shared by classifier and GAN training."""
     if precision == "bf16":
-        import torch
-
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -5,7 +5,9 @@ Pure Python + math: no torch, so reports and the CLI can use it cheaply.
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 import statistics
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -29,7 +31,11 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At 0 or n the bounds are exactly 0 or 1 (the formula gets there only up to float rounding: 2.8e-17
+    # for 0 of 12, which put an observed 0% outside its own interval).
+    low = 0.0 if correct == 0 else max(0.0, centre - half)
+    high = 1.0 if correct == n else min(1.0, centre + half)
+    return (low, high)
 
 
 def t_quantile_95(df: int) -> float:
@@ -65,9 +71,6 @@ def sign_flip_p_value(differences: list[float], samples: int = 20000, seed: int 
 
     Exact (all 2^n sign patterns) for n <= 16, Monte Carlo with `samples` draws beyond.
     """
-    import itertools
-    import random
-
     n = len(differences)
     if n == 0:
         return 1.0
@@ -89,8 +92,6 @@ def sign_flip_p_value(differences: list[float], samples: int = 20000, seed: int 
 
 def bootstrap_interval(differences: list[float], samples: int = 10000, seed: int = 0) -> tuple[float, float]:
     """95% percentile bootstrap interval of the mean of paired differences (seeded, reproducible)."""
-    import random
-
     n = len(differences)
     if n == 0:
         return (float("nan"), float("nan"))

@@ -46,6 +46,8 @@ def find_class_folders(folder: Path) -> dict[str, list[Path]]:
     classes = {}
     for entry in _visible_entries(folder):
         if entry.is_dir():
+            if display_name(entry.name) != entry.name:  # class names are printed, plotted and written as text
+                raise UserError(f"{display_name(entry)}: class folder name is not valid UTF-8; rename it")
             classes[entry.name] = [p for p in _visible_entries(entry) if p.is_file()]
     return classes
 
