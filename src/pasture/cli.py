@@ -125,9 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="expected synthetic share of each batch (default: as if added to the train folder)")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
     _add_data_options(train)
-    train.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
-    train.add_argument("--force", action="store_true", help="overwrite a different run already in RUN")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_folder_flags(train, "RUN")
 
     evaluate = commands.add_parser(
         "evaluate", help="accuracy of a trained run on labelled images", epilog=EVALUATE_EXAMPLES,
@@ -287,6 +285,13 @@ def _data_options(args) -> DataOptions:
                        min_image_size=args.min_image_size, strict=args.strict)
 
 
+def _add_run_folder_flags(parser: argparse.ArgumentParser, folder: str) -> None:
+    parser.add_argument("--resume", action="store_true", help=f"continue {folder} from its last checkpoint")
+    parser.add_argument("--force", action="store_true",
+                        help=f"overwrite a different run already in {folder} (only pasture's own files)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=_class_list, help="class order, e.g. horse,cow (default: alphabetical)")
     parser.add_argument("--test-fraction", type=_fraction, default=DEFAULT_TEST_FRACTION,
@@ -312,11 +317,9 @@ def _add_gan_commands(commands) -> None:
                        help="named GAN preset: " + "; ".join(
                            f"{name}: {preset.description}" for name, preset in GAN_PRESETS.items()))
     _add_settings_flags(train, GanPreset, "preset")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
     _add_data_options(train)
-    train.add_argument("--resume", action="store_true")
-    train.add_argument("--force", action="store_true")
-    train.add_argument("--quiet", action="store_true")
+    _add_run_folder_flags(train, "GAN_DIR")
 
     sample = gan_commands.add_parser("sample", help="write synthetic images in the class-folder layout",
                                      epilog=GAN_EXAMPLES, formatter_class=_Formatter,

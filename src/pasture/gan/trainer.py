@@ -228,6 +228,23 @@ def _gan_step(run: _UnitRun, preset: GanPreset, real: torch.Tensor, labels: torc
     }
 
 
+def _sample_point(run: _UnitRun, preset: GanPreset, iteration: int, fixed_labels, real_spread: float,
+                  diversity: dict, warn) -> torch.Tensor:
+    """The fixed-noise samples at a sample point, with the collapse watch: their spread against the real
+    images' is recorded in `diversity` and a warning given when it falls below COLLAPSE_RATIO."""
+    unit = run.unit
+    with torch.no_grad():
+        samples = unit.sampler.eval()(run.fixed_z, fixed_labels)
+    unit.generator.train()
+    ratio = mean_pairwise_distance(samples) / max(real_spread, 1e-8)
+    diversity[f"{run.index}:{iteration}"] = ratio
+    # Early samples of an EMA generator are all alike; judge collapse from a quarter in.
+    if ratio < COLLAPSE_RATIO and warn is not None and iteration >= preset.iterations // 4:
+        warn(f"GAN unit {run.index} at iteration {iteration}: samples are {ratio:.2f}x as spread out as the "
+             "real images; the generator may be collapsing")
+    return samples
+
+
 def train_gan(
     train: ImageSet,
     preset: GanPreset,
@@ -281,18 +298,8 @@ def train_gan(
                 bar.set_postfix({"D": f"{record['loss_d']:.2f}", "G": f"{record['loss_g']:.2f}",
                                  "p": f"{run.p_aug:.2f}"}, refresh=False)
                 bar.update(1)
-                last = iteration + 1 == preset.iterations
-                if (iteration + 1) % preset.sample_every == 0 or last:
-                    sampler = unit.sampler.eval()
-                    with torch.no_grad():
-                        samples = sampler(run.fixed_z, fixed_labels)
-                    unit.generator.train()
-                    ratio = mean_pairwise_distance(samples) / max(real_spread, 1e-8)
-                    diversity[f"{unit_index}:{iteration + 1}"] = ratio
-                    # Early samples of an EMA generator are all alike; judge collapse from a quarter in.
-                    if ratio < COLLAPSE_RATIO and warn is not None and iteration + 1 >= preset.iterations // 4:
-                        warn(f"GAN unit {unit_index} at iteration {iteration + 1}: samples are {ratio:.2f}x as "
-                             "spread out as the real images; the generator may be collapsing")
+                if (iteration + 1) % preset.sample_every == 0 or iteration + 1 == preset.iterations:
+                    samples = _sample_point(run, preset, iteration + 1, fixed_labels, real_spread, diversity, warn)
                     if out is not None:
                         save_grid(samples, out / f"samples_u{unit_index}_{iteration + 1:05d}.png", nrow=8)
                         _save_gan_checkpoint(checkpoint_path, finished, run, iteration + 1, log, diversity)
