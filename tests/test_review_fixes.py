@@ -104,6 +104,7 @@ def test_a_class_folder_name_that_is_not_utf8_is_a_one_line_error(tmp_path, caps
     assert "horse\\xff" in err and "rename" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # pasture says it itself
 def test_images_above_the_decompression_bomb_warning_are_skipped_with_a_warning(split_data, monkeypatch):
     # Pillow warns above MAX_IMAGE_PIXELS (89.5 Mpx) and refuses above twice that; a small limit
     # stands in for a 12000 x 12000 photo.

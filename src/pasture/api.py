@@ -25,11 +25,14 @@ from pathlib import Path
 from pasture.classify.evaluate import evaluate_model, predict_probabilities, score_run
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
-from pasture.classify.trained import load_run
+from pasture.classify.trained import load_run, run_config_problem
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DataOptions, Warn, warn_to_stderr
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.plots import plot_confusion, plot_curves
-from pasture.core.runs import atomic_write_json, prepare_run_dir, read_json, versions
+from pasture.core.record import record_problem
+from pasture.core.runs import (
+    atomic_write_json, check_writable, folder_lock, is_whole_number, prepare_run_dir, read_checked_json, versions,
+)
 from pasture.data import class_index_map, decode_files, display_name, image_files_in, load_dataset, load_labelled_folder, load_synthetic
 from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
 from pasture.gan.presets import GanPreset, get_gan_preset
@@ -79,15 +82,15 @@ def _data_identity(data, dataset, options: DataOptions) -> dict:
     }
 
 
-def _open_run_dir(out: Path, identity: dict, config: dict, *, what: str, result_file: str, resume: bool,
-                  force: bool, command: list[str] | None, warn: Warn) -> tuple[str, dict | None]:
+def _open_run_dir(out: Path, identity: dict, config: dict, *, what: str, result_file: str, done_check,
+                  resume: bool, force: bool, command: list[str] | None, warn: Warn) -> tuple[str, dict | None]:
     """Prepare a run folder (new, resume or done; see core.runs.prepare_run_dir). A new run gets
     config.json: `config` plus the identity, versions, command and time. Returns (state, the finished
     run's `result_file` contents when state is "done", else None)."""
-    state = prepare_run_dir(out, identity, resume=resume, force=force)
+    state = prepare_run_dir(out, identity, resume=resume, force=force, done_check=done_check, warn=warn)
     if state == "done":
         warn(f"{out}: this {what} had already finished; nothing to resume")
-        return state, read_json(out / result_file)
+        return state, read_checked_json(out / result_file, done_check, what=what)
     if state == "new":
         atomic_write_json(out / "config.json", {
             **config,
@@ -153,13 +156,15 @@ def train(
     state, finished = _open_run_dir(out, identity, {
         "model": chosen.model, "image_size": chosen.image_size, "classes": dataset.classes, "seed": seed,
         "recipe": chosen.to_dict(), "data_summary": dataset.summary(), "eval_every": eval_every,
-    }, what="run", result_file="metrics.json", resume=resume, force=force, command=command, warn=warn)
+    }, what="run", result_file="metrics.json", done_check=record_problem, resume=resume, force=force,
+        command=command, warn=warn)
     if finished is not None:
         return finished
     try:
-        result = train_classifier(dataset, chosen, seed, run_dir=out, resume=(state == "resume"), quiet=quiet,
-                                  synthetic=synthetic_images, synthetic_ratio=synthetic_ratio or 0.0,
-                                  eval_every=eval_every)
+        with folder_lock(out, "run"):
+            result = train_classifier(dataset, chosen, seed, run_dir=out, resume=(state == "resume"), quiet=quiet,
+                                      synthetic=synthetic_images, synthetic_ratio=synthetic_ratio or 0.0,
+                                      eval_every=eval_every)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; {out / 'checkpoint.pt'} holds the last finished epoch. Run the same command "
@@ -230,6 +235,13 @@ def predict(run: str | os.PathLike, paths: list[str | os.PathLike]) -> list[dict
 # GANs
 
 
+def _summary_problem(summary: dict) -> str | None:
+    """The schema of a finished GAN folder's summary.json."""
+    if not is_whole_number(summary.get("units"), 1, 10_000) or not isinstance(summary.get("final"), dict):
+        return "is not the summary of a finished GAN"
+    return None
+
+
 def _gan_summary(result: dict, chosen: GanPreset, dataset) -> dict:
     """summary.json of a finished GAN folder: the last log row of each unit, diversity and time."""
     last = {}
@@ -276,12 +288,15 @@ def gan_train(
     state, finished = _open_run_dir(out, identity, {
         "kind": "gan", "preset": chosen.to_dict(), "classes": dataset.classes, "seed": seed,
         "data_summary": dataset.summary(),
-    }, what="GAN", result_file="summary.json", resume=resume, force=force, command=command, warn=warn)
+    }, what="GAN", result_file="summary.json", done_check=_summary_problem, resume=resume, force=force,
+        command=command, warn=warn)
     if finished is not None:
         return finished
     try:
         # Only the training split is handed over; train_gan refuses any other split.
-        result = train_gan(dataset.train, chosen, seed, out=out, resume=(state == "resume"), quiet=quiet, warn=warn)
+        with folder_lock(out, "GAN"):
+            result = train_gan(dataset.train, chosen, seed, out=out, resume=(state == "resume"), quiet=quiet,
+                               warn=warn)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; {out / 'checkpoint.pt'} holds the last sample point. Run the same command with "
@@ -326,7 +341,10 @@ def gan_score(
     Writes SOURCE/score.json. The real test split of DATA is only evaluated on.
     """
     source = Path(source)
-    size = read_json(Path(run) / "config.json")["image_size"] if run is not None else resolve_recipe().image_size
+    if write:  # score.json goes into SOURCE: find out now, not after minutes of training
+        check_writable(source, "score it with write=False (--json prints the score) or copy the folder")
+    size = (read_checked_json(Path(run) / "config.json", run_config_problem, what="run folder")["image_size"]
+            if run is not None else resolve_recipe().image_size)
     dataset = load_dataset(data, size, warn=warn)
     if (source / "synth.json").is_file():
         synthetic, _ = load_synthetic(source, dataset.classes, size, warn)
@@ -362,10 +380,12 @@ def experiment(
     eval_every: int = 1,
     quiet: bool = False,
     paper: bool = False,
+    force: bool = False,
     warn: Warn = warn_to_stderr,
     command: list[str] | None = None,
 ) -> dict:
     """Run conditions x replicates (paired) on DATA and write DIR/report.md, report.html, results.*.
+    `force` first removes pasture's own files (stored runs, GANs, reports) from DIR, never others.
 
     `conditions` are names from pasture.study.experiment.CONDITIONS or 'NAME:key=value,...' specs; the
     first is the baseline every other one is compared with; `recipe`/`model` apply to written conditions
@@ -382,7 +402,7 @@ def experiment(
     spec = ExperimentSpec(
         data=str(data), out=str(out), conditions=parsed, seeds=seeds, folds=folds, classes=classes,
         min_image_size=min_image_size, jobs=jobs, eval_every=eval_every, quiet=quiet, title=title,
-        report_numbers=numbers, command=list(command or []),
+        report_numbers=numbers, command=list(command or []), force=force,
     )
     return run_experiment(spec, warn=warn)
 

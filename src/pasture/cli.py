@@ -1,6 +1,7 @@
 """Command line: argument parsing, messages and exit codes only. All work is in pasture.api.
 
-Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 130 interrupted by Ctrl-C.
+Exit codes: 0 success, 2 user error or an OS error such as a full disk (one line on stderr naming the path,
+no traceback), 130 interrupted by Ctrl-C.
 torch is imported only when a command runs, so `pasture --help` starts fast.
 """
 
@@ -17,6 +18,7 @@ from pasture.core.defaults import (
     DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, DataOptions, option_fields,
 )
 from pasture.core.errors import Interrupted, UserError
+from pasture.core.paths import printable_name
 from pasture.gan.presets import GAN_PRESETS, GanPreset
 
 EXIT_USER_ERROR = 2
@@ -191,6 +193,8 @@ def _add_experiment_commands(commands) -> None:
     experiment.add_argument("--eval-every", type=_positive_int, default=1, metavar="K",
                             help="score the test split for each run's curves every K-th epoch (and the first and "
                                  "last) instead of every epoch; results are the same")
+    experiment.add_argument("--force", action="store_true",
+                            help="start again: remove pasture's own files (stored runs, GANs, reports) from DIR first")
     experiment.add_argument("--quiet", action="store_true")
 
     demo = commands.add_parser("demo", help="the whole study on images pasture draws itself",
@@ -228,7 +232,7 @@ def _run_experiment(args) -> int:
         args.target[-1], args.out, conditions=args.conditions, seeds=args.seeds, folds=args.folds,
         recipe=args.recipe, model=args.model,
         classes=args.classes, min_image_size=args.min_image_size, jobs=args.jobs, eval_every=args.eval_every,
-        quiet=args.quiet, paper=paper, command=args.command_line,
+        quiet=args.quiet, paper=paper, force=args.force, command=args.command_line,
     )
     _print_experiment(results, args.out)
     return 0
@@ -431,7 +435,7 @@ def _run_predict(args) -> int:
         print(json.dumps(rows))
         return 0
     for row in rows:
-        print(f"{row['file']}\t{row['label']}\t{row['probability']:.3f}")
+        print(f"{printable_name(row['file'])}\t{row['label']}\t{row['probability']:.3f}")
     return 0
 
 
@@ -483,6 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pasture: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as error:  # disk full, read-only, permissions: the machine's state, not a bug in pasture
+        where = printable_name(error.filename) if error.filename is not None else "pasture"
+        print(f"pasture: error: {where}: {error.strerror or error}; work finished so far is kept "
+              "(runs resume from their last checkpoint)", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

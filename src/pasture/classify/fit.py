@@ -139,6 +139,9 @@ def train_classifier(
         bar.close()
     if checkpoint_path is not None:
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "members": finished, "history": history}, checkpoint_path)
+        # Again from the checkpoint's own copy: a process killed between the last epoch's checkpoint and
+        # its history line resumes straight to here, and the line must not be lost.
+        write_jsonl(checkpoint_path.parent / "history.jsonl", history)
     return TrainResult(
         model=build_members(recipe, len(dataset.classes), finished),
         history=history, seconds=time.perf_counter() - started, nonfinite_loss=nonfinite,

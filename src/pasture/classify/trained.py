@@ -8,9 +8,10 @@ from pathlib import Path
 
 from torch import nn
 
-from pasture.classify.recipes import Recipe
+from pasture.classify.recipes import Recipe, validate_recipe
 from pasture.core.errors import UserError
-from pasture.core.runs import load_checkpoint, read_json
+from pasture.core.paths import class_names_problem
+from pasture.core.runs import is_whole_number, load_checkpoint, read_checked_json
 from pasture.models import Ensemble, create_model
 
 MEMBER_SEED_STRIDE = 1000  # member i of an ensemble trains with seed + 1000 * i
@@ -36,6 +37,32 @@ def build_members(recipe: Recipe, num_classes: int, member_states: list[dict]) -
     return members[0] if len(members) == 1 else Ensemble(members)
 
 
+MAX_IMAGE_SIZE = 2048  # px; a run folder asking for more is damaged or hostile (100000 px would allocate GBs)
+
+
+def run_config_problem(config: dict) -> str | None:
+    """The schema of a run folder's config.json (a folder is untrusted input: it travels between people)."""
+    problem = class_names_problem(config.get("classes"))
+    if problem is not None:
+        return problem
+    if not isinstance(config.get("recipe"), dict):
+        return "recipe: missing"
+    try:
+        recipe = Recipe(**config["recipe"])
+        validate_recipe(recipe)
+    except TypeError as error:
+        return f"recipe: {error}"
+    except UserError as error:
+        return f"recipe: {error}"
+    size = config.get("image_size")
+    if not is_whole_number(size, 1, MAX_IMAGE_SIZE):
+        return f"image_size {size!r}: must be a whole number of px from 1 to {MAX_IMAGE_SIZE}"
+    if size != recipe.image_size or config.get("model") != recipe.model:
+        return (f"image_size {size} / model {config.get('model')!r} differ from its recipe's "
+                f"{recipe.image_size} / {recipe.model!r}")
+    return None
+
+
 def load_run(run: str | os.PathLike) -> tuple[nn.Module, dict]:
     """(model in eval mode, config dict) of a finished run folder; an ensemble comes back as one
     module whose output averages its members' probabilities."""
@@ -44,11 +71,11 @@ def load_run(run: str | os.PathLike) -> tuple[nn.Module, dict]:
         raise UserError(f"{run}: not a pasture run folder (no config.json); give the --out of a `pasture train`")
     if not (run / "metrics.json").is_file():
         raise UserError(f"{run}: this run has not finished; continue it with `pasture train ... --resume`")
-    config = read_json(run / "config.json")
+    config = read_checked_json(run / "config.json", run_config_problem, what="run folder")
     state = load_checkpoint(run / "checkpoint.pt")
     try:
         model = build_members(Recipe(**config["recipe"]), len(config["classes"]), state["members"])
-    except (KeyError, RuntimeError, TypeError) as error:
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
         raise UserError(f"{run / 'checkpoint.pt'}: weights do not fit {config['model']} ({error})") from None
     model.eval()
     return model, config

@@ -44,8 +44,35 @@ class RunRecord:
         """The record stored as `data`; ValueError when it is not a record of this format."""
         if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
             raise ValueError(f"not a run record of format {RECORD_FORMAT}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(name for name in names if name not in data and name not in ("history", "notes"))
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        missing = sorted(name for name in fields if name not in data and name not in ("history", "notes"))
         if missing:
             raise ValueError(f"run record lacks {', '.join(missing)}")
-        return cls(**{key: value for key, value in data.items() if key in names})
+        for name, value in data.items():
+            if name in fields and not _has_type(value, fields[name].type):
+                raise ValueError(f"run record field {name} is {type(value).__name__}, not {fields[name].type}")
+        return cls(**{key: value for key, value in data.items() if key in fields})
+
+
+_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "list": list, "dict": dict}
+
+
+def _has_type(value, annotation: str) -> bool:
+    """Whether a value read from JSON fits a field's annotation (outer type only: "list[float]" -> list)."""
+    if annotation.endswith(" | None"):
+        if value is None:
+            return True
+        annotation = annotation[: -len(" | None")]
+    expected = _TYPES[annotation.split("[")[0]]
+    if expected in (int, (int, float)) and isinstance(value, bool):
+        return False
+    return isinstance(value, expected)
+
+
+def record_problem(data: dict) -> str | None:
+    """The schema of a stored RunRecord (metrics.json), for pasture.core.runs.read_checked_json."""
+    try:
+        RunRecord.from_dict(data)
+    except (TypeError, ValueError) as error:
+        return str(error)
+    return None

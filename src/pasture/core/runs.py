@@ -6,6 +6,7 @@ same folder, then rename over the target: a crash leaves the old file or the new
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -29,18 +30,42 @@ RUN_FILES = (
 DONE_MARKERS = ("metrics.json", "summary.json")  # written last by a finished classifier / GAN run
 
 
+TEMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the target's folder
+LOCK_NAME = ".pasture.lock"  # held (with the owner's pid) while a process writes into a folder
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """Permissions of a file the user creates: 0o666 less the umask (mkstemp alone gives 0o600, so
+    reports and runs could not be shared)."""
+    return 0o666 & ~_umask()
+
+
+def new_folder_mode() -> int:
+    return 0o777 & ~_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as temp:
+            os.fchmod(temp.fileno(), new_file_mode())
             temp.write(data)
             temp.flush()
             os.fsync(temp.fileno())
         os.replace(temp_name, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temp_name):
             os.unlink(temp_name)
+        if isinstance(error, OSError) and error.filename is None:  # a full disk: say which file it hit
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 
@@ -59,6 +84,44 @@ def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
 def read_json(path: str | os.PathLike):
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def read_checked_json(path: str | os.PathLike, check=None, what: str = "pasture file") -> dict:
+    """The one loader of a JSON file pasture wrote and reads back (config, metrics, summaries, results):
+    it must be a JSON object, and `check(data)` (the file kind's schema: returns a problem in words, or
+    None) must pass. Anything else is a UserError naming the file, never a KeyError deep inside."""
+    path = Path(path)
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; is this a {what}?") from None
+    except (UnicodeDecodeError, ValueError):
+        raise UserError(f"{path}: not valid JSON; the {what} is damaged (re-create it)") from None
+    problem = "is not a JSON object" if not isinstance(data, dict) else (check(data) if check else None)
+    if problem:
+        raise UserError(f"{path}: {problem}; the {what} is damaged or was edited (re-create it)")
+    return data
+
+
+def is_whole_number(value, low: int, high: int) -> bool:
+    """An int (not a bool, not a string) within [low, high]: the bound check of sizes read back."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def remove_orphan_temp_files(folder: Path, recursive: bool = False) -> int:
+    """Delete the temporary files of atomic writes that a killed process left in `folder` (only names
+    of the form ".<name>.<random>.tmp"); returns how many. Called whenever pasture opens a folder."""
+    removed = 0
+    pattern = "**/.*" + TEMP_SUFFIX if recursive else ".*" + TEMP_SUFFIX
+    for path in Path(folder).glob(pattern):
+        if path.is_file() and path.name.count(".") >= 3:
+            path.unlink(missing_ok=True)
+            removed += 1
+    lock = Path(folder) / LOCK_NAME
+    if lock.is_file() and not _process_alive(_lock_owner(lock)):
+        lock.unlink(missing_ok=True)  # left by a process that was killed
+        removed += 1
+    return removed
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
@@ -100,14 +163,15 @@ def versions() -> dict:
     }
 
 
-def _check_writable(folder: Path) -> None:
+def check_writable(folder: Path, hint: str = "choose another --out") -> None:
+    """Create `folder` if needed and prove a file can be written there, before any work is done."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle, probe = tempfile.mkstemp(prefix=".pasture-write-test.", dir=folder)
         os.close(handle)
         os.unlink(probe)
     except OSError as error:
-        raise UserError(f"{folder}: cannot write here ({error.strerror}); choose another --out") from None
+        raise UserError(f"{folder}: cannot write here ({error.strerror}); {hint}") from None
 
 
 def differing_keys(old: dict, new: dict) -> list[str]:
@@ -122,6 +186,10 @@ def check_output_folder(out: Path, marker: str | None, what: str) -> bool:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; choose another --out")
+    if out.is_dir():
+        # What a process killed during its first write left: only pasture's temp files. The folder is
+        # then as good as empty, and pasture continues instead of refusing its own leftovers.
+        remove_orphan_temp_files(out)
     if marker is not None and (out / marker).is_file():
         return True
     if marker is not None and out.is_dir() and any(out.iterdir()):
@@ -129,12 +197,62 @@ def check_output_folder(out: Path, marker: str | None, what: str) -> bool:
     return False
 
 
-def prepare_run_dir(out: str | os.PathLike, identity: dict, resume: bool, force: bool) -> str:
+@contextlib.contextmanager
+def folder_lock(folder: Path, what: str):
+    """Hold `folder`/.pasture.lock (with this process's pid) while pasture writes into it, so a second
+    process on the same folder stops with a message instead of computing everything twice. A lock
+    whose process is gone (killed) is stale and taken over."""
+    lock = Path(folder) / LOCK_NAME
+    for _ in range(2):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, new_file_mode())
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None and _process_alive(owner):
+                raise UserError(f"{folder}: another pasture process (pid {owner}) is writing this {what}; wait for "
+                                f"it to finish, or stop it first") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(handle, "w") as file:
+            file.write(f"{os.getpid()}\n")
+        break
+    else:
+        raise UserError(f"{lock}: cannot take the lock of this {what}; remove the file if no pasture process runs")
+    try:
+        yield
+    finally:
+        if _lock_owner(lock) == os.getpid():
+            lock.unlink(missing_ok=True)
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _process_alive(pid: int | None) -> bool:
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def prepare_run_dir(out: str | os.PathLike, identity: dict, resume: bool, force: bool,
+                    done_check=None, warn=None) -> str:
     """Make `out` ready for a run whose settings are `identity`. Returns 'new', 'resume' or 'done'.
 
     - an existing run with other settings is never overwritten without --force;
-    - --resume continues the same run from its last checkpoint ('done' if it had finished);
-    - --force removes only pasture's own files from the folder.
+    - --resume continues the same run from its last checkpoint ('done' if it had finished; a finished
+      run whose result file fails `done_check` is resumed, which rewrites it from the checkpoint);
+    - --force removes only pasture's own files from the folder;
+    - temp files of writes a killed process left behind are removed.
     Raises UserError for every refusal, before anything is written.
     """
     out = Path(out)
@@ -146,9 +264,10 @@ def prepare_run_dir(out: str | os.PathLike, identity: dict, resume: bool, force:
                 path.unlink(missing_ok=True)
     elif check_output_folder(out, "config.json", "run"):
         try:
-            old = read_json(config_path).get("identity", {})
-        except (OSError, ValueError, AttributeError):  # not JSON, or JSON that is not an object
-            raise UserError(f"{config_path}: unreadable; use --force to overwrite this run") from None
+            old = read_checked_json(config_path, lambda data: None if isinstance(data.get("identity"), dict)
+                                    else "has no run identity", what="run folder")["identity"]
+        except UserError as error:
+            raise UserError(f"{error}; or use --force to overwrite this run") from None
         if not resume:
             raise UserError(
                 f"{out}: already holds a run; use --resume to continue it, --force to overwrite it, "
@@ -160,9 +279,18 @@ def prepare_run_dir(out: str | os.PathLike, identity: dict, resume: bool, force:
                 f"{out}: holds a different run (differs in {', '.join(changed)}); --resume needs the "
                 "same settings, or use --force to overwrite"
             )
-        if any((out / marker).is_file() for marker in DONE_MARKERS):
-            return "done"
+        for marker in DONE_MARKERS:
+            if (out / marker).is_file():
+                try:
+                    read_checked_json(out / marker, done_check, what="finished run")
+                    return "done"
+                except UserError as error:
+                    if not (out / "checkpoint.pt").is_file():
+                        raise
+                    if warn is not None:
+                        warn(f"{error}; scoring the run again from its checkpoint")
         if (out / "checkpoint.pt").is_file():
+            check_writable(out)  # a read-only folder fails here, before any work, not after it
             return "resume"
-    _check_writable(out)
+    check_writable(out)
     return "new"

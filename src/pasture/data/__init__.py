@@ -6,7 +6,8 @@
     splits    seeded stratified splits, k folds, validation splits carved from a training split
 """
 
-from pasture.data.decode import BadImage, decode_image_and_size, display_name
+from pasture.core.paths import display_name, printable_name
+from pasture.data.decode import BadImage, decode_image_and_size
 from pasture.data.images import Dataset, ImageSet, class_index_map, subset_images
 from pasture.data.layouts import (
     IMAGE_SUFFIXES, decode_files, detect_layout, find_class_folders, image_files_in, load_dataset,
@@ -17,6 +18,6 @@ from pasture.data.splits import fold_dataset, stratified_folds, stratified_split
 __all__ = [
     "BadImage", "Dataset", "IMAGE_SUFFIXES", "ImageSet", "class_index_map", "decode_files", "decode_image_and_size",
     "detect_layout", "display_name", "find_class_folders", "fold_dataset", "image_files_in", "load_dataset",
-    "load_labelled_folder", "load_pool", "load_synthetic", "stratified_folds", "stratified_split", "subset_images",
+    "load_labelled_folder", "load_pool", "load_synthetic", "printable_name", "stratified_folds", "stratified_split", "subset_images",
     "validation_split",
 ]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pasture.core.defaults import cache_enabled, cache_root
+from pasture.core.defaults import cache_enabled, cache_root, warn_to_stderr
 from pasture.core.runs import atomic_torch_save
 
 DECODE_CACHE_FORMAT = "v1"  # bump when decoding changes, so old cache entries are not reused
@@ -30,12 +30,6 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 class BadImage(Exception):
     """A file that cannot be used as an image; the message says why."""
-
-
-def display_name(path: str | os.PathLike) -> str:
-    """A file name safe to print and to write as UTF-8: bytes that are not valid UTF-8 (names from old
-    disks and USB sticks) appear as backslash escapes (\\xff) instead of raising UnicodeEncodeError."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -116,13 +110,16 @@ def cached_decode(path: Path, image_size: int, min_image_size: int) -> torch.Ten
     if entry.is_file():
         try:
             cached = torch.load(entry, map_location="cpu", weights_only=True)
+            image = cached["image"]
+            if image.dtype != torch.uint8 or tuple(image.shape) != (3, image_size, image_size):
+                raise ValueError(f"holds a {tuple(image.shape)} {image.dtype} tensor")
             if min(cached["width"], cached["height"]) < min_image_size:
                 raise _too_small(cached["width"], cached["height"], min_image_size)
-            return cached["image"]
+            return image
         except BadImage:
             raise
-        except Exception:
-            pass  # damaged entry: decode again below
+        except Exception:  # damaged or foreign entry: decode again below, and say so once
+            _warn_damaged_cache(entry)
     image, (width, height) = decode_image_and_size(path, image_size, min_image_size)
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +127,17 @@ def cached_decode(path: Path, image_size: int, min_image_size: int) -> torch.Ten
     except OSError:
         pass  # an unwritable cache only costs time
     return image
+
+
+_damaged_cache_seen = False
+
+
+def _warn_damaged_cache(entry: Path) -> None:
+    global _damaged_cache_seen
+    if not _damaged_cache_seen:
+        _damaged_cache_seen = True
+        warn_to_stderr(f"{entry}: a damaged decode-cache entry; decoding the image again (further damaged entries "
+                       "are replaced silently)")
 
 
 def decode_many(paths: list[Path], image_size: int, min_image_size: int) -> list[tuple[torch.Tensor | None, str]]:

@@ -21,7 +21,8 @@ import torch
 
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_TEST_FRACTION, Warn, warn_to_stderr
 from pasture.core.errors import UserError
-from pasture.data.decode import decode_many, display_name
+from pasture.core.paths import display_name, path_part_problem, printable_name
+from pasture.data.decode import decode_many
 from pasture.data.images import Dataset, ImageSet, class_index_map, subset_images
 from pasture.data.splits import stratified_split
 
@@ -46,8 +47,9 @@ def find_class_folders(folder: Path) -> dict[str, list[Path]]:
     classes = {}
     for entry in _visible_entries(folder):
         if entry.is_dir():
-            if display_name(entry.name) != entry.name:  # class names are printed, plotted and written as text
-                raise UserError(f"{display_name(entry)}: class folder name is not valid UTF-8; rename it")
+            problem = path_part_problem(entry.name)  # class names are printed, plotted and name output folders
+            if problem is not None:
+                raise UserError(f"{printable_name(entry)}: class folder name {problem}; rename it")
             classes[entry.name] = [p for p in _visible_entries(entry) if p.is_file()]
     return classes
 
@@ -100,8 +102,8 @@ def _load_split(
             cursor += 1
             if tensor is None:
                 if strict:
-                    raise UserError(f"{display_name(path)}: {reason}; remove or fix it (or drop --strict to skip it)")
-                warn(f"skipping {display_name(path)}: {reason}")
+                    raise UserError(f"{printable_name(path)}: {reason}; remove or fix it (or drop --strict to skip it)")
+                warn(f"skipping {printable_name(path)}: {reason}")
                 skipped.append({"file": display_name(path), "reason": reason})
                 continue
             images.append(tensor)
@@ -292,5 +294,5 @@ def decode_files(paths: list[Path], image_size: int) -> torch.Tensor:
     decoded = decode_many(paths, image_size, 0)
     for path, (tensor, reason) in zip(paths, decoded):
         if tensor is None:
-            raise UserError(f"{display_name(path)}: {reason}; give image files only")
+            raise UserError(f"{printable_name(path)}: {reason}; give image files only")
     return torch.stack([tensor for tensor, _ in decoded])

@@ -27,27 +27,57 @@ from pasture.classify.fit import train_classifier
 from pasture.classify.recipes import resolve_recipe
 from pasture.classify.trained import load_run
 from pasture.core.errors import UserError
-from pasture.core.runs import atomic_write_json, check_output_folder, load_checkpoint, read_json, versions
+from pasture.core.paths import class_names_problem, ensure_under, safe_path_part
+from pasture.core.runs import (
+    atomic_write_json, check_output_folder, is_whole_number, load_checkpoint, new_folder_mode,
+    read_checked_json, versions,
+)
 from pasture.core.stats import wilson_interval
 from pasture.data import Dataset, ImageSet, class_index_map
 from pasture.gan.presets import GanPreset
-from pasture.gan.trainer import build_samplers, generate, to_gan_range
+from pasture.gan.trainer import build_samplers, generate, to_gan_range, validate_gan_preset
 
 MAX_FILTER_ATTEMPTS = 20  # sample at most 20x the asked count per class when filtering
 
 
+MAX_GAN_IMAGE_SIZE = 1024  # px; a GAN folder asking for more is damaged or hostile
+
+
+def gan_config_problem(config: dict) -> str | None:
+    """The schema of a GAN folder's config.json (untrusted: GAN folders travel between people)."""
+    if config.get("kind") != "gan":
+        return "is not the config of a pasture GAN"
+    problem = class_names_problem(config.get("classes"))
+    if problem is not None:
+        return problem
+    if not isinstance(config.get("preset"), dict):
+        return "preset: missing"
+    try:
+        preset = GanPreset(**config["preset"])
+        validate_gan_preset(preset)
+    except (TypeError, UserError) as error:
+        return f"preset: {error}"
+    if not is_whole_number(preset.image_size, 16, MAX_GAN_IMAGE_SIZE):
+        return f"preset image_size {preset.image_size}: at most {MAX_GAN_IMAGE_SIZE} px"
+    return None
+
+
 def load_gan(gan_dir: str | os.PathLike):
-    """(preset, classes, samplers, config) of a finished GAN folder."""
+    """(preset, classes, samplers, config) of a finished GAN folder, its config checked."""
     gan_dir = Path(gan_dir)
     config_path = gan_dir / "config.json"
-    if not config_path.is_file() or read_json(config_path).get("kind") != "gan":
+    if not config_path.is_file():
         raise UserError(f"{gan_dir}: not a pasture GAN folder (no GAN config.json); give the --out of `pasture gan train`")
+    config = read_checked_json(config_path, gan_config_problem, what="GAN folder")
     if not (gan_dir / "summary.json").is_file():
         raise UserError(f"{gan_dir}: this GAN has not finished; continue it with `pasture gan train ... --resume`")
-    config = read_json(config_path)
     preset = GanPreset(**config["preset"])
     state = load_checkpoint(gan_dir / "checkpoint.pt")
-    return preset, config["classes"], build_samplers(preset, len(config["classes"]), state["units"]), config
+    try:
+        samplers = build_samplers(preset, len(config["classes"]), state["units"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
+        raise UserError(f"{gan_dir / 'checkpoint.pt'}: weights do not fit the GAN's preset ({error})") from None
+    return preset, config["classes"], samplers, config
 
 
 def resize_uint8(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
@@ -119,17 +149,21 @@ def write_synthetic(synthetic: ImageSet, info: dict, out: str | os.PathLike, for
     out = Path(out)
     if check_output_folder(out, "synth.json", "synthetic set") and not force:
         raise UserError(f"{out}: already holds a synthetic set; choose a new --out or use --force to replace it")
+    for name in synthetic.classes:  # each becomes a folder name: nothing may steer a write outside `out`
+        safe_path_part(name, "class name")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        os.chmod(staging, new_folder_mode())  # mkdtemp makes it 0o700: keep the user's umask instead
     except OSError as error:
         raise UserError(f"{out.parent}: cannot write here ({error.strerror}); choose another --out") from None
     try:
         for class_index, name in enumerate(synthetic.classes):
-            folder = staging / name
+            folder = ensure_under(staging / name, staging)
             folder.mkdir()
             for number, image in enumerate(synthetic.images[synthetic.labels == class_index]):
-                (folder / f"{name}_synth_{number:05d}.png").write_bytes(_png_bytes(image))
+                # Plain writes (they honour the umask): the staging folder is moved into place whole.
+                ensure_under(folder / f"{name}_synth_{number:05d}.png", folder).write_bytes(_png_bytes(image))
         info = {**info, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "versions": versions()}
         atomic_write_json(staging / "synth.json", info)

@@ -30,7 +30,10 @@ from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_re
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.record import RunRecord
 from pasture.core.defaults import option_fields
-from pasture.core.runs import atomic_write_json, check_output_folder, load_checkpoint, read_json, versions
+from pasture.core.runs import (
+    RUN_FILES, atomic_write_json, check_output_folder, check_writable, folder_lock, load_checkpoint, read_json,
+    remove_orphan_temp_files, versions,
+)
 from pasture.core.runtime import progress_bar
 from pasture.data import ImageSet, detect_layout, fold_dataset, load_dataset, load_pool, load_synthetic, stratified_folds
 from pasture.gan.synth import resize_uint8
@@ -194,6 +197,7 @@ class ExperimentSpec:
     title: str = "pasture experiment"
     report_numbers: dict = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
+    force: bool = False  # remove pasture's own files from `out` first (never a user's)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,13 +348,46 @@ def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list
     return tasks
 
 
-def _check_out(out: Path) -> None:
-    check_output_folder(out, "experiment.json", "experiment")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "runs").mkdir(exist_ok=True)
-    except OSError as error:
-        raise UserError(f"{out}: cannot write here ({error.strerror}); choose another --out") from None
+# What an experiment writes into its folder (glob patterns); --force removes only these.
+EXPERIMENT_FILES = ("experiment.json", "report.md", "report.html", "results.csv", "results.json",
+                    "figures/accuracy.png", "figures/curves_*.png", "figures/confusion_*.png", "runs/*/result.json",
+                    *(f"gans/*/{pattern}" for pattern in RUN_FILES))
+
+
+def _remove_experiment_files(out: Path) -> None:
+    for pattern in EXPERIMENT_FILES:
+        for path in out.glob(pattern):
+            path.unlink(missing_ok=True)
+    for pattern in ("runs/*", "gans/*", "runs", "gans", "figures"):  # pasture's own folders, once emptied
+        for folder in out.glob(pattern):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _open_out(out: Path, force: bool) -> None:
+    """Refuse a folder that holds something else (or, with --force, clear pasture's own files from it)."""
+    if force:  # as `train --force`: pasture's own files go, the user's stay, and pasture writes beside them
+        check_output_folder(out, None, "experiment")
+        if out.is_dir():
+            _remove_experiment_files(out)
+    else:
+        check_output_folder(out, "experiment.json", "experiment")
+    check_writable(out)
+    remove_orphan_temp_files(out, recursive=True)
+
+
+def _stored_runs(out: Path, tasks: list[dict], warn) -> dict[str, dict | None]:
+    """{key: stored result or None}; a damaged or older-format result is computed again, said once."""
+    stored, damaged = {}, []
+    for task in tasks:
+        path = out / "runs" / task["key"] / "result.json"
+        stored[task["key"]] = read_stored_run(path)
+        if stored[task["key"]] is None and path.is_file():
+            damaged.append(path)
+    if damaged and warn is not None:
+        warn(f"{damaged[0]}" + (f" and {len(damaged) - 1} more stored run(s)" if len(damaged) > 1 else "")
+             + ": damaged or from an older pasture; computing again")
+    return stored
 
 
 def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
@@ -385,18 +422,24 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
         summary_data = load_pool(root, size, classes=spec.classes, min_image_size=spec.min_image_size, warn=warn or (lambda m: None))
     replicates = plan_replicates(layout, spec.seeds, spec.folds)
     out = Path(spec.out)
-    _check_out(out)
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // spec.jobs)
+    _open_out(out, spec.force)
+    with folder_lock(out, "experiment"):
+        # experiment.json first: a folder killed during this write holds only a temp file and the lock,
+        # both recognised as leftovers next time.
+        atomic_write_json(out / "experiment.json", {
+            "title": spec.title, "data": str(root.resolve()), "layout": layout, "seeds": spec.seeds,
+            "folds": spec.folds if layout != "train/test" else None, "conditions": [c.name for c in spec.conditions],
+            "command": spec.command, "versions": versions(),
+        })
+        return _run_all(spec, out, layout, summary_data, replicates, warn)
+
+
+def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replicates, warn) -> dict:
+    threads = max(1, (os.cpu_count() or 1) // spec.jobs)
     tasks = _tasks(spec, layout, summary_data.fingerprint, replicates, threads if spec.jobs > 1 else 0)
-    stored = {task["key"]: read_stored_run(out / "runs" / task["key"] / "result.json") for task in tasks}
+    stored = _stored_runs(out, tasks, warn)
     # Runs are stored by settings, not by condition name: two names for the same settings share runs.
     todo = list({task["key"]: task for task in tasks if stored[task["key"]] is None}.values())
-    atomic_write_json(out / "experiment.json", {
-        "title": spec.title, "data": str(root.resolve()), "layout": layout, "seeds": spec.seeds,
-        "folds": spec.folds if layout != "train/test" else None, "conditions": [c.name for c in spec.conditions],
-        "command": spec.command, "versions": versions(),
-    })
     started = time.perf_counter()
     bar = progress_bar(len(stored), len(stored) - len(todo), spec.quiet, desc="experiment", unit="run")
     try:

@@ -1,0 +1,75 @@
+"""Names from outside (folders, config files, uploads) turned into paths and printed text, safely.
+
+Run folders and GAN folders travel between people, so a class name read from one is untrusted: it
+must never steer a write outside the output folder, and a file name must never break a line of output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pasture.core.errors import UserError
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """A file name safe to write as UTF-8: bytes that are not valid UTF-8 (names from old disks and
+    USB sticks) appear as backslash escapes (\\xff) instead of raising UnicodeEncodeError."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def printable_name(path: str | os.PathLike) -> str:
+    """display_name with control characters escaped too (a newline in a file name would split a line
+    of text output in two): one name, one line."""
+    text = display_name(path)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def path_part_problem(name: object) -> str | None:
+    """Why `name` cannot be one part of a path (a folder or file name), or None when it can."""
+    if not isinstance(name, str) or not name:
+        return "is empty or not text"
+    if "\0" in name:
+        return "holds a NUL character"
+    if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
+        return "holds a path separator"
+    if set(name) == {"."}:
+        return "is only dots"
+    if not name.isprintable():
+        return "holds a control character"
+    if display_name(name) != name:
+        return "is not valid UTF-8"
+    return None
+
+
+def safe_path_part(name: object, what: str) -> str:
+    """`name` when it can be used as one path part under an output folder; else a UserError that
+    starts with `what` (e.g. "GAN_DIR/config.json: class name '../x'")."""
+    problem = path_part_problem(name)
+    if problem is not None:
+        raise UserError(f"{what} {printable_name(str(name))!r} {problem}; it cannot name a folder or file")
+    return name
+
+
+def ensure_under(path: Path, root: Path) -> Path:
+    """`path`, after checking that it lands inside `root` (symbolic links and '..' resolved)."""
+    resolved, top = Path(path).resolve(), Path(root).resolve()
+    if resolved != top and top not in resolved.parents:
+        raise UserError(f"{printable_name(path)}: would be written outside {printable_name(root)}; refused")
+    return path
+
+
+def class_names_problem(classes: object) -> str | None:
+    """Why `classes` (read from a run, GAN or synthetic folder) cannot be a model's class list, or None.
+    Class names become folder names (gan sample) and labels on screen, so each must be a safe path part."""
+    if not isinstance(classes, list) or len(classes) < 2:
+        return "classes: needs a list of at least two class names"
+    for name in classes:
+        problem = path_part_problem(name)
+        if problem is not None:
+            return f"class name {printable_name(str(name))!r} {problem}"
+    if len(set(classes)) != len(classes):
+        return "classes: a class is named twice"
+    return None
