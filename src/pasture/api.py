@@ -27,6 +27,7 @@ from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
 from pasture.classify.trained import load_run, run_config_problem
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DataOptions, Warn, warn_to_stderr
+from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.plots import plot_confusion, plot_curves
 from pasture.core.record import record_problem
@@ -133,6 +134,7 @@ def train(
     resume: bool = False,
     force: bool = False,
     quiet: bool = False,
+    device: str = "auto",
     warn: Warn = warn_to_stderr,
     command: list[str] | None = None,
     **fields,
@@ -144,10 +146,13 @@ def train(
     say how DATA is read and split. The test split is evaluated after every epoch for the record
     (every `eval_every`-th epoch, plus the first and last, when that is more than 1), never used to
     choose anything. `synthetic` images (a `gan sample` folder) take `synthetic_ratio` of each batch.
+    `device` is auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps.
     """
     check_eval_every(eval_every)
     overrides, options = _options("train", Recipe, overrides, data_options, fields)
     chosen = resolve_recipe(recipe, **overrides)
+    where = resolve_device(device)
+    precision = effective_precision(chosen.precision, where, warn)
     dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
     synthetic_images, synthetic_ratio, synthetic_info = _synthetic_for(synthetic, synthetic_ratio, chosen, dataset, warn)
     identity = {"synthetic": synthetic_info, "recipe": chosen.to_dict(), "seed": seed,
@@ -156,6 +161,7 @@ def train(
     state, finished = _open_run_dir(out, identity, {
         "model": chosen.model, "image_size": chosen.image_size, "classes": dataset.classes, "seed": seed,
         "recipe": chosen.to_dict(), "data_summary": dataset.summary(), "eval_every": eval_every,
+        "device": device_info(where, precision),
     }, what="run", result_file="metrics.json", done_check=record_problem, resume=resume, force=force,
         command=command, warn=warn)
     if finished is not None:
@@ -164,7 +170,7 @@ def train(
         with folder_lock(out, "run"):
             result = train_classifier(dataset, chosen, seed, run_dir=out, resume=(state == "resume"), quiet=quiet,
                                       synthetic=synthetic_images, synthetic_ratio=synthetic_ratio or 0.0,
-                                      eval_every=eval_every)
+                                      eval_every=eval_every, device=where, precision=precision)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; {out / 'checkpoint.pt'} holds the last finished epoch. Run the same command "
@@ -194,6 +200,7 @@ def evaluate(
     *,
     min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     strict: bool = False,
+    device: str = "auto",
     warn: Warn = warn_to_stderr,
 ) -> dict:
     """Accuracy of a trained run on DATA (its test split, or every image of DATA/<class>/).
@@ -201,7 +208,7 @@ def evaluate(
     Classes are matched by name; a class in DATA that the model does not know is a UserError.
     Returns accuracy, ci95, n, per_class, confusion (over the model's classes) and classes.
     """
-    model, config = load_run(run)
+    model, config = load_run(run, resolve_device(device))
     model_classes = config["classes"]
     images, skipped = load_labelled_folder(data, config["image_size"], min_image_size, strict, warn)
     to_model_index = class_index_map(images.classes, model_classes, f"{data}: class folders")
@@ -211,9 +218,9 @@ def evaluate(
     return report
 
 
-def predict(run: str | os.PathLike, paths: list[str | os.PathLike]) -> list[dict]:
+def predict(run: str | os.PathLike, paths: list[str | os.PathLike], *, device: str = "auto") -> list[dict]:
     """Label and probabilities for each image file (folders are searched for images)."""
-    model, config = load_run(run)
+    model, config = load_run(run, resolve_device(device))
     files = image_files_in(paths)
     if not files:
         raise UserError("predict: give at least one image file or folder")
@@ -267,6 +274,7 @@ def gan_train(
     resume: bool = False,
     force: bool = False,
     quiet: bool = False,
+    device: str = "auto",
     warn: Warn = warn_to_stderr,
     command: list[str] | None = None,
     **fields,
@@ -282,12 +290,14 @@ def gan_train(
     chosen = dataclasses.replace(get_gan_preset(preset),
                                  **{key: value for key, value in overrides.items() if value is not None})
     validate_gan_preset(chosen)
+    where = resolve_device(device)
+    precision = effective_precision(chosen.precision, where, warn)
     dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
     identity = {"kind": "gan", "preset": chosen.to_dict(), "seed": seed, **_data_identity(data, dataset, options)}
     out = Path(out)
     state, finished = _open_run_dir(out, identity, {
         "kind": "gan", "preset": chosen.to_dict(), "classes": dataset.classes, "seed": seed,
-        "data_summary": dataset.summary(),
+        "data_summary": dataset.summary(), "device": device_info(where, precision),
     }, what="GAN", result_file="summary.json", done_check=_summary_problem, resume=resume, force=force,
         command=command, warn=warn)
     if finished is not None:
@@ -296,7 +306,7 @@ def gan_train(
         # Only the training split is handed over; train_gan refuses any other split.
         with folder_lock(out, "GAN"):
             result = train_gan(dataset.train, chosen, seed, out=out, resume=(state == "resume"), quiet=quiet,
-                               warn=warn)
+                               warn=warn, device=where, precision=precision)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; {out / 'checkpoint.pt'} holds the last sample point. Run the same command with "
@@ -317,11 +327,13 @@ def gan_sample(
     filter_run: str | os.PathLike | None = None,
     min_confidence: float = 0.5,
     force: bool = False,
+    device: str = "auto",
     warn: Warn = warn_to_stderr,
 ) -> dict:
     """Write `per_class` generated images per class to out/<class>/*.png with out/synth.json."""
     synthetic, info = sample_images(gan_dir, per_class, seed=seed, truncation=truncation, filter_run=filter_run,
-                                    min_confidence=min_confidence if filter_run is not None else 0.0, warn=warn)
+                                    min_confidence=min_confidence if filter_run is not None else 0.0, warn=warn,
+                                    device=resolve_device(device))
     write_synthetic(synthetic, info, out, force=force)
     return info
 
@@ -334,6 +346,7 @@ def gan_score(
     per_class: int | None = None,
     seed: int = 0,
     write: bool = True,
+    device: str = "auto",
     warn: Warn = warn_to_stderr,
 ) -> dict:
     """GAN-test, GAN-train and memorisation of a GAN folder (sampled here) or a synthetic set folder.
@@ -341,6 +354,7 @@ def gan_score(
     Writes SOURCE/score.json. The real test split of DATA is only evaluated on.
     """
     source = Path(source)
+    where = resolve_device(device)
     if write:  # score.json goes into SOURCE: find out now, not after minutes of training
         check_writable(source, "score it with write=False (--json prints the score) or copy the folder")
     size = (read_checked_json(Path(run) / "config.json", run_config_problem, what="run folder")["image_size"]
@@ -351,11 +365,11 @@ def gan_score(
         origin = {"synthetic_set": str(source.resolve())}
     else:
         count = per_class or max(dataset.train.counts().values())
-        synthetic, info = sample_images(source, count, seed=seed, warn=warn)
+        synthetic, info = sample_images(source, count, seed=seed, warn=warn, device=where)
         if synthetic.classes != dataset.classes:
             raise UserError(f"{source}: the GAN's classes {synthetic.classes} differ from DATA's {dataset.classes}")
         origin = {"gan": info["gan"], "per_class": count}
-    score = {**origin, **score_synthetic(synthetic, dataset, run=run, seed=seed)}
+    score = {**origin, **score_synthetic(synthetic, dataset, run=run, seed=seed, device=where)}
     if write:
         atomic_write_json(source / "score.json", score)
     return score
@@ -381,6 +395,7 @@ def experiment(
     quiet: bool = False,
     paper: bool = False,
     force: bool = False,
+    device: str = "auto",
     warn: Warn = warn_to_stderr,
     command: list[str] | None = None,
 ) -> dict:
@@ -402,13 +417,13 @@ def experiment(
     spec = ExperimentSpec(
         data=str(data), out=str(out), conditions=parsed, seeds=seeds, folds=folds, classes=classes,
         min_image_size=min_image_size, jobs=jobs, eval_every=eval_every, quiet=quiet, title=title,
-        report_numbers=numbers, command=list(command or []), force=force,
+        report_numbers=numbers, command=list(command or []), force=force, device=str(resolve_device(device)),
     )
     return run_experiment(spec, warn=warn)
 
 
 def demo(out: str | os.PathLike = "pasture-demo", *, seeds: int = 3, quick: bool = False, quiet: bool = False,
-         jobs: int = 1, command: list[str] | None = None) -> dict:
+         jobs: int = 1, device: str = "auto", command: list[str] | None = None) -> dict:
     """Draw the procedural two-class image set into out/data and run baseline, +transforms and +GAN on it.
 
     `quick` shrinks everything (for tests); the full demo takes a few minutes on 2 CPU cores.
@@ -426,4 +441,4 @@ def demo(out: str | os.PathLike = "pasture-demo", *, seeds: int = 3, quick: bool
         f"iterations={iterations},per_class={50 if quick else 200},ratio=0.3,ngf=16,ndf=16",
     ]
     return experiment(data, out / "report", conditions=conditions, seeds=seeds, quiet=quiet, jobs=jobs,
-                      command=command)
+                      device=device, command=command)

@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="expected synthetic share of each batch (default: as if added to the train folder)")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
     _add_data_options(train)
+    _add_device_flag(train)
     _add_run_folder_flags(train, "RUN")
 
     evaluate = commands.add_parser(
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     evaluate.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
     evaluate.add_argument("--strict", action="store_true", help="unusable files are an error")
+    _add_device_flag(evaluate)
 
     predict = commands.add_parser(
         "predict", help="label new images with a trained run", epilog=PREDICT_EXAMPLES,
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", metavar="RUN", help="a finished run folder")
     predict.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     predict.add_argument("--json", action="store_true", help="print JSON (a list of objects)")
+    _add_device_flag(predict)
     _add_gan_commands(commands)
     _add_experiment_commands(commands)
     commands.add_parser("recipes", help="list recipes, models, augmentations, GAN presets and conditions",
@@ -195,6 +198,7 @@ def _add_experiment_commands(commands) -> None:
                                  "last) instead of every epoch; results are the same")
     experiment.add_argument("--force", action="store_true",
                             help="start again: remove pasture's own files (stored runs, GANs, reports) from DIR first")
+    _add_device_flag(experiment)
     experiment.add_argument("--quiet", action="store_true")
 
     demo = commands.add_parser("demo", help="the whole study on images pasture draws itself",
@@ -205,6 +209,7 @@ def _add_experiment_commands(commands) -> None:
     demo.add_argument("--seeds", type=_positive_int, default=3)
     demo.add_argument("--quick", action="store_true", help="tiny settings: seconds instead of minutes")
     demo.add_argument("--jobs", type=_positive_int, default=1)
+    _add_device_flag(demo)
     demo.add_argument("--quiet", action="store_true")
 
 
@@ -232,7 +237,7 @@ def _run_experiment(args) -> int:
         args.target[-1], args.out, conditions=args.conditions, seeds=args.seeds, folds=args.folds,
         recipe=args.recipe, model=args.model,
         classes=args.classes, min_image_size=args.min_image_size, jobs=args.jobs, eval_every=args.eval_every,
-        quiet=args.quiet, paper=paper, force=args.force, command=args.command_line,
+        quiet=args.quiet, paper=paper, force=args.force, device=args.device, command=args.command_line,
     )
     _print_experiment(results, args.out)
     return 0
@@ -242,7 +247,7 @@ def _run_demo(args) -> int:
     from pasture import api
 
     results = api.demo(args.out, seeds=args.seeds, quick=args.quick, quiet=args.quiet, jobs=args.jobs,
-                       command=args.command_line)
+                       device=args.device, command=args.command_line)
     print(f"demo images (procedural stripes vs spots): {Path(args.out) / 'data'}")
     _print_experiment(results, str(Path(args.out) / "report"))
     return 0
@@ -289,6 +294,11 @@ def _data_options(args) -> DataOptions:
                        min_image_size=args.min_image_size, strict=args.strict)
 
 
+def _add_device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="auto (a CUDA GPU, else Apple MPS, else the CPU), cpu, cuda, cuda:N or mps")
+
+
 def _add_run_folder_flags(parser: argparse.ArgumentParser, folder: str) -> None:
     parser.add_argument("--resume", action="store_true", help=f"continue {folder} from its last checkpoint")
     parser.add_argument("--force", action="store_true",
@@ -323,6 +333,7 @@ def _add_gan_commands(commands) -> None:
     _add_settings_flags(train, GanPreset, "preset")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
     _add_data_options(train)
+    _add_device_flag(train)
     _add_run_folder_flags(train, "GAN_DIR")
 
     sample = gan_commands.add_parser("sample", help="write synthetic images in the class-folder layout",
@@ -336,6 +347,7 @@ def _add_gan_commands(commands) -> None:
     sample.add_argument("--filter-run", metavar="RUN", help="keep samples this classifier assigns to their class")
     sample.add_argument("--min-confidence", type=float, default=0.5, help="with --filter-run")
     sample.add_argument("--force", action="store_true", help="replace an existing synthetic set")
+    _add_device_flag(sample)
 
     score = gan_commands.add_parser("score", help="GAN-test, GAN-train and memorisation", epilog=GAN_EXAMPLES,
                                     formatter_class=_Formatter,
@@ -346,6 +358,7 @@ def _add_gan_commands(commands) -> None:
     score.add_argument("--per-class", type=_positive_int, help="samples per class when SOURCE is a GAN")
     score.add_argument("--seed", type=int, default=0)
     score.add_argument("--json", action="store_true")
+    _add_device_flag(score)
 
 
 def _run_gan(args) -> int:
@@ -355,7 +368,7 @@ def _run_gan(args) -> int:
         summary = api.gan_train(
             args.data, args.out, preset=args.preset, overrides=_settings_overrides(args, GanPreset),
             data_options=_data_options(args), seed=args.seed, resume=args.resume, force=args.force, quiet=args.quiet,
-            command=args.command_line,
+            device=args.device, command=args.command_line,
         )
         print(f"GAN written to {args.out} ({summary['units']} unit(s), {summary['seconds']:.0f} s)")
         for unit, final in summary["final"].items():
@@ -365,12 +378,13 @@ def _run_gan(args) -> int:
     if args.gan_command == "sample":
         info = api.gan_sample(args.gan_dir, args.out, per_class=args.per_class, seed=args.seed,
                               truncation=args.truncation, filter_run=args.filter_run,
-                              min_confidence=args.min_confidence, force=args.force)
+                              min_confidence=args.min_confidence, force=args.force, device=args.device)
         counts = ", ".join(f"{name}: {count}" for name, count in info["counts"].items())
         print(f"synthetic set written to {args.out} ({counts})")
         return 0
     if args.gan_command == "score":
-        score = api.gan_score(args.source, args.data, run=args.run, per_class=args.per_class, seed=args.seed)
+        score = api.gan_score(args.source, args.data, run=args.run, per_class=args.per_class, seed=args.seed,
+                              device=args.device)
         if args.json:
             print(json.dumps(score))
             return 0
@@ -397,7 +411,7 @@ def _run_train(args) -> int:
         args.data, args.out, recipe=args.recipe, overrides=_settings_overrides(args, Recipe),
         data_options=_data_options(args), synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio,
         seed=args.seed, eval_every=args.eval_every, resume=args.resume, force=args.force, quiet=args.quiet,
-        command=args.command_line,
+        device=args.device, command=args.command_line,
     )
     print(f"run written to {args.out}")
     print(_accuracy_line("train accuracy: ", metrics["train_accuracy"], metrics["train_ci95"], metrics["n_train"]))
@@ -411,7 +425,8 @@ def _run_train(args) -> int:
 def _run_evaluate(args) -> int:
     from pasture import api
 
-    report = api.evaluate(args.run, args.data, min_image_size=args.min_image_size, strict=args.strict)
+    report = api.evaluate(args.run, args.data, min_image_size=args.min_image_size, strict=args.strict,
+                          device=args.device)
     if args.json:
         keys = ("accuracy", "ci95", "n", "per_class", "confusion", "classes")
         print(json.dumps({key: report[key] for key in keys}))
@@ -430,7 +445,7 @@ def _run_evaluate(args) -> int:
 def _run_predict(args) -> int:
     from pasture import api
 
-    rows = api.predict(args.run, args.paths)
+    rows = api.predict(args.run, args.paths, device=args.device)
     if args.json:
         print(json.dumps(rows))
         return 0

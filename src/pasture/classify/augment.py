@@ -99,7 +99,7 @@ def random_affine(images: torch.Tensor, preset: AugmentPreset, generator: torch.
     theta = torch.stack([
         torch.stack([cos, -sin, shift_x], dim=1),
         torch.stack([sin, cos, shift_y], dim=1),
-    ], dim=1).to(images.dtype)
+    ], dim=1).to(images.device, images.dtype)  # parameters are drawn on the CPU (seeded), used where the images are
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=preset.padding, align_corners=False)
 
@@ -113,11 +113,11 @@ def colour_jitter(images: torch.Tensor, preset: AugmentPreset, generator: torch.
     Returns a new tensor (the input is not modified); after the first change, the others work in
     place on it, which saves a full-size allocation and pass per operation."""
     n = images.shape[0]
-    grey_weights = _GREY.to(images.dtype).view(1, 3, 1, 1)
+    grey_weights = _GREY.to(images.device, images.dtype).view(1, 3, 1, 1)
     out = None  # becomes a fresh tensor at the first change; later changes are in place
 
     def factor(strength: float) -> torch.Tensor:
-        return _uniform(n, max(0.0, 1 - strength), 1 + strength, generator).to(images.dtype).view(n, 1, 1, 1)
+        return _uniform(n, max(0.0, 1 - strength), 1 + strength, generator).to(images.device, images.dtype).view(n, 1, 1, 1)
 
     def blend(towards: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # (x - towards) * weight + towards, clamped to [0, 1]: torchvision's _blend, in place where possible.
@@ -141,14 +141,14 @@ def colour_jitter(images: torch.Tensor, preset: AugmentPreset, generator: torch.
         rotation[:, 1, 1], rotation[:, 1, 2] = torch.cos(angle), -torch.sin(angle)
         rotation[:, 2, 1], rotation[:, 2, 2] = torch.sin(angle), torch.cos(angle)
         to_yiq = _RGB_TO_YIQ
-        matrix = (torch.linalg.inv(to_yiq) @ rotation @ to_yiq).to(images.dtype)
+        matrix = (torch.linalg.inv(to_yiq) @ rotation @ to_yiq).to(images.device, images.dtype)
         current = images if out is None else out
         out = torch.einsum("nij,njhw->nihw", matrix, current).clamp_(0, 1)
     return images if out is None else out
 
 
 def _warp(images: torch.Tensor, theta: torch.Tensor, padding: str) -> torch.Tensor:
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(images.device, images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
@@ -179,8 +179,9 @@ def _blend(images: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor)
 
 
 def _trivial_colour_op(op: str, images: torch.Tensor, strength: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    strength, sign = strength.to(images.device, images.dtype), sign.to(images.device, images.dtype)
     factor = 1 + sign * strength * TRIVIAL_MAX["enhance"]
-    grey = (images * _GREY.to(images.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    grey = (images * _GREY.to(images.device, images.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
     if op == "brightness":
         return _blend(images, torch.zeros_like(images), factor)
     if op == "colour":
@@ -189,7 +190,7 @@ def _trivial_colour_op(op: str, images: torch.Tensor, strength: torch.Tensor, si
         return _blend(images, grey.mean((2, 3), keepdim=True).expand_as(images), factor)
     if op == "sharpness":
         kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
-        kernel = kernel.to(images.dtype).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
+        kernel = kernel.to(images.device, images.dtype).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
         blurred = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
         return _blend(images, blurred, factor)
     if op == "posterize":
@@ -237,12 +238,19 @@ def trivial_augment(images: torch.Tensor, preset: AugmentPreset, generator: torc
                 torch.stack([torch.cos(angle), -torch.sin(angle), torch.zeros_like(angle)], 1),
                 torch.stack([torch.sin(angle), torch.cos(angle), torch.zeros_like(angle)], 1),
             ], 1)
+    # The masks live on the CPU with the random draws; the images are reached by index (index_select /
+    # index_copy_), which needs no device-side nonzero (a GPU sync per op) and no data-dependent shape.
     if geometric.any():
-        result[geometric] = _warp(images[geometric], theta[geometric], preset.padding)
+        rows = geometric.nonzero().flatten()
+        picked = rows.to(images.device)
+        result.index_copy_(0, picked, _warp(images.index_select(0, picked), theta[rows], preset.padding))
     for op in TRIVIAL_OPS[6:]:
         chosen = op_index == TRIVIAL_OPS.index(op)
         if chosen.any():
-            result[chosen] = _trivial_colour_op(op, images[chosen], strength[chosen], sign[chosen])
+            rows = chosen.nonzero().flatten()
+            picked = rows.to(images.device)
+            result.index_copy_(0, picked, _trivial_colour_op(op, images.index_select(0, picked), strength[rows],
+                                                             sign[rows]))
     return result
 
 
@@ -250,14 +258,15 @@ def augment_batch(images: torch.Tensor, preset: AugmentPreset, generator: torch.
     """Augment float images N x 3 x H x W in [0, 1]; every image gets its own random parameters.
 
     Order: random resized crop, flip, affine, TrivialAugment op, colour jitter.
-    All randomness comes from `generator`, so a seeded run is reproducible and resumable.
+    All randomness comes from `generator` (a CPU generator: the per-image parameters are drawn there and
+    moved to the images' device), so a seeded run is reproducible and resumable on any device.
     """
     if preset.is_identity:
         return images
     if preset.has_crop:
         images = random_resized_crop(images, preset, generator)
     if preset.flip_p:
-        flip = torch.rand(images.shape[0], generator=generator) < preset.flip_p
+        flip = (torch.rand(images.shape[0], generator=generator) < preset.flip_p).to(images.device)
         images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
     if preset.has_affine:
         images = random_affine(images, preset, generator)
@@ -285,7 +294,7 @@ def mix_batch(
     gamma_a = torch._standard_gamma(torch.tensor([alpha]), generator=generator)
     gamma_b = torch._standard_gamma(torch.tensor([alpha]), generator=generator)
     keep = float(gamma_a / (gamma_a + gamma_b))  # share of the first image
-    partner = torch.randperm(images.shape[0], generator=generator)
+    partner = torch.randperm(images.shape[0], generator=generator).to(images.device)
     if use_cutmix:
         height, width = images.shape[2:]
         cut_h, cut_w = int(height * math.sqrt(1 - keep)), int(width * math.sqrt(1 - keep))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pasture.core.device import model_device
 from pasture.core.record import RunRecord
 from pasture.core.stats import wilson_interval
 
@@ -38,17 +39,19 @@ def tta_views(images: torch.Tensor) -> list[torch.Tensor]:
 def predict_probabilities(
     model: nn.Module, images_uint8: torch.Tensor, batch_size: int = 64, tta: bool = False,
 ) -> torch.Tensor:
-    """Softmax probabilities N x classes, in eval mode (dropout off), in batches.
+    """Softmax probabilities N x classes (on the CPU), in eval mode (dropout off), in batches on the
+    model's device.
 
     With `tta`, the probabilities are averaged over the views of `tta_views`.
     """
     was_training = model.training
     model.eval()
+    device = model_device(model)
     chunks = []
     for start in range(0, images_uint8.shape[0], batch_size):
-        images = to_float(images_uint8[start:start + batch_size])
+        images = to_float(images_uint8[start:start + batch_size].to(device))
         views = tta_views(images) if tta else [images]
-        chunks.append(torch.stack([torch.softmax(model(view), dim=1) for view in views]).mean(0))
+        chunks.append(torch.stack([torch.softmax(model(view), dim=1) for view in views]).mean(0).cpu())
     model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)
 

@@ -32,7 +32,10 @@ from pasture.classify.selfsup import pretrain
 from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, TrainResult, build_members
 from pasture.core.errors import UserError
 from pasture.core.runs import atomic_torch_save, load_checkpoint, write_jsonl
-from pasture.core.runtime import autocast, keep_freed_memory, progress_bar, seed_everything
+from pasture.core.device import (
+    autocast, device_rng_state, effective_precision, fits_on_device, grad_scaler, set_device_rng_state,
+)
+from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything
 from pasture.data import Dataset, ImageSet
 from pasture.models import WeightEMA, create_model
 
@@ -90,9 +93,37 @@ def mix_in_synthetic(
     if count:
         pick = torch.randint(len(synthetic), (count,), generator=generator)
         images_uint8, labels = images_uint8.clone(), labels.clone()
-        images_uint8[mask] = synthetic.images[pick]
-        labels[mask] = synthetic.labels[pick]
+        slots = mask.nonzero().flatten().to(images_uint8.device)  # drawn on the CPU (seeded), applied where the batch is
+        images_uint8[slots] = synthetic.images[pick].to(images_uint8.device)
+        labels[slots] = synthetic.labels[pick].to(labels.device)
     return images_uint8, labels, mask
+
+
+@dataclass
+class _Context:
+    """What every member of one training run shares."""
+
+    dataset: Dataset
+    recipe: Recipe
+    device: torch.device
+    precision: str  # effective: fp32, bf16 or fp16 (pasture.core.device.effective_precision)
+    train_images: torch.Tensor  # uint8, on the device when it fits there, else pinned on the CPU
+    train_labels: torch.Tensor  # on the device
+    synthetic: ImageSet | None
+    synthetic_ratio: float
+    eval_every: int
+    checkpoint_path: Path | None
+    bar: object
+
+
+def _place_images(images_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The training split where batches are cut from: on the device when it fits (uint8 is small: 1,000
+    images at 128 px are 49 MB), else pinned CPU memory that copies to the device per batch."""
+    if device.type == "cpu":
+        return images_uint8
+    if fits_on_device(images_uint8.numel(), device):
+        return images_uint8.to(device)
+    return images_uint8.pin_memory() if device.type == "cuda" else images_uint8
 
 
 def train_classifier(
@@ -105,6 +136,8 @@ def train_classifier(
     synthetic: ImageSet | None = None,
     synthetic_ratio: float = 0.0,
     eval_every: int = 1,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
 ) -> TrainResult:
     """Train `recipe.model` (`recipe.ensemble` members) on `dataset.train`; evaluate on `dataset.test`
     after every epoch (recorded only; nothing is selected on it), or with `eval_every` K only after the
@@ -113,9 +146,12 @@ def train_classifier(
     run_dir/checkpoint.pt.
 
     `synthetic` images (e.g. from a GAN) take a `synthetic_ratio` share of each training batch; the
-    test split stays real."""
+    test split stays real. Training runs on `device`; `precision` is the effective one (default: what
+    the recipe asks for, where the device can do it). The returned model is on `device`."""
+    device = torch.device(device)
+    precision = precision or effective_precision(recipe.precision, device)
     if recipe.pretrained == "probe":
-        return train_probe(dataset, recipe, seed, run_dir=run_dir, quiet=quiet)
+        return train_probe(dataset, recipe, seed, run_dir=run_dir, quiet=quiet, device=device)
     keep_freed_memory()  # see pasture.core.runtime: same numbers, far fewer page faults per step
     checkpoint_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
     state = load_checkpoint(checkpoint_path) if resume and checkpoint_path is not None else None
@@ -125,13 +161,13 @@ def train_classifier(
     started = time.perf_counter()
     done_epochs = len(finished) * recipe.epochs + (int(in_progress["epoch"]) if in_progress else 0)
     bar = progress_bar(recipe.epochs * recipe.ensemble, done_epochs, quiet)
+    context = _Context(dataset, recipe, device, precision, _place_images(dataset.train.images, device),
+                       dataset.train.labels.to(device), synthetic, synthetic_ratio, eval_every, checkpoint_path, bar)
     nonfinite = False
     try:
         for member in range(len(finished), recipe.ensemble):
-            weights, member_nonfinite = _train_member(
-                dataset, recipe, seed + MEMBER_SEED_STRIDE * member, member, finished, history, in_progress,
-                checkpoint_path, bar, synthetic, synthetic_ratio, eval_every,
-            )
+            weights, member_nonfinite = _train_member(context, seed + MEMBER_SEED_STRIDE * member, member, finished,
+                                                      history, in_progress)
             nonfinite |= member_nonfinite
             finished.append(weights)
             in_progress = None
@@ -143,7 +179,7 @@ def train_classifier(
         # its history line resumes straight to here, and the line must not be lost.
         write_jsonl(checkpoint_path.parent / "history.jsonl", history)
     return TrainResult(
-        model=build_members(recipe, len(dataset.classes), finished),
+        model=build_members(recipe, len(dataset.classes), finished, device),
         history=history, seconds=time.perf_counter() - started, nonfinite_loss=nonfinite,
     )
 
@@ -183,7 +219,8 @@ class _Member:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     ema: WeightEMA | None
-    generator: torch.Generator  # data order, augmentation and synthetic mixing
+    generator: torch.Generator  # data order, augmentation and synthetic mixing (on the CPU, seeded)
+    scaler: torch.amp.GradScaler  # fp16 only; passes everything through otherwise
     start_epoch: int = 0
 
     @property
@@ -192,16 +229,18 @@ class _Member:
         return self.ema.model if self.ema is not None else self.model
 
 
-def _start_member(dataset: Dataset, recipe: Recipe, seed: int, state: dict | None, bar) -> _Member:
+def _start_member(context: _Context, seed: int, state: dict | None) -> _Member:
     """A fresh member (with its self-supervised start and LP-FT head when the recipe asks), or the one
-    a checkpoint `state` interrupted, restored exactly (weights, optimiser, EMA and both RNGs)."""
+    a checkpoint `state` interrupted, restored exactly (weights, optimiser, EMA and every RNG)."""
+    recipe, dataset, device = context.recipe, context.dataset, context.device
     generator = seed_everything(seed)
     model = create_model(recipe.model, len(dataset.classes), recipe.image_size,
-                         weights=(recipe.weights or "imagenet") if recipe.pretrained != "none" else None)
+                         weights=(recipe.weights or "imagenet") if recipe.pretrained != "none" else None).to(device)
     if recipe.selfsup_epochs and state is None:  # before the EMA copy and the optimiser see the weights
-        pretrain_selfsup(model, dataset.train.images, recipe, generator, bar)
+        pretrain_selfsup(model, dataset.train.images, recipe, generator, context.bar)
     member = _Member(model, make_optimizer(model, recipe),
-                     WeightEMA(model, recipe.ema_decay) if recipe.ema_decay else None, generator)
+                     WeightEMA(model, recipe.ema_decay) if recipe.ema_decay else None, generator,
+                     grad_scaler(context.precision, device))
     if state is None:
         if recipe.pretrained == "finetune":
             init_head_from_probe(model, dataset, recipe, generator)
@@ -210,13 +249,16 @@ def _start_member(dataset: Dataset, recipe: Recipe, seed: int, state: dict | Non
     member.optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["rng_data"])
     torch.set_rng_state(state["rng_torch"])
+    set_device_rng_state(device, state.get("rng_device"))
     if member.ema is not None:
         member.ema.load_state_dict(state["ema"])
+    if state.get("scaler"):
+        member.scaler.load_state_dict(state["scaler"])
     member.start_epoch = int(state["epoch"])
     return member
 
 
-def _save_checkpoint(path: Path, finished: list[dict], index: int, epoch: int, member: _Member,
+def _save_checkpoint(context: _Context, finished: list[dict], index: int, epoch: int, member: _Member,
                      history: list[dict]) -> None:
     atomic_torch_save({
         "format": CHECKPOINT_FORMAT,
@@ -228,37 +270,43 @@ def _save_checkpoint(path: Path, finished: list[dict], index: int, epoch: int, m
         "ema": member.ema.state_dict() if member.ema is not None else {},
         "rng_data": member.generator.get_state(),
         "rng_torch": torch.get_rng_state(),
+        "rng_device": device_rng_state(context.device),
+        "scaler": member.scaler.state_dict() if member.scaler.is_enabled() else {},
         "history": history,
-    }, path)
-    write_jsonl(path.parent / "history.jsonl", history)
+    }, context.checkpoint_path)
+    write_jsonl(context.checkpoint_path.parent / "history.jsonl", history)
 
 
-def _train_epoch(member: _Member, train: ImageSet, recipe: Recipe, epoch: int, preset: AugmentPreset,
-                 loss_weights: torch.Tensor | None, synthetic: ImageSet | None, synthetic_ratio: float) -> dict:
+def _train_epoch(context: _Context, member: _Member, epoch: int, preset: AugmentPreset,
+                 loss_weights: torch.Tensor | None) -> dict:
     """One pass over the training split; returns the epoch's history row (without test accuracy)."""
     epoch_started = time.perf_counter()
+    recipe, device = context.recipe, context.device
     model, optimizer, generator = member.model, member.optimizer, member.generator
-    num_classes = len(train.classes)
-    n_train = len(train)
+    num_classes = len(context.dataset.classes)
+    n_train = len(context.train_labels)
     steps_per_epoch = math.ceil(n_train / recipe.batch_size)
     set_train_mode(model, recipe.freeze_bn)
     order = torch.randperm(n_train, generator=generator)
     loss_sum, correct = 0.0, 0
     for batch_index in range(steps_per_epoch):
         indices = order[batch_index * recipe.batch_size:(batch_index + 1) * recipe.batch_size]
-        batch_images, labels, _ = mix_in_synthetic(train.images[indices], train.labels[indices], synthetic,
-                                                    synthetic_ratio, generator)
+        batch_images = context.train_images[indices.to(context.train_images.device)]
+        batch_images, labels, _ = mix_in_synthetic(batch_images.to(device, non_blocking=True),
+                                                   context.train_labels[indices.to(device)], context.synthetic,
+                                                   context.synthetic_ratio, generator)
         images = augment_batch(to_float(batch_images), preset, generator)
         images, targets = mix_batch(images, labels, num_classes, recipe.mixup_alpha, recipe.cutmix_alpha, generator)
         apply_schedule(optimizer, recipe.lr, epoch * steps_per_epoch + batch_index, steps_per_epoch, recipe)
-        with autocast(recipe.precision):
+        with autocast(context.precision, device):
             logits = model(images)
         logits = logits.float()
         # Cross-entropy on logits (soft targets when mixed): the softmax is inside the loss.
         loss = F.cross_entropy(logits, targets, weight=loss_weights, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        member.scaler.scale(loss).backward()
+        member.scaler.step(optimizer)
+        member.scaler.update()
         if member.ema is not None:
             member.ema.update(model)
         loss_sum += float(loss.detach()) * labels.shape[0]
@@ -272,30 +320,33 @@ def _train_epoch(member: _Member, train: ImageSet, recipe: Recipe, epoch: int, p
     }
 
 
-def _train_member(dataset, recipe, seed, index, finished, history, state, checkpoint_path, bar,
-                  synthetic=None, synthetic_ratio=0.0, eval_every=1):
+def _train_member(context: _Context, seed: int, index: int, finished: list[dict], history: list[dict],
+                  state: dict | None) -> tuple[dict, bool]:
     """Train member `index` (from `state` when resuming); returns (final weights, whether the loss went
     non-finite)."""
-    member = _start_member(dataset, recipe, seed, state, bar)
+    recipe, dataset = context.recipe, context.dataset
+    member = _start_member(context, seed, state)
     preset = get_augment(recipe.augment)
     loss_weights = class_weights(dataset.train.labels, len(dataset.classes), recipe)  # None unless balancing
+    if loss_weights is not None:
+        loss_weights = loss_weights.to(context.device)
     nonfinite = False
     for epoch in range(member.start_epoch, recipe.epochs):
-        record = _train_epoch(member, dataset.train, recipe, epoch, preset, loss_weights, synthetic, synthetic_ratio)
+        record = _train_epoch(context, member, epoch, preset, loss_weights)
         if recipe.ensemble > 1:
             record["member"] = index + 1
         nonfinite |= not math.isfinite(record["train_loss"])
-        if dataset.test is not None and evaluate_after(epoch + 1, recipe.epochs, eval_every):
+        if dataset.test is not None and evaluate_after(epoch + 1, recipe.epochs, context.eval_every):
             record["test_accuracy"] = evaluate_model(member.final, dataset.test.images, dataset.test.labels,
                                                      dataset.classes)["accuracy"]
         history.append(record)
-        if checkpoint_path is not None:
-            _save_checkpoint(checkpoint_path, finished, index, epoch + 1, member, history)
+        if context.checkpoint_path is not None:
+            _save_checkpoint(context, finished, index, epoch + 1, member, history)
         postfix = {"loss": f"{record['train_loss']:.3f}", "acc": f"{record['train_accuracy']:.2f}"}
         if "test_accuracy" in record:
             postfix["test"] = f"{record['test_accuracy']:.2f}"
         if recipe.ensemble > 1:
             postfix["member"] = f"{index + 1}/{recipe.ensemble}"
-        bar.set_postfix(postfix, refresh=False)
-        bar.update(1)
+        context.bar.set_postfix(postfix, refresh=False)
+        context.bar.update(1)
     return member.final.state_dict(), nonfinite

@@ -21,6 +21,7 @@ from pasture.classify.evaluate import to_float
 from pasture.classify.recipes import Recipe, apply_schedule, class_weights, get_recipe, with_overrides
 from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, TrainResult, build_members
 from pasture.core.defaults import cache_root
+from pasture.core.device import model_device
 from pasture.core.runs import atomic_torch_save, write_jsonl
 from pasture.core.runtime import progress_bar, seed_everything
 from pasture.data import Dataset
@@ -43,12 +44,14 @@ def weights_identity(weights: str) -> str:
 
 @torch.no_grad()
 def backbone_features(model: nn.Module, images_uint8: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """Pooled features (N x D) of a timm backbone inside a pasture Classifier, in eval mode."""
+    """Pooled features (N x D, on the CPU) of a timm backbone inside a pasture Classifier, in eval mode,
+    computed in batches on the model's device."""
     model.eval()
+    device = model_device(model)
     chunks = []
     for start in range(0, images_uint8.shape[0], batch_size):
-        normalised = model.normalize(to_float(images_uint8[start:start + batch_size]))
-        chunks.append(model.net.forward_head(model.net.forward_features(normalised), pre_logits=True))
+        normalised = model.normalize(to_float(images_uint8[start:start + batch_size].to(device)))
+        chunks.append(model.net.forward_head(model.net.forward_features(normalised), pre_logits=True).cpu())
     return torch.cat(chunks)
 
 
@@ -152,10 +155,13 @@ def init_head_from_probe(model: nn.Module, dataset: Dataset, recipe: Recipe, gen
 
 def train_probe(
     dataset: Dataset, recipe: Recipe, seed: int, run_dir: str | Path | None = None, quiet: bool = True,
-):
-    """Train linear heads (one per ensemble member) on frozen, cached backbone features."""
+    device: str | torch.device = "cpu",
+) -> TrainResult:
+    """Train linear heads (one per ensemble member) on frozen, cached backbone features; the backbone
+    runs on `device`, the heads (a few thousand weights) on the CPU."""
     started = time.perf_counter()
-    backbone = create_model(recipe.model, len(dataset.classes), recipe.image_size, weights=recipe.weights or "imagenet")
+    backbone = create_model(recipe.model, len(dataset.classes), recipe.image_size,
+                            weights=recipe.weights or "imagenet").to(device)
     cache, features, labels = _probe_features(backbone, dataset, recipe)
     test_features = cache.features(backbone, dataset.test.images) if dataset.test is not None else None
     test_labels = dataset.test.labels if dataset.test is not None else None
@@ -178,14 +184,14 @@ def train_probe(
                     record["member"] = member + 1
             history.extend(member_history)
             _copy_head(backbone, head)
-            member_states.append({key: value.clone() for key, value in backbone.state_dict().items()})
+            member_states.append({key: value.detach().cpu().clone() for key, value in backbone.state_dict().items()})
     finally:
         bar.close()
     if run_dir is not None:
         atomic_torch_save({"format": CHECKPOINT_FORMAT, "members": member_states, "history": history}, Path(run_dir) / "checkpoint.pt")
         write_jsonl(Path(run_dir) / "history.jsonl", history)
     return TrainResult(
-        model=build_members(recipe, len(dataset.classes), member_states), history=history,
+        model=build_members(recipe, len(dataset.classes), member_states, device), history=history,
         seconds=time.perf_counter() - started,
         notes={"features_computed": cache.computed, "features_reused": cache.reused},
     )

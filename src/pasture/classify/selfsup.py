@@ -23,6 +23,7 @@ from torch import nn
 from pasture.classify.augment import augment_batch, get_augment
 from pasture.classify.evaluate import to_float
 from pasture.classify.recipes import Recipe, apply_schedule
+from pasture.core.device import model_device
 
 # -- settings (as in the exploration that measured it; SimCLR's defaults, scaled to tiny datasets) --
 AUGMENT = "strong"  # the two views
@@ -60,7 +61,7 @@ def nt_xent(projections: torch.Tensor, temperature: float) -> torch.Tensor:
     z = F.normalize(projections, dim=1)
     similarity = (z @ z.t()) / temperature
     similarity.fill_diagonal_(float("-inf"))  # a view is not its own positive nor a negative
-    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(projections.device)
     return F.cross_entropy(similarity, positives)
 
 
@@ -76,8 +77,9 @@ def pretrain(model: nn.Module, images_uint8: torch.Tensor, epochs: int, generato
     batch = math.ceil(n / batches)  # equal batches: a last batch of a few images has too few negatives
     losses = []
     with encoder_of(model) as (encoder, width):
+        device = model_device(encoder)
         projection = nn.Sequential(nn.Linear(width, PROJECTION[0]), nn.ReLU(inplace=True),
-                                   nn.Linear(PROJECTION[0], PROJECTION[1]))
+                                   nn.Linear(PROJECTION[0], PROJECTION[1])).to(device)
         parameters = [*encoder.parameters(), *projection.parameters()]
         optimizer = torch.optim.AdamW(parameters, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)
         encoder.train()
@@ -90,7 +92,7 @@ def pretrain(model: nn.Module, images_uint8: torch.Tensor, epochs: int, generato
                 if chosen.numel() < 2:  # a lone image has no negatives (only when batch is 1)
                     continue
                 apply_schedule(optimizer, LR, epoch * batches + index, batches, schedule)
-                images = to_float(images_uint8[chosen])
+                images = to_float(images_uint8[chosen].to(device))
                 views = torch.cat([augment_batch(images, preset, generator), augment_batch(images, preset, generator)])
                 loss = nt_xent(projection(encoder(views)), TEMPERATURE)
                 optimizer.zero_grad(set_to_none=True)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from pasture.classify.recipes import Recipe, validate_recipe
@@ -27,13 +28,15 @@ class TrainResult:
     notes: dict = field(default_factory=dict)
 
 
-def build_members(recipe: Recipe, num_classes: int, member_states: list[dict]) -> nn.Module:
-    """The final model from saved member weights: one Classifier, or an Ensemble."""
+def build_members(recipe: Recipe, num_classes: int, member_states: list[dict],
+                  device: str | torch.device = "cpu") -> nn.Module:
+    """The final model from saved member weights (on any device), on `device`: one Classifier, or an
+    Ensemble."""
     members = []
     for state in member_states:
         member = create_model(recipe.model, num_classes, recipe.image_size)
         member.load_state_dict(state)
-        members.append(member.eval())
+        members.append(member.to(device).eval())
     return members[0] if len(members) == 1 else Ensemble(members)
 
 
@@ -63,9 +66,10 @@ def run_config_problem(config: dict) -> str | None:
     return None
 
 
-def load_run(run: str | os.PathLike) -> tuple[nn.Module, dict]:
-    """(model in eval mode, config dict) of a finished run folder; an ensemble comes back as one
-    module whose output averages its members' probabilities."""
+def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(model in eval mode on `device`, config dict) of a finished run folder, wherever it was trained
+    (the checkpoint is read onto the CPU first); an ensemble comes back as one module whose output
+    averages its members' probabilities."""
     run = Path(run)
     if not (run / "config.json").is_file():
         raise UserError(f"{run}: not a pasture run folder (no config.json); give the --out of a `pasture train`")
@@ -74,7 +78,7 @@ def load_run(run: str | os.PathLike) -> tuple[nn.Module, dict]:
     config = read_checked_json(run / "config.json", run_config_problem, what="run folder")
     state = load_checkpoint(run / "checkpoint.pt")
     try:
-        model = build_members(Recipe(**config["recipe"]), len(config["classes"]), state["members"])
+        model = build_members(Recipe(**config["recipe"]), len(config["classes"]), state["members"], device)
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         raise UserError(f"{run / 'checkpoint.pt'}: weights do not fit {config['model']} ({error})") from None
     model.eval()

@@ -1,4 +1,4 @@
-"""What every training loop shares about the process: seeding, progress bars, autocast, and malloc.
+"""What every training loop shares about the process: seeding, progress bars and malloc.
 
 Seeding: `seed_everything(seed)` seeds Python, NumPy and torch's global RNG and returns a separate
 generator for data order and augmentation, whose state a checkpoint saves on its own.
@@ -21,7 +21,6 @@ Windows, musl) it does nothing.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -77,11 +76,3 @@ def progress_bar(total: int, initial: int, quiet: bool, desc: str = "train", uni
     """A tqdm bar on stderr (hidden with `quiet`) that starts at `initial` (resumed work)."""
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=quiet, file=sys.stderr,
                 dynamic_ncols=True, leave=False)
-
-
-def autocast(precision: str):
-    """bfloat16 autocast of forward passes for precision "bf16" (weights, optimiser and loss stay fp32);
-    a no-op for "fp32". Shared by classifier and GAN training."""
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

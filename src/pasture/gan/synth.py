@@ -62,8 +62,8 @@ def gan_config_problem(config: dict) -> str | None:
     return None
 
 
-def load_gan(gan_dir: str | os.PathLike):
-    """(preset, classes, samplers, config) of a finished GAN folder, its config checked."""
+def load_gan(gan_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    """(preset, classes, samplers on `device`, config) of a finished GAN folder, its config checked."""
     gan_dir = Path(gan_dir)
     config_path = gan_dir / "config.json"
     if not config_path.is_file():
@@ -74,7 +74,7 @@ def load_gan(gan_dir: str | os.PathLike):
     preset = GanPreset(**config["preset"])
     state = load_checkpoint(gan_dir / "checkpoint.pt")
     try:
-        samplers = build_samplers(preset, len(config["classes"]), state["units"])
+        samplers = build_samplers(preset, len(config["classes"]), state["units"], device)
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         raise UserError(f"{gan_dir / 'checkpoint.pt'}: weights do not fit the GAN's preset ({error})") from None
     return preset, config["classes"], samplers, config
@@ -97,6 +97,7 @@ def _png_bytes(image_uint8: torch.Tensor) -> bytes:
 def sample_images(
     gan_dir: str | os.PathLike, per_class: int, seed: int = 0, truncation: float | None = None,
     filter_run: str | os.PathLike | None = None, min_confidence: float = 0.0, warn=None,
+    device: str | torch.device = "cpu",
 ) -> tuple[ImageSet, dict]:
     """Generate `per_class` images of every class (in memory). With `filter_run`, keep only samples
     that run's classifier gives probability >= min_confidence for their intended class."""
@@ -104,11 +105,11 @@ def sample_images(
         raise UserError(f"--per-class {per_class}: must be at least 1")
     if not 0.0 <= min_confidence <= 1.0:
         raise UserError(f"--min-confidence {min_confidence}: must be between 0 and 1")
-    preset, classes, samplers, config = load_gan(gan_dir)
+    preset, classes, samplers, config = load_gan(gan_dir, device)
     generator = torch.Generator().manual_seed(seed)
     classifier, classifier_config = None, None
     if filter_run is not None:
-        classifier, classifier_config = load_run(filter_run)
+        classifier, classifier_config = load_run(filter_run, device)
         to_classifier = class_index_map(classes, classifier_config["classes"], f"--filter-run {filter_run}: the GAN's classes")
     images, labels, counts, attempts = [], [], {}, {}
     for class_index, name in enumerate(classes):
@@ -221,7 +222,7 @@ def memorisation(synthetic: ImageSet, real_train: ImageSet) -> dict:
 
 
 def score_synthetic(synthetic: ImageSet, dataset, run: str | os.PathLike | None = None,
-                    recipe_name: str = "default", seed: int = 0) -> dict:
+                    recipe_name: str = "default", seed: int = 0, device: str | torch.device = "cpu") -> dict:
     """GAN-test, GAN-train (with the same recipe trained on real images for reference) and memorisation.
 
     `dataset` is the real data at the classifier's input size; its test split is only evaluated on.
@@ -232,21 +233,21 @@ def score_synthetic(synthetic: ImageSet, dataset, run: str | os.PathLike | None 
         recipe = replace(recipe, image_size=size)
     synthetic_at_size = replace(synthetic, images=resize_uint8(synthetic.images, size))
     if run is not None:
-        classifier, config = load_run(run)
+        classifier, config = load_run(run, device)
         if config["image_size"] != size:
             raise UserError(f"--run {run}: its model takes {config['image_size']} px images, the scoring data {size}")
         to_model = class_index_map(synthetic.classes, config["classes"], f"--run {run}: the synthetic classes")
         gan_test = evaluate_model(classifier, synthetic_at_size.images, to_model[synthetic.labels], config["classes"])
         gan_test_classifier = str(Path(run).resolve())
     else:
-        classifier = train_classifier(dataset, recipe, seed).model
+        classifier = train_classifier(dataset, recipe, seed, device=device).model
         gan_test = evaluate_model(classifier, synthetic_at_size.images, synthetic.labels, dataset.classes)
         gan_test_classifier = f"recipe {recipe.name} trained on the real training split (seed {seed})"
     synthetic_only = Dataset(root="synthetic", layout="synthetic", classes=dataset.classes, image_size=size,
                              train=replace(synthetic_at_size, split="train"), test=dataset.test)
-    synthetic_model = train_classifier(synthetic_only, recipe, seed).model
+    synthetic_model = train_classifier(synthetic_only, recipe, seed, device=device).model
     gan_train = evaluate_model(synthetic_model, dataset.test.images, dataset.test.labels, dataset.classes)
-    real_model = classifier if run is None else train_classifier(dataset, recipe, seed).model
+    real_model = classifier if run is None else train_classifier(dataset, recipe, seed, device=device).model
     real_train = evaluate_model(real_model, dataset.test.images, dataset.test.labels, dataset.classes)
 
     def brief(report):

@@ -26,7 +26,10 @@ from pasture.classify.recipes import PRECISIONS
 from pasture.core.errors import UserError
 from pasture.core.plots import pyplot, save_figure
 from pasture.core.runs import atomic_torch_save, atomic_write_bytes, load_checkpoint, write_jsonl
-from pasture.core.runtime import autocast, keep_freed_memory, progress_bar, seed_everything
+from pasture.core.device import (
+    autocast, device_rng_state, effective_precision, grad_scaler, model_device, set_device_rng_state,
+)
+from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything
 from pasture.data import ImageSet
 from pasture.gan.diffaugment import diff_augment, parse_policy
 from pasture.gan.presets import LOSSES, GanPreset
@@ -95,11 +98,13 @@ def generator_loss(preset: GanPreset, fake_logits) -> torch.Tensor:
 class GanUnit:
     """G, D, optional G EMA and their optimisers, for the classes in `class_ids`."""
 
-    def __init__(self, preset: GanPreset, num_classes: int, class_ids: list[int]):
+    def __init__(self, preset: GanPreset, num_classes: int, class_ids: list[int], device: torch.device,
+                 precision: str = "fp32"):
         conditional_classes = num_classes if preset.conditional else 0
         self.preset, self.class_ids = preset, class_ids
-        self.generator = Generator(preset.nz, preset.image_size, preset.ngf, conditional_classes)
-        self.discriminator = Discriminator(preset.image_size, preset.ndf, conditional_classes)
+        # Built on the CPU (the same initial weights from a seed on every device), then moved.
+        self.generator = Generator(preset.nz, preset.image_size, preset.ngf, conditional_classes).to(device)
+        self.discriminator = Discriminator(preset.image_size, preset.ndf, conditional_classes).to(device)
         if preset.channels_last:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
@@ -107,6 +112,7 @@ class GanUnit:
         betas = (preset.beta1, 0.999)
         self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=preset.lr_g, betas=betas)
         self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=preset.lr_d, betas=betas)
+        self.scaler_g, self.scaler_d = grad_scaler(precision, device), grad_scaler(precision, device)  # fp16 only
 
     @property
     def sampler(self) -> Generator:
@@ -120,6 +126,8 @@ class GanUnit:
             "generator_ema": self.ema.state_dict() if self.ema is not None else {},
             "optimizer_g": self.optimizer_g.state_dict(),
             "optimizer_d": self.optimizer_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict() if self.scaler_g.is_enabled() else {},
+            "scaler_d": self.scaler_d.state_dict() if self.scaler_d.is_enabled() else {},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -129,6 +137,9 @@ class GanUnit:
             self.ema.load_state_dict(state["generator_ema"])
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_d.load_state_dict(state["optimizer_d"])
+        if state.get("scaler_g"):
+            self.scaler_g.load_state_dict(state["scaler_g"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
 
 
 def unit_plan(preset: GanPreset, num_classes: int) -> list[list[int]]:
@@ -149,26 +160,30 @@ class _UnitRun:
 
     index: int
     unit: GanUnit
-    generator: torch.Generator  # batches, latents and augmentation
+    generator: torch.Generator  # batches, latents and augmentation (on the CPU, seeded)
     fixed_z: torch.Tensor  # the latents of the sample grids, fixed for the whole run
     p_aug: float  # augmentation probability (moves with ADA)
+    device: torch.device
+    precision: str  # effective: fp32, bf16 or fp16
     sign_sum: float = 0.0  # ADA's running E[sign D(x)] since its last adjustment
     sign_count: int = 0
     start: int = 0  # first iteration to run
 
 
 def _start_unit(preset: GanPreset, num_classes: int, index: int, class_ids: list[int], seed: int,
-                state: dict | None) -> _UnitRun:
+                state: dict | None, device: torch.device, precision: str) -> _UnitRun:
     """Unit `index` fresh (seeded seed + 1000 x index), or as the checkpoint `state` interrupted it."""
     generator = seed_everything(seed + 1000 * index)
-    unit = GanUnit(preset, num_classes, class_ids)
+    unit = GanUnit(preset, num_classes, class_ids, device, precision)
     fixed_z = torch.randn(16 * len(class_ids) if preset.conditional else 16, preset.nz, generator=generator)
     run = _UnitRun(index, unit, generator, fixed_z,
-                   p_aug=1.0 if parse_policy(preset.diffaugment) and not preset.ada else 0.0)
+                   p_aug=1.0 if parse_policy(preset.diffaugment) and not preset.ada else 0.0, device=device,
+                   precision=precision)
     if state is not None:
         unit.load_state_dict(state["unit"])
         generator.set_state(state["rng_data"])
         torch.set_rng_state(state["rng_torch"])
+        set_device_rng_state(device, state.get("rng_device"))
         run.p_aug, run.sign_sum, run.sign_count = float(state["p_aug"]), float(state["sign_sum"]), int(state["sign_count"])
         run.fixed_z = state["fixed_z"]
         run.start = int(state["iteration"])
@@ -180,6 +195,7 @@ def _save_gan_checkpoint(path: Path, finished: list[dict], run: _UnitRun, iterat
     atomic_torch_save({
         "format": 1, "units": finished, "unit": run.unit.state_dict(), "iteration": iteration,
         "rng_data": run.generator.get_state(), "rng_torch": torch.get_rng_state(),
+        "rng_device": device_rng_state(run.device),
         "p_aug": run.p_aug, "sign_sum": run.sign_sum, "sign_count": run.sign_count, "fixed_z": run.fixed_z,
         "log": log, "diversity": diversity,
     }, path)
@@ -189,13 +205,13 @@ def _save_gan_checkpoint(path: Path, finished: list[dict], run: _UnitRun, iterat
 def _gan_step(run: _UnitRun, preset: GanPreset, real: torch.Tensor, labels: torch.Tensor, batch: int,
               iteration: int) -> dict:
     """One D step and one G step (k = 1), and ADA's adjustment; returns the iteration's log row."""
-    unit, generator = run.unit, run.generator
-    indices = torch.randint(len(real), (batch,), generator=generator)
+    unit, generator, device = run.unit, run.generator, run.device
+    indices = torch.randint(len(real), (batch,), generator=generator).to(device)  # drawn on the CPU (seeded)
     real_batch = real[indices]
     batch_labels = labels[indices] if preset.conditional else None
-    z = torch.randn(batch, preset.nz, generator=generator)
+    z = torch.randn(batch, preset.nz, generator=generator).to(device)
     policy, p_aug = preset.diffaugment, run.p_aug
-    with autocast(preset.precision):
+    with autocast(run.precision, device):
         fake = unit.generator(z, batch_labels)
         # D step: the same kind of augmentation on reals and fakes
         real_logits = unit.discriminator(diff_augment(real_batch, policy, p_aug, generator), batch_labels)
@@ -203,15 +219,17 @@ def _gan_step(run: _UnitRun, preset: GanPreset, real: torch.Tensor, labels: torc
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     loss_d = discriminator_loss(preset, real_logits, fake_logits)
     unit.optimizer_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    unit.optimizer_d.step()
+    unit.scaler_d.scale(loss_d).backward()
+    unit.scaler_d.step(unit.optimizer_d)
+    unit.scaler_d.update()
     # G step: gradients flow through the (differentiable) augmentation into G
-    with autocast(preset.precision):
+    with autocast(run.precision, device):
         gen_logits = unit.discriminator(diff_augment(fake, policy, p_aug, generator), batch_labels)
     loss_g = generator_loss(preset, gen_logits.float())
     unit.optimizer_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    unit.optimizer_g.step()
+    unit.scaler_g.scale(loss_g).backward()
+    unit.scaler_g.step(unit.optimizer_g)
+    unit.scaler_g.update()
     if unit.ema is not None:
         unit.ema.update(unit.generator)
     if preset.ada and parse_policy(policy):
@@ -234,7 +252,8 @@ def _sample_point(run: _UnitRun, preset: GanPreset, iteration: int, fixed_labels
     images' is recorded in `diversity` and a warning given when it falls below COLLAPSE_RATIO."""
     unit = run.unit
     with torch.no_grad():
-        samples = unit.sampler.eval()(run.fixed_z, fixed_labels)
+        samples = unit.sampler.eval()(run.fixed_z.to(run.device),
+                                      None if fixed_labels is None else fixed_labels.to(run.device)).cpu()
     unit.generator.train()
     ratio = mean_pairwise_distance(samples) / max(real_spread, 1e-8)
     diversity[f"{run.index}:{iteration}"] = ratio
@@ -253,8 +272,11 @@ def train_gan(
     resume: bool = False,
     quiet: bool = True,
     warn=None,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
 ) -> dict:
-    """Train the GAN unit(s) of `preset` on `train`, which must be a training split.
+    """Train the GAN unit(s) of `preset` on `train`, which must be a training split, on `device` with
+    the effective `precision` (default: the preset's, where the device can do it).
 
     Writes (with `out`): checkpoint.pt, gan_log.jsonl, samples_uN_XXXXX.png (unit N, iteration XXXXX)
     and gan_losses.png. Returns {"units": [{"class_ids", "generator" (the sampler), "discriminator"}],
@@ -267,8 +289,10 @@ def train_gan(
     keep_freed_memory()  # see pasture.core.runtime: same numbers, far fewer page faults per step
     if train.images.shape[-1] != preset.image_size:
         raise ValueError(f"images are {train.images.shape[-1]} px but the preset makes {preset.image_size} px")
+    device = torch.device(device)
+    precision = precision or effective_precision(preset.precision, device)
     num_classes = len(train.classes)
-    real_all = to_gan_range(train.images)
+    real_all = to_gan_range(train.images.to(device))
     real_spread = mean_pairwise_distance(real_all[torch.randperm(len(real_all), generator=torch.Generator().manual_seed(0))])
     plan = unit_plan(preset, num_classes)
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
@@ -283,11 +307,11 @@ def train_gan(
     try:
         for unit_index in range(len(finished), len(plan)):
             class_ids = plan[unit_index]
-            run = _start_unit(preset, num_classes, unit_index, class_ids, seed, in_progress)
+            run = _start_unit(preset, num_classes, unit_index, class_ids, seed, in_progress, device, precision)
             in_progress = None
             unit = run.unit
             member = torch.isin(train.labels, torch.tensor(class_ids))
-            real, labels = real_all[member], train.labels[member]
+            real, labels = real_all[member.to(device)], train.labels[member].to(device)
             fixed_labels = torch.tensor(class_ids).repeat_interleave(16) if preset.conditional else None
             batch = min(preset.batch_size, len(real))
             if preset.channels_last:
@@ -334,13 +358,14 @@ def plot_gan_losses(log: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def build_samplers(preset: GanPreset, num_classes: int, units: list[dict]) -> list[tuple[list[int], Generator]]:
-    """(class ids, generator in eval mode) for each trained unit."""
+def build_samplers(preset: GanPreset, num_classes: int, units: list[dict],
+                   device: str | torch.device = "cpu") -> list[tuple[list[int], Generator]]:
+    """(class ids, generator in eval mode on `device`) for each trained unit."""
     samplers = []
     for unit in units:
         generator = Generator(preset.nz, preset.image_size, preset.ngf, num_classes if preset.conditional else 0)
         generator.load_state_dict(unit["generator"])
-        samplers.append((list(unit["class_ids"]), generator.eval()))
+        samplers.append((list(unit["class_ids"]), generator.to(device).eval()))
     return samplers
 
 
@@ -364,6 +389,7 @@ def generate(preset: GanPreset, samplers, class_index: int, count: int, generato
                     break
                 z[outside] = torch.randn(int(outside.sum()), generator=generator)
             z = z.clamp(-truncation, truncation)
-        labels = torch.full((n,), class_index, dtype=torch.long) if preset.conditional else None
-        chunks.append(to_uint8(network(z, labels)))
+        device = model_device(network)
+        labels = torch.full((n,), class_index, dtype=torch.long, device=device) if preset.conditional else None
+        chunks.append(to_uint8(network(z.to(device), labels)).cpu())  # latents drawn on the CPU (seeded)
     return torch.cat(chunks) if chunks else torch.empty(0, 3, preset.image_size, preset.image_size, dtype=torch.uint8)

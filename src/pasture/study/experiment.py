@@ -198,6 +198,7 @@ class ExperimentSpec:
     report_numbers: dict = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
     force: bool = False  # remove pasture's own files from `out` first (never a user's)
+    device: str = "cpu"  # a resolved device name; every run of the study uses it (--jobs runs share it)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,11 +257,12 @@ def _gan_for(task: dict, recipe_size: int):
         gan_dir.mkdir(parents=True, exist_ok=True)
         resume = (gan_dir / "checkpoint.pt").is_file()
         # The replicate's training part only: the fold's test images never reach the GAN.
-        result = train_gan(dataset.train, preset, seed, out=gan_dir, resume=resume, quiet=True)
+        result = train_gan(dataset.train, preset, seed, out=gan_dir, resume=resume, quiet=True,
+                           device=_task_device(task))
         units = result["units"]
         atomic_write_json(gan_dir / "summary.json", {"preset": preset.to_dict(), "seed": seed,
                                                      "diversity_vs_real": result["diversity"]})
-    samplers = build_samplers(preset, len(dataset.classes), units)
+    samplers = build_samplers(preset, len(dataset.classes), units, _task_device(task))
     generator = torch.Generator().manual_seed(replicate["seed"])
     images, labels = [], []
     for class_index in range(len(dataset.classes)):
@@ -269,6 +271,10 @@ def _gan_for(task: dict, recipe_size: int):
         labels.append(torch.full((len(made),), class_index, dtype=torch.long))
     synthetic = ImageSet(torch.cat(images), torch.cat(labels), [], dataset.classes, split="synthetic")
     return synthetic, str(gan_dir)
+
+
+def _task_device(task: dict) -> torch.device:
+    return torch.device(task.get("device", "cpu"))
 
 
 def execute_run(task: dict) -> dict:
@@ -288,7 +294,7 @@ def execute_run(task: dict) -> dict:
     if synthetic is not None:
         ratio = condition["synthetic_ratio"] or synthetic_share(len(synthetic), len(dataset.train))
     result = train_classifier(dataset, recipe, task["replicate"]["seed"], synthetic=synthetic, synthetic_ratio=ratio,
-                              eval_every=task.get("eval_every", 1))
+                              eval_every=task.get("eval_every", 1), device=_task_device(task))
     stored = {
         "format": RESULT_FORMAT, "key": task["key"], "condition": condition["name"],
         "condition_settings": {k: v for k, v in condition.items() if k not in ("name", "description")},
@@ -344,6 +350,7 @@ def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list
                 "condition": {**dataclasses.asdict(condition), "overrides": list(condition.overrides),
                               "gan_overrides": list(condition.gan_overrides)},
                 "replicate": dataclasses.asdict(replicate), "threads": threads, "eval_every": spec.eval_every,
+                "device": spec.device,
             })
     return tasks
 
