@@ -54,9 +54,9 @@ TUNE = {
 }
 
 
-def score(dataset, recipe, seed):
+def score(dataset, recipe, seed, device="cpu"):
     started = time.perf_counter()
-    model = train_classifier(dataset, recipe, seed).model
+    model = train_classifier(dataset, recipe, seed, device=device).model
     seconds = time.perf_counter() - started
     report = evaluate_model(model, dataset.test.images, dataset.test.labels, dataset.classes, tta=recipe.tta)
     return report, seconds
@@ -69,7 +69,11 @@ def main() -> int:
     parser.add_argument("--tune", action="store_true", help="score TUNE candidates on validation splits of train")
     parser.add_argument("--only", help="comma-separated row names")
     parser.add_argument("--out")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (s/run is then that device's)")
     args = parser.parse_args()
+    from pasture.core.device import resolve_device
+
+    device = resolve_device(args.device)
     data_or_exit(args.data)
     os.environ.setdefault("PASTURE_CACHE_DIR", tempfile.mkdtemp(prefix="pasture-cache-"))
     table = TUNE if args.tune else FINAL
@@ -86,7 +90,7 @@ def main() -> int:
             plans = [(full, seed) for seed in range(args.seeds)]
         accuracies, correct, n_total, seconds = [], 0, 0, []
         for dataset, seed in plans:
-            report, elapsed = score(dataset, recipe, seed)
+            report, elapsed = score(dataset, recipe, seed, device)
             accuracies.append(report["accuracy"])
             correct += report["correct"]
             n_total += report["n"]

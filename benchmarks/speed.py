@@ -30,13 +30,24 @@ import torch
 from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
 
+DEVICE = torch.device("cpu")  # --device: where pasture's rows and the plain loops run
+
+
+def sync() -> None:
+    """Wait for the device's queued work, so that the clock measures it (a no-op on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a, b = torch.randn(size, size).to(DEVICE, dtype), torch.randn(size, size).to(DEVICE, dtype)
     for _ in range(2):
         a @ b
+    sync()
     started = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    sync()
     return 2 * size ** 3 * repeats / (time.perf_counter() - started) / 1e9
 
 
@@ -60,9 +71,11 @@ def classifier_pasture(data: Path, epochs: int, precision: str = "fp32") -> dict
     decode = time.perf_counter() - started
     recipe = with_overrides(get_recipe("default"), epochs=epochs, augment="paper", precision=precision)
     dataset_no_test = type(dataset)(**{**dataset.__dict__, "test": None})  # time training alone
-    train_classifier(dataset_no_test, with_overrides(recipe, epochs=1), seed=0)  # warm-up: oneDNN kernels
+    train_classifier(dataset_no_test, with_overrides(recipe, epochs=1), seed=0, device=DEVICE)  # warm-up: kernels
+    sync()
     started = time.perf_counter()
-    train_classifier(dataset_no_test, recipe, seed=0)
+    train_classifier(dataset_no_test, recipe, seed=0, device=DEVICE)
+    sync()
     seconds = time.perf_counter() - started
     n = len(dataset.train)
     return {"precision": precision, "decode_seconds": decode, "seconds_per_epoch": seconds / epochs, "images_per_second": n * epochs / seconds,
@@ -100,21 +113,24 @@ def classifier_plain(data: Path, epochs: int, workers: int) -> dict:
     loader = torch.utils.data.DataLoader(folder, batch_size=16, shuffle=True, num_workers=workers,
                                          persistent_workers=workers > 0)
     torch.manual_seed(0)
-    model = notebook_paper_cnn(64)
+    model = notebook_paper_cnn(64).to(DEVICE)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
 
     def epoch():
         model.train()
         for images, labels in loader:
+            images, labels = images.to(DEVICE), labels.to(DEVICE)
             loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
 
     epoch()  # warm-up, as for pasture: kernels built, workers started
+    sync()
     started = time.perf_counter()
     for _ in range(epochs):
         epoch()
+    sync()
     seconds = time.perf_counter() - started
     return {"workers": workers, "seconds_per_epoch": seconds / epochs,
             "images_per_second": len(folder) * epochs / seconds}
@@ -134,19 +150,21 @@ def gan_plain(data: Path, steps: int) -> dict:
     folder = datasets.ImageFolder(str(data / "train"), transform=transform)
     loader = torch.utils.data.DataLoader(folder, batch_size=64, shuffle=True, drop_last=True, num_workers=0)
     torch.manual_seed(0)
-    generator, discriminator = Generator(100, 64, 64), Discriminator(64, 64)
+    generator, discriminator = Generator(100, 64, 64).to(DEVICE), Discriminator(64, 64).to(DEVICE)
     opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
 
     def step(real):
-        z = torch.randn(real.shape[0], 100)
+        real = real.to(DEVICE)
+        ones, zeros = torch.ones(real.shape[0], device=DEVICE), torch.zeros(real.shape[0], device=DEVICE)
+        z = torch.randn(real.shape[0], 100, device=DEVICE)
         fake = generator(z)
-        loss_d = (F.binary_cross_entropy_with_logits(discriminator(real), torch.ones(real.shape[0]))
-                  + F.binary_cross_entropy_with_logits(discriminator(fake.detach()), torch.zeros(real.shape[0])))
+        loss_d = (F.binary_cross_entropy_with_logits(discriminator(real), ones)
+                  + F.binary_cross_entropy_with_logits(discriminator(fake.detach()), zeros))
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
-        loss_g = F.binary_cross_entropy_with_logits(discriminator(fake), torch.ones(real.shape[0]))
+        loss_g = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
@@ -155,11 +173,13 @@ def gan_plain(data: Path, steps: int) -> dict:
     while done < steps + 1:
         for real, _ in loader:
             if done == 1:
+                sync()
                 started = time.perf_counter()  # the first step warms up
             step(real)
             done += 1
             if done >= steps + 1:
                 break
+    sync()
     seconds = (time.perf_counter() - started) / steps
     flops = count_flops(lambda: step(next(iter(loader))[0]))
     return {"seconds_per_step": seconds, "images_per_second": 64 / seconds, "gflops_per_second": flops / seconds / 1e9}
@@ -184,13 +204,16 @@ def gan_pasture(data: Path, steps: int, precision: str, channels_last: bool) -> 
                          sample_every=10 ** 9, precision=precision, channels_last=channels_last)
 
     def timed(iterations: int) -> float:
+        sync()
         started = time.perf_counter()
-        train_gan(train, preset(iterations), 0)
+        train_gan(train, preset(iterations), 0, device=DEVICE)
+        sync()
         return time.perf_counter() - started
 
     timed(1)  # warm-up: oneDNN builds its kernels for these shapes once
     seconds = (timed(2 + steps) - timed(2)) / steps
-    flops = count_flops(lambda: train_gan(train, preset(3), 0)) - count_flops(lambda: train_gan(train, preset(2), 0))
+    flops = (count_flops(lambda: train_gan(train, preset(3), 0, device=DEVICE))
+             - count_flops(lambda: train_gan(train, preset(2), 0, device=DEVICE)))
     return {"precision": precision, "channels_last": channels_last, "seconds_per_step": seconds,
             "images_per_second": 64 / seconds, "gflops_per_second": flops / seconds / 1e9}
 
@@ -202,7 +225,7 @@ def predict_latency(run: Path, image: Path, repeats: int = 40) -> dict:
     from pasture.data import decode_files
     from pasture.classify.evaluate import predict_probabilities
 
-    model, config = load_run(run)
+    model, config = load_run(run, DEVICE)
     times = []
     for index in range(repeats + 3):
         started = time.perf_counter()
@@ -248,17 +271,22 @@ def main() -> int:
     parser.add_argument("--gan-steps", type=int, default=6)
     parser.add_argument("--experiment-results", help="results.json of `pasture experiment paper DATA --seeds 10`")
     parser.add_argument("--out", default=str(RESULTS / "speed.json"))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps: where every row runs")
     args = parser.parse_args()
     data = data_or_exit(args.data)
+    from pasture.core.device import device_info, resolve_device
+
+    global DEVICE
+    DEVICE = resolve_device(args.device)
     from pasture.core.device import cpu_flags, cpu_has_native_bf16, cpu_model
 
     flags = sorted(cpu_flags() & {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "bf16", "asimd"})
     # On a CPU without native bf16, PyTorch emulates it 10-100x slower than fp32: a 512^3 matmul took
     # 0.19 s against 0.02 s, and this script once never got past its bf16 ceiling. Those rows are skipped.
-    bf16 = cpu_has_native_bf16()
+    bf16 = cpu_has_native_bf16() if DEVICE.type == "cpu" else DEVICE.type != "cuda" or torch.cuda.is_bf16_supported()
     report: dict = {"threads": torch.get_num_threads(), "cpu": os.cpu_count(), "cpu_model": cpu_model(),
                     "cpu_flags": flags, "native_bf16": bf16,
-                    "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+                    "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(), "device": device_info(DEVICE)}
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores; {' '.join(flags)}; torch kernels "
           f"{report['aten_cpu_capability']})", flush=True)
     report["matmul_gflops"] = {"fp32": matmul_ceiling(torch.float32),
@@ -310,10 +338,11 @@ def main() -> int:
         os.environ["PASTURE_CACHE_DIR"] = str(scratch / "cache")
         from pasture import api
 
-        api.train(data, scratch / "cnn", recipe="default", epochs=1, quiet=True)
+        api.train(data, scratch / "cnn", recipe="default", epochs=1, quiet=True, device=str(DEVICE))
         latencies = [predict_latency(scratch / "cnn", next((data / "test" / "cow").iterdir()))]
         try:
-            api.train(data, scratch / "effnet", model="effnet-lite0", pretrained="probe", epochs=5, quiet=True)
+            api.train(data, scratch / "effnet", model="effnet-lite0", pretrained="probe", epochs=5, quiet=True,
+                      device=str(DEVICE))
             latencies.append(predict_latency(scratch / "effnet", next((data / "test" / "cow").iterdir())))
         except Exception as error:  # the [pretrained] extra may be missing
             print(f"   effnet-lite0 skipped: {error}")

@@ -12,7 +12,7 @@ from torch import nn
 from pasture.classify.recipes import Recipe, validate_recipe
 from pasture.core.errors import UserError
 from pasture.core.paths import class_names_problem
-from pasture.core.runs import is_whole_number, load_checkpoint, read_checked_json
+from pasture.core.runs import is_whole_number, load_checkpoint, read_checked_json, stored_settings
 from pasture.models import Ensemble, create_model
 
 MEMBER_SEED_STRIDE = 1000  # member i of an ensemble trains with seed + 1000 * i
@@ -48,15 +48,9 @@ def run_config_problem(config: dict) -> str | None:
     problem = class_names_problem(config.get("classes"))
     if problem is not None:
         return problem
-    if not isinstance(config.get("recipe"), dict):
-        return "recipe: missing"
-    try:
-        recipe = Recipe(**config["recipe"])
-        validate_recipe(recipe)
-    except TypeError as error:
-        return f"recipe: {error}"
-    except UserError as error:
-        return f"recipe: {error}"
+    recipe, problem = stored_settings(config, "recipe", Recipe, validate_recipe)
+    if problem is not None:
+        return problem
     size = config.get("image_size")
     if not is_whole_number(size, 1, MAX_IMAGE_SIZE):
         return f"image_size {size!r}: must be a whole number of px from 1 to {MAX_IMAGE_SIZE}"

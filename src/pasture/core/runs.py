@@ -103,6 +103,19 @@ def read_checked_json(path: str | os.PathLike, check=None, what: str = "pasture 
     return data
 
 
+def stored_settings(config: dict, key: str, settings_type, validate):
+    """(the settings dataclass a config stores under `key`, checked by `validate`, None), or (None, the
+    problem in words): a Recipe or GanPreset read back from an untrusted folder."""
+    if not isinstance(config.get(key), dict):
+        return None, f"{key}: missing"
+    try:
+        settings = settings_type(**config[key])
+        validate(settings)
+    except (TypeError, ValueError, UserError) as error:  # unknown fields, wrong types, impossible values
+        return None, f"{key}: {error}"
+    return settings, None
+
+
 def is_whole_number(value, low: int, high: int) -> bool:
     """An int (not a bool, not a string) within [low, high]: the bound check of sizes read back."""
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

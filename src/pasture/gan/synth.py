@@ -30,7 +30,7 @@ from pasture.core.errors import UserError
 from pasture.core.paths import class_names_problem, ensure_under, safe_path_part
 from pasture.core.runs import (
     atomic_write_json, check_output_folder, is_whole_number, load_checkpoint, new_folder_mode,
-    read_checked_json, versions,
+    read_checked_json, stored_settings, versions,
 )
 from pasture.core.stats import wilson_interval
 from pasture.data import Dataset, ImageSet, class_index_map
@@ -50,13 +50,9 @@ def gan_config_problem(config: dict) -> str | None:
     problem = class_names_problem(config.get("classes"))
     if problem is not None:
         return problem
-    if not isinstance(config.get("preset"), dict):
-        return "preset: missing"
-    try:
-        preset = GanPreset(**config["preset"])
-        validate_gan_preset(preset)
-    except (TypeError, UserError) as error:
-        return f"preset: {error}"
+    preset, problem = stored_settings(config, "preset", GanPreset, validate_gan_preset)
+    if problem is not None:
+        return problem
     if not is_whole_number(preset.image_size, 16, MAX_GAN_IMAGE_SIZE):
         return f"preset image_size {preset.image_size}: at most {MAX_GAN_IMAGE_SIZE} px"
     return None
