@@ -23,3 +23,11 @@ def test_train_evaluate_predict_on_dev_photos(tmp_path):
     assert report["n"] == 100 and report["correct"] == metrics["test_correct"]  # the same model, the same images
     rows = api.predict(run, [SHARED_DEV / "test" / "cow"])
     assert len(rows) == 50 and {row["label"] for row in rows} <= {"cow", "horse"}
+
+
+def test_export_of_a_dev_run_matches_it_on_the_real_test_photos(tmp_path):
+    pytest.importorskip("onnxruntime", reason='the export extra is not installed (pip install -e ".[export]")')
+    run = tmp_path / "dev"
+    api.train(SHARED_DEV, run, recipe="default", epochs=1, seed=0, quiet=True)
+    info = api.export(run)
+    assert info["checked_on"] == "the run's 100 test images" and info["parity_max_abs"] < 1e-4

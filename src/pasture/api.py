@@ -23,7 +23,9 @@ import os
 from pathlib import Path
 
 from pasture.classify.evaluate import evaluate_model, predict_probabilities, score_run
+from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
+from pasture.classify.onnx_runner import prediction_rows, predict_onnx
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
 from pasture.classify.trained import load_run, run_config_problem
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DataOptions, Warn, warn_to_stderr
@@ -34,15 +36,15 @@ from pasture.core.record import record_problem
 from pasture.core.runs import (
     atomic_write_json, check_writable, folder_lock, is_whole_number, prepare_run_dir, read_checked_json, versions,
 )
-from pasture.data import class_index_map, decode_files, display_name, image_files_in, load_dataset, load_labelled_folder, load_synthetic
+from pasture.data import class_index_map, decode_files, image_files_in, load_dataset, load_labelled_folder, load_synthetic
 from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.trainer import train_gan, validate_gan_preset
 from pasture.study.demo import write_demo_data
 from pasture.study.experiment import PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, parse_condition, run_experiment
 
-__all__ = ["DataOptions", "Interrupted", "UserError", "demo", "evaluate", "experiment", "gan_sample", "gan_score",
-           "gan_train", "load_run", "predict", "resolve_recipe", "train"]
+__all__ = ["DataOptions", "Interrupted", "UserError", "demo", "evaluate", "experiment", "export", "gan_sample",
+           "gan_score", "gan_train", "load_run", "predict", "resolve_recipe", "train"]
 
 _DATA_FIELDS = {f.name for f in dataclasses.fields(DataOptions)}
 
@@ -219,23 +221,26 @@ def evaluate(
 
 
 def predict(run: str | os.PathLike, paths: list[str | os.PathLike], *, device: str = "auto") -> list[dict]:
-    """Label and probabilities for each image file (folders are searched for images)."""
+    """Label and probabilities for each image file (folders are searched for images). `run` is a run
+    folder, or a file written by `export` (run with ONNX Runtime alone)."""
+    if str(run).endswith(".onnx"):
+        return predict_onnx(run, paths)
     model, config = load_run(run, resolve_device(device))
     files = image_files_in(paths)
     if not files:
         raise UserError("predict: give at least one image file or folder")
     probabilities = predict_probabilities(model, decode_files(files, config["image_size"]),
                                           tta=config["recipe"].get("tta", False))
-    rows = []
-    for path, probs in zip(files, probabilities.tolist()):
-        best = max(range(len(probs)), key=probs.__getitem__)
-        rows.append({
-            "file": display_name(path),  # printable: bytes that are not UTF-8 appear as \xff escapes
-            "label": config["classes"][best],
-            "probability": probs[best],
-            "probabilities": dict(zip(config["classes"], probs)),
-        })
-    return rows
+    return prediction_rows(files, probabilities.tolist(), config["classes"])
+
+
+def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, format: str = "onnx") -> dict:
+    """Write RUN's model as one self-contained file (ONNX: uint8 images in, class probabilities out, with
+    classes, input size and the run's test accuracy in its metadata), checked against the run with ONNX
+    Runtime on its test images. Returns file, bytes, parity_max_abs, checked_on, metadata."""
+    if format != "onnx":
+        raise UserError(f"--format {format}: pasture exports onnx")
+    return export_onnx(run, out)
 
 
 # ----------------------------------------------------------------------------------------------

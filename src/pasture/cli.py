@@ -91,9 +91,16 @@ EVALUATE_EXAMPLES = """examples:
   pasture evaluate runs/default photos/ --json        # photos/test/<class>/* when photos/ has train/ and test/
 """
 
+EXPORT_EXAMPLES = """examples:
+  pasture export runs/default                         # runs/default/model.onnx
+  pasture export runs/probe --out cowhorse.onnx
+  pasture predict cowhorse.onnx field/                # ONNX Runtime alone, no torch
+"""
+
 PREDICT_EXAMPLES = """examples:
   pasture predict runs/default field/IMG_0042.jpg
   pasture predict runs/default field/ --json          # every image under field/
+  pasture predict cowhorse.onnx field/                # an exported model, with ONNX Runtime alone
 """
 
 
@@ -147,10 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="label new images with a trained run", epilog=PREDICT_EXAMPLES,
         formatter_class=_Formatter, description="Label and probability for each image.",
     )
-    predict.add_argument("run", metavar="RUN", help="a finished run folder")
+    predict.add_argument("run", metavar="RUN", help="a finished run folder, or FILE.onnx from `pasture export`")
     predict.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     predict.add_argument("--json", action="store_true", help="print JSON (a list of objects)")
     _add_device_flag(predict)
+    export = commands.add_parser(
+        "export", help="write a run's model as one ONNX file, checked against the run", formatter_class=_Formatter,
+        epilog=EXPORT_EXAMPLES,
+        description="One self-contained ONNX file: uint8 RGB images N x 3 x S x S (S: the run's input size; resize "
+                    "and centre-crop outside) in, class probabilities out; normalisation, ensemble members, TTA and "
+                    "the probe head inside; classes, size and the run's test accuracy in its metadata. Needs the "
+                    "extra: pip install -e \".[export]\"")
+    export.add_argument("run", metavar="RUN", help="a finished run folder")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--out", metavar="FILE", help="the file to write (default: RUN/model.onnx)")
     _add_gan_commands(commands)
     _add_experiment_commands(commands)
     commands.add_parser("recipes", help="list recipes, models, augmentations, GAN presets and conditions",
@@ -443,9 +460,14 @@ def _run_evaluate(args) -> int:
 
 
 def _run_predict(args) -> int:
-    from pasture import api
+    if args.run.endswith(".onnx"):  # ONNX Runtime alone: torch is never imported
+        from pasture.classify.onnx_runner import predict_onnx
 
-    rows = api.predict(args.run, args.paths, device=args.device)
+        rows = predict_onnx(args.run, args.paths)
+    else:
+        from pasture import api
+
+        rows = api.predict(args.run, args.paths, device=args.device)
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -479,8 +501,18 @@ def _run_recipes(args) -> int:
     return 0
 
 
+def _run_export(args) -> int:
+    from pasture import api
+
+    info = api.export(args.run, args.out, format=args.format)
+    print(f"{info['file']}: {info['bytes'] / 1e6:.2f} MB, ONNX opset {info['opset']}; max |p_torch - p_onnxruntime| = "
+          f"{info['parity_max_abs']:.1e} on {info['checked_on']}")
+    print(f"input: {info['metadata']['input']}; classes: {', '.join(json.loads(info['metadata']['classes']))}")
+    return 0
+
+
 HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "gan": _run_gan,
-            "experiment": _run_experiment, "demo": _run_demo, "recipes": _run_recipes}
+            "experiment": _run_experiment, "demo": _run_demo, "recipes": _run_recipes, "export": _run_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,10 +7,11 @@
 """
 
 from pasture.core.paths import display_name, printable_name
-from pasture.data.decode import BadImage, decode_image_and_size
+from pasture.core.imagefile import IMAGE_SUFFIXES, BadImage, image_files_in
+from pasture.data.decode import decode_image_and_size
 from pasture.data.images import Dataset, ImageSet, class_index_map, subset_images
 from pasture.data.layouts import (
-    IMAGE_SUFFIXES, decode_files, detect_layout, find_class_folders, image_files_in, load_dataset,
+    decode_files, detect_layout, find_class_folders, load_dataset,
     load_labelled_folder, load_pool, load_synthetic,
 )
 from pasture.data.splits import fold_dataset, stratified_folds, stratified_split, validation_split

@@ -26,8 +26,6 @@ from pasture.data.decode import decode_many
 from pasture.data.images import Dataset, ImageSet, class_index_map, subset_images
 from pasture.data.splits import stratified_split
 
-# Only used to pick images out of a folder given to `predict`; class folders try every file.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLIT_NAMES = ("train", "test")
 
 
@@ -267,26 +265,6 @@ def load_synthetic(
     images.labels = to_training_index[images.labels]
     images.classes = list(classes)
     return images, _fingerprint(folder, [p for group in files.values() for p in group])
-
-
-def image_files_in(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (recursively, by image suffix) into a sorted list of image files."""
-    found: list[Path] = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            inside = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-            )
-            if not inside:
-                raise UserError(f"{path}: folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            found.extend(inside)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UserError(f"{path}: no such file or folder")
-    return found
 
 
 def decode_files(paths: list[Path], image_size: int) -> torch.Tensor:

@@ -1,0 +1,85 @@
+"""Run an exported model (pasture export) with ONNX Runtime alone: no torch, no pasture run folder.
+
+The file takes uint8 RGB images N x 3 x S x S (S, the classes and the run's honest test accuracy are in
+its metadata) and returns class probabilities; pasture.core.imagefile decodes files exactly as
+training did (EXIF orientation, RGB, shorter side resized to S, centre crop).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pasture.core.errors import UserError
+from pasture.core.imagefile import BadImage, decode_array, image_files_in
+from pasture.core.paths import display_name, printable_name
+
+EXPORT_EXTRA_HINT = 'install the optional extra: pip install -e ".[export]" (onnx, onnxruntime)'
+
+
+def onnxruntime_module():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError(f"ONNX Runtime is not installed; {EXPORT_EXTRA_HINT}") from None
+    return onnxruntime
+
+
+class OnnxClassifier:
+    """An exported pasture model: `.classes`, `.image_size`, `.metadata`, and probabilities()."""
+
+    def __init__(self, path: str | os.PathLike):
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: no such file; give the file `pasture export` wrote")
+        ort = onnxruntime_module()
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+            self.classes = json.loads(self.metadata["classes"])
+            self.image_size = int(self.metadata["image_size"])
+        except (KeyError, ValueError, TypeError):
+            raise UserError(f"{path}: an ONNX file without pasture's metadata (classes, image_size); export it "
+                            "with `pasture export`") from None
+        except Exception as error:  # onnxruntime's own errors: not an ONNX model, or a damaged one
+            raise UserError(f"{path}: ONNX Runtime cannot load it ({type(error).__name__})") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def probabilities(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (N x classes, float32) of uint8 images N x 3 x S x S."""
+        chunks = [self.session.run(None, {self.input_name: images_uint8[start:start + batch_size]})[0]
+                  for start in range(0, len(images_uint8), batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+
+def decode_for(model: OnnxClassifier, files: list[Path]) -> np.ndarray:
+    """uint8 N x 3 x S x S at the model's input size; a file that is not a usable image is a UserError."""
+    arrays = []
+    for path in files:
+        try:
+            arrays.append(decode_array(path, model.image_size)[0])
+        except BadImage as error:
+            raise UserError(f"{printable_name(path)}: {error}; give image files only") from None
+    return np.stack(arrays)
+
+
+def predict_onnx(file: str | os.PathLike, paths: list[str | os.PathLike]) -> list[dict]:
+    """The rows of `pasture predict` (file, label, probability, probabilities) from an exported model."""
+    model = OnnxClassifier(file)
+    files = image_files_in(paths)
+    if not files:
+        raise UserError("predict: give at least one image file or folder")
+    return prediction_rows(files, model.probabilities(decode_for(model, files)).tolist(), model.classes)
+
+
+def prediction_rows(files: list[Path], probabilities: list[list[float]], classes: list[str]) -> list[dict]:
+    """One row per image, as `pasture predict` prints them (the same for a run folder and an ONNX file)."""
+    rows = []
+    for path, probs in zip(files, probabilities):
+        best = max(range(len(probs)), key=probs.__getitem__)
+        rows.append({"file": display_name(path),  # printable: bytes that are not UTF-8 appear as \xff escapes
+                     "label": classes[best], "probability": probs[best], "probabilities": dict(zip(classes, probs))})
+    return rows

@@ -1,0 +1,91 @@
+"""ONNX export: every model type, parity with the run, metadata, and prediction with ONNX Runtime alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_image
+from pasture import api
+from pasture.cli import main
+
+onnxruntime = pytest.importorskip("onnxruntime", reason='the export extra is not installed (pip install -e ".[export]")')
+
+MODELS = {
+    "paper-cnn": dict(recipe="default", epochs=2, image_size=16),
+    "resnet-small+ema+tta": dict(recipe="small-data", epochs=2, image_size=32),
+    "ensemble+tta": dict(recipe="default", epochs=1, image_size=16, ensemble=2, tta=True),
+    "effnet-lite0 probe": dict(model="effnet-lite0", pretrained="probe", image_size=32, epochs=3),
+    "effnet-lite0 finetune": dict(model="effnet-lite0", pretrained="finetune", image_size=32, epochs=1),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_export_matches_the_run_and_carries_its_metadata(split_data, tmp_path, name):
+    from pasture.classify.onnx_runner import OnnxClassifier
+
+    run = tmp_path / "run"
+    metrics = api.train(split_data, run, quiet=True, **MODELS[name])
+    info = api.export(run)
+    assert info["file"] == str(run / "model.onnx") and info["checked_on"] == "the run's 12 test images"
+    assert info["parity_max_abs"] < 1e-4
+    model = OnnxClassifier(run / "model.onnx")
+    assert model.classes == ["cow", "horse"] and model.image_size == MODELS[name]["image_size"]
+    assert float(model.metadata["test_accuracy"]) == metrics["test_accuracy"]
+    assert json.loads(model.metadata["test_ci95"]) == metrics["test_ci95"] and int(model.metadata["n_test"]) == 12
+    folder = split_data / "test" / "horse"
+    by_torch = api.predict(run, [folder], device="cpu")
+    by_onnx = api.predict(run / "model.onnx", [folder])
+    assert [row["label"] for row in by_onnx] == [row["label"] for row in by_torch]
+    for a, b in zip(by_onnx, by_torch):
+        assert a["file"] == b["file"] and a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+
+
+def test_predict_with_an_onnx_file_needs_no_torch_and_prints_what_predict_run_prints(split_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(split_data), "--out", str(run), "--recipe", "default", "--epochs", "2",
+                 "--image-size", "16", "--quiet"]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "cowhorse.onnx")]) == 0
+    assert "max |p_torch - p_onnxruntime|" in capsys.readouterr().out
+    field = tmp_path / "field"
+    field.mkdir()
+    make_image("cow", 500).save(field / "a.png")
+    make_image("horse", 501).save(field / "b.jpg")
+    code = ("import json, sys\nfrom pasture.cli import main\n"
+            f"code = main(['predict', {str(tmp_path / 'cowhorse.onnx')!r}, {str(field)!r}, '--json'])\n"
+            "assert code == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    by_onnx = json.loads(done.stdout)
+    assert main(["predict", str(run), str(field), "--json", "--device", "cpu"]) == 0
+    by_run = json.loads(capsys.readouterr().out)
+    assert [(row["file"], row["label"]) for row in by_onnx] == [(row["file"], row["label"]) for row in by_run]
+    for a, b in zip(by_onnx, by_run):
+        for name in ("cow", "horse"):
+            assert a["probabilities"][name] == pytest.approx(b["probabilities"][name], abs=1e-4)
+
+
+def test_export_when_the_data_has_moved_checks_on_generated_images(split_data, tmp_path):
+    run = tmp_path / "run"
+    api.train(split_data, run, recipe="default", epochs=1, image_size=16, quiet=True)
+    shutil.rmtree(split_data)
+    info = api.export(run, tmp_path / "m.onnx")
+    assert "generated images" in info["checked_on"] and info["n_checked"] == 32 and info["parity_max_abs"] < 1e-4
+
+
+def test_export_and_onnx_predict_errors_are_one_line(split_data, tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nothing")]) == 2
+    assert "not a pasture run folder" in capsys.readouterr().err
+    run = tmp_path / "run"
+    api.train(split_data, run, recipe="default", epochs=1, image_size=16, quiet=True)
+    assert main(["export", str(run), "--out", str(tmp_path / "model.txt")]) == 2
+    assert "*.onnx" in capsys.readouterr().err
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"not a model")
+    assert main(["predict", str(bogus), str(split_data / "test" / "cow")]) == 2
+    err = capsys.readouterr().err
+    assert "bogus.onnx" in err and len(err.strip().splitlines()) == 1
