@@ -167,3 +167,18 @@ def test_version_and_help_do_not_import_torch():
     assert done.returncode == 0, done.stderr
     version = subprocess.run([sys.executable, "-m", "pasture.cli", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("pasture 0.")
+
+
+def test_every_run_gets_a_model_card_with_its_honest_figures(split_data, tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", str(split_data), "--out", str(run), *TRAIN]
+    assert main(argv) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    card = (run / "MODEL_CARD.md").read_text()
+    low, high = metrics["test_ci95"]
+    assert f"Test accuracy: {metrics['test_accuracy']:.1%} (95% CI {low:.1%}-{high:.1%}, n=12)" in card
+    for name in ("cow", "horse"):
+        row = metrics["per_class"][name]
+        assert f"- {name}: {row['accuracy']:.1%}" in card and "| cow | 8 | 6 |" in card
+    assert "never saw" in card and "pasture evaluate RUN NEW_PHOTOS/" in card  # the source caveat, in words
+    assert " ".join(["pasture", *argv]) in card  # how to reproduce it

@@ -22,6 +22,7 @@ import datetime as _dt
 import os
 from pathlib import Path
 
+from pasture.classify.card import model_card
 from pasture.classify.evaluate import evaluate_model, predict_probabilities, score_run
 from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
@@ -34,7 +35,7 @@ from pasture.core.errors import Interrupted, UserError
 from pasture.core.plots import plot_confusion, plot_curves
 from pasture.core.record import record_problem
 from pasture.core.runs import (
-    atomic_write_json, check_writable, folder_lock, is_whole_number, prepare_run_dir, read_checked_json, versions,
+    atomic_write_json, atomic_write_text, check_writable, folder_lock, is_whole_number, prepare_run_dir, read_checked_json, versions,
 )
 from pasture.data import class_index_map, decode_files, image_files_in, load_dataset, load_labelled_folder, load_synthetic
 from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
@@ -185,12 +186,15 @@ def train(
 
 
 def finish_run(out: Path, result, dataset, recipe: Recipe) -> dict:
-    """Score the trained model (score_run) and write metrics.json and the figures; returns the record."""
+    """Score the trained model (score_run) and write the figures, MODEL_CARD.md and metrics.json; returns
+    the record."""
     record = score_run(result, dataset, recipe)
     plot_curves(record.history, out / "curves.png", title=f"{recipe.model} / {recipe.name}")
     plot_confusion(record.confusion, dataset.classes, out / "confusion.png",
                    title=f"test: {record.test_correct}/{record.n_test} correct")
     metrics = record.to_dict()
+    config = read_checked_json(out / "config.json", run_config_problem, what="run folder")
+    atomic_write_text(out / "MODEL_CARD.md", model_card(config, metrics))
     # metrics.json last: its presence marks the run as finished.
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

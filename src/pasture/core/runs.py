@@ -24,7 +24,8 @@ from pasture.core.errors import UserError
 # Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
 # never a user's own files.
 RUN_FILES = (
-    "config.json", "history.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "confusion.png",
+    "config.json", "history.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "confusion.png", "MODEL_CARD.md",
+    "model.onnx",
     "gan_log.jsonl", "gan_losses.png", "samples_*.png", "summary.json", "score.json",
 )
 DONE_MARKERS = ("metrics.json", "summary.json")  # written last by a finished classifier / GAN run
