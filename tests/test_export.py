@@ -57,10 +57,13 @@ def test_predict_with_an_onnx_file_needs_no_torch_and_prints_what_predict_run_pr
     make_image("horse", 501).save(field / "b.jpg")
     code = ("import json, sys\nfrom pasture.cli import main\n"
             f"code = main(['predict', {str(tmp_path / 'cowhorse.onnx')!r}, {str(field)!r}, '--json'])\n"
+            f"code += main(['predict', {str(tmp_path / 'cowhorse.onnx')!r}, {str(field)!r}, '--quiet', "
+            f"'--csv', {str(tmp_path / 'out.csv')!r}])\n"
             "assert code == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    by_onnx = json.loads(done.stdout)
+    by_onnx = json.loads(done.stdout.splitlines()[0])
+    assert "2 images: 2 predicted" in done.stdout and (tmp_path / "out.csv").is_file()
     assert main(["predict", str(run), str(field), "--json", "--device", "cpu"]) == 0
     by_run = json.loads(capsys.readouterr().out)
     assert [(row["file"], row["label"]) for row in by_onnx] == [(row["file"], row["label"]) for row in by_run]
@@ -89,3 +92,37 @@ def test_export_and_onnx_predict_errors_are_one_line(split_data, tmp_path, capsy
     assert main(["predict", str(bogus), str(split_data / "test" / "cow")]) == 2
     err = capsys.readouterr().err
     assert "bogus.onnx" in err and len(err.strip().splitlines()) == 1
+
+
+def test_batch_predict_streams_a_csv_with_skipped_files_and_the_same_numbers(split_data, tmp_path, capsys):
+    import csv
+
+    from pasture.classify import predictions
+
+    run = tmp_path / "run"
+    api.train(split_data, run, recipe="default", epochs=1, image_size=16, quiet=True)
+    field = tmp_path / "field"
+    field.mkdir()
+    for index in range(150):  # more than two batches
+        make_image("cow" if index % 2 else "horse", 700 + index).save(field / f"img_{index:03d}.png")
+    (field / "broken.jpg").write_bytes(b"not a jpeg")
+    (field / "a,comma.png").write_bytes((field / "img_000.png").read_bytes())
+    api.export(run, tmp_path / "m.onnx")
+    for model in (run, tmp_path / "m.onnx"):
+        out = tmp_path / f"{model.name}.csv"
+        assert main(["predict", str(model), str(field), "--csv", str(out), "--quiet", "--device", "cpu"]) == 0
+        assert "152 images: 151 predicted, 1 skipped" in capsys.readouterr().out
+        rows = list(csv.DictReader(out.open()))
+        assert len(rows) == 152 and set(rows[0]) == {"file", "label", "probability", "p_cow", "p_horse", "skipped"}
+        [broken] = [row for row in rows if row["file"].endswith("broken.jpg")]
+        assert broken["label"] == "" and "not an image" in broken["skipped"]
+        assert any(row["file"].endswith("a,comma.png") for row in rows)  # quoted, not split
+    by_run = {row["file"]: row for row in csv.DictReader((tmp_path / "run.csv").open())}
+    by_onnx = {row["file"]: row for row in csv.DictReader((tmp_path / "m.onnx.csv").open())}
+    direct = {row["file"]: row for row in api.predict(run, [field / f"img_{i:03d}.png" for i in range(150)],
+                                                       device="cpu")}
+    for name, row in direct.items():
+        assert by_run[name]["label"] == by_onnx[name]["label"] == row["label"]
+        assert float(by_run[name]["p_cow"]) == pytest.approx(row["probabilities"]["cow"], abs=1e-6)
+    assert predictions.batch_size_for(16) < 150  # the stream really went through several batches
+    assert not list(tmp_path.glob(".*.tmp"))

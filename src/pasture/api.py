@@ -22,11 +22,14 @@ import datetime as _dt
 import os
 from pathlib import Path
 
+import torch
+
 from pasture.classify.card import model_card
 from pasture.classify.evaluate import evaluate_model, predict_probabilities, score_run
 from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
-from pasture.classify.onnx_runner import prediction_rows, predict_onnx
+from pasture.classify.onnx_runner import predict_onnx
+from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
 from pasture.classify.trained import load_run, run_config_problem
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DataOptions, Warn, warn_to_stderr
@@ -224,17 +227,26 @@ def evaluate(
     return report
 
 
-def predict(run: str | os.PathLike, paths: list[str | os.PathLike], *, device: str = "auto") -> list[dict]:
+def predict(run: str | os.PathLike, paths: list[str | os.PathLike], *, device: str = "auto",
+            csv: str | os.PathLike | None = None, quiet: bool = True) -> list[dict] | dict:
     """Label and probabilities for each image file (folders are searched for images). `run` is a run
-    folder, or a file written by `export` (run with ONNX Runtime alone)."""
+    folder, or a file written by `export` (run with ONNX Runtime alone).
+
+    With `csv`, any number of images are streamed to that CSV file with bounded memory (one row per
+    image, or the reason it was skipped) and a progress bar unless `quiet`; returns the counts."""
     if str(run).endswith(".onnx"):
-        return predict_onnx(run, paths)
+        return predict_onnx(run, paths, csv=csv, quiet=quiet)
     model, config = load_run(run, resolve_device(device))
     files = image_files_in(paths)
     if not files:
         raise UserError("predict: give at least one image file or folder")
-    probabilities = predict_probabilities(model, decode_files(files, config["image_size"]),
-                                          tta=config["recipe"].get("tta", False))
+    tta = config["recipe"].get("tta", False)
+    if csv is not None:
+        def probabilities_of(images_uint8):
+            return predict_probabilities(model, torch.from_numpy(images_uint8), tta=tta).numpy()
+
+        return write_predictions_csv(files, config["classes"], config["image_size"], probabilities_of, csv, quiet)
+    probabilities = predict_probabilities(model, decode_files(files, config["image_size"]), tta=tta)
     return prediction_rows(files, probabilities.tolist(), config["classes"])
 
 

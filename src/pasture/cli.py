@@ -101,6 +101,7 @@ PREDICT_EXAMPLES = """examples:
   pasture predict runs/default field/IMG_0042.jpg
   pasture predict runs/default field/ --json          # every image under field/
   pasture predict cowhorse.onnx field/                # an exported model, with ONNX Runtime alone
+  pasture predict runs/default camera_trap/ --csv labels.csv   # thousands of images, streamed
 """
 
 
@@ -157,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", metavar="RUN", help="a finished run folder, or FILE.onnx from `pasture export`")
     predict.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     predict.add_argument("--json", action="store_true", help="print JSON (a list of objects)")
+    predict.add_argument("--csv", metavar="OUT.csv",
+                         help="stream any number of images to this CSV (bounded memory, a progress bar): one row per "
+                              "image with its label and a probability per class, or the reason it was skipped")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar (with --csv)")
     _add_device_flag(predict)
     export = commands.add_parser(
         "export", help="write a run's model as one ONNX file, checked against the run", formatter_class=_Formatter,
@@ -463,11 +468,15 @@ def _run_predict(args) -> int:
     if args.run.endswith(".onnx"):  # ONNX Runtime alone: torch is never imported
         from pasture.classify.onnx_runner import predict_onnx
 
-        rows = predict_onnx(args.run, args.paths)
+        rows = predict_onnx(args.run, args.paths, csv=args.csv, quiet=args.quiet)
     else:
         from pasture import api
 
-        rows = api.predict(args.run, args.paths, device=args.device)
+        rows = api.predict(args.run, args.paths, device=args.device, csv=args.csv, quiet=args.quiet)
+    if args.csv is not None:
+        print(f"{rows['images']} images: {rows['predicted']} predicted, {rows['skipped']} skipped (reason in the "
+              f"CSV) -> {args.csv}")
+        return 0
     if args.json:
         print(json.dumps(rows))
         return 0

@@ -15,7 +15,8 @@ import numpy as np
 
 from pasture.core.errors import UserError
 from pasture.core.imagefile import BadImage, decode_array, image_files_in
-from pasture.core.paths import display_name, printable_name
+from pasture.core.paths import printable_name
+from pasture.classify.predictions import prediction_rows, write_predictions_csv
 
 EXPORT_EXTRA_HINT = 'install the optional extra: pip install -e ".[export]" (onnx, onnxruntime)'
 
@@ -66,20 +67,14 @@ def decode_for(model: OnnxClassifier, files: list[Path]) -> np.ndarray:
     return np.stack(arrays)
 
 
-def predict_onnx(file: str | os.PathLike, paths: list[str | os.PathLike]) -> list[dict]:
-    """The rows of `pasture predict` (file, label, probability, probabilities) from an exported model."""
+def predict_onnx(file: str | os.PathLike, paths: list[str | os.PathLike], csv: str | os.PathLike | None = None,
+                 quiet: bool = True) -> list[dict] | dict:
+    """The rows of `pasture predict` (file, label, probability, probabilities) from an exported model;
+    with `csv`, streamed to that file instead (pasture.classify.predictions.write_predictions_csv)."""
     model = OnnxClassifier(file)
     files = image_files_in(paths)
     if not files:
         raise UserError("predict: give at least one image file or folder")
+    if csv is not None:
+        return write_predictions_csv(files, model.classes, model.image_size, model.probabilities, csv, quiet)
     return prediction_rows(files, model.probabilities(decode_for(model, files)).tolist(), model.classes)
-
-
-def prediction_rows(files: list[Path], probabilities: list[list[float]], classes: list[str]) -> list[dict]:
-    """One row per image, as `pasture predict` prints them (the same for a run folder and an ONNX file)."""
-    rows = []
-    for path, probs in zip(files, probabilities):
-        best = max(range(len(probs)), key=probs.__getitem__)
-        rows.append({"file": display_name(path),  # printable: bytes that are not UTF-8 appear as \xff escapes
-                     "label": classes[best], "probability": probs[best], "probabilities": dict(zip(classes, probs))})
-    return rows

@@ -73,3 +73,20 @@ def class_names_problem(classes: object) -> str | None:
     if len(set(classes)) != len(classes):
         return "classes: a class is named twice"
     return None
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """Permissions of a file the user creates: 0o666 less the umask (mkstemp alone gives 0o600, so
+    reports and runs could not be shared)."""
+    return 0o666 & ~_umask()
+
+
+def new_folder_mode() -> int:
+    return 0o777 & ~_umask()

@@ -20,6 +20,7 @@ import torch
 
 from pasture import __version__
 from pasture.core.errors import UserError
+from pasture.core.paths import new_file_mode
 
 # Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
 # never a user's own files.
@@ -33,23 +34,6 @@ DONE_MARKERS = ("metrics.json", "summary.json")  # written last by a finished cl
 
 TEMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the target's folder
 LOCK_NAME = ".pasture.lock"  # held (with the owner's pid) while a process writes into a folder
-
-
-def _umask() -> int:
-    """The process's umask (read by setting and restoring it: there is no other portable way)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def new_file_mode() -> int:
-    """Permissions of a file the user creates: 0o666 less the umask (mkstemp alone gives 0o600, so
-    reports and runs could not be shared)."""
-    return 0o666 & ~_umask()
-
-
-def new_folder_mode() -> int:
-    return 0o777 & ~_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -27,9 +27,9 @@ from pasture.classify.fit import train_classifier
 from pasture.classify.recipes import resolve_recipe
 from pasture.classify.trained import load_run
 from pasture.core.errors import UserError
-from pasture.core.paths import class_names_problem, ensure_under, safe_path_part
+from pasture.core.paths import class_names_problem, ensure_under, new_folder_mode, safe_path_part
 from pasture.core.runs import (
-    atomic_write_json, check_output_folder, is_whole_number, load_checkpoint, new_folder_mode,
+    atomic_write_json, check_output_folder, is_whole_number, load_checkpoint,
     read_checked_json, stored_settings, versions,
 )
 from pasture.core.stats import wilson_interval

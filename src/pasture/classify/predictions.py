@@ -1,0 +1,85 @@
+"""Predictions for any number of image files, streamed to CSV with bounded memory. Torch-free: the same
+code serves a run folder (torch model) and an exported ONNX file (ONNX Runtime alone)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pasture.core.imagefile import BadImage, decode_array
+from pasture.core.paths import display_name, new_file_mode
+
+BATCH = 64  # images decoded and scored at once at 96 px or less: memory stays at one batch, whatever the count
+
+
+def batch_size_for(image_size: int) -> int:
+    """Fewer images per batch for larger inputs: EfficientNet at 224 px in batches of 64 peaked at 1.6-1.8 GiB
+    (benchmarks/batch_predict.py); the batch shrinks with the pixel count, 8 at the least."""
+    return max(8, min(BATCH, int(BATCH * (96 / image_size) ** 2)))
+
+
+def prediction_rows(files: list[Path], probabilities: list[list[float]], classes: list[str]) -> list[dict]:
+    """One row per image, as `pasture predict` prints them (the same for a run folder and an ONNX file)."""
+    rows = []
+    for path, probs in zip(files, probabilities):
+        best = max(range(len(probs)), key=probs.__getitem__)
+        rows.append({"file": display_name(path),  # printable: bytes that are not UTF-8 appear as \xff escapes
+                     "label": classes[best], "probability": probs[best], "probabilities": dict(zip(classes, probs))})
+    return rows
+
+
+def _decode(path: Path, image_size: int) -> tuple[np.ndarray | None, str]:
+    try:
+        return decode_array(path, image_size)[0], ""
+    except BadImage as error:
+        return None, str(error)
+
+
+def write_predictions_csv(files: list[Path], classes: list[str], image_size: int,
+                          probabilities_of: Callable[[np.ndarray], np.ndarray], out: str | os.PathLike,
+                          quiet: bool = False) -> dict:
+    """Decode, score and write `files` a batch at a time (batch_size_for) to the CSV `out`: one row per image (file, label,
+    probability, one p_<class> column per class), or its file and the reason it was skipped. Written to
+    a temporary file renamed over `out` at the end, so an interrupted run leaves no half CSV.
+    `probabilities_of` maps uint8 N x 3 x S x S to N x classes. Returns counts."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    counts = {"images": len(files), "predicted": 0, "skipped": 0}
+    handle = tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=out.parent, prefix=f".{out.name}.",
+                                         suffix=".tmp", delete=False)
+    try:
+        with handle, ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, \
+                tqdm(total=len(files), unit="img", desc="predict", disable=quiet, file=sys.stderr, leave=False) as bar:
+            os.fchmod(handle.fileno(), new_file_mode())
+            writer = csv.writer(handle)
+            writer.writerow(["file", "label", "probability", *(f"p_{name}" for name in classes), "skipped"])
+            step = batch_size_for(image_size)
+            for start in range(0, len(files), step):
+                batch = files[start:start + step]
+                decoded = list(pool.map(lambda path: _decode(path, image_size), batch))  # Pillow frees the GIL
+                usable = [array for array, _ in decoded if array is not None]
+                scores = iter(probabilities_of(np.stack(usable)).tolist() if usable else [])
+                for path, (array, reason) in zip(batch, decoded):
+                    if array is None:
+                        writer.writerow([display_name(path), "", "", *([""] * len(classes)), reason])
+                        counts["skipped"] += 1
+                        continue
+                    probs = next(scores)
+                    best = max(range(len(probs)), key=probs.__getitem__)
+                    writer.writerow([display_name(path), classes[best], f"{probs[best]:.6f}",
+                                     *(f"{p:.6f}" for p in probs), ""])
+                    counts["predicted"] += 1
+                bar.update(len(batch))
+        os.replace(handle.name, out)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    return {**counts, "csv": str(out)}
