@@ -222,12 +222,12 @@ def test_history_keeps_the_last_epoch_when_killed_before_its_line(split_data, tm
 def test_a_folder_killed_during_its_first_write_is_continued(split_data, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / ".config.json.k1ll3d.tmp").write_text('{"half": ')
+    (run / ".config.json.k1ll3dxx.tmp").write_text('{"half": ')
     assert main(["train", str(split_data), "--out", str(run), *TRAIN]) == 0
     assert not list(run.glob(".*.tmp"))
     study = tmp_path / "study"
     study.mkdir()
-    (study / ".experiment.json.k1ll3d.tmp").write_text("{")
+    (study / ".experiment.json.k1ll3dxx.tmp").write_text("{")
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (study / ".pasture.lock").write_text(gone.stdout)  # its process has ended: a stale lock
     assert main(["experiment", str(split_data), "--out", str(study), "--quiet", "--seeds", "1",
@@ -259,14 +259,15 @@ def test_a_second_experiment_on_the_same_folder_is_told_who_holds_it(split_data,
 
 
 def test_orphan_temp_files_are_removed_when_a_folder_is_next_opened(trained_run, split_data, tmp_path):
-    (trained_run / ".checkpoint.pt.a1b2c3.tmp").write_bytes(b"half a checkpoint")
+    (trained_run / ".checkpoint.pt.a1b2c3d4.tmp").write_bytes(b"half a checkpoint")
+    (trained_run / ".notes.v2.tmp").write_text("a user's own hidden file, not one of pasture's temp files")
     assert main(["train", str(split_data), "--out", str(trained_run), *TRAIN, "--force"]) == 0
-    assert not list(trained_run.glob(".*.tmp"))
+    assert [path.name for path in trained_run.glob(".*.tmp")] == [".notes.v2.tmp"]
     study = tmp_path / "study"
     api.experiment(split_data, study, conditions=[f"a:{QUICK}"], seeds=1, quiet=True)
     [run_folder] = (study / "runs").iterdir()
-    (run_folder / ".result.json.x1y2z3.tmp").write_text("{")
-    (study / ".results.json.x1y2z3.tmp").write_text("{")
+    (run_folder / ".result.json.x1y2z3w4.tmp").write_text("{")
+    (study / ".results.json.x1y2z3w4.tmp").write_text("{")
     api.experiment(split_data, study, conditions=[f"a:{QUICK}"], seeds=1, quiet=True)
     assert not list(study.rglob(".*.tmp"))
 

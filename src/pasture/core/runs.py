@@ -11,6 +11,7 @@ import io
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
@@ -33,6 +34,8 @@ DONE_MARKERS = ("metrics.json", "summary.json")  # written last by a finished cl
 
 
 TEMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the target's folder
+# mkstemp's names: "." + target + "." + 8 random characters + ".tmp"; a user's own hidden file is not one
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 LOCK_NAME = ".pasture.lock"  # held (with the owner's pid) while a process writes into a folder
 
 
@@ -112,7 +115,7 @@ def remove_orphan_temp_files(folder: Path, recursive: bool = False) -> int:
     removed = 0
     pattern = "**/.*" + TEMP_SUFFIX if recursive else ".*" + TEMP_SUFFIX
     for path in Path(folder).glob(pattern):
-        if path.is_file() and path.name.count(".") >= 3:
+        if path.is_file() and _TEMP_NAME.match(path.name):
             path.unlink(missing_ok=True)
             removed += 1
     lock = Path(folder) / LOCK_NAME
