@@ -11,7 +11,7 @@ import pasture
 PACKAGE_ROOT = Path(pasture.__file__).resolve().parent
 # Lower numbers are lower floors; a module may import its own package or any lower floor. data and
 # models share a floor and do not import each other.
-FLOORS = {"core": 0, "data": 1, "models": 1, "classify": 2, "gan": 3, "study": 4, "api": 5, "cli": 6}
+FLOORS = {"core": 0, "data": 1, "models": 1, "classify": 2, "gan": 3, "study": 4, "api": 5, "app": 6, "cli": 7}
 
 
 def module_name(path: Path) -> str:

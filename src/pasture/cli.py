@@ -173,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", metavar="RUN", help="a finished run folder")
     export.add_argument("--format", default="onnx", choices=["onnx"])
     export.add_argument("--out", metavar="FILE", help="the file to write (default: RUN/model.onnx)")
+    app = commands.add_parser(
+        "app", help="a local web app: teach, test, runs", formatter_class=_Formatter,
+        description="Teach a classifier from photos dropped in a browser, test it on new ones, open runs, download "
+                    "their ONNX export. Serves 127.0.0.1 (this machine only) unless --host says otherwise. Needs the "
+                    "extra: pip install -e \".[app]\"")
+    app.add_argument("--runs", default="runs", metavar="DIR", help="the folder of run folders it lists and writes")
+    app.add_argument("--port", type=_int_at_least(1), default=7860)
+    app.add_argument("--host", default="127.0.0.1", help="0.0.0.0 makes it reachable from other machines (no login)")
     _add_gan_commands(commands)
     _add_experiment_commands(commands)
     commands.add_parser("recipes", help="list recipes, models, augmentations, GAN presets and conditions",
@@ -520,8 +528,20 @@ def _run_export(args) -> int:
     return 0
 
 
+def _run_app(args) -> int:
+    try:
+        from pasture.app.server import serve
+    except ImportError:
+        raise UserError('pasture app needs the optional extra: pip install -e ".[app]" (fastapi, uvicorn, '
+                        'python-multipart)') from None
+    print(f"pasture app: http://{args.host}:{args.port}/ (runs in {args.runs}; Ctrl-C stops it)")
+    serve(args.runs, host=args.host, port=args.port, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
+    return 0
+
+
 HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "gan": _run_gan,
-            "experiment": _run_experiment, "demo": _run_demo, "recipes": _run_recipes, "export": _run_export}
+            "experiment": _run_experiment, "demo": _run_demo, "recipes": _run_recipes, "export": _run_export,
+            "app": _run_app}
 
 
 def main(argv: list[str] | None = None) -> int:
