@@ -189,3 +189,10 @@ def test_teach_train_test_export_in_a_real_browser(live_server, tmp_path):
         assert "at least two classes" in page.inner_text("#teach-message")
         browser.close()
     assert all((shots / name).stat().st_size > 5_000 for name in ("teach.png", "test.png", "runs.png"))
+
+
+def test_the_page_needs_no_internet(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>pasture</title>" in page.text
+    assert "http://" not in page.text and "https://" not in page.text and "//cdn" not in page.text  # nothing fetched
+    assert client.get("/api/jobs/unknown").status_code == 404
