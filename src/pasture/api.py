@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from pasture.classify.card import model_card
-from pasture.classify.evaluate import evaluate_model, predict_probabilities, score_run
+from pasture.classify.evaluate import accuracy_report, predict_probabilities, score_run
 from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.onnx_runner import predict_onnx
@@ -209,20 +209,33 @@ def evaluate(
     *,
     min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     strict: bool = False,
+    groups: str | None = None,
+    group_column: str = "group",
     device: str = "auto",
     warn: Warn = warn_to_stderr,
 ) -> dict:
     """Accuracy of a trained run on DATA (its test split, or every image of DATA/<class>/).
 
     Classes are matched by name; a class in DATA that the model does not know is a UserError.
-    Returns accuracy, ci95, n, per_class, confusion (over the model's classes) and classes.
+    Returns accuracy, ci95, n, per_class, confusion (over the model's classes) and classes; with
+    `groups` (a CSV with columns file and `group_column`, or "subfolders" for DATA/<class>/<group>/),
+    also per_group: accuracy, ci95, n and per-class counts of each group (photo source).
     """
     model, config = load_run(run, resolve_device(device))
     model_classes = config["classes"]
-    images, skipped = load_labelled_folder(data, config["image_size"], min_image_size, strict, warn)
+    images, skipped = load_labelled_folder(data, config["image_size"], min_image_size, strict, warn,
+                                           groups=groups, group_column=group_column)
     to_model_index = class_index_map(images.classes, model_classes, f"{data}: class folders")
-    report = evaluate_model(model, images.images, to_model_index[images.labels], model_classes,
-                            tta=config["recipe"].get("tta", False))
+    labels = to_model_index[images.labels]
+    probabilities = predict_probabilities(model, images.images, tta=config["recipe"].get("tta", False))
+    predicted = probabilities.argmax(1)
+    report = accuracy_report(predicted, labels, model_classes)
+    if images.groups is not None:
+        report["per_group"] = {}
+        for group in sorted(set(images.groups)):
+            chosen = torch.tensor([index for index, name in enumerate(images.groups) if name == group])
+            row = accuracy_report(predicted[chosen], labels[chosen], model_classes)
+            report["per_group"][group] = {key: row[key] for key in ("accuracy", "ci95", "n", "per_class")}
     report["skipped"] = skipped
     return report
 

@@ -88,6 +88,8 @@ DATA is DATA/train/<class>/* + DATA/test/<class>/*, or DATA/<class>/* (split wit
 
 EVALUATE_EXAMPLES = """examples:
   pasture evaluate runs/default new_photos/           # new_photos/<class>/*.jpg
+  pasture evaluate runs/default photos/ --groups photos/MANIFEST.csv --group-column source   # per source
+  pasture evaluate runs/default by_source/ --groups subfolders      # by_source/<class>/<source>/*.jpg
   pasture evaluate runs/default photos/ --json        # photos/test/<class>/* when photos/ has train/ and test/
 """
 
@@ -149,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     evaluate.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
     evaluate.add_argument("--strict", action="store_true", help="unusable files are an error")
+    evaluate.add_argument("--groups", metavar="FILE.csv|subfolders",
+                          help="the photo source (group) of each image: a CSV with columns file (relative to DATA) and "
+                               "--group-column, or subfolders for DATA/<class>/<group>/*; adds accuracy per group")
+    evaluate.add_argument("--group-column", default="group", metavar="COLUMN",
+                          help="the CSV column that holds the group (e.g. source, source_repo in MANIFEST.csv)")
     _add_device_flag(evaluate)
 
     predict = commands.add_parser(
@@ -456,14 +463,19 @@ def _run_evaluate(args) -> int:
     from pasture import api
 
     report = api.evaluate(args.run, args.data, min_image_size=args.min_image_size, strict=args.strict,
-                          device=args.device)
+                          groups=args.groups, group_column=args.group_column, device=args.device)
     if args.json:
-        keys = ("accuracy", "ci95", "n", "per_class", "confusion", "classes")
-        print(json.dumps({key: report[key] for key in keys}))
+        keys = ("accuracy", "ci95", "n", "per_class", "confusion", "classes", "per_group")
+        print(json.dumps({key: report[key] for key in keys if key in report}))
         return 0
     print(_accuracy_line("accuracy: ", report["accuracy"], report["ci95"], report["n"]))
     for name, row in report["per_class"].items():
         print(_accuracy_line(f"  {name}: ", row["accuracy"], row["ci95"], row["n"]))
+    if "per_group" in report:
+        print("per group (photo source):")
+        for name, row in report["per_group"].items():
+            classes = ", ".join(f"{cls} {cell['n']}" for cls, cell in row["per_class"].items())
+            print(_accuracy_line(f"  {printable_name(name)} ({classes}): ", row["accuracy"], row["ci95"], row["n"]))
     width = max(len(name) for name in report["classes"])
     print("confusion (rows: true, columns: predicted)")
     print(" " * (width + 2) + " ".join(f"{name:>{width}}" for name in report["classes"]))

@@ -18,6 +18,7 @@ class ImageSet:
     files: list[str]
     classes: list[str]
     split: str = "train"  # "train", "test", "validation", "all", "eval" or "synthetic": GANs accept only "train"
+    groups: list[str] | None = None  # the group (photo source) of each image, when known (pasture.data.groups)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -63,6 +64,7 @@ def subset_images(images: ImageSet, indices: torch.Tensor, split: str) -> ImageS
         files=[images.files[i] for i in indices.tolist()],
         classes=images.classes,
         split=split,
+        groups=[images.groups[i] for i in indices.tolist()] if images.groups is not None else None,
     )
 
 

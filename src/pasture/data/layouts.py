@@ -23,6 +23,7 @@ from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_TEST_FRACTION,
 from pasture.core.errors import UserError
 from pasture.core.paths import display_name, path_part_problem, printable_name
 from pasture.data.decode import decode_many
+from pasture.data.groups import SUBFOLDERS, groups_of
 from pasture.data.images import Dataset, ImageSet, class_index_map, subset_images
 from pasture.data.splits import stratified_split
 
@@ -38,8 +39,9 @@ def _visible_entries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def find_class_folders(folder: Path) -> dict[str, list[Path]]:
-    """{class name: sorted files} for every sub-folder; plain files beside them are ignored."""
+def find_class_folders(folder: Path, nested: bool = False) -> dict[str, list[Path]]:
+    """{class name: sorted files} for every sub-folder; plain files beside them are ignored. With
+    `nested`, the files of each class's own sub-folders (DATA/<class>/<group>/) count too."""
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder; give a folder of class folders or a train/test layout")
     classes = {}
@@ -48,7 +50,10 @@ def find_class_folders(folder: Path) -> dict[str, list[Path]]:
             problem = path_part_problem(entry.name)  # class names are printed, plotted and name output folders
             if problem is not None:
                 raise UserError(f"{printable_name(entry)}: class folder name {problem}; rename it")
-            classes[entry.name] = [p for p in _visible_entries(entry) if p.is_file()]
+            inside = _visible_entries(entry)
+            classes[entry.name] = [p for p in inside if p.is_file()]
+            if nested:
+                classes[entry.name] += [p for sub in inside if sub.is_dir() for p in _visible_entries(sub) if p.is_file()]
     return classes
 
 
@@ -230,21 +235,26 @@ def load_labelled_folder(
     min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     strict: bool = False,
     warn: Warn = warn_to_stderr,
+    groups: str | None = None,
+    group_column: str = "group",
 ) -> tuple[ImageSet, list[dict]]:
     """Images to evaluate on: the test split of a train/test layout, else every image of DATA/<class>/.
 
     Classes are in alphabetical order here; the caller maps them onto a model's classes by name.
-    A single class is allowed (evaluating a model on one class's photos is a fair question).
+    A single class is allowed (evaluating a model on one class's photos is a fair question). With
+    `groups` (a CSV or "subfolders", see pasture.data.groups), each image's group is in `.groups`.
     """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; give a folder of class folders or a train/test layout")
     folder = root / "test" if detect_layout(root) == "train/test" else root
-    files = find_class_folders(folder)
+    files = find_class_folders(folder, nested=groups == SUBFOLDERS)
     if not files:
         raise UserError(f"{folder}: holds no class folders; put images in {folder}/<class>/")
     skipped: list[dict] = []
     images = _load_split(files, sorted(files), image_size, min_image_size, strict, warn, folder, skipped, "eval")
+    if groups is not None:
+        images.groups = groups_of(images.files, folder if groups == SUBFOLDERS else root, groups, group_column)
     return images, skipped
 
 

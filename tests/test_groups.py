@@ -1,0 +1,88 @@
+"""Groups (photo sources) in evaluation: per-group accuracy from a CSV or from sub-folders, and clear
+errors for a table that does not fit the data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import make_image
+from pasture import api
+from pasture.cli import main
+
+TRAIN = ["--recipe", "default", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
+
+
+@pytest.fixture
+def run(split_data, tmp_path):
+    assert main(["train", str(split_data), "--out", str(tmp_path / "run"), *TRAIN]) == 0
+    return tmp_path / "run"
+
+
+@pytest.fixture
+def sourced(tmp_path):
+    """DATA/<class>/<source>/: cows from barn and field, horses from field and track."""
+    root = tmp_path / "sourced"
+    for label, sources in (("cow", ("barn", "field")), ("horse", ("field", "track"))):
+        for number, source in enumerate(sources):
+            folder = root / label / source
+            folder.mkdir(parents=True)
+            for index in range(3 + number):
+                make_image(label, 300 + 10 * number + index).save(folder / f"{label}_{source}_{index}.png")
+    return root
+
+
+def test_per_group_accuracy_from_subfolders_adds_up(run, sourced, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", str(run), str(sourced), "--groups", "subfolders", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    groups = report["per_group"]
+    assert sorted(groups) == ["barn", "field", "track"]
+    assert {name: row["n"] for name, row in groups.items()} == {"barn": 3, "field": 4 + 3, "track": 4}
+    assert sum(row["n"] for row in groups.values()) == report["n"] == 14
+    correct = sum(round(row["accuracy"] * row["n"]) for row in groups.values())
+    assert correct == round(report["accuracy"] * report["n"])
+    assert set(groups["field"]["per_class"]) == {"cow", "horse"} and set(groups["barn"]["per_class"]) == {"cow"}
+    for row in groups.values():
+        assert row["ci95"][0] <= row["accuracy"] <= row["ci95"][1]
+
+
+def test_per_group_accuracy_from_a_manifest_and_the_text_output(run, split_data, capsys):
+    rows = ["file,label,source"]
+    for split in ("train", "test"):
+        for path in sorted((split_data / split).rglob("*.png")):
+            relative = path.relative_to(split_data).as_posix()
+            rows.append(f"{relative},{path.parent.name},{'cam-a' if int(path.stem[-3:]) % 2 else 'cam-b'}")
+    (split_data / "MANIFEST.csv").write_text("\n".join(rows) + "\n")
+    report = api.evaluate(run, split_data, groups=str(split_data / "MANIFEST.csv"), group_column="source")
+    assert sorted(report["per_group"]) == ["cam-a", "cam-b"] and report["n"] == 12
+    assert sum(row["n"] for row in report["per_group"].values()) == 12
+    capsys.readouterr()
+    assert main(["evaluate", str(run), str(split_data), "--groups", str(split_data / "MANIFEST.csv"),
+                 "--group-column", "source"]) == 0
+    out = capsys.readouterr().out
+    assert "per group (photo source):" in out and "cam-a (" in out and "95% CI" in out
+    assert main(["evaluate", str(run), str(split_data), "--json"]) == 0
+    assert "per_group" not in json.loads(capsys.readouterr().out)  # only when groups are given
+
+
+@pytest.mark.parametrize("table,column,fragment", [
+    (None, "source", "no such file"),
+    ("file,label,camera\n", "source", "needs the columns file and source"),
+    ("file,label,source\ntest/cow/cow_100.png,cow,a\n", "source", "have no source there"),
+])
+def test_a_group_table_that_does_not_fit_is_one_line(run, split_data, tmp_path, capsys, table, column, fragment):
+    path = tmp_path / "groups.csv"
+    if table is not None:
+        path.write_text(table)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), str(split_data), "--groups", str(path), "--group-column", column]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_subfolders_needs_the_class_group_layout(run, split_data, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", str(run), str(split_data), "--groups", "subfolders"]) == 2
+    assert "DATA/<class>/<group>/" in capsys.readouterr().err
