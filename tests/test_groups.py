@@ -86,3 +86,37 @@ def test_subfolders_needs_the_class_group_layout(run, split_data, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(run), str(split_data), "--groups", "subfolders"]) == 2
     assert "DATA/<class>/<group>/" in capsys.readouterr().err
+
+
+QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
+
+
+def test_leave_one_group_out_trains_without_the_group_it_tests_on(sourced, tmp_path, monkeypatch):
+    import pasture.study.experiment as experiment_module
+
+    seen = []
+    real = experiment_module.train_classifier
+
+    def spy(dataset, *args, **kwargs):
+        seen.append(({path.split("/")[-2] for path in dataset.train.files},
+                     {path.split("/")[-2] for path in dataset.test.files}))
+        return real(dataset, *args, **kwargs)
+
+    monkeypatch.setattr(experiment_module, "train_classifier", spy)
+    results = api.experiment(sourced, tmp_path / "logo", conditions=[f"a:{QUICK}"], seeds=1, folds="groups",
+                             groups="subfolders", quiet=True)
+    assert results["replicates"] == 3 and len(seen) == 3
+    assert sorted(tuple(test) for _, test in seen) == [("barn",), ("field",), ("track",)]
+    assert all(not train & test for train, test in seen)  # never trained on the group it is scored on
+    row = results["conditions"][0]
+    assert sorted(row["per_group"]) == ["barn", "field", "track"] and row["balanced"]["n"] == 3
+    report = (tmp_path / "logo" / "report.md").read_text()
+    assert "leave one group out" in report and "On groups the model never saw" in report
+
+
+def test_leave_one_group_out_needs_groups(sourced, tmp_path, capsys):
+    assert main(["experiment", str(sourced), "--out", str(tmp_path / "x"), "--folds", "groups", "--quiet",
+                 "--conditions", f"a:{QUICK}"]) == 2
+    assert "--groups" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["experiment", str(sourced), "--out", str(tmp_path / "y"), "--folds", "sources"])

@@ -419,7 +419,9 @@ def experiment(
     *,
     conditions: list[str] | None = None,
     seeds: int = 5,
-    folds: int | None = None,
+    folds: int | str | None = None,
+    groups: str | None = None,
+    group_column: str = "group",
     recipe: str | None = None,
     model: str | None = None,
     classes: list[str] | None = None,
@@ -439,7 +441,9 @@ def experiment(
     `conditions` are names from pasture.study.experiment.CONDITIONS or 'NAME:key=value,...' specs; the
     first is the baseline every other one is compared with; `recipe`/`model` apply to written conditions
     that name none (e.g. "aug:augment=strong" with recipe="small-data"). `paper=True` runs the report's
-    table (paper, +transforms, +DCGAN) with pasture's default recipe and GAN for contrast.
+    table (paper, +transforms, +DCGAN) with pasture's default recipe and GAN for contrast. `folds=k` is
+    repeated stratified k-fold on DATA/<class>/; `folds="groups"` with `groups` (a CSV with columns file
+    and `group_column`, or "subfolders") holds out each group (photo source) in turn.
     """
     if paper:
         names = list(conditions or PAPER_EXPERIMENT)
@@ -449,7 +453,8 @@ def experiment(
         title, numbers = "pasture experiment", {}
     parsed = [parse_condition(name, recipe=recipe, model=model) for name in names]
     spec = ExperimentSpec(
-        data=str(data), out=str(out), conditions=parsed, seeds=seeds, folds=folds, classes=classes,
+        data=str(data), out=str(out), conditions=parsed, seeds=seeds, folds=folds, groups=groups,
+        group_column=group_column, classes=classes,
         min_image_size=min_image_size, jobs=jobs, eval_every=eval_every, quiet=quiet, title=title,
         report_numbers=numbers, command=list(command or []), force=force, device=str(resolve_device(device)),
     )

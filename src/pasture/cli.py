@@ -61,6 +61,11 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _folds(text: str) -> int | str:
+    """--folds: a whole number of folds (2 or more), or the word groups."""
+    return "groups" if text == "groups" else _int_at_least(2)(text)
+
+
 def _class_list(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     if len(names) < 2:
@@ -222,7 +227,13 @@ def _add_experiment_commands(commands) -> None:
     experiment.add_argument("--conditions", nargs="+", metavar="CONDITION")
     experiment.add_argument("--seeds", type=_positive_int, default=5,
                             help="seeds (train/test layout) or repeats of the k-fold split (class folders)")
-    experiment.add_argument("--folds", type=_positive_int, help="k of the stratified k-fold (DATA/<class>/ only)")
+    experiment.add_argument("--folds", type=_folds, metavar="K|groups",
+                            help="k of the stratified k-fold, or groups: leave each group (photo source, see --groups) "
+                                 "out in turn (DATA/<class>/ only)")
+    experiment.add_argument("--groups", metavar="FILE.csv|subfolders",
+                            help="the group (photo source) of each image: a CSV with columns file (relative to DATA) "
+                                 "and --group-column, or subfolders for DATA/<class>/<group>/*")
+    experiment.add_argument("--group-column", default="group", metavar="COLUMN")
     experiment.add_argument("--recipe", choices=sorted(RECIPES),
                             help="recipe of written conditions that name none (e.g. aug:augment=strong)")
     experiment.add_argument("--model", help="model of written conditions that name none")
@@ -255,6 +266,10 @@ def _print_experiment(results: dict, out: str) -> None:
         low, high = row["test"]["ci95"]
         print(f"{row['condition']:>20}: {row['test']['mean']:.1%} +/- {row['test']['std']:.1%} "
               f"(95% CI {low:.1%}-{high:.1%}, {row['runs']} runs x {row['n_per_run']} test images)")
+        if row.get("per_group"):
+            groups = ", ".join(f"{name} {cell['mean']:.0%}" for name, cell in row["per_group"].items())
+            print(f"{'':>20}  on groups it never saw: balanced {row['balanced']['mean']:.1%} "
+                  f"+/- {row['balanced']['std']:.1%}; {groups}")
     for comparison in results["comparisons"]:
         if comparison["baseline"] != results["conditions"][0]["condition"]:
             continue  # the other pairs are in the report
@@ -272,6 +287,7 @@ def _run_experiment(args) -> int:
         raise UserError("experiment: give DATA, or `paper DATA`")
     results = api.experiment(
         args.target[-1], args.out, conditions=args.conditions, seeds=args.seeds, folds=args.folds,
+        groups=args.groups, group_column=args.group_column,
         recipe=args.recipe, model=args.model,
         classes=args.classes, min_image_size=args.min_image_size, jobs=args.jobs, eval_every=args.eval_every,
         quiet=args.quiet, paper=paper, force=args.force, device=args.device, command=args.command_line,

@@ -145,18 +145,22 @@ def _require_two_classes(classes: list[str], where: Path) -> None:
 def load_pool(
     root: str | os.PathLike, image_size: int, classes: list[str] | None = None,
     min_image_size: int = DEFAULT_MIN_IMAGE_SIZE, strict: bool = False, warn: Warn = warn_to_stderr,
+    groups: str | None = None, group_column: str = "group",
 ) -> Dataset:
-    """Every image of a DATA/<class>/ layout, unsplit (in `.train`, split "all"), for k-fold designs."""
+    """Every image of a DATA/<class>/ layout, unsplit (in `.train`, split "all"), for k-fold and
+    leave-one-group-out designs; with `groups` (pasture.data.groups), each image's group is known."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; give the folder that holds your class folders")
     if detect_layout(root) != "class-folders":
         raise UserError(f"{root}: has a fixed train/test split; --folds needs DATA/<class>/ folders")
-    files = find_class_folders(root)
+    files = find_class_folders(root, nested=groups == SUBFOLDERS)
     _require_two_classes(sorted(files), root)
     order = _order_classes(files, classes, str(root))
     skipped: list[dict] = []
     everything = _load_split(files, order, image_size, min_image_size, strict, warn, root, skipped, "all")
+    if groups is not None:
+        everything.groups = groups_of(everything.files, root, groups, group_column)
     return Dataset(root=str(root), layout="pool", classes=order, image_size=image_size, train=everything,
                    test=None, skipped=skipped,
                    fingerprint=_fingerprint(root, [p for group in files.values() for p in group]))

@@ -167,13 +167,26 @@ class Replicate:
     repeat: int = 0
     fold: int | None = None  # None: the fixed train/test split
     folds: int | None = None
+    group: str | None = None  # leave-one-group-out: the group (photo source) that is the test set
 
 
-def plan_replicates(layout: str, seeds: int, folds: int | None) -> list[Replicate]:
+GROUP_FOLDS = "groups"  # --folds groups: each group's images are the test set once
+
+
+def plan_replicates(layout: str, seeds: int, folds: int | str | None, group_names: list[str] | None = None
+                    ) -> list[Replicate]:
+    """The replicates every condition runs on: seeds on a fixed split, `seeds` repeats of stratified
+    k-fold, or (folds="groups") `seeds` repeats of leave-one-group-out over `group_names`."""
     if layout == "train/test":
         if folds:
             raise UserError("--folds: DATA has a fixed train/test split; folds need DATA/<class>/ folders")
         return [Replicate(index=i, seed=i) for i in range(seeds)]
+    if folds == GROUP_FOLDS:
+        if not group_names or len(group_names) < 2:
+            raise UserError("--folds groups: needs --groups with at least two groups (photo sources)")
+        k = len(group_names)
+        return [Replicate(index=r * k + g, seed=r, repeat=r, fold=g, folds=k, group=name)
+                for r in range(seeds) for g, name in enumerate(group_names)]
     k = folds or 5
     return [Replicate(index=r * k + f, seed=r, repeat=r, fold=f, folds=k) for r in range(seeds) for f in range(k)]
 
@@ -188,9 +201,11 @@ class ExperimentSpec:
     out: str
     conditions: list[Condition]
     seeds: int = 5
-    folds: int | None = None
+    folds: int | str | None = None  # k, or "groups" (leave-one-group-out)
     classes: list[str] | None = None
     min_image_size: int = 16
+    groups: str | None = None  # a CSV or "subfolders" (pasture.data.groups)
+    group_column: str = "group"
     jobs: int = 1
     eval_every: int = 1  # test-split curve points every K epochs; results are the same (not in the run key)
     quiet: bool = False
@@ -207,8 +222,9 @@ class ExperimentSpec:
 _DATA_CACHE: dict = {}
 
 
-def _data_at(spec_data: str, image_size: int, layout: str, classes, min_image_size: int):
-    key = (spec_data, image_size, layout, tuple(classes or ()), min_image_size)
+def _data_at(spec_data: str, image_size: int, layout: str, classes, min_image_size: int, groups=None,
+             group_column: str = "group"):
+    key = (spec_data, image_size, layout, tuple(classes or ()), min_image_size, groups, group_column)
     if key not in _DATA_CACHE:
         quiet = lambda message: None  # noqa: E731  (skips are reported once, in the data summary)
         if layout == "train/test":
@@ -216,16 +232,20 @@ def _data_at(spec_data: str, image_size: int, layout: str, classes, min_image_si
                                             warn=quiet)
         else:
             _DATA_CACHE[key] = load_pool(spec_data, image_size, classes=classes, min_image_size=min_image_size,
-                                         warn=quiet)
+                                         warn=quiet, groups=groups, group_column=group_column)
     return _DATA_CACHE[key]
 
 
 def replicate_dataset(task: dict, image_size: int):
     """The Dataset of a replicate at `image_size`: the fixed split, or fold `fold` of repeat `repeat`."""
-    data = _data_at(task["data"], image_size, task["layout"], task["classes"], task["min_image_size"])
+    data = _data_at(task["data"], image_size, task["layout"], task["classes"], task["min_image_size"],
+                    task.get("groups"), task.get("group_column", "group"))
     replicate = task["replicate"]
     if replicate["fold"] is None:
         return data
+    if replicate.get("group") is not None:  # leave one group out: its images are the test set
+        held_out = [index for index, group in enumerate(data.train.groups) if group == replicate["group"]]
+        return fold_dataset(data, torch.tensor(held_out, dtype=torch.long))
     folds = stratified_folds(data.train.labels, replicate["folds"], seed=replicate["repeat"])
     return fold_dataset(data, folds[replicate["fold"]])
 
@@ -326,6 +346,13 @@ def read_stored_run(path: Path) -> dict | None:
 # The whole experiment
 
 
+def _file_fingerprint(path: str) -> str | None:
+    """Content id of a groups table (None for "subfolders", whose groups are in the data's own paths)."""
+    if path == "subfolders":
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def _folder_fingerprint(folder: str | None) -> str | None:
     """Content id of a fixed synthetic set, so that a re-sampled set at the same path is not reused."""
     if folder is None:
@@ -344,9 +371,12 @@ def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list
             settings = {"condition": condition.settings(), "replicate": dataclasses.asdict(replicate),
                         "fingerprint": fingerprint, "classes": spec.classes, "min_image_size": spec.min_image_size,
                         "synthetic_fingerprint": _folder_fingerprint(condition.synthetic_dir)}
+            if spec.groups is not None:  # which images form each group is part of what a run is
+                settings["groups"] = [spec.groups, spec.group_column, _file_fingerprint(spec.groups)]
             tasks.append({
                 "key": _hash(settings), "data": spec.data, "out": spec.out, "layout": layout,
                 "classes": spec.classes, "min_image_size": spec.min_image_size, "fingerprint": fingerprint,
+                "groups": spec.groups, "group_column": spec.group_column,
                 "condition": {**dataclasses.asdict(condition), "overrides": list(condition.overrides),
                               "gan_overrides": list(condition.gan_overrides)},
                 "replicate": dataclasses.asdict(replicate), "threads": threads, "eval_every": spec.eval_every,
@@ -415,6 +445,8 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; give the folder that holds your class folders")
     layout = detect_layout(root)
+    if spec.folds == GROUP_FOLDS and spec.groups is None:
+        raise UserError("--folds groups: say which photos come from which source with --groups FILE.csv or subfolders")
     # Validate every condition before any work starts.
     for condition in spec.conditions:
         recipe = resolve_recipe(condition.recipe, **dict(condition.overrides))
@@ -426,8 +458,10 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     if layout == "train/test":
         summary_data = load_dataset(root, size, classes=spec.classes, min_image_size=spec.min_image_size, warn=warn or (lambda m: None))
     else:
-        summary_data = load_pool(root, size, classes=spec.classes, min_image_size=spec.min_image_size, warn=warn or (lambda m: None))
-    replicates = plan_replicates(layout, spec.seeds, spec.folds)
+        summary_data = load_pool(root, size, classes=spec.classes, min_image_size=spec.min_image_size,
+                                 warn=warn or (lambda m: None), groups=spec.groups, group_column=spec.group_column)
+    group_names = sorted(set(summary_data.train.groups)) if summary_data.train.groups is not None else None
+    replicates = plan_replicates(layout, spec.seeds, spec.folds, group_names)
     out = Path(spec.out)
     _open_out(out, spec.force)
     with folder_lock(out, "experiment"):

@@ -33,9 +33,19 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
         records = [run["record"] for run in runs]
         accuracies = [record["test_accuracy"] for record in records]
         correct, n = sum(record["test_correct"] for record in records), sum(record["n_test"] for record in records)
+        # Balanced accuracy: the mean of the per-class accuracies present, so that a held-out group with
+        # one class, or a skewed test split, is not read as if the classes were balanced.
+        balanced = [sum(row["accuracy"] for row in record["per_class"].values()) / len(record["per_class"])
+                    for record in records]
+        by_group: dict[str, list[float]] = {}
+        for run in runs:
+            if run["replicate"].get("group") is not None:
+                by_group.setdefault(run["replicate"]["group"], []).append(run["record"]["test_accuracy"])
         rows.append({
             "condition": condition.name, "description": condition.description,
             "test": mean_interval(accuracies), "train": mean_interval([record["train_accuracy"] for record in records]),
+            "balanced": mean_interval(balanced),
+            "per_group": {group: mean_interval(values) for group, values in sorted(by_group.items())},
             "pooled_wilson95": list(wilson_interval(correct, n)), "n_per_run": records[0]["n_test"], "runs": len(runs),
             "accuracies": accuracies, "seconds_per_run": sum(run["seconds"] for run in runs) / len(runs),
         })
@@ -72,9 +82,14 @@ def _figure_accuracy(rows, num_classes: int, path: Path) -> None:
 
 
 def _summary_blocks(spec, layout, data, replicates, rows) -> list:
-    design = (f"{len(replicates)} seeds on the fixed train/test split" if layout == "train/test" else
-              f"{spec.seeds} repeats of stratified {replicates[0].folds}-fold cross-validation "
-              f"({len(replicates)} runs per condition)")
+    if layout == "train/test":
+        design = f"{len(replicates)} seeds on the fixed train/test split"
+    elif replicates[0].group is not None:
+        design = (f"leave one group out: each of {replicates[0].folds} groups (photo sources) is the test set once, "
+                  f"the model trained on the others, {spec.seeds} seed(s) ({len(replicates)} runs per condition)")
+    else:
+        design = (f"{spec.seeds} repeats of stratified {replicates[0].folds}-fold cross-validation "
+                  f"({len(replicates)} runs per condition)")
     blocks: list = [("h1", spec.title),
                     ("p", f"Data: {data.root}. Design: {design}; every condition runs on the same splits and "
                           f"seeds, and each is compared with {rows[0]['condition']} pair by pair.")]
@@ -96,6 +111,15 @@ def _summary_blocks(spec, layout, data, replicates, rows) -> list:
     blocks.append(("p", "The pooled Wilson interval counts every test prediction of every run as a trial; the same "
                         "test images are reused by each run, so it is narrower than the truth. The interval of the "
                         "mean over runs reflects seed and split variation."))
+    if rows[0]["per_group"]:
+        groups = list(rows[0]["per_group"])
+        blocks.append(("h2", "On groups the model never saw (each held out in turn)"))
+        blocks.append(("table", ["condition", "balanced accuracy (mean +/- std)", *groups], [
+            [row["condition"], f"{_pct(row['balanced']['mean'])} +/- {_pct(row['balanced']['std'])}",
+             *[_pct(row["per_group"][group]["mean"]) for group in groups]] for row in rows]))
+        blocks.append(("p", "Each group's column is the accuracy on that group's photos when the model was trained "
+                            "without any of them: the figure that says how a model does on photos from a new source. "
+                            "A group holding one class only measures that class."))
     described = [[row["condition"], row["description"]] for row in rows if row["description"]]
     if described:
         blocks.append(("table", ["condition", "what it is"], described))

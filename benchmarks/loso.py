@@ -1,0 +1,69 @@
+"""Leave-one-source-out on cowhorse-dev and cowhorse-sources combined: the accuracy users need.
+
+The two sets are joined, as links, into one DATA/<class>/<source>/ tree (sources from cowhorse-dev's
+`source_repo` and cowhorse-sources' `source` columns), and `pasture experiment --folds groups --groups
+subfolders` holds out each source in turn: every model is scored on photos from a source it never saw.
+
+    python benchmarks/loso.py [--seeds 3] [--conditions default small-data probe finetune] [--out DIR]
+
+Prints the experiment's table (balanced accuracy and accuracy per held-out source) and writes
+DIR/report.md, report.html and results.json (default benchmarks/results/loso/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import HERE, RESULTS, data_or_exit
+
+SHARED = HERE.parent.parent / "shared" / "data"
+
+
+def link_sources(target: Path) -> dict[str, int]:
+    """DATA/<class>/<source>/<file> links to both photo sets; returns images per source."""
+    counts: dict[str, int] = {}
+    for folder, column in ((SHARED / "cowhorse-dev", "source_repo"), (SHARED / "cowhorse-sources", "source")):
+        data_or_exit(str(folder))
+        with open(folder / "MANIFEST.csv", newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                source = row[column].replace("/", "__")  # owner/repo -> one folder name
+                link = target / row["label"] / source / f"{folder.name}__{Path(row['file']).name}"
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to((folder / row["file"]).resolve())
+                counts[source] = counts.get(source, 0) + 1
+    return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--conditions", nargs="+", default=["default", "small-data", "probe", "finetune"])
+    parser.add_argument("--out", default=str(RESULTS / "loso"))
+    args = parser.parse_args()
+    from pasture import api
+
+    with tempfile.TemporaryDirectory() as scratch:
+        data = Path(scratch) / "data"
+        counts = link_sources(data)
+        print("sources:", ", ".join(f"{name} {count}" for name, count in sorted(counts.items())), flush=True)
+        results = api.experiment(data, args.out, conditions=args.conditions, seeds=args.seeds, folds="groups",
+                                 groups="subfolders", command=["python", "benchmarks/loso.py", *sys.argv[1:]])
+    groups = list(results["conditions"][0]["per_group"])
+    print()
+    print("| condition | balanced accuracy on unseen sources (mean +/- std, 95% CI) | " + " | ".join(groups) + " |")
+    print("|---|---|" + "---|" * len(groups))
+    for row in results["conditions"]:
+        balanced = row["balanced"]
+        print(f"| {row['condition']} | {balanced['mean']:.1%} +/- {balanced['std']:.1%} "
+              f"({balanced['ci95'][0]:.1%}-{balanced['ci95'][1]:.1%}, {balanced['n']} runs) | "
+              + " | ".join(f"{row['per_group'][group]['mean']:.0%}" for group in groups) + " |")
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
