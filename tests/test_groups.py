@@ -120,3 +120,60 @@ def test_leave_one_group_out_needs_groups(sourced, tmp_path, capsys):
     assert "--groups" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["experiment", str(sourced), "--out", str(tmp_path / "y"), "--folds", "sources"])
+
+
+def test_group_split_keeps_every_group_on_one_side_and_every_class_on_both():
+    import torch
+
+    from pasture.core.errors import UserError
+    from pasture.data.splits import group_split
+
+    groups = ["a"] * 6 + ["b"] * 5 + ["c"] * 4 + ["d"] * 6 + ["e"] * 5 + ["f"] * 4
+    labels = torch.tensor([0] * 15 + [1] * 15)
+    for seed in range(5):
+        train, test = group_split(labels, groups, 0.5, seed)
+        assert not {groups[i] for i in train.tolist()} & {groups[i] for i in test.tolist()}
+        assert len(train) + len(test) == 30
+        for label in (0, 1):
+            assert (labels[train] == label).any() and (labels[test] == label).any()
+            assert int((labels[test] == label).sum()) <= 0.5 * 15 + 6  # at most the fraction, plus one forced group
+    with pytest.raises(UserError, match="one group only"):
+        group_split(torch.tensor([0, 0, 1, 1]), ["a", "a", "b", "c"], 0.5, 0)
+
+
+def test_train_split_by_group_tests_on_sources_it_never_saw(sourced, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(sourced), "--out", str(run), *TRAIN, "--groups", "subfolders", "--split-by-group"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    unseen = config["data_summary"]["unseen_test_groups"]
+    assert unseen and metrics["unseen"]["groups"] == unseen and metrics["unseen"]["n"] == metrics["n_test"]
+    assert not set(config["data_summary"]["train_groups"]) & set(config["data_summary"]["test_groups"])
+    assert "on sources the model never saw" in out and sorted(metrics["per_group"]) == sorted(unseen)
+
+
+def _styled(folder, label, style, count, start):
+    """Images of `label` drawn in the colours of `style` (cows reddish, horses bluish): a source whose
+    look says the class, or contradicts it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(start, start + count):
+        make_image(style, index).save(folder / f"{label}_{style}_{index}.png")
+
+
+def test_train_warns_when_unseen_sources_fall_below_the_seen_ones(tmp_path, capsys):
+    data = tmp_path / "data"
+    for split, start in (("train", 0), ("test", 100)):
+        _styled(data / split / "cow" / "barn", "cow", "cow", 10 if split == "train" else 6, start)
+        _styled(data / split / "horse" / "stable", "horse", "horse", 10 if split == "train" else 6, start)
+    _styled(data / "test" / "cow" / "elsewhere", "cow", "horse", 8, 200)  # cows in horse colours
+    _styled(data / "test" / "horse" / "elsewhere", "horse", "cow", 8, 200)
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--out", str(run), "--recipe", "default", "--epochs", "15", "--image-size", "16",
+                 "--quiet", "--groups", "subfolders"]) == 0
+    captured = capsys.readouterr()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["unseen"]["groups"] == ["elsewhere"] and metrics["unseen"]["n"] == 16
+    assert metrics["unseen"]["seen"]["n"] == 12 and metrics["unseen"]["gap_beyond_intervals"]
+    assert "learned the photo sources" in captured.err
+    assert "elsewhere" in (run / "MODEL_CARD.md").read_text()

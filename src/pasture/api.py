@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from pasture.classify.card import model_card
-from pasture.classify.evaluate import accuracy_report, predict_probabilities, score_run
+from pasture.classify.evaluate import accuracy_report, group_reports, predict_probabilities, score_run
 from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.onnx_runner import predict_onnx
@@ -86,6 +86,9 @@ def _data_identity(data, dataset, options: DataOptions) -> dict:
         "split_seed": options.split_seed if split_here else None,
         "min_image_size": options.min_image_size,
         "strict": options.strict,
+        # only when set, so that runs made before groups existed keep their identity
+        **({"groups": options.groups, "group_column": options.group_column, "split_by_group": options.split_by_group}
+           if options.groups is not None else {}),
     }
 
 
@@ -231,11 +234,7 @@ def evaluate(
     predicted = probabilities.argmax(1)
     report = accuracy_report(predicted, labels, model_classes)
     if images.groups is not None:
-        report["per_group"] = {}
-        for group in sorted(set(images.groups)):
-            chosen = torch.tensor([index for index, name in enumerate(images.groups) if name == group])
-            row = accuracy_report(predicted[chosen], labels[chosen], model_classes)
-            report["per_group"][group] = {key: row[key] for key in ("accuracy", "ci95", "n", "per_class")}
+        report["per_group"] = group_reports(predicted, labels, images.groups, model_classes)
     report["skipped"] = skipped
     return report
 

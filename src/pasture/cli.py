@@ -344,7 +344,8 @@ def _settings_overrides(args, settings_type) -> dict:
 
 def _data_options(args) -> DataOptions:
     return DataOptions(classes=args.classes, test_fraction=args.test_fraction, split_seed=args.split_seed,
-                       min_image_size=args.min_image_size, strict=args.strict)
+                       min_image_size=args.min_image_size, strict=args.strict, groups=args.groups,
+                       group_column=args.group_column, split_by_group=args.split_by_group)
 
 
 def _add_device_flag(parser: argparse.ArgumentParser) -> None:
@@ -368,6 +369,13 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE,
                         help="images with a shorter side below this many px are unusable")
     parser.add_argument("--strict", action="store_true", help="unusable files are an error instead of a warning")
+    parser.add_argument("--groups", metavar="FILE.csv|subfolders",
+                        help="the group (photo source) of each image: a CSV with columns file (relative to DATA) and "
+                             "--group-column, or subfolders for DATA/<class>/<group>/*")
+    parser.add_argument("--group-column", default="group", metavar="COLUMN")
+    parser.add_argument("--split-by-group", action="store_true",
+                        help="hold out whole groups for the test split (DATA/<class>/ only): the test accuracy is then "
+                             "the accuracy on sources the model never saw")
 
 
 def _add_gan_commands(commands) -> None:
@@ -472,6 +480,16 @@ def _run_train(args) -> int:
     low, high = metrics["test_ci95"]
     print(f"(with {metrics['n_test']} test images, accuracies within about {50 * (high - low):.0f} points of "
           "each other cannot be told apart; repeat over seeds before comparing recipes)")
+    unseen = metrics.get("unseen")
+    if unseen:
+        print(_accuracy_line(f"on sources the model never saw ({', '.join(map(printable_name, unseen['groups']))}): ",
+                             unseen["accuracy"], unseen["ci95"], unseen["n"]))
+        if unseen.get("gap_beyond_intervals"):
+            seen = unseen["seen"]
+            print(f"warning: on sources it never saw the model scores {unseen['accuracy']:.0%}, below the interval of "
+                  f"its score on test photos from sources it trained on ({seen['accuracy']:.0%}, 95% CI "
+                  f"{seen['ci95'][0]:.0%}-{seen['ci95'][1]:.0%}, n={seen['n']}): it learned the photo sources as well "
+                  "as the classes", file=sys.stderr)
     return 0
 
 

@@ -50,6 +50,18 @@ def model_card(config: dict, record: dict) -> str:
     low, high = record["test_ci95"]
     lines += ["", f"With {record['n_test']} test images, accuracies within about {50 * (high - low):.0f} points of each "
               "other cannot be told apart.", ""]
+    if record.get("per_group"):
+        lines += ["## Per photo source (group)", "", "| source | test accuracy | seen in training |", "|---|---|---|"]
+        unseen_groups = set((record.get("unseen") or {}).get("groups", []))
+        for name, row in record["per_group"].items():
+            lines.append(f"| {name} | {_interval(row['accuracy'], row['ci95'], row['n'])} | "
+                         f"{'no' if name in unseen_groups else 'yes'} |")
+        unseen = record.get("unseen")
+        if unseen:
+            lines += ["", f"On sources the model never saw: {_interval(unseen['accuracy'], unseen['ci95'], unseen['n'])}"
+                      + (" — below the interval of the sources it trained on: it learned the sources as well as the "
+                         "classes." if unseen.get("gap_beyond_intervals") else ".")]
+        lines.append("")
     lines += ["## Where the test figure can mislead", "",
               "The test images came from the same folders, and so most likely from the same cameras, places and "
               "websites, as the training images. A model trained on a few photos readily learns the photo source "

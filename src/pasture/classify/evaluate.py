@@ -94,9 +94,24 @@ def evaluate_model(
 
 def score_run(result, dataset, recipe) -> RunRecord:
     """The one scoring of a finished training run: test split (with the recipe's TTA) and training
-    split (plain), as a RunRecord. `result` is the TrainResult, `dataset` the Dataset it trained on."""
-    test = evaluate_model(result.model, dataset.test.images, dataset.test.labels, dataset.classes, tta=recipe.tta)
+    split (plain), as a RunRecord; per group, and on groups the training never saw, when known.
+    `result` is the TrainResult, `dataset` the Dataset it trained on."""
+    probabilities = predict_probabilities(result.model, dataset.test.images, tta=recipe.tta)
+    predicted = probabilities.argmax(1)
+    test = accuracy_report(predicted, dataset.test.labels, dataset.classes)
     train = evaluate_model(result.model, dataset.train.images, dataset.train.labels, dataset.classes)
+    per_group, unseen = {}, None
+    if dataset.test.groups is not None:
+        per_group = group_reports(predicted, dataset.test.labels, dataset.test.groups, dataset.classes)
+        seen = set(dataset.train.groups or ())
+        new = sorted(set(dataset.test.groups) - seen)
+        if new:
+            unseen = _subset_figure(predicted, dataset, lambda group: group not in seen)
+            unseen["groups"] = new
+            if len(new) < len(set(dataset.test.groups)):  # some test groups were seen in training too
+                unseen["seen"] = _subset_figure(predicted, dataset, lambda group: group in seen)
+                # Beyond its interval: the unseen figure's whole interval lies below the seen one's.
+                unseen["gap_beyond_intervals"] = unseen["ci95"][1] < unseen["seen"]["ci95"][0]
     return RunRecord(
         classes=list(dataset.classes), model=recipe.model, recipe=recipe.name,
         test_accuracy=test["accuracy"], test_ci95=test["ci95"], n_test=test["n"], test_correct=test["correct"],
@@ -106,5 +121,22 @@ def score_run(result, dataset, recipe) -> RunRecord:
         epochs=len(result.history),
         final_train_loss=result.history[-1]["train_loss"] if result.history else None,
         train_seconds=result.seconds, diverged=result.nonfinite_loss, tta=recipe.tta, ensemble=recipe.ensemble,
-        history=list(result.history), notes=dict(result.notes),
+        history=list(result.history), notes=dict(result.notes), per_group=per_group, unseen=unseen,
     )
+
+
+def _subset_figure(predicted: torch.Tensor, dataset, keep) -> dict:
+    """Accuracy, ci95 and n of the test images whose group passes `keep`."""
+    chosen = torch.tensor([i for i, group in enumerate(dataset.test.groups) if keep(group)])
+    report = accuracy_report(predicted[chosen], dataset.test.labels[chosen], dataset.classes)
+    return {"accuracy": report["accuracy"], "ci95": report["ci95"], "n": report["n"]}
+
+
+def group_reports(predicted: torch.Tensor, labels: torch.Tensor, groups: list[str], classes: list[str]) -> dict:
+    """{group: accuracy, ci95, n, per_class} of predictions whose images come from each group."""
+    reports = {}
+    for group in sorted(set(groups)):
+        chosen = torch.tensor([i for i, name in enumerate(groups) if name == group])
+        report = accuracy_report(predicted[chosen], labels[chosen], classes)
+        reports[group] = {key: report[key] for key in ("accuracy", "ci95", "n", "per_class")}
+    return reports

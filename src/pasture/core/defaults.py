@@ -53,6 +53,9 @@ class DataOptions:
     split_seed: int = 0  # seed of that split; apart from the run's seed so that seeds share one test set
     min_image_size: int = DEFAULT_MIN_IMAGE_SIZE  # px; a shorter side makes an image unusable
     strict: bool = False  # unusable files are an error instead of a warning
+    groups: str | None = None  # the group (photo source) of each image: a CSV, or "subfolders"
+    group_column: str = "group"  # the CSV column that holds it
+    split_by_group: bool = False  # hold out whole groups for the test split (DATA/<class>/ only)
 
     def __post_init__(self):
         if self.classes is not None:
@@ -62,4 +65,5 @@ class DataOptions:
         """The keyword arguments of pasture.data.load_dataset."""
         return {"classes": list(self.classes) if self.classes is not None else None,
                 "test_fraction": self.test_fraction, "split_seed": self.split_seed,
-                "min_image_size": self.min_image_size, "strict": self.strict}
+                "min_image_size": self.min_image_size, "strict": self.strict, "groups": self.groups,
+                "group_column": self.group_column, "split_by_group": self.split_by_group}

@@ -35,6 +35,10 @@ class RunRecord:
     ensemble: int
     history: list[dict] = field(default_factory=list)  # one row per epoch, as history.jsonl
     notes: dict = field(default_factory=dict)  # path-specific facts, e.g. a probe's feature-cache hits
+    # When groups (photo sources) are known: test accuracy per group, and on the test groups the
+    # training split never had ({"accuracy", "ci95", "n", "groups"}; None when every test group was seen).
+    per_group: dict = field(default_factory=dict)
+    unseen: dict | None = None
 
     def to_dict(self) -> dict:
         return {"format": RECORD_FORMAT, **dataclasses.asdict(self)}
@@ -45,7 +49,8 @@ class RunRecord:
         if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
             raise ValueError(f"not a run record of format {RECORD_FORMAT}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        missing = sorted(name for name in fields if name not in data and name not in ("history", "notes"))
+        optional = ("history", "notes", "per_group", "unseen")
+        missing = sorted(name for name in fields if name not in data and name not in optional)
         if missing:
             raise ValueError(f"run record lacks {', '.join(missing)}")
         for name, value in data.items():

@@ -53,7 +53,17 @@ class Dataset:
             "n_test": len(self.test) if self.test is not None else 0,
             "skipped": self.skipped,
             "fingerprint": self.fingerprint,
+            **self.group_summary(),
         }
+
+    def group_summary(self) -> dict:
+        """Images per group in each split, and the test groups the training split never saw."""
+        if self.train.groups is None:
+            return {}
+        count = lambda names: {name: names.count(name) for name in sorted(set(names))}  # noqa: E731
+        test_groups = self.test.groups if self.test is not None and self.test.groups is not None else []
+        return {"train_groups": count(self.train.groups), "test_groups": count(test_groups),
+                "unseen_test_groups": sorted(set(test_groups) - set(self.train.groups))}
 
 
 def subset_images(images: ImageSet, indices: torch.Tensor, split: str) -> ImageSet:

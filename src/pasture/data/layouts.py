@@ -25,7 +25,7 @@ from pasture.core.paths import display_name, path_part_problem, printable_name
 from pasture.data.decode import decode_many
 from pasture.data.groups import SUBFOLDERS, groups_of
 from pasture.data.images import Dataset, ImageSet, class_index_map, subset_images
-from pasture.data.splits import stratified_split
+from pasture.data.splits import group_split, stratified_split
 
 SPLIT_NAMES = ("train", "test")
 
@@ -175,10 +175,16 @@ def load_dataset(
     min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     strict: bool = False,
     warn: Warn = warn_to_stderr,
+    groups: str | None = None,
+    group_column: str = "group",
+    split_by_group: bool = False,
 ) -> Dataset:
     """Load a train/test layout, or a folder of class folders split stratified by `test_fraction`.
 
-    Raises UserError (one line, naming the file or option) for everything a user can fix.
+    With `groups` (a CSV or "subfolders", pasture.data.groups) every image's group (photo source) is
+    known; `split_by_group` then holds out whole groups for the test split (class folders only), so the
+    test accuracy is accuracy on sources the model never saw. Raises UserError (one line, naming the
+    file or option) for everything a user can fix.
     """
     root = Path(root)
     if not root.exists():
@@ -189,9 +195,14 @@ def load_dataset(
         raise UserError(f"--test-fraction {test_fraction}: must be between 0 and 1 (exclusive)")
     layout = detect_layout(root) if root.is_dir() else "class-folders"
     skipped: list[dict] = []
+    nested = groups == SUBFOLDERS
+    if split_by_group and groups is None:
+        raise UserError("--split-by-group: say which photos come from which source with --groups FILE.csv or subfolders")
     if layout == "train/test":
-        train_files = find_class_folders(root / "train")
-        test_files = find_class_folders(root / "test")
+        if split_by_group:
+            raise UserError(f"--split-by-group: {root} has a fixed train/test split; give DATA/<class>/ folders")
+        train_files = find_class_folders(root / "train", nested)
+        test_files = find_class_folders(root / "test", nested)
         if sorted(train_files) != sorted(test_files):
             raise UserError(
                 f"{root}: train has classes {','.join(sorted(train_files)) or '(none)'} but test has "
@@ -204,8 +215,16 @@ def load_dataset(
         test = _load_split(test_files, order, image_size, min_image_size, strict, warn, root / "test", skipped,
                            "test")
         every_file = [p for files in (*train_files.values(), *test_files.values()) for p in files]
+        if groups is not None:
+            train.groups = groups_of(train.files, root / "train" if nested else root, groups, group_column)
+            test.groups = groups_of(test.files, root / "test" if nested else root, groups, group_column)
+            shared = sorted(set(train.groups) & set(test.groups))
+            if shared:
+                warn(f"--groups: {len(shared)} group(s) have photos in both train and test ({', '.join(shared[:3])}"
+                     f"{', ...' if len(shared) > 3 else ''}); their test photos do not show how the model does on "
+                     "sources it never saw")
     else:
-        files = find_class_folders(root)
+        files = find_class_folders(root, nested)
         _require_two_classes(sorted(files), root)
         order = _order_classes(files, classes, str(root))
         for name in order:
@@ -218,7 +237,12 @@ def load_dataset(
         for label, name in enumerate(order):
             if int((everything.labels == label).sum()) < 2:
                 raise UserError(f"{root / name}: fewer than 2 usable images; a split needs 2 or more per class")
-        train_idx, test_idx = stratified_split(everything.labels, test_fraction, split_seed)
+        if groups is not None:
+            everything.groups = groups_of(everything.files, root, groups, group_column)
+        if split_by_group:
+            train_idx, test_idx = group_split(everything.labels, everything.groups, test_fraction, split_seed)
+        else:
+            train_idx, test_idx = stratified_split(everything.labels, test_fraction, split_seed)
         train, test = subset_images(everything, train_idx, "train"), subset_images(everything, test_idx, "test")
         every_file = [p for group in files.values() for p in group]
     return Dataset(

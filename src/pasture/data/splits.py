@@ -26,6 +26,45 @@ def stratified_split(labels: torch.Tensor, test_fraction: float, seed: int) -> t
     return torch.tensor(sorted(train_idx)), torch.tensor(sorted(test_idx))
 
 
+def group_split(labels: torch.Tensor, groups: list[str], test_fraction: float, seed: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, test) where every group (photo source) lies wholly on one side, so the test split
+    holds only sources the model never saw. Groups are taken in a seeded random order into the test
+    split while no class there passes `test_fraction` of its images; a class whose images would all go
+    to one side keeps one group on each side where it has two or more. Raises UserError when a class
+    comes from one group only (it cannot be both trained and tested on unseen sources)."""
+    rng = np.random.default_rng(seed)
+    names = sorted(set(groups))
+    members = {name: [i for i, group in enumerate(groups) if group == name] for name in names}
+    label_list = labels.tolist()
+    classes = sorted(set(label_list))
+    total = {c: label_list.count(c) for c in classes}
+    groups_of_class = {c: [n for n in names if any(label_list[i] == c for i in members[n])] for c in classes}
+    for c in classes:
+        if len(groups_of_class[c]) < 2:
+            raise UserError(f"--split-by-group: class {c} comes from one group only ({groups_of_class[c][0]}); it needs "
+                            "photos from two or more sources to be tested on one it never saw")
+    in_test: set[str] = set()
+
+    def count(chosen: set[str], c: int) -> int:
+        return sum(1 for name in chosen for i in members[name] if label_list[i] == c)
+
+    for name in [names[i] for i in rng.permutation(len(names))]:
+        trial = in_test | {name}
+        fits = all(count(trial, c) <= test_fraction * total[c] for c in classes)
+        keeps_training = all(count(trial, c) < total[c] for c in classes)
+        if fits and keeps_training:
+            in_test = trial
+    for c in classes:  # every class gets tested: its smallest group goes to test if it has none there
+        if count(in_test, c) == 0:
+            smallest = min((n for n in groups_of_class[c] if n not in in_test), key=lambda n: len(members[n]))
+            if all(count(in_test | {smallest}, k) < total[k] for k in classes):
+                in_test.add(smallest)
+    test_idx = sorted(i for name in in_test for i in members[name])
+    train_idx = sorted(i for name in names if name not in in_test for i in members[name])
+    return torch.tensor(train_idx, dtype=torch.long), torch.tensor(test_idx, dtype=torch.long)
+
+
 def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> list[torch.Tensor]:
     """Test indices of `folds` disjoint, stratified folds covering every image (seeded).
 
