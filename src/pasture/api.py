@@ -26,6 +26,7 @@ import torch
 
 from pasture.classify.card import model_card
 from pasture.classify.evaluate import accuracy_report, group_reports, predict_probabilities, score_run
+from pasture.classify.explain import explain_images
 from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.onnx_runner import predict_onnx
@@ -38,7 +39,7 @@ from pasture.core.errors import Interrupted, UserError
 from pasture.core.plots import plot_confusion, plot_curves
 from pasture.core.record import record_problem
 from pasture.core.runs import (
-    atomic_write_json, atomic_write_text, check_writable, folder_lock, is_whole_number, prepare_run_dir, read_checked_json, versions,
+    atomic_write_json, atomic_write_text, check_output_folder, check_writable, folder_lock, is_whole_number, prepare_run_dir, read_checked_json, versions,
 )
 from pasture.data import class_index_map, decode_files, image_files_in, load_dataset, load_labelled_folder, load_synthetic
 from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
@@ -47,7 +48,7 @@ from pasture.gan.trainer import train_gan, validate_gan_preset
 from pasture.study.demo import write_demo_data
 from pasture.study.experiment import PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, parse_condition, run_experiment
 
-__all__ = ["DataOptions", "Interrupted", "UserError", "demo", "evaluate", "experiment", "export", "gan_sample",
+__all__ = ["DataOptions", "Interrupted", "UserError", "demo", "evaluate", "experiment", "explain", "export", "gan_sample",
            "gan_score", "gan_train", "load_run", "predict", "resolve_recipe", "train"]
 
 _DATA_FIELDS = {f.name for f in dataclasses.fields(DataOptions)}
@@ -260,6 +261,19 @@ def predict(run: str | os.PathLike, paths: list[str | os.PathLike], *, device: s
         return write_predictions_csv(files, config["classes"], config["image_size"], probabilities_of, csv, quiet)
     probabilities = predict_probabilities(model, decode_files(files, config["image_size"]), tta=tta)
     return prediction_rows(files, probabilities.tolist(), config["classes"])
+
+
+def explain(run: str | os.PathLike, paths: list[str | os.PathLike], out: str | os.PathLike, *,
+            device: str = "auto") -> list[dict]:
+    """Where the model looked, for each image: its label and probability, and OUT/<n>_<name>.png with the
+    photo, its Grad-CAM heatmap (last convolutional layer) and its occlusion map (no gradients), written
+    with OUT/explanations.json. Needs the extra .[explain] (Captum)."""
+    model, config = load_run(run, resolve_device(device))
+    files = image_files_in(paths)
+    if not files:
+        raise UserError("explain: give at least one image file or folder")
+    check_output_folder(Path(out), "explanations.json", "explanation folder")
+    return explain_images(model, config, files, decode_files(files, config["image_size"]), out)
 
 
 def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, format: str = "onnx") -> dict:

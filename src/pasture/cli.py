@@ -175,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
                               "image with its label and a probability per class, or the reason it was skipped")
     predict.add_argument("--quiet", action="store_true", help="no progress bar (with --csv)")
     _add_device_flag(predict)
+    explain = commands.add_parser(
+        "explain", help="where a run's model looked, per image", formatter_class=_Formatter,
+        epilog="examples:\n  pasture explain runs/default field/ --out why/\n",
+        description="For each image: the label and probability, and OUT/<n>_<name>.png with the photo, its Grad-CAM "
+                    "heatmap (last convolutional layer) and its occlusion map (model-agnostic). Needs the extra: "
+                    "pip install -e \".[explain]\" (Captum)")
+    explain.add_argument("run", metavar="RUN", help="a finished run folder")
+    explain.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+")
+    explain.add_argument("--out", required=True, metavar="DIR")
+    _add_device_flag(explain)
     export = commands.add_parser(
         "export", help="write a run's model as one ONNX file, checked against the run", formatter_class=_Formatter,
         epilog=EXPORT_EXAMPLES,
@@ -564,6 +574,15 @@ def _run_recipes(args) -> int:
     return 0
 
 
+def _run_explain(args) -> int:
+    from pasture import api
+
+    rows = api.explain(args.run, args.paths, args.out, device=args.device)
+    for row in rows:
+        print(f"{printable_name(row['file'])}\t{row['label']}\t{row['probability']:.3f}\t{Path(args.out) / row['heatmap']}")
+    return 0
+
+
 def _run_export(args) -> int:
     from pasture import api
 
@@ -586,7 +605,7 @@ def _run_app(args) -> int:
 
 
 HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "gan": _run_gan,
-            "experiment": _run_experiment, "demo": _run_demo, "recipes": _run_recipes, "export": _run_export,
+            "experiment": _run_experiment, "demo": _run_demo, "recipes": _run_recipes, "export": _run_export, "explain": _run_explain,
             "app": _run_app}
 
 

@@ -1,0 +1,127 @@
+"""Where a model looked: Grad-CAM on the last convolutional layer, and occlusion sensitivity as a check
+that needs no gradients, both through Captum (PyTorch's interpretability library).
+
+Heatmaps are H x W in [0, 1] at the input size, for the class the model predicted. `pointing_game`
+scores them against a known region (the planted-evidence sanity test of tests/test_explain.py).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pasture.classify.evaluate import predict_probabilities, to_float
+from pasture.core.errors import UserError
+from pasture.core.paths import display_name
+from pasture.core.runs import atomic_write_bytes, atomic_write_json
+from pasture.models import Ensemble
+
+EXPLAIN_EXTRA_HINT = 'install the optional extra: pip install -e ".[explain]" (captum)'
+
+
+def _captum():
+    try:
+        from captum import attr
+    except ImportError:
+        raise UserError(f"pasture explain needs Captum; {EXPLAIN_EXTRA_HINT}") from None
+    return attr
+
+
+def last_conv(model: nn.Module) -> nn.Conv2d:
+    """The last convolutional layer of a classifier (paper-cnn's third conv, resnet-small's last block,
+    EfficientNet-Lite0's conv_head): the layer Grad-CAM reads."""
+    convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
+    if not convs:
+        raise UserError("explain: this model has no convolutional layer to read")
+    return convs[-1]
+
+
+def _normalise(maps: torch.Tensor) -> torch.Tensor:
+    """Each map (N x H x W) scaled to [0, 1]; an all-zero map stays zero."""
+    flat = maps.flatten(1)
+    low, high = flat.min(1).values.view(-1, 1, 1), flat.max(1).values.view(-1, 1, 1)
+    return (maps - low) / (high - low).clamp_min(1e-12)
+
+
+def gradcam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM heatmaps (N x H x W in [0, 1]) of float images N x 3 x H x W for the `targets` classes;
+    an ensemble's map is the mean of its members'."""
+    attr = _captum()
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    maps = []
+    for member in members:
+        cam = attr.LayerGradCam(member, last_conv(member)).attribute(images, target=targets, relu_attributions=True)
+        maps.append(F.interpolate(cam.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0])
+    return _normalise(torch.stack(maps).mean(0).detach())
+
+
+def occlusion(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Occlusion sensitivity (N x H x W in [0, 1]): how much the target's score drops when a grey square
+    (1/8 of the side) covers each place. Model-agnostic: no gradients, no layer chosen."""
+    attr = _captum()
+    side = images.shape[-1]
+    window = max(2, side // 8)
+    stride = max(1, window // 2)
+    scores = attr.Occlusion(lambda x: torch.softmax(model(x), dim=1)).attribute(
+        images, target=targets, sliding_window_shapes=(3, window, window), strides=(3, stride, stride), baselines=0.5)
+    return _normalise(scores.sum(1).clamp_min(0).detach())
+
+
+def pointing_game(maps: torch.Tensor, region: torch.Tensor) -> float:
+    """Share of maps whose hottest pixel lies in `region` (a bool H x W mask)."""
+    hottest = maps.flatten(1).argmax(1)
+    return float(region.flatten()[hottest].float().mean())
+
+
+def _overlay_png(image_uint8: torch.Tensor, cam: torch.Tensor, occluded: torch.Tensor, title: str) -> bytes:
+    from pasture.core.plots import pyplot
+
+    plt = pyplot()
+    figure, axes = plt.subplots(1, 3, figsize=(9, 3.3))
+    picture = image_uint8.permute(1, 2, 0).numpy()
+    for axis, (name, heat) in zip(axes, (("photo", None), ("Grad-CAM", cam), ("occlusion", occluded))):
+        axis.imshow(picture)
+        if heat is not None:
+            axis.imshow(heat.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        axis.set_title(name, fontsize=9)
+        axis.axis("off")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def explain_images(model: nn.Module, config: dict, files: list[Path], images_uint8: torch.Tensor,
+                   out: str | os.PathLike, labels: list[int] | None = None) -> list[dict]:
+    """For each image: the predicted label and probability, and OUT/<n>_<name>.png with the photo, its
+    Grad-CAM and its occlusion map. `labels` (true classes), when given, are shown beside. Writes
+    OUT/explanations.json too; returns its rows."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    classes = config["classes"]
+    probabilities = predict_probabilities(model, images_uint8, tta=False)
+    predicted = probabilities.argmax(1)
+    device = next(model.parameters()).device
+    rows = []
+    for start in range(0, len(files), 16):
+        batch = to_float(images_uint8[start:start + 16].to(device)).requires_grad_(False)
+        targets = predicted[start:start + 16].to(device)
+        cams, occluded = gradcam(model, batch, targets).cpu(), occlusion(model, batch, targets).cpu()
+        for offset, path in enumerate(files[start:start + 16]):
+            index = start + offset
+            label, probability = classes[int(predicted[index])], float(probabilities[index].max())
+            title = f"{display_name(Path(path).name)}: {label} {probability:.0%}"
+            if labels is not None:
+                title += f" (true: {classes[labels[index]]})"
+            name = f"{index:04d}_{''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in Path(path).stem)}.png"
+            atomic_write_bytes(out / name, _overlay_png(images_uint8[index], cams[offset], occluded[offset], title))
+            rows.append({"file": display_name(path), "label": label, "probability": probability, "heatmap": name})
+    atomic_write_json(out / "explanations.json", rows)
+    return rows
