@@ -4,6 +4,7 @@ the server keeps running, and the whole teach -> train -> test -> export path in
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import shutil
 import socket
@@ -77,6 +78,10 @@ def test_runs_details_files_predict_and_export(client, taught, tmp_path):
                                                             ("photos", ("notes.txt", b"hello", "text/plain"))])
     good, bad = response.json()
     assert good["file"] == "new.png" and good["label"] in ("cow", "horse")
+    if importlib.util.find_spec("captum") is not None:  # with the explain extra: where the model looked
+        heatmap = client.get(good["heatmap"])
+        assert heatmap.status_code == 200 and heatmap.headers["content-type"] == "image/png"
+        assert client.get("/api/explanations/../../first/files").status_code == 404
     assert sum(good["probabilities"].values()) == pytest.approx(1.0)
     assert bad["file"] == "notes.txt" and "not an image" in bad["error"]
     onnx = client.get("/api/runs/first/export")
@@ -168,6 +173,7 @@ def test_teach_train_test_export_in_a_real_browser(live_server, tmp_path):
         page.click("#predict")
         page.wait_for_selector("td.label")
         assert page.locator("td.label").count() == 2
+        page.wait_for_selector("img.heatmap")  # where the model looked, when captum is installed (it is in dev)
         page.screenshot(path=str(shots / "test.png"), full_page=True)
         page.click("#tab-runs")
         page.wait_for_selector("#runs-table >> text=browser-run")

@@ -115,9 +115,9 @@ async def _uploads(request: Request, staging: Path, max_file_bytes: int) -> tupl
                             "downscale it")
         if path_part_problem(name) is not None:
             name = f"upload_{len(files.get(key, []))}.jpg"
-        target = staging / key
+        target = staging / key / f"{len(files.get(key, [])):05d}"  # one folder per file: names may repeat
         target.mkdir(parents=True, exist_ok=True)
-        path = ensure_under(target / f"{len(files.get(key, [])):05d}_{name}", staging)
+        path = ensure_under(target / name, staging)
         path.write_bytes(data)
         files.setdefault(key, []).append(path)
     return fields, files
@@ -128,7 +128,27 @@ def _check_images(files: list[Path]) -> None:
         try:
             decode_array(path, 16)
         except BadImage as error:
-            raise UserError(f"{path.name.split('_', 1)[1]}: {error}; remove it and try again") from None
+            raise UserError(f"{path.name}: {error}; remove it and try again") from None
+
+
+KEEP_EXPLANATIONS = 20
+
+
+def _add_heatmaps(rows_and_photos: list[tuple[dict, Path]], run: Path, explanations: Path) -> None:
+    """Where the model looked (pasture explain) for each predicted photo, as a "heatmap" URL in its row.
+    Without the explain extra the rows stay as they are: the page then shows labels only."""
+    if not rows_and_photos:
+        return
+    try:
+        import captum  # noqa: F401  (only to know whether heatmaps can be made)
+    except ImportError:
+        return
+    batch = uuid.uuid4().hex[:12]
+    rows = api.explain(run, [photo for _, photo in rows_and_photos], explanations / batch, device="auto")
+    for (row, _), explained in zip(rows_and_photos, rows):
+        row["heatmap"] = f"/api/explanations/{batch}/{explained['heatmap']}"
+    for old in sorted(explanations.iterdir(), key=lambda path: path.stat().st_mtime)[:-KEEP_EXPLANATIONS]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def create_app(runs: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> FastAPI:
@@ -137,6 +157,7 @@ def create_app(runs: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> FastAP
     runs.mkdir(parents=True, exist_ok=True)
     app = FastAPI(title="pasture", docs_url=None, redoc_url=None)
     jobs = Jobs(runs)
+    explanations = runs / ".explanations"  # heatmaps of the Test page; the newest KEEP_EXPLANATIONS batches stay
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, error: UserError):
@@ -202,7 +223,7 @@ def create_app(runs: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> FastAP
                     raise UserError(f"class {class_name}: named twice")
                 target.mkdir(parents=True)
                 for photo in photos:
-                    photo.rename(target / photo.name)
+                    photo.rename(target / f"{photo.parent.name}_{photo.name}")
             mode = fields.get("mode", "tiny")
             if mode not in MODES:
                 raise UserError(f"mode {mode}: choose accurate or tiny")
@@ -220,6 +241,13 @@ def create_app(runs: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> FastAP
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    @app.get("/api/explanations/{batch}/{file}")
+    def heatmap(batch: str, file: str):
+        path = ensure_under(explanations / safe_path_part(batch, "batch") / safe_path_part(file, "file"), explanations)
+        if path.suffix != ".png" or not path.is_file():
+            return _problem(404, f"{file}: no such heatmap")
+        return FileResponse(path, media_type="image/png")
+
     @app.get("/api/jobs/{job_id}")
     def job_status(job_id: str):
         status = jobs.status(job_id)
@@ -236,9 +264,9 @@ def create_app(runs: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> FastAP
             photos = [path for group in files.values() for path in group]
             if not photos:
                 raise UserError("drop at least one photo to test")
-            rows = []
+            rows, usable = [], []
             for photo in photos:
-                shown = photo.name.split("_", 1)[1]
+                shown = photo.name
                 try:
                     decode_array(photo, 16)
                 except BadImage as error:
@@ -246,6 +274,8 @@ def create_app(runs: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> FastAP
                     continue
                 [row] = api.predict(folder, [photo], device="auto")
                 rows.append({**row, "file": shown})
+                usable.append((rows[-1], photo))
+            _add_heatmaps(usable, folder, explanations)
             return rows
         finally:
             shutil.rmtree(staging, ignore_errors=True)
