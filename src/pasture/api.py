@@ -33,7 +33,7 @@ from pasture.classify.onnx_runner import predict_onnx
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
 from pasture.classify.trained import load_run, run_config_problem
-from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DataOptions, Warn, warn_to_stderr
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DataOptions, Warn, option_fields, warn_to_stderr
 from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.plots import plot_confusion, plot_curves
@@ -58,7 +58,7 @@ def _options(function: str, settings_type, overrides: dict | None, data_options:
              fields: dict) -> tuple[dict, DataOptions]:
     """Sort keyword shorthands into (settings overrides, DataOptions): a field of `settings_type`
     (Recipe, GanPreset) goes to the overrides, a DataOptions field to the data options."""
-    known = {f.name for f in dataclasses.fields(settings_type)} - {"name", "description"}
+    known = {f.name for f in option_fields(settings_type)}
     overrides = dict(overrides or {})
     data_changes = {}
     for key, value in fields.items():

@@ -9,6 +9,7 @@ gives on the command line. The app calls pasture.api only. It binds 127.0.0.1 un
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import tempfile
@@ -139,9 +140,7 @@ def _add_heatmaps(rows_and_photos: list[tuple[dict, Path]], run: Path, explanati
     Without the explain extra the rows stay as they are: the page then shows labels only."""
     if not rows_and_photos:
         return
-    try:
-        import captum  # noqa: F401  (only to know whether heatmaps can be made)
-    except ImportError:
+    if importlib.util.find_spec("captum") is None:
         return
     batch = uuid.uuid4().hex[:12]
     rows = api.explain(run, [photo for _, photo in rows_and_photos], explanations / batch, device="auto")

@@ -18,6 +18,7 @@ from torch import nn
 from pasture.classify.evaluate import predict_probabilities, to_float
 from pasture.core.errors import UserError
 from pasture.core.paths import display_name
+from pasture.core.plots import pyplot
 from pasture.core.runs import atomic_write_bytes, atomic_write_json
 from pasture.models import Ensemble
 
@@ -79,8 +80,6 @@ def pointing_game(maps: torch.Tensor, region: torch.Tensor) -> float:
 
 
 def _overlay_png(image_uint8: torch.Tensor, cam: torch.Tensor, occluded: torch.Tensor, title: str) -> bytes:
-    from pasture.core.plots import pyplot
-
     plt = pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(9, 3.3))
     picture = image_uint8.permute(1, 2, 0).numpy()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
 from pasture.core.imagefile import BadImage, decode_array
 from pasture.core.paths import display_name, new_file_mode
@@ -49,8 +50,6 @@ def write_predictions_csv(files: list[Path], classes: list[str], image_size: int
     probability, one p_<class> column per class), or its file and the reason it was skipped. Written to
     a temporary file renamed over `out` at the end, so an interrupted run leaves no half CSV.
     `probabilities_of` maps uint8 N x 3 x S x S to N x classes. Returns counts."""
-    from tqdm import tqdm
-
     out = Path(out)
     counts = {"images": len(files), "predicted": 0, "skipped": 0}
     handle = tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=out.parent, prefix=f".{out.name}.",
