@@ -202,3 +202,10 @@ def test_the_page_needs_no_internet(client):
     assert page.status_code == 200 and "<title>pasture</title>" in page.text
     assert "http://" not in page.text and "https://" not in page.text and "//cdn" not in page.text  # nothing fetched
     assert client.get("/api/jobs/unknown").status_code == 404
+
+
+def test_a_damaged_run_folder_is_a_message_not_a_crash(client, taught, tmp_path):
+    (tmp_path / "runs" / "first" / "config.json").write_text("{ not json")
+    assert client.get("/api/runs").json() == []  # left out of the list
+    response = client.get("/api/runs/first")
+    assert response.status_code == 400 and "config.json" in response.json()["error"]

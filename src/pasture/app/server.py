@@ -22,9 +22,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from pasture import api
+from pasture.classify.trained import run_config_problem
 from pasture.core.errors import UserError
 from pasture.core.imagefile import BadImage, decode_array
 from pasture.core.paths import ensure_under, path_part_problem, safe_path_part
+from pasture.core.record import record_problem
+from pasture.core.runs import read_checked_json
 
 PAGE = Path(__file__).with_name("page.html")
 MAX_FILE_BYTES = 20 * 1024 * 1024  # per uploaded photo; a phone's photo is 2-8 MB
@@ -92,11 +95,12 @@ def _run_folder(runs: Path, name: str) -> Path:
 
 
 def _run_summary(folder: Path) -> dict:
-    config = json.loads((folder / "config.json").read_text())
+    # The one checked reader of run files: a damaged or hand-edited folder is a message, not a crash.
+    config = read_checked_json(folder / "config.json", run_config_problem, what="run folder")
     row = {"name": folder.name, "recipe": config["recipe"]["name"], "model": config["model"],
            "classes": config["classes"], "finished": (folder / "metrics.json").is_file()}
     if row["finished"]:
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = read_checked_json(folder / "metrics.json", record_problem, what="finished run")
         row.update({key: metrics[key] for key in ("test_accuracy", "test_ci95", "n_test", "per_class")})
     return row
 
@@ -173,7 +177,7 @@ def create_app(runs: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> FastAP
             if folder.is_dir() and (folder / "config.json").is_file():
                 try:
                     rows.append(_run_summary(folder))
-                except (OSError, ValueError, KeyError):
+                except UserError:
                     continue  # a damaged folder is left out of the list, not a crash
         return rows
 
