@@ -42,13 +42,14 @@ from pasture.core.runs import (
     atomic_write_json, atomic_write_text, check_output_folder, check_writable, folder_lock, is_whole_number, prepare_run_dir, read_checked_json, versions,
 )
 from pasture.data import class_index_map, decode_files, image_files_in, load_dataset, load_labelled_folder, load_synthetic
+from pasture.doctor.examine import examine
 from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.trainer import train_gan, validate_gan_preset
 from pasture.study.demo import write_demo_data
 from pasture.study.experiment import PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, parse_condition, run_experiment
 
-__all__ = ["DataOptions", "Interrupted", "UserError", "demo", "evaluate", "experiment", "explain", "export", "gan_sample",
+__all__ = ["DataOptions", "Interrupted", "UserError", "demo", "doctor", "evaluate", "experiment", "explain", "export", "gan_sample",
            "gan_score", "gan_train", "load_run", "predict", "resolve_recipe", "train"]
 
 _DATA_FIELDS = {f.name for f in dataclasses.fields(DataOptions)}
@@ -274,6 +275,22 @@ def explain(run: str | os.PathLike, paths: list[str | os.PathLike], out: str | o
         raise UserError("explain: give at least one image file or folder")
     check_output_folder(Path(out), "explanations.json", "explanation folder")
     return explain_images(model, config, files, decode_files(files, config["image_size"]), out)
+
+
+def doctor(data: str | os.PathLike, out: str | os.PathLike | None = None, *, label_model: str = "auto",
+           duplicate_distance: int = 6, seed: int = 0, data_options: DataOptions | None = None, device: str = "auto",
+           quiet: bool = True, warn: Warn = warn_to_stderr, **fields) -> dict:
+    """Check DATA before training: counts and imbalance, skipped files, sizes, near-duplicates (across
+    the split a run would use, and across classes), a shortcut probe (can trivial image statistics
+    predict the class?), sources that hold one class only (with groups), and likely label errors
+    (cleanlab on out-of-fold probabilities of the pretrained probe, or of a from-scratch recipe).
+
+    Returns the report; `report["findings"]` holds its headline lines. With `out`, writes
+    OUT/doctor.json and OUT/doctor.html (thumbnails of each finding). Needs the extra .[doctor].
+    `fields` are DataOptions fields as keywords (groups="subfolders", split_by_group=True)."""
+    options = dataclasses.replace(data_options or DataOptions(), **fields)
+    return examine(data, out, options=options, label_model=label_model, duplicate_distance=duplicate_distance,
+                   seed=seed, device=resolve_device(device), quiet=quiet, warn=warn)
 
 
 def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, format: str = "onnx") -> dict:

@@ -98,6 +98,13 @@ EVALUATE_EXAMPLES = """examples:
   pasture evaluate runs/default photos/ --json        # photos/test/<class>/* when photos/ has train/ and test/
 """
 
+DOCTOR_EXAMPLES = """examples:
+  pasture doctor photos/                              # before the first pasture train photos/
+  pasture doctor photos/ --out checkup/               # checkup/doctor.html with thumbnails
+  pasture doctor photos/ --groups photos/MANIFEST.csv --group-column source   # which sources hold one class
+  pasture doctor photos/ --json --label-model none    # no model, statistics only
+"""
+
 EXPORT_EXAMPLES = """examples:
   pasture export runs/default                         # runs/default/model.onnx
   pasture export runs/probe --out cowhorse.onnx
@@ -185,6 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+")
     explain.add_argument("--out", required=True, metavar="DIR")
     _add_device_flag(explain)
+    doctor = commands.add_parser(
+        "doctor", help="check a dataset before training: duplicates, shortcuts, sources, label errors",
+        formatter_class=_Formatter, epilog=DOCTOR_EXAMPLES,
+        description="Counts and imbalance, unusable files, sizes; near-duplicate photos (perceptual hashes) across "
+                    "classes and across the train/test split a run would use; a shortcut probe (how well trivial image "
+                    "statistics predict the class, cross-validated, with its interval); with --groups, sources that "
+                    "hold one class only; likely label errors (cleanlab on out-of-fold probabilities). Needs the "
+                    "extra: pip install -e \".[doctor]\"")
+    doctor.add_argument("data", metavar="DATA", help="folder with train/ and test/ class folders, or class folders")
+    doctor.add_argument("--out", metavar="DIR", help="write DIR/doctor.html (thumbnails of each finding) and doctor.json")
+    doctor.add_argument("--json", action="store_true", help="print the whole report as one JSON object")
+    doctor.add_argument("--label-model", default="auto", choices=["auto", "probe", "scratch", "none"],
+                        help="out-of-fold model for label errors: the pretrained probe (seconds; auto when installed), "
+                             "a from-scratch recipe trained per fold (minutes), or none")
+    doctor.add_argument("--duplicate-distance", type=_nonnegative_int, default=6, metavar="BITS",
+                        help="pHash bits (of 64) two photos may differ by and still count as near-duplicates")
+    doctor.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
+    doctor.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_data_options(doctor)
+    _add_device_flag(doctor)
     export = commands.add_parser(
         "export", help="write a run's model as one ONNX file, checked against the run", formatter_class=_Formatter,
         epilog=EXPORT_EXAMPLES,
@@ -583,6 +610,22 @@ def _run_explain(args) -> int:
     return 0
 
 
+def _run_doctor(args) -> int:
+    from pasture import api
+    from pasture.doctor.report import text_report
+
+    report = api.doctor(args.data, args.out, label_model=args.label_model, duplicate_distance=args.duplicate_distance,
+                        seed=args.seed, data_options=_data_options(args), device=args.device,
+                        quiet=args.quiet or args.json)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(text_report(report))
+    if args.out is not None:
+        print(f"report: {Path(args.out) / 'doctor.html'}")
+    return 0
+
+
 def _run_export(args) -> int:
     from pasture import api
 
@@ -606,6 +649,7 @@ def _run_app(args) -> int:
 
 HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "gan": _run_gan,
             "experiment": _run_experiment, "demo": _run_demo, "recipes": _run_recipes, "export": _run_export, "explain": _run_explain,
+            "doctor": _run_doctor,
             "app": _run_app}
 
 

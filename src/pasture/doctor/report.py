@@ -1,0 +1,225 @@
+"""The doctor's words and page: headline findings from a report dict, and doctor.html with thumbnails of
+each finding (inline, so the one file can be mailed or attached to an issue)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from PIL import Image, ImageOps
+
+from pasture.core.paths import printable_name
+
+LISTED = 10  # findings listed by name in the text report; the page shows up to PAGE_LIMIT
+PAGE_LIMIT = 60
+THUMBNAIL = 112  # px
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def _interval(row: dict) -> str:
+    return f"{_pct(row['accuracy'])} (95% CI {_pct(row['ci95'][0])}-{_pct(row['ci95'][1])}, n={row['n']})"
+
+
+def findings(report: dict) -> list[dict]:
+    """[{"level": "problem"|"warning"|"ok", "check": ..., "text": one line}], worst first."""
+    lines = []
+
+    def add(level, check, text):
+        lines.append({"level": level, "check": check, "text": text})
+
+    counts = report["counts"]
+    if counts["imbalanced"]:
+        totals = ", ".join(f"{name} {count}" for name, count in counts["totals"].items())
+        add("warning", "balance", f"classes are imbalanced ({totals}; {counts['imbalance_ratio']:.1f}x): accuracy "
+            "rewards the larger class; read balanced accuracy, or train with --balance-classes")
+    if report["skipped"]:
+        add("warning", "skipped", f"{len(report['skipped'])} file(s) unusable and skipped (listed below)")
+
+    duplicates = report["duplicates"]
+    conflicts, across = duplicates["counts"]["label conflict"], duplicates["counts"]["train/test"]
+    if conflicts:
+        add("problem", "duplicates", f"{conflicts} pair(s) of near-identical photos carry different classes: one "
+            "label is wrong, or the photo shows both")
+    if across:
+        inflation = duplicates["inflation"]
+        add("problem", "duplicates", f"{inflation['test_images_with_train_copy']} of {inflation['n_test']} test photos "
+            f"have a near-copy in train ({across} pair(s)): test accuracy could be up to "
+            f"{100 * inflation['at_most']:.0f} points too high; remove one copy of each")
+    if duplicates["counts"]["within split"]:
+        add("warning", "duplicates", f"{duplicates['counts']['within split']} near-identical pair(s) within a class and "
+            "split: the set holds fewer distinct photos than files")
+    if not (conflicts or across or duplicates["counts"]["within split"]):
+        add("ok", "duplicates", f"no near-duplicates (pHash distance <= {duplicates['max_distance']} of 64 bits)")
+
+    shortcuts = report["shortcuts"]
+    combined = shortcuts["all"]
+    if combined is None:
+        add("warning", "shortcuts", "too few images per class for a cross-validated shortcut probe")
+    else:
+        best = shortcuts["best_family"]
+        best_text = (f"; alone, {shortcuts['descriptions'][best]} give {_interval(shortcuts['families'][best])}"
+                     if best is not None else "")
+        if shortcuts["flagged"]:
+            add("problem" if shortcuts["strong"] else "warning", "shortcuts",
+                f"trivial image statistics predict the class: {_interval(combined)} against {_pct(combined['chance'])} "
+                f"by chance{best_text}: a model can score without looking at the subject")
+        else:
+            add("ok", "shortcuts", f"trivial image statistics do not predict the class above chance: "
+                f"{_interval(combined)}, chance {_pct(combined['chance'])}")
+
+    groups = report.get("groups_check")
+    if groups is not None:
+        single = groups["single_class_groups"]
+        if single:
+            named = ", ".join(f"{printable_name(g)} (all {c})" for g, c in list(single.items())[:4])
+            add("problem" if len(single) == len(groups["table"]) else "warning", "groups",
+                f"{len(single)} of {len(groups['table'])} sources hold one class only ({named}"
+                f"{', ...' if len(single) > 4 else ''}; {groups['images_in_single_class_groups']} of {groups['n']} "
+                "photos): there the source gives the label; measure on unseen sources (--split-by-group, "
+                "experiment --folds groups)")
+        predictable = groups["group_from_statistics"]
+        if predictable is not None and predictable["above_chance"]:
+            add("warning", "groups", f"trivial image statistics tell the sources apart: {_interval(predictable)} "
+                f"against {_pct(predictable['chance'])} by chance")
+
+    issues = report.get("label_issues")
+    if issues is not None and "skipped" in issues:
+        add("warning", "labels", f"label check skipped: {issues['skipped']}")
+    elif issues is not None:
+        model = "pretrained probe" if issues["model"] == "probe" else "from-scratch model"
+        if issues["issues"]:
+            add("warning", "labels", f"{len(issues['issues'])} photo(s) whose label the out-of-fold {model} doubts "
+                f"(its accuracy {_interval(issues)}): look at them first")
+        else:
+            add("ok", "labels", f"no likely label errors (out-of-fold {model}: {_interval(issues)})")
+    order = {"problem": 0, "warning": 1, "ok": 2}
+    return sorted(lines, key=lambda line: order[line["level"]])
+
+
+def text_report(report: dict) -> str:
+    """What `pasture doctor` prints: the counts, the findings and the first files of each."""
+    files = report["files"]
+    lines = [f"{report['data']}: {report['n']} images, {len(report['classes'])} classes ({report['layout']})"]
+    for name, row in report["counts"]["per_class"].items():
+        lines.append(f"  {name}: " + ", ".join(f"{split} {count}" for split, count in row.items()))
+    sizes = report["sizes"]
+    lines.append(f"  sizes: width {sizes['width']['min']:.0f}-{sizes['width']['max']:.0f} px (median "
+                 f"{sizes['width']['median']:.0f}), height {sizes['height']['min']:.0f}-{sizes['height']['max']:.0f} "
+                 f"(median {sizes['height']['median']:.0f}), aspect {sizes['aspect']['min']:.2f}-"
+                 f"{sizes['aspect']['max']:.2f}; " + ", ".join(f"{k} {v}" for k, v in sizes["formats"].items()))
+    lines.append("findings:")
+    for line in report["findings"]:
+        lines.append(f"  [{line['level']}] {line['text']}")
+    for row in report["skipped"][:LISTED]:
+        lines.append(f"  skipped {printable_name(row['file'])}: {row['reason']}")
+    pairs = [pair for pair in report["duplicates"]["pairs"] if pair["kind"] != "within split"]
+    for pair in pairs[:LISTED]:
+        lines.append(f"  {pair['kind']}: {printable_name(files[pair['a']])} ~ {printable_name(files[pair['b']])} "
+                     f"(distance {pair['distance']})")
+    if len(pairs) > LISTED:
+        lines.append(f"  ... and {len(pairs) - LISTED} more pair(s) (doctor.json, doctor.html with --out)")
+    shortcuts = report["shortcuts"]
+    if shortcuts["all"] is not None:
+        lines.append("shortcut probe (out-of-fold logistic regression on trivial statistics):")
+        for name, row in shortcuts["families"].items():
+            if row is not None:
+                lines.append(f"  {shortcuts['descriptions'][name]}: {_interval(row)}")
+    groups = report.get("groups_check")
+    if groups is not None:
+        lines.append("sources (groups): " + "; ".join(
+            f"{printable_name(g)}: " + ", ".join(f"{c} {n}" for c, n in row.items() if n)
+            for g, row in groups["table"].items()))
+    issues = report.get("label_issues") or {}
+    for row in issues.get("issues", [])[:LISTED]:
+        lines.append(f"  look at {printable_name(files[row['index']])}: labelled {row['given']}, out-of-fold "
+                     f"p({row['given']}) = {row['given_probability']:.2f}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The page
+
+
+def _thumbnail(path: str) -> str:
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((THUMBNAIL, THUMBNAIL))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=80)
+    except (OSError, ValueError):
+        return "<span class='missing'>(unreadable)</span>"
+    return f"<img src='data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}' alt=''>"
+
+
+def _figure(path: str, name: str, caption: str) -> str:
+    return (f"<figure>{_thumbnail(path)}<figcaption><code>{html.escape(printable_name(name))}</code><br>"
+            f"{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
+         ".problem{color:#a40000}.warning{color:#8a5a00}.ok{color:#2d6a1f}"
+         "figure{display:inline-block;margin:4px;width:150px;vertical-align:top;font-size:12px}"
+         "figure img{max-width:112px;max-height:112px}.pair{border:1px solid #ddd;display:inline-block;margin:4px;"
+         "padding:4px}code{word-break:break-all}")
+
+
+def render_html(report: dict, paths: list[str]) -> str:
+    """doctor.html: findings, counts, each near-duplicate pair, the shortcut table, sources with
+    examples, and the photos to check for label errors; `paths` are the image files (for thumbnails)."""
+    files, labels, classes = report["files"], report["labels"], report["classes"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>pasture doctor</title><style>{STYLE}</style>"
+             f"</head><body><h1>pasture doctor: {html.escape(printable_name(report['data']))}</h1>"
+             f"<p>{report['n']} images, classes {html.escape(', '.join(classes))} ({report['layout']}).</p><ul>"]
+    parts += [f"<li class='{line['level']}'>{html.escape(line['text'])}</li>" for line in report["findings"]]
+    parts.append("</ul><h2>Counts</h2>")
+    seen = {split for row in report["counts"]["per_class"].values() for split in row}
+    split_names = [split for split in ("train", "test", "all") if split in seen]
+    parts.append(_table(["class", *split_names], [[name, *(row.get(s, 0) for s in split_names)]
+                                                  for name, row in report["counts"]["per_class"].items()]))
+    if report["skipped"]:
+        parts.append("<h2>Skipped files</h2>" + _table(["file", "reason"], [[printable_name(r["file"]), r["reason"]]
+                                                                           for r in report["skipped"]]))
+    pairs = report["duplicates"]["pairs"]
+    parts.append(f"<h2>Near-duplicates ({len(pairs)} pair(s), pHash distance &lt;= "
+                 f"{report['duplicates']['max_distance']})</h2>")
+    for pair in pairs[:PAGE_LIMIT]:
+        parts.append(f"<div class='pair'><b>{html.escape(pair['kind'])}</b>, distance {pair['distance']}<br>" + "".join(
+            _figure(paths[i], files[i], f"{classes[labels[i]]}, {report['splits'][i]}") for i in (pair["a"], pair["b"]))
+            + "</div>")
+    shortcuts = report["shortcuts"]
+    if shortcuts["all"] is not None:
+        parts.append("<h2>Shortcut probe</h2><p>Out-of-fold accuracy of a logistic regression that sees only trivial "
+                     "statistics of each photo, never its subject. Far above chance means a model can score that way "
+                     "too.</p>")
+        rows = [["all together", _interval(shortcuts["all"]), _pct(shortcuts["all"]["chance"])]]
+        rows += [[shortcuts["descriptions"][name], _interval(row), _pct(row["chance"])]
+                 for name, row in shortcuts["families"].items() if row is not None]
+        parts.append(_table(["statistics", "accuracy predicting the class", "chance"], rows))
+    groups = report.get("groups_check")
+    if groups is not None:
+        parts.append("<h2>Sources (groups)</h2>")
+        parts.append(_table(["source", *classes], [[g, *(row[c] for c in classes)] for g, row in groups["table"].items()]))
+        for group in groups["table"]:
+            members = [i for i, g in enumerate(report["groups"]) if g == group][:4]
+            parts.append(f"<div class='pair'><b>{html.escape(printable_name(group))}</b><br>" + "".join(
+                _figure(paths[i], files[i], classes[labels[i]]) for i in members) + "</div>")
+    issues = report.get("label_issues") or {}
+    if issues.get("issues"):
+        parts.append(f"<h2>Likely label errors ({len(issues['issues'])}, most doubtful first)</h2>")
+        parts += [_figure(paths[row["index"]], files[row["index"]],
+                          f"labelled {row['given']}, p={row['given_probability']:.2f}; maybe {row['suggested']}")
+                  for row in issues["issues"][:PAGE_LIMIT]]
+    parts.append("</body></html>")
+    return "\n".join(parts)
