@@ -197,6 +197,9 @@ def test_report_files_hold_the_table(split_data, tmp_path, capsys):
     assert "| base |" in markdown and "| aug |" in markdown and "Against base (paired)" in markdown
     page = (out / "report.html").read_text()
     assert "<td>aug</td>" in page and "data:image/png;base64," in page and "src='figures" not in page
+    # Each condition's first run shows its top losses (the run wrote them while it still had the model).
+    assert "top losses: base" in page and "top losses: aug" in page
+    assert len(list(out.glob("runs/*/top_losses.png"))) == 4
     rows = (out / "results.csv").read_text().splitlines()
     assert rows[0].startswith("condition,replicate") and len(rows) == 5
     results = json.loads((out / "results.json").read_text())

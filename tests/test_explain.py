@@ -16,7 +16,7 @@ from pasture.cli import main
 pytest.importorskip("captum", reason='the explain extra is not installed (pip install -e ".[explain]")')
 
 from pasture.classify.evaluate import to_float  # noqa: E402
-from pasture.classify.explain import gradcam, occlusion, pointing_game  # noqa: E402
+from pasture.classify.explain import gradcam, occlusion, pointing_game, top_loss_indices  # noqa: E402
 from pasture.classify.fit import train_classifier  # noqa: E402
 from pasture.classify.recipes import get_recipe, with_overrides  # noqa: E402
 from pasture.data import Dataset, ImageSet  # noqa: E402
@@ -86,3 +86,32 @@ def test_explain_writes_a_heatmap_per_image_with_the_predicted_label(split_data,
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("x")
     assert main(["explain", str(run), str(field), "--out", str(tmp_path / "mine")]) == 2  # never into a user's folder
+
+
+# ----------------------------------------------------------------------------------------------
+# Top losses
+
+
+def test_top_losses_put_confidently_wrong_photos_first():
+    probabilities = torch.tensor([[0.9, 0.1], [0.55, 0.45], [0.02, 0.98], [0.4, 0.6], [0.99, 0.01]])
+    labels = torch.tensor([0, 0, 0, 0, 0])
+    # 2: wrong at 98%; 3: wrong at 60%; 1: right but unsure; 0, 4: confidently right
+    assert top_loss_indices(probabilities, labels, k=3) == [2, 3, 1]
+    assert top_loss_indices(probabilities, labels, k=10) == [2, 3, 1, 0, 4]
+
+
+def test_evaluate_out_writes_top_losses_and_refuses_a_foreign_folder(split_data, tmp_path, capsys):
+    api.train(split_data, tmp_path / "run", epochs=2, quiet=True)
+    out = tmp_path / "check"
+    assert main(["evaluate", str(tmp_path / "run"), str(split_data), "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed["top_losses"]) == 8
+    losses = [row["loss"] for row in printed["top_losses"]]
+    assert losses == sorted(losses, reverse=True)
+    assert {row["file"].split("/test/")[1].split("/")[0] for row in printed["top_losses"]} <= {"cow", "horse"}
+    stored = json.loads((out / "evaluation.json").read_text())
+    assert stored["n"] == 12 and stored["top_losses"] == printed["top_losses"]
+    assert (out / "top_losses.png").stat().st_size > 1000 and (out / "confusion.png").is_file()
+    assert main(["evaluate", str(tmp_path / "run"), str(split_data), "--out", str(out)]) == 0  # its own: replaced
+    assert main(["evaluate", str(tmp_path / "run"), str(split_data), "--out", str(split_data)]) == 2
+    assert "holds no pasture evaluation" in capsys.readouterr().err

@@ -62,7 +62,8 @@ def test_resume_equals_uninterrupted(split_data, tmp_path, monkeypatch):
 
 def test_run_folder_records_everything(split_data, tmp_path):
     metrics = api.train(split_data, tmp_path / "run", seed=1, **QUICK)
-    for name in ("config.json", "history.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "confusion.png"):
+    for name in ("config.json", "history.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "confusion.png",
+                 "top_losses.png"):
         assert (tmp_path / "run" / name).is_file(), name
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["seed"] == 1 and config["recipe"]["epochs"] == 3

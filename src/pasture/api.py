@@ -26,7 +26,7 @@ import torch
 
 from pasture.classify.card import model_card
 from pasture.classify.evaluate import accuracy_report, group_reports, predict_probabilities, score_run
-from pasture.classify.explain import explain_images
+from pasture.classify.explain import explain_images, plot_top_losses
 from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.onnx_runner import predict_onnx
@@ -200,6 +200,9 @@ def finish_run(out: Path, result, dataset, recipe: Recipe) -> dict:
     plot_curves(record.history, out / "curves.png", title=f"{recipe.model} / {recipe.name}")
     plot_confusion(record.confusion, dataset.classes, out / "confusion.png",
                    title=f"test: {record.test_correct}/{record.n_test} correct")
+    probabilities = predict_probabilities(result.model, dataset.test.images, tta=recipe.tta)
+    plot_top_losses(result.model, dataset.test.images, dataset.test.labels, probabilities, dataset.classes,
+                    dataset.test.files, out / "top_losses.png")
     metrics = record.to_dict()
     config = read_checked_json(out / "config.json", run_config_problem, what="run folder")
     atomic_write_text(out / "MODEL_CARD.md", model_card(config, metrics))
@@ -217,6 +220,7 @@ def evaluate(
     groups: str | None = None,
     group_column: str = "group",
     device: str = "auto",
+    out: str | os.PathLike | None = None,
     warn: Warn = warn_to_stderr,
 ) -> dict:
     """Accuracy of a trained run on DATA (its test split, or every image of DATA/<class>/).
@@ -224,8 +228,12 @@ def evaluate(
     Classes are matched by name; a class in DATA that the model does not know is a UserError.
     Returns accuracy, ci95, n, per_class, confusion (over the model's classes) and classes; with
     `groups` (a CSV with columns file and `group_column`, or "subfolders" for DATA/<class>/<group>/),
-    also per_group: accuracy, ci95, n and per-class counts of each group (photo source).
+    also per_group: accuracy, ci95, n and per-class counts of each group (photo source). With `out`,
+    writes OUT/evaluation.json (the report), confusion.png and top_losses.png (the photos the model got
+    most confidently wrong, with Grad-CAM heatmaps when Captum is installed).
     """
+    if out is not None:
+        check_output_folder(Path(out), "evaluation.json", "evaluation")
     model, config = load_run(run, resolve_device(device))
     model_classes = config["classes"]
     images, skipped = load_labelled_folder(data, config["image_size"], min_image_size, strict, warn,
@@ -238,6 +246,16 @@ def evaluate(
     if images.groups is not None:
         report["per_group"] = group_reports(predicted, labels, images.groups, model_classes)
     report["skipped"] = skipped
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out)
+        with folder_lock(out, "evaluation"):
+            plot_confusion(report["confusion"], model_classes, out / "confusion.png",
+                           title=f"{Path(data).name}: {report['correct']}/{report['n']} correct")
+            report["top_losses"] = plot_top_losses(model, images.images, labels, probabilities, model_classes,
+                                                   images.files, out / "top_losses.png")
+            atomic_write_json(out / "evaluation.json", {"run": str(run), "data": str(data), **report})
     return report
 
 

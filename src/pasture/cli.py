@@ -95,6 +95,7 @@ EVALUATE_EXAMPLES = """examples:
   pasture evaluate runs/default new_photos/           # new_photos/<class>/*.jpg
   pasture evaluate runs/default photos/ --groups photos/MANIFEST.csv --group-column source   # per source
   pasture evaluate runs/default by_source/ --groups subfolders      # by_source/<class>/<source>/*.jpg
+  pasture evaluate runs/default field/ --out field-check/   # + top_losses.png: most confidently wrong photos
   pasture evaluate runs/default photos/ --json        # photos/test/<class>/* when photos/ has train/ and test/
 """
 
@@ -133,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a classifier and write a run folder", epilog=TRAIN_EXAMPLES,
         formatter_class=_Formatter,
         description="Train a classifier on DATA; writes RUN/config.json, history.jsonl, metrics.json, "
-                    "checkpoint.pt, curves.png and confusion.png.",
+                    "checkpoint.pt, curves.png, confusion.png and top_losses.png (the test photos it got most confidently "
+                    "wrong, with heatmaps).",
     )
     train.add_argument("data", metavar="DATA", help="folder with train/ and test/ class folders, or class folders")
     train.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
@@ -161,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", metavar="RUN", help="a finished run folder")
     evaluate.add_argument("data", metavar="DATA", help="class folders, or a train/test layout (its test split)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    evaluate.add_argument("--out", metavar="DIR", help="also write DIR/evaluation.json, confusion.png and top_losses.png "
+                                                      "(the photos it got most confidently wrong, with heatmaps)")
     evaluate.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
     evaluate.add_argument("--strict", action="store_true", help="unusable files are an error")
     evaluate.add_argument("--groups", metavar="FILE.csv|subfolders",
@@ -534,9 +538,9 @@ def _run_evaluate(args) -> int:
     from pasture import api
 
     report = api.evaluate(args.run, args.data, min_image_size=args.min_image_size, strict=args.strict,
-                          groups=args.groups, group_column=args.group_column, device=args.device)
+                          groups=args.groups, group_column=args.group_column, device=args.device, out=args.out)
     if args.json:
-        keys = ("accuracy", "ci95", "n", "per_class", "confusion", "classes", "per_group")
+        keys = ("accuracy", "ci95", "n", "per_class", "confusion", "classes", "per_group", "top_losses")
         print(json.dumps({key: report[key] for key in keys if key in report}))
         return 0
     print(_accuracy_line("accuracy: ", report["accuracy"], report["ci95"], report["n"]))
@@ -552,6 +556,8 @@ def _run_evaluate(args) -> int:
     print(" " * (width + 2) + " ".join(f"{name:>{width}}" for name in report["classes"]))
     for name, row in zip(report["classes"], report["confusion"]):
         print(f"  {name:>{width}}" + " ".join(f"{count:>{width}}" for count in row))
+    if args.out is not None:
+        print(f"top losses: {Path(args.out) / 'top_losses.png'}")
     return 0
 
 

@@ -36,7 +36,7 @@ MODES = {  # what "accurate" and "tiny" mean, as recipes
     "accurate": {"recipe": "probe"},  # pretrained EfficientNet-Lite0 features + a linear head: seconds
     "tiny": {"recipe": "default"},  # the report's small CNN from scratch: 0.7 ms per image, learns the source
 }
-RUN_FILES_SHOWN = {"curves.png": "image/png", "confusion.png": "image/png", "MODEL_CARD.md": "text/markdown"}
+RUN_FILES_SHOWN = {"curves.png": "image/png", "confusion.png": "image/png", "top_losses.png": "image/png", "MODEL_CARD.md": "text/markdown"}
 
 
 def _problem(status: int, message: str) -> JSONResponse:

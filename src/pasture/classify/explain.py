@@ -7,6 +7,7 @@ scores them against a known region (the planted-evidence sanity test of tests/te
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import nn
 from pasture.classify.evaluate import predict_probabilities, to_float
 from pasture.core.errors import UserError
 from pasture.core.paths import display_name
-from pasture.core.plots import pyplot
+from pasture.core.plots import pyplot, save_figure
 from pasture.core.runs import atomic_write_bytes, atomic_write_json
 from pasture.models import Ensemble
 
@@ -124,3 +125,60 @@ def explain_images(model: nn.Module, config: dict, files: list[Path], images_uin
             rows.append({"file": display_name(path), "label": label, "probability": probability, "heatmap": name})
     atomic_write_json(out / "explanations.json", rows)
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Top losses: the test photos the model got most confidently wrong
+
+
+TOP_LOSSES = 8
+
+
+def top_loss_indices(probabilities: torch.Tensor, labels: torch.Tensor, k: int = TOP_LOSSES) -> list[int]:
+    """The k images with the highest loss, -log p(true class), highest first: confidently wrong photos
+    come before unsure ones, and a model that gets everything right shows its least sure photos."""
+    losses = -torch.log(probabilities.gather(1, labels.view(-1, 1)).squeeze(1).clamp_min(1e-12))
+    return torch.argsort(losses, descending=True, stable=True)[:k].tolist()
+
+
+def plot_top_losses(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor,
+                    classes: list[str], files: list[str], path: str | os.PathLike, k: int = TOP_LOSSES) -> list[dict]:
+    """PNG of the k highest-loss images: each photo with its Grad-CAM heatmap (for the predicted class;
+    without Captum the photo alone), true and predicted label, p(predicted) and the loss. Returns the
+    rows shown (file, true, predicted, probability, loss)."""
+    chosen = top_loss_indices(probabilities, labels, k)
+    predicted = probabilities.argmax(1)
+    heat = None
+    if chosen and importlib.util.find_spec("captum") is not None:
+        device = next(model.parameters()).device
+        heat = gradcam(model, to_float(images_uint8[chosen].to(device)), predicted[chosen].to(device)).cpu()
+    plt = pyplot()
+    columns = max(1, min(4, len(chosen)))
+    rows_needed = max(1, -(-len(chosen) // columns))
+    figure, axes = plt.subplots(rows_needed, columns, figsize=(2.6 * columns, 2.9 * rows_needed), squeeze=False)
+    shown = []
+    for slot, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if slot >= len(chosen):
+            continue
+        index = chosen[slot]
+        probability = float(probabilities[index, predicted[index]])
+        loss = float(-torch.log(probabilities[index, labels[index]].clamp_min(1e-12)))
+        axis.imshow(images_uint8[index].permute(1, 2, 0).numpy())
+        if heat is not None:
+            axis.imshow(heat[slot].numpy(), cmap="jet", alpha=0.4, vmin=0, vmax=1)
+        wrong = int(predicted[index]) != int(labels[index])
+        axis.set_title(f"true {classes[labels[index]]} / pred {classes[predicted[index]]} {probability:.0%}\n"
+                       f"{display_name(Path(files[index]).name)[:28]}  loss {loss:.2f}", fontsize=8,
+                       color="#a40000" if wrong else "black")
+        shown.append({"file": display_name(files[index]), "true": classes[labels[index]],
+                      "predicted": classes[predicted[index]], "probability": probability, "loss": loss})
+    if not chosen:
+        axes.flat[0].text(0.5, 0.5, "no test images", ha="center", va="center")
+    wrong = sum(1 for row in shown if row["true"] != row["predicted"])
+    figure.suptitle(f"top losses, highest first: {wrong} of the {len(shown)} shown are wrong (red titles)"
+                    + ("" if heat is not None or not chosen else "; heatmaps: pip install -e \".[explain]\""), fontsize=9)
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
+    return shown

@@ -26,7 +26,8 @@ from pasture.core.paths import new_file_mode
 # Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
 # never a user's own files.
 RUN_FILES = (
-    "config.json", "history.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "confusion.png", "MODEL_CARD.md",
+    "config.json", "history.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "confusion.png", "top_losses.png",
+    "MODEL_CARD.md",
     "model.onnx",
     "gan_log.jsonl", "gan_losses.png", "samples_*.png", "summary.json", "score.json",
 )

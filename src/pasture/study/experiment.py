@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from pasture.classify.evaluate import score_run
+from pasture.classify.evaluate import predict_probabilities, score_run
+from pasture.classify.explain import plot_top_losses
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
 from pasture.core.errors import Interrupted, UserError
@@ -325,7 +326,10 @@ def execute_run(task: dict) -> dict:
     }
     run_dir = Path(task["out"]) / "runs" / task["key"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "result.json", stored)
+    probabilities = predict_probabilities(result.model, dataset.test.images, tta=recipe.tta)
+    plot_top_losses(result.model, dataset.test.images, dataset.test.labels, probabilities, dataset.classes,
+                    dataset.test.files, run_dir / "top_losses.png")
+    atomic_write_json(run_dir / "result.json", stored)  # last: marks the run as done
     return stored
 
 
@@ -388,6 +392,7 @@ def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list
 # What an experiment writes into its folder (glob patterns); --force removes only these.
 EXPERIMENT_FILES = ("experiment.json", "report.md", "report.html", "results.csv", "results.json",
                     "figures/accuracy.png", "figures/curves_*.png", "figures/confusion_*.png", "runs/*/result.json",
+                    "runs/*/top_losses.png",
                     *(f"gans/*/{pattern}" for pattern in RUN_FILES))
 
 

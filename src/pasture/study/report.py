@@ -145,8 +145,8 @@ def _comparison_blocks(rows, comparisons) -> list:
 
 
 def _first_run_blocks(rows, replicates, results, figures: Path) -> list:
-    """Learning curves, confusion matrix and GAN figures of each condition's first run."""
-    blocks: list = [("h2", "Learning curves and confusion matrices (first run of each condition)")]
+    """Learning curves, confusion matrix, top losses and GAN figures of each condition's first run."""
+    blocks: list = [("h2", "Learning curves, confusion matrices and top losses (first run of each condition)")]
     first_index = replicates[0].index
     for row in rows:
         run = next(r for r in results if r["condition"] == row["condition"] and r["replicate"]["index"] == first_index)
@@ -158,6 +158,10 @@ def _first_run_blocks(rows, replicates, results, figures: Path) -> list:
         plot_confusion(record["confusion"], record["classes"], figures / f"confusion_{safe}.png",
                        title=f"{row['condition']}: {record['test_correct']}/{record['n_test']}")
         blocks.append(("img", figures / f"confusion_{safe}.png", f"confusion: {row['condition']}"))
+        top_losses = figures.parent / "runs" / run["key"] / "top_losses.png"
+        if top_losses.is_file():  # written by the run itself (it needs the model); absent in older results
+            blocks.append(("img", top_losses, f"top losses: {row['condition']} (the test photos its first run got "
+                                              "most confidently wrong)"))
         if run.get("gan_dir"):
             gan_dir = Path(run["gan_dir"])
             blocks.append(("h3", f"GAN of {row['condition']} (first run)"))
