@@ -17,6 +17,10 @@ sorrel + horse cart outweigh ox + water buffalo + bison). No source can have tau
     python benchmarks/sources.py [--data ../shared/data/cowhorse-dev] [--seeds 3] [--only default,probe]
 
 Prints a table (mean over seeds and the pooled Wilson 95% interval per group) and writes JSON.
+
+A thin user of pasture's groups: every run is `pasture train DATA --groups FILE.csv`, and the figures
+are the run's own `per_group` and `unseen` (accuracy on sources it never saw). This script only lays
+out the held-out splits (as links) and pools the seeds.
 """
 
 from __future__ import annotations
@@ -26,16 +30,14 @@ import csv
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from pasture.data import Dataset, ImageSet, load_dataset, subset_images
-from pasture.classify.evaluate import predict_probabilities
+from pasture import api
 from pasture.classify.recipes import get_recipe
 from pasture.core.stats import wilson_interval
-from pasture.classify.fit import train_classifier
+from pasture.data import load_dataset
 
 from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
@@ -47,60 +49,49 @@ SOURCE_NAMES = {  # repository -> short name for the table
 }
 
 
-def read_sources(data: Path) -> dict[str, str]:
-    """Relative file path (train/cow/x.jpg) -> short source name, from MANIFEST.csv."""
+def read_manifest(data: Path) -> list[dict]:
+    """MANIFEST.csv rows with the file (train/cow/x.jpg), label and short source name."""
     with open(data / "MANIFEST.csv", newline="") as manifest:
-        return {row["file"]: SOURCE_NAMES.get(row["source_repo"], row["source_repo"]) for row in csv.DictReader(manifest)}
+        return [{"file": row["file"], "label": row["label"],
+                 "source": SOURCE_NAMES.get(row["source_repo"], row["source_repo"])} for row in csv.DictReader(manifest)]
 
 
-def file_source(root: Path, path: str, source_of: dict[str, str]) -> str:
-    """The short source name of an image file under the data folder `root`."""
-    return source_of[Path(path).relative_to(root).as_posix()]
+def _link_tree(root: Path, rows: list[tuple[str, dict]], data: Path) -> Path:
+    """A train/test layout of links (split, manifest row) and its groups table root/groups.csv."""
+    lines = ["file,group"]
+    for split, row in rows:
+        target = root / split / row["label"] / row["file"].replace("/", "__")  # unique across both folders
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to((data / row["file"]).resolve())
+        lines.append(f"{target.relative_to(root).as_posix()},{row['source']}")
+    (root / "groups.csv").write_text("\n".join(lines) + "\n")
+    return root
 
 
-def indices(image_set: ImageSet, keep) -> torch.Tensor:
-    """Positions of the (file, label) pairs of `image_set` for which keep(file, label) is true."""
-    return torch.tensor([i for i, (f, y) in enumerate(zip(image_set.files, image_set.labels.tolist())) if keep(f, y)],
-                        dtype=torch.int64)
-
-
-def concat(parts: list[ImageSet], split: str) -> ImageSet:
-    return ImageSet(images=torch.cat([p.images for p in parts]), labels=torch.cat([p.labels for p in parts]),
-                    files=[f for p in parts for f in p.files], classes=parts[0].classes, split=split)
-
-
-def plans(full: Dataset, source_of: dict[str, str]) -> dict[str, Dataset]:
-    """The standard split, and one held-out split per horse source."""
-    root = Path(full.root)
-
-    def source(path: str) -> str:
-        return file_source(root, path, source_of)
-
-    result = {"standard": full}
-    horse = full.classes.index("horse")
-    for held_out in sorted({source(f) for f, y in zip(full.train.files, full.train.labels.tolist()) if y == horse}):
-        def unseen(f, y):
-            return source(f) == held_out
-
-        test = concat([subset_images(full.train, indices(full.train, unseen), "eval"),
-                       subset_images(full.test, indices(full.test, unseen), "eval"),
-                       subset_images(full.test, indices(full.test, lambda f, y: y != horse), "eval")], "eval")
-        result[f"held-out {held_out}"] = Dataset(
-            root=full.root, layout="held-out-source", classes=full.classes, image_size=full.image_size,
-            train=subset_images(full.train, indices(full.train, lambda f, y: not unseen(f, y)), "train"), test=test,
-            fingerprint=full.fingerprint)
+def plans(data: Path, manifest: list[dict], scratch: Path) -> dict[str, Path]:
+    """{plan: DATA folder with groups.csv}: the standard split, and per horse source S a split whose
+    training part lacks S and whose test part is every photo of S (both folders) plus the test cows."""
+    split_of = lambda row: row["file"].split("/")[0]  # noqa: E731
+    result = {"standard": _link_tree(scratch / "standard", [(split_of(row), row) for row in manifest], data)}
+    for held_out in sorted({row["source"] for row in manifest if row["label"] == "horse"}):
+        rows = []
+        for row in manifest:
+            if row["source"] == held_out:
+                rows.append(("test", row))  # every photo of S, from both folders
+            elif split_of(row) == "train":
+                rows.append(("train", row))
+            elif row["label"] != "horse":
+                rows.append(("test", row))  # the test cows: does the model now lean towards "cow"?
+        result[f"held-out {held_out}"] = _link_tree(scratch / f"held-out-{held_out}", rows, data)
     return result
 
 
-def group_counts(dataset: Dataset, predicted: torch.Tensor, source_of: dict[str, str]) -> dict[str, list[int]]:
-    """(class/source) -> [correct, n] on dataset.test."""
-    root = Path(dataset.root)
-    counts: dict[str, list[int]] = {}
-    for path, label, guess in zip(dataset.test.files, dataset.test.labels.tolist(), predicted.tolist()):
-        key = f"{dataset.classes[label]}/{file_source(root, path, source_of)}"
-        counts.setdefault(key, [0, 0])
-        counts[key][0] += int(label == guess)
-        counts[key][1] += 1
+def group_counts(metrics: dict) -> dict[str, list[int]]:
+    """(class/source) -> [correct, n] on the run's test split, from its per_group figures."""
+    counts = {}
+    for group, row in metrics["per_group"].items():
+        for name, cell in row["per_class"].items():
+            counts[f"{name}/{group}"] = [round(cell["accuracy"] * cell["n"]), cell["n"]]
     return counts
 
 
@@ -124,6 +115,11 @@ def imagenet_zero_shot(images_uint8: torch.Tensor, classes: list[str]) -> torch.
     return torch.cat(predicted)
 
 
+def _pooled(totals: dict[str, list[int]], seeds: int) -> dict:
+    return {group: {"accuracy": right / n, "pooled_wilson95": list(wilson_interval(right, n)),
+                    "n_per_seed": n // seeds, "seeds": seeds} for group, (right, n) in sorted(totals.items())}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -138,42 +134,46 @@ def main() -> int:
         print(f"no MANIFEST.csv in {data}: this benchmark needs each file's source", file=sys.stderr)
         return 2
     os.environ.setdefault("PASTURE_CACHE_DIR", tempfile.mkdtemp(prefix="pasture-cache-"))
-    source_of = read_sources(data)
-    rows, loaded = [], {}
+    scratch = Path(tempfile.mkdtemp(prefix="pasture-sources-"))
+    layouts = plans(data, read_manifest(data), scratch)
+    rows = []
     for name in (args.only.split(",") if args.only else RECIPES):
-        recipe = get_recipe(name)
-        if recipe.image_size not in loaded:
-            loaded[recipe.image_size] = plans(load_dataset(data, recipe.image_size, warn=lambda message: None),
-                                              source_of)
-        for plan, dataset in loaded[recipe.image_size].items():
+        get_recipe(name)  # an unknown name fails here, before any training
+        for plan, root in layouts.items():
             totals: dict[str, list[int]] = {}
+            unseen_totals = [0, 0]
             per_seed, seconds = [], []
             for seed in range(args.seeds):
-                started = time.perf_counter()
-                model = train_classifier(dataset, recipe, seed).model
-                seconds.append(time.perf_counter() - started)
-                predicted = predict_probabilities(model, dataset.test.images, tta=recipe.tta).argmax(1)
-                counts = group_counts(dataset, predicted, source_of)
+                metrics = api.train(root, scratch / "runs" / f"{name}-{plan}-{seed}", recipe=name, seed=seed,
+                                    groups=str(root / "groups.csv"), quiet=True, warn=lambda message: None)
+                seconds.append(metrics["train_seconds"])
+                counts = group_counts(metrics)
                 per_seed.append({group: right / n for group, (right, n) in counts.items()})
                 for group, (right, n) in counts.items():
                     totals.setdefault(group, [0, 0])
                     totals[group][0] += right
                     totals[group][1] += n
-            groups = {group: {"accuracy": right / n, "pooled_wilson95": list(wilson_interval(right, n)),
-                              "n_per_seed": n // args.seeds, "seeds": args.seeds}
-                      for group, (right, n) in sorted(totals.items())}
-            rows.append({"recipe": name, "plan": plan, "n_train": len(dataset.train),
-                         "train_counts": dataset.train.counts(), "groups": groups, "per_seed": per_seed,
-                         "seconds_per_run": sum(seconds) / len(seconds)})
+                if metrics.get("unseen"):  # the run's own figure on the source it never saw
+                    unseen_totals[0] += round(metrics["unseen"]["accuracy"] * metrics["unseen"]["n"])
+                    unseen_totals[1] += metrics["unseen"]["n"]
+            groups = _pooled(totals, args.seeds)
+            rows.append({"recipe": name, "plan": plan, "n_train": metrics["n_train"], "groups": groups,
+                         "unseen": _pooled({"unseen": unseen_totals}, args.seeds)["unseen"] if unseen_totals[1] else None,
+                         "per_seed": per_seed, "seconds_per_run": sum(seconds) / len(seconds)})
             print(f"{name:10s} {plan:20s} " + "  ".join(
                 f"{group} {g['accuracy']:.0%} [{g['pooled_wilson95'][0]:.0%}-{g['pooled_wilson95'][1]:.0%}] "
                 f"n={g['n_per_seed']}" for group, g in groups.items()), flush=True)
     if args.zero_shot:
-        full = load_dataset(data, 224, warn=lambda message: None)
-        for plan, dataset in plans(full, source_of).items():
-            counts = group_counts(dataset, imagenet_zero_shot(dataset.test.images, dataset.classes), source_of)
-            groups = {group: {"accuracy": right / n, "pooled_wilson95": list(wilson_interval(right, n)),
-                              "n_per_seed": n, "seeds": 1} for group, (right, n) in sorted(counts.items())}
+        for plan, root in layouts.items():
+            test = load_dataset(root, 224, warn=lambda message: None, groups=str(root / "groups.csv")).test
+            predicted = imagenet_zero_shot(test.images, test.classes)
+            totals = {}
+            for label, guess, group in zip(test.labels.tolist(), predicted.tolist(), test.groups):
+                key = f"{test.classes[label]}/{group}"
+                totals.setdefault(key, [0, 0])
+                totals[key][0] += int(label == guess)
+                totals[key][1] += 1
+            groups = _pooled(totals, 1)
             rows.append({"recipe": "imagenet zero-shot", "plan": plan, "groups": groups})
             print(f"imagenet zero-shot {plan:20s} " + "  ".join(
                 f"{group} {g['accuracy']:.0%} n={g['n_per_seed']}" for group, g in groups.items()), flush=True)

@@ -1,4 +1,5 @@
-"""benchmarks/sources.py: the held-out-source splits must never train on the source they test."""
+"""benchmarks/sources.py: the held-out-source layouts never train on the source they test, and the
+figures come from the runs' own per-group scores."""
 
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import sources  # noqa: E402  (a benchmark script, importable once benchmarks/ is on the path)
 
 from conftest import SHARED_DEV  # noqa: E402
+from pasture import api  # noqa: E402
 from pasture.data import load_dataset  # noqa: E402
 
 LAYOUT = {  # (split, class) -> sources of its images, in file order
@@ -33,36 +35,36 @@ def make_data(root: Path) -> Path:
     return root
 
 
-def test_held_out_source_plans_keep_the_source_out_of_training(tmp_path):
+def sources_in(root: Path, split: str) -> list[str]:
+    data = load_dataset(root, 16, warn=lambda message: None, groups=str(root / "groups.csv"))
+    images = data.train if split == "train" else data.test
+    return sorted(f"{images.classes[y]}/{g}" for y, g in zip(images.labels.tolist(), images.groups))
+
+
+def test_held_out_source_layouts_keep_the_source_out_of_training(tmp_path):
     data = make_data(tmp_path / "data")
-    source_of = sources.read_sources(data)
-    full = load_dataset(data, 16, warn=lambda message: None)
-    plans = sources.plans(full, source_of)
-    assert set(plans) == {"standard", "held-out stable", "held-out web"}
-    assert plans["standard"] is full
-
-    def groups(image_set):
-        return sorted(f"{image_set.classes[y]}/{source_of[Path(f).relative_to(data).as_posix()]}"
-                      for f, y in zip(image_set.files, image_set.labels.tolist()))
-
-    web = plans["held-out web"]
-    assert groups(web.train) == ["cow/cattle"] * 3 + ["horse/stable"] * 2  # no web horse trains
-    assert groups(web.test) == ["cow/cattle"] * 2 + ["horse/web"] * 3  # every web horse, both folders
-    stable = plans["held-out stable"]
-    assert groups(stable.train) == ["cow/cattle"] * 3 + ["horse/web"]
-    assert groups(stable.test) == ["cow/cattle"] * 2 + ["horse/stable"] * 3
-    # Images travel with their labels and files.
-    index = web.test.files.index(str(data / "train/horse/horse_train_2.png"))
-    assert torch.equal(web.test.images[index], full.train.images[2 + 3])
+    layouts = sources.plans(data, sources.read_manifest(data), tmp_path / "scratch")
+    assert set(layouts) == {"standard", "held-out stable", "held-out web"}
+    assert sources_in(layouts["standard"], "test") == ["cow/cattle"] * 2 + ["horse/stable"] + ["horse/web"] * 2
+    web = layouts["held-out web"]
+    assert sources_in(web, "train") == ["cow/cattle"] * 3 + ["horse/stable"] * 2  # no web horse trains
+    assert sources_in(web, "test") == ["cow/cattle"] * 2 + ["horse/web"] * 3  # every web horse, both folders
+    stable = layouts["held-out stable"]
+    assert sources_in(stable, "train") == ["cow/cattle"] * 3 + ["horse/web"]
+    assert sources_in(stable, "test") == ["cow/cattle"] * 2 + ["horse/stable"] * 3
+    # The links point at the photos themselves.
+    linked = web / "test" / "horse" / "train__horse__horse_train_2.png"
+    assert linked.resolve() == (data / "train/horse/horse_train_2.png").resolve()
 
 
-def test_group_counts_score_each_class_and_source(tmp_path):
+def test_group_counts_come_from_the_runs_own_per_group_scores(tmp_path):
     data = make_data(tmp_path / "data")
-    source_of = sources.read_sources(data)
-    full = load_dataset(data, 16, warn=lambda message: None)
-    predicted = torch.tensor([0, 1, 1, 1, 0])  # test: cow, cow, horse(stable), horse(web), horse(web)
-    counts = sources.group_counts(full, predicted, source_of)
-    assert counts == {"cow/cattle": [1, 2], "horse/stable": [1, 1], "horse/web": [1, 2]}
+    web = sources.plans(data, sources.read_manifest(data), tmp_path / "scratch")["held-out web"]
+    metrics = api.train(web, tmp_path / "run", epochs=1, groups=str(web / "groups.csv"), quiet=True,
+                        warn=lambda message: None)
+    counts = sources.group_counts(metrics)
+    assert set(counts) == {"cow/cattle", "horse/web"} and counts["horse/web"][1] == 3 and counts["cow/cattle"][1] == 2
+    assert metrics["unseen"]["groups"] == ["web"] and metrics["unseen"]["n"] == 3
 
 
 @pytest.mark.skipif(not SHARED_DEV.is_dir(), reason=f"{SHARED_DEV} not found: needs real photos")
