@@ -482,8 +482,11 @@ def experiment(
     device: str = "auto",
     warn: Warn = warn_to_stderr,
     command: list[str] | None = None,
+    dry_run: bool = False,
 ) -> dict:
     """Run conditions x replicates (paired) on DATA and write DIR/report.md, report.html, results.*.
+    `dry_run=True` returns only {"plan", "plan_text"}: the runs, stored runs, GANs to train or reuse
+    from the shared GAN store, and the time remembered for such runs on this machine.
     `force` first removes pasture's own files (stored runs, GANs, reports) from DIR, never others.
 
     `conditions` are names from pasture.study.experiment.CONDITIONS or 'NAME:key=value,...' specs; the
@@ -505,6 +508,7 @@ def experiment(
         group_column=group_column, classes=classes,
         min_image_size=min_image_size, jobs=jobs, eval_every=eval_every, quiet=quiet, title=title,
         report_numbers=numbers, command=list(command or []), force=force, device=str(resolve_device(device)),
+        dry_run=dry_run,
     )
     return run_experiment(spec, warn=warn)
 

@@ -282,6 +282,9 @@ def _add_experiment_commands(commands) -> None:
     experiment.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
     experiment.add_argument("--jobs", type=_positive_int, default=1,
                             help="independent runs in parallel processes (threads split between them)")
+    experiment.add_argument("--dry-run", action="store_true",
+                            help="print the plan (runs, stored runs, GANs to train or reuse) and the time it should take "
+                                 "on this machine, then stop: nothing is trained or written")
     experiment.add_argument("--eval-every", type=_positive_int, default=1, metavar="K",
                             help="score the test split for each run's curves every K-th epoch (and the first and "
                                  "last) instead of every epoch; results are the same")
@@ -332,7 +335,11 @@ def _run_experiment(args) -> int:
         recipe=args.recipe, model=args.model,
         classes=args.classes, min_image_size=args.min_image_size, jobs=args.jobs, eval_every=args.eval_every,
         quiet=args.quiet, paper=paper, force=args.force, device=args.device, command=args.command_line,
+        dry_run=args.dry_run,
     )
+    if args.dry_run:
+        print(results["plan_text"])
+        return 0
     _print_experiment(results, args.out)
     return 0
 

@@ -9,5 +9,9 @@ class UserError(Exception):
     """Bad input or options: the message names the file or option and says what to do."""
 
 
+class FolderBusy(UserError):
+    """Another live pasture process holds the folder's lock (a caller that can wait may catch this)."""
+
+
 class Interrupted(Exception):
     """Work was stopped by the user (Ctrl-C) after its last checkpoint was saved."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from pasture import __version__
-from pasture.core.errors import UserError
+from pasture.core.errors import FolderBusy, UserError
 from pasture.core.paths import new_file_mode
 
 # Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
@@ -211,7 +211,7 @@ def folder_lock(folder: Path, what: str):
         except FileExistsError:
             owner = _lock_owner(lock)
             if owner is not None and _process_alive(owner):
-                raise UserError(f"{folder}: another pasture process (pid {owner}) is writing this {what}; wait for "
+                raise FolderBusy(f"{folder}: another pasture process (pid {owner}) is writing this {what}; wait for "
                                 f"it to finish, or stop it first") from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
             continue

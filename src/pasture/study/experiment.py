@@ -4,7 +4,8 @@ Every condition runs on the same replicates (same split and seed), so conditions
 pair by pair, which removes the split-to-split and seed-to-seed noise they share. Each finished run
 is stored under DIR/runs/<hash of its settings>/result.json; running the same experiment again skips
 what is stored, and adding a condition runs only the new runs. A GAN condition trains its GAN on the
-replicate's training part only (the fold's or the fixed training split), stored under DIR/gans/.
+replicate's training part only (the fold's or the fixed training split), stored in the shared GAN store
+(gan_store_root) and reused by every study that trains the same GAN on the same images.
 
 Conditions are data (Condition); a few are named (CONDITIONS), others are written on the command
 line as NAME:key=value,key=value (see parse_condition).
@@ -17,6 +18,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -28,19 +30,21 @@ from pasture.classify.evaluate import predict_probabilities, score_run
 from pasture.classify.explain import plot_top_losses
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
-from pasture.core.errors import Interrupted, UserError
+from pasture.core.errors import FolderBusy, Interrupted, UserError
 from pasture.core.record import RunRecord
-from pasture.core.defaults import option_fields
+from pasture.core.defaults import cache_enabled, cache_root, option_fields
 from pasture.core.runs import (
     RUN_FILES, atomic_write_json, check_output_folder, check_writable, folder_lock, load_checkpoint, read_json,
     remove_orphan_temp_files, versions,
 )
+from pasture.core.device import device_info
 from pasture.core.runtime import progress_bar
 from pasture.data import ImageSet, detect_layout, fold_dataset, load_dataset, load_pool, load_synthetic, stratified_folds
 from pasture.gan.synth import resize_uint8
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.trainer import build_samplers, generate, train_gan
 from pasture.study.report import write_report
+from pasture.study.timings import minutes, recall, remember, timing_key
 
 RESULT_FORMAT = 2  # 1: flat metrics before the RunRecord; such stored runs are recomputed
 
@@ -215,6 +219,7 @@ class ExperimentSpec:
     command: list[str] = field(default_factory=list)
     force: bool = False  # remove pasture's own files from `out` first (never a user's)
     device: str = "cpu"  # a resolved device name; every run of the study uses it (--jobs runs share it)
+    dry_run: bool = False  # only the plan: nothing is trained or written
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,8 +229,10 @@ _DATA_CACHE: dict = {}
 
 
 def _data_at(spec_data: str, image_size: int, layout: str, classes, min_image_size: int, groups=None,
-             group_column: str = "group"):
-    key = (spec_data, image_size, layout, tuple(classes or ()), min_image_size, groups, group_column)
+             group_column: str = "group", fingerprint: str = ""):
+    # The fingerprint (file names and sizes) is in the key: a notebook that changes the photos between
+    # two studies gets the new photos, not the ones this process decoded first.
+    key = (spec_data, image_size, layout, tuple(classes or ()), min_image_size, groups, group_column, fingerprint)
     if key not in _DATA_CACHE:
         quiet = lambda message: None  # noqa: E731  (skips are reported once, in the data summary)
         if layout == "train/test":
@@ -240,7 +247,7 @@ def _data_at(spec_data: str, image_size: int, layout: str, classes, min_image_si
 def replicate_dataset(task: dict, image_size: int):
     """The Dataset of a replicate at `image_size`: the fixed split, or fold `fold` of repeat `repeat`."""
     data = _data_at(task["data"], image_size, task["layout"], task["classes"], task["min_image_size"],
-                    task.get("groups"), task.get("group_column", "group"))
+                    task.get("groups"), task.get("group_column", "group"), task.get("fingerprint", ""))
     replicate = task["replicate"]
     if replicate["fold"] is None:
         return data
@@ -261,28 +268,82 @@ def gan_seed(replicate: dict) -> int:
     return int(replicate["repeat"])
 
 
-def _gan_for(task: dict, recipe_size: int):
-    """Train (or reuse) the replicate's GAN and return its synthetic images at the classifier's size."""
+GAN_STORE_FORMAT = 1  # bump when GAN training changes, so stored GANs are not reused
+
+
+def gan_store_root(out: str) -> Path:
+    """Where experiments keep their GANs: the shared cache (cache_root()/gans), so a GAN trained on the
+    same images with the same preset, seed and device is trained once for every study on this machine,
+    as decoded images are; DIR/gans when caching is off (PASTURE_NO_CACHE=1)."""
+    return cache_root() / "gans" if cache_enabled() else Path(out) / "gans"
+
+
+def gan_location(task: dict) -> tuple[GanPreset, object, int, Path]:
+    """(preset, the replicate's dataset at the preset's size, seed, the GAN's folder) of a GAN task.
+
+    The folder is named by what the GAN is trained on, by content (the training images, labels and
+    class names), not by paths, so two studies of the same photos share it."""
     condition = task["condition"]
     preset = dataclasses.replace(get_gan_preset(condition["gan_preset"]),
                                  **{key: value for key, value in condition["gan_overrides"]})
-    replicate = task["replicate"]
     dataset = replicate_dataset(task, preset.image_size)
-    seed = gan_seed(replicate)
-    gan_key = _hash({"preset": preset.to_dict(), "seed": seed, "fingerprint": task["fingerprint"],
-                     "train_files": dataset.train.files})
-    gan_dir = Path(task["out"]) / "gans" / gan_key
-    if (gan_dir / "summary.json").is_file():
-        units = load_checkpoint(gan_dir / "checkpoint.pt")["units"]
-    else:
+    seed = gan_seed(task["replicate"])
+    content = hashlib.sha256(dataset.train.images.contiguous().numpy().tobytes())
+    content.update(dataset.train.labels.numpy().tobytes() + json.dumps(dataset.classes).encode())
+    key = _hash({"format": GAN_STORE_FORMAT, "preset": preset.to_dict(), "seed": seed,
+                 "train_images": content.hexdigest(), "device": _task_device(task).type, "torch": torch.__version__})
+    return preset, dataset, seed, gan_store_root(task["out"]) / key
+
+
+def gan_is_stored(gan_dir: Path) -> bool:
+    return (gan_dir / "summary.json").is_file() and (gan_dir / "checkpoint.pt").is_file()
+
+
+def _trained_gan(task: dict, preset: GanPreset, dataset, seed: int, gan_dir: Path) -> list:
+    """The GAN's units, trained now unless stored; while another process trains the same GAN (another
+    study, or a second --jobs worker), wait for it instead of training it twice."""
+    while True:
+        if gan_is_stored(gan_dir):
+            return load_checkpoint(gan_dir / "checkpoint.pt")["units"]
         gan_dir.mkdir(parents=True, exist_ok=True)
-        resume = (gan_dir / "checkpoint.pt").is_file()
-        # The replicate's training part only: the fold's test images never reach the GAN.
-        result = train_gan(dataset.train, preset, seed, out=gan_dir, resume=resume, quiet=True,
-                           device=_task_device(task))
-        units = result["units"]
-        atomic_write_json(gan_dir / "summary.json", {"preset": preset.to_dict(), "seed": seed,
-                                                     "diversity_vs_real": result["diversity"]})
+        try:
+            with folder_lock(gan_dir, "GAN"):
+                if gan_is_stored(gan_dir):  # finished by the process that held the lock
+                    continue
+                resume = (gan_dir / "checkpoint.pt").is_file()
+                started = time.perf_counter()
+                # The replicate's training part only: the fold's test images never reach the GAN.
+                result = train_gan(dataset.train, preset, seed, out=gan_dir, resume=resume, quiet=True,
+                                   device=_task_device(task))
+                seconds = time.perf_counter() - started
+                atomic_write_json(gan_dir / "summary.json", {
+                    "preset": preset.to_dict(), "seed": seed, "diversity_vs_real": result["diversity"],
+                    "seconds": seconds, "n_train": len(dataset.train)})
+                if not resume:  # a resumed GAN's time is only part of one
+                    remember("gan", gan_timing_key(task, preset, dataset), seconds)
+                return result["units"]
+        except FolderBusy:
+            time.sleep(2.0)
+
+
+def gan_timing_key(task: dict, preset: GanPreset, dataset) -> str:
+    return timing_key({"preset": preset.to_dict(), "n_train": len(dataset.train)}, _task_device(task))
+
+
+def run_timing_key(task: dict) -> str:
+    """What decides a classifier run's time (not its seed): condition, data, kind of replicate."""
+    condition = {k: v for k, v in task["condition"].items() if k not in ("name", "description")}
+    return timing_key({"condition": condition, "fingerprint": task["fingerprint"],
+                       "folds": task["replicate"].get("folds"), "group": task["replicate"].get("group")},
+                      _task_device(task))
+
+
+def _gan_for(task: dict, recipe_size: int):
+    """Train (or reuse) the replicate's GAN and return its synthetic images at the classifier's size."""
+    condition = task["condition"]
+    replicate = task["replicate"]
+    preset, dataset, seed, gan_dir = gan_location(task)
+    units = _trained_gan(task, preset, dataset, seed, gan_dir)
     samplers = build_samplers(preset, len(dataset.classes), units, _task_device(task))
     generator = torch.Generator().manual_seed(replicate["seed"])
     images, labels = [], []
@@ -314,6 +375,7 @@ def execute_run(task: dict) -> dict:
         synthetic, _ = load_synthetic(condition["synthetic_dir"], dataset.classes, recipe.image_size)
     if synthetic is not None:
         ratio = condition["synthetic_ratio"] or synthetic_share(len(synthetic), len(dataset.train))
+    classifier_started = time.perf_counter()
     result = train_classifier(dataset, recipe, task["replicate"]["seed"], synthetic=synthetic, synthetic_ratio=ratio,
                               eval_every=task.get("eval_every", 1), device=_task_device(task))
     stored = {
@@ -329,6 +391,7 @@ def execute_run(task: dict) -> dict:
     probabilities = predict_probabilities(result.model, dataset.test.images, tta=recipe.tta)
     plot_top_losses(result.model, dataset.test.images, dataset.test.labels, probabilities, dataset.classes,
                     dataset.test.files, run_dir / "top_losses.png")
+    remember("run", run_timing_key(task), time.perf_counter() - classifier_started)
     atomic_write_json(run_dir / "result.json", stored)  # last: marks the run as done
     return stored
 
@@ -432,6 +495,52 @@ def _stored_runs(out: Path, tasks: list[dict], warn) -> dict[str, dict | None]:
     return stored
 
 
+def study_plan(spec: ExperimentSpec, tasks: list[dict], stored: dict, replicates) -> dict:
+    """What the study will do and, from the times remembered on this machine, about how long it takes."""
+    todo = list({task["key"]: task for task in tasks if stored[task["key"]] is None}.values())
+    gans: dict[Path, float | None] = {}
+    for task in todo:
+        if task["condition"]["gan_preset"]:
+            preset, dataset, _, gan_dir = gan_location(task)
+            if gan_dir not in gans and not gan_is_stored(gan_dir):
+                gans[gan_dir] = recall("gan", gan_timing_key(task, preset, dataset))
+    needed = {gan_location(task)[3] for task in tasks if task["condition"]["gan_preset"]} if todo else set()
+    runs = [recall("run", run_timing_key(task)) for task in todo]
+    known = [seconds for seconds in runs + list(gans.values()) if seconds is not None]
+    return {
+        "conditions": [condition.name for condition in spec.conditions], "replicates": len(replicates),
+        "runs": len({task["key"] for task in tasks}), "stored": len({task["key"] for task in tasks}) - len(todo),
+        "to_run": len(todo), "gans_needed": len(needed), "gans_to_train": len(gans),
+        "estimate_seconds": sum(known) / max(1, min(spec.jobs, len(todo) or 1)) if known else None,
+        "unmeasured_runs": sum(1 for seconds in runs if seconds is None),
+        "unmeasured_gans": sum(1 for seconds in gans.values() if seconds is None),
+        "machine": device_info(torch.device(spec.device))["name"],
+    }
+
+
+def plan_text(plan: dict) -> str:
+    """One line: "4 conditions x 10 replicates = 40 runs (12 stored), 2 GANs to train: about 9 min"."""
+    gans = ""
+    if plan["gans_needed"]:
+        reused = plan["gans_needed"] - plan["gans_to_train"]
+        gans = f"; {plan['gans_needed']} GAN(s): {plan['gans_to_train']} to train, {reused} reused from the GAN store"
+    text = (f"plan: {len(plan['conditions'])} condition(s) x {plan['replicates']} replicate(s) = {plan['runs']} runs "
+            f"({plan['stored']} stored, {plan['to_run']} to run){gans}")
+    unmeasured = []
+    if plan["unmeasured_runs"]:
+        unmeasured.append(f"{plan['unmeasured_runs']} run(s)")
+    if plan["unmeasured_gans"]:
+        unmeasured.append(f"{plan['unmeasured_gans']} GAN(s)")
+    if plan["to_run"] == 0:
+        return text + ": nothing to train"
+    if plan["estimate_seconds"] is None:
+        return text + "; no estimate yet (nothing like it ran on this machine): it follows the first run"
+    text += f"; about {minutes(plan['estimate_seconds'])} on this machine ({plan['machine']})"
+    if unmeasured:
+        text += f", plus {' and '.join(unmeasured)} never timed here"
+    return text
+
+
 def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     """Run every condition on every replicate (skipping stored runs), then write the report.
 
@@ -468,6 +577,14 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     group_names = sorted(set(summary_data.train.groups)) if summary_data.train.groups is not None else None
     replicates = plan_replicates(layout, spec.seeds, spec.folds, group_names)
     out = Path(spec.out)
+    if spec.dry_run:  # reads what is stored, writes nothing
+        check_output_folder(out, "experiment.json", "experiment")
+        threads = max(1, (os.cpu_count() or 1) // spec.jobs)
+        tasks = _tasks(spec, layout, summary_data.fingerprint, replicates, threads if spec.jobs > 1 else 0)
+        stored = {task["key"]: (None if spec.force else read_stored_run(out / "runs" / task["key"] / "result.json"))
+                  for task in tasks}
+        plan = study_plan(spec, tasks, stored, replicates)
+        return {"plan": plan, "plan_text": plan_text(plan)}
     _open_out(out, spec.force)
     with folder_lock(out, "experiment"):
         # experiment.json first: a folder killed during this write holds only a temp file and the lock,
@@ -486,12 +603,14 @@ def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replica
     stored = _stored_runs(out, tasks, warn)
     # Runs are stored by settings, not by condition name: two names for the same settings share runs.
     todo = list({task["key"]: task for task in tasks if stored[task["key"]] is None}.values())
+    if not spec.quiet and todo:
+        print(plan_text(study_plan(spec, tasks, stored, replicates)), file=sys.stderr, flush=True)
     started = time.perf_counter()
     bar = progress_bar(len(stored), len(stored) - len(todo), spec.quiet, desc="experiment", unit="run")
     try:
         if spec.jobs == 1 or len(todo) <= 1:
-            for task in todo:
-                bar.set_postfix({"condition": task["condition"]["name"]}, refresh=False)
+            for position, task in enumerate(todo):
+                bar.set_postfix(_postfix(task, todo[position:]), refresh=True)
                 stored[task["key"]] = execute_run(task)
                 bar.update(1)
         else:
@@ -504,6 +623,16 @@ def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replica
     results = [{**stored[task["key"]], "condition": task["condition"]["name"]} for task in tasks]
     return write_report(spec, layout, summary_data, replicates, results, ran=len(todo),
                         seconds=time.perf_counter() - started)
+
+
+def _postfix(task: dict, remaining: list[dict]) -> dict:
+    """The bar's condition and time left, re-estimated before every run from the times measured so far
+    (this study's first runs included): tqdm's own ETA assumes every run takes as long as the average."""
+    postfix = {"condition": task["condition"]["name"]}
+    times = [recall("run", run_timing_key(other)) for other in remaining]
+    if times and all(seconds is not None for seconds in times):
+        postfix["left"] = f"~{minutes(sum(times))}"
+    return postfix
 
 
 def _run_parallel(todo: list[dict], jobs: int, bar) -> dict[str, dict]:

@@ -1,0 +1,60 @@
+"""How long runs and GANs took on this machine: remembered in the cache (cache_root()/timings.json), so
+the next study's plan can say how long it will take before it starts, and refined after every run.
+
+Keys name what decides the time (the condition's settings, the data, the device, the CPU and thread
+count), never the seed. A lost update (two processes writing at once) only costs an estimate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+
+import torch
+
+from pasture.core.defaults import cache_enabled, cache_root
+from pasture.core.device import device_info
+from pasture.core.runs import atomic_write_json
+
+KEEP = 10  # measurements kept per key; the median of them is the estimate
+_IN_MEMORY: dict = {"run": {}, "gan": {}}  # when the cache is off
+
+
+def timing_key(what: dict, device: torch.device) -> str:
+    """A key for `what` on this machine (device name, CPU model and torch's thread count included)."""
+    machine = {"device": device_info(device)["name"], "threads": torch.get_num_threads()}
+    return hashlib.sha256(json.dumps({**what, **machine}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _load() -> dict:
+    if not cache_enabled():
+        return _IN_MEMORY
+    try:
+        stored = json.loads((cache_root() / "timings.json").read_text())
+        if isinstance(stored, dict) and isinstance(stored.get("run"), dict) and isinstance(stored.get("gan"), dict):
+            return stored
+    except (OSError, ValueError):
+        pass  # absent or damaged: estimates start from scratch
+    return {"run": {}, "gan": {}}
+
+
+def remember(kind: str, key: str, seconds: float) -> None:
+    memory = _load()
+    memory[kind][key] = (memory[kind].get(key, []) + [round(float(seconds), 3)])[-KEEP:]
+    if cache_enabled():
+        try:
+            cache_root().mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache_root() / "timings.json", memory)
+        except OSError:
+            pass  # an unwritable cache only costs the estimate
+
+
+def recall(kind: str, key: str) -> float | None:
+    """The median remembered time of `key`, or None when it never ran here."""
+    values = _load()[kind].get(key)
+    return statistics.median(values) if values else None
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"

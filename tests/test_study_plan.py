@@ -1,0 +1,96 @@
+"""Studies share their GANs (the GAN store) and say before they start what they will do and about how
+long it takes on this machine; --dry-run says only that."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from pasture import api
+from pasture.cli import main
+from pasture.core.defaults import cache_root
+from pasture.study import experiment
+
+QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
+GAN = f"g:{QUICK},gan=default,image_size_gan=16,iterations=3,ngf=4,ndf=4,per_class=4"
+
+
+@pytest.fixture
+def counted_gans(monkeypatch):
+    """Count the GANs trained (the real trainer still runs)."""
+    calls = []
+    real = experiment.train_gan
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("out"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_gan", counting)
+    return calls
+
+
+def gan_dirs(results_dir) -> set[str]:
+    import json
+
+    return {json.loads(path.read_text())["gan_dir"] for path in results_dir.glob("runs/*/result.json")
+            if json.loads(path.read_text())["gan_dir"]}
+
+
+def test_a_gan_is_trained_once_for_every_study_of_the_same_images(split_data, tmp_path, counted_gans):
+    api.experiment(split_data, tmp_path / "first", conditions=[f"base:{QUICK}", GAN], seeds=2, quiet=True)
+    assert len(counted_gans) == 1  # a fixed split: every seed shares one GAN
+    # Another study (other folder, more seeds, another baseline) of the same photos reuses it.
+    api.experiment(split_data, tmp_path / "second", conditions=[f"aug:{QUICK},augment=paper", GAN], seeds=3,
+                   quiet=True)
+    assert len(counted_gans) == 1
+    shared = gan_dirs(tmp_path / "first")
+    assert shared == gan_dirs(tmp_path / "second") and len(shared) == 1
+    assert os.path.commonpath([next(iter(shared)), str(cache_root() / "gans")]) == str(cache_root() / "gans")
+    # Other training images are another GAN.
+    (split_data / "train" / "cow" / "cow_000.png").unlink()
+    api.experiment(split_data, tmp_path / "third", conditions=[f"base:{QUICK}", GAN], seeds=1, quiet=True)
+    assert len(counted_gans) == 2
+
+
+def test_without_the_cache_a_study_keeps_its_gans(split_data, tmp_path, counted_gans, monkeypatch):
+    monkeypatch.setenv("PASTURE_NO_CACHE", "1")
+    api.experiment(split_data, tmp_path / "own", conditions=[f"base:{QUICK}", GAN], seeds=1, quiet=True)
+    assert len(list((tmp_path / "own" / "gans").glob("*/summary.json"))) == 1
+
+
+def test_a_study_waits_for_a_gan_another_process_is_training(split_data, tmp_path, counted_gans):
+    api.experiment(split_data, tmp_path / "first", conditions=[f"base:{QUICK}", GAN], seeds=1, quiet=True)
+    gan_dir = next(iter(gan_dirs(tmp_path / "first")))
+    os.unlink(os.path.join(gan_dir, "summary.json"))  # as if still being trained ...
+    lock = os.path.join(gan_dir, ".pasture.lock")
+    with open(lock, "w") as handle:  # ... by a live process (this one's pid: alive)
+        handle.write(f"{os.getpid()}\n")
+    threading.Timer(1.0, os.unlink, [lock]).start()  # which then stops without finishing it
+    started = time.perf_counter()
+    api.experiment(split_data, tmp_path / "second", conditions=[f"base:{QUICK}", GAN], seeds=1, quiet=True)
+    assert time.perf_counter() - started >= 1.0  # it waited instead of training beside the other process
+    assert len(counted_gans) == 2 and os.path.isfile(os.path.join(gan_dir, "summary.json"))
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(split_data, tmp_path, capsys, counted_gans):
+    out = tmp_path / "study"
+    arguments = ["experiment", str(split_data), "--out", str(out), "--conditions", f"base:{QUICK}", GAN]
+    assert main([*arguments, "--seeds", "2", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 condition(s) x 2 replicate(s) = 4 runs (0 stored, 4 to run)" in printed
+    assert "1 GAN(s): 1 to train, 0 reused" in printed and "no estimate yet" in printed
+    assert not out.exists() and not counted_gans
+    assert main([*arguments, "--seeds", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    # Now the times are known: three seeds need one new run per condition, and the GAN is stored.
+    plan = api.experiment(split_data, out, conditions=[f"base:{QUICK}", GAN], seeds=3, dry_run=True)["plan"]
+    assert plan["stored"] == 4 and plan["to_run"] == 2 and plan["gans_to_train"] == 0
+    assert plan["unmeasured_runs"] == 0 and 0 < plan["estimate_seconds"] < 120
+    assert main([*arguments, "--seeds", "3", "--dry-run"]) == 0
+    assert "about" in capsys.readouterr().out
+    assert main([*arguments, "--seeds", "2", "--dry-run"]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+    assert len(list(out.glob("runs/*/result.json"))) == 4  # the dry runs added nothing
