@@ -26,6 +26,7 @@ import torch
 
 from pasture.classify.card import model_card
 from pasture.classify.evaluate import accuracy_report, group_reports, predict_probabilities, score_run
+from pasture.classify.distill import bank_key, build_bank, cached_bank, teacher_identity
 from pasture.classify.explain import explain_images, plot_top_losses
 from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
@@ -131,6 +132,44 @@ def _synthetic_for(synthetic, synthetic_ratio, recipe: Recipe, dataset, warn: Wa
     return images, synthetic_ratio, info
 
 
+def _teacher_bank(teacher, unlabeled, synthetic, recipe: Recipe, data, options: DataOptions, dataset, device,
+                  quiet: bool, warn: Warn):
+    """(TeacherBank, what config.json records of the teacher and the transfer set) for `--teacher`."""
+    if recipe.pretrained == "probe":
+        raise UserError("--teacher: the student must train on images; a probe student would drop the teacher's views. "
+                        "Use --recipe distill (paper-cnn) or --model resnet-small")
+    teacher_model, teacher_config = load_run(teacher, device)
+    size = teacher_config["image_size"]
+    to_teacher = class_index_map(dataset.classes, teacher_config["classes"], f"--teacher {teacher}: the data's classes")
+    # The same split at the teacher's size: the same files, in the same order, as the student's split.
+    at_teacher_size = load_dataset(data, size, warn=lambda message: None, **options.load_kwargs())
+    if at_teacher_size.train.files != dataset.train.files:
+        raise UserError(f"{data}: the files changed while loading; run again")
+    images, labels = [at_teacher_size.train.images], [dataset.train.labels]
+    transfer = {"labelled": len(dataset.train)}
+    if unlabeled is not None:
+        files = image_files_in([unlabeled])
+        images.append(decode_files(files, size))
+        labels.append(torch.full((len(files),), -1, dtype=torch.long))
+        transfer["unlabeled"] = {"folder": str(Path(unlabeled).resolve()), "n": len(files)}
+    if synthetic is not None:  # GAN samples: the teacher labels them, the GAN's class folders are ignored
+        generated, fingerprint = load_synthetic(synthetic, dataset.classes, size, warn)
+        images.append(generated.images)
+        labels.append(torch.full((len(generated),), -1, dtype=torch.long))
+        transfer["synthetic"] = {"folder": str(Path(synthetic).resolve()), "fingerprint": fingerprint,
+                                 "n": len(generated)}
+    pool, pool_labels = torch.cat(images), torch.cat(labels)
+    identity = teacher_identity(teacher)
+    key = bank_key(identity, pool, pool_labels, recipe, len(dataset.train), seed=0)
+    # The teacher sees classes in its own order; the bank keeps the student's (the data's) order.
+    bank = cached_bank(key, lambda: build_bank(teacher_model, size, pool, pool_labels, len(dataset.classes), recipe,
+                                               seed=0, quiet=quiet, class_order=to_teacher))
+    info = {"run": str(Path(teacher).resolve()), "checkpoint": identity, "classes": teacher_config["classes"],
+            "image_size": size, "recipe": teacher_config["recipe"]["name"], "transfer": transfer,
+            "views": len(bank), "teacher_seconds": round(bank.seconds, 1), "bank_reused": bank.reused}
+    return bank, info
+
+
 def train(
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -148,9 +187,16 @@ def train(
     device: str = "auto",
     warn: Warn = warn_to_stderr,
     command: list[str] | None = None,
+    teacher: str | os.PathLike | None = None,
+    unlabeled: str | os.PathLike | None = None,
     **fields,
 ) -> dict:
     """Train a classifier on DATA and write the run folder `out`; returns metrics.json's dict (a RunRecord).
+
+    With `teacher` (a finished run folder: probe, finetune, an ensemble, ...), the model is a student that
+    learns to match the teacher's outputs (pasture.classify.distill; the recipe defaults to "distill");
+    `unlabeled` (a folder of photos, labels ignored) and `synthetic` (GAN samples) then join the transfer
+    set, labelled by the teacher.
 
     `recipe` names a preset (pasture.classify.recipes.RECIPES); `overrides` (or keyword shorthands such as
     epochs=3, pretrained="probe") replace its fields; `data_options` (or classes=, test_fraction=, ...)
@@ -161,18 +207,34 @@ def train(
     """
     check_eval_every(eval_every)
     overrides, options = _options("train", Recipe, overrides, data_options, fields)
+    if unlabeled is not None and teacher is None:
+        raise UserError("--unlabeled: needs --teacher RUN, which labels those photos")
+    if teacher is not None and recipe == DEFAULT_RECIPE:
+        recipe = "distill"
     chosen = resolve_recipe(recipe, **overrides)
     where = resolve_device(device)
     precision = effective_precision(chosen.precision, where, warn)
     dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
-    synthetic_images, synthetic_ratio, synthetic_info = _synthetic_for(synthetic, synthetic_ratio, chosen, dataset, warn)
+    bank, teacher_info = None, None
+    if teacher is not None:
+        if synthetic_ratio is not None:
+            raise UserError("--synthetic-ratio: with --teacher, synthetic images join the teacher's transfer set; "
+                            "drop --synthetic-ratio")
+        bank, teacher_info = _teacher_bank(teacher, unlabeled, synthetic, chosen, data, options, dataset, where,
+                                           quiet, warn)
+        synthetic_images, synthetic_ratio, synthetic_info = None, None, None
+    else:
+        synthetic_images, synthetic_ratio, synthetic_info = _synthetic_for(synthetic, synthetic_ratio, chosen, dataset,
+                                                                           warn)
     identity = {"synthetic": synthetic_info, "recipe": chosen.to_dict(), "seed": seed,
                 **_data_identity(data, dataset, options)}
+    if teacher_info is not None:  # only when set, so that runs made before distillation keep their identity
+        identity["teacher"] = {key: teacher_info[key] for key in ("checkpoint", "transfer")}
     out = Path(out)
     state, finished = _open_run_dir(out, identity, {
         "model": chosen.model, "image_size": chosen.image_size, "classes": dataset.classes, "seed": seed,
         "recipe": chosen.to_dict(), "data_summary": dataset.summary(), "eval_every": eval_every,
-        "device": device_info(where, precision),
+        "device": device_info(where, precision), **({"teacher": teacher_info} if teacher_info else {}),
     }, what="run", result_file="metrics.json", done_check=record_problem, resume=resume, force=force,
         command=command, warn=warn)
     if finished is not None:
@@ -181,7 +243,7 @@ def train(
         with folder_lock(out, "run"):
             result = train_classifier(dataset, chosen, seed, run_dir=out, resume=(state == "resume"), quiet=quiet,
                                       synthetic=synthetic_images, synthetic_ratio=synthetic_ratio or 0.0,
-                                      eval_every=eval_every, device=where, precision=precision)
+                                      eval_every=eval_every, device=where, precision=precision, bank=bank)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; {out / 'checkpoint.pt'} holds the last finished epoch. Run the same command "

@@ -87,6 +87,8 @@ TRAIN_EXAMPLES = """examples:
   pasture train photos/ --out runs/probe --model effnet-lite0 --pretrained probe      # seconds
   pasture train photos/ --out runs/ft --model effnet-lite0 --pretrained finetune      # best accuracy
   pasture train photos/ --out runs/ens --recipe small-data --ensemble 5
+  pasture train photos/ --out runs/tiny --teacher runs/probe                 # paper-cnn distilled from the probe
+  pasture train photos/ --out runs/tiny+ --teacher runs/probe --unlabeled more_photos/ --synthetic synth/cond
 
 DATA is DATA/train/<class>/* + DATA/test/<class>/*, or DATA/<class>/* (split with --test-fraction).
 """
@@ -146,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=_positive_int, default=1, metavar="K",
                        help="score the test split for the curves after every K-th epoch (and the first and last) "
                             "instead of every epoch; the final metrics are the same")
-    train.add_argument("--synthetic", metavar="SYNTH_DIR", help="mix these synthetic images (gan sample) into training")
+    train.add_argument("--teacher", metavar="TEACHER_RUN",
+                       help="distil: train a small student (recipe distill unless --recipe says otherwise) to match this "
+                            "finished run's outputs on the same augmented views (teacher outputs cached)")
+    train.add_argument("--unlabeled", metavar="DIR", help="with --teacher: photos without labels that the teacher labels "
+                                                          "for the student (any folder of images)")
+    train.add_argument("--synthetic", metavar="SYNTH_DIR", help="mix these synthetic images (gan sample) into training; "
+                                                                "with --teacher, the teacher labels them instead")
     train.add_argument("--synthetic-ratio", type=_fraction, metavar="R",
                        help="expected synthetic share of each batch (default: as if added to the train folder)")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
@@ -520,7 +528,7 @@ def _run_train(args) -> int:
         args.data, args.out, recipe=args.recipe, overrides=_settings_overrides(args, Recipe),
         data_options=_data_options(args), synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio,
         seed=args.seed, eval_every=args.eval_every, resume=args.resume, force=args.force, quiet=args.quiet,
-        device=args.device, command=args.command_line,
+        device=args.device, command=args.command_line, teacher=args.teacher, unlabeled=args.unlabeled,
     )
     print(f"run written to {args.out}")
     print(_accuracy_line("train accuracy: ", metrics["train_accuracy"], metrics["train_ci95"], metrics["n_train"]))

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pasture.classify.augment import AugmentPreset, augment_batch, get_augment, mix_batch
+from pasture.classify.distill import TeacherBank, distillation_loss
 from pasture.classify.evaluate import evaluate_model, to_float
 from pasture.classify.probe import init_head_from_probe, train_probe
 from pasture.classify.recipes import Recipe, apply_schedule, class_weights, lr_factor
@@ -114,6 +115,7 @@ class _Context:
     eval_every: int
     checkpoint_path: Path | None
     bar: object
+    bank: TeacherBank | None = None  # distillation: train on the teacher's views and outputs instead
 
 
 def _place_images(images_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -138,6 +140,7 @@ def train_classifier(
     eval_every: int = 1,
     device: str | torch.device = "cpu",
     precision: str | None = None,
+    bank: TeacherBank | None = None,
 ) -> TrainResult:
     """Train `recipe.model` (`recipe.ensemble` members) on `dataset.train`; evaluate on `dataset.test`
     after every epoch (recorded only; nothing is selected on it), or with `eval_every` K only after the
@@ -147,7 +150,11 @@ def train_classifier(
 
     `synthetic` images (e.g. from a GAN) take a `synthetic_ratio` share of each training batch; the
     test split stays real. Training runs on `device`; `precision` is the effective one (default: what
-    the recipe asks for, where the device can do it). The returned model is on `device`."""
+    the recipe asks for, where the device can do it). The returned model is on `device`.
+
+    With a teacher `bank` (pasture.classify.distill), the student trains on the bank's views (already
+    augmented and mixed, as the teacher saw them) to match the teacher's outputs, plus the true labels
+    where the views have them; an epoch is one pass over the bank."""
     device = torch.device(device)
     precision = precision or effective_precision(recipe.precision, device)
     if recipe.pretrained == "probe":
@@ -161,8 +168,15 @@ def train_classifier(
     started = time.perf_counter()
     done_epochs = len(finished) * recipe.epochs + (int(in_progress["epoch"]) if in_progress else 0)
     bar = progress_bar(recipe.epochs * recipe.ensemble, done_epochs, quiet)
-    context = _Context(dataset, recipe, device, precision, _place_images(dataset.train.images, device),
-                       dataset.train.labels.to(device), synthetic, synthetic_ratio, eval_every, checkpoint_path, bar)
+    if bank is not None:
+        context = _Context(dataset, recipe, device, precision, _place_images(bank.views, device),
+                           bank.teacher_log_probs.argmax(1).to(device), None, 0.0, eval_every, checkpoint_path, bar,
+                           bank=TeacherBank(bank.views, bank.teacher_log_probs.to(device),
+                                            bank.label_targets.to(device)))
+    else:
+        context = _Context(dataset, recipe, device, precision, _place_images(dataset.train.images, device),
+                           dataset.train.labels.to(device), synthetic, synthetic_ratio, eval_every, checkpoint_path,
+                           bar)
     nonfinite = False
     try:
         for member in range(len(finished), recipe.ensemble):
@@ -292,17 +306,27 @@ def _train_epoch(context: _Context, member: _Member, epoch: int, preset: Augment
     for batch_index in range(steps_per_epoch):
         indices = order[batch_index * recipe.batch_size:(batch_index + 1) * recipe.batch_size]
         batch_images = context.train_images[indices.to(context.train_images.device)]
-        batch_images, labels, _ = mix_in_synthetic(batch_images.to(device, non_blocking=True),
-                                                   context.train_labels[indices.to(device)], context.synthetic,
-                                                   context.synthetic_ratio, generator)
-        images = augment_batch(to_float(batch_images), preset, generator)
-        images, targets = mix_batch(images, labels, num_classes, recipe.mixup_alpha, recipe.cutmix_alpha, generator)
+        if context.bank is not None:  # the views are the teacher's: augmented and mixed already
+            images, labels = to_float(batch_images.to(device, non_blocking=True)), context.train_labels[indices.to(device)]
+        else:
+            batch_images, labels, _ = mix_in_synthetic(batch_images.to(device, non_blocking=True),
+                                                       context.train_labels[indices.to(device)], context.synthetic,
+                                                       context.synthetic_ratio, generator)
+            images = augment_batch(to_float(batch_images), preset, generator)
+            images, targets = mix_batch(images, labels, num_classes, recipe.mixup_alpha, recipe.cutmix_alpha,
+                                        generator)
         apply_schedule(optimizer, recipe.lr, epoch * steps_per_epoch + batch_index, steps_per_epoch, recipe)
         with autocast(context.precision, device):
             logits = model(images)
         logits = logits.float()
-        # Cross-entropy on logits (soft targets when mixed): the softmax is inside the loss.
-        loss = F.cross_entropy(logits, targets, weight=loss_weights, label_smoothing=recipe.label_smoothing)
+        if context.bank is not None:
+            on_device = indices.to(device)
+            loss = distillation_loss(logits, context.bank.teacher_log_probs[on_device],
+                                     context.bank.label_targets[on_device], recipe.distill_temperature,
+                                     recipe.distill_weight)
+        else:
+            # Cross-entropy on logits (soft targets when mixed): the softmax is inside the loss.
+            loss = F.cross_entropy(logits, targets, weight=loss_weights, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         member.scaler.scale(loss).backward()
         member.scaler.step(optimizer)

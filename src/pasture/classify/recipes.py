@@ -58,6 +58,12 @@ class Recipe:
     # n / (classes x n_class) per class, so each class counts equally however many images it has; with
     # equal class counts the weights are all 1 and nothing changes.
     balance_classes: bool = setting(False, "weight the loss so each class counts equally whatever its image count")
+    # Distillation (pasture train --teacher RUN): used only when a teacher is given.
+    distill_views: int = setting(32, "with --teacher: augmented views per training image scored once by the teacher "
+                                "(cached; extra images share as many views again)", minimum=1)
+    distill_temperature: float = setting(2.0, "with --teacher: softmax temperature of the teacher-matching loss")
+    distill_weight: float = setting(0.9, "with --teacher: weight of matching the teacher; the rest goes to the true "
+                                    "labels (1 = the teacher only)")
     description: str = ""
 
     def to_dict(self) -> dict:
@@ -92,6 +98,16 @@ RECIPES: dict[str, Recipe] = {
             label_smoothing=0.1, mixup_alpha=0.2, cutmix_alpha=1.0, ema_decay=0.99, tta=True,
             balance_classes=True,
             description="best from scratch: small ResNet, strong augmentation, MixUp/CutMix, EMA, TTA",
+        ),
+        # A paper-cnn student of a pretrained teacher (pasture train --teacher RUN): strong augmentation
+        # and MixUp on views the teacher scores once (cached), a long schedule over that bank.
+        Recipe(
+            name="distill",
+            model="paper-cnn", image_size=64, augment="strong", mixup_alpha=1.0, optimizer="adamw", lr=2e-3,
+            weight_decay=0.05, batch_size=64, epochs=40, schedule="cosine", warmup_epochs=1,
+            distill_views=32, distill_temperature=2.0, distill_weight=0.9,
+            description="a small student (paper-cnn) that learns to match a teacher run (--teacher): same augmented, "
+                        "mixed views for both, teacher outputs cached",
         ),
         # Pretrained backbone, frozen: features computed once per image (cached), a linear head on top.
         Recipe(
@@ -239,6 +255,9 @@ def validate_recipe(recipe: Recipe) -> None:
          f"drop it or --pretrained {recipe.pretrained}"),
         (recipe.pretrained in PRETRAINED_MODES,
          f"--pretrained {recipe.pretrained}: choose one of {', '.join(PRETRAINED_MODES)}"),
+        (recipe.distill_views >= 1, f"--distill-views {recipe.distill_views}: must be at least 1"),
+        (recipe.distill_temperature > 0, f"--distill-temperature {recipe.distill_temperature}: must be positive"),
+        (0 <= recipe.distill_weight <= 1, f"--distill-weight {recipe.distill_weight}: must be in [0, 1]"),
     ]
     for ok, message in checks:
         if not ok:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from pasture.classify.distill import bank_key, build_bank, cached_bank, model_identity
 from pasture.classify.evaluate import predict_probabilities, score_run
 from pasture.classify.explain import plot_top_losses
 from pasture.classify.fit import check_eval_every, train_classifier
@@ -59,6 +60,7 @@ class Condition:
     synthetic_per_class: int = 500
     synthetic_ratio: float | None = None  # None: as if the images were added to the training folder
     synthetic_dir: str | None = None  # a fixed synthetic set (from `gan sample`) instead of a GAN per split
+    teacher: str | None = None  # distil from this recipe, trained per replicate on its training part
     description: str = ""
 
     def settings(self) -> dict:
@@ -66,6 +68,8 @@ class Condition:
         data = dataclasses.asdict(self)
         data.pop("name")
         data.pop("description")
+        if data["teacher"] is None:  # absent unless set, so that runs stored before distillation keep their keys
+            data.pop("teacher")
         data["overrides"] = [list(pair) for pair in self.overrides]
         data["gan_overrides"] = [list(pair) for pair in self.gan_overrides]
         return data
@@ -86,6 +90,12 @@ CONDITIONS: dict[str, Condition] = {
         Condition("small-data", recipe="small-data", description="best from-scratch recipe (small ResNet)"),
         Condition("probe", recipe="probe", description="EfficientNet-Lite0 ImageNet features + linear head"),
         Condition("finetune", recipe="finetune", description="EfficientNet-Lite0 fine-tuned (LP-FT)"),
+        Condition("distill", recipe="distill", teacher="probe",
+                  description="paper-cnn distilled from the probe (trained on the same training part)"),
+        Condition("distill+gan", recipe="distill", teacher="probe", gan_preset="default", synthetic_per_class=250,
+                  description="distill, with the default GAN's samples (labelled by the teacher) in the transfer set"),
+        Condition("distill-resnet", recipe="distill", teacher="probe", overrides=(("model", "resnet-small"),),
+                  description="resnet-small distilled from the probe"),
     )
 }
 PAPER_EXPERIMENT = ("paper", "paper+transforms", "paper+dcgan", "default", "default+gan")
@@ -152,6 +162,8 @@ def parse_condition(text: str, recipe: str | None = None, model: str | None = No
             fields["synthetic_ratio"] = float(value)
         elif key == "synthetic":
             fields["synthetic_dir"] = str(Path(str(value)).resolve())
+        elif key == "teacher":
+            fields["teacher"] = str(value)
         elif key in _RECIPE_KEYS:
             overrides.append((key, value))
         elif key in _GAN_KEYS:
@@ -355,6 +367,31 @@ def _gan_for(task: dict, recipe_size: int):
     return synthetic, str(gan_dir)
 
 
+def _bank_for(task: dict, recipe: Recipe, dataset):
+    """The teacher bank of a distillation run: the condition's teacher recipe trained on the replicate's
+    training part (seeded by the repeat, so the seeds of one split share it and its cached bank), plus
+    the GAN's samples at the teacher's size when the condition has a GAN. Returns (bank, GAN folder,
+    what the result records of the teacher)."""
+    condition = task["condition"]
+    teacher_recipe = resolve_recipe(condition["teacher"])
+    teacher_data = replicate_dataset(task, teacher_recipe.image_size)
+    started = time.perf_counter()
+    teacher = train_classifier(teacher_data, teacher_recipe, gan_seed(task["replicate"]), device=_task_device(task))
+    teacher_seconds = time.perf_counter() - started
+    pool, labels, gan_dir = teacher_data.train.images, teacher_data.train.labels, None
+    if condition["gan_preset"]:
+        generated, gan_dir = _gan_for(task, teacher_recipe.image_size)
+        pool = torch.cat([pool, generated.images])
+        labels = torch.cat([labels, torch.full((len(generated),), -1, dtype=torch.long)])
+    key = bank_key(model_identity(teacher.model), pool, labels, recipe, len(dataset.train), seed=0)
+    bank = cached_bank(key, lambda: build_bank(teacher.model, teacher_recipe.image_size, pool, labels,
+                                               len(dataset.classes), recipe, seed=0))
+    teacher_accuracy = float((predict_probabilities(teacher.model, teacher_data.test.images).argmax(1)
+                              == teacher_data.test.labels).float().mean())
+    return bank, gan_dir, {"recipe": teacher_recipe.name, "seconds": teacher_seconds, "bank_seconds": bank.seconds,
+                           "bank_reused": bank.reused, "views": len(bank), "test_accuracy": teacher_accuracy}
+
+
 def _task_device(task: dict) -> torch.device:
     return torch.device(task.get("device", "cpu"))
 
@@ -368,8 +405,10 @@ def execute_run(task: dict) -> dict:
     recipe = resolve_recipe(condition["recipe"], **dict(condition["overrides"]))
     dataset = replicate_dataset(task, recipe.image_size)
     started = time.perf_counter()
-    synthetic, gan_dir, ratio = None, None, 0.0
-    if condition["gan_preset"]:
+    synthetic, gan_dir, ratio, bank, teacher_info = None, None, 0.0, None, None
+    if condition.get("teacher"):
+        bank, gan_dir, teacher_info = _bank_for(task, recipe, dataset)
+    elif condition["gan_preset"]:
         synthetic, gan_dir = _gan_for(task, recipe.image_size)
     elif condition.get("synthetic_dir"):
         synthetic, _ = load_synthetic(condition["synthetic_dir"], dataset.classes, recipe.image_size)
@@ -377,12 +416,13 @@ def execute_run(task: dict) -> dict:
         ratio = condition["synthetic_ratio"] or synthetic_share(len(synthetic), len(dataset.train))
     classifier_started = time.perf_counter()
     result = train_classifier(dataset, recipe, task["replicate"]["seed"], synthetic=synthetic, synthetic_ratio=ratio,
-                              eval_every=task.get("eval_every", 1), device=_task_device(task))
+                              eval_every=task.get("eval_every", 1), device=_task_device(task), bank=bank)
     stored = {
         "format": RESULT_FORMAT, "key": task["key"], "condition": condition["name"],
         "condition_settings": {k: v for k, v in condition.items() if k not in ("name", "description")},
         "replicate": task["replicate"], "recipe_settings": recipe.to_dict(),
         "gan_dir": gan_dir, "synthetic_ratio": ratio, "n_synthetic": len(synthetic) if synthetic is not None else 0,
+        **({"teacher": teacher_info} if teacher_info is not None else {}),
         "seconds": time.perf_counter() - started,
         "record": score_run(result, dataset, recipe).to_dict(),
     }
@@ -568,6 +608,11 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
             get_gan_preset(condition.gan_preset)
         if condition.gan_preset or condition.synthetic_dir:
             check_synthetic_allowed(recipe, f"--conditions {condition.name}")
+        if condition.teacher is not None:
+            resolve_recipe(condition.teacher)
+            if condition.synthetic_dir or recipe.pretrained == "probe":
+                raise UserError(f"--conditions {condition.name}: a distilled student trains on images (not a probe) "
+                                "and takes GAN samples through gan=PRESET, not synthetic=DIR")
     size = resolve_recipe(spec.conditions[0].recipe, **dict(spec.conditions[0].overrides)).image_size
     if layout == "train/test":
         summary_data = load_dataset(root, size, classes=spec.classes, min_image_size=spec.min_image_size, warn=warn or (lambda m: None))

@@ -1,0 +1,183 @@
+"""Knowledge distillation: a small student learns to match a teacher run's outputs.
+
+Following "Knowledge distillation: a good teacher is patient and consistent" (Beyer et al., CVPR 2022),
+teacher and student see the same view of an image: the recipe's augmentation and MixUp are applied once,
+at the teacher's input size; the teacher scores that view with its own normalisation, and the student
+gets the same view resized to its own size. The teacher is the costly part (EfficientNet-Lite0: ~11 ms
+per image on 2 CPU cores), so its outputs are computed once for a fixed bank of views per image
+(`distill_views`) and cached on disk by content: every student and seed on the same images and teacher
+reuses the bank. Training then costs what a from-scratch run costs.
+
+Transfer images without labels (an `--unlabeled` folder, GAN samples) join the bank: the teacher labels
+them, and the true-label term of the loss skips them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pasture.classify.augment import augment_batch, get_augment
+from pasture.classify.evaluate import to_float
+from pasture.classify.recipes import Recipe
+from pasture.core.defaults import cache_enabled, cache_root
+from pasture.core.device import model_device
+from pasture.core.runs import atomic_torch_save
+from pasture.core.runtime import progress_bar
+
+BANK_FORMAT = 1  # bump when bank construction changes, so cached banks are not reused
+BANK_BATCH = 32
+
+
+@dataclass
+class TeacherBank:
+    """Views (uint8 M x 3 x S x S at the student's size), the teacher's log-probabilities on them
+    (M x C), the true-label mixture of each view (M x C; a zero row where a mixed image had no label)."""
+
+    views: torch.Tensor
+    teacher_log_probs: torch.Tensor
+    label_targets: torch.Tensor
+    seconds: float = 0.0  # teacher time to build it (0 when read from the cache)
+    reused: bool = False
+
+    @property
+    def labelled(self) -> torch.Tensor:
+        return self.label_targets.sum(1) > 0
+
+    def __len__(self) -> int:
+        return int(self.views.shape[0])
+
+
+def extra_views(views_per_image: int, n_labelled: int, n_extra: int) -> int:
+    """Views per unlabelled/synthetic image: together they make about as many views as the labelled
+    photos do (a thousand GAN samples must not drown a hundred photos, nor cost ten times the teacher)."""
+    if n_extra == 0:
+        return 0
+    return max(1, math.ceil(views_per_image * n_labelled / n_extra))
+
+
+def bank_key(teacher_id: str, images_uint8: torch.Tensor, labels: torch.Tensor, recipe: Recipe, n_labelled: int,
+             seed: int) -> str:
+    digest = hashlib.sha256(images_uint8.contiguous().numpy().tobytes())
+    digest.update(labels.numpy().tobytes())
+    settings = {"format": BANK_FORMAT, "teacher": teacher_id, "images": digest.hexdigest(), "n_labelled": n_labelled,
+                "views": recipe.distill_views, "augment": recipe.augment, "mixup": recipe.mixup_alpha,
+                "size": recipe.image_size, "seed": seed}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _mix(images: torch.Tensor, targets: torch.Tensor, alpha: float, generator: torch.Generator):
+    """MixUp with one Beta(alpha, alpha) share per image (not per batch: a bank of views wants variety)."""
+    if not alpha or images.shape[0] < 2:
+        return images, targets
+    gamma_a = torch._standard_gamma(torch.full((images.shape[0],), alpha), generator=generator)
+    gamma_b = torch._standard_gamma(torch.full((images.shape[0],), alpha), generator=generator)
+    keep = (gamma_a / (gamma_a + gamma_b)).to(images.device)
+    partner = torch.randperm(images.shape[0], generator=generator).to(images.device)
+    mixed = keep.view(-1, 1, 1, 1) * images + (1 - keep.view(-1, 1, 1, 1)) * images[partner]
+    # A view keeps a label target only when both its images have one.
+    both = (targets.sum(1) > 0) & (targets[partner].sum(1) > 0)
+    mixed_targets = keep.view(-1, 1).cpu() * targets + (1 - keep.view(-1, 1).cpu()) * targets[partner.cpu()]
+    return mixed, torch.where(both.view(-1, 1), mixed_targets, torch.zeros_like(mixed_targets))
+
+
+@torch.no_grad()
+def build_bank(teacher: nn.Module, teacher_size: int, images_uint8: torch.Tensor, labels: torch.Tensor,
+               num_classes: int, recipe: Recipe, seed: int = 0, quiet: bool = True,
+               class_order: torch.Tensor | None = None) -> TeacherBank:
+    """Views of `images_uint8` (at the teacher's size; label -1 = no label) and the teacher's outputs.
+    `class_order[c]` is the teacher's index of class c (when the teacher lists the classes differently).
+
+    Each round draws one view of every image (augmented at the teacher's size, then mixed with another
+    image of the round), so MixUp also crosses labelled photos with unlabelled ones."""
+    started = time.perf_counter()
+    teacher.eval()
+    device = model_device(teacher)
+    preset = get_augment(recipe.augment)
+    generator = torch.Generator().manual_seed(seed)
+    labelled = labels >= 0
+    n_labelled = int(labelled.sum())
+    per_image = torch.where(labelled, recipe.distill_views,
+                            extra_views(recipe.distill_views, n_labelled, int((~labelled).sum())))
+    one_hot = torch.where(labelled.view(-1, 1), F.one_hot(labels.clamp_min(0), num_classes).float(),
+                          torch.zeros(len(labels), num_classes))
+    rounds = int(per_image.max()) if len(per_image) else 0
+    views, log_probs, targets = [], [], []
+    bar = progress_bar(int(per_image.sum()), 0, quiet, desc="teacher", unit="view")
+    for round_index in range(rounds):
+        chosen = torch.nonzero(per_image > round_index).flatten()
+        chosen = chosen[torch.randperm(len(chosen), generator=generator)]
+        for start in range(0, len(chosen), BANK_BATCH):
+            batch = chosen[start:start + BANK_BATCH]
+            images = augment_batch(to_float(images_uint8[batch].to(device)), preset, generator)
+            images, mixed_targets = _mix(images, one_hot[batch], recipe.mixup_alpha, generator)
+            scores = torch.log_softmax(teacher(images).float(), dim=1).cpu()
+            log_probs.append(scores if class_order is None else scores[:, class_order])
+            small = F.interpolate(images, size=(recipe.image_size, recipe.image_size), mode="bilinear",
+                                  antialias=True, align_corners=False) if teacher_size != recipe.image_size else images
+            views.append((small * 255).round().clamp(0, 255).to(torch.uint8).cpu())
+            targets.append(mixed_targets)
+            bar.update(len(batch))
+    bar.close()
+    return TeacherBank(torch.cat(views), torch.cat(log_probs), torch.cat(targets),
+                       seconds=time.perf_counter() - started)
+
+
+def cached_bank(key: str, build) -> TeacherBank:
+    """The bank stored under cache_root()/distill/<key>.pt, or `build()` (then stored)."""
+    path = cache_root() / "distill" / f"{key}.pt"
+    if cache_enabled() and path.is_file():
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            return TeacherBank(stored["views"], stored["teacher_log_probs"], stored["label_targets"], reused=True)
+        except Exception:  # a damaged entry is rebuilt, never trusted
+            pass
+    bank = build()
+    if cache_enabled():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save({"views": bank.views, "teacher_log_probs": bank.teacher_log_probs,
+                               "label_targets": bank.label_targets}, path)
+        except OSError:
+            pass  # an unwritable cache only costs time
+    return bank
+
+
+def distillation_loss(logits: torch.Tensor, teacher_log_probs: torch.Tensor, label_targets: torch.Tensor,
+                      temperature: float, weight: float) -> torch.Tensor:
+    """weight x T^2 x KL(teacher || student) at temperature T, plus (1 - weight) x the cross-entropy
+    with the true labels on the views that have them (Hinton et al. 2015)."""
+    student = torch.log_softmax(logits / temperature, dim=1)
+    teacher = torch.log_softmax(teacher_log_probs / temperature, dim=1)
+    kl = F.kl_div(student, teacher, log_target=True, reduction="none").sum(1)
+    loss = weight * temperature ** 2 * kl.mean()
+    has_label = label_targets.sum(1) > 0
+    if weight < 1 and bool(has_label.any()):
+        hard = -(label_targets[has_label] * torch.log_softmax(logits[has_label], dim=1)).sum(1).mean()
+        loss = loss + (1 - weight) * hard
+    return loss
+
+
+def teacher_identity(run: str | Path) -> str:
+    """A teacher run by the content of its checkpoint (a retrained teacher is another teacher)."""
+    digest = hashlib.sha256()
+    with open(Path(run) / "checkpoint.pt", "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def model_identity(model: nn.Module) -> str:
+    """A model by the content of its weights (a teacher trained inside an experiment has no run folder)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
