@@ -29,7 +29,7 @@ from pasture.classify.augment import augment_batch, get_augment
 from pasture.classify.evaluate import to_float
 from pasture.classify.recipes import Recipe
 from pasture.core.defaults import cache_enabled, cache_root
-from pasture.core.device import model_device
+from pasture.core.device import autocast, effective_precision, model_device
 from pasture.core.runs import atomic_torch_save
 from pasture.core.runtime import progress_bar
 
@@ -70,7 +70,7 @@ def bank_key(teacher_id: str, images_uint8: torch.Tensor, labels: torch.Tensor, 
     digest.update(labels.numpy().tobytes())
     settings = {"format": BANK_FORMAT, "teacher": teacher_id, "images": digest.hexdigest(), "n_labelled": n_labelled,
                 "views": recipe.distill_views, "augment": recipe.augment, "mixup": recipe.mixup_alpha,
-                "size": recipe.image_size, "seed": seed}
+                "size": recipe.image_size, "seed": seed, "precision": recipe.teacher_precision}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -101,6 +101,7 @@ def build_bank(teacher: nn.Module, teacher_size: int, images_uint8: torch.Tensor
     started = time.perf_counter()
     teacher.eval()
     device = model_device(teacher)
+    precision = effective_precision(recipe.teacher_precision, device)  # bf16 only where it is native
     preset = get_augment(recipe.augment)
     generator = torch.Generator().manual_seed(seed)
     labelled = labels >= 0
@@ -119,7 +120,8 @@ def build_bank(teacher: nn.Module, teacher_size: int, images_uint8: torch.Tensor
             batch = chosen[start:start + BANK_BATCH]
             images = augment_batch(to_float(images_uint8[batch].to(device)), preset, generator)
             images, mixed_targets = _mix(images, one_hot[batch], recipe.mixup_alpha, generator)
-            scores = torch.log_softmax(teacher(images).float(), dim=1).cpu()
+            with autocast(precision, device):
+                scores = torch.log_softmax(teacher(images).float(), dim=1).cpu()
             log_probs.append(scores if class_order is None else scores[:, class_order])
             small = F.interpolate(images, size=(recipe.image_size, recipe.image_size), mode="bilinear",
                                   antialias=True, align_corners=False) if teacher_size != recipe.image_size else images

@@ -369,14 +369,16 @@ def _gan_for(task: dict, recipe_size: int):
 
 def _bank_for(task: dict, recipe: Recipe, dataset):
     """The teacher bank of a distillation run: the condition's teacher recipe trained on the replicate's
-    training part (seeded by the repeat, so the seeds of one split share it and its cached bank), plus
+    training part with seed 0 (one teacher per training part, as a user has one teacher run: every
+    student seed and repeat of that part shares it and its cached bank; the spread over seeds is the
+    student's), plus
     the GAN's samples at the teacher's size when the condition has a GAN. Returns (bank, GAN folder,
     what the result records of the teacher)."""
     condition = task["condition"]
     teacher_recipe = resolve_recipe(condition["teacher"])
     teacher_data = replicate_dataset(task, teacher_recipe.image_size)
     started = time.perf_counter()
-    teacher = train_classifier(teacher_data, teacher_recipe, gan_seed(task["replicate"]), device=_task_device(task))
+    teacher = train_classifier(teacher_data, teacher_recipe, 0, device=_task_device(task))
     teacher_seconds = time.perf_counter() - started
     pool, labels, gan_dir = teacher_data.train.images, teacher_data.train.labels, None
     if condition["gan_preset"]:
