@@ -54,13 +54,17 @@ def main() -> int:
                                  groups="subfolders", command=["python", "benchmarks/loso.py", *sys.argv[1:]])
     groups = list(results["conditions"][0]["per_group"])
     print()
-    print("| condition | balanced accuracy on unseen sources (mean +/- std, 95% CI) | " + " | ".join(groups) + " |")
+    print(f"| condition | balanced accuracy on unseen sources (mean over {len(groups)} sources, 95% CI over sources) | "
+          + " | ".join(groups) + " |")
     print("|---|---|" + "---|" * len(groups))
     for row in results["conditions"]:
-        balanced = row["balanced"]
-        print(f"| {row['condition']} | {balanced['mean']:.1%} +/- {balanced['std']:.1%} "
-              f"({balanced['ci95'][0]:.1%}-{balanced['ci95'][1]:.1%}, {balanced['n']} runs) | "
+        balanced = row["balanced_over_groups"]
+        print(f"| {row['condition']} | {balanced['mean']:.1%} ({balanced['ci95'][0]:.1%}-{balanced['ci95'][1]:.1%}) | "
               + " | ".join(f"{row['per_group'][group]['mean']:.0%}" for group in groups) + " |")
+    for comparison in results["comparisons"]:
+        print(f"{comparison['condition']} vs {comparison['baseline']}: {comparison['mean_difference']:+.1%} "
+              f"({comparison['ci95'][0]:+.1%} to {comparison['ci95'][1]:+.1%}, p={comparison['p_value']:.3f}, "
+              f"{comparison['n_pairs']} sources paired): {comparison['verdict']}")
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 

@@ -177,3 +177,30 @@ def test_train_warns_when_unseen_sources_fall_below_the_seen_ones(tmp_path, caps
     assert metrics["unseen"]["seen"]["n"] == 12 and metrics["unseen"]["gap_beyond_intervals"]
     assert "learned the photo sources" in captured.err
     assert "elsewhere" in (run / "MODEL_CARD.md").read_text()
+
+
+def test_leave_one_group_out_intervals_and_pairs_are_over_groups_not_runs():
+    from types import SimpleNamespace
+
+    from pasture.study.experiment import Replicate
+    from pasture.study.report import summarise
+
+    groups = ["barn", "field", "track"]
+    replicates = [Replicate(index=r * 3 + g, seed=r, repeat=r, fold=g, folds=3, group=name)
+                  for r in range(2) for g, name in enumerate(groups)]
+    # Condition b beats a by 10 points on every group; seeds move both by the same amount.
+    accuracy = {"a": {"barn": 0.5, "field": 0.6, "track": 0.7}, "b": {"barn": 0.6, "field": 0.7, "track": 0.8}}
+
+    def result(condition, replicate):
+        value = accuracy[condition][replicate.group] + 0.02 * replicate.seed
+        return {"condition": condition, "replicate": {"index": replicate.index, "group": replicate.group},
+                "seconds": 1.0, "record": {"test_accuracy": value, "test_correct": 1, "n_test": 10,
+                                           "train_accuracy": 1.0, "per_class": {"cow": {"accuracy": value}}}}
+
+    conditions = [SimpleNamespace(name="a", description=""), SimpleNamespace(name="b", description="")]
+    rows, comparisons = summarise(conditions, replicates, [result(c.name, r) for c in conditions for r in replicates])
+    over_groups = rows[0]["balanced_over_groups"]
+    assert over_groups["n"] == 3 and over_groups["mean"] == pytest.approx(0.61)
+    assert rows[0]["group_means"] == pytest.approx([0.51, 0.61, 0.71])
+    assert comparisons[0]["n_pairs"] == 3 and comparisons[0]["unit"].startswith("held-out group")
+    assert comparisons[0]["mean_difference"] == pytest.approx(0.10)

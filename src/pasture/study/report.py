@@ -38,9 +38,15 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
         balanced = [sum(row["accuracy"] for row in record["per_class"].values()) / len(record["per_class"])
                     for record in records]
         by_group: dict[str, list[float]] = {}
-        for run in runs:
+        balanced_by_group: dict[str, list[float]] = {}
+        for run, value in zip(runs, balanced):
             if run["replicate"].get("group") is not None:
                 by_group.setdefault(run["replicate"]["group"], []).append(run["record"]["test_accuracy"])
+                balanced_by_group.setdefault(run["replicate"]["group"], []).append(value)
+        # Leave-one-group-out: the unit is the held-out group, not the run. The seeds of one group share
+        # its photos and its training part, so 3 seeds x 8 sources are 8 samples of "a new source", not
+        # 24; intervals and paired tests are taken over the groups' means.
+        units = [sum(values) / len(values) for _, values in sorted(balanced_by_group.items())]
         rows.append({
             "condition": condition.name, "description": condition.description,
             "test": mean_interval(accuracies), "train": mean_interval([record["train_accuracy"] for record in records]),
@@ -48,11 +54,14 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
             "per_group": {group: mean_interval(values) for group, values in sorted(by_group.items())},
             "pooled_wilson95": list(wilson_interval(correct, n)), "n_per_run": records[0]["n_test"], "runs": len(runs),
             "accuracies": accuracies, "seconds_per_run": sum(run["seconds"] for run in runs) / len(runs),
+            **({"balanced_over_groups": mean_interval(units), "group_means": units} if units else {}),
         })
     # Every pair (later condition against earlier one); the first of these are the baseline comparisons.
+    paired = "group_means" if rows and "group_means" in rows[0] else "accuracies"  # one pair per held-out group
     comparisons = [
         {"condition": rows[j]["condition"], "baseline": rows[i]["condition"],
-         **paired_comparison(rows[j]["accuracies"], rows[i]["accuracies"])}
+         "unit": "held-out group (balanced accuracy, seeds averaged)" if paired == "group_means" else "run",
+         **paired_comparison(rows[j][paired], rows[i][paired])}
         for i in range(len(rows)) for j in range(i + 1, len(rows))
     ]
     return rows, comparisons
@@ -114,12 +123,16 @@ def _summary_blocks(spec, layout, data, replicates, rows) -> list:
     if rows[0]["per_group"]:
         groups = list(rows[0]["per_group"])
         blocks.append(("h2", "On groups the model never saw (each held out in turn)"))
-        blocks.append(("table", ["condition", "balanced accuracy (mean +/- std)", *groups], [
-            [row["condition"], f"{_pct(row['balanced']['mean'])} +/- {_pct(row['balanced']['std'])}",
+        blocks.append(("table", ["condition", f"balanced accuracy, mean over the {len(groups)} groups (95% CI over groups)",
+                                 *groups], [
+            [row["condition"], f"{_pct(row['balanced_over_groups']['mean'])} ({_pct(row['balanced_over_groups']['ci95'][0])}"
+                               f"-{_pct(row['balanced_over_groups']['ci95'][1])}, n={len(groups)} groups)",
              *[_pct(row["per_group"][group]["mean"]) for group in groups]] for row in rows]))
         blocks.append(("p", "Each group's column is the accuracy on that group's photos when the model was trained "
-                            "without any of them: the figure that says how a model does on photos from a new source. "
-                            "A group holding one class only measures that class."))
+                            "without any of them (mean over seeds): the figure that says how a model does on photos "
+                            "from a new source. A group holding one class only measures that class. The interval is "
+                            "over groups, not runs: seeds of one group are not independent new sources, and the "
+                            "paired comparisons below pair group means for the same reason."))
     described = [[row["condition"], row["description"]] for row in rows if row["description"]]
     if described:
         blocks.append(("table", ["condition", "what it is"], described))
@@ -129,9 +142,10 @@ def _summary_blocks(spec, layout, data, replicates, rows) -> list:
 def _comparison_blocks(rows, comparisons) -> list:
     def comparison_rows(selected):
         return [[c["condition"], c["baseline"], f"{c['mean_difference']:+.1%}",
-                 f"{c['ci95'][0]:+.1%} to {c['ci95'][1]:+.1%}", f"{c['p_value']:.3f}", c["verdict"]] for c in selected]
+                 f"{c['ci95'][0]:+.1%} to {c['ci95'][1]:+.1%}", f"{c['p_value']:.3f}",
+                 f"{c['n_pairs']} {'groups' if c['unit'] != 'run' else 'runs'}", c["verdict"]] for c in selected]
 
-    headers = ["condition", "against", "mean difference", "95% CI (bootstrap)", "p (sign-flip)", "verdict"]
+    headers = ["condition", "against", "mean difference", "95% CI (bootstrap)", "p (sign-flip)", "pairs", "verdict"]
     blocks: list = []
     against_baseline = [c for c in comparisons if c["baseline"] == rows[0]["condition"]]
     if against_baseline:
