@@ -114,3 +114,16 @@ def test_an_experiment_distils_from_a_teacher_trained_on_each_training_part(spli
     assert len(teachers) == 2 and all(row["recipe"] == "paper" and row["views"] == 32 for row in teachers)
     # Both seeds share the split, so the teacher (seeded by the split) and its bank are computed once.
     assert sorted(row["bank_reused"] for row in teachers) == [False, True]
+
+
+def test_an_experiment_condition_can_add_unlabelled_photos_to_the_transfer_set(split_data, tmp_path, capsys):
+    extra = tmp_path / "extra"
+    write_class_folders(extra, {"any": 3}, size=24, start=400)
+    api.experiment(split_data, tmp_path / "study", seeds=1, quiet=True, conditions=[
+        "base:recipe=default,epochs=1", f"kd:recipe=distill,teacher=paper,epochs=1,distill_views=2,unlabeled={extra}"])
+    stored = [json.loads(path.read_text()) for path in (tmp_path / "study").glob("runs/*/result.json")]
+    teacher = next(row["teacher"] for row in stored if "teacher" in row)
+    assert teacher["views"] == 16 * 2 + 3 * extra_views(2, 16, 3)
+    assert main(["experiment", str(split_data), "--out", str(tmp_path / "bad"), "--conditions",
+                 f"x:recipe=default,unlabeled={extra}"]) == 2
+    assert "unlabeled=DIR needs teacher=RECIPE" in capsys.readouterr().err

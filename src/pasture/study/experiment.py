@@ -40,7 +40,7 @@ from pasture.core.runs import (
 )
 from pasture.core.device import device_info
 from pasture.core.runtime import progress_bar
-from pasture.data import ImageSet, detect_layout, fold_dataset, load_dataset, load_pool, load_synthetic, stratified_folds
+from pasture.data import ImageSet, decode_files, detect_layout, image_files_in, fold_dataset, load_dataset, load_pool, load_synthetic, stratified_folds
 from pasture.gan.synth import resize_uint8
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.trainer import build_samplers, generate, train_gan
@@ -61,6 +61,7 @@ class Condition:
     synthetic_ratio: float | None = None  # None: as if the images were added to the training folder
     synthetic_dir: str | None = None  # a fixed synthetic set (from `gan sample`) instead of a GAN per split
     teacher: str | None = None  # distil from this recipe, trained per replicate on its training part
+    unlabeled_dir: str | None = None  # photos without labels that the teacher labels for the student
     description: str = ""
 
     def settings(self) -> dict:
@@ -68,8 +69,9 @@ class Condition:
         data = dataclasses.asdict(self)
         data.pop("name")
         data.pop("description")
-        if data["teacher"] is None:  # absent unless set, so that runs stored before distillation keep their keys
-            data.pop("teacher")
+        for key in ("teacher", "unlabeled_dir"):  # absent unless set: runs stored before keep their keys
+            if data[key] is None:
+                data.pop(key)
         data["overrides"] = [list(pair) for pair in self.overrides]
         data["gan_overrides"] = [list(pair) for pair in self.gan_overrides]
         return data
@@ -164,6 +166,8 @@ def parse_condition(text: str, recipe: str | None = None, model: str | None = No
             fields["synthetic_dir"] = str(Path(str(value)).resolve())
         elif key == "teacher":
             fields["teacher"] = str(value)
+        elif key == "unlabeled":
+            fields["unlabeled_dir"] = str(Path(str(value)).resolve())
         elif key in _RECIPE_KEYS:
             overrides.append((key, value))
         elif key in _GAN_KEYS:
@@ -385,6 +389,10 @@ def _bank_for(task: dict, recipe: Recipe, dataset):
         generated, gan_dir = _gan_for(task, teacher_recipe.image_size)
         pool = torch.cat([pool, generated.images])
         labels = torch.cat([labels, torch.full((len(generated),), -1, dtype=torch.long)])
+    if condition.get("unlabeled_dir"):
+        extra = decode_files(image_files_in([condition["unlabeled_dir"]]), teacher_recipe.image_size)
+        pool = torch.cat([pool, extra])
+        labels = torch.cat([labels, torch.full((len(extra),), -1, dtype=torch.long)])
     key = bank_key(model_identity(teacher.model), pool, labels, recipe, len(dataset.train), seed=0)
     bank = cached_bank(key, lambda: build_bank(teacher.model, teacher_recipe.image_size, pool, labels,
                                                len(dataset.classes), recipe, seed=0))
@@ -610,6 +618,10 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
             get_gan_preset(condition.gan_preset)
         if condition.gan_preset or condition.synthetic_dir:
             check_synthetic_allowed(recipe, f"--conditions {condition.name}")
+        if condition.unlabeled_dir is not None and condition.teacher is None:
+            raise UserError(f"--conditions {condition.name}: unlabeled=DIR needs teacher=RECIPE, which labels them")
+        if condition.unlabeled_dir is not None and not Path(condition.unlabeled_dir).is_dir():
+            raise UserError(f"--conditions {condition.name}: unlabeled={condition.unlabeled_dir}: no such folder")
         if condition.teacher is not None:
             resolve_recipe(condition.teacher)
             if condition.synthetic_dir or recipe.pretrained == "probe":
