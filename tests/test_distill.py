@@ -14,6 +14,7 @@ from pasture import api
 from pasture.classify.distill import build_bank, distillation_loss, extra_views
 from pasture.classify.recipes import get_recipe, with_overrides
 from pasture.cli import main
+from pasture.core.defaults import cache_root
 from pasture.data import load_dataset
 
 
@@ -103,6 +104,11 @@ def test_distillation_input_errors(split_data, tmp_path, capsys):
     assert main(["train", str(split_data), "--out", str(tmp_path / "d"), "--teacher", str(tmp_path / "teacher"),
                  "--distill-weight", "1.5"]) == 2
     assert "--distill-weight 1.5" in capsys.readouterr().err
+    # Someone else's folder is refused before the teacher scores anything.
+    assert main(["train", str(split_data), "--out", str(other), "--teacher", str(tmp_path / "teacher"),
+                 "--classes", "horse,cow"]) == 2
+    assert "holds no pasture run" in capsys.readouterr().err
+    assert not (cache_root() / "distill").exists()
 
 
 def test_an_experiment_distils_from_a_teacher_trained_on_each_training_part(split_data, tmp_path):

@@ -220,6 +220,8 @@ def train(
         if synthetic_ratio is not None:
             raise UserError("--synthetic-ratio: with --teacher, synthetic images join the teacher's transfer set; "
                             "drop --synthetic-ratio")
+        # A folder that is not ours is refused now, not after minutes of teacher outputs.
+        check_output_folder(Path(out), None if force else "config.json", "run")
         bank, teacher_info = _teacher_bank(teacher, unlabeled, synthetic, chosen, data, options, dataset, where,
                                            quiet, warn)
         synthetic_images, synthetic_ratio, synthetic_info = None, None, None
