@@ -26,7 +26,7 @@ import torch
 
 from pasture.classify.card import model_card
 from pasture.classify.evaluate import accuracy_report, group_reports, predict_probabilities, score_run
-from pasture.classify.distill import bank_key, build_bank, cached_bank, teacher_identity
+from pasture.classify.distill import bank_key, build_bank, cached_bank, model_identity
 from pasture.classify.explain import explain_images, plot_top_losses
 from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
@@ -159,7 +159,7 @@ def _teacher_bank(teacher, unlabeled, synthetic, recipe: Recipe, data, options: 
         transfer["synthetic"] = {"folder": str(Path(synthetic).resolve()), "fingerprint": fingerprint,
                                  "n": len(generated)}
     pool, pool_labels = torch.cat(images), torch.cat(labels)
-    identity = teacher_identity(teacher)
+    identity = model_identity(teacher_model)
     key = bank_key(identity, pool, pool_labels, recipe, len(dataset.train), seed=0)
     # The teacher sees classes in its own order; the bank keeps the student's (the data's) order.
     bank = cached_bank(key, lambda: build_bank(teacher_model, size, pool, pool_labels, len(dataset.classes), recipe,

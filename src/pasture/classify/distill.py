@@ -19,7 +19,6 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -168,17 +167,9 @@ def distillation_loss(logits: torch.Tensor, teacher_log_probs: torch.Tensor, lab
     return loss
 
 
-def teacher_identity(run: str | Path) -> str:
-    """A teacher run by the content of its checkpoint (a retrained teacher is another teacher)."""
-    digest = hashlib.sha256()
-    with open(Path(run) / "checkpoint.pt", "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:20]
-
-
 def model_identity(model: nn.Module) -> str:
-    """A model by the content of its weights (a teacher trained inside an experiment has no run folder)."""
+    """A teacher by the content of its weights: a run folder's model and a teacher trained inside an
+    experiment (which has no folder) are named the same way, and a retrained teacher is another one."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
