@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from pasture.classify.card import model_card
-from pasture.classify.evaluate import accuracy_report, group_reports, predict_probabilities, score_run
+from pasture.classify.evaluate import accuracy_report, group_reports, predict_probabilities, score_run, test_probabilities
 from pasture.classify.distill import bank_key, build_bank, cached_bank, model_identity
 from pasture.classify.explain import explain_images, plot_top_losses
 from pasture.classify.export import export_onnx
@@ -260,11 +260,11 @@ def train(
 def finish_run(out: Path, result, dataset, recipe: Recipe) -> dict:
     """Score the trained model (score_run) and write the figures, MODEL_CARD.md and metrics.json; returns
     the record."""
-    record = score_run(result, dataset, recipe)
+    probabilities = test_probabilities(result, dataset, recipe)
+    record = score_run(result, dataset, recipe, probabilities)
     plot_curves(record.history, out / "curves.png", title=f"{recipe.model} / {recipe.name}")
     plot_confusion(record.confusion, dataset.classes, out / "confusion.png",
                    title=f"test: {record.test_correct}/{record.n_test} correct")
-    probabilities = predict_probabilities(result.model, dataset.test.images, tta=recipe.tta)
     plot_top_losses(result.model, dataset.test.images, dataset.test.labels, probabilities, dataset.classes,
                     dataset.test.files, out / "top_losses.png")
     metrics = record.to_dict()

@@ -92,11 +92,19 @@ def evaluate_model(
     return accuracy_report(probabilities.argmax(1), labels, classes)
 
 
-def score_run(result, dataset, recipe) -> RunRecord:
+def test_probabilities(result, dataset, recipe) -> torch.Tensor:
+    """The trained model's probabilities on the test split, with the recipe's TTA: what score_run and
+    the top-losses figure both read, computed once."""
+    return predict_probabilities(result.model, dataset.test.images, tta=recipe.tta)
+
+
+def score_run(result, dataset, recipe, probabilities: torch.Tensor | None = None) -> RunRecord:
     """The one scoring of a finished training run: test split (with the recipe's TTA) and training
     split (plain), as a RunRecord; per group, and on groups the training never saw, when known.
-    `result` is the TrainResult, `dataset` the Dataset it trained on."""
-    probabilities = predict_probabilities(result.model, dataset.test.images, tta=recipe.tta)
+    `result` is the TrainResult, `dataset` the Dataset it trained on; `probabilities` are
+    test_probabilities(...) when the caller has them already."""
+    if probabilities is None:
+        probabilities = test_probabilities(result, dataset, recipe)
     predicted = probabilities.argmax(1)
     test = accuracy_report(predicted, dataset.test.labels, dataset.classes)
     train = evaluate_model(result.model, dataset.train.images, dataset.train.labels, dataset.classes)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from pasture.classify.distill import bank_key, build_bank, cached_bank, model_identity
-from pasture.classify.evaluate import predict_probabilities, score_run
+from pasture.classify.evaluate import predict_probabilities, score_run, test_probabilities
 from pasture.classify.explain import plot_top_losses
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
@@ -427,6 +427,7 @@ def execute_run(task: dict) -> dict:
     classifier_started = time.perf_counter()
     result = train_classifier(dataset, recipe, task["replicate"]["seed"], synthetic=synthetic, synthetic_ratio=ratio,
                               eval_every=task.get("eval_every", 1), device=_task_device(task), bank=bank)
+    probabilities = test_probabilities(result, dataset, recipe)  # for the record and the top losses
     stored = {
         "format": RESULT_FORMAT, "key": task["key"], "condition": condition["name"],
         "condition_settings": {k: v for k, v in condition.items() if k not in ("name", "description")},
@@ -434,11 +435,10 @@ def execute_run(task: dict) -> dict:
         "gan_dir": gan_dir, "synthetic_ratio": ratio, "n_synthetic": len(synthetic) if synthetic is not None else 0,
         **({"teacher": teacher_info} if teacher_info is not None else {}),
         "seconds": time.perf_counter() - started,
-        "record": score_run(result, dataset, recipe).to_dict(),
+        "record": score_run(result, dataset, recipe, probabilities).to_dict(),
     }
     run_dir = Path(task["out"]) / "runs" / task["key"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    probabilities = predict_probabilities(result.model, dataset.test.images, tta=recipe.tta)
     plot_top_losses(result.model, dataset.test.images, dataset.test.labels, probabilities, dataset.classes,
                     dataset.test.files, run_dir / "top_losses.png")
     remember("run", run_timing_key(task), time.perf_counter() - classifier_started)
