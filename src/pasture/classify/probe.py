@@ -94,6 +94,12 @@ class FeatureCache:
         return torch.stack([found[index] for index in range(len(keys))])
 
 
+def feature_cache(recipe: Recipe) -> FeatureCache:
+    """The feature cache of a recipe's backbone (model, weights, input size): one per backbone, shared
+    by the probe, LP-FT and the doctor's label check."""
+    return FeatureCache(f"{recipe.model}|{weights_identity(recipe.weights or 'imagenet')}|{recipe.image_size}")
+
+
 def fit_linear_head(
     features: torch.Tensor, labels: torch.Tensor, num_classes: int, recipe: Recipe, generator: torch.Generator,
     test_features: torch.Tensor | None = None, test_labels: torch.Tensor | None = None, on_epoch=None,
@@ -138,7 +144,7 @@ def _copy_head(model: nn.Module, head: nn.Linear) -> None:
 
 def _probe_features(model: nn.Module, dataset: Dataset, recipe: Recipe) -> tuple[FeatureCache, torch.Tensor, torch.Tensor]:
     """Cached features of the training images and their mirror images, with matching labels."""
-    cache = FeatureCache(f"{recipe.model}|{weights_identity(recipe.weights or 'imagenet')}|{recipe.image_size}")
+    cache = feature_cache(recipe)
     images = dataset.train.images
     features = torch.cat([cache.features(model, images), cache.features(model, images.flip(-1))])
     return cache, features, torch.cat([dataset.train.labels, dataset.train.labels])

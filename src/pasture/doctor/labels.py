@@ -16,7 +16,7 @@ import torch
 
 from pasture.classify.evaluate import predict_probabilities
 from pasture.classify.fit import train_classifier
-from pasture.classify.probe import FeatureCache, weights_identity
+from pasture.classify.probe import feature_cache
 from pasture.classify.recipes import get_recipe
 from pasture.core.errors import UserError
 from pasture.core.stats import wilson_interval
@@ -27,7 +27,6 @@ from pasture.doctor.extra import require_extra
 from pasture.models import create_model
 
 LABEL_MODELS = ("auto", "probe", "scratch", "none")
-PROBE_SIZE = 224  # the probe recipe's input size: features are shared with `pasture train --recipe probe`
 SCRATCH_RECIPE = "default"
 
 
@@ -45,13 +44,14 @@ def resolve_label_model(choice: str) -> str:
 
 
 def image_size_for(label_model: str) -> int:
-    return PROBE_SIZE if label_model == "probe" else get_recipe(SCRATCH_RECIPE).image_size
+    # The probe recipe's own size: its cached features are shared with `pasture train --recipe probe`.
+    return get_recipe("probe" if label_model == "probe" else SCRATCH_RECIPE).image_size
 
 
 def _probe_probabilities(images: ImageSet, seed: int, device) -> np.ndarray:
-    model = create_model("effnet-lite0", len(images.classes), PROBE_SIZE, weights="imagenet").to(device)
-    cache = FeatureCache(f"effnet-lite0|{weights_identity('imagenet')}|{PROBE_SIZE}")
-    features = cache.features(model, images.images).numpy()
+    probe = get_recipe("probe")
+    model = create_model(probe.model, len(images.classes), probe.image_size, weights="imagenet").to(device)
+    features = feature_cache(probe).features(model, images.images).numpy()
     LogisticRegression, StratifiedKFold, cross_val_predict, _, _ = sklearn_parts()
     labels = images.labels.numpy()
     splitter = StratifiedKFold(n_splits=folds_for(labels), shuffle=True, random_state=seed)
