@@ -9,6 +9,7 @@ dropout masks use the device's own generator (seeded by torch.manual_seed), save
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 from pathlib import Path
 
@@ -70,7 +71,9 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
+    """The CPU's model name (read once per process: run records and timing keys ask for it often)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -548,22 +548,25 @@ def _stored_runs(out: Path, tasks: list[dict], warn) -> dict[str, dict | None]:
 def study_plan(spec: ExperimentSpec, tasks: list[dict], stored: dict, replicates) -> dict:
     """What the study will do and, from the times remembered on this machine, about how long it takes."""
     todo = list({task["key"]: task for task in tasks if stored[task["key"]] is None}.values())
-    gans: dict[Path, float | None] = {}
+    # Where each GAN task's GAN lives (hashing its training images), once per task.
+    locations = {task["key"]: gan_location(task) for task in tasks if task["condition"]["gan_preset"]} if todo else {}
+    needed = {location[3] for location in locations.values()}
+    to_train: dict[Path, str] = {}  # GAN folder -> its timing key
     for task in todo:
-        if task["condition"]["gan_preset"]:
-            preset, dataset, _, gan_dir = gan_location(task)
-            if gan_dir not in gans and not gan_is_stored(gan_dir):
-                gans[gan_dir] = recall("gan", gan_timing_key(task, preset, dataset))
-    needed = {gan_location(task)[3] for task in tasks if task["condition"]["gan_preset"]} if todo else set()
-    runs = [recall("run", run_timing_key(task)) for task in todo]
-    known = [seconds for seconds in runs + list(gans.values()) if seconds is not None]
+        if task["key"] in locations:
+            preset, dataset, _, gan_dir = locations[task["key"]]
+            if gan_dir not in to_train and not gan_is_stored(gan_dir):
+                to_train[gan_dir] = gan_timing_key(task, preset, dataset)
+    gans = recall("gan", list(to_train.values()))
+    runs = recall("run", [run_timing_key(task) for task in todo])
+    known = [seconds for seconds in runs + gans if seconds is not None]
     return {
         "conditions": [condition.name for condition in spec.conditions], "replicates": len(replicates),
         "runs": len({task["key"] for task in tasks}), "stored": len({task["key"] for task in tasks}) - len(todo),
-        "to_run": len(todo), "gans_needed": len(needed), "gans_to_train": len(gans),
+        "to_run": len(todo), "gans_needed": len(needed), "gans_to_train": len(to_train),
         "estimate_seconds": sum(known) / max(1, min(spec.jobs, len(todo) or 1)) if known else None,
         "unmeasured_runs": sum(1 for seconds in runs if seconds is None),
-        "unmeasured_gans": sum(1 for seconds in gans.values() if seconds is None),
+        "unmeasured_gans": sum(1 for seconds in gans if seconds is None),
         "machine": device_info(torch.device(spec.device))["name"],
     }
 
@@ -688,7 +691,7 @@ def _postfix(task: dict, remaining: list[dict]) -> dict:
     """The bar's condition and time left, re-estimated before every run from the times measured so far
     (this study's first runs included): tqdm's own ETA assumes every run takes as long as the average."""
     postfix = {"condition": task["condition"]["name"]}
-    times = [recall("run", run_timing_key(other)) for other in remaining]
+    times = recall("run", [run_timing_key(other) for other in remaining])
     if times and all(seconds is not None for seconds in times):
         postfix["left"] = f"~{minutes(sum(times))}"
     return postfix

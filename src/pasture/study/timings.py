@@ -50,10 +50,10 @@ def remember(kind: str, key: str, seconds: float) -> None:
             pass  # an unwritable cache only costs the estimate
 
 
-def recall(kind: str, key: str) -> float | None:
-    """The median remembered time of `key`, or None when it never ran here."""
-    values = _load()[kind].get(key)
-    return statistics.median(values) if values else None
+def recall(kind: str, keys: list[str]) -> list[float | None]:
+    """The median remembered time of each key (None where it never ran here); the memory is read once."""
+    memory = _load()[kind]
+    return [statistics.median(memory[key]) if memory.get(key) else None for key in keys]
 
 
 def minutes(seconds: float) -> str:
