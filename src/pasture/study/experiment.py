@@ -481,7 +481,9 @@ def _folder_fingerprint(folder: str | None) -> str | None:
     return _hash({"files": listing})
 
 
-def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list[Replicate], threads: int):
+def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list[Replicate]):
+    # With --jobs J, each worker gets cores/J torch threads (0: the process's own default).
+    threads = max(1, (os.cpu_count() or 1) // spec.jobs) if spec.jobs > 1 else 0
     tasks = []
     for condition in spec.conditions:
         for replicate in replicates:
@@ -641,8 +643,7 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     out = Path(spec.out)
     if spec.dry_run:  # reads what is stored, writes nothing
         check_output_folder(out, "experiment.json", "experiment")
-        threads = max(1, (os.cpu_count() or 1) // spec.jobs)
-        tasks = _tasks(spec, layout, summary_data.fingerprint, replicates, threads if spec.jobs > 1 else 0)
+        tasks = _tasks(spec, layout, summary_data.fingerprint, replicates)
         stored = {task["key"]: (None if spec.force else read_stored_run(out / "runs" / task["key"] / "result.json"))
                   for task in tasks}
         plan = study_plan(spec, tasks, stored, replicates)
@@ -660,8 +661,7 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
 
 
 def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replicates, warn) -> dict:
-    threads = max(1, (os.cpu_count() or 1) // spec.jobs)
-    tasks = _tasks(spec, layout, summary_data.fingerprint, replicates, threads if spec.jobs > 1 else 0)
+    tasks = _tasks(spec, layout, summary_data.fingerprint, replicates)
     stored = _stored_runs(out, tasks, warn)
     # Runs are stored by settings, not by condition name: two names for the same settings share runs.
     todo = list({task["key"]: task for task in tasks if stored[task["key"]] is None}.values())
