@@ -33,9 +33,9 @@ from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
 from pasture.core.errors import FolderBusy, Interrupted, UserError
 from pasture.core.record import RunRecord
-from pasture.core.defaults import cache_enabled, cache_root, option_fields
+from pasture.core.defaults import DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields
 from pasture.core.runs import (
-    RUN_FILES, atomic_write_json, check_output_folder, check_writable, folder_lock, load_checkpoint, read_json,
+    RUN_FILES, atomic_write_bytes, atomic_write_json, check_output_folder, check_writable, folder_lock, load_checkpoint, read_json,
     remove_orphan_temp_files, versions,
 )
 from pasture.core.device import device_info
@@ -236,42 +236,106 @@ class ExperimentSpec:
     force: bool = False  # remove pasture's own files from `out` first (never a user's)
     device: str = "cpu"  # a resolved device name; every run of the study uses it (--jobs runs share it)
     dry_run: bool = False  # only the plan: nothing is trained or written
+    engine: object = None  # how runs are executed (LocalEngine(jobs) when None; see pasture.study.ray_engine)
+    # (test_fraction, split_seed): replicates are folds of the training split that `train` makes of
+    # DATA/<class>/ with these (tuning: its test split is never loaded into a run); None for studies
+    split: tuple | None = None
 
 
 # ----------------------------------------------------------------------------------------------
 # Data per replicate (cached per process: workers load once)
 
 _DATA_CACHE: dict = {}
+# In a Ray worker, everything a run reads from disk was loaded by the driver and shipped with the task
+# (worker nodes have no copy of the photos): a read that was not shipped is a bug, said at once,
+# rather than a confusing "no such folder" on a machine that never had the folder.
+_SHIPPED_ONLY = False
 
 
-def _data_at(spec_data: str, image_size: int, layout: str, classes, min_image_size: int, groups=None,
-             group_column: str = "group", fingerprint: str = ""):
-    # The fingerprint (file names and sizes) is in the key: a notebook that changes the photos between
-    # two studies gets the new photos, not the ones this process decoded first.
-    key = (spec_data, image_size, layout, tuple(classes or ()), min_image_size, groups, group_column, fingerprint)
+def _read(key: tuple, load):
+    """Everything a run reads from disk goes through here: once per process, keyed by what was read."""
     if key not in _DATA_CACHE:
-        quiet = lambda message: None  # noqa: E731  (skips are reported once, in the data summary)
-        if layout == "train/test":
-            _DATA_CACHE[key] = load_dataset(spec_data, image_size, classes=classes, min_image_size=min_image_size,
-                                            warn=quiet)
-        else:
-            _DATA_CACHE[key] = load_pool(spec_data, image_size, classes=classes, min_image_size=min_image_size,
-                                         warn=quiet, groups=groups, group_column=group_column)
+        if _SHIPPED_ONLY:
+            raise RuntimeError(f"pasture: a Ray task needed {key[:2]} but the driver did not ship it")
+        _DATA_CACHE[key] = load()
     return _DATA_CACHE[key]
 
 
+def _data_key(task: dict, image_size: int) -> tuple:
+    # The fingerprint (file names and sizes) is in the key: a notebook that changes the photos between
+    # two studies gets the new photos, not the ones this process decoded first.
+    key = ("data", task["data"], image_size, task["layout"], tuple(task["classes"] or ()), task["min_image_size"],
+           task.get("groups"), task.get("group_column", "group"), task.get("fingerprint", ""))
+    return key + tuple(task["split"]) if task.get("split") else key
+
+
+def _data_at(task: dict, image_size: int):
+    """The whole data of a task at `image_size`: the train/test split (or, with task["split"], the
+    split `train` makes of class folders) or the unsplit pool."""
+    quiet = lambda message: None  # noqa: E731  (skips are reported once, in the data summary)
+    options = {"classes": task["classes"], "min_image_size": task["min_image_size"], "warn": quiet}
+    if task["layout"] == "train/test" or task.get("split"):
+        fraction, seed = task.get("split") or (DEFAULT_TEST_FRACTION, 0)
+        load = lambda: load_dataset(task["data"], image_size, test_fraction=fraction, split_seed=seed,  # noqa: E731
+                                    **options)
+    else:
+        load = lambda: load_pool(task["data"], image_size, groups=task.get("groups"),  # noqa: E731
+                                 group_column=task.get("group_column", "group"), **options)
+    return _read(_data_key(task, image_size), load)
+
+
 def replicate_dataset(task: dict, image_size: int):
-    """The Dataset of a replicate at `image_size`: the fixed split, or fold `fold` of repeat `repeat`."""
-    data = _data_at(task["data"], image_size, task["layout"], task["classes"], task["min_image_size"],
-                    task.get("groups"), task.get("group_column", "group"), task.get("fingerprint", ""))
+    """The Dataset of a replicate at `image_size`: the fixed split, fold `fold` of repeat `repeat`, the
+    held-out group, or (a tuning replicate) a fold of the training split alone."""
+    data = _data_at(task, image_size)
     replicate = task["replicate"]
     if replicate["fold"] is None:
         return data
     if replicate.get("group") is not None:  # leave one group out: its images are the test set
         held_out = [index for index, group in enumerate(data.train.groups) if group == replicate["group"]]
         return fold_dataset(data, torch.tensor(held_out, dtype=torch.long))
+    # Folds of data.train: the pool (class folders), or for tuning the training split, whose test
+    # split is dropped here and never seen.
     folds = stratified_folds(data.train.labels, replicate["folds"], seed=replicate["repeat"])
     return fold_dataset(data, folds[replicate["fold"]])
+
+
+def _unlabeled_at(folder: str, image_size: int) -> torch.Tensor:
+    return _read(("unlabeled", folder, image_size), lambda: decode_files(image_files_in([folder]), image_size))
+
+
+def _synthetic_at(folder: str, classes: list[str], image_size: int):
+    return _read(("synthetic", folder, tuple(classes), image_size),
+                 lambda: load_synthetic(folder, classes, image_size)[0])
+
+
+def _gan_preset_of(condition: dict) -> GanPreset:
+    return dataclasses.replace(get_gan_preset(condition["gan_preset"]),
+                               **{key: value for key, value in condition["gan_overrides"]})
+
+
+def task_inputs(task: dict) -> dict:
+    """{key: value} of everything `task` reads from disk, loaded here: a Ray driver ships these to the
+    worker, which then reads nothing (the same functions load them in a local run)."""
+    condition = task["condition"]
+    recipe = resolve_recipe(condition["recipe"], **dict(condition["overrides"]))
+    sizes = {recipe.image_size}
+    extra = []
+    if condition.get("teacher"):
+        sizes.add(resolve_recipe(condition["teacher"]).image_size)
+        if condition.get("unlabeled_dir"):
+            teacher_size = resolve_recipe(condition["teacher"]).image_size
+            _unlabeled_at(condition["unlabeled_dir"], teacher_size)
+            extra.append(("unlabeled", condition["unlabeled_dir"], teacher_size))
+    if condition["gan_preset"]:
+        sizes.add(_gan_preset_of(condition).image_size)
+    for size in sizes:
+        _data_at(task, size)
+    if condition.get("synthetic_dir"):
+        classes = _data_at(task, recipe.image_size).classes
+        _synthetic_at(condition["synthetic_dir"], classes, recipe.image_size)
+        extra.append(("synthetic", condition["synthetic_dir"], tuple(classes), recipe.image_size))
+    return {key: _DATA_CACHE[key] for key in [_data_key(task, size) for size in sorted(sizes)] + extra}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,9 +363,7 @@ def gan_location(task: dict) -> tuple[GanPreset, object, int, Path]:
 
     The folder is named by what the GAN is trained on, by content (the training images, labels and
     class names), not by paths, so two studies of the same photos share it."""
-    condition = task["condition"]
-    preset = dataclasses.replace(get_gan_preset(condition["gan_preset"]),
-                                 **{key: value for key, value in condition["gan_overrides"]})
+    preset = _gan_preset_of(task["condition"])
     dataset = replicate_dataset(task, preset.image_size)
     seed = gan_seed(task["replicate"])
     content = hashlib.sha256(dataset.train.images.contiguous().numpy().tobytes())
@@ -315,9 +377,15 @@ def gan_is_stored(gan_dir: Path) -> bool:
     return (gan_dir / "summary.json").is_file() and (gan_dir / "checkpoint.pt").is_file()
 
 
+# GANs a Ray driver shipped with a task, by store folder name (worker nodes have no GAN store of theirs).
+_SHIPPED_GANS: dict[str, list] = {}
+
+
 def _trained_gan(task: dict, preset: GanPreset, dataset, seed: int, gan_dir: Path) -> list:
     """The GAN's units, trained now unless stored; while another process trains the same GAN (another
     study, or a second --jobs worker), wait for it instead of training it twice."""
+    if gan_dir.name in _SHIPPED_GANS:
+        return _SHIPPED_GANS[gan_dir.name]
     while True:
         if gan_is_stored(gan_dir):
             return load_checkpoint(gan_dir / "checkpoint.pt")["units"]
@@ -327,19 +395,35 @@ def _trained_gan(task: dict, preset: GanPreset, dataset, seed: int, gan_dir: Pat
                 if gan_is_stored(gan_dir):  # finished by the process that held the lock
                     continue
                 resume = (gan_dir / "checkpoint.pt").is_file()
-                started = time.perf_counter()
-                # The replicate's training part only: the fold's test images never reach the GAN.
-                result = train_gan(dataset.train, preset, seed, out=gan_dir, resume=resume, quiet=True,
-                                   device=_task_device(task))
-                seconds = time.perf_counter() - started
-                atomic_write_json(gan_dir / "summary.json", {
-                    "preset": preset.to_dict(), "seed": seed, "diversity_vs_real": result["diversity"],
-                    "seconds": seconds, "n_train": len(dataset.train)})
-                if not resume:  # a resumed GAN's time is only part of one
-                    remember("gan", gan_timing_key(task, preset, dataset), seconds)
-                return result["units"]
+                units, summary = train_task_gan(task, gan_dir, resume)
+                store_gan(task, gan_dir, summary, remember_time=not resume)  # a resumed GAN's time is only part of one
+                return units
         except FolderBusy:
             time.sleep(2.0)
+
+
+def train_task_gan(task: dict, folder: Path, resume: bool = False) -> tuple[list, dict]:
+    """Train the GAN of a GAN task into `folder` (checkpoint, log, sample grids); (units, summary)."""
+    preset, dataset, seed, _ = gan_location(task)
+    started = time.perf_counter()
+    # The replicate's training part only: the fold's test images never reach the GAN.
+    result = train_gan(dataset.train, preset, seed, out=folder, resume=resume, quiet=True, device=_task_device(task))
+    summary = {"preset": preset.to_dict(), "seed": seed, "diversity_vs_real": result["diversity"],
+               "seconds": time.perf_counter() - started, "n_train": len(dataset.train)}
+    return result["units"], summary
+
+
+def store_gan(task: dict, gan_dir: Path, summary: dict, files: dict[str, bytes] | None = None,
+              remember_time: bool = True) -> None:
+    """Finish a GAN's store folder: its files (when trained elsewhere), then summary.json, which marks
+    it as stored; the time is remembered for study plans."""
+    gan_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in (files or {}).items():
+        atomic_write_bytes(gan_dir / name, data)
+    atomic_write_json(gan_dir / "summary.json", summary)
+    if remember_time:
+        preset, dataset, _, _ = gan_location(task)
+        remember("gan", gan_timing_key(task, preset, dataset), summary["seconds"])
 
 
 def gan_timing_key(task: dict, preset: GanPreset, dataset) -> str:
@@ -390,7 +474,7 @@ def _bank_for(task: dict, recipe: Recipe, dataset):
         pool = torch.cat([pool, generated.images])
         labels = torch.cat([labels, torch.full((len(generated),), -1, dtype=torch.long)])
     if condition.get("unlabeled_dir"):
-        extra = decode_files(image_files_in([condition["unlabeled_dir"]]), teacher_recipe.image_size)
+        extra = _unlabeled_at(condition["unlabeled_dir"], teacher_recipe.image_size)
         pool = torch.cat([pool, extra])
         labels = torch.cat([labels, torch.full((len(extra),), -1, dtype=torch.long)])
     key = bank_key(model_identity(teacher.model), pool, labels, recipe, len(dataset.train), seed=0)
@@ -409,6 +493,15 @@ def _task_device(task: dict) -> torch.device:
 def execute_run(task: dict) -> dict:
     """Run one (condition, replicate) and store its result; returns the stored dict: the run's
     RunRecord under "record", with where the run sits in the design beside it."""
+    run_dir = Path(task["out"]) / "runs" / task["key"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stored, seconds = compute_run(task, run_dir)
+    return store_run(task, stored, seconds)
+
+
+def compute_run(task: dict, folder: Path) -> tuple[dict, float]:
+    """Train and score one (condition, replicate); its figure (top_losses.png) goes into `folder`.
+    Returns (the dict to store, the classifier's seconds). Stores nothing: see store_run."""
     if task.get("threads"):
         torch.set_num_threads(task["threads"])
     condition = task["condition"]
@@ -421,7 +514,7 @@ def execute_run(task: dict) -> dict:
     elif condition["gan_preset"]:
         synthetic, gan_dir = _gan_for(task, recipe.image_size)
     elif condition.get("synthetic_dir"):
-        synthetic, _ = load_synthetic(condition["synthetic_dir"], dataset.classes, recipe.image_size)
+        synthetic = _synthetic_at(condition["synthetic_dir"], dataset.classes, recipe.image_size)
     if synthetic is not None:
         ratio = condition["synthetic_ratio"] or synthetic_share(len(synthetic), len(dataset.train))
     classifier_started = time.perf_counter()
@@ -437,12 +530,20 @@ def execute_run(task: dict) -> dict:
         "seconds": time.perf_counter() - started,
         "record": score_run(result, dataset, recipe, probabilities).to_dict(),
     }
+    plot_top_losses(result.model, dataset.test.images, dataset.test.labels, probabilities, dataset.classes,
+                    dataset.test.files, folder / "top_losses.png")
+    return stored, time.perf_counter() - classifier_started
+
+
+def store_run(task: dict, stored: dict, seconds: float, files: dict[str, bytes] | None = None) -> dict:
+    """Store a computed run: its files (when computed elsewhere), the time it took (for study plans),
+    and result.json last, which marks the run as done."""
     run_dir = Path(task["out"]) / "runs" / task["key"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    plot_top_losses(result.model, dataset.test.images, dataset.test.labels, probabilities, dataset.classes,
-                    dataset.test.files, run_dir / "top_losses.png")
-    remember("run", run_timing_key(task), time.perf_counter() - classifier_started)
-    atomic_write_json(run_dir / "result.json", stored)  # last: marks the run as done
+    for name, data in (files or {}).items():
+        atomic_write_bytes(run_dir / name, data)
+    remember("run", run_timing_key(task), seconds)
+    atomic_write_json(run_dir / "result.json", stored)
     return stored
 
 
@@ -482,8 +583,7 @@ def _folder_fingerprint(folder: str | None) -> str | None:
 
 
 def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list[Replicate]):
-    # With --jobs J, each worker gets cores/J torch threads (0: the process's own default).
-    threads = max(1, (os.cpu_count() or 1) // spec.jobs) if spec.jobs > 1 else 0
+    threads = engine_of(spec).threads_per_run()
     tasks = []
     for condition in spec.conditions:
         for replicate in replicates:
@@ -499,7 +599,7 @@ def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list
                 "condition": {**dataclasses.asdict(condition), "overrides": list(condition.overrides),
                               "gan_overrides": list(condition.gan_overrides)},
                 "replicate": dataclasses.asdict(replicate), "threads": threads, "eval_every": spec.eval_every,
-                "device": spec.device,
+                "device": spec.device, **({"split": list(spec.split)} if spec.split else {}),
             })
     return tasks
 
@@ -566,7 +666,7 @@ def study_plan(spec: ExperimentSpec, tasks: list[dict], stored: dict, replicates
         "conditions": [condition.name for condition in spec.conditions], "replicates": len(replicates),
         "runs": len({task["key"] for task in tasks}), "stored": len({task["key"] for task in tasks}) - len(todo),
         "to_run": len(todo), "gans_needed": len(needed), "gans_to_train": len(to_train),
-        "estimate_seconds": sum(known) / max(1, min(spec.jobs, len(todo) or 1)) if known else None,
+        "estimate_seconds": sum(known) / max(1, min(engine_of(spec).parallel(), len(todo) or 1)) if known else None,
         "unmeasured_runs": sum(1 for seconds in runs if seconds is None),
         "unmeasured_gans": sum(1 for seconds in gans if seconds is None),
         "machine": device_info(torch.device(spec.device))["name"],
@@ -668,62 +768,101 @@ def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replica
     if not spec.quiet and todo:
         print(plan_text(study_plan(spec, tasks, stored, replicates)), file=sys.stderr, flush=True)
     started = time.perf_counter()
-    bar = progress_bar(len(stored), len(stored) - len(todo), spec.quiet, desc="experiment", unit="run")
-    try:
-        if spec.jobs == 1 or len(todo) <= 1:
-            for position, task in enumerate(todo):
-                bar.set_postfix(_postfix(task, todo[position:]), refresh=True)
-                stored[task["key"]] = execute_run(task)
-                bar.update(1)
-        else:
-            stored.update(_run_parallel(todo, spec.jobs, bar))
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; the finished runs are stored in {out / 'runs'}. Run the same command "
-                          "again to continue with the rest") from None
-    finally:
-        bar.close()
+    stored.update(run_tasks(engine_of(spec), todo, len(stored), spec.quiet, out))
     results = [{**stored[task["key"]], "condition": task["condition"]["name"]} for task in tasks]
     return write_report(spec, layout, summary_data, replicates, results, ran=len(todo),
                         seconds=time.perf_counter() - started)
 
 
-def _postfix(task: dict, remaining: list[dict]) -> dict:
-    """The bar's condition and time left, re-estimated before every run from the times measured so far
-    (this study's first runs included): tqdm's own ETA assumes every run takes as long as the average."""
-    postfix = {"condition": task["condition"]["name"]}
+def run_tasks(engine, todo: list[dict], total: int, quiet: bool, out: Path, desc: str = "experiment") -> dict[str, dict]:
+    """Run `todo` on `engine` with a progress bar; {key: stored result}. Ctrl-C keeps what finished
+    (each run is stored as it ends) and says how to go on."""
+    bar = progress_bar(total, total - len(todo), quiet, desc=desc, unit="run")
+    done: dict[str, dict] = {}
+
+    def finished(stored: dict, remaining: list[dict]) -> None:
+        done[stored["key"]] = stored
+        bar.update(1)
+        if remaining:
+            bar.set_postfix(_postfix(remaining, engine.parallel()), refresh=True)
+
+    try:
+        if todo:
+            bar.set_postfix(_postfix(todo, engine.parallel()), refresh=True)
+        engine.run(todo, finished)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; the finished runs are stored in {out / 'runs'}. Run the same command "
+                          "again to continue with the rest") from None
+    finally:
+        bar.close()
+    return done
+
+
+def _postfix(remaining: list[dict], parallel: int) -> dict:
+    """The bar's next condition and time left, re-estimated after every run from the times measured
+    so far (this study's first runs included): tqdm's own ETA assumes every run takes as long as the
+    average."""
+    postfix = {"condition": remaining[0]["condition"]["name"]}
     times = recall("run", [run_timing_key(other) for other in remaining])
     if times and all(seconds is not None for seconds in times):
-        postfix["left"] = f"~{minutes(sum(times))}"
+        postfix["left"] = f"~{minutes(sum(times) / max(1, min(parallel, len(remaining))))}"
     return postfix
 
 
-def _run_parallel(todo: list[dict], jobs: int, bar) -> dict[str, dict]:
-    """Independent runs in `jobs` processes, each with cores/jobs torch threads (no oversubscription);
-    returns {key: stored result}.
+# ----------------------------------------------------------------------------------------------
+# Engines: how the runs of a study are executed. An engine has threads_per_run(), parallel() and
+# run(todo, finished), which calls finished(stored result, runs not yet finished) once per run, after
+# the run is stored. The local engine is here; pasture.study.ray_engine has the Ray one.
 
-    GAN conditions train their GANs in a first wave, so two runs never train the same GAN at once."""
-    done: dict[str, dict] = {}
-    gan_first = [task for task in todo if task["condition"]["gan_preset"]]
-    seen, first_wave, second_wave = set(), [], []
-    for task in todo:
-        gan_key = (json.dumps(task["condition"]["gan_overrides"]), task["condition"]["gan_preset"],
-                   task["replicate"]["repeat"], task["replicate"]["fold"])
-        if task in gan_first and gan_key not in seen:
-            seen.add(gan_key)
-            first_wave.append(task)
-        else:
-            second_wave.append(task)
-    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        for wave in (first_wave, second_wave):
-            futures = [pool.submit(execute_run, task) for task in wave]
-            try:
-                for future in as_completed(futures):
-                    result = future.result()
-                    done[result["key"]] = result
-                    bar.update(1)
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-    return done
+
+def engine_of(spec: ExperimentSpec):
+    return spec.engine if spec.engine is not None else LocalEngine(spec.jobs)
+
+
+class LocalEngine:
+    """Runs on this machine: one after another, or (jobs > 1) in `jobs` processes with cores/jobs torch
+    threads each, so that the workers do not oversubscribe the cores."""
+
+    name = "local"
+
+    def __init__(self, jobs: int = 1):
+        self.jobs = jobs
+
+    def threads_per_run(self) -> int:
+        return max(1, (os.cpu_count() or 1) // self.jobs) if self.jobs > 1 else 0  # 0: the process's default
+
+    def parallel(self) -> int:
+        return self.jobs
+
+    def run(self, todo: list[dict], finished) -> None:
+        if self.jobs == 1 or len(todo) <= 1:
+            for position, task in enumerate(todo):
+                finished(execute_run(task), todo[position + 1:])
+            return
+        self._run_parallel(todo, finished)
+
+    def _run_parallel(self, todo: list[dict], finished) -> None:
+        """GAN conditions train their GANs in a first wave, so two runs never train the same GAN at once."""
+        seen, first_wave, second_wave = set(), [], []
+        for task in todo:
+            gan_key = (json.dumps(task["condition"]["gan_overrides"]), task["condition"]["gan_preset"],
+                       task["replicate"]["repeat"], task["replicate"]["fold"])
+            if task["condition"]["gan_preset"] and gan_key not in seen:
+                seen.add(gan_key)
+                first_wave.append(task)
+            else:
+                second_wave.append(task)
+        remaining = {task["key"]: task for task in todo}
+        context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=context) as pool:
+            for wave in (first_wave, second_wave):
+                futures = [pool.submit(execute_run, task) for task in wave]
+                try:
+                    for future in as_completed(futures):
+                        result = future.result()
+                        remaining.pop(result["key"], None)
+                        finished(result, list(remaining.values()))
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
