@@ -48,7 +48,9 @@ from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.trainer import train_gan, validate_gan_preset
 from pasture.study.demo import write_demo_data
-from pasture.study.experiment import PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, parse_condition, run_experiment
+from pasture.study.experiment import (
+    PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, LocalEngine, parse_condition, run_experiment,
+)
 
 __all__ = ["DataOptions", "Interrupted", "UserError", "demo", "doctor", "evaluate", "experiment", "explain", "export", "gan_sample",
            "gan_score", "gan_train", "load_run", "predict", "resolve_recipe", "train"]
@@ -547,6 +549,9 @@ def experiment(
     warn: Warn = warn_to_stderr,
     command: list[str] | None = None,
     dry_run: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
+    threads_per_run: int | None = None,
 ) -> dict:
     """Run conditions x replicates (paired) on DATA and write DIR/report.md, report.html, results.*.
     `dry_run=True` returns only {"plan", "plan_text"}: the runs, stored runs, GANs to train or reuse
@@ -559,6 +564,11 @@ def experiment(
     table (paper, +transforms, +DCGAN) with pasture's default recipe and GAN for contrast. `folds=k` is
     repeated stratified k-fold on DATA/<class>/; `folds="groups"` with `groups` (a CSV with columns file
     and `group_column`, or "subfolders") holds out each group (photo source) in turn.
+
+    `engine="local"` runs on this machine (`jobs` processes); `engine="ray"` runs every run as a Ray
+    task (pasture.study.ray_engine), on a Ray instance started for the study or, with `ray_address`
+    ("auto" or HOST:PORT), on that cluster, `threads_per_run` CPUs per task (default 1). Both store
+    the same runs under the same keys.
     """
     if paper:
         names = list(conditions or PAPER_EXPERIMENT)
@@ -574,7 +584,39 @@ def experiment(
         report_numbers=numbers, command=list(command or []), force=force, device=str(resolve_device(device)),
         dry_run=dry_run,
     )
-    return run_experiment(spec, warn=warn)
+    spec.engine = make_engine(engine, jobs=jobs, ray_address=ray_address, threads_per_run=threads_per_run,
+                              device=spec.device)
+    try:
+        return run_experiment(spec, warn=warn)
+    finally:
+        spec.engine.close()
+
+
+ENGINES = ("local", "ray")
+
+
+def make_engine(name: str, *, jobs: int = 1, ray_address: str | None = None, threads_per_run: int | None = None,
+                device: str = "cpu"):
+    """The engine that executes a study's runs: LocalEngine(jobs) or a RayEngine (imported only here,
+    so a plain install never needs Ray)."""
+    if name not in ENGINES:
+        raise UserError(f"--engine {name}: choose local or ray")
+    if name == "local":
+        if ray_address is not None:
+            raise UserError("--ray-address: give --engine ray too")
+        if threads_per_run is not None:
+            raise UserError("--threads-per-run: applies to --engine ray; the local engine gives each of --jobs "
+                            "workers cores/jobs threads")
+        return LocalEngine(jobs)
+    if jobs != 1:
+        raise UserError("--jobs: applies to --engine local; Ray runs as many runs at once as the cluster has "
+                        "CPUs / --threads-per-run")
+    if device != "cpu":
+        raise UserError(f"--device {device}: --engine ray runs on CPUs in this version; on a GPU machine use "
+                        "--engine local")
+    from pasture.study.ray_engine import RayEngine
+
+    return RayEngine(ray_address, threads=threads_per_run or 1)
 
 
 def demo(out: str | os.PathLike = "pasture-demo", *, seeds: int = 3, quick: bool = False, quiet: bool = False,

@@ -290,6 +290,7 @@ def _add_experiment_commands(commands) -> None:
     experiment.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
     experiment.add_argument("--jobs", type=_positive_int, default=1,
                             help="independent runs in parallel processes (threads split between them)")
+    _add_engine_flags(experiment)
     experiment.add_argument("--dry-run", action="store_true",
                             help="print the plan (runs, stored runs, GANs to train or reuse) and the time it should take "
                                  "on this machine, then stop: nothing is trained or written")
@@ -311,6 +312,16 @@ def _add_experiment_commands(commands) -> None:
     demo.add_argument("--jobs", type=_positive_int, default=1)
     _add_device_flag(demo)
     demo.add_argument("--quiet", action="store_true")
+
+
+def _add_engine_flags(parser) -> None:
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: this machine (--jobs processes); ray: every run a Ray task, on a Ray instance "
+                             "started for the study or on the cluster at --ray-address (needs the ray extra)")
+    parser.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                        help="join this Ray cluster (auto: the one started on this machine with `ray start --head`)")
+    parser.add_argument("--threads-per-run", type=_positive_int, metavar="N",
+                        help="with --engine ray: CPUs (and torch threads) per run (default 1)")
 
 
 def _print_experiment(results: dict, out: str) -> None:
@@ -343,7 +354,7 @@ def _run_experiment(args) -> int:
         recipe=args.recipe, model=args.model,
         classes=args.classes, min_image_size=args.min_image_size, jobs=args.jobs, eval_every=args.eval_every,
         quiet=args.quiet, paper=paper, force=args.force, device=args.device, command=args.command_line,
-        dry_run=args.dry_run,
+        dry_run=args.dry_run, engine=args.engine, ray_address=args.ray_address, threads_per_run=args.threads_per_run,
     )
     if args.dry_run:
         print(results["plan_text"])

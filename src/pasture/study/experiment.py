@@ -740,6 +740,7 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
                                  warn=warn or (lambda m: None), groups=spec.groups, group_column=spec.group_column)
     group_names = sorted(set(summary_data.train.groups)) if summary_data.train.groups is not None else None
     replicates = plan_replicates(layout, spec.seeds, spec.folds, group_names)
+    engine_of(spec).start()  # a cluster that cannot be reached or used is said before anything is written
     out = Path(spec.out)
     if spec.dry_run:  # reads what is stored, writes nothing
         check_output_folder(out, "experiment.json", "experiment")
@@ -810,9 +811,9 @@ def _postfix(remaining: list[dict], parallel: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Engines: how the runs of a study are executed. An engine has threads_per_run(), parallel() and
-# run(todo, finished), which calls finished(stored result, runs not yet finished) once per run, after
-# the run is stored. The local engine is here; pasture.study.ray_engine has the Ray one.
+# Engines: how the runs of a study are executed. An engine has start() (called before anything is
+# written), threads_per_run(), parallel(), run(todo, finished), which calls finished(stored result,
+# runs not yet finished) once per run, after the run is stored, and close(). The local engine is here; pasture.study.ray_engine has the Ray one.
 
 
 def engine_of(spec: ExperimentSpec):
@@ -833,6 +834,12 @@ class LocalEngine:
 
     def parallel(self) -> int:
         return self.jobs
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def run(self, todo: list[dict], finished) -> None:
         if self.jobs == 1 or len(todo) <= 1:
