@@ -33,7 +33,7 @@ def local_ray():
     folder = tempfile.mkdtemp(prefix="pray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+    ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              _temp_dir=folder)
     yield ray
     ray.shutdown()
@@ -60,8 +60,9 @@ def _stored(out: Path) -> dict:
 
 def test_ray_stores_the_same_runs_as_the_local_engine_bit_for_bit(local_ray, split_data, tmp_path, monkeypatch):
     # Ray first, with an empty GAN store: its GAN is trained in a Ray task and stored by the driver.
+    threads = max(1, (os.cpu_count() or 1) // 2)  # what each of the local engine's 2 workers gets
     ray_results = api.experiment(split_data, tmp_path / "ray", conditions=[f"a:{QUICK}", GAN], seeds=2,
-                                 engine="ray", quiet=True)
+                                 engine="ray", threads_per_run=threads, quiet=True)
     ray_gans = list((Path(os.environ["PASTURE_CACHE_DIR"]) / "gans").iterdir())
     assert len(ray_gans) == 1 and (ray_gans[0] / "summary.json").is_file()
     # Then the local engine at the same thread count (2 workers x 1 thread), with its own GAN store,
@@ -154,3 +155,17 @@ def test_without_the_ray_extra_the_error_names_the_install_command(split_data, t
                  "--seeds", "1", "--engine", "ray", "--quiet"])
     assert code == 2 and 'pip install -e ".[ray]"' in capsys.readouterr().err
     assert not (tmp_path / "x" / "runs").exists()
+
+
+def test_a_search_on_ray_proposes_and_scores_as_the_local_one(local_ray, split_data, tmp_path):
+    pytest.importorskip("optuna", reason="the tune extra is not installed: pip install -e '.[tune]'")
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"lr": {"low": 1e-3, "high": 1e-2, "log": True}, "epochs": {"low": 1, "high": 3}}))
+    start = tmp_path / "quick.json"
+    start.write_text(json.dumps({"base": "default", "recipe": {"epochs": 2, "image_size": 16, "batch_size": 8}}))
+    options = {"space": space, "recipe": str(start), "trials": 3, "folds": 2, "seeds": 1, "quiet": True}
+    threads = torch.get_num_threads()  # what the local engine's single process uses
+    on_ray = api.tune(split_data, tmp_path / "ray", engine="ray", threads_per_run=threads, **options)
+    local = api.tune(split_data, tmp_path / "local", **options)
+    assert [t["values"] for t in on_ray["trials"]] == [t["values"] for t in local["trials"]]
+    assert [t["balanced"] for t in on_ray["trials"]] == [t["balanced"] for t in local["trials"]]

@@ -34,7 +34,7 @@ from pasture.classify.onnx_runner import predict_onnx
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
 from pasture.classify.trained import load_run, run_config_problem
-from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DataOptions, Warn, option_fields, warn_to_stderr
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, DataOptions, Warn, option_fields, warn_to_stderr
 from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.plots import plot_confusion, plot_curves
@@ -48,6 +48,7 @@ from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.trainer import train_gan, validate_gan_preset
 from pasture.study.demo import write_demo_data
+from pasture.study.tune import TuneSpec, run_tune
 from pasture.study.experiment import (
     PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, LocalEngine, parse_condition, run_experiment,
 )
@@ -588,6 +589,48 @@ def experiment(
                               device=spec.device)
     try:
         return run_experiment(spec, warn=warn)
+    finally:
+        spec.engine.close()
+
+
+def tune(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    space: str | os.PathLike,
+    recipe: str = DEFAULT_RECIPE,
+    trials: int = 20,
+    folds: int = 3,
+    seeds: int = 2,
+    batch: int | None = None,
+    seed: int = 0,
+    classes: list[str] | None = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    split_seed: int = 0,
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
+    engine: str = "local",
+    jobs: int = 1,
+    ray_address: str | None = None,
+    threads_per_run: int | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+    force: bool = False,
+    warn: Warn = warn_to_stderr,
+    command: list[str] | None = None,
+) -> dict:
+    """Search recipe fields (`space`, a JSON file: {field: [choices] or {"low", "high", "log"?, "step"?}})
+    from `recipe` with Optuna, every candidate scored on the same `folds` x `seeds` folds of DATA's
+    training split (never its test split), then compare the best with `recipe` on fresh folds. Writes
+    DIR/best_recipe.json (for `train --recipe`), tune.json, tune.md and trials.csv; returns tune.json's
+    contents. See pasture.study.tune."""
+    spec = TuneSpec(data=str(data), out=str(out), space=str(space), recipe=str(recipe), trials=trials, folds=folds,
+                    seeds=seeds, batch=batch, seed=seed, classes=classes, min_image_size=min_image_size,
+                    test_fraction=test_fraction, split_seed=split_seed, device=str(resolve_device(device)),
+                    quiet=quiet, force=force, command=list(command or []))
+    spec.engine = make_engine(engine, jobs=jobs, ray_address=ray_address, threads_per_run=threads_per_run,
+                              device=spec.device)
+    try:
+        return run_tune(spec, warn=warn)
     finally:
         spec.engine.close()
 

@@ -44,6 +44,13 @@ _positive_int = _int_at_least(1)
 _nonnegative_int = _int_at_least(0)
 
 
+def _recipe_choice(text: str) -> str:
+    """An argparse type: a named recipe, or a recipe file (FILE.json, as `pasture tune` writes)."""
+    if text in RECIPES or text.endswith(".json"):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(RECIPES)} or give a recipe file (.json)")
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -141,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("data", metavar="DATA", help="folder with train/ and test/ class folders, or class folders")
     train.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
-    train.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), metavar="RECIPE",
-                       help="named preset of model, size, augmentation and optimiser: " + "; ".join(
+    train.add_argument("--recipe", default=DEFAULT_RECIPE, type=_recipe_choice, metavar="RECIPE|FILE.json",
+                       help="a recipe file (as `pasture tune` writes) or a named preset of model, size, augmentation "
+                            "and optimiser: " + "; ".join(
                            f"{name}: {recipe.description}" for name, recipe in RECIPES.items()))
     _add_settings_flags(train, Recipe, "recipe")
     train.add_argument("--eval-every", type=_positive_int, default=1, metavar="K",
@@ -244,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--host", default="127.0.0.1", help="0.0.0.0 makes it reachable from other machines (no login)")
     _add_gan_commands(commands)
     _add_experiment_commands(commands)
+    _add_tune_command(commands)
     commands.add_parser("recipes", help="list recipes, models, augmentations, GAN presets and conditions",
                         formatter_class=_Formatter,
                         description="Every named preset pasture has, with what it is.")
@@ -283,7 +292,7 @@ def _add_experiment_commands(commands) -> None:
                             help="the group (photo source) of each image: a CSV with columns file (relative to DATA) "
                                  "and --group-column, or subfolders for DATA/<class>/<group>/*")
     experiment.add_argument("--group-column", default="group", metavar="COLUMN")
-    experiment.add_argument("--recipe", choices=sorted(RECIPES),
+    experiment.add_argument("--recipe", type=_recipe_choice, metavar="RECIPE|FILE.json",
                             help="recipe of written conditions that name none (e.g. aug:augment=strong)")
     experiment.add_argument("--model", help="model of written conditions that name none")
     experiment.add_argument("--classes", type=_class_list)
@@ -322,6 +331,61 @@ def _add_engine_flags(parser) -> None:
                         help="join this Ray cluster (auto: the one started on this machine with `ray start --head`)")
     parser.add_argument("--threads-per-run", type=_positive_int, metavar="N",
                         help="with --engine ray: CPUs (and torch threads) per run (default 1)")
+
+
+TUNE_EXAMPLES = """examples:
+  pasture tune photos/ --out tuned --space space.json --trials 20       # from the default recipe
+  pasture tune photos/ --out tuned --space space.json --engine ray      # the candidates as Ray tasks
+  pasture train photos/ --out runs/tuned --recipe tuned/best_recipe.json
+
+space.json: recipe fields (see `pasture recipes`) with a list of choices or a range:
+  {"lr": {"low": 3e-4, "high": 1e-2, "log": true}, "epochs": {"low": 30, "high": 150, "step": 10},
+   "augment": ["paper", "strong"]}
+"""
+
+
+def _add_tune_command(commands) -> None:
+    tune = commands.add_parser(
+        "tune", help="search recipe fields on folds of the training split, paired", epilog=TUNE_EXAMPLES,
+        formatter_class=_Formatter,
+        description="Optuna proposes candidates; each is trained and scored on the same K folds x S seeds of the "
+                    "training split (never the test split); the best is compared with --recipe on fresh folds and "
+                    "written as DIR/best_recipe.json for train --recipe.")
+    tune.add_argument("data", metavar="DATA")
+    tune.add_argument("--out", required=True, metavar="DIR")
+    tune.add_argument("--space", required=True, metavar="SPACE.json", help="the fields to search and their ranges")
+    tune.add_argument("--recipe", default=DEFAULT_RECIPE, type=_recipe_choice, metavar="RECIPE|FILE.json",
+                      help="where the search starts, and what the best is compared with")
+    tune.add_argument("--trials", type=_positive_int, default=20, help="candidates to try")
+    tune.add_argument("--folds", type=_int_at_least(2), default=3, help="K of the K-fold split of the training split")
+    tune.add_argument("--seeds", type=_positive_int, default=2, help="repeats of that split, each with its own seed")
+    tune.add_argument("--batch", type=_positive_int, metavar="B",
+                      help="candidates proposed at once (default: enough to keep the engine busy)")
+    tune.add_argument("--seed", type=int, default=0, help="the search's seed")
+    tune.add_argument("--classes", type=_class_list)
+    tune.add_argument("--test-fraction", type=_fraction, default=DEFAULT_TEST_FRACTION,
+                      help="DATA/<class>/ only: the split `train` makes, whose test part the search never sees")
+    tune.add_argument("--split-seed", type=int, default=0)
+    tune.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
+    tune.add_argument("--jobs", type=_positive_int, default=1, help="with --engine local: runs in parallel processes")
+    _add_engine_flags(tune)
+    tune.add_argument("--force", action="store_true", help="start again: remove pasture's own files from DIR first")
+    _add_device_flag(tune)
+    tune.add_argument("--quiet", action="store_true")
+
+
+def _run_tune(args) -> int:
+    from pasture import api
+    from pasture.study.tune import tune_text
+
+    result = api.tune(args.data, args.out, space=args.space, recipe=args.recipe, trials=args.trials, folds=args.folds,
+                      seeds=args.seeds, batch=args.batch, seed=args.seed, classes=args.classes,
+                      test_fraction=args.test_fraction, split_seed=args.split_seed, min_image_size=args.min_image_size,
+                      engine=args.engine, jobs=args.jobs, ray_address=args.ray_address,
+                      threads_per_run=args.threads_per_run, device=args.device, quiet=args.quiet, force=args.force,
+                      command=args.command_line)
+    print(tune_text(result), end="")
+    return 0
 
 
 def _print_experiment(results: dict, out: str) -> None:
@@ -680,7 +744,7 @@ def _run_app(args) -> int:
 
 
 HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "gan": _run_gan,
-            "experiment": _run_experiment, "demo": _run_demo, "recipes": _run_recipes, "export": _run_export, "explain": _run_explain,
+            "experiment": _run_experiment, "tune": _run_tune, "demo": _run_demo, "recipes": _run_recipes, "export": _run_export, "explain": _run_explain,
             "doctor": _run_doctor,
             "app": _run_app}
 

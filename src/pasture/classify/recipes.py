@@ -9,6 +9,7 @@ Torch-free at import (the CLI reads RECIPES to build --help).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,9 +138,51 @@ RECIPES: dict[str, Recipe] = {
 }
 
 def get_recipe(name: str) -> Recipe:
+    """A named recipe, or a recipe file (NAME.json, as `pasture tune` writes)."""
+    if name.endswith(".json"):
+        return read_recipe_file(name)
     if name not in RECIPES:
-        raise UserError(f"--recipe {name}: unknown recipe; choose one of {', '.join(RECIPES)}")
+        raise UserError(f"--recipe {name}: unknown recipe; choose one of {', '.join(RECIPES)} or give a recipe "
+                        "file (.json)")
     return RECIPES[name]
+
+
+RECIPE_FILE_FORMAT = 1
+
+
+def recipe_file_text(recipe: Recipe, base: str, note: str = "") -> str:
+    """A recipe file: every field of `recipe` (so it reads the same after pasture's presets change),
+    the preset it started from, and a note saying where it came from."""
+    return json.dumps({"format": RECIPE_FILE_FORMAT, "base": base, "note": note, "recipe": recipe.to_dict()},
+                      indent=2) + "\n"
+
+
+def read_recipe_file(path: str | Path) -> Recipe:
+    """The Recipe in a recipe file: its `base` preset with the file's fields over it (a file may list
+    only the fields it changes). Every problem is one UserError naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--recipe {path}: no such recipe file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"--recipe {path}: not a readable recipe file ({error}); write it as `pasture tune` "
+                        "does") from None
+    if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict):
+        raise UserError(f"--recipe {path}: a recipe file holds {{\"base\": PRESET, \"recipe\": {{field: value, ...}}}}")
+    base = data.get("base", DEFAULT_RECIPE)
+    if base not in RECIPES:
+        raise UserError(f"--recipe {path}: base {base!r} is not a recipe; choose one of {', '.join(RECIPES)}")
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(data["recipe"]) - fields)
+    if unknown:
+        raise UserError(f"--recipe {path}: unknown recipe field(s) {', '.join(unknown)}")
+    recipe = dataclasses.replace(RECIPES[base], **{"name": path.stem, **data["recipe"]})  # the file's name if it has one
+    try:
+        validate_recipe(recipe)
+    except (UserError, ValueError, TypeError) as error:
+        raise UserError(f"--recipe {path}: {error}") from None
+    return recipe
 
 
 def with_overrides(recipe: Recipe, **overrides) -> Recipe:

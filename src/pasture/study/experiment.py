@@ -30,10 +30,10 @@ from pasture.classify.distill import bank_key, build_bank, cached_bank, model_id
 from pasture.classify.evaluate import predict_probabilities, score_run, test_probabilities
 from pasture.classify.explain import plot_top_losses
 from pasture.classify.fit import check_eval_every, train_classifier
-from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
+from pasture.classify.recipes import Recipe, check_synthetic_allowed, get_recipe, resolve_recipe, synthetic_share
 from pasture.core.errors import FolderBusy, Interrupted, UserError
 from pasture.core.record import RunRecord
-from pasture.core.defaults import DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields
+from pasture.core.defaults import DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields
 from pasture.core.runs import (
     RUN_FILES, atomic_write_bytes, atomic_write_json, check_output_folder, check_writable, folder_lock, load_checkpoint, read_json,
     remove_orphan_temp_files, versions,
@@ -130,6 +130,20 @@ def _parse_value(text: str):
     return text
 
 
+def _recipe_and_overrides(recipe: str) -> tuple[str, list]:
+    """(preset, [(field, value)]) of a recipe name or file: a recipe file becomes its base preset plus
+    the fields it changes, so a run's key holds the file's content (not its path) and workers on other
+    machines need no copy of the file."""
+    if not recipe.endswith(".json"):
+        return recipe, []
+    from_file = get_recipe(recipe)
+    base = json.loads(Path(recipe).read_text()).get("base", DEFAULT_RECIPE)
+    preset = get_recipe(base).to_dict()
+    changed = [(key, value) for key, value in from_file.to_dict().items()
+               if key not in ("name", "description") and value != preset[key]]
+    return base, changed
+
+
 def parse_condition(text: str, recipe: str | None = None, model: str | None = None) -> Condition:
     """'default' (a named condition) or 'NAME:key=value,...' with keys recipe, gan, per_class, ratio,
     synthetic, any recipe field (augment, epochs, lr, model, ...) and GAN fields (iterations, nz, ngf,
@@ -146,16 +160,16 @@ def parse_condition(text: str, recipe: str | None = None, model: str | None = No
     if not name:
         raise UserError(f"--conditions {text}: give the condition a name before the colon")
     fields: dict = {"name": name}
+    overrides, gan_overrides, file_overrides = [], [], []
     if recipe is not None:
-        fields["recipe"] = recipe
-    overrides, gan_overrides = [], []
+        fields["recipe"], file_overrides = _recipe_and_overrides(recipe)
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, equals, raw = item.partition("=")
         if not equals:
             raise UserError(f"--conditions {text}: {item!r} is not key=value")
         value = _parse_value(raw)
         if key == "recipe":
-            fields["recipe"] = str(value)
+            fields["recipe"], file_overrides = _recipe_and_overrides(str(value))
         elif key == "gan":
             fields["gan_preset"] = str(value)
         elif key == "per_class":
@@ -174,6 +188,8 @@ def parse_condition(text: str, recipe: str | None = None, model: str | None = No
             gan_overrides.append((_GAN_KEYS[key], value))
         else:
             raise UserError(f"--conditions {text}: unknown key {key!r}")
+    written = dict(overrides)  # fields written in the condition win over a recipe file's
+    overrides = [pair for pair in file_overrides if pair[0] not in written] + overrides
     if model is not None and "model" not in dict(overrides):
         overrides.append(("model", model))
     return Condition(overrides=tuple(overrides), gan_overrides=tuple(gan_overrides), **fields)
@@ -592,6 +608,8 @@ def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list
                         "synthetic_fingerprint": _folder_fingerprint(condition.synthetic_dir)}
             if spec.groups is not None:  # which images form each group is part of what a run is
                 settings["groups"] = [spec.groups, spec.group_column, _file_fingerprint(spec.groups)]
+            if spec.split is not None:  # folds of the training split that this split leaves
+                settings["split"] = list(spec.split)
             tasks.append({
                 "key": _hash(settings), "data": spec.data, "out": spec.out, "layout": layout,
                 "classes": spec.classes, "min_image_size": spec.min_image_size, "fingerprint": fingerprint,
