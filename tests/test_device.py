@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import zipfile
 import zlib
@@ -90,9 +91,11 @@ def test_bf16_on_a_gpu_without_it_uses_fp16(monkeypatch):
 
 def test_a_run_records_its_device_and_the_precision_it_used(split_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(device_module, "cpu_flags", lambda: {"avx2"})
-    assert main(["train", str(split_data), "--out", str(tmp_path / "bf16"), *TRAIN, "--precision", "bf16"]) == 0
+    # on the CPU (a machine with a GPU would pick it, which has bf16)
+    assert main(["train", str(split_data), "--out", str(tmp_path / "bf16"), *TRAIN, "--precision", "bf16",
+                 "--device", "cpu"]) == 0
     assert "no native bf16" in capsys.readouterr().err
-    assert main(["train", str(split_data), "--out", str(tmp_path / "fp32"), *TRAIN]) == 0
+    assert main(["train", str(split_data), "--out", str(tmp_path / "fp32"), *TRAIN, "--device", "cpu"]) == 0
     config = json.loads((tmp_path / "bf16" / "config.json").read_text())
     assert config["device"]["device"] == "cpu" and config["device"]["precision"] == "fp32"
     assert config["recipe"]["precision"] == "bf16"  # what was asked stays in the run's identity
@@ -155,3 +158,29 @@ def test_a_run_trained_on_another_device_evaluates_on_the_cpu(split_data, tmp_pa
             torch.load(run / "checkpoint.pt", weights_only=True)
     after = api.evaluate(run, split_data, device="cpu")
     assert after["confusion"] == before["confusion"] and after["accuracy"] == before["accuracy"]
+
+
+def test_a_cuda_device_is_made_reproducible(monkeypatch):
+    # Found on an H100: without deterministic cuDNN, GAN samples (ConvTranspose2d) and resnet-small
+    # backward passes differed from process to process. Setting the flags needs no GPU.
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    device_module.reproducible_on(torch.device("cpu"))
+    assert torch.backends.cudnn.deterministic is False  # the CPU needs nothing, and nothing is touched
+    device_module.reproducible_on(torch.device("cuda", 0))
+    assert torch.backends.cudnn.deterministic is True and torch.backends.cudnn.benchmark is False
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_distillation_views_mix_on_any_device():
+    # Found on an H100: the bank's MixUp indexed CPU targets with indices moved to the GPU. The meta
+    # device stands in for it here (same rule: an index must be on the CPU or the indexed tensor's device).
+    from pasture.classify.distill import _mix
+
+    images = torch.rand(6, 3, 8, 8)
+    targets = F.one_hot(torch.tensor([0, 1, 0, 1, 0, 1]), 2).float()
+    on_cpu, cpu_targets = _mix(images, targets, 1.0, torch.Generator().manual_seed(0))
+    on_meta, meta_targets = _mix(images.to("meta"), targets, 1.0, torch.Generator().manual_seed(0))
+    assert on_meta.device.type == "meta" and on_meta.shape == on_cpu.shape
+    assert torch.equal(meta_targets, cpu_targets)  # the targets stay on the CPU, drawn the same

@@ -79,12 +79,14 @@ def _mix(images: torch.Tensor, targets: torch.Tensor, alpha: float, generator: t
         return images, targets
     gamma_a = torch._standard_gamma(torch.full((images.shape[0],), alpha), generator=generator)
     gamma_b = torch._standard_gamma(torch.full((images.shape[0],), alpha), generator=generator)
-    keep = (gamma_a / (gamma_a + gamma_b)).to(images.device)
-    partner = torch.randperm(images.shape[0], generator=generator).to(images.device)
-    mixed = keep.view(-1, 1, 1, 1) * images + (1 - keep.view(-1, 1, 1, 1)) * images[partner]
+    # Drawn on the CPU (seeded); the images may be on a GPU, the targets stay on the CPU.
+    keep = gamma_a / (gamma_a + gamma_b)
+    partner = torch.randperm(images.shape[0], generator=generator)
+    on_device = keep.to(images.device).view(-1, 1, 1, 1)
+    mixed = on_device * images + (1 - on_device) * images[partner.to(images.device)]
     # A view keeps a label target only when both its images have one.
     both = (targets.sum(1) > 0) & (targets[partner].sum(1) > 0)
-    mixed_targets = keep.view(-1, 1).cpu() * targets + (1 - keep.view(-1, 1).cpu()) * targets[partner.cpu()]
+    mixed_targets = keep.view(-1, 1) * targets + (1 - keep.view(-1, 1)) * targets[partner]
     return mixed, torch.where(both.view(-1, 1), mixed_targets, torch.zeros_like(mixed_targets))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -25,9 +26,28 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def reproducible_on(device: torch.device) -> torch.device:
+    """Make CUDA arithmetic repeatable in this process, so that the same seed and config give the same
+    numbers on the same GPU, as they do on the CPU. By default cuDNN may pick a different convolution
+    algorithm per process, some of them with atomic (order-dependent) sums: on an H100, runs with
+    ConvTranspose2d (GAN samples) or resnet-small backward passes came out different each time
+    (benchmarks/gpu_check.sh). Deterministic cuDNN algorithms, and cuBLAS's fixed workspace, stop that.
+    Returns `device`."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return device
+
+
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """--device auto|cpu|cuda|cuda:N|mps -> torch.device; `auto` picks CUDA, then MPS, then the CPU.
-    A device that is not there is a UserError naming the option."""
+    A device that is not there is a UserError naming the option. A CUDA device is made reproducible
+    (reproducible_on)."""
+    return reproducible_on(_resolve_device(name))
+
+
+def _resolve_device(name: str | torch.device | None) -> torch.device:
     if isinstance(name, torch.device):
         name = str(name)
     name = (name or "auto").strip().lower()

@@ -38,7 +38,7 @@ from pasture.core.runs import (
     RUN_FILES, atomic_write_bytes, atomic_write_json, check_output_folder, check_writable, folder_lock, load_checkpoint, read_json,
     remove_orphan_temp_files, versions,
 )
-from pasture.core.device import device_info
+from pasture.core.device import device_info, reproducible_on
 from pasture.core.runtime import progress_bar
 from pasture.data import ImageSet, decode_files, detect_layout, image_files_in, fold_dataset, load_dataset, load_pool, load_synthetic, stratified_folds
 from pasture.gan.synth import resize_uint8
@@ -503,7 +503,7 @@ def _bank_for(task: dict, recipe: Recipe, dataset):
 
 
 def _task_device(task: dict) -> torch.device:
-    return torch.device(task.get("device", "cpu"))
+    return reproducible_on(torch.device(task.get("device", "cpu")))  # workers are processes of their own
 
 
 def execute_run(task: dict) -> dict:
