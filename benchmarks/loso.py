@@ -38,20 +38,19 @@ def link_sources(target: Path) -> dict[str, int]:
     return counts
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--conditions", nargs="+", default=["default", "small-data", "probe", "finetune"])
-    parser.add_argument("--out", default=str(RESULTS / "loso"))
-    args = parser.parse_args()
+def run_loso(conditions: list[str], seeds: int, out: str, command: list[str], jobs: int = 1) -> dict:
+    """The leave-one-source-out experiment of `conditions` (runs stored in `out` are reused)."""
     from pasture import api
 
     with tempfile.TemporaryDirectory() as scratch:
         data = Path(scratch) / "data"
         counts = link_sources(data)
         print("sources:", ", ".join(f"{name} {count}" for name, count in sorted(counts.items())), flush=True)
-        results = api.experiment(data, args.out, conditions=args.conditions, seeds=args.seeds, folds="groups",
-                                 groups="subfolders", command=["python", "benchmarks/loso.py", *sys.argv[1:]])
+        return api.experiment(data, out, conditions=conditions, seeds=seeds, folds="groups", groups="subfolders",
+                              command=command, jobs=jobs)
+
+
+def print_table(results: dict) -> None:
     groups = list(results["conditions"][0]["per_group"])
     print()
     print(f"| condition | balanced accuracy on unseen sources (mean over {len(groups)} sources, 95% CI over sources) | "
@@ -65,6 +64,16 @@ def main() -> int:
         print(f"{comparison['condition']} vs {comparison['baseline']}: {comparison['mean_difference']:+.1%} "
               f"({comparison['ci95'][0]:+.1%} to {comparison['ci95'][1]:+.1%}, p={comparison['p_value']:.3f}, "
               f"{comparison['n_pairs']} sources paired): {comparison['verdict']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--conditions", nargs="+", default=["default", "small-data", "probe", "finetune"])
+    parser.add_argument("--out", default=str(RESULTS / "loso"))
+    args = parser.parse_args()
+    results = run_loso(args.conditions, args.seeds, args.out, ["python", "benchmarks/loso.py", *sys.argv[1:]])
+    print_table(results)
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 

@@ -121,7 +121,7 @@ def test_a_recipe_file_in_a_condition_is_keyed_by_its_content(tmp_path, start_re
     ('{"epochs": {"low": 0, "high": 3}}', "epochs=0 is not a valid recipe"),
     ('{"augment": ["paper", "sideways"]}', "augment='sideways' is not a valid recipe"),
     ('[1, 2]', "give a JSON object"),
-    ('{"lr": ', "not readable JSON"),
+    ('{"lr": ', "not a readable search space (JSON)"),
 ])
 def test_a_bad_space_is_a_one_line_error_naming_the_file(split_data, tmp_path, capsys, space_text, message):
     bad = tmp_path / "bad.json"

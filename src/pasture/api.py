@@ -585,12 +585,7 @@ def experiment(
         report_numbers=numbers, command=list(command or []), force=force, device=str(resolve_device(device)),
         dry_run=dry_run,
     )
-    spec.engine = make_engine(engine, jobs=jobs, ray_address=ray_address, threads_per_run=threads_per_run,
-                              device=spec.device)
-    try:
-        return run_experiment(spec, warn=warn)
-    finally:
-        spec.engine.close()
+    return _on_engine(run_experiment, spec, warn, engine, jobs, ray_address, threads_per_run)
 
 
 def tune(
@@ -627,15 +622,20 @@ def tune(
                     seeds=seeds, batch=batch, seed=seed, classes=classes, min_image_size=min_image_size,
                     test_fraction=test_fraction, split_seed=split_seed, device=str(resolve_device(device)),
                     quiet=quiet, force=force, command=list(command or []))
-    spec.engine = make_engine(engine, jobs=jobs, ray_address=ray_address, threads_per_run=threads_per_run,
-                              device=spec.device)
-    try:
-        return run_tune(spec, warn=warn)
-    finally:
-        spec.engine.close()
+    return _on_engine(run_tune, spec, warn, engine, jobs, ray_address, threads_per_run)
 
 
 ENGINES = ("local", "ray")
+
+
+def _on_engine(run, spec, warn, engine: str, jobs: int, ray_address: str | None, threads_per_run: int | None):
+    """run(spec) on the engine the options name, closed after (a Ray instance started for it stops)."""
+    spec.engine = make_engine(engine, jobs=jobs, ray_address=ray_address, threads_per_run=threads_per_run,
+                              device=spec.device)
+    try:
+        return run(spec, warn=warn)
+    finally:
+        spec.engine.close()
 
 
 def make_engine(name: str, *, jobs: int = 1, ray_address: str | None = None, threads_per_run: int | None = None,

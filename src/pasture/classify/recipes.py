@@ -160,14 +160,10 @@ def recipe_file_text(recipe: Recipe, base: str, note: str = "") -> str:
 def read_recipe_file(path: str | Path) -> Recipe:
     """The Recipe in a recipe file: its `base` preset with the file's fields over it (a file may list
     only the fields it changes). Every problem is one UserError naming the file."""
+    from pasture.core.runs import read_option_json  # here: this module stays torch-free for --help
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"--recipe {path}: no such recipe file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"--recipe {path}: not a readable recipe file ({error}); write it as `pasture tune` "
-                        "does") from None
+    data = read_option_json(path, "--recipe", "recipe file")
     if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict):
         raise UserError(f"--recipe {path}: a recipe file holds {{\"base\": PRESET, \"recipe\": {{field: value, ...}}}}")
     base = data.get("base", DEFAULT_RECIPE)

@@ -75,6 +75,17 @@ def read_json(path: str | os.PathLike):
         return json.load(handle)
 
 
+def read_option_json(path: str | os.PathLike, option: str, what: str):
+    """A JSON file a user names with `option` (--recipe FILE.json, --space SPACE.json): missing or
+    unreadable is one UserError naming the option and the file."""
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise UserError(f"{option} {path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{option} {path}: not a readable {what} ({error})") from None
+
+
 def read_checked_json(path: str | os.PathLike, check=None, what: str = "pasture file") -> dict:
     """The one loader of a JSON file pasture wrote and reads back (config, metrics, summaries, results):
     it must be a JSON object, and `check(data)` (the file kind's schema: returns a problem in words, or

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -30,7 +29,9 @@ from pathlib import Path
 from pasture.classify.recipes import Recipe, recipe_file_text, resolve_recipe
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, option_fields
 from pasture.core.errors import UserError
-from pasture.core.runs import atomic_write_json, atomic_write_text, check_output_folder, check_writable, folder_lock, versions
+from pasture.core.runs import (
+    atomic_write_json, atomic_write_text, check_output_folder, check_writable, folder_lock, read_option_json, versions,
+)
 from pasture.data import load_dataset
 from pasture.study.experiment import (
     Condition, ExperimentSpec, Replicate, _recipe_and_overrides, _stored_runs, _tasks, engine_of, run_tasks,
@@ -78,12 +79,7 @@ def read_space(path: str | Path, recipe: str) -> dict[str, dict]:
     """The search space, checked: every key a recipe field, every bound or choice a valid recipe.
     {field: {"choices": [...]}} or {field: {"low", "high", "log", "step", "integer"}}."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"--space {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"--space {path}: not readable JSON ({error})") from None
+    raw = read_option_json(path, "--space", "search space (JSON)")
     if not isinstance(raw, dict) or not raw:
         raise UserError(f'--space {path}: give a JSON object such as {{"lr": {{"low": 1e-4, "high": 1e-2, "log": true}}, '
                         '"augment": ["paper", "strong"]}')
