@@ -106,6 +106,48 @@ def test_parallel_jobs_give_the_same_numbers_as_one_job(split_data, tmp_path):
     assert losses[0] == losses[1]
 
 
+def test_parallel_runs_start_the_gans_first_and_need_no_gan_to_wait(monkeypatch):
+    # The order in which the local pool is given the runs (a synchronous stand-in for the process
+    # pool records it): the first run of each GAN first, then the runs that need no GAN, and the other
+    # runs of a GAN only once its first run (which trains and stores it) has finished.
+    from concurrent.futures import Future
+
+    import pasture.study.experiment as experiment_module
+
+    order = []
+
+    class RecordingPool:
+        def __init__(self, max_workers, mp_context):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, function, task):
+            order.append(task["key"])
+            future = Future()
+            future.set_result({"key": task["key"]})
+            return future
+
+    monkeypatch.setattr(experiment_module, "ProcessPoolExecutor", RecordingPool)
+
+    def task(key, gan=None, repeat=0):
+        return {"key": key, "condition": {"name": key, "gan_preset": gan, "gan_overrides": []},
+                "replicate": {"repeat": repeat, "fold": None}}
+
+    todo = [task("plain0"), task("gan0", "default", 0), task("gan1", "default", 0), task("paper_gan0", "paper", 0),
+            task("plain1"), task("gan_other_split", "default", 1), task("gan2", "default", 0)]
+    finished = []
+    experiment_module.LocalEngine(jobs=2).run(todo, lambda stored, remaining: finished.append(stored["key"]))
+    leaders = ["gan0", "paper_gan0", "gan_other_split"]
+    assert order[:3] == leaders and order[3:5] == ["plain0", "plain1"]
+    assert sorted(order[5:]) == ["gan1", "gan2"]  # queued after gan0 finished, never before
+    assert sorted(finished) == sorted(t["key"] for t in todo)
+
+
 def test_parse_condition():
     condition = parse_condition("mine:recipe=paper,augment=paper,epochs=3,gan=default,iterations=5,ratio=0.2")
     assert condition.recipe == "paper" and dict(condition.overrides) == {"augment": "paper", "epochs": 3}

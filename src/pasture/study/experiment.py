@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -867,27 +867,46 @@ class LocalEngine:
         self._run_parallel(todo, finished)
 
     def _run_parallel(self, todo: list[dict], finished) -> None:
-        """GAN conditions train their GANs in a first wave, so two runs never train the same GAN at once."""
-        seen, first_wave, second_wave = set(), [], []
+        """Runs in `jobs` processes, in dependency order: the first run of each GAN (which trains it)
+        starts first, the runs that need no GAN fill the other workers meanwhile, and the other runs of
+        a GAN are queued when that GAN is stored, so two processes never train the same GAN and no
+        worker waits idle for a GAN it does not need. (Before, every run waited for every GAN: with
+        AVX2 kernels on 2 cores, one worker sat idle for 2 of the paper study's 11 minutes.)"""
+        leaders: dict[tuple, dict] = {}
+        waiting: dict[tuple, list[dict]] = {}
+        free = []
         for task in todo:
-            gan_key = (json.dumps(task["condition"]["gan_overrides"]), task["condition"]["gan_preset"],
-                       task["replicate"]["repeat"], task["replicate"]["fold"])
-            if task["condition"]["gan_preset"] and gan_key not in seen:
-                seen.add(gan_key)
-                first_wave.append(task)
+            key = _gan_key(task)
+            if key is None:
+                free.append(task)
+            elif key not in leaders:
+                leaders[key] = task
             else:
-                second_wave.append(task)
+                waiting.setdefault(key, []).append(task)
         remaining = {task["key"]: task for task in todo}
         context = multiprocessing.get_context("spawn")  # no forked torch thread pools
         with ProcessPoolExecutor(max_workers=self.jobs, mp_context=context) as pool:
-            for wave in (first_wave, second_wave):
-                futures = [pool.submit(execute_run, task) for task in wave]
-                try:
-                    for future in as_completed(futures):
+            running = {pool.submit(execute_run, task): task for task in [*leaders.values(), *free]}
+            try:
+                while running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        task = running.pop(future)
                         result = future.result()
+                        if leaders.get(_gan_key(task)) is task:  # its GAN is stored now: the rest can run
+                            for follower in waiting.pop(_gan_key(task), []):
+                                running[pool.submit(execute_run, follower)] = follower
                         remaining.pop(result["key"], None)
                         finished(result, list(remaining.values()))
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
+            except BaseException:
+                for future in running:
+                    future.cancel()
+                raise
+
+
+def _gan_key(task: dict) -> tuple | None:
+    """Which GAN a run needs (None: none): runs with the same key share one GAN."""
+    if not task["condition"]["gan_preset"]:
+        return None
+    return (json.dumps(task["condition"]["gan_overrides"]), task["condition"]["gan_preset"],
+            task["replicate"]["repeat"], task["replicate"]["fold"])
