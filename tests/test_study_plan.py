@@ -94,3 +94,15 @@ def test_dry_run_prints_the_plan_and_writes_nothing(split_data, tmp_path, capsys
     assert main([*arguments, "--seeds", "2", "--dry-run"]) == 0
     assert "nothing to train" in capsys.readouterr().out
     assert len(list(out.glob("runs/*/result.json"))) == 4  # the dry runs added nothing
+
+
+def test_the_plan_says_how_to_use_spare_cores():
+    from pasture.study.experiment import plan_text
+
+    plan = {"conditions": ["a", "b"], "replicates": 5, "runs": 10, "stored": 0, "to_run": 10, "gans_needed": 0,
+            "gans_to_train": 0, "estimate_seconds": 100.0, "unmeasured_runs": 0, "unmeasured_gans": 0,
+            "machine": "cpu", "engine": "local", "parallel": 1, "cores": 4}
+    assert "--jobs 4 runs 4 at a time" in plan_text(plan)
+    assert "--jobs" not in plan_text({**plan, "parallel": 2})  # already parallel
+    assert "--jobs" not in plan_text({**plan, "cores": 1})
+    assert "--jobs" not in plan_text({**plan, "engine": "ray"})
