@@ -15,9 +15,10 @@ How a study maps onto it:
   the other.
 - Threads: each task asks Ray for `threads` CPUs (num_cpus) and sets torch to that many threads, so a
   node runs at most cores/threads tasks at once and never oversubscribes its cores. The default is
-  1: a study has many more runs than cores, these models are small (one 64 px CNN run gains about
-  1.3x from a second thread on 2 cores; benchmarks/engines.py), so one thread per run gives the most
-  runs per hour; raise it (`--threads-per-run`) for big models or when runs are few.
+  1: a study has many more runs than cores, and for these small models a second thread makes a run
+  only about 1.4x faster while a second run beside it doubles the work done (the paper study on 2
+  cores: 142 s with 1 thread per task, 193 s with 2; benchmarks/engines.py). Raise it
+  (`--threads-per-run`) for big models, or when the runs are fewer than the cores.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ class RayEngine:
             try:
                 found = ray.get(ref, timeout=120)
             except Exception as error:  # noqa: BLE001 (any failure here means the node cannot run pasture)
-                raise UserError(f"Ray node {address} cannot run pasture ({_first_line(error)}); install the same "
+                raise UserError(f"Ray node {address} cannot run pasture ({_gist(error)}); install the same "
                                 f"pasture {expected['pasture']} and torch {expected['torch']} there") from None
             different = [f"{name} {found[name]} (driver: {expected[name]})" for name in MATCHED
                          if found[name] != expected[name]]
@@ -280,11 +281,12 @@ class RayEngine:
             if isinstance(cause, VersionMismatch):
                 raise UserError(f"a Ray worker: {cause}; install the driver's versions on every node") from None
             if "No module named" in str(error):
-                raise UserError(f"a Ray worker cannot import what pasture needs ({_first_line(cause or error)}); "
+                raise UserError(f"a Ray worker cannot import what pasture needs ({_gist(cause or error)}); "
                                 f"install pasture[ray] and torch there, the driver's versions") from None
             raise
 
 
-def _first_line(error: BaseException) -> str:
+def _gist(error: BaseException) -> str:
+    """The last non-empty line of an error's text (a remote traceback ends with the error itself)."""
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
