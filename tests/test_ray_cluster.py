@@ -18,7 +18,8 @@ import pytest
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 
 QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
-RAY = str(Path(sys.executable).with_name("ray"))
+# the ray command installed beside this Python (a venv's or pyenv's bin/), else the one on PATH
+RAY = str(Path(sys.executable).with_name("ray")) if Path(sys.executable).with_name("ray").is_file() else shutil.which("ray")
 PASTURE = [sys.executable, "-m", "pasture.cli"]
 
 
