@@ -338,9 +338,9 @@ def task_inputs(task: dict) -> dict:
     sizes = {recipe.image_size}
     extra = []
     if condition.get("teacher"):
-        sizes.add(resolve_recipe(condition["teacher"]).image_size)
+        teacher_size = resolve_recipe(condition["teacher"]).image_size
+        sizes.add(teacher_size)
         if condition.get("unlabeled_dir"):
-            teacher_size = resolve_recipe(condition["teacher"]).image_size
             _unlabeled_at(condition["unlabeled_dir"], teacher_size)
             extra.append(("unlabeled", condition["unlabeled_dir"], teacher_size))
     if condition["gan_preset"]:
@@ -397,9 +397,10 @@ def gan_is_stored(gan_dir: Path) -> bool:
 _SHIPPED_GANS: dict[str, list] = {}
 
 
-def _trained_gan(task: dict, preset: GanPreset, dataset, seed: int, gan_dir: Path) -> list:
-    """The GAN's units, trained now unless stored; while another process trains the same GAN (another
-    study, or a second --jobs worker), wait for it instead of training it twice."""
+def _trained_gan(task: dict, location: tuple) -> list:
+    """The GAN's units (its gan_location), trained now unless stored; while another process trains the
+    same GAN (another study, or a second --jobs worker), wait for it instead of training it twice."""
+    gan_dir = location[3]
     if gan_dir.name in _SHIPPED_GANS:
         return _SHIPPED_GANS[gan_dir.name]
     while True:
@@ -411,16 +412,17 @@ def _trained_gan(task: dict, preset: GanPreset, dataset, seed: int, gan_dir: Pat
                 if gan_is_stored(gan_dir):  # finished by the process that held the lock
                     continue
                 resume = (gan_dir / "checkpoint.pt").is_file()
-                units, summary = train_task_gan(task, gan_dir, resume)
-                store_gan(task, gan_dir, summary, remember_time=not resume)  # a resumed GAN's time is only part of one
+                units, summary = train_task_gan(task, location, gan_dir, resume)
+                store_gan(task, location, summary, remember_time=not resume)  # a resumed GAN's time is only part of one
                 return units
         except FolderBusy:
             time.sleep(2.0)
 
 
-def train_task_gan(task: dict, folder: Path, resume: bool = False) -> tuple[list, dict]:
-    """Train the GAN of a GAN task into `folder` (checkpoint, log, sample grids); (units, summary)."""
-    preset, dataset, seed, _ = gan_location(task)
+def train_task_gan(task: dict, location: tuple, folder: Path, resume: bool = False) -> tuple[list, dict]:
+    """Train the GAN of a GAN task (its gan_location) into `folder` (checkpoint, log, sample grids);
+    returns (units, summary)."""
+    preset, dataset, seed, _ = location
     started = time.perf_counter()
     # The replicate's training part only: the fold's test images never reach the GAN.
     result = train_gan(dataset.train, preset, seed, out=folder, resume=resume, quiet=True, device=_task_device(task))
@@ -429,16 +431,16 @@ def train_task_gan(task: dict, folder: Path, resume: bool = False) -> tuple[list
     return result["units"], summary
 
 
-def store_gan(task: dict, gan_dir: Path, summary: dict, files: dict[str, bytes] | None = None,
+def store_gan(task: dict, location: tuple, summary: dict, files: dict[str, bytes] | None = None,
               remember_time: bool = True) -> None:
     """Finish a GAN's store folder: its files (when trained elsewhere), then summary.json, which marks
     it as stored; the time is remembered for study plans."""
+    preset, dataset, _, gan_dir = location
     gan_dir.mkdir(parents=True, exist_ok=True)
     for name, data in (files or {}).items():
         atomic_write_bytes(gan_dir / name, data)
     atomic_write_json(gan_dir / "summary.json", summary)
     if remember_time:
-        preset, dataset, _, _ = gan_location(task)
         remember("gan", gan_timing_key(task, preset, dataset), summary["seconds"])
 
 
@@ -458,8 +460,9 @@ def _gan_for(task: dict, recipe_size: int):
     """Train (or reuse) the replicate's GAN and return its synthetic images at the classifier's size."""
     condition = task["condition"]
     replicate = task["replicate"]
-    preset, dataset, seed, gan_dir = gan_location(task)
-    units = _trained_gan(task, preset, dataset, seed, gan_dir)
+    location = gan_location(task)
+    preset, dataset, _, gan_dir = location
+    units = _trained_gan(task, location)
     samplers = build_samplers(preset, len(dataset.classes), units, _task_device(task))
     generator = torch.Generator().manual_seed(replicate["seed"])
     images, labels = [], []

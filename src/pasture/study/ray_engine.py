@@ -101,7 +101,7 @@ def remote_gan(task: dict, expected: dict, keys: list, *values) -> tuple[list, t
     """One GAN in a worker: (its units, for the runs that use it; (summary, files) for the store)."""
     _receive(task, expected, keys, values)
     with tempfile.TemporaryDirectory(prefix="pasture-gan-") as folder:
-        units, summary = train_task_gan(task, Path(folder))
+        units, summary = train_task_gan(task, gan_location(task), Path(folder))
         return units, (summary, _files_in(Path(folder)))
 
 
@@ -227,12 +227,14 @@ class RayEngine:
                     shipped[key] = ray.put(value)
             return list(inputs), [shipped[key] for key in inputs]
 
-        pending: dict = {}  # ref -> ("gan", task, folder) or ("run", task)
+        pending: dict = {}  # ref -> ("gan", task, its GAN's location) or ("run", task)
         gans: dict[str, object] = {}  # GAN store folder name -> ref of its units
+        # Where each GAN task's GAN lives (hashing its training images), once per task.
+        locations = {task["key"]: gan_location(task) for task in todo if task["condition"]["gan_preset"]}
         for task in todo:
-            if not task["condition"]["gan_preset"]:
+            if task["key"] not in locations:
                 continue
-            gan_dir = gan_location(task)[3]
+            gan_dir = locations[task["key"]][3]
             if gan_dir.name in gans:
                 continue
             if gan_is_stored(gan_dir):
@@ -241,10 +243,10 @@ class RayEngine:
                 keys, refs = inputs_of(task)
                 units, payload = gan_task.remote(task, expected, keys, *refs)
                 gans[gan_dir.name] = units
-                pending[payload] = ("gan", task, gan_dir)
+                pending[payload] = ("gan", task, locations[task["key"]])
         for task in todo:
             keys, refs = inputs_of(task)
-            names = [gan_location(task)[3].name] if task["condition"]["gan_preset"] else []
+            names = [locations[task["key"]][3].name] if task["key"] in locations else []
             pending[run_task.remote(task, expected, keys, names, *refs, *[gans[name] for name in names])] = ("run", task)
         del gans  # the runs hold the GAN refs now; Ray frees each GAN once its runs are done
         remaining = {task["key"]: task for task in todo}
@@ -260,7 +262,7 @@ class RayEngine:
                         continue
                     stored, seconds, files = value
                     if stored.get("gan_dir"):  # the worker's own GAN store path; the driver's is where it is
-                        stored["gan_dir"] = str(gan_location(task)[3])
+                        stored["gan_dir"] = str(locations[task["key"]][3])
                     store_run(task, stored, seconds, files)
                     remaining.pop(task["key"], None)
                     finished(stored, list(remaining.values()))
