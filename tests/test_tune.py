@@ -150,3 +150,13 @@ def test_without_optuna_the_error_names_the_install_command(split_data, tmp_path
     code = main(["tune", str(split_data), "--out", str(tmp_path / "tuned"), "--space", str(space), "--quiet"])
     assert code == 2 and 'pip install -e ".[tune]"' in capsys.readouterr().err
     assert not (tmp_path / "tuned").exists()
+
+
+def test_force_starts_a_search_again_and_keeps_the_users_files(split_data, tmp_path, space, start_recipe):
+    out = tmp_path / "tuned"
+    _tune(split_data, out, space, start_recipe)
+    (out / "notes.txt").write_text("mine")
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    _tune(split_data, out, space, start_recipe, force=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert all(p.stat().st_mtime_ns != stamp for p, stamp in stamps.items())  # every run computed again

@@ -632,8 +632,8 @@ EXPERIMENT_FILES = ("experiment.json", "report.md", "report.html", "results.csv"
                     *(f"gans/*/{pattern}" for pattern in RUN_FILES))
 
 
-def _remove_experiment_files(out: Path) -> None:
-    for pattern in EXPERIMENT_FILES:
+def _remove_own_files(out: Path, patterns: tuple) -> None:
+    for pattern in patterns:
         for path in out.glob(pattern):
             path.unlink(missing_ok=True)
     for pattern in ("runs/*", "gans/*", "runs", "gans", "figures"):  # pasture's own folders, once emptied
@@ -642,16 +642,24 @@ def _remove_experiment_files(out: Path) -> None:
                 folder.rmdir()
 
 
-def _open_out(out: Path, force: bool) -> None:
-    """Refuse a folder that holds something else (or, with --force, clear pasture's own files from it)."""
+def open_study_folder(out: Path, force: bool, marker: str = "experiment.json", what: str = "experiment",
+                      files: tuple = EXPERIMENT_FILES) -> None:
+    """Refuse a folder that holds something else than this kind of study (its `marker` file), or,
+    with --force, clear pasture's own `files` (glob patterns) from it; used by experiments and tune."""
     if force:  # as `train --force`: pasture's own files go, the user's stay, and pasture writes beside them
-        check_output_folder(out, None, "experiment")
+        check_output_folder(out, None, what)
         if out.is_dir():
-            _remove_experiment_files(out)
+            _remove_own_files(out, files)
     else:
-        check_output_folder(out, "experiment.json", "experiment")
+        check_output_folder(out, marker, what)
     check_writable(out)
     remove_orphan_temp_files(out, recursive=True)
+
+
+def pending_tasks(tasks: list[dict], stored: dict) -> list[dict]:
+    """The tasks whose run is not stored, once per key: runs are stored by settings, not by condition
+    name, so two names for the same settings share runs."""
+    return list({task["key"]: task for task in tasks if stored[task["key"]] is None}.values())
 
 
 def _stored_runs(out: Path, tasks: list[dict], warn) -> dict[str, dict | None]:
@@ -670,7 +678,7 @@ def _stored_runs(out: Path, tasks: list[dict], warn) -> dict[str, dict | None]:
 
 def study_plan(spec: ExperimentSpec, tasks: list[dict], stored: dict, replicates) -> dict:
     """What the study will do and, from the times remembered on this machine, about how long it takes."""
-    todo = list({task["key"]: task for task in tasks if stored[task["key"]] is None}.values())
+    todo = pending_tasks(tasks, stored)
     # Where each GAN task's GAN lives (hashing its training images), once per task.
     locations = {task["key"]: gan_location(task) for task in tasks if task["condition"]["gan_preset"]} if todo else {}
     needed = {location[3] for location in locations.values()}
@@ -780,7 +788,7 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
                   for task in tasks}
         plan = study_plan(spec, tasks, stored, replicates)
         return {"plan": plan, "plan_text": plan_text(plan)}
-    _open_out(out, spec.force)
+    open_study_folder(out, spec.force)
     with folder_lock(out, "experiment"):
         # experiment.json first: a folder killed during this write holds only a temp file and the lock,
         # both recognised as leftovers next time.
@@ -795,8 +803,7 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
 def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replicates, warn) -> dict:
     tasks = _tasks(spec, layout, summary_data.fingerprint, replicates)
     stored = _stored_runs(out, tasks, warn)
-    # Runs are stored by settings, not by condition name: two names for the same settings share runs.
-    todo = list({task["key"]: task for task in tasks if stored[task["key"]] is None}.values())
+    todo = pending_tasks(tasks, stored)
     if not spec.quiet and todo:
         print(plan_text(study_plan(spec, tasks, stored, replicates)), file=sys.stderr, flush=True)
     started = time.perf_counter()

@@ -29,18 +29,19 @@ from pathlib import Path
 from pasture.classify.recipes import Recipe, recipe_file_text, resolve_recipe
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, option_fields
 from pasture.core.errors import UserError
-from pasture.core.runs import (
-    atomic_write_json, atomic_write_text, check_output_folder, check_writable, folder_lock, read_option_json, versions,
-)
+from pasture.core.runs import atomic_write_json, atomic_write_text, folder_lock, read_option_json, versions
 from pasture.data import load_dataset
 from pasture.study.experiment import (
-    Condition, ExperimentSpec, Replicate, _recipe_and_overrides, _stored_runs, _tasks, engine_of, run_tasks,
+    Condition, ExperimentSpec, Replicate, _recipe_and_overrides, _stored_runs, _tasks, engine_of, open_study_folder,
+    pending_tasks, run_tasks,
 )
 from pasture.study.report import summarise
 
 TUNE_EXTRA = 'pip install -e ".[tune]"'
 # Recipe fields a search may set: the options of Recipe (not its name or description).
 SEARCHABLE = {f.name for f in option_fields(Recipe)}
+# What a search writes into its folder (glob patterns); --force removes only these.
+TUNE_FILES = ("tune.json", "tune.md", "trials.csv", "best_recipe.json", "runs/*/result.json", "runs/*/top_losses.png")
 EVAL_EVERY = 10**6  # a candidate's fold is scored at the first and last epoch only: the result is the same
 
 
@@ -147,14 +148,7 @@ def run_tune(spec: TuneSpec, warn=None) -> dict:
     engine = engine_of(_experiment_spec(spec, []))
     engine.start()
     out = Path(spec.out)
-    if spec.force and out.is_dir():
-        check_output_folder(out, None, "tune")
-        for pattern in ("tune.json", "tune.md", "trials.csv", "best_recipe.json", "runs/*/result.json",
-                        "runs/*/top_losses.png"):
-            for path in out.glob(pattern):
-                path.unlink()
-    check_output_folder(out, "tune.json", "tune")
-    check_writable(out)
+    open_study_folder(out, spec.force, "tune.json", "tune", TUNE_FILES)
     with folder_lock(out, "tune"):
         atomic_write_json(out / "tune.json", {"status": "running", "command": spec.command})
         return _search(spec, optuna, out, data, space, base, file_overrides, engine, warn)
@@ -176,7 +170,7 @@ def _score(spec, out, data, conditions, replicates, engine, warn, desc: str) -> 
     """Run (or find stored) every condition on every replicate; summarise's (rows, comparisons)."""
     tasks = _tasks(_experiment_spec(spec, conditions), data.layout, data.fingerprint, replicates)
     stored = _stored_runs(out, tasks, warn)
-    todo = list({task["key"]: task for task in tasks if stored[task["key"]] is None}.values())
+    todo = pending_tasks(tasks, stored)
     stored.update(run_tasks(engine, todo, len(stored), spec.quiet, out, desc=desc))
     results = [{**stored[task["key"]], "condition": task["condition"]["name"]} for task in tasks]
     return summarise(conditions, replicates, results)
@@ -200,11 +194,11 @@ def _search(spec, optuna, out, data, space, base, file_overrides, engine, warn) 
             study.tell(trial, row["balanced"]["mean"])
             trials.append({"trial": trial.number, "values": values, "balanced": row["balanced"], "test": row["test"]})
         if not spec.quiet:
-            best_so_far = max(trials, key=lambda t: (t["balanced"]["mean"], -t["trial"]))
+            best_so_far = max(trials, key=_rank)
             print(f"tune: {len(trials)}/{spec.trials} trials; best so far trial {best_so_far['trial']} "
                   f"{best_so_far['balanced']['mean']:.1%} (start {start_row['balanced']['mean']:.1%})",
                   file=sys.stderr, flush=True)
-    best = max(trials, key=lambda t: (t["balanced"]["mean"], -t["trial"]))
+    best = max(trials, key=_rank)
     # A candidate that does not score above the start on the search folds is not handed over: the
     # recipe file is then the starting recipe, and the result says so.
     improved = best["balanced"]["mean"] > start_row["balanced"]["mean"]
@@ -242,6 +236,11 @@ def _search(spec, optuna, out, data, space, base, file_overrides, engine, warn) 
     return result
 
 
+def _rank(trial: dict) -> tuple:
+    """The best trial: the highest score; between equal scores, the earliest."""
+    return trial["balanced"]["mean"], -trial["trial"]
+
+
 def _trials_csv(trials: list[dict], space: dict) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -260,7 +259,7 @@ def _cell(interval: dict) -> str:
 
 def tune_text(result: dict) -> str:
     """What `pasture tune` prints and writes to tune.md."""
-    ranked = sorted(result["trials"], key=lambda t: (-t["balanced"]["mean"], t["trial"]))
+    ranked = sorted(result["trials"], key=_rank, reverse=True)
     lines = [f"# pasture tune: {result['recipe']} on {result['data']}", "",
              f"Score: {result['score']} ({result['folds']} folds x {result['seeds']} seeds = "
              f"{result['folds'] * result['seeds']} runs per candidate, about {result['n_validation_per_run']} "
