@@ -4,7 +4,7 @@ The two sets are joined, as links, into one DATA/<class>/<source>/ tree (sources
 `source_repo` and cowhorse-sources' `source` columns), and `pasture experiment --folds groups --groups
 subfolders` holds out each source in turn: every model is scored on photos from a source it never saw.
 
-    python benchmarks/loso.py [--seeds 3] [--conditions default small-data probe finetune] [--out DIR] [--jobs 2]
+    python benchmarks/loso.py [--seeds 3] [--conditions default small-data probe finetune] [--out DIR] [--jobs N|auto]
 
 Prints the experiment's table (balanced accuracy and accuracy per held-out source) and writes
 DIR/report.md, report.html and results.json (default benchmarks/results/loso/).
@@ -38,7 +38,7 @@ def link_sources(target: Path) -> dict[str, int]:
     return counts
 
 
-def run_loso(conditions: list[str], seeds: int, out: str, command: list[str], jobs: int = 1) -> dict:
+def run_loso(conditions: list[str], seeds: int, out: str, command: list[str], jobs: int | str = "auto") -> dict:
     """The leave-one-source-out experiment of `conditions` (runs stored in `out` are reused)."""
     from pasture import api
 
@@ -71,7 +71,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--conditions", nargs="+", default=["default", "small-data", "probe", "finetune"])
     parser.add_argument("--out", default=str(RESULTS / "loso"))
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (cores split between them)")
+    parser.add_argument("--jobs", default="auto", type=lambda text: text if text == "auto" else int(text),
+                        help="runs at once (auto: one single-threaded run per core; a study with runs keeps theirs)")
     args = parser.parse_args()
     results = run_loso(args.conditions, args.seeds, args.out, ["python", "benchmarks/loso.py", *sys.argv[1:]],
                        jobs=args.jobs)

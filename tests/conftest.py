@@ -71,6 +71,15 @@ def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PASTURE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture
+def in_process_runs(monkeypatch):
+    """--jobs auto picks one run at a time, in this process: for tests whose spies (monkeypatched
+    functions) must see the runs, which a worker process would not."""
+    from pasture.study import experiment
+
+    monkeypatch.setattr(experiment, "auto_jobs", lambda device, out=None: 1)
+
+
 def interrupt_on_call(monkeypatch, module, name: str, call: int):
     """Make `module.name` raise KeyboardInterrupt on its `call`-th call (a Ctrl-C at a known point).
     Returns a function that puts the real one back."""

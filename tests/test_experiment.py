@@ -91,11 +91,15 @@ def test_parallel_jobs_give_the_same_numbers_as_one_job(split_data, tmp_path):
     threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
     try:
-        serial = api.experiment(split_data, tmp_path / "one", conditions=conditions, seeds=2, quiet=True)
+        serial = api.experiment(split_data, tmp_path / "one", conditions=conditions, seeds=2, quiet=True, jobs=1)
+        serial_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(threads_before)
     parallel = api.experiment(split_data, tmp_path / "two", conditions=conditions, seeds=2, quiet=True, jobs=2)
     assert parallel["runs_computed"] == 4
+    # each study records the threads its runs had (so that --jobs auto can keep them when it grows)
+    recorded = [json.loads((tmp_path / name / "experiment.json").read_text())["threads_per_run"] for name in ("one", "two")]
+    assert recorded == [serial_threads, max(1, (os.cpu_count() or 1) // 2)]
     for one, two in zip(serial["conditions"], parallel["conditions"]):
         assert one["runs"] == two["runs"] == 2
         assert one["accuracies"] == two["accuracies"]
@@ -190,11 +194,11 @@ def test_interrupted_experiment_keeps_finished_runs(split_data, tmp_path, monkey
     restore = interrupt_on_call(monkeypatch, experiment_module, "execute_run", 3)
     with pytest.raises(Interrupted, match="again"):
         api.experiment(split_data, tmp_path / "s", conditions=[f"a:{QUICK}", f"b:{QUICK},lr=0.002"], seeds=2,
-                       quiet=True)
+                       quiet=True, jobs=1)  # the interruption is patched into this process
     assert count_runs(tmp_path / "s") == 2
     restore()
     done = api.experiment(split_data, tmp_path / "s", conditions=[f"a:{QUICK}", f"b:{QUICK},lr=0.002"], seeds=2,
-                          quiet=True)
+                          quiet=True, jobs=1)
     assert done["runs_computed"] == 2
 
 
@@ -219,7 +223,7 @@ def test_kfold_experiment_gan_never_sees_the_folds_test_part(flat_data, tmp_path
     monkeypatch.setattr(experiment_module, "train_gan", spy)
     condition = f"g:{QUICK},gan=default,image_size_gan=16,iterations=3,ngf=4,ndf=4,per_class=4"
     results = api.experiment(flat_data, tmp_path / "cv", conditions=[f"base:{QUICK}", condition], seeds=1, folds=3,
-                             quiet=True)
+                             quiet=True, jobs=1)  # the spy lives in this process
     assert results["replicates"] == 3 and len(seen) == 3
     pool = load_pool(flat_data, 16)
     folds = stratified_folds(pool.train.labels, 3, seed=0)
@@ -282,3 +286,62 @@ def test_experiment_eval_every_thins_the_curves_only(split_data, tmp_path):
     with pytest.raises(SystemExit) as exit_info:  # argparse rejects it before anything runs
         main(["experiment", str(split_data), "--out", str(tmp_path / "bad"), "--eval-every", "0"])
     assert exit_info.value.code == 2
+
+
+def test_jobs_auto_runs_one_thread_per_core_and_keeps_a_studys_threads(tmp_path, monkeypatch):
+    from pasture.study.experiment import AUTO_JOBS_MAX, LocalEngine, auto_jobs
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert auto_jobs("cpu") == 4 and LocalEngine(4).threads_per_run() == 1
+    assert auto_jobs("cuda:0") == 1 and auto_jobs("mps") == 1  # runs would share one device
+    study = tmp_path / "study"
+    assert auto_jobs("cpu", study) == 4  # no folder yet
+    study.mkdir()
+    (study / "experiment.json").write_text(json.dumps({"threads_per_run": 4}))
+    assert auto_jobs("cpu", study) == 4  # no stored runs: nothing to keep
+    (study / "runs" / "k").mkdir(parents=True)
+    (study / "runs" / "k" / "result.json").write_text("{}")
+    assert auto_jobs("cpu", study) == 1  # its runs had all 4 threads: one at a time
+    (study / "experiment.json").write_text(json.dumps({"threads_per_run": 2}))
+    assert auto_jobs("cpu", study) == 2
+    (study / "experiment.json").write_text(json.dumps({"title": "made before threads were recorded"}))
+    assert auto_jobs("cpu", study) == 4
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert auto_jobs("cpu") == AUTO_JOBS_MAX
+    engine = LocalEngine("auto")
+    engine.settle("cpu", None)
+    assert engine.jobs == AUTO_JOBS_MAX and engine.threads_per_run() == 64 // AUTO_JOBS_MAX
+    with pytest.raises(UserError, match="--jobs 0"):
+        LocalEngine(0)
+
+
+def test_the_cli_runs_studies_with_jobs_auto_by_default(split_data, tmp_path, capsys):
+    out = tmp_path / "study"
+    arguments = ["experiment", str(split_data), "--out", str(out), "--conditions", f"a:{QUICK}", "--seeds", "2"]
+    assert main([*arguments, "--jobs", "1", "--quiet"]) == 0
+    threads = json.loads((out / "experiment.json").read_text())["threads_per_run"]
+    assert threads == torch.get_num_threads()
+    # grown without --jobs: auto keeps the stored runs' threads, so the study still runs one at a time;
+    # a new study runs one single-threaded run per core
+    grown = api.experiment(split_data, out, conditions=[f"a:{QUICK}"], seeds=3, dry_run=True)
+    fresh = api.experiment(split_data, tmp_path / "fresh", conditions=[f"a:{QUICK}"], seeds=3, dry_run=True)
+    assert grown["plan"]["parallel"] == 1
+    assert fresh["plan"]["parallel"] == min(torch.get_num_threads(), 8)
+    with pytest.raises(SystemExit) as stop:
+        main(["experiment", str(split_data), "--out", str(out), "--jobs", "none"])
+    assert stop.value.code == 2 and "--jobs" in capsys.readouterr().err
+
+
+def test_a_run_in_this_process_gives_back_its_thread_count(split_data, tmp_path):
+    # A pool's only (or last) run runs in the calling process with the pool's share of threads; a
+    # notebook must get its own thread count back afterwards.
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        results = api.experiment(split_data, tmp_path / "one", conditions=[f"a:{QUICK}"], seeds=1, quiet=True, jobs=64)
+        assert results["runs_computed"] == 1
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads_before)

@@ -104,7 +104,7 @@ def test_leave_one_group_out_trains_without_the_group_it_tests_on(sourced, tmp_p
 
     monkeypatch.setattr(experiment_module, "train_classifier", spy)
     results = api.experiment(sourced, tmp_path / "logo", conditions=[f"a:{QUICK}"], seeds=1, folds="groups",
-                             groups="subfolders", quiet=True)
+                             groups="subfolders", quiet=True, jobs=1)  # the spy lives in this process
     assert results["replicates"] == 3 and len(seen) == 3
     assert sorted(tuple(test) for _, test in seen) == [("barn",), ("field",), ("track",)]
     assert all(not train & test for train, test in seen)  # never trained on the group it is scored on

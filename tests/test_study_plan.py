@@ -19,8 +19,8 @@ GAN = f"g:{QUICK},gan=default,image_size_gan=16,iterations=3,ngf=4,ndf=4,per_cla
 
 
 @pytest.fixture
-def counted_gans(monkeypatch):
-    """Count the GANs trained (the real trainer still runs)."""
+def counted_gans(monkeypatch, in_process_runs):
+    """Count the GANs trained (the real trainer still runs, in this process)."""
     calls = []
     real = experiment.train_gan
 

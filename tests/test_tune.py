@@ -38,7 +38,8 @@ def _tune(data, out, space, start_recipe, **options):
                     **options)
 
 
-def test_every_run_of_a_search_sees_the_training_split_only(split_data, tmp_path, space, start_recipe, monkeypatch):
+def test_every_run_of_a_search_sees_the_training_split_only(split_data, tmp_path, space, start_recipe, monkeypatch,
+                                                            in_process_runs):
     seen = []
     real = experiment_module.replicate_dataset
 
@@ -56,7 +57,8 @@ def test_every_run_of_a_search_sees_the_training_split_only(split_data, tmp_path
     assert len(result["trials"]) == 4
 
 
-def test_an_interrupted_search_resumes_to_the_same_result(split_data, tmp_path, space, start_recipe, monkeypatch):
+def test_an_interrupted_search_resumes_to_the_same_result(in_process_runs, split_data, tmp_path, space, start_recipe,
+                                                          monkeypatch):
     straight = _tune(split_data, tmp_path / "straight", space, start_recipe)
     restore = interrupt_on_call(monkeypatch, experiment_module, "execute_run", 9)  # inside the second trial
     with pytest.raises(Interrupted):

@@ -541,7 +541,7 @@ def experiment(
     model: str | None = None,
     classes: list[str] | None = None,
     min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
-    jobs: int = 1,
+    jobs: int | str = "auto",
     eval_every: int = 1,
     quiet: bool = False,
     paper: bool = False,
@@ -604,7 +604,7 @@ def tune(
     split_seed: int = 0,
     min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     engine: str = "local",
-    jobs: int = 1,
+    jobs: int | str = "auto",
     ray_address: str | None = None,
     threads_per_run: int | None = None,
     device: str = "auto",
@@ -628,7 +628,7 @@ def tune(
 ENGINES = ("local", "ray")
 
 
-def _on_engine(run, spec, warn, engine: str, jobs: int, ray_address: str | None, threads_per_run: int | None):
+def _on_engine(run, spec, warn, engine: str, jobs: int | str, ray_address: str | None, threads_per_run: int | None):
     """run(spec) on the engine the options name, closed after (a Ray instance started for it stops)."""
     spec.engine = make_engine(engine, jobs=jobs, ray_address=ray_address, threads_per_run=threads_per_run,
                               device=spec.device)
@@ -638,7 +638,7 @@ def _on_engine(run, spec, warn, engine: str, jobs: int, ray_address: str | None,
         spec.engine.close()
 
 
-def make_engine(name: str, *, jobs: int = 1, ray_address: str | None = None, threads_per_run: int | None = None,
+def make_engine(name: str, *, jobs: int | str = "auto", ray_address: str | None = None, threads_per_run: int | None = None,
                 device: str = "cpu"):
     """The engine that executes a study's runs: LocalEngine(jobs) or a RayEngine (imported only here,
     so a plain install never needs Ray)."""
@@ -651,7 +651,7 @@ def make_engine(name: str, *, jobs: int = 1, ray_address: str | None = None, thr
             raise UserError("--threads-per-run: applies to --engine ray; the local engine gives each of --jobs "
                             "workers cores/jobs threads")
         return LocalEngine(jobs)
-    if jobs != 1:
+    if jobs not in (1, "auto"):
         raise UserError("--jobs: applies to --engine local; Ray runs as many runs at once as the cluster has "
                         "CPUs / --threads-per-run")
     if device != "cpu":
@@ -663,7 +663,7 @@ def make_engine(name: str, *, jobs: int = 1, ray_address: str | None = None, thr
 
 
 def demo(out: str | os.PathLike = "pasture-demo", *, seeds: int = 3, quick: bool = False, quiet: bool = False,
-         jobs: int = 1, device: str = "auto", command: list[str] | None = None) -> dict:
+         jobs: int | str = "auto", device: str = "auto", command: list[str] | None = None) -> dict:
     """Draw the procedural two-class image set into out/data and run baseline, +transforms and +GAN on it.
 
     `quick` shrinks everything (for tests); the full demo takes a few minutes on 2 CPU cores.

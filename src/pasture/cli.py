@@ -44,6 +44,16 @@ _positive_int = _int_at_least(1)
 _nonnegative_int = _int_at_least(0)
 
 
+def _jobs_choice(text: str) -> int | str:
+    """An argparse type for --jobs: a whole number of at least 1, or auto."""
+    return text if text == "auto" else _positive_int(text)
+
+
+JOBS_HELP = ("runs at once on this machine, each in its own process with cores/N threads; auto (the default): one "
+             "single-threaded run per core (up to 8) on a CPU, 1 on a GPU, and a study that holds runs keeps its "
+             "threads per run")
+
+
 def _recipe_choice(text: str) -> str:
     """An argparse type: a named recipe, or a recipe file (FILE.json, as `pasture tune` writes)."""
     if text in RECIPES or text.endswith(".json"):
@@ -297,8 +307,7 @@ def _add_experiment_commands(commands) -> None:
     experiment.add_argument("--model", help="model of written conditions that name none")
     experiment.add_argument("--classes", type=_class_list)
     experiment.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
-    experiment.add_argument("--jobs", type=_positive_int, default=1,
-                            help="independent runs in parallel processes (threads split between them)")
+    experiment.add_argument("--jobs", type=_jobs_choice, default="auto", metavar="N|auto", help=JOBS_HELP)
     _add_engine_flags(experiment)
     experiment.add_argument("--dry-run", action="store_true",
                             help="print the plan (runs, stored runs, GANs to train or reuse) and the time it should take "
@@ -318,7 +327,7 @@ def _add_experiment_commands(commands) -> None:
     demo.add_argument("--out", default="pasture-demo", metavar="DIR")
     demo.add_argument("--seeds", type=_positive_int, default=3)
     demo.add_argument("--quick", action="store_true", help="tiny settings: seconds instead of minutes")
-    demo.add_argument("--jobs", type=_positive_int, default=1)
+    demo.add_argument("--jobs", type=_jobs_choice, default="auto", metavar="N|auto", help=JOBS_HELP)
     _add_device_flag(demo)
     demo.add_argument("--quiet", action="store_true")
 
@@ -367,7 +376,7 @@ def _add_tune_command(commands) -> None:
                       help="DATA/<class>/ only: the split `train` makes, whose test part the search never sees")
     tune.add_argument("--split-seed", type=int, default=0)
     tune.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
-    tune.add_argument("--jobs", type=_positive_int, default=1, help="with --engine local: runs in parallel processes")
+    tune.add_argument("--jobs", type=_jobs_choice, default="auto", metavar="N|auto", help=JOBS_HELP)
     _add_engine_flags(tune)
     tune.add_argument("--force", action="store_true", help="start again: remove pasture's own files from DIR first")
     _add_device_flag(tune)

@@ -243,7 +243,7 @@ class ExperimentSpec:
     min_image_size: int = 16
     groups: str | None = None  # a CSV or "subfolders" (pasture.data.groups)
     group_column: str = "group"
-    jobs: int = 1
+    jobs: int | str = 1  # runs at once on this machine, or "auto" (auto_jobs)
     eval_every: int = 1  # test-split curve points every K epochs; results are the same (not in the run key)
     quiet: bool = False
     title: str = "pasture experiment"
@@ -520,9 +520,20 @@ def execute_run(task: dict) -> dict:
 
 def compute_run(task: dict, folder: Path) -> tuple[dict, float]:
     """Train and score one (condition, replicate); its figure (top_losses.png) goes into `folder`.
-    Returns (the dict to store, the classifier's seconds). Stores nothing: see store_run."""
+    Returns (the dict to store, the classifier's seconds). Stores nothing: see store_run.
+
+    With the task's `threads` (a --jobs share), and the caller's thread count back after: a pool's
+    last run may run in the calling process, which must not be left with one thread."""
+    before = torch.get_num_threads()
     if task.get("threads"):
         torch.set_num_threads(task["threads"])
+    try:
+        return _compute_run(task, folder)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compute_run(task: dict, folder: Path) -> tuple[dict, float]:
     condition = task["condition"]
     recipe = resolve_recipe(condition["recipe"], **dict(condition["overrides"]))
     dataset = replicate_dataset(task, recipe.image_size)
@@ -700,6 +711,7 @@ def study_plan(spec: ExperimentSpec, tasks: list[dict], stored: dict, replicates
         "unmeasured_gans": sum(1 for seconds in gans if seconds is None),
         "machine": device_info(torch.device(spec.device))["name"],
         "engine": engine_of(spec).name, "parallel": engine_of(spec).parallel(), "cores": os.cpu_count() or 1,
+        "device": spec.device,
     }
 
 
@@ -729,7 +741,8 @@ def plan_text(plan: dict) -> str:
 def _jobs_hint(plan: dict) -> str:
     """On a machine with spare cores, say how to use them: small runs gain more from running side by
     side than from more threads each (2 cores: 131 s with --jobs 2 against 187 s, benchmarks/engines.py)."""
-    if plan.get("engine") != "local" or plan.get("parallel", 1) > 1 or plan.get("cores", 1) < 2 or plan["to_run"] < 4:
+    if (plan.get("engine") != "local" or plan.get("device", "cpu") != "cpu" or plan.get("parallel", 1) > 1
+            or plan.get("cores", 1) < 2 or plan["to_run"] < 4):
         return ""
     jobs = min(plan["cores"], 8)
     return f" (--jobs {jobs} runs {jobs} at a time on this machine's {plan['cores']} cores: faster for small models)"
@@ -746,8 +759,6 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
         raise UserError(f"--conditions: names must differ ({', '.join(names)})")
     if spec.seeds < 1:
         raise UserError(f"--seeds {spec.seeds}: must be at least 1")
-    if spec.jobs < 1:
-        raise UserError(f"--jobs {spec.jobs}: must be at least 1")
     check_eval_every(spec.eval_every)
     root = Path(spec.data)
     if not root.is_dir():
@@ -779,8 +790,8 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
                                  warn=warn or (lambda m: None), groups=spec.groups, group_column=spec.group_column)
     group_names = sorted(set(summary_data.train.groups)) if summary_data.train.groups is not None else None
     replicates = plan_replicates(layout, spec.seeds, spec.folds, group_names)
-    engine_of(spec).start()  # a cluster that cannot be reached or used is said before anything is written
     out = Path(spec.out)
+    start_engine(spec, out)  # a cluster that cannot be reached or used is said before anything is written
     if spec.dry_run:  # reads what is stored, writes nothing
         check_output_folder(out, "experiment.json", "experiment")
         tasks = _tasks(spec, layout, summary_data.fingerprint, replicates)
@@ -795,9 +806,23 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
         atomic_write_json(out / "experiment.json", {
             "title": spec.title, "data": str(root.resolve()), "layout": layout, "seeds": spec.seeds,
             "folds": spec.folds if layout != "train/test" else None, "conditions": [c.name for c in spec.conditions],
-            "command": spec.command, "versions": versions(),
+            "command": spec.command, "versions": versions(), "engine": engine_of(spec).name,
+            "threads_per_run": _effective_threads(engine_of(spec)),
         })
         return _run_all(spec, out, layout, summary_data, replicates, warn)
+
+
+def start_engine(spec: ExperimentSpec, out: Path | None):
+    """The study's engine, with --jobs auto resolved (for `out`'s stored runs) and started."""
+    engine = engine_of(spec)
+    if isinstance(engine, LocalEngine):
+        engine.settle(spec.device, None if spec.force else out)
+    engine.start()
+    return engine
+
+
+def _effective_threads(engine) -> int:
+    return engine.threads_per_run() or torch.get_num_threads()
 
 
 def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replicates, warn) -> dict:
@@ -855,7 +880,44 @@ def _postfix(remaining: list[dict], parallel: int) -> dict:
 
 
 def engine_of(spec: ExperimentSpec):
-    return spec.engine if spec.engine is not None else LocalEngine(spec.jobs)
+    if spec.engine is None:
+        spec.engine = LocalEngine(spec.jobs)
+    return spec.engine
+
+
+AUTO_JOBS = "auto"
+AUTO_JOBS_MAX = 8  # each worker process holds its own torch, data and model (about 0.5 GB each)
+
+
+def auto_jobs(device: str, out: Path | None = None) -> int:
+    """How many runs `--jobs auto` (the default) runs at once.
+
+    On a CPU, one single-threaded run per core torch would use (up to 8): small models gain more from
+    running side by side than from more threads each. On 2 cores the paper study took 131 s as two
+    one-thread runs against 187 s as one two-thread run (warm, benchmarks/engines.py), and 588 s
+    against 647 s cold with AVX2 kernels. On a GPU, 1: the runs would share one device.
+
+    A study folder that already holds runs keeps the threads per run that its experiment.json records,
+    so extending an old study does not mix runs computed with different float summation orders."""
+    if device != "cpu":
+        return 1
+    cores = max(1, torch.get_num_threads())
+    recorded = _recorded_threads(out) if out is not None else None
+    if recorded is not None:
+        for jobs in range(1, (os.cpu_count() or 1) + 1):
+            if _effective_threads(LocalEngine(jobs)) == recorded:
+                return jobs
+    return min(cores, AUTO_JOBS_MAX)
+
+
+def _recorded_threads(out: Path) -> int | None:
+    """Threads per run of the runs stored in study folder `out` (None: no runs, or not recorded)."""
+    try:
+        recorded = json.loads((out / "experiment.json").read_text(encoding="utf-8")).get("threads_per_run")
+    except (OSError, ValueError, AttributeError):
+        return None
+    has_runs = (out / "runs").is_dir() and any((out / "runs").glob("*/result.json"))
+    return recorded if has_runs and isinstance(recorded, int) else None
 
 
 class LocalEngine:
@@ -864,8 +926,15 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, jobs: int = 1):
+    def __init__(self, jobs: int | str = 1):
+        if jobs != AUTO_JOBS and (not isinstance(jobs, int) or jobs < 1):
+            raise UserError(f"--jobs {jobs}: give a whole number of at least 1, or auto")
         self.jobs = jobs
+
+    def settle(self, device: str, out: Path | None) -> None:
+        """Resolve --jobs auto for this device and study folder (before any task is made)."""
+        if self.jobs == AUTO_JOBS:
+            self.jobs = auto_jobs(device, out)
 
     def threads_per_run(self) -> int:
         return max(1, (os.cpu_count() or 1) // self.jobs) if self.jobs > 1 else 0  # 0: the process's default

@@ -32,7 +32,7 @@ from pasture.core.errors import UserError
 from pasture.core.runs import atomic_write_json, atomic_write_text, folder_lock, read_option_json, versions
 from pasture.data import load_dataset
 from pasture.study.experiment import (
-    Condition, ExperimentSpec, Replicate, _recipe_and_overrides, _stored_runs, _tasks, engine_of, open_study_folder,
+    Condition, ExperimentSpec, Replicate, _recipe_and_overrides, _stored_runs, _tasks, open_study_folder, start_engine,
     pending_tasks, run_tasks,
 )
 from pasture.study.report import summarise
@@ -145,9 +145,8 @@ def run_tune(spec: TuneSpec, warn=None) -> dict:
     if smallest < spec.folds:
         raise UserError(f"--folds {spec.folds}: the training split has only {smallest} images of a class; "
                         f"use at most {smallest} folds")
-    engine = engine_of(_experiment_spec(spec, []))
-    engine.start()
     out = Path(spec.out)
+    engine = start_engine(_experiment_spec(spec, []), None)
     open_study_folder(out, spec.force, "tune.json", "tune", TUNE_FILES)
     with folder_lock(out, "tune"):
         atomic_write_json(out / "tune.json", {"status": "running", "command": spec.command})
