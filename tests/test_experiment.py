@@ -294,7 +294,12 @@ def test_jobs_auto_runs_one_thread_per_core_and_keeps_a_studys_threads(tmp_path,
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     assert auto_jobs("cpu") == 4 and LocalEngine(4).threads_per_run() == 1
-    assert auto_jobs("cuda:0") == 1 and auto_jobs("mps") == 1  # runs would share one device
+    assert auto_jobs("mps") == 1
+    # a CUDA GPU is shared by up to one run per 4 GiB of its memory
+    for gib, expected in ((80, 4), (8, 2), (3, 1)):
+        monkeypatch.setattr(torch.cuda, "get_device_properties",
+                            lambda device, gib=gib: type("Properties", (), {"total_memory": gib * 2 ** 30})())
+        assert auto_jobs("cuda:0") == expected
     study = tmp_path / "study"
     assert auto_jobs("cpu", study) == 4  # no folder yet
     study.mkdir()
@@ -320,13 +325,14 @@ def test_jobs_auto_runs_one_thread_per_core_and_keeps_a_studys_threads(tmp_path,
 def test_the_cli_runs_studies_with_jobs_auto_by_default(split_data, tmp_path, capsys):
     out = tmp_path / "study"
     arguments = ["experiment", str(split_data), "--out", str(out), "--conditions", f"a:{QUICK}", "--seeds", "2"]
-    assert main([*arguments, "--jobs", "1", "--quiet"]) == 0
+    assert main([*arguments, "--jobs", "1", "--quiet", "--device", "cpu"]) == 0
     threads = json.loads((out / "experiment.json").read_text())["threads_per_run"]
     assert threads == torch.get_num_threads()
     # grown without --jobs: auto keeps the stored runs' threads, so the study still runs one at a time;
     # a new study runs one single-threaded run per core
-    grown = api.experiment(split_data, out, conditions=[f"a:{QUICK}"], seeds=3, dry_run=True)
-    fresh = api.experiment(split_data, tmp_path / "fresh", conditions=[f"a:{QUICK}"], seeds=3, dry_run=True)
+    grown = api.experiment(split_data, out, conditions=[f"a:{QUICK}"], seeds=3, dry_run=True, device="cpu")
+    fresh = api.experiment(split_data, tmp_path / "fresh", conditions=[f"a:{QUICK}"], seeds=3, dry_run=True,
+                           device="cpu")
     assert grown["plan"]["parallel"] == 1
     assert fresh["plan"]["parallel"] == min(torch.get_num_threads(), 8)
     with pytest.raises(SystemExit) as stop:
