@@ -742,11 +742,11 @@ def _run_export(args) -> int:
 
 
 def _run_app(args) -> int:
-    try:
-        from pasture.app.server import serve
-    except ImportError:
-        raise UserError('pasture app needs the optional extra: pip install -e ".[app]" (fastapi, uvicorn, '
-                        'python-multipart)') from None
+    from pasture.core.extras import require_extra
+
+    require_extra("app", "pasture app", {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"})
+    from pasture.app.server import serve
+
     print(f"pasture app: http://{args.host}:{args.port}/ (runs in {args.runs}; Ctrl-C stops it)")
     serve(args.runs, host=args.host, port=args.port, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     return 0

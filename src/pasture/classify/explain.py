@@ -18,20 +18,14 @@ from torch import nn
 
 from pasture.classify.evaluate import predict_probabilities, to_float
 from pasture.core.errors import UserError
+from pasture.core.extras import optional_import
 from pasture.core.paths import display_name
 from pasture.core.plots import pyplot, save_figure
 from pasture.core.runs import atomic_write_bytes, atomic_write_json
 from pasture.models import Ensemble
 
-EXPLAIN_EXTRA_HINT = 'install the optional extra: pip install -e ".[explain]" (captum)'
-
-
 def _captum():
-    try:
-        from captum import attr
-    except ImportError:
-        raise UserError(f"pasture explain needs Captum; {EXPLAIN_EXTRA_HINT}") from None
-    return attr
+    return optional_import("captum.attr", "pasture explain", "explain", "captum")
 
 
 def last_conv(model: nn.Module) -> nn.Conv2d:

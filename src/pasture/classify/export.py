@@ -26,10 +26,11 @@ from torch import nn
 
 from pasture import __version__
 from pasture.classify.evaluate import predict_probabilities, tta_views
-from pasture.classify.onnx_runner import EXPORT_EXTRA_HINT, OnnxClassifier
+from pasture.classify.onnx_runner import OnnxClassifier
 from pasture.classify.trained import load_run
 from pasture.core.defaults import DataOptions
 from pasture.core.errors import UserError
+from pasture.core.extras import optional_import
 from pasture.core.runs import atomic_write_bytes, read_checked_json
 from pasture.data import load_dataset
 
@@ -51,11 +52,7 @@ class ExportGraph(nn.Module):
 
 
 def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise UserError(f"pasture export needs the ONNX package; {EXPORT_EXTRA_HINT}") from None
-    return onnx
+    return optional_import("onnx", "pasture export", "export")
 
 
 def _check_images(run: Path, config: dict, count: int = 32) -> tuple[torch.Tensor, str]:

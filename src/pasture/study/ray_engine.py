@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from pasture.core.errors import UserError
+from pasture.core.extras import optional_import
 from pasture.core.runs import load_checkpoint, versions
 from pasture.study.experiment import (
     _DATA_CACHE, _SHIPPED_GANS, compute_run, gan_is_stored, gan_location, store_gan, store_run, task_inputs,
@@ -41,15 +42,10 @@ import pasture.study.experiment as experiment_module
 # What must be equal on every node: a run's numbers depend on them (pasture, torch, torchvision), and
 # Ray itself needs the same Python minor version.
 MATCHED = ("pasture", "torch", "torchvision", "python")
-RAY_EXTRA = 'pip install -e ".[ray]"'
 
 
 def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise UserError(f"--engine ray needs Ray, which is not installed: {RAY_EXTRA}") from None
-    return ray
+    return optional_import("ray", "--engine ray", "ray")
 
 
 def _matched_versions() -> dict:

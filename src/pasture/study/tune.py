@@ -29,6 +29,7 @@ from pathlib import Path
 from pasture.classify.recipes import Recipe, recipe_file_text, resolve_recipe
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, option_fields
 from pasture.core.errors import UserError
+from pasture.core.extras import optional_import
 from pasture.core.runs import atomic_write_json, atomic_write_text, folder_lock, read_option_json, versions
 from pasture.data import load_dataset
 from pasture.study.experiment import (
@@ -37,7 +38,6 @@ from pasture.study.experiment import (
 )
 from pasture.study.report import summarise
 
-TUNE_EXTRA = 'pip install -e ".[tune]"'
 # Recipe fields a search may set: the options of Recipe (not its name or description).
 SEARCHABLE = {f.name for f in option_fields(Recipe)}
 # What a search writes into its folder (glob patterns); --force removes only these.
@@ -68,10 +68,7 @@ class TuneSpec:
 
 
 def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise UserError(f"pasture tune needs Optuna, which is not installed: {TUNE_EXTRA}") from None
+    optuna = optional_import("optuna", "pasture tune", "tune")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
