@@ -77,8 +77,27 @@ def test_bf16_falls_back_to_fp32_where_the_cpu_has_no_native_bf16(monkeypatch):
     assert effective_precision("bf16", cpu, messages.append) == "fp32"
     assert len(messages) == 1 and "no native bf16" in messages[0]
     monkeypatch.setattr(device_module, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert effective_precision("bf16", cpu, messages.append) == "bf16" and len(messages) == 1
     assert effective_precision("fp32", cpu) == "fp32"
+
+
+def test_a_cpu_held_to_avx2_kernels_has_no_native_bf16(monkeypatch):
+    # ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 stand in for an AVX2 laptop on an AVX-512
+    # CPU: the flags still say avx512_bf16, but the kernels that run emulate bf16.
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not device_module.cpu_has_native_bf16()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert device_module.cpu_has_native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not device_module.cpu_has_native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert device_module.cpu_has_native_bf16()
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: {"asimd", "bf16"})  # Arm with the BF16 extension
+    assert device_module.cpu_has_native_bf16()
 
 
 def test_bf16_on_a_gpu_without_it_uses_fp16(monkeypatch):
