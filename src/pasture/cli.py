@@ -50,8 +50,8 @@ def _jobs_choice(text: str) -> int | str:
 
 
 JOBS_HELP = ("runs at once on this machine, each in its own process with cores/N threads; auto (the default): one "
-             "single-threaded run per core (up to 8) on a CPU, 1 on a GPU, and a study that holds runs keeps its "
-             "threads per run")
+             "single-threaded run per core, up to 8 (on a CUDA GPU, which they share, also one per 4 GiB of its "
+             "memory); a study that already holds runs keeps their threads per run")
 
 
 def _recipe_choice(text: str) -> str:

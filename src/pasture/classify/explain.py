@@ -24,6 +24,7 @@ from pasture.core.plots import pyplot, save_figure
 from pasture.core.runs import atomic_write_bytes, atomic_write_json
 from pasture.models import Ensemble
 
+
 def _captum():
     return optional_import("captum.attr", "pasture explain", "explain", "captum")
 

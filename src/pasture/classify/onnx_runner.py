@@ -19,6 +19,7 @@ from pasture.core.imagefile import BadImage, decode_array, image_files_in
 from pasture.core.paths import printable_name
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 
+
 def onnxruntime_module():
     return optional_import("onnxruntime", "running an exported model", "export")
 

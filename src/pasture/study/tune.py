@@ -143,6 +143,7 @@ def run_tune(spec: TuneSpec, warn=None) -> dict:
         raise UserError(f"--folds {spec.folds}: the training split has only {smallest} images of a class; "
                         f"use at most {smallest} folds")
     out = Path(spec.out)
+    # --jobs auto is the same on the same machine, so a resumed search runs as the first one did
     engine = start_engine(_experiment_spec(spec, []), None)
     open_study_folder(out, spec.force, "tune.json", "tune", TUNE_FILES)
     with folder_lock(out, "tune"):
