@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="distil: train a small student (recipe distill unless --recipe says otherwise) to match this "
                             "finished run's outputs on the same augmented views (teacher outputs cached)")
     train.add_argument("--unlabeled", metavar="DIR", help="with --teacher: photos without labels that the teacher labels "
-                                                          "for the student (any folder of images)")
+                                                          "for the student (any folder of images); photos from where "
+                                                          "the model will be used help most")
     train.add_argument("--synthetic", metavar="SYNTH_DIR", help="mix these synthetic images (gan sample) into training; "
                                                                 "with --teacher, the teacher labels them instead")
     train.add_argument("--synthetic-ratio", type=_fraction, metavar="R",
