@@ -49,7 +49,7 @@ def study(data: str, seeds: int, scratch: Path) -> list[dict]:
     torch thread count (the local engine gives --jobs 2 workers 1 thread each, --jobs 1 all cores)."""
     api.experiment(data, scratch / "warm", paper=True, seeds=1, quiet=True)  # trains the GANs once
     cores = os.cpu_count() or 1
-    engines = (("local --jobs 1", {}, cores), ("local --jobs 2", {"jobs": 2}, max(1, cores // 2)),
+    engines = (("local --jobs 1", {"jobs": 1}, cores), ("local --jobs 2", {"jobs": 2}, max(1, cores // 2)),
                ("ray, 1 thread per run", {"engine": "ray"}, 1),
                ("ray, 2 threads per run", {"engine": "ray", "threads_per_run": 2}, 2))
     rows, seen = [], {}  # threads -> (engine, records, verdicts) of the first engine with that thread count
@@ -77,7 +77,7 @@ def overhead(data: str, runs: int, scratch: Path) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each Ray task below
     started = time.perf_counter()
-    local = api.experiment(data, scratch / "local", conditions=condition, seeds=runs, quiet=True)
+    local = api.experiment(data, scratch / "local", conditions=condition, seeds=runs, quiet=True, jobs=1)
     torch.set_num_threads(threads)
     timings = {"local": time.perf_counter() - started, "local_run_seconds": local["conditions"][0]["seconds_per_run"]}
     from pasture.study.ray_engine import RayEngine
