@@ -22,7 +22,8 @@ over the 8 sources with a 95% interval over sources (n=8), and paired difference
 
     python benchmarks/distill_target.py [--seeds 1] [--out DIR]
 
-Runs are stored in DIR (default benchmarks/results/distill_target/) and reused when run again.
+Runs are stored in DIR (default benchmarks/results/distill_target/), each fold's scores in
+DIR/rows.json as it finishes; run again (or with more --seeds), only what is missing is computed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -39,6 +41,9 @@ from loso import link_sources
 
 CONDITIONS = ("default", "probe", "distill", "distill+target")
 STUDENT_SIZE = 64
+# The folds' link trees, at a fixed place: a run's identity holds its data folder's path, so a stored
+# run is reused only when the next invocation builds its folder at the same path.
+SCRATCH = Path(tempfile.gettempdir()) / "pasture-distill-target"
 
 
 def halves(files: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -128,21 +133,27 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS / "distill_target"))
     args = parser.parse_args()
+    from pasture.core.runs import atomic_write_json
+
     out = Path(args.out)
-    table: dict[str, dict[str, list[float]]] = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        pool = Path(scratch) / "pool"
-        counts = link_sources(pool)
-        for held_out in sorted(counts):
-            folder = Path(scratch) / "folds" / held_out
-            sizes = build_fold(pool, held_out, folder)
-            for seed in range(args.seeds):
-                accuracy = run_fold(folder, out / "runs" / held_out / f"seed{seed}", seed)
-                row = table.setdefault(held_out, {})
-                for condition, value in accuracy.items():
-                    row.setdefault(condition, []).append(value)
-                print(f"{held_out} seed {seed} (train {sizes['train']}, unlabeled {sizes['unlabeled']}, test "
-                      f"{sizes['test']}): " + ", ".join(f"{c} {v:.0%}" for c, v in accuracy.items()), flush=True)
+    rows_file = out / "rows.json"
+    rows = json.loads(rows_file.read_text()) if rows_file.is_file() else {}  # {source: {seed: {condition: acc}}}
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    pool = SCRATCH / "pool"
+    counts = link_sources(pool)
+    for held_out in sorted(counts):
+        folder = SCRATCH / "folds" / held_out
+        sizes = build_fold(pool, held_out, folder)
+        for seed in range(args.seeds):
+            if str(seed) not in rows.get(held_out, {}):
+                rows.setdefault(held_out, {})[str(seed)] = run_fold(folder, out / "runs" / held_out / f"seed{seed}", seed)
+                atomic_write_json(rows_file, rows)
+            accuracy = rows[held_out][str(seed)]
+            print(f"{held_out} seed {seed} (train {sizes['train']}, unlabeled {sizes['unlabeled']}, test "
+                  f"{sizes['test']}): " + ", ".join(f"{c} {v:.0%}" for c, v in accuracy.items()), flush=True)
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    table = {source: {condition: [rows[source][str(seed)][condition] for seed in range(args.seeds)]
+                      for condition in rows[source]["0"]} for source in sorted(counts)}
     summary = summarise(table)
     print(f"\n| condition | accuracy on the held-out half of an unseen source (mean over {summary['n_sources']} "
           "sources, 95% CI over sources) |\n|---|---|")
