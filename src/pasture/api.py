@@ -50,7 +50,7 @@ from pasture.gan.trainer import train_gan, validate_gan_preset
 from pasture.study.demo import write_demo_data
 from pasture.study.tune import TuneSpec, run_tune
 from pasture.study.experiment import (
-    PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, LocalEngine, parse_condition, run_experiment,
+    AUTO_JOBS, PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, LocalEngine, parse_condition, run_experiment,
 )
 
 __all__ = ["DataOptions", "Interrupted", "UserError", "demo", "doctor", "evaluate", "experiment", "explain", "export", "gan_sample",
@@ -651,7 +651,7 @@ def make_engine(name: str, *, jobs: int | str = "auto", ray_address: str | None 
             raise UserError("--threads-per-run: applies to --engine ray; the local engine gives each of --jobs "
                             "workers cores/jobs threads")
         return LocalEngine(jobs)
-    if jobs not in (1, "auto"):
+    if jobs not in (1, AUTO_JOBS):
         raise UserError("--jobs: applies to --engine local; Ray runs as many runs at once as the cluster has "
                         "CPUs / --threads-per-run")
     if device != "cpu":

@@ -744,7 +744,7 @@ def _jobs_hint(plan: dict) -> str:
     if (plan.get("engine") != "local" or plan.get("device", "cpu") != "cpu" or plan.get("parallel", 1) > 1
             or plan.get("cores", 1) < 2 or plan["to_run"] < 4):
         return ""
-    jobs = min(plan["cores"], 8)
+    jobs = min(plan["cores"], AUTO_JOBS_MAX)
     return f" (--jobs {jobs} runs {jobs} at a time on this machine's {plan['cores']} cores: faster for small models)"
 
 
