@@ -6,6 +6,9 @@ noise, so a model can learn them but they are not all identical.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -94,3 +97,29 @@ def interrupt_on_call(monkeypatch, module, name: str, call: int):
 
     monkeypatch.setattr(module, name, interrupting)
     return lambda: monkeypatch.setattr(module, name, real)
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from pasture.core.runs import folder_lock
+with folder_lock(Path(sys.argv[1]), "test"):
+    print("held", flush=True)
+    sys.stdin.readline()  # until the test says so (or closes stdin)
+    if len(sys.argv) > 2:
+        exec(sys.argv[2])  # what the holder does last, still holding the lock
+"""
+
+
+@contextlib.contextmanager
+def held_by_another_process(folder: Path, last: str | None = None):
+    """A second, live process holds `folder`'s lock (pasture's own folder_lock) until the block ends; then
+    it runs `last` (Python) while still holding it, and lets go. Yields the process."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder), *([last] if last else [])],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)

@@ -5,48 +5,20 @@ the server keeps running, and the whole teach -> train -> test -> export path in
 from __future__ import annotations
 
 import importlib.util
-import io
-import shutil
-import socket
-import threading
-import time
+import re
 
 import pytest
 
-from conftest import make_image
-
 pytest.importorskip("fastapi", reason='the app extra is not installed (pip install -e ".[app]")')
-from fastapi.testclient import TestClient  # noqa: E402
+
+from appkit import TOKEN, chromium_browser, client_for, live, photos, png, wait_for  # noqa: E402
 
 from pasture.app.server import create_app  # noqa: E402
-
-SIZE = 32  # px of the generated photos
-
-
-def png(label: str, index: int) -> bytes:
-    buffer = io.BytesIO()
-    make_image(label, index, SIZE).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def photos(label: str, count: int, start: int = 0) -> list[tuple]:
-    return [(f"class_{0 if label == 'cow' else 1}", (f"{label}_{i}.png", png(label, i), "image/png"))
-            for i in range(start, start + count)]
-
-
-def wait_for(client: TestClient, job: str, limit: float = 120) -> dict:
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        status = client.get(f"/api/jobs/{job}").json()
-        if status["state"] != "running":
-            return status
-        time.sleep(0.2)
-    raise AssertionError("the training did not finish")
 
 
 @pytest.fixture
 def client(tmp_path):
-    return TestClient(create_app(tmp_path / "runs", max_file_bytes=200_000))
+    return client_for(create_app(tmp_path / "runs", max_file_bytes=200_000, token=TOKEN))
 
 
 @pytest.fixture
@@ -63,13 +35,19 @@ def taught(client):
 def test_teach_trains_and_reports_accuracy_with_its_interval(client, taught):
     metrics = taught["metrics"]
     assert metrics["n_test"] == 6 and metrics["classes"] == ["cow", "horse"]
-    assert metrics["test_ci95"][0] <= metrics["test_accuracy"] <= metrics["test_ci95"][1]
+    correct = sum(metrics["confusion"][i][i] for i in range(2))
+    assert metrics["test_accuracy"] == pytest.approx(correct / 6)
+    # The Wilson interval of correct/6, written out here (the score interval with z = 1.96): the page's
+    # "95% CI" is that interval, not any pair of numbers around the estimate.
+    z, p = 1.959964, correct / 6
+    centre, half = (p + z * z / 12) / (1 + z * z / 6), z * (p * (1 - p) / 6 + z * z / 144) ** 0.5 / (1 + z * z / 6)
+    assert metrics["test_ci95"] == pytest.approx([max(0.0, centre - half), min(1.0, centre + half)], abs=1e-4)
     assert taught["epoch"] == 2
 
 
 def test_runs_details_files_predict_and_export(client, taught, tmp_path):
     [row] = client.get("/api/runs").json()
-    assert row["name"] == "first" and row["finished"] and row["n_test"] == 6
+    assert row["name"] == "first" and row["finished"] and row["n_test"] == 6 and not row["training"]
     details = client.get("/api/runs/first").json()
     assert "Test accuracy" in details["card"]
     assert client.get("/api/runs/first/files/curves.png").headers["content-type"] == "image/png"
@@ -84,8 +62,17 @@ def test_runs_details_files_predict_and_export(client, taught, tmp_path):
         assert client.get("/api/explanations/../../first/files").status_code == 404
     assert sum(good["probabilities"].values()) == pytest.approx(1.0)
     assert bad["file"] == "notes.txt" and "not an image" in bad["error"]
-    onnx = client.get("/api/runs/first/export")
-    assert onnx.status_code == 200 and len(onnx.content) > 10_000 and (tmp_path / "runs" / "first" / "model.onnx").is_file()
+    assert client.get("/api/runs/first/files/model.onnx").status_code == 404  # not exported yet
+    made = client.post("/api/runs/first/export")
+    assert made.status_code == 200 and made.json()["file"] == "/api/runs/first/files/model.onnx"
+    onnx = client.get(made.json()["file"])
+    assert onnx.status_code == 200 and len(onnx.content) == made.json()["bytes"] > 10_000
+    assert 'filename="first.onnx"' in onnx.headers["content-disposition"]
+    assert (tmp_path / "runs" / "first" / "model.onnx").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [".explanations", "first"]  # no staging left
+
+
+LONG = "x" * 300
 
 
 @pytest.mark.parametrize("fields,files,fragment", [
@@ -94,17 +81,36 @@ def test_runs_details_files_predict_and_export(client, taught, tmp_path):
     ({"classes": '["cow", "horse"]'}, photos("cow", 3) + [("class_1", ("a.txt", b"text", "text/plain"))] * 2,
      "a.txt: is not an image"),
     ({"classes": '["cow", "horse"]'}, photos("cow", 3) + [("class_1", ("big.png", b"0" * 300_000, "image/png"))] * 2,
-     "above the 0 MB limit"),
+     "big.png: above the 195 KiB limit per photo"),
     ({"classes": '["../x", "horse"]'}, photos("cow", 3) + photos("horse", 3), "class name '../x' holds a path separator"),
     ({"classes": '["cow", "horse"]', "name": "../../escape"}, photos("cow", 3) + photos("horse", 3),
      "run name '../../escape'"),
+    ({"classes": "cow, horse"}, photos("cow", 3) + photos("horse", 3), "classes: not a JSON list"),
+    ({"classes": f'["{LONG}", "horse"]'}, photos("cow", 3) + photos("horse", 3), "longer than 100 characters"),
+    ({"classes": '["cow", "horse"]', "name": LONG}, photos("cow", 3) + photos("horse", 3), "longer than 100 characters"),
+    ({"classes": '["cow", "horse"]', "name": ".data-x"}, photos("cow", 3) + photos("horse", 3), "cannot start with a dot"),
+    ({"classes": '["cow", "horse"]', "epochs": "abc"}, photos("cow", 3) + photos("horse", 3),
+     "epochs 'abc': give a whole number from 1 to 1000"),
+    ({"classes": '["cow", "horse"]', "epochs": "0"}, photos("cow", 3) + photos("horse", 3), "epochs '0'"),
+    ({"classes": '["cow", "horse"]', "epochs": "100000"}, photos("cow", 3) + photos("horse", 3), "epochs '100000'"),
+    ({"classes": '["cow", "horse"]', "mode": "fast"}, photos("cow", 3) + photos("horse", 3), "choose accurate or tiny"),
 ])
 def test_bad_input_is_a_message_and_the_server_keeps_running(client, tmp_path, fields, files, fragment):
     response = client.post("/api/teach", data={"mode": "tiny", "epochs": "1", **fields}, files=files)
-    assert response.status_code == 400 and fragment in response.json()["error"], response.json()
+    assert response.status_code in (400, 413) and fragment in response.json()["error"], response.json()
+    assert "\n" not in response.json()["error"]  # one line
     assert client.get("/api/runs").status_code == 200  # still serving
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == []  # nothing half-written
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [".explanations"]  # nothing half-written
     assert not (tmp_path / "escape").exists()
+
+
+def test_a_long_upload_name_is_shortened_not_a_crash(client, tmp_path):
+    long_name = "a" * 246 + ".png"  # 250 bytes: valid on disk, but the staging prefix used to push it over 255
+    files = [("class_0", (long_name, png("cow", i), "image/png")) for i in range(3)] + photos("horse", 3)
+    response = client.post("/api/teach", data={"classes": '["cow", "horse"]', "name": "long", "mode": "tiny",
+                                               "epochs": "1"}, files=files)
+    assert response.status_code == 200, response.text
+    assert wait_for(client, response.json()["job"])["state"] == "done"
 
 
 def test_a_run_outside_the_runs_folder_is_refused(client):
@@ -114,48 +120,42 @@ def test_a_run_outside_the_runs_folder_is_refused(client):
     assert client.get("/api/runs/nothing").status_code == 404
 
 
+def test_the_page_needs_no_internet_and_holds_no_inline_script(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>pasture</title>" in page.text
+    script = client.get("/static/page.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    for text in (page.text, script.text, client.get("/static/page.css").text):
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text  # nothing fetched
+    assert "<script>" not in page.text and not re.search(r"\son[a-z]+\s*=", page.text)  # no inline code at all
+    assert "innerHTML" not in script.text and "onclick" not in script.text  # data never becomes markup
+    assert client.get("/api/jobs/unknown").status_code == 404
+    assert client.get("/static/../server.py").status_code == 404
+
+
+def test_a_damaged_run_folder_is_a_message_not_a_crash(client, taught, tmp_path):
+    (tmp_path / "runs" / "first" / "config.json").write_text("{ not json")
+    assert client.get("/api/runs").json() == []  # left out of the list
+    response = client.get("/api/runs/first")
+    assert response.status_code == 400 and "config.json" in response.json()["error"]
+
+
 # ---------------------------------------------------------------------------------------------- browser
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def live_server(tmp_path):
-    uvicorn = pytest.importorskip("uvicorn")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(tmp_path / "runs"), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-def test_teach_train_test_export_in_a_real_browser(live_server, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
+def test_teach_train_test_export_in_a_real_browser(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     for label in ("cow", "horse"):
         for index in range(6):
             (folder / f"{label}_{index}.png").write_bytes(png(label, index))
     shots = tmp_path / "screenshots"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])
+    with live(create_app(tmp_path / "runs", token=TOKEN)) as base, chromium_browser() as browser:
         page = browser.new_page(viewport={"width": 1000, "height": 900})
-        page.goto(live_server)
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.goto(f"{base}/?token={TOKEN}")
+        assert page.url == f"{base}/"  # the token went into a cookie and out of the address bar
         names, inputs = page.locator(".class-name"), page.locator(".class-files")
         names.nth(0).fill("cow")
         names.nth(1).fill("horse")
@@ -178,11 +178,11 @@ def test_teach_train_test_export_in_a_real_browser(live_server, tmp_path):
         page.click("#tab-runs")
         page.wait_for_selector("#runs-table >> text=browser-run")
         with page.expect_download() as download:
-            page.click("#runs-table >> text=ONNX")
+            page.click("#runs-table button.onnx")
         target = tmp_path / "downloaded.onnx"
         download.value.save_as(str(target))
-        assert target.stat().st_size > 10_000
-        page.click("#runs-table >> text=open")
+        assert target.stat().st_size > 10_000 and download.value.suggested_filename == "browser-run.onnx"
+        page.click("#runs-table button.open")
         page.wait_for_selector("text=Model card")
         page.screenshot(path=str(shots / "runs.png"), full_page=True)
         # bad input in the page: one class only, and the server keeps serving
@@ -193,19 +193,5 @@ def test_teach_train_test_export_in_a_real_browser(live_server, tmp_path):
         page.click("#train")
         page.wait_for_selector(".message.error")
         assert "at least two classes" in page.inner_text("#teach-message")
-        browser.close()
+        assert not [text for text in errors if "Content Security Policy" in text]  # the page obeys its own CSP
     assert all((shots / name).stat().st_size > 5_000 for name in ("teach.png", "test.png", "runs.png"))
-
-
-def test_the_page_needs_no_internet(client):
-    page = client.get("/")
-    assert page.status_code == 200 and "<title>pasture</title>" in page.text
-    assert "http://" not in page.text and "https://" not in page.text and "//cdn" not in page.text  # nothing fetched
-    assert client.get("/api/jobs/unknown").status_code == 404
-
-
-def test_a_damaged_run_folder_is_a_message_not_a_crash(client, taught, tmp_path):
-    (tmp_path / "runs" / "first" / "config.json").write_text("{ not json")
-    assert client.get("/api/runs").json() == []  # left out of the list
-    response = client.get("/api/runs/first")
-    assert response.status_code == 400 and "config.json" in response.json()["error"]

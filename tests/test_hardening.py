@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import interrupt_on_call, make_image
+from conftest import held_by_another_process, interrupt_on_call, make_image
 from pasture import api
 from pasture.cli import main
 
@@ -246,15 +246,10 @@ def test_experiment_force_clears_only_pasture_files(split_data, tmp_path):
 def test_a_second_experiment_on_the_same_folder_is_told_who_holds_it(split_data, tmp_path, capsys):
     study = tmp_path / "study"
     api.experiment(split_data, study, conditions=[f"a:{QUICK}"], seeds=1, quiet=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (study / ".pasture.lock").write_text(f"{holder.pid}\n")
+    with held_by_another_process(study) as holder:
         assert main(["experiment", str(split_data), "--out", str(study), "--quiet", "--seeds", "2",
                      "--conditions", f"a:{QUICK}"]) == 2
         one_line_error(capsys, f"pid {holder.pid}")
-    finally:
-        holder.kill()
-        holder.wait()
     assert len(list((study / "runs").glob("*/result.json"))) == 1  # the refused one computed nothing
 
 

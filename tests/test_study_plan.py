@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import threading
-import time
+from pathlib import Path
 
 import pytest
+from conftest import held_by_another_process
 
 from pasture import api
 from pasture.cli import main
 from pasture.core.defaults import cache_root
+from pasture.core.errors import FolderBusy
 from pasture.study import experiment
 
 QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
@@ -61,18 +63,41 @@ def test_without_the_cache_a_study_keeps_its_gans(split_data, tmp_path, counted_
     assert len(list((tmp_path / "own" / "gans").glob("*/summary.json"))) == 1
 
 
-def test_a_study_waits_for_a_gan_another_process_is_training(split_data, tmp_path, counted_gans):
+def test_a_study_waits_for_a_gan_another_process_is_training(split_data, tmp_path, counted_gans, monkeypatch):
     api.experiment(split_data, tmp_path / "first", conditions=[f"base:{QUICK}", GAN], seeds=1, quiet=True)
-    gan_dir = next(iter(gan_dirs(tmp_path / "first")))
-    os.unlink(os.path.join(gan_dir, "summary.json"))  # as if still being trained ...
-    lock = os.path.join(gan_dir, ".pasture.lock")
-    with open(lock, "w") as handle:  # ... by a live process (this one's pid: alive)
-        handle.write(f"{os.getpid()}\n")
-    threading.Timer(1.0, os.unlink, [lock]).start()  # which then stops without finishing it
-    started = time.perf_counter()
-    api.experiment(split_data, tmp_path / "second", conditions=[f"base:{QUICK}", GAN], seeds=1, quiet=True)
-    assert time.perf_counter() - started >= 1.0  # it waited instead of training beside the other process
-    assert len(counted_gans) == 2 and os.path.isfile(os.path.join(gan_dir, "summary.json"))
+    gan_dir = Path(next(iter(gan_dirs(tmp_path / "first"))))
+    summary = (gan_dir / "summary.json").read_text()
+    (gan_dir / "summary.json").unlink()  # as if still being trained by another process ...
+    refused = threading.Event()
+    real_lock = experiment.folder_lock
+
+    def spying_lock(folder, what):
+        lock = real_lock(folder, what)
+
+        class Spy:
+            def __enter__(self):
+                try:
+                    return lock.__enter__()
+                except FolderBusy:
+                    refused.set()
+                    raise
+
+            def __exit__(self, *exc):
+                return lock.__exit__(*exc)
+
+        return Spy()
+
+    monkeypatch.setattr(experiment, "folder_lock", spying_lock)
+    finish = f"open({str(gan_dir / 'summary.json')!r}, 'w').write({summary!r})"  # ... which finishes it
+    done = {}
+    with held_by_another_process(gan_dir, last=finish):
+        second = threading.Thread(target=lambda: done.update(api.experiment(
+            split_data, tmp_path / "second", conditions=[f"base:{QUICK}", GAN], seeds=1, quiet=True)))
+        second.start()
+        assert refused.wait(timeout=120)  # the second study reached the GAN while the other process held it
+    second.join(timeout=120)
+    assert done["runs_computed"] == 2
+    assert len(counted_gans) == 1  # it waited and used the other process's GAN instead of training its own
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(split_data, tmp_path, capsys, counted_gans):

@@ -256,11 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     app = commands.add_parser(
         "app", help="a local web app: teach, test, runs", formatter_class=_Formatter,
         description="Teach a classifier from photos dropped in a browser, test it on new ones, open runs, download "
-                    "their ONNX export. Serves 127.0.0.1 (this machine only) unless --host says otherwise. Needs the "
-                    "extra: pip install -e \".[app]\"")
+                    "their ONNX export. Serves 127.0.0.1 (this machine only) unless --host says otherwise, and "
+                    "prints a link with a token made for this launch: only a browser that opened that link can use "
+                    "the app, and no other web site can drive it. Needs the extra: pip install -e \".[app]\"")
     app.add_argument("--runs", default="runs", metavar="DIR", help="the folder of run folders it lists and writes")
-    app.add_argument("--port", type=_int_at_least(1), default=7860)
-    app.add_argument("--host", default="127.0.0.1", help="0.0.0.0 makes it reachable from other machines (no login)")
+    app.add_argument("--port", type=_int_at_least(1), default=7860, help="the port it listens on")
+    app.add_argument("--host", default="127.0.0.1",
+                     help="the address it listens on; 0.0.0.0 makes it reachable from other machines (the token still "
+                          "guards it, but the traffic is not encrypted: prefer an SSH tunnel)")
+    app.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                     help="another name the browser will use to reach it (behind a proxy, say); repeatable")
+    app.add_argument("--no-token", action="store_true",
+                     help="no launch token: any program or user on this machine can use the app (Host and Origin "
+                          "checks stay)")
     _add_gan_commands(commands)
     _add_experiment_commands(commands)
     _add_tune_command(commands)
@@ -748,8 +756,9 @@ def _run_app(args) -> int:
     require_extra("app", "pasture app", {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"})
     from pasture.app.server import serve
 
-    print(f"pasture app: http://{args.host}:{args.port}/ (runs in {args.runs}; Ctrl-C stops it)")
-    serve(args.runs, host=args.host, port=args.port, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
+    serve(args.runs, host=args.host, port=args.port, token=not args.no_token, allow_hosts=tuple(args.allow_host),
+          say=lambda line: print(line, flush=True),
+          warn=lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
     return 0
 
 

@@ -1,10 +1,15 @@
-"""pasture's local web app: teach (name classes, drop photos, train with live progress), test (drop new
-photos, see labels and probabilities), runs (accuracy with its interval, curves, model card, ONNX).
+"""pasture's local web app: teach (name classes, drop photos, train with live progress, cancel), test (drop
+new photos, see labels, probabilities and where the model looked), runs (accuracy with its interval,
+curves, model card, ONNX, resume or delete).
 
 FastAPI with one static page of plain HTML and JavaScript, chosen over Gradio because it is light
 (FastAPI + uvicorn + python-multipart: about 20 MB, against 341 MB measured for gradio), works with no
 internet at all (no CDN scripts or fonts), and every bad input gets the exact one-line message pasture
-gives on the command line. The app calls pasture.api only. It binds 127.0.0.1 unless told otherwise.
+gives on the command line. The app calls pasture.api only. It binds 127.0.0.1 unless told otherwise, and
+answers only its own page (app/guard.py: Host allowlist, launch token, no cross-site writes, a CSP).
+
+Work that takes time (decoding photos, predicting, heatmaps, export) runs in worker threads, and
+training in its own thread, so the page's other requests are answered while it runs.
 """
 
 from __future__ import annotations
@@ -13,119 +18,120 @@ import importlib.util
 import json
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from pasture import api
+from pasture.app.guard import Guard, local_url, new_token
+from pasture.app.jobs import (
+    Busy, Jobs, prepare_data, remove_leftovers, resumable, staging_prefix,
+)
+from pasture.app.uploads import MAX_NAME_CHARACTERS, Limits, TooLarge, receive_form
 from pasture.classify.trained import run_config_problem
-from pasture.core.errors import UserError
+from pasture.core.errors import FolderBusy, UserError
 from pasture.core.imagefile import BadImage, decode_array
-from pasture.core.paths import ensure_under, path_part_problem, safe_path_part
+from pasture.core.paths import ensure_under, printable_name, safe_path_part
 from pasture.core.record import record_problem
 from pasture.core.runs import read_checked_json
 
-PAGE = Path(__file__).with_name("page.html")
-MAX_FILE_BYTES = 20 * 1024 * 1024  # per uploaded photo; a phone's photo is 2-8 MB
-MAX_FILES = 2000  # per request
+STATIC = Path(__file__).with_name("static")
 MODES = {  # what "accurate" and "tiny" mean, as recipes
     "accurate": {"recipe": "probe"},  # pretrained EfficientNet-Lite0 features + a linear head: seconds
     "tiny": {"recipe": "default"},  # the report's small CNN from scratch: 0.7 ms per image, learns the source
 }
-RUN_FILES_SHOWN = {"curves.png": "image/png", "confusion.png": "image/png", "top_losses.png": "image/png", "MODEL_CARD.md": "text/markdown"}
+EPOCHS = (1, 1000)  # the bounds of a form's epochs: one request must not hold the only training slot for days
+MAX_CLASSES = 100
+RUN_FILES_SHOWN = {"curves.png": "image/png", "confusion.png": "image/png", "top_losses.png": "image/png",
+                   "MODEL_CARD.md": "text/markdown", "model.onnx": "application/octet-stream"}
+KEEP_EXPLANATIONS = 20  # heatmap batches of the Test page; the newest stay
 
 
 def _problem(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class Jobs:
-    """One training at a time (a laptop's cores are all it has); its progress read from history.jsonl."""
+def _name(value: object, what: str) -> str:
+    """A class or run name from a form: stripped, at most MAX_NAME_CHARACTERS, one safe path part that is
+    not hidden (".data-x" would pass for the app's own folders)."""
+    name = str(value).strip()
+    if len(name) > MAX_NAME_CHARACTERS:
+        raise UserError(f"{what} {printable_name(name[:40])}...: longer than {MAX_NAME_CHARACTERS} characters; "
+                        "shorten it")
+    safe_path_part(name, what)
+    if name.startswith("."):
+        raise UserError(f"{what} {printable_name(name)!r}: cannot start with a dot; rename it")
+    return name
 
-    def __init__(self, runs: Path):
-        self.runs = runs
-        self.lock = threading.Lock()
-        self.jobs: dict[str, dict] = {}
 
-    def running(self) -> dict | None:
-        return next((job for job in self.jobs.values() if job["state"] == "running"), None)
-
-    def start(self, run: Path, data: Path, settings: dict) -> dict:
-        with self.lock:
-            if self.running() is not None:
-                raise UserError("a training is running; wait for it to finish")
-            job = {"id": uuid.uuid4().hex[:12], "state": "running", "run": run.name, "epochs": settings["epochs"],
-                   "started": time.time(), "warnings": []}
-            self.jobs[job["id"]] = job
-        threading.Thread(target=self._train, args=(job, run, data, settings), daemon=True).start()
-        return job
-
-    def _train(self, job: dict, run: Path, data: Path, settings: dict) -> None:
-        try:
-            metrics = api.train(data, run, quiet=True, warn=job["warnings"].append, **settings)
-            job.update(state="done", metrics={key: metrics[key] for key in (
-                "test_accuracy", "test_ci95", "n_test", "per_class", "confusion", "classes")})
-        except UserError as error:
-            job.update(state="error", error=str(error))
-        except Exception as error:  # a bug: the page says so, the server keeps running
-            job.update(state="error", error=f"training failed ({type(error).__name__}: {error})")
-        finally:
-            shutil.rmtree(data, ignore_errors=True)
-
-    def status(self, job_id: str) -> dict | None:
-        job = self.jobs.get(job_id)
-        if job is None:
-            return None
-        report = {key: value for key, value in job.items() if key != "started"}
-        history = self.runs / job["run"] / "history.jsonl"
-        epochs_done = len(history.read_text().splitlines()) if history.is_file() else 0
-        elapsed = time.time() - job["started"]
-        report.update(epoch=epochs_done, elapsed_s=round(elapsed, 1),
-                      eta_s=round(elapsed / epochs_done * (job["epochs"] - epochs_done), 1) if epochs_done else None)
-        return report
+def _whole_number(fields: dict, key: str, bounds: tuple[int, int]) -> int | None:
+    text = fields.get(key, "").strip()
+    if not text:
+        return None
+    low, high = bounds
+    if not (text.isdigit() and low <= int(text) <= high):
+        raise UserError(f"{key} {printable_name(text[:20])!r}: give a whole number from {low} to {high}")
+    return int(text)
 
 
 def _run_folder(runs: Path, name: str) -> Path:
-    """RUNS/<name>, refusing any name that would leave RUNS (separators, .., absolute, NUL)."""
-    return ensure_under(runs / safe_path_part(name, "run name"), runs)
+    """RUNS/<name>, refusing any name that would leave RUNS (separators, .., absolute, NUL) or be hidden."""
+    return ensure_under(runs / _name(name, "run name"), runs)
 
 
-def _run_summary(folder: Path) -> dict:
+class NotFound(Exception):
+    """Answered 404 with its message."""
+
+
+def _existing_run(runs: Path, name: str) -> Path:
+    folder = _run_folder(runs, name)
+    if not (folder / "config.json").is_file():
+        raise NotFound(f"{name}: no such run")
+    return folder
+
+
+def _run_summary(folder: Path, jobs: Jobs) -> dict:
     # The one checked reader of run files: a damaged or hand-edited folder is a message, not a crash.
     config = read_checked_json(folder / "config.json", run_config_problem, what="run folder")
     row = {"name": folder.name, "recipe": config["recipe"]["name"], "model": config["model"],
-           "classes": config["classes"], "finished": (folder / "metrics.json").is_file()}
+           "classes": config["classes"], "finished": (folder / "metrics.json").is_file(),
+           "training": jobs.training(folder.name), "resumable": resumable(folder.parent, folder.name)}
     if row["finished"]:
         metrics = read_checked_json(folder / "metrics.json", record_problem, what="finished run")
         row.update({key: metrics[key] for key in ("test_accuracy", "test_ci95", "n_test", "per_class")})
     return row
 
 
-async def _uploads(request: Request, staging: Path, max_file_bytes: int) -> tuple[dict, dict[str, list[Path]]]:
-    """(form fields, {field: saved files}) of a multipart request, every file checked for size."""
-    form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
-    fields, files = {}, {}
-    for key, value in form.multi_items():
-        if isinstance(value, str):
-            fields[key] = value
-            continue
-        data = await value.read()
-        name = Path(value.filename or "upload").name
-        if len(data) > max_file_bytes:
-            raise UserError(f"{name}: {len(data) / 1e6:.1f} MB, above the {max_file_bytes / 1e6:.0f} MB limit per photo; "
-                            "downscale it")
-        if path_part_problem(name) is not None:
-            name = f"upload_{len(files.get(key, []))}.jpg"
-        target = staging / key / f"{len(files.get(key, [])):05d}"  # one folder per file: names may repeat
-        target.mkdir(parents=True, exist_ok=True)
-        path = ensure_under(target / name, staging)
-        path.write_bytes(data)
-        files.setdefault(key, []).append(path)
-    return fields, files
+def _teach_request(fields: dict, files: dict[str, list[Path]]) -> tuple[str | None, dict[str, list[Path]], dict]:
+    """(run name or None, {class name: photos}, training settings) of a Teach form, every field checked."""
+    try:
+        names = json.loads(fields.get("classes", "[]"))
+    except json.JSONDecodeError:
+        raise UserError("classes: not a JSON list of class names; send the form as the page does") from None
+    if not isinstance(names, list) or len(names) < 2:
+        raise UserError("name at least two classes, each with its photos")
+    if len(names) > MAX_CLASSES:
+        raise UserError(f"classes: at most {MAX_CLASSES}")
+    classes: dict[str, list[Path]] = {}
+    for index, raw in enumerate(names):
+        class_name = _name(raw, "class name")
+        if class_name in classes:
+            raise UserError(f"class {class_name}: named twice")
+        photos = files.get(f"class_{index}", [])
+        if len(photos) < 2:
+            raise UserError(f"class {class_name}: give at least 2 photos (one to train on, one to test)")
+        classes[class_name] = photos
+    mode = fields.get("mode", "tiny")
+    if mode not in MODES:
+        raise UserError(f"mode {printable_name(mode[:20])!r}: choose accurate or tiny")
+    settings = dict(MODES[mode])
+    settings["epochs"] = _whole_number(fields, "epochs", EPOCHS) or api.resolve_recipe(settings["recipe"]).epochs
+    run_name = fields.get("name", "").strip()
+    return (_name(run_name, "run name") if run_name else None), classes, settings
 
 
 def _check_images(files: list[Path]) -> None:
@@ -136,57 +142,97 @@ def _check_images(files: list[Path]) -> None:
             raise UserError(f"{path.name}: {error}; remove it and try again") from None
 
 
-KEEP_EXPLANATIONS = 20
+def _label_photos(run: Path, photos: list[Path], explanations: Path) -> list[dict]:
+    """A row per photo: its label and probabilities (the model loaded once for all of them), or why it
+    is not usable; with the explain extra, a heatmap URL too."""
+    rows, usable = [], []
+    for photo in photos:
+        try:
+            decode_array(photo, 16)
+        except BadImage as error:
+            rows.append({"file": photo.name, "error": str(error)})
+            continue
+        rows.append({"file": photo.name})
+        usable.append(photo)
+    if not usable:
+        return rows
+    labelled = iter(api.predict(run, usable, device="auto"))
+    good = [row for row in rows if "error" not in row]
+    for row in good:
+        row.update({**next(labelled), "file": row["file"]})
+    if importlib.util.find_spec("captum") is not None:  # without the explain extra: labels only
+        batch = uuid.uuid4().hex[:12]
+        for row, explained in zip(good, api.explain(run, usable, explanations / batch, device="auto")):
+            row["heatmap"] = f"/api/explanations/{batch}/{explained['heatmap']}"
+        for old in sorted(explanations.iterdir(), key=lambda path: path.stat().st_mtime)[:-KEEP_EXPLANATIONS]:
+            shutil.rmtree(old, ignore_errors=True)
+    return rows
 
 
-def _add_heatmaps(rows_and_photos: list[tuple[dict, Path]], run: Path, explanations: Path) -> None:
-    """Where the model looked (pasture explain) for each predicted photo, as a "heatmap" URL in its row.
-    Without the explain extra the rows stay as they are: the page then shows labels only."""
-    if not rows_and_photos:
-        return
-    if importlib.util.find_spec("captum") is None:
-        return
-    batch = uuid.uuid4().hex[:12]
-    rows = api.explain(run, [photo for _, photo in rows_and_photos], explanations / batch, device="auto")
-    for (row, _), explained in zip(rows_and_photos, rows):
-        row["heatmap"] = f"/api/explanations/{batch}/{explained['heatmap']}"
-    for old in sorted(explanations.iterdir(), key=lambda path: path.stat().st_mtime)[:-KEEP_EXPLANATIONS]:
-        shutil.rmtree(old, ignore_errors=True)
+class _Staging:
+    """A request's staging folder RUNS/.<kind><pid>-<random>, removed on every path out."""
+
+    def __init__(self, runs: Path, kind: str):
+        self.path = Path(tempfile.mkdtemp(prefix=staging_prefix(kind), dir=runs))
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
-def create_app(runs: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> FastAPI:
-    """The app over the run folders in `runs` (created if needed)."""
+def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: str | None = None,
+               hosts: set[str] | None = None, limits: Limits | None = None):
+    """The app over the run folders in `runs` (created if needed), behind the guard (app/guard.py):
+    `token` is the launch token (None: no token, the Host and Origin checks stay), `hosts` the names
+    besides 127.0.0.1, localhost and [::1] it answers to. What a killed app left in `runs` is removed."""
     runs = Path(runs).resolve()
     runs.mkdir(parents=True, exist_ok=True)
-    app = FastAPI(title="pasture", docs_url=None, redoc_url=None)
+    remove_leftovers(runs)
+    limits = limits or Limits()
+    if max_file_bytes is not None:
+        limits = Limits(**{**limits.__dict__, "file_bytes": max_file_bytes})
+    app = FastAPI(title="pasture", docs_url=None, redoc_url=None, openapi_url=None)
     jobs = Jobs(runs)
-    explanations = runs / ".explanations"  # heatmaps of the Test page; the newest KEEP_EXPLANATIONS batches stay
+    explanations = runs / ".explanations"
+    explanations.mkdir(exist_ok=True)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, error: UserError):
-        return _problem(400, str(error))
+        status = 409 if isinstance(error, (Busy, FolderBusy)) else 413 if isinstance(error, TooLarge) else 400
+        return _problem(status, str(error))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, error: NotFound):
+        return _problem(404, str(error))
 
     @app.get("/", response_class=HTMLResponse)
     def page():
-        return PAGE.read_text(encoding="utf-8")
+        return (STATIC / "page.html").read_text(encoding="utf-8")
+
+    @app.get("/static/{file}")
+    def static(file: str):
+        kinds = {"page.js": "text/javascript", "page.css": "text/css"}
+        if file not in kinds:
+            return _problem(404, f"{file}: no such file")
+        return FileResponse(STATIC / file, media_type=kinds[file])
 
     @app.get("/api/runs")
     def list_runs():
         rows = []
         for folder in sorted(runs.iterdir()):
-            if folder.is_dir() and (folder / "config.json").is_file():
+            if folder.is_dir() and not folder.name.startswith(".") and (folder / "config.json").is_file():
                 try:
-                    rows.append(_run_summary(folder))
+                    rows.append(_run_summary(folder, jobs))
                 except UserError:
                     continue  # a damaged folder is left out of the list, not a crash
         return rows
 
     @app.get("/api/runs/{name}")
     def run_details(name: str):
-        folder = _run_folder(runs, name)
-        if not (folder / "config.json").is_file():
-            return _problem(404, f"{name}: no such run")
-        summary = _run_summary(folder)
+        folder = _existing_run(runs, name)
+        summary = _run_summary(folder, jobs)
         card = folder / "MODEL_CARD.md"
         summary["card"] = card.read_text(encoding="utf-8") if card.is_file() else ""
         return summary
@@ -196,53 +242,54 @@ def create_app(runs: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> FastAP
         folder = _run_folder(runs, name)
         if file not in RUN_FILES_SHOWN or not (folder / file).is_file():
             return _problem(404, f"{name}/{file}: not a file the app shows")
-        return FileResponse(folder / file, media_type=RUN_FILES_SHOWN[file])
+        download = {"filename": f"{name}.onnx"} if file == "model.onnx" else {}
+        return FileResponse(folder / file, media_type=RUN_FILES_SHOWN[file], **download)
 
-    @app.get("/api/runs/{name}/export")
+    @app.post("/api/runs/{name}/export")
     def export(name: str):
-        folder = _run_folder(runs, name)
-        onnx = folder / "model.onnx"
-        if not onnx.is_file():
+        # A POST: it writes model.onnx (a GET that writes could be triggered by any page's <img>).
+        folder = _existing_run(runs, name)
+        if not (folder / "metrics.json").is_file():
+            raise UserError(f"{name}: not finished; resume it first")
+        if not (folder / "model.onnx").is_file():
             api.export(folder)
-        return FileResponse(onnx, media_type="application/octet-stream", filename=f"{name}.onnx")
+        return {"file": f"/api/runs/{name}/files/model.onnx", "bytes": (folder / "model.onnx").stat().st_size}
+
+    @app.delete("/api/runs/{name}")
+    def delete(name: str):
+        folder = _existing_run(runs, name)
+        jobs.delete(folder)
+        return {"deleted": name}
+
+    @app.post("/api/runs/{name}/resume")
+    def resume(name: str):
+        folder = _existing_run(runs, name)
+        if (folder / "metrics.json").is_file():
+            raise UserError(f"{name}: already finished")
+        if not resumable(runs, name):
+            raise UserError(f"{name}: the app does not hold this run's photos (it was trained elsewhere, or they "
+                            "were removed); resume it with pasture train DATA --out RUN --resume")
+        job = jobs.start(folder, resume=True)
+        return {"job": job["id"], "run": name, "epochs": job["epochs"]}
 
     @app.post("/api/teach")
     async def teach(request: Request):
-        staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=runs))
-        try:
-            fields, files = await _uploads(request, staging, max_file_bytes)
-            names = json.loads(fields.get("classes", "[]"))
-            if not isinstance(names, list) or len(names) < 2:
-                raise UserError("name at least two classes, each with its photos")
-            data = staging / "data"
-            for index, name in enumerate(names):
-                class_name = safe_path_part(str(name).strip(), "class name")
-                photos = files.get(f"class_{index}", [])
-                if len(photos) < 2:
-                    raise UserError(f"class {class_name}: give at least 2 photos (one to train on, one to test)")
-                _check_images(photos)
-                target = data / class_name
-                if target.exists():
-                    raise UserError(f"class {class_name}: named twice")
-                target.mkdir(parents=True)
-                for photo in photos:
-                    photo.rename(target / f"{photo.parent.name}_{photo.name}")
-            mode = fields.get("mode", "tiny")
-            if mode not in MODES:
-                raise UserError(f"mode {mode}: choose accurate or tiny")
-            run = _run_folder(runs, fields.get("name") or time.strftime("run-%Y%m%d-%H%M%S"))
+        jobs.check_free()  # before reading the photos: a refused teach stores nothing
+        with _Staging(runs, ".upload-") as staging:
+            fields, files = await receive_form(request, staging, limits)
+            run_name, classes, settings = _teach_request(fields, files)
+            await run_in_threadpool(_check_images, [photo for photos in classes.values() for photo in photos])
+            run = _run_folder(runs, run_name or time.strftime("run-%Y%m%d-%H%M%S"))
             if run.exists():
                 raise UserError(f"{run.name}: a run of that name exists; choose another name")
-            settings = dict(MODES[mode])
-            if fields.get("epochs"):
-                settings["epochs"] = int(fields["epochs"])
-            settings["epochs"] = settings.get("epochs") or api.resolve_recipe(settings["recipe"]).epochs
-            prepared = Path(tempfile.mkdtemp(prefix=".data-", dir=runs))
-            shutil.move(str(data), prepared / "data")
-            job = jobs.start(run, prepared / "data", settings)
+            jobs.check_free()
+            home = prepare_data(runs, run.name, classes, settings)
+            try:
+                job = jobs.start(run)
+            except BaseException:
+                shutil.rmtree(home, ignore_errors=True)
+                raise
             return {"job": job["id"], "run": run.name, "epochs": settings["epochs"]}
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     @app.get("/api/explanations/{batch}/{file}")
     def heatmap(batch: str, file: str):
@@ -256,40 +303,50 @@ def create_app(runs: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> FastAP
         status = jobs.status(job_id)
         return status if status is not None else _problem(404, f"{job_id}: no such job")
 
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel(job_id: str):
+        status = jobs.cancel(job_id)
+        return status if status is not None else _problem(404, f"{job_id}: no such job")
+
     @app.post("/api/runs/{name}/predict")
     async def predict(name: str, request: Request):
-        folder = _run_folder(runs, name)
+        folder = _existing_run(runs, name)
         if not (folder / "metrics.json").is_file():
             return _problem(404, f"{name}: no finished run of that name")
-        staging = Path(tempfile.mkdtemp(prefix=".predict-", dir=runs))
-        try:
-            _, files = await _uploads(request, staging, max_file_bytes)
+        with _Staging(runs, ".predict-") as staging:
+            _, files = await receive_form(request, staging, limits)
             photos = [path for group in files.values() for path in group]
             if not photos:
                 raise UserError("drop at least one photo to test")
-            rows, usable = [], []
-            for photo in photos:
-                shown = photo.name
-                try:
-                    decode_array(photo, 16)
-                except BadImage as error:
-                    rows.append({"file": shown, "error": str(error)})
-                    continue
-                [row] = api.predict(folder, [photo], device="auto")
-                rows.append({**row, "file": shown})
-                usable.append((rows[-1], photo))
-            _add_heatmaps(usable, folder, explanations)
-            return rows
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            return await run_in_threadpool(_label_photos, folder, photos, explanations)
 
-    return app
+    app.state.jobs = jobs
+    return Guard(app, token=token, hosts=hosts)
 
 
-def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, warn=None) -> None:
-    """Run the app until Ctrl-C (uvicorn)."""
+def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, *, token: bool = True,
+          allow_hosts: tuple[str, ...] = (), say=print, warn=None) -> None:
+    """Run the app until Ctrl-C (uvicorn), printing the URL to open (with the launch token)."""
+    import socket
+
     import uvicorn
 
-    if host not in ("127.0.0.1", "localhost", "::1") and warn is not None:
-        warn(f"--host {host}: the app is reachable from other machines; it has no login")
-    uvicorn.run(create_app(runs), host=host, port=port, log_level="warning")
+    warn = warn or (lambda message: None)
+    launch_token = new_token() if token else None
+    hosts = {host, *allow_hosts}
+    if host in ("0.0.0.0", "::"):  # every interface: the names and addresses others will type
+        name = socket.gethostname()
+        hosts |= {name, socket.getfqdn()}
+        try:
+            hosts |= {info[4][0] for info in socket.getaddrinfo(name, None)}
+        except OSError:
+            pass
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        warn(f"--host {host}: the app is reachable from other machines; anyone who has the link (with its token) "
+             "can use it, and the traffic is not encrypted: prefer an SSH tunnel (see the README)")
+    if not token:
+        warn("--no-token: any program or user on this machine (and, with --host, on the network) can use the app; "
+             "the Host and Origin checks still keep other web sites out")
+    app = create_app(runs, token=launch_token, hosts=hosts)
+    say(f"pasture app: {local_url(host, port, launch_token)}  (runs in {runs}; Ctrl-C stops it)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

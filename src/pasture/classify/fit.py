@@ -36,7 +36,7 @@ from pasture.core.runs import atomic_torch_save, load_checkpoint, write_jsonl
 from pasture.core.device import (
     autocast, device_rng_state, effective_precision, fits_on_device, grad_scaler, set_device_rng_state,
 )
-from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything
+from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything, stop_point
 from pasture.data import Dataset, ImageSet
 from pasture.models import WeightEMA, create_model
 
@@ -304,6 +304,7 @@ def _train_epoch(context: _Context, member: _Member, epoch: int, preset: Augment
     order = torch.randperm(n_train, generator=generator)
     loss_sum, correct = 0.0, 0
     for batch_index in range(steps_per_epoch):
+        stop_point()
         indices = order[batch_index * recipe.batch_size:(batch_index + 1) * recipe.batch_size]
         batch_images = context.train_images[indices.to(context.train_images.device)]
         if context.bank is not None:  # the views are the teacher's: augmented and mixed already

@@ -23,7 +23,7 @@ from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, Trai
 from pasture.core.defaults import cache_root
 from pasture.core.device import model_device
 from pasture.core.runs import atomic_torch_save, write_jsonl
-from pasture.core.runtime import progress_bar, seed_everything
+from pasture.core.runtime import progress_bar, seed_everything, stop_point
 from pasture.data import Dataset
 from pasture.models import create_model
 from pasture.models.pretrained import imagenet_weights_path
@@ -111,6 +111,7 @@ def fit_linear_head(
     loss_weights = class_weights(labels, num_classes, recipe)  # None unless balance_classes
     history = []
     for epoch in range(recipe.epochs):
+        stop_point()
         order = torch.randperm(len(labels), generator=generator)
         loss_sum, correct = 0.0, 0
         for batch_index in range(steps_per_epoch):

@@ -24,6 +24,7 @@ from pasture.classify.augment import augment_batch, get_augment
 from pasture.classify.evaluate import to_float
 from pasture.classify.recipes import Recipe, apply_schedule
 from pasture.core.device import model_device
+from pasture.core.runtime import stop_point
 
 # -- settings (as in the exploration that measured it; SimCLR's defaults, scaled to tiny datasets) --
 AUGMENT = "strong"  # the two views
@@ -88,6 +89,7 @@ def pretrain(model: nn.Module, images_uint8: torch.Tensor, epochs: int, generato
             order = torch.randperm(n, generator=generator)
             loss_sum = 0.0
             for index in range(batches):
+                stop_point()
                 chosen = order[index * batch:(index + 1) * batch]
                 if chosen.numel() < 2:  # a lone image has no negatives (only when batch is 1)
                     continue

@@ -7,6 +7,7 @@ same folder, then rename over the target: a crash leaves the old file or the new
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -123,16 +124,21 @@ def is_whole_number(value, low: int, high: int) -> bool:
 
 def remove_orphan_temp_files(folder: Path, recursive: bool = False) -> int:
     """Delete the temporary files of atomic writes that a killed process left in `folder` (only names
-    of the form ".<name>.<random>.tmp"); returns how many. Called whenever pasture opens a folder."""
+    of the form ".<name>.<random>.tmp"); returns how many. Called whenever pasture opens a folder.
+    A folder whose lock a live process holds is left alone: its temp files are that process's writes
+    in progress (deleting one killed a live run that a refused second command had only looked at)."""
     removed = 0
     pattern = "**/.*" + TEMP_SUFFIX if recursive else ".*" + TEMP_SUFFIX
+    held: dict[Path, bool] = {}
     for path in Path(folder).glob(pattern):
         if path.is_file() and _TEMP_NAME.match(path.name):
+            if held.setdefault(path.parent, lock_holder(path.parent) is not None):
+                continue
             path.unlink(missing_ok=True)
             removed += 1
     lock = Path(folder) / LOCK_NAME
-    if lock.is_file() and not _process_alive(_lock_owner(lock)):
-        lock.unlink(missing_ok=True)  # left by a process that was killed
+    if lock.is_file() and lock_holder(folder) is None:
+        lock.unlink(missing_ok=True)  # left by a process that ended; harmless, but it would make the folder look used
         removed += 1
     return removed
 
@@ -212,40 +218,66 @@ def check_output_folder(out: Path, marker: str | None, what: str) -> bool:
 
 @contextlib.contextmanager
 def folder_lock(folder: Path, what: str):
-    """Hold `folder`/.pasture.lock (with this process's pid) while pasture writes into it, so a second
-    process on the same folder stops with a message instead of computing everything twice. A lock
-    whose process is gone (killed) is stale and taken over."""
+    """Hold `folder`/.pasture.lock while pasture writes into it, so a second process on the same folder
+    stops with a message (FolderBusy) instead of computing everything twice or deleting the first one's
+    files. The lock is an flock on the file, taken in one atomic step and released by the kernel when
+    its process ends (killed too), so there is no stale lock to guess at; the file holds the owner's pid
+    only to name it in messages. Two threads of one process exclude each other too."""
     lock = Path(folder) / LOCK_NAME
-    for _ in range(2):
+    while True:
+        handle = os.open(lock, os.O_CREAT | os.O_RDWR, new_file_mode())
         try:
-            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, new_file_mode())
-        except FileExistsError:
-            owner = _lock_owner(lock)
-            if owner is not None and _process_alive(owner):
-                raise FolderBusy(f"{folder}: another pasture process (pid {owner}) is writing this {what}; wait for "
-                                f"it to finish, or stop it first") from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(handle, "w") as file:
-            file.write(f"{os.getpid()}\n")
-        break
-    else:
-        raise UserError(f"{lock}: cannot take the lock of this {what}; remove the file if no pasture process runs")
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _pid_in(handle)
+            os.close(handle)
+            holder = f"another pasture process (pid {owner})" if owner else "another pasture process"
+            raise FolderBusy(f"{folder}: {holder} is writing this {what}; wait for it to finish, or stop it "
+                             "first") from None
+        # The previous holder may have removed the file between our open and our flock: then we hold a
+        # lock on a file nobody else can see, so open the path again.
+        try:
+            current = os.stat(lock).st_ino == os.fstat(handle).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(handle)
     try:
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()}\n".encode())
         yield
     finally:
-        if _lock_owner(lock) == os.getpid():
-            lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # while still held: a process that opened it meanwhile sees it gone
+        os.close(handle)
 
 
-def _lock_owner(lock: Path) -> int | None:
+def lock_holder(folder: Path) -> int | None:
+    """The pid of the live process that holds `folder`'s lock (0 when it holds it but its pid is not
+    written yet), or None when nobody does."""
     try:
-        return int(lock.read_text().strip())
-    except (OSError, ValueError):
+        handle = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _pid_in(handle) or 0
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(handle)
+
+
+def _pid_in(handle: int) -> int | None:
+    try:
+        return int(os.pread(handle, 32, 0).decode().strip())
+    except (OSError, ValueError, UnicodeDecodeError):
         return None
 
 
-def _process_alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
     if pid is None or pid <= 0:
         return False
     try:

@@ -21,11 +21,13 @@ Windows, musl) it does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import random
 import sys
+import threading
 
 import numpy as np
 import torch
@@ -76,3 +78,30 @@ def progress_bar(total: int, initial: int, quiet: bool, desc: str = "train", uni
     """A tqdm bar on stderr (hidden with `quiet`) that starts at `initial` (resumed work)."""
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=quiet, file=sys.stderr,
                 dynamic_ncols=True, leave=False)
+
+
+class StopRequested(KeyboardInterrupt):
+    """Another thread asked this one to stop (the app's Cancel button). A KeyboardInterrupt on purpose:
+    the training loops already handle Ctrl-C anywhere (the last finished epoch's checkpoint stays and
+    `resume` continues from it), so a cancel takes that one tested path instead of a second one."""
+
+
+_stop_request = threading.local()  # the Event that stops the training running in this thread, if any
+
+
+@contextlib.contextmanager
+def stoppable(event: threading.Event):
+    """Within this block, `stop_point()` in this thread raises StopRequested once `event` is set."""
+    previous = getattr(_stop_request, "event", None)
+    _stop_request.event = event
+    try:
+        yield
+    finally:
+        _stop_request.event = previous
+
+
+def stop_point() -> None:
+    """Where a training loop may stop (once per step): raises StopRequested if this thread was asked to."""
+    event = getattr(_stop_request, "event", None)
+    if event is not None and event.is_set():
+        raise StopRequested

@@ -1,0 +1,296 @@
+"""The app answers only its user's page: a foreign Host, a missing or wrong launch token, a write from
+another site (even carrying the token), a GET that would write, script injected through a run's name,
+and an upload far over its limit are each refused, over HTTP and in a real browser."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason='the app extra is not installed (pip install -e ".[app]")')
+
+from appkit import TOKEN, chromium_browser, client_for, free_port, live, photos, teach, wait_for  # noqa: E402
+
+from pasture.app.guard import host_name, local_url  # noqa: E402
+from pasture.app.server import create_app  # noqa: E402
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def app(runs):
+    return create_app(runs, token=TOKEN)
+
+
+def written(runs: Path) -> list[str]:
+    """What the app has written into RUNS besides its (empty) heatmap folder."""
+    return sorted(path.name for path in runs.iterdir() if path.name != ".explanations")
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:7860", "127.0.0.1.evil.example", "localhost.:7860",
+                                  "", "127.0.0.1:x"])
+@pytest.mark.parametrize("method,path", [("GET", "/"), ("GET", "/api/runs"), ("GET", "/static/page.js"),
+                                         ("POST", "/api/teach")])
+def test_a_foreign_host_is_refused_on_every_path(app, runs, host, method, path):
+    # DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends its own name as Host.
+    client = client_for(app)
+    response = client.request(method, path, headers={"Host": host}, files=photos("cow", 2) if method == "POST" else None)
+    assert response.status_code == 403
+    assert written(runs) == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:7860", "localhost:7860", "LOCALHOST", "[::1]:7860", "[::1]"])
+def test_the_local_names_are_allowed(app, host):
+    assert client_for(app).get("/api/runs", headers={"Host": host}).status_code == 200
+
+
+def test_a_host_given_with_host_or_allow_host_is_allowed(runs):
+    client = client_for(create_app(runs, token=TOKEN, hosts={"my-laptop.local"}))
+    assert client.get("/api/runs", headers={"Host": "my-laptop.local:7860"}).status_code == 200
+    assert client.get("/api/runs", headers={"Host": "other.local:7860"}).status_code == 403
+
+
+def test_host_names_are_parsed_with_their_ports():
+    assert host_name("[::1]:7860") == "::1" and host_name("LocalHost:80") == "localhost"
+    assert host_name("127.0.0.1") == "127.0.0.1"
+    assert host_name("[::1]x") is None and host_name("a:b") is None and host_name(None) is None
+
+
+def test_without_the_token_the_api_answers_401(app):
+    anonymous = client_for(app, token=None)
+    assert anonymous.get("/api/runs").status_code == 401
+    assert anonymous.get("/api/runs", headers={"X-Pasture-Token": "wrong"}).status_code == 401
+    assert anonymous.get("/api/runs?token=wrong").status_code == 401
+    anonymous.cookies.set("pasture_token_7860", "wrong")
+    assert anonymous.get("/api/runs").status_code == 401
+    page = anonymous.get("/")
+    assert page.status_code == 401 and "?token=" in page.text  # says how to open it
+    assert anonymous.get("/static/page.js").status_code == 200  # code, no data
+    # each of the three places the token may come from
+    assert anonymous.get(f"/api/runs?token={TOKEN}").status_code == 200
+    assert anonymous.get("/api/runs", headers={"X-Pasture-Token": TOKEN}).status_code == 200
+    anonymous.cookies.set("pasture_token_7860", TOKEN)
+    assert anonymous.get("/api/runs").status_code == 200
+
+
+def test_opening_the_link_sets_a_strict_http_only_cookie_and_drops_the_token_from_the_url(app):
+    browser_like = client_for(app, token=None)
+    response = browser_like.get(f"/?token={TOKEN}", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"pasture_token_7860={TOKEN};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert browser_like.get("/api/runs").status_code == 200  # the cookie now carries it
+
+
+def test_every_answer_forbids_inline_script_and_framing(app):
+    client = client_for(app)
+    for response in (client.get("/"), client.get("/api/runs"), client_for(app, token=None).get("/api/runs")):
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "http://evil.example"}, {"Origin": "null"},
+                                     {"Origin": "http://127.0.0.1:8000"},  # another port is another origin
+                                     {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}])
+def test_a_cross_site_write_is_refused_even_with_the_token(app, runs, headers):
+    client = client_for(app)
+    response = client.post("/api/teach", headers=headers, files=photos("cow", 3) + photos("horse", 3),
+                           data={"classes": '["cow", "horse"]', "name": "pwned", "mode": "tiny", "epochs": "1"})
+    assert response.status_code == 403, response.text
+    assert client.post("/api/runs/x/export", headers=headers).status_code == 403
+    assert client.delete("/api/runs/x", headers=headers).status_code == 403
+    assert written(runs) == []
+
+
+def test_the_page_own_writes_pass_the_origin_check(app, runs):
+    client = client_for(app)
+    response = client.post("/api/teach", headers={"Origin": "http://127.0.0.1:7860", "Sec-Fetch-Site": "same-origin"},
+                           files=photos("cow", 3) + photos("horse", 3),
+                           data={"classes": '["cow", "horse"]', "name": "mine", "mode": "tiny", "epochs": "1"})
+    assert response.status_code == 200, response.text
+    assert wait_for(client, response.json()["job"])["state"] == "done"
+
+
+def test_export_is_a_post_a_get_writes_nothing(app, runs):
+    client = client_for(app)
+    assert wait_for(client, teach(client)["job"])["state"] == "done"
+    assert client.get("/api/runs/first/export").status_code == 405
+    assert not (runs / "first" / "model.onnx").exists()
+
+
+def test_without_a_token_the_host_and_origin_checks_stay(runs):
+    client = client_for(create_app(runs, token=None), token=None)
+    assert client.get("/api/runs").status_code == 200
+    assert client.get("/api/runs", headers={"Host": "evil.example"}).status_code == 403
+    assert client.post("/api/teach", headers={"Origin": "http://evil.example"}).status_code == 403
+
+
+def test_the_printed_link_holds_the_token():
+    assert local_url("127.0.0.1", 7860, "abc") == "http://127.0.0.1:7860/?token=abc"
+    assert local_url("0.0.0.0", 80, None) == "http://127.0.0.1:80/"
+    assert local_url("::1", 7860, "t") == "http://[::1]:7860/?token=t"
+
+
+# ---------------------------------------------------------------------------------------- the browser
+
+EVIL_PAGE = """<!doctype html><title>cute cats</title><body><script>
+const app = "APP";
+const form = new FormData();
+form.append("classes", '["cow", "horse"]'); form.append("name", "pwned"); form.append("mode", "tiny");
+form.append("epochs", "1");
+for (const key of ["class_0", "class_0", "class_1", "class_1"]) form.append(key, new Blob(["x"], {type: "image/png"}), "a.png");
+Promise.allSettled([
+  fetch(app + "/api/teach", {method: "POST", body: form, mode: "no-cors", credentials: "include"}),
+  fetch(app + "/api/runs/first/export", {method: "POST", mode: "no-cors", credentials: "include"}),
+]).then(() => { document.title = "sent"; });
+</script></body>"""
+
+
+def serve_page(html: str):
+    """A second local web server (another origin: another port) serving one page; returns (url, stop)."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/", server.shutdown
+
+
+def test_a_page_from_another_origin_cannot_make_the_browser_write(runs):
+    app = create_app(runs, token=TOKEN)
+    client = client_for(app)
+    assert wait_for(client, teach(client)["job"])["state"] == "done"  # a finished run it could try to export
+    before = sorted(path.name for path in (runs / "first").iterdir())
+    with live(app) as base, chromium_browser() as browser:
+        evil_url, stop = serve_page(EVIL_PAGE.replace("APP", base))
+        try:
+            page = browser.new_page()
+            page.goto(f"{base}/?token={TOKEN}")  # the user has the app open: the browser holds its cookie
+            page.goto(evil_url)  # ...then visits another page on this machine (same site: the cookie is sent)
+            page.wait_for_function("document.title === 'sent'", timeout=30_000)
+            time.sleep(0.5)
+        finally:
+            stop()
+    assert written(runs) == ["first"]  # no run "pwned", no staged photos
+    assert sorted(path.name for path in (runs / "first").iterdir()) == before  # no model.onnx
+
+
+def test_a_run_named_with_quotes_and_markup_is_shown_as_text_and_runs_no_script(runs):
+    app = create_app(runs, token=TOKEN)
+    client = client_for(app)
+    assert wait_for(client, teach(client)["job"])["state"] == "done"
+    hostile = ["x');document.title='XSS '+location.host;('", '<img src=x onerror="document.title=\'XSS2\'">']
+    (runs / "first").rename(runs / hostile[0])
+    shutil.copytree(runs / hostile[0], runs / hostile[1])
+    with live(app) as base, chromium_browser() as browser:
+        page = browser.new_page()
+        page.goto(f"{base}/?token={TOKEN}")
+        page.click("#tab-runs")
+        page.wait_for_selector("#runs-table td.run-name")
+        shown = page.locator("#runs-table td.run-name").all_inner_texts()
+        assert sorted(shown) == sorted(hostile)  # the names, character for character
+        for index in range(2):
+            page.locator("#runs-table button.open").nth(index).click()
+            page.wait_for_selector("#run-details h3")
+            assert page.inner_text("#run-details h3") in hostile
+        page.click("#tab-test")
+        page.wait_for_selector("#test-run option", state="attached")
+        time.sleep(0.3)
+        assert page.title() == "pasture"  # no handler ran
+        assert page.locator("img[src=x]").count() == 0  # no markup was made from a name
+
+
+# --------------------------------------------------------------------------------------- big uploads
+
+
+def _peak_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+
+
+def _post_streamed(port: int, token: str, size: int, declared: int | None = None) -> tuple[int, bytes]:
+    """POST a multipart upload of one `size`-byte file, generated chunk by chunk (the client never holds it)."""
+    boundary = "pasture-test-boundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"huge.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    chunk = b"\0" * (1 << 20)
+
+    def body():
+        yield head
+        left = size
+        while left > 0:
+            yield chunk[:min(left, len(chunk))]
+            left -= len(chunk)
+        yield tail
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    connection.putrequest("POST", "/api/teach")
+    connection.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    connection.putheader("Content-Length", str(declared or len(head) + size + len(tail)))
+    connection.putheader("X-Pasture-Token", token)
+    connection.endheaders()
+    try:
+        if declared is None:
+            for part in body():
+                connection.send(part)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_an_oversized_upload_is_refused_without_the_server_holding_it(tmp_path):
+    """A real `pasture app` process: a 400 MB "photo" is refused at the 20 MiB limit per photo while the
+    server's peak memory grows by far less than the upload (before: by the whole upload)."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pasture.cli", "app", "--runs", str(tmp_path / "runs"), "--port",
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()  # printed once the app is built, before it listens
+        token = re.search(r"\?token=(\S+)", line).group(1)
+        deadline = time.time() + 60
+        while True:
+            try:
+                http.client.HTTPConnection("127.0.0.1", port, timeout=5).request("GET", "/static/page.css")
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        status, _ = _post_streamed(port, token, 1 << 20)  # warm-up: a 1 MB non-image, refused as no classes
+        assert status == 400
+        before = _peak_rss_kib(server.pid)
+        status, answer = _post_streamed(port, token, 400 << 20)
+        grown_mib = (_peak_rss_kib(server.pid) - before) / 1024
+        assert status == 413 and b"huge.png: above the 20 MiB limit per photo" in answer, answer
+        assert grown_mib < 100, f"the server's peak memory grew by {grown_mib:.0f} MiB for a 400 MiB upload"
+        # a Content-Length over the limit per request is refused before the body is read
+        status, answer = _post_streamed(port, token, 0, declared=5 << 30)
+        assert status == 413 and b"limit per request" in answer
+        assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [".explanations"]  # nothing left
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
