@@ -40,7 +40,7 @@ from pasture.core.errors import Interrupted, UserError
 from pasture.core.plots import plot_confusion, plot_curves
 from pasture.core.record import record_problem
 from pasture.core.runs import (
-    atomic_write_json, atomic_write_text, check_output_folder, check_writable, folder_lock, is_whole_number, prepare_run_dir, read_checked_json, versions,
+    atomic_write_json, atomic_write_text, check_output_folder, check_writable, folder_lock, is_whole_number, locked_folder, prepare_run_dir, read_checked_json, versions,
 )
 from pasture.data import class_index_map, decode_files, image_files_in, load_dataset, load_labelled_folder, load_synthetic
 from pasture.doctor.examine import examine
@@ -236,28 +236,29 @@ def train(
     if teacher_info is not None:  # only when set, so that runs made before distillation keep their identity
         identity["teacher"] = {key: teacher_info[key] for key in ("checkpoint", "transfer")}
     out = Path(out)
-    state, finished = _open_run_dir(out, identity, {
-        "model": chosen.model, "image_size": chosen.image_size, "classes": dataset.classes, "seed": seed,
-        "recipe": chosen.to_dict(), "data_summary": dataset.summary(), "eval_every": eval_every,
-        "device": device_info(where, precision), **({"teacher": teacher_info} if teacher_info else {}),
-    }, what="run", result_file="metrics.json", done_check=record_problem, resume=resume, force=force,
-        command=command, warn=warn)
-    if finished is not None:
-        return finished
-    try:
-        with folder_lock(out, "run"):
+    # The lock first: a second command on a live run's folder is refused before it touches anything.
+    with locked_folder(out, "run"):
+        state, finished = _open_run_dir(out, identity, {
+            "model": chosen.model, "image_size": chosen.image_size, "classes": dataset.classes, "seed": seed,
+            "recipe": chosen.to_dict(), "data_summary": dataset.summary(), "eval_every": eval_every,
+            "device": device_info(where, precision), **({"teacher": teacher_info} if teacher_info else {}),
+        }, what="run", result_file="metrics.json", done_check=record_problem, resume=resume, force=force,
+            command=command, warn=warn)
+        if finished is not None:
+            return finished
+        try:
             result = train_classifier(dataset, chosen, seed, run_dir=out, resume=(state == "resume"), quiet=quiet,
                                       synthetic=synthetic_images, synthetic_ratio=synthetic_ratio or 0.0,
                                       eval_every=eval_every, device=where, precision=precision, bank=bank)
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted; {out / 'checkpoint.pt'} holds the last finished epoch. Run the same command "
-            "with --resume to continue"
-        ) from None
-    if result.nonfinite_loss:
-        warn("the training loss became NaN or infinite (the recipe diverged); the accuracies below "
-             "describe a broken model")
-    return finish_run(out, result, dataset, chosen)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted; {out / 'checkpoint.pt'} holds the last finished epoch. Run the same command "
+                "with --resume to continue"
+            ) from None
+        if result.nonfinite_loss:
+            warn("the training loss became NaN or infinite (the recipe diverged); the accuracies below "
+                 "describe a broken model")
+        return finish_run(out, result, dataset, chosen)
 
 
 def finish_run(out: Path, result, dataset, recipe: Recipe) -> dict:
@@ -444,26 +445,26 @@ def gan_train(
     dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
     identity = {"kind": "gan", "preset": chosen.to_dict(), "seed": seed, **_data_identity(data, dataset, options)}
     out = Path(out)
-    state, finished = _open_run_dir(out, identity, {
-        "kind": "gan", "preset": chosen.to_dict(), "classes": dataset.classes, "seed": seed,
-        "data_summary": dataset.summary(), "device": device_info(where, precision),
-    }, what="GAN", result_file="summary.json", done_check=_summary_problem, resume=resume, force=force,
-        command=command, warn=warn)
-    if finished is not None:
-        return finished
-    try:
-        # Only the training split is handed over; train_gan refuses any other split.
-        with folder_lock(out, "GAN"):
+    with locked_folder(out, "GAN"):  # the lock first, as in train
+        state, finished = _open_run_dir(out, identity, {
+            "kind": "gan", "preset": chosen.to_dict(), "classes": dataset.classes, "seed": seed,
+            "data_summary": dataset.summary(), "device": device_info(where, precision),
+        }, what="GAN", result_file="summary.json", done_check=_summary_problem, resume=resume, force=force,
+            command=command, warn=warn)
+        if finished is not None:
+            return finished
+        try:
+            # Only the training split is handed over; train_gan refuses any other split.
             result = train_gan(dataset.train, chosen, seed, out=out, resume=(state == "resume"), quiet=quiet,
                                warn=warn, device=where, precision=precision)
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted; {out / 'checkpoint.pt'} holds the last sample point. Run the same command with "
-            "--resume to continue"
-        ) from None
-    summary = _gan_summary(result, chosen, dataset)
-    atomic_write_json(out / "summary.json", summary)
-    return summary
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted; {out / 'checkpoint.pt'} holds the last sample point. Run the same command with "
+                "--resume to continue"
+            ) from None
+        summary = _gan_summary(result, chosen, dataset)
+        atomic_write_json(out / "summary.json", summary)
+        return summary
 
 
 def gan_sample(

@@ -132,7 +132,7 @@ def remove_orphan_temp_files(folder: Path, recursive: bool = False) -> int:
     held: dict[Path, bool] = {}
     for path in Path(folder).glob(pattern):
         if path.is_file() and _TEMP_NAME.match(path.name):
-            if held.setdefault(path.parent, lock_holder(path.parent) is not None):
+            if held.setdefault(path.parent, lock_holder(path.parent) not in (None, os.getpid())):
                 continue
             path.unlink(missing_ok=True)
             removed += 1
@@ -211,7 +211,7 @@ def check_output_folder(out: Path, marker: str | None, what: str) -> bool:
         remove_orphan_temp_files(out)
     if marker is not None and (out / marker).is_file():
         return True
-    if marker is not None and out.is_dir() and any(out.iterdir()):
+    if marker is not None and out.is_dir() and any(path.name != LOCK_NAME for path in out.iterdir()):
         raise UserError(f"{out}: folder is not empty and holds no pasture {what}; choose a new --out")
     return False
 
@@ -225,7 +225,10 @@ def folder_lock(folder: Path, what: str):
     only to name it in messages. Two threads of one process exclude each other too."""
     lock = Path(folder) / LOCK_NAME
     while True:
-        handle = os.open(lock, os.O_CREAT | os.O_RDWR, new_file_mode())
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_RDWR, new_file_mode())
+        except OSError as error:  # a read-only or vanished folder: said before any work
+            raise UserError(f"{folder}: cannot write here ({error.strerror}); choose another --out") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -250,6 +253,29 @@ def folder_lock(folder: Path, what: str):
     finally:
         lock.unlink(missing_ok=True)  # while still held: a process that opened it meanwhile sees it gone
         os.close(handle)
+
+
+@contextlib.contextmanager
+def locked_folder(folder: Path, what: str):
+    """Create `folder` if needed and hold its lock (folder_lock) for the block: every check and change
+    of a folder pasture writes happens inside, so a second command on a folder a live process holds
+    touches nothing (before, `--force` deleted the live run's files and only then found the lock). A
+    folder this call created is removed again if the block fails while it is still empty."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder; choose another --out")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{folder}: cannot write here ({error.strerror}); choose another --out") from None
+    try:
+        with folder_lock(folder, what):
+            yield folder
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def lock_holder(folder: Path) -> int | None:

@@ -35,7 +35,7 @@ from pasture.core.errors import FolderBusy, Interrupted, UserError
 from pasture.core.record import RunRecord
 from pasture.core.defaults import DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields
 from pasture.core.runs import (
-    RUN_FILES, atomic_write_bytes, atomic_write_json, check_output_folder, check_writable, folder_lock, load_checkpoint, read_json,
+    RUN_FILES, atomic_write_bytes, atomic_write_json, check_output_folder, check_writable, folder_lock, load_checkpoint, locked_folder, read_json,
     remove_orphan_temp_files, versions,
 )
 from pasture.core.device import device_info, reproducible_on
@@ -799,8 +799,8 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
                   for task in tasks}
         plan = study_plan(spec, tasks, stored, replicates)
         return {"plan": plan, "plan_text": plan_text(plan)}
-    open_study_folder(out, spec.force)
-    with folder_lock(out, "experiment"):
+    with locked_folder(out, "experiment"):  # the lock first: --force on a live study deletes nothing
+        open_study_folder(out, spec.force)
         # experiment.json first: a folder killed during this write holds only a temp file and the lock,
         # both recognised as leftovers next time.
         atomic_write_json(out / "experiment.json", {

@@ -30,7 +30,7 @@ from pasture.classify.recipes import Recipe, recipe_file_text, resolve_recipe
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, option_fields
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
-from pasture.core.runs import atomic_write_json, atomic_write_text, folder_lock, read_option_json, versions
+from pasture.core.runs import atomic_write_json, atomic_write_text, locked_folder, read_option_json, versions
 from pasture.data import load_dataset
 from pasture.study.experiment import (
     Condition, ExperimentSpec, Replicate, _recipe_and_overrides, _stored_runs, _tasks, open_study_folder, start_engine,
@@ -145,8 +145,8 @@ def run_tune(spec: TuneSpec, warn=None) -> dict:
     out = Path(spec.out)
     # --jobs auto is the same on the same machine, so a resumed search runs as the first one did
     engine = start_engine(_experiment_spec(spec, []), None)
-    open_study_folder(out, spec.force, "tune.json", "tune", TUNE_FILES)
-    with folder_lock(out, "tune"):
+    with locked_folder(out, "tune"):  # the lock first: --force on a live search deletes nothing
+        open_study_folder(out, spec.force, "tune.json", "tune", TUNE_FILES)
         atomic_write_json(out / "tune.json", {"status": "running", "command": spec.command})
         return _search(spec, optuna, out, data, space, base, file_overrides, engine, warn)
 
