@@ -112,9 +112,9 @@ def test_distillation_input_errors(split_data, tmp_path, capsys):
 
 
 def test_an_experiment_distils_from_a_teacher_trained_on_each_training_part(split_data, tmp_path):
-    # One run at a time: two --jobs workers that reach the same bank together each build it (the bank
-    # cache has no lock yet, unlike the GAN store), so "computed once" holds for runs in sequence.
-    results = api.experiment(split_data, tmp_path / "study", seeds=2, quiet=True, jobs=1, conditions=[
+    # On the default pool (--jobs auto: two workers here): two workers that reach the same teacher and
+    # bank together build them once, the second waits for the first (core.store.build_once).
+    results = api.experiment(split_data, tmp_path / "study", seeds=2, quiet=True, conditions=[
         "base:recipe=default,epochs=2", "kd:recipe=distill,teacher=paper,epochs=2,distill_views=2"])
     assert [row["condition"] for row in results["conditions"]] == ["base", "kd"]
     stored = [json.loads(path.read_text()) for path in (tmp_path / "study").glob("runs/*/result.json")]
@@ -122,6 +122,8 @@ def test_an_experiment_distils_from_a_teacher_trained_on_each_training_part(spli
     assert len(teachers) == 2 and all(row["recipe"] == "paper" and row["views"] == 32 for row in teachers)
     # Both seeds share the split, so the teacher (seeded by the split) and its bank are computed once.
     assert sorted(row["bank_reused"] for row in teachers) == [False, True]
+    assert sorted(row["reused"] for row in teachers) == [False, True]  # the teacher is trained once, too
+    assert len({row["seconds"] for row in teachers}) == 1  # the reused one reports the stored teacher's time
 
 
 def test_an_experiment_condition_can_add_unlabelled_photos_to_the_transfer_set(split_data, tmp_path, capsys):

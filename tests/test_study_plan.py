@@ -13,6 +13,7 @@ from conftest import held_by_another_process
 from pasture import api
 from pasture.cli import main
 from pasture.core.defaults import cache_root
+from pasture.core import store
 from pasture.core.errors import FolderBusy
 from pasture.study import experiment
 
@@ -69,7 +70,7 @@ def test_a_study_waits_for_a_gan_another_process_is_training(split_data, tmp_pat
     summary = (gan_dir / "summary.json").read_text()
     (gan_dir / "summary.json").unlink()  # as if still being trained by another process ...
     refused = threading.Event()
-    real_lock = experiment.folder_lock
+    real_lock = store.folder_lock
 
     def spying_lock(folder, what):
         lock = real_lock(folder, what)
@@ -87,7 +88,7 @@ def test_a_study_waits_for_a_gan_another_process_is_training(split_data, tmp_pat
 
         return Spy()
 
-    monkeypatch.setattr(experiment, "folder_lock", spying_lock)
+    monkeypatch.setattr(store, "folder_lock", spying_lock)
     finish = f"open({str(gan_dir / 'summary.json')!r}, 'w').write({summary!r})"  # ... which finishes it
     done = {}
     with held_by_another_process(gan_dir, last=finish):

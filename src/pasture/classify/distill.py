@@ -31,6 +31,7 @@ from pasture.core.defaults import cache_enabled, cache_root
 from pasture.core.device import autocast, effective_precision, model_device
 from pasture.core.runs import atomic_torch_save
 from pasture.core.runtime import progress_bar
+from pasture.core.store import build_once
 
 BANK_FORMAT = 1  # bump when bank construction changes, so cached banks are not reused
 BANK_BATCH = 32
@@ -135,23 +136,32 @@ def build_bank(teacher: nn.Module, teacher_size: int, images_uint8: torch.Tensor
 
 
 def cached_bank(key: str, build) -> TeacherBank:
-    """The bank stored under cache_root()/distill/<key>.pt, or `build()` (then stored)."""
-    path = cache_root() / "distill" / f"{key}.pt"
-    if cache_enabled() and path.is_file():
+    """The bank stored under cache_root()/distill/<key>/bank.pt, or `build()` (then stored). Built once:
+    a process that reaches a bank another one is building waits for it (core.store.build_once)."""
+    folder = cache_root() / "distill" / key
+    path = folder / "bank.pt"
+    if not cache_enabled():
+        return build()
+
+    def read() -> TeacherBank | None:
+        if not path.is_file():
+            return None
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True)
             return TeacherBank(stored["views"], stored["teacher_log_probs"], stored["label_targets"], reused=True)
         except Exception:  # a damaged entry is rebuilt, never trusted
-            pass
-    bank = build()
-    if cache_enabled():
+            return None
+
+    def build_and_store() -> TeacherBank:
+        bank = build()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_torch_save({"views": bank.views, "teacher_log_probs": bank.teacher_log_probs,
                                "label_targets": bank.label_targets}, path)
         except OSError:
             pass  # an unwritable cache only costs time
-    return bank
+        return bank
+
+    return build_once(folder, read, build_and_store, "distillation bank")
 
 
 def distillation_loss(logits: torch.Tensor, teacher_log_probs: torch.Tensor, label_targets: torch.Tensor,

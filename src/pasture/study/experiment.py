@@ -30,18 +30,21 @@ from pasture.classify.distill import bank_key, build_bank, cached_bank, model_id
 from pasture.classify.evaluate import predict_probabilities, score_run, test_probabilities
 from pasture.classify.explain import plot_top_losses
 from pasture.classify.fit import check_eval_every, train_classifier
+from pasture.classify.trained import build_members
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, get_recipe, resolve_recipe, synthetic_share
-from pasture.core.errors import FolderBusy, Interrupted, UserError
+from pasture.core.errors import Interrupted, UserError
 from pasture.core.record import RunRecord
 from pasture.core.defaults import DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields
 from pasture.core.runs import (
-    RUN_FILES, atomic_write_bytes, atomic_write_json, check_output_folder, check_writable, folder_lock, load_checkpoint, locked_folder, read_json,
+    RUN_FILES, atomic_torch_save, atomic_write_bytes, atomic_write_json, check_output_folder, check_writable, load_checkpoint, locked_folder, read_json,
     remove_orphan_temp_files, versions,
 )
 from pasture.core.device import device_info, reproducible_on
 from pasture.core.runtime import progress_bar
+from pasture.core.store import build_once
 from pasture.data import ImageSet, decode_files, detect_layout, image_files_in, fold_dataset, load_dataset, load_pool, load_synthetic, stratified_folds
 from pasture.gan.synth import resize_uint8
+from pasture.models.registry import Ensemble
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.trainer import build_samplers, generate, train_gan
 from pasture.study.report import write_report
@@ -382,11 +385,18 @@ def gan_location(task: dict) -> tuple[GanPreset, object, int, Path]:
     preset = _gan_preset_of(task["condition"])
     dataset = replicate_dataset(task, preset.image_size)
     seed = gan_seed(task["replicate"])
+    key = _hash({"format": GAN_STORE_FORMAT, "preset": preset.to_dict(), "seed": seed,
+                 "train_images": training_content(dataset), "device": _task_device(task).type,
+                 "torch": torch.__version__})
+    return preset, dataset, seed, gan_store_root(task["out"]) / key
+
+
+def training_content(dataset) -> str:
+    """What a model trained on `dataset` learns from, by content: its training images, labels and class
+    names (not paths), so two studies of the same photos share what they train on them."""
     content = hashlib.sha256(dataset.train.images.contiguous().numpy().tobytes())
     content.update(dataset.train.labels.numpy().tobytes() + json.dumps(dataset.classes).encode())
-    key = _hash({"format": GAN_STORE_FORMAT, "preset": preset.to_dict(), "seed": seed,
-                 "train_images": content.hexdigest(), "device": _task_device(task).type, "torch": torch.__version__})
-    return preset, dataset, seed, gan_store_root(task["out"]) / key
+    return content.hexdigest()
 
 
 def gan_is_stored(gan_dir: Path) -> bool:
@@ -403,20 +413,17 @@ def _trained_gan(task: dict, location: tuple) -> list:
     gan_dir = location[3]
     if gan_dir.name in _SHIPPED_GANS:
         return _SHIPPED_GANS[gan_dir.name]
-    while True:
-        if gan_is_stored(gan_dir):
-            return load_checkpoint(gan_dir / "checkpoint.pt")["units"]
-        gan_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            with folder_lock(gan_dir, "GAN"):
-                if gan_is_stored(gan_dir):  # finished by the process that held the lock
-                    continue
-                resume = (gan_dir / "checkpoint.pt").is_file()
-                units, summary = train_task_gan(task, location, gan_dir, resume)
-                store_gan(task, location, summary, remember_time=not resume)  # a resumed GAN's time is only part of one
-                return units
-        except FolderBusy:
-            time.sleep(2.0)
+
+    def read() -> list | None:
+        return load_checkpoint(gan_dir / "checkpoint.pt")["units"] if gan_is_stored(gan_dir) else None
+
+    def train() -> list:
+        resume = (gan_dir / "checkpoint.pt").is_file()
+        units, summary = train_task_gan(task, location, gan_dir, resume)
+        store_gan(task, location, summary, remember_time=not resume)  # a resumed GAN's time is only part of one
+        return units
+
+    return build_once(gan_dir, read, train, "GAN")
 
 
 def train_task_gan(task: dict, location: tuple, folder: Path, resume: bool = False) -> tuple[list, dict]:
@@ -484,9 +491,7 @@ def _bank_for(task: dict, recipe: Recipe, dataset):
     condition = task["condition"]
     teacher_recipe = resolve_recipe(condition["teacher"])
     teacher_data = replicate_dataset(task, teacher_recipe.image_size)
-    started = time.perf_counter()
-    teacher = train_classifier(teacher_data, teacher_recipe, 0, device=_task_device(task))
-    teacher_seconds = time.perf_counter() - started
+    teacher, teacher_seconds, teacher_reused = _trained_teacher(task, teacher_recipe, teacher_data)
     pool, labels, gan_dir = teacher_data.train.images, teacher_data.train.labels, None
     if condition["gan_preset"]:
         generated, gan_dir = _gan_for(task, teacher_recipe.image_size)
@@ -496,13 +501,50 @@ def _bank_for(task: dict, recipe: Recipe, dataset):
         extra = _unlabeled_at(condition["unlabeled_dir"], teacher_recipe.image_size)
         pool = torch.cat([pool, extra])
         labels = torch.cat([labels, torch.full((len(extra),), -1, dtype=torch.long)])
-    key = bank_key(model_identity(teacher.model), pool, labels, recipe, len(dataset.train), seed=0)
-    bank = cached_bank(key, lambda: build_bank(teacher.model, teacher_recipe.image_size, pool, labels,
+    key = bank_key(model_identity(teacher), pool, labels, recipe, len(dataset.train), seed=0)
+    bank = cached_bank(key, lambda: build_bank(teacher, teacher_recipe.image_size, pool, labels,
                                                len(dataset.classes), recipe, seed=0))
-    teacher_accuracy = float((predict_probabilities(teacher.model, teacher_data.test.images).argmax(1)
+    teacher_accuracy = float((predict_probabilities(teacher, teacher_data.test.images).argmax(1)
                               == teacher_data.test.labels).float().mean())
-    return bank, gan_dir, {"recipe": teacher_recipe.name, "seconds": teacher_seconds, "bank_seconds": bank.seconds,
+    return bank, gan_dir, {"recipe": teacher_recipe.name, "seconds": teacher_seconds, "reused": teacher_reused,
+                           "bank_seconds": bank.seconds,
                            "bank_reused": bank.reused, "views": len(bank), "test_accuracy": teacher_accuracy}
+
+
+TEACHER_STORE_FORMAT = 1  # bump when classifier training changes, so stored teachers are not reused
+
+
+def _trained_teacher(task: dict, recipe: Recipe, dataset) -> tuple:
+    """(the teacher model, its training seconds, whether it was stored) of a distillation task: trained
+    once per training part, recipe and device, and stored like a GAN (every student seed and repeat of
+    that part, and every other study of the same photos, reuses it; before, each student run trained
+    its own copy of the same teacher)."""
+    device = _task_device(task)
+    key = _hash({"format": TEACHER_STORE_FORMAT, "recipe": recipe.to_dict(), "seed": 0,
+                 "train_images": training_content(dataset), "device": device.type, "torch": torch.__version__})
+    folder = (cache_root() / "teachers" if cache_enabled() else Path(task["out"]) / "teachers") / key
+    path = folder / "teacher.pt"
+
+    def read():
+        if not path.is_file():
+            return None
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            model = build_members(recipe, len(dataset.classes), stored["members"], device)
+            return model, float(stored["seconds"]), True
+        except Exception:  # a damaged entry is trained again, never trusted
+            return None
+
+    def train():
+        started = time.perf_counter()
+        model = train_classifier(dataset, recipe, 0, device=device).model
+        seconds = time.perf_counter() - started
+        members = model.members if isinstance(model, Ensemble) else [model]
+        atomic_torch_save({"members": [{name: value.detach().cpu() for name, value in member.state_dict().items()}
+                                       for member in members], "seconds": seconds}, path)
+        return model, seconds, False
+
+    return build_once(folder, read, train, "teacher")
 
 
 def _task_device(task: dict) -> torch.device:
