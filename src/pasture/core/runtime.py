@@ -65,6 +65,16 @@ def malloc_tuning_applied() -> bool:
     return bool(_applied)
 
 
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity (a container's or taskset's share), not the
+    machine's count. The one count behind --jobs auto and the threads each run gets (before, one used
+    torch's thread count and the other os.cpu_count(), and runs oversubscribed in containers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        return max(1, os.cpu_count() or 1)
+
+
 def seed_everything(seed: int):
     """Seed Python, NumPy and torch's global RNG (dropout, init); return a torch.Generator for data
     order and augmentation, kept separate so its state can be saved and restored on its own."""

@@ -13,11 +13,11 @@ line as NAME:key=value,key=value (see parse_condition).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
 import multiprocessing
-import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -40,7 +40,7 @@ from pasture.core.runs import (
     remove_orphan_temp_files, versions,
 )
 from pasture.core.device import device_info, reproducible_on
-from pasture.core.runtime import progress_bar
+from pasture.core.runtime import progress_bar, usable_cores
 from pasture.core.store import build_once
 from pasture.data import ImageSet, decode_files, detect_layout, image_files_in, fold_dataset, load_dataset, load_pool, load_synthetic, stratified_folds
 from pasture.gan.synth import resize_uint8
@@ -264,7 +264,30 @@ class ExperimentSpec:
 # ----------------------------------------------------------------------------------------------
 # Data per replicate (cached per process: workers load once)
 
-_DATA_CACHE: dict = {}
+class _RecentlyUsed(collections.OrderedDict):
+    """A dict that keeps its `limit` most recently used entries (a notebook that runs study after study
+    kept every data set it had ever decoded)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+# A study reads its data at a few sizes (one per recipe, GAN and teacher size): 8 entries hold every one
+# of them, and a data set decoded at 224 px is about 0.15 MB per photo.
+DATA_CACHE_ENTRIES = 8
+_DATA_CACHE: dict = _RecentlyUsed(DATA_CACHE_ENTRIES)
 # In a Ray worker, everything a run reads from disk was loaded by the driver and shipped with the task
 # (worker nodes have no copy of the photos): a read that was not shipped is a bug, said at once,
 # rather than a confusing "no such folder" on a machine that never had the folder.
@@ -344,17 +367,17 @@ def task_inputs(task: dict) -> dict:
         teacher_size = resolve_recipe(condition["teacher"]).image_size
         sizes.add(teacher_size)
         if condition.get("unlabeled_dir"):
-            _unlabeled_at(condition["unlabeled_dir"], teacher_size)
             extra.append(("unlabeled", condition["unlabeled_dir"], teacher_size))
     if condition["gan_preset"]:
         sizes.add(_gan_preset_of(condition).image_size)
-    for size in sizes:
-        _data_at(task, size)
+    inputs = {_data_key(task, size): _data_at(task, size) for size in sorted(sizes)}
+    for key in extra:  # the unlabeled photos, read above
+        inputs[key] = _unlabeled_at(key[1], key[2])
     if condition.get("synthetic_dir"):
-        classes = _data_at(task, recipe.image_size).classes
-        _synthetic_at(condition["synthetic_dir"], classes, recipe.image_size)
-        extra.append(("synthetic", condition["synthetic_dir"], tuple(classes), recipe.image_size))
-    return {key: _DATA_CACHE[key] for key in [_data_key(task, size) for size in sorted(sizes)] + extra}
+        classes = inputs[_data_key(task, recipe.image_size)].classes
+        key = ("synthetic", condition["synthetic_dir"], tuple(classes), recipe.image_size)
+        inputs[key] = _synthetic_at(condition["synthetic_dir"], classes, recipe.image_size)
+    return inputs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -752,7 +775,7 @@ def study_plan(spec: ExperimentSpec, tasks: list[dict], stored: dict, replicates
         "unmeasured_runs": sum(1 for seconds in runs if seconds is None),
         "unmeasured_gans": sum(1 for seconds in gans if seconds is None),
         "machine": device_info(torch.device(spec.device))["name"],
-        "engine": engine_of(spec).name, "parallel": engine_of(spec).parallel(), "cores": os.cpu_count() or 1,
+        "engine": engine_of(spec).name, "parallel": engine_of(spec).parallel(), "cores": usable_cores(),
         "device": spec.device,
     }
 
@@ -935,7 +958,7 @@ GPU_MEMORY_PER_JOB = 4 * 2 ** 30  # a CUDA context plus the largest built-in mod
 def auto_jobs(device: str, out: Path | None = None) -> int:
     """How many runs `--jobs auto` (the default) runs at once.
 
-    On a CPU, one single-threaded run per core torch would use (up to 8): small models gain more from
+    On a CPU, one single-threaded run per core this process may use (up to 8; core.runtime.usable_cores): small models gain more from
     running side by side than from more threads each. On 2 cores the paper study took 131 s as two
     one-thread runs against 187 s as one two-thread run (warm, benchmarks/engines.py), and 588 s
     against 647 s cold with AVX2 kernels.
@@ -947,7 +970,7 @@ def auto_jobs(device: str, out: Path | None = None) -> int:
 
     On a CPU, a study folder that already holds runs keeps the threads per run its experiment.json
     records, so extending an old study does not mix runs of different float summation orders."""
-    cores = max(1, torch.get_num_threads())
+    cores = usable_cores()
     if device.startswith("cuda"):
         memory = torch.cuda.get_device_properties(torch.device(device)).total_memory
         return max(1, min(cores, AUTO_JOBS_MAX, memory // GPU_MEMORY_PER_JOB))
@@ -955,7 +978,7 @@ def auto_jobs(device: str, out: Path | None = None) -> int:
         return 1
     recorded = _recorded_threads(out) if out is not None else None
     if recorded is not None:
-        for jobs in range(1, (os.cpu_count() or 1) + 1):
+        for jobs in range(1, cores + 1):
             if _effective_threads(LocalEngine(jobs)) == recorded:
                 return jobs
     return min(cores, AUTO_JOBS_MAX)
@@ -988,7 +1011,7 @@ class LocalEngine:
             self.jobs = auto_jobs(device, out)
 
     def threads_per_run(self) -> int:
-        return max(1, (os.cpu_count() or 1) // self.jobs) if self.jobs > 1 else 0  # 0: the process's default
+        return max(1, usable_cores() // self.jobs) if self.jobs > 1 else 0  # 0: the process's default
 
     def parallel(self) -> int:
         return self.jobs
@@ -1044,9 +1067,13 @@ class LocalEngine:
                 raise
 
 
-def _gan_key(task: dict) -> tuple | None:
-    """Which GAN a run needs (None: none): runs with the same key share one GAN."""
+def _gan_key(task: dict) -> str | None:
+    """Which GAN a run needs (None: none): runs with the same key share one GAN. Made of what
+    gan_location keys by (the resolved preset's content, the seed, the training part), without hashing
+    the images, which are the same for every run of one study: two spellings of one GAN's overrides
+    (ngf=4,iterations=5 and iterations=5,ngf=4) are one GAN, with one leader."""
     if not task["condition"]["gan_preset"]:
         return None
-    return (json.dumps(task["condition"]["gan_overrides"]), task["condition"]["gan_preset"],
-            task["replicate"]["repeat"], task["replicate"]["fold"])
+    replicate = task["replicate"]
+    return _hash({"preset": _gan_preset_of(task["condition"]).to_dict(), "seed": gan_seed(replicate),
+                  "fold": replicate["fold"], "folds": replicate.get("folds"), "group": replicate.get("group")})

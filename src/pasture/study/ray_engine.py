@@ -23,7 +23,6 @@ How a study maps onto it:
 
 from __future__ import annotations
 
-import os
 import socket
 import tempfile
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.runs import load_checkpoint, versions
+from pasture.core.runtime import usable_cores
 from pasture.study.experiment import (
     _DATA_CACHE, _SHIPPED_GANS, compute_run, gan_is_stored, gan_location, store_gan, store_run, task_inputs,
     train_task_gan,
@@ -162,7 +162,7 @@ class RayEngine:
             options = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
             try:
                 if self.address in (None, "local"):
-                    ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count(), **options)
+                    ray.init(address="local", num_cpus=self.num_cpus or usable_cores(), **options)
                 else:
                     ray.init(address=self.address, **options)
             except ConnectionError as error:

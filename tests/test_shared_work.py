@@ -1,0 +1,60 @@
+"""How a study shares its work out: one key per GAN however its overrides are written, one count of the
+cores for --jobs auto and the threads of each run, and a bounded cache of decoded data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from pasture.core import runtime
+from pasture.study import experiment
+from pasture.study.experiment import LocalEngine, Replicate, auto_jobs, parse_condition
+
+QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
+
+
+def gan_task(text: str, replicate: Replicate) -> dict:
+    condition = parse_condition(text)
+    return {"condition": {**dataclasses.asdict(condition), "overrides": list(condition.overrides),
+                          "gan_overrides": list(condition.gan_overrides)},
+            "replicate": dataclasses.asdict(replicate)}
+
+
+def test_one_gan_written_two_ways_has_one_key():
+    replicate = Replicate(index=0, seed=0)
+    first = gan_task(f"a:{QUICK},gan=default,ngf=4,iterations=5", replicate)
+    second = gan_task(f"b:{QUICK},gan=default,iterations=5,ngf=4", replicate)
+    assert first["condition"]["gan_overrides"] != second["condition"]["gan_overrides"]  # written differently
+    assert experiment._gan_key(first) == experiment._gan_key(second)  # ... one GAN, one leader
+    other = gan_task(f"c:{QUICK},gan=default,iterations=6,ngf=4", replicate)
+    assert experiment._gan_key(other) != experiment._gan_key(first)
+    next_fold = gan_task(f"a:{QUICK},gan=default,ngf=4,iterations=5", Replicate(index=1, seed=0, fold=1, folds=2))
+    assert experiment._gan_key(next_fold) != experiment._gan_key(first)
+    assert experiment._gan_key(gan_task(f"d:{QUICK}", replicate)) is None
+
+
+@pytest.mark.parametrize("cores", [1, 2, 4])
+def test_jobs_and_threads_per_run_count_the_cores_this_process_may_use(monkeypatch, cores):
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)  # OMP_NUM_THREADS or a wider machine: not the count
+    assert runtime.usable_cores() == cores
+    assert auto_jobs("cpu") == cores
+    assert LocalEngine(2).threads_per_run() == max(1, cores // 2)  # two runs never ask for more than the share
+
+
+def test_the_data_cache_keeps_the_most_recent_data_sets_only(monkeypatch):
+    cache = experiment._RecentlyUsed(3)
+    for key in "abcd":
+        cache[key] = key.upper()
+    assert list(cache) == ["b", "c", "d"]  # the oldest went
+    assert cache["b"] == "B"  # a read makes it recent
+    cache["e"] = "E"
+    assert list(cache) == ["d", "b", "e"]
+    monkeypatch.setattr(experiment, "_DATA_CACHE", experiment._RecentlyUsed(2))
+    loads = []
+    for key in [("x",), ("y",), ("z",), ("x",)]:
+        experiment._read(key, lambda key=key: loads.append(key) or key)
+    assert loads == [("x",), ("y",), ("z",), ("x",)] and len(experiment._DATA_CACHE) == 2  # bounded
+    assert isinstance(experiment._DATA_CACHE, dict)
