@@ -291,8 +291,8 @@ def test_experiment_eval_every_thins_the_curves_only(split_data, tmp_path):
 def test_jobs_auto_runs_one_thread_per_core_and_keeps_a_studys_threads(tmp_path, monkeypatch):
     from pasture.study.experiment import AUTO_JOBS_MAX, LocalEngine, auto_jobs
 
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)  # 4 usable cores
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # what one run at a time uses there
     assert auto_jobs("cpu") == 4 and LocalEngine(4).threads_per_run() == 1
     assert auto_jobs("mps") == 1
     # a CUDA GPU is shared by up to one run per 4 GiB of its memory
@@ -312,8 +312,8 @@ def test_jobs_auto_runs_one_thread_per_core_and_keeps_a_studys_threads(tmp_path,
     assert auto_jobs("cpu", study) == 2
     (study / "experiment.json").write_text(json.dumps({"title": "made before threads were recorded"}))
     assert auto_jobs("cpu", study) == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
-    monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert auto_jobs("cpu") == AUTO_JOBS_MAX
     engine = LocalEngine("auto")
     engine.settle("cpu", None)

@@ -37,6 +37,7 @@ from pasture.classify.trained import load_run, run_config_problem
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, DataOptions, Warn, option_fields, warn_to_stderr
 from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import Interrupted, UserError
+from pasture.core.paths import check_outside
 from pasture.core.plots import plot_confusion, plot_curves
 from pasture.core.record import record_problem
 from pasture.core.runs import (
@@ -209,6 +210,7 @@ def train(
     `device` is auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps.
     """
     check_eval_every(eval_every)
+    check_outside(out, data)
     overrides, options = _options("train", Recipe, overrides, data_options, fields)
     if unlabeled is not None and teacher is None:
         raise UserError("--unlabeled: needs --teacher RUN, which labels those photos")
@@ -300,6 +302,7 @@ def evaluate(
     writes OUT/evaluation.json (the report), confusion.png and top_losses.png (the photos the model got
     most confidently wrong, with Grad-CAM heatmaps when Captum is installed).
     """
+    check_outside(out, data)
     if out is not None:
         check_output_folder(Path(out), "evaluation.json", "evaluation")
     model, config = load_run(run, resolve_device(device))
@@ -359,6 +362,7 @@ def explain(run: str | os.PathLike, paths: list[str | os.PathLike], out: str | o
     files = image_files_in(paths)
     if not files:
         raise UserError("explain: give at least one image file or folder")
+    check_outside(out, paths)
     check_output_folder(Path(out), "explanations.json", "explanation folder")
     return explain_images(model, config, files, decode_files(files, config["image_size"]), out)
 
@@ -374,6 +378,7 @@ def doctor(data: str | os.PathLike, out: str | os.PathLike | None = None, *, lab
     Returns the report; `report["findings"]` holds its headline lines. With `out`, writes
     OUT/doctor.json and OUT/doctor.html (thumbnails of each finding). Needs the extra .[doctor].
     `fields` are DataOptions fields as keywords (groups="subfolders", split_by_group=True)."""
+    check_outside(out, data)
     options = dataclasses.replace(data_options or DataOptions(), **fields)
     return examine(data, out, options=options, label_model=label_model, duplicate_distance=duplicate_distance,
                    seed=seed, device=resolve_device(device), quiet=quiet, warn=warn)
@@ -436,6 +441,7 @@ def gan_train(
     gan_log.jsonl (losses, D(x), D(G(z)) per iteration), gan_losses.png, samples_uN_XXXXX.png (fixed
     noise) and summary.json (diversity, time).
     """
+    check_outside(out, data)
     overrides, options = _options("gan_train", GanPreset, overrides, data_options, fields)
     chosen = dataclasses.replace(get_gan_preset(preset),
                                  **{key: value for key, value in overrides.items() if value is not None})
@@ -572,6 +578,7 @@ def experiment(
     ("auto" or HOST:PORT), on that cluster, `threads_per_run` CPUs per task (default 1). Both store
     the same runs under the same keys.
     """
+    check_outside(out, data)
     if paper:
         names = list(conditions or PAPER_EXPERIMENT)
         title, numbers = "The report's experiment, re-run with intervals", REPORT_NUMBERS
@@ -619,6 +626,7 @@ def tune(
     training split (never its test split), then compare the best with `recipe` on fresh folds. Writes
     DIR/best_recipe.json (for `train --recipe`), tune.json, tune.md and trials.csv; returns tune.json's
     contents. See pasture.study.tune."""
+    check_outside(out, data)
     spec = TuneSpec(data=str(data), out=str(out), space=str(space), recipe=str(recipe), trials=trials, folds=folds,
                     seeds=seeds, batch=batch, seed=seed, classes=classes, min_image_size=min_image_size,
                     test_fraction=test_fraction, split_seed=split_seed, device=str(resolve_device(device)),

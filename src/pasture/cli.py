@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import traceback
 from pathlib import Path
 
 from pasture import __version__
@@ -17,10 +19,11 @@ from pasture.classify.recipes import RECIPES, Recipe
 from pasture.core.defaults import (
     DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, DataOptions, option_fields,
 )
-from pasture.core.errors import Interrupted, UserError
+from pasture.core.errors import MACHINE_ERRNOS, Interrupted, UserError, WriteFailed
 from pasture.core.paths import printable_name
 from pasture.gan.presets import GAN_PRESETS, GanPreset
 
+EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -778,6 +781,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         return HANDLERS[args.command](args)
+    except WriteFailed as error:
+        print(f"pasture: error: {error}; {_after_write_failure(args)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except UserError as error:
         print(f"pasture: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -787,12 +793,39 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pasture: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except OSError as error:  # disk full, read-only, permissions: the machine's state, not a bug in pasture
-        where = printable_name(error.filename) if error.filename is not None else "pasture"
-        print(f"pasture: error: {where}: {error.strerror or error}; work finished so far is kept "
-              "(runs resume from their last checkpoint)", file=sys.stderr)
+    except OSError as error:
+        if error.errno not in MACHINE_ERRNOS:
+            return _bug()
+        # Disk full, read-only, permissions where no write site said it itself: the machine's state.
+        where = printable_name(_user_path(error.filename)) if error.filename is not None else "pasture"
+        print(f"pasture: error: {where}: {error.strerror or error}; {_after_write_failure(args)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Exception:
+        return _bug()
 
+
+def _bug() -> int:
+    """A bug in pasture: its traceback, and one line that says so."""
+    traceback.print_exc()
+    print("pasture: this is a bug in pasture, not a problem with what you asked; please report it with the "
+          "lines above", file=sys.stderr)
+    return EXIT_BUG
+
+
+def _user_path(filename) -> str:
+    """The user's file for a temporary one of an atomic write (".model.onnx.a1b2c3d4.tmp" -> "model.onnx")."""
+    path = Path(str(filename))
+    temporary = re.match(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$", path.name)
+    return str(path.with_name(temporary.group(1))) if temporary else str(path)
+
+
+def _after_write_failure(args) -> str:
+    """What to do after a failed write, and only what is true for this command."""
+    if args.command == "train" or (args.command == "gan" and getattr(args, "gan_command", None) == "train"):
+        return "free some space or fix the permission, then run the same command with --resume (the last checkpoint is kept)"
+    if args.command in ("experiment", "tune", "demo"):
+        return "free some space or fix the permission, then run the same command again (finished runs are kept)"
+    return "free some space or fix the permission, then run the same command again"
 
 if __name__ == "__main__":
     sys.exit(main())

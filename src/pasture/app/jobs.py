@@ -20,7 +20,8 @@ from pathlib import Path
 
 from pasture import api
 from pasture.core.errors import Interrupted, UserError
-from pasture.core.runs import atomic_write_json, folder_lock, process_alive, read_json
+from pasture.core.processes import process_alive
+from pasture.core.runs import atomic_write_json, folder_lock, read_json
 from pasture.core.runtime import StopRequested, stoppable
 
 DATA_PREFIX = ".data-"  # + run name: the photos a run trains on, kept until it finishes

@@ -4,6 +4,7 @@ code serves a run folder (torch model) and an exported ONNX file (ONNX Runtime a
 from __future__ import annotations
 
 import csv
+import glob
 import os
 import sys
 import tempfile
@@ -15,7 +16,9 @@ import numpy as np
 from tqdm import tqdm
 
 from pasture.core.imagefile import BadImage, decode_array
-from pasture.core.paths import display_name, new_file_mode
+from pasture.core.errors import UserError, write_failed
+from pasture.core.paths import display_name, new_file_mode, printable_name
+from pasture.core.processes import process_alive
 
 BATCH = 64  # images decoded and scored at once at 96 px or less: memory stays at one batch, whatever the count
 
@@ -43,6 +46,41 @@ def _decode(path: Path, image_size: int) -> tuple[np.ndarray | None, str]:
         return None, str(error)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(text: str) -> str:
+    """`text` as a cell a spreadsheet shows as text: a leading = + - @ tab or CR (a photo named
+    =HYPERLINK(...), a class named so) gets a leading apostrophe, OWASP's advice against CSV injection."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def check_output_file(out: str | os.PathLike, option: str) -> Path:
+    """A file pasture will write with `option` (--csv, --out), checked before any work: not a folder,
+    its folder exists and can be written. The errors name the user's path, never a temporary file."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{option} {printable_name(out)}: is a folder; give a file name in it, such as "
+                        f"{printable_name(out / ('predictions.csv' if option == '--csv' else 'model.onnx'))}")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UserError(f"{option} {printable_name(out)}: the folder {printable_name(parent)} does not exist; "
+                        "create it or choose another place")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserError(f"{option} {printable_name(out)}: cannot write there (permission denied); choose "
+                        "another place")
+    return out
+
+
+def remove_stale_temp_files(out: Path) -> None:
+    """The temporary files that a killed `predict --csv` (or export) left beside `out`: named
+    .<name>.<pid>.<random>.tmp, removed when their process is gone."""
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+        pid = path.name[len(out.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
 def write_predictions_csv(files: list[Path], classes: list[str], image_size: int,
                           probabilities_of: Callable[[np.ndarray], np.ndarray], out: str | os.PathLike,
                           quiet: bool = False) -> dict:
@@ -50,16 +88,18 @@ def write_predictions_csv(files: list[Path], classes: list[str], image_size: int
     probability, one p_<class> column per class), or its file and the reason it was skipped. Written to
     a temporary file renamed over `out` at the end, so an interrupted run leaves no half CSV.
     `probabilities_of` maps uint8 N x 3 x S x S to N x classes. Returns counts."""
-    out = Path(out)
+    out = check_output_file(out, "--csv")
+    remove_stale_temp_files(out)
     counts = {"images": len(files), "predicted": 0, "skipped": 0}
-    handle = tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=out.parent, prefix=f".{out.name}.",
-                                         suffix=".tmp", delete=False)
+    handle = tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=out.parent,
+                                         prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", delete=False)
     try:
         with handle, ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, \
                 tqdm(total=len(files), unit="img", desc="predict", disable=quiet, file=sys.stderr, leave=False) as bar:
             os.fchmod(handle.fileno(), new_file_mode())
             writer = csv.writer(handle)
             writer.writerow(["file", "label", "probability", *(f"p_{name}" for name in classes), "skipped"])
+            classes = [spreadsheet_cell(name) for name in classes]  # labels are cells too
             step = batch_size_for(image_size)
             for start in range(0, len(files), step):
                 batch = files[start:start + step]
@@ -68,17 +108,21 @@ def write_predictions_csv(files: list[Path], classes: list[str], image_size: int
                 scores = iter(probabilities_of(np.stack(usable)).tolist() if usable else [])
                 for path, (array, reason) in zip(batch, decoded):
                     if array is None:
-                        writer.writerow([display_name(path), "", "", *([""] * len(classes)), reason])
+                        writer.writerow([spreadsheet_cell(display_name(path)), "", "", *([""] * len(classes)),
+                                         spreadsheet_cell(reason)])
                         counts["skipped"] += 1
                         continue
                     probs = next(scores)
                     best = max(range(len(probs)), key=probs.__getitem__)
-                    writer.writerow([display_name(path), classes[best], f"{probs[best]:.6f}",
+                    writer.writerow([spreadsheet_cell(display_name(path)), classes[best], f"{probs[best]:.6f}",
                                      *(f"{p:.6f}" for p in probs), ""])
                     counts["predicted"] += 1
                 bar.update(len(batch))
         os.replace(handle.name, out)
-    except BaseException:
+    except BaseException as error:
         Path(handle.name).unlink(missing_ok=True)
+        failed = write_failed(error, out) if isinstance(error, OSError) else None
+        if failed is not None:  # a full disk: named by the user's file, not the temporary one
+            raise failed from None
         raise
     return {**counts, "csv": str(out)}

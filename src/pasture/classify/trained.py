@@ -13,7 +13,7 @@ from pasture.classify.recipes import Recipe, validate_recipe
 from pasture.core.errors import UserError
 from pasture.core.paths import class_names_problem
 from pasture.core.runs import is_whole_number, load_checkpoint, read_checked_json, stored_settings
-from pasture.models import Ensemble, create_model
+from pasture.models import Ensemble, create_model, list_models
 
 MEMBER_SEED_STRIDE = 1000  # member i of an ensemble trains with seed + 1000 * i
 CHECKPOINT_FORMAT = 1
@@ -38,6 +38,23 @@ def build_members(recipe: Recipe, num_classes: int, member_states: list[dict],
         member.load_state_dict(state)
         members.append(member.to(device).eval())
     return members[0] if len(members) == 1 else Ensemble(members)
+
+
+def weights_fit(state: dict, config: dict) -> str:
+    """", they fit NAME" for the registered model whose weights have the checkpoint's names and shapes,
+    else a count of what differs: one line instead of torch's list of every mismatched tensor (3 KB)."""
+    try:
+        weights = {name: tuple(value.shape) for name, value in state["members"][0].items()}
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return " (the checkpoint holds no model weights)"
+    for name in list_models():
+        try:
+            candidate = create_model(name, len(config["classes"]), config["image_size"])
+        except Exception:  # a model this size or class count cannot be: not the one
+            continue
+        if {key: tuple(value.shape) for key, value in candidate.state_dict().items()} == weights:
+            return f": they fit {name}"
+    return f" (the checkpoint holds {len(weights)} tensors that match no model pasture knows at this size)"
 
 
 MAX_IMAGE_SIZE = 2048  # px; a run folder asking for more is damaged or hostile (100000 px would allocate GBs)
@@ -73,7 +90,8 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
     state = load_checkpoint(run / "checkpoint.pt")
     try:
         model = build_members(Recipe(**config["recipe"]), len(config["classes"]), state["members"], device)
-    except (KeyError, RuntimeError, TypeError, ValueError) as error:
-        raise UserError(f"{run / 'checkpoint.pt'}: weights do not fit {config['model']} ({error})") from None
+    except (KeyError, RuntimeError, TypeError, ValueError):
+        raise UserError(f"{run / 'checkpoint.pt'}: weights do not fit {config['model']}"
+                        f"{weights_fit(state, config)}; the run folder was edited or mixed up (train it again)") from None
     model.eval()
     return model, config

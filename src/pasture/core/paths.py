@@ -61,6 +61,20 @@ def ensure_under(path: Path, root: Path) -> Path:
     return path
 
 
+def check_outside(out: str | os.PathLike | None, inputs, option: str = "--out") -> None:
+    """Refuse an output folder or file inside an input folder (resolved paths, so links and '..' count):
+    pasture's own files there (PNG figures, runs) would be read as photos by the next command on that data
+    (`train cf --out cf/myrun`, then `train cf` trained a third class, "myrun", from pasture's figures)."""
+    if out is None:
+        return
+    target = Path(out).resolve()
+    for given in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
+        folder = Path(given).resolve()
+        if folder.is_dir() and (target == folder or folder in target.parents):
+            raise UserError(f"{option} {printable_name(out)}: inside the data folder {printable_name(given)}, where "
+                            "pasture's own files would be read as photos next time; choose a place outside it")
+
+
 def class_names_problem(classes: object) -> str | None:
     """Why `classes` (read from a run, GAN or synthetic folder) cannot be a model's class list, or None.
     Class names become folder names (gan sample) and labels on screen, so each must be a safe path part."""

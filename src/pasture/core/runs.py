@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from pasture import __version__
-from pasture.core.errors import FolderBusy, UserError
+from pasture.core.errors import FolderBusy, UserError, write_failed
 from pasture.core.paths import new_file_mode
 
 # Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
@@ -54,8 +54,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException as error:
         if os.path.exists(temp_name):
             os.unlink(temp_name)
-        if isinstance(error, OSError) and error.filename is None:  # a full disk: say which file it hit
-            raise OSError(error.errno, error.strerror, str(path)) from None
+        failed = write_failed(error, path) if isinstance(error, OSError) else None
+        if failed is not None:  # a full disk, a read-only folder: said with the file it hit
+            raise failed from None
         raise
 
 
@@ -301,18 +302,6 @@ def _pid_in(handle: int) -> int | None:
         return int(os.pread(handle, 32, 0).decode().strip())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-
-
-def process_alive(pid: int | None) -> bool:
-    if pid is None or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
 
 
 def prepare_run_dir(out: str | os.PathLike, identity: dict, resume: bool, force: bool,
