@@ -28,6 +28,7 @@ from pasture import __version__
 from pasture.classify.evaluate import predict_probabilities, tta_views
 from pasture.classify.onnx_runner import OnnxClassifier
 from pasture.classify.trained import load_run
+from pasture.classify.predictions import check_output_file
 from pasture.core.defaults import DataOptions
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
@@ -92,6 +93,7 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
     out = Path(out) if out is not None else run / "model.onnx"
     if out.suffix != ".onnx":
         raise UserError(f"--out {out}: name the file *.onnx")
+    check_output_file(out, "--out")  # before the export's work, naming the user's file
     tta = bool(config["recipe"].get("tta", False))
     graph = ExportGraph(model, tta).eval()
     size = config["image_size"]
