@@ -32,7 +32,7 @@ from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.onnx_runner import predict_onnx
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
-from pasture.classify.recipes import Recipe, check_synthetic_allowed, resolve_recipe, synthetic_share
+from pasture.classify.recipes import Recipe, check_synthetic_allowed, check_synthetic_ratio, resolve_recipe, synthetic_share
 from pasture.classify.trained import load_run, run_config_problem
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, DataOptions, Warn, option_fields, warn_to_stderr
 from pasture.core.device import device_info, effective_precision, resolve_device
@@ -127,10 +127,9 @@ def _synthetic_for(synthetic, synthetic_ratio, recipe: Recipe, dataset, warn: Wa
         return None, None, None
     check_synthetic_allowed(recipe)
     images, fingerprint = load_synthetic(synthetic, dataset.classes, recipe.image_size, warn)
+    synthetic_ratio = check_synthetic_ratio(synthetic_ratio)
     if synthetic_ratio is None:
         synthetic_ratio = synthetic_share(len(images), len(dataset.train))
-    if not 0 < synthetic_ratio < 1:
-        raise UserError(f"--synthetic-ratio {synthetic_ratio}: must be between 0 and 1")
     info = {"folder": str(Path(synthetic).resolve()), "fingerprint": fingerprint, "ratio": synthetic_ratio,
             "counts": images.counts()}
     return images, synthetic_ratio, info
@@ -590,7 +589,7 @@ def experiment(
         data=str(data), out=str(out), conditions=parsed, seeds=seeds, folds=folds, groups=groups,
         group_column=group_column, classes=classes,
         min_image_size=min_image_size, jobs=jobs, eval_every=eval_every, quiet=quiet, title=title,
-        report_numbers=numbers, command=list(command or []), force=force, device=str(resolve_device(device)),
+        report_numbers=numbers, command=list(command or []), force=force, device=_study_device(device, engine),
         dry_run=dry_run,
     )
     return _on_engine(run_experiment, spec, warn, engine, jobs, ray_address, threads_per_run)
@@ -629,7 +628,7 @@ def tune(
     check_outside(out, data)
     spec = TuneSpec(data=str(data), out=str(out), space=str(space), recipe=str(recipe), trials=trials, folds=folds,
                     seeds=seeds, batch=batch, seed=seed, classes=classes, min_image_size=min_image_size,
-                    test_fraction=test_fraction, split_seed=split_seed, device=str(resolve_device(device)),
+                    test_fraction=test_fraction, split_seed=split_seed, device=_study_device(device, engine),
                     quiet=quiet, force=force, command=list(command or []))
     return _on_engine(run_tune, spec, warn, engine, jobs, ray_address, threads_per_run)
 
@@ -645,6 +644,14 @@ def _on_engine(run, spec, warn, engine: str, jobs: int | str, ray_address: str |
         return run(spec, warn=warn)
     finally:
         spec.engine.close()
+
+
+def _study_device(device: str, engine: str) -> str:
+    """The device a study's runs use: --device auto resolves to what the engine accepts (the Ray engine
+    runs on CPUs, so auto on a GPU machine is the CPU there, not a refusal naming a --device never given)."""
+    if device == "auto" and engine == "ray":
+        return "cpu"
+    return str(resolve_device(device))
 
 
 def make_engine(name: str, *, jobs: int | str = "auto", ray_address: str | None = None, threads_per_run: int | None = None,

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pasture.core.defaults import DEFAULT_RECIPE, setting
+from pasture.core.defaults import DEFAULT_RECIPE, field_type_problem, setting
 from pasture.core.errors import UserError
 
 
@@ -279,7 +279,20 @@ def class_weights(labels, num_classes: int, recipe: Recipe):
     return torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), torch.ones_like(counts))
 
 
+def check_synthetic_ratio(ratio, option: str = "--synthetic-ratio") -> float:
+    """The one rule for a synthetic share of each batch (train's --synthetic-ratio and a condition's
+    ratio=): a number strictly between 0 and 1. None stays None (the default share)."""
+    if ratio is None:
+        return None
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise UserError(f"{option} {ratio}: must be between 0 and 1 (the share of each batch that is synthetic)")
+    return float(ratio)
+
+
 def validate_recipe(recipe: Recipe) -> None:
+    problem = field_type_problem(recipe)
+    if problem is not None:  # a recipe file's "epochs": 2.0 crashed the training after its folder was made
+        raise UserError(f"recipe {recipe.name}: {problem}")
     checks = [
         (recipe.epochs >= 1, f"--epochs {recipe.epochs}: must be at least 1"),
         (recipe.batch_size >= 1, f"--batch-size {recipe.batch_size}: must be at least 1"),

@@ -5,8 +5,10 @@ Torch-free on purpose: the CLI reads these to build its --help, which must start
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -37,6 +39,32 @@ def setting(default, help: str, choices: tuple | None = None, minimum: int | Non
 def option_fields(settings_type) -> list:
     """The fields of a settings dataclass a user may set (all but its name and description)."""
     return [f for f in fields(settings_type) if f.name not in ("name", "description")]
+
+
+def field_type_problem(settings) -> str | None:
+    """Why a field of a settings dataclass (Recipe, GanPreset) read from a file or a condition has the
+    wrong type, or None: a whole-number field needs a whole number (2.0, 4.5 and true are not), a
+    number field a finite number, a text field text, a yes/no field true or false."""
+    hints = typing.get_type_hints(type(settings))
+    for item in fields(settings):
+        value, kind = getattr(settings, item.name), hints[item.name]
+        allowed = typing.get_args(kind) or (kind,)
+        if value is None and type(None) in allowed:
+            continue
+        if bool in allowed:
+            ok, wanted = isinstance(value, bool), "true or false"
+        elif int in allowed:
+            ok, wanted = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+        elif float in allowed:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            wanted = "a finite number"
+        elif str in allowed:
+            ok, wanted = isinstance(value, str), "text"
+        else:
+            continue
+        if not ok:
+            return f"{item.name} {value!r}: must be {wanted}"
+    return None
 
 
 def warn_to_stderr(message: str) -> None:

@@ -23,6 +23,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from pasture.classify.recipes import PRECISIONS
+from pasture.core.defaults import field_type_problem
 from pasture.core.errors import UserError
 from pasture.core.plots import pyplot, save_figure
 from pasture.core.runs import atomic_torch_save, atomic_write_bytes, load_checkpoint, write_jsonl
@@ -43,6 +44,9 @@ COLLAPSE_RATIO = 0.5  # warn when samples are less than half as spread out as th
 
 
 def validate_gan_preset(preset: GanPreset) -> None:
+    problem = field_type_problem(preset)
+    if problem is not None:
+        raise UserError(f"GAN preset {preset.name}: {problem}")
     try:
         upsampling_blocks(preset.image_size)
         parse_policy(preset.diffaugment)

@@ -31,7 +31,9 @@ from pasture.classify.evaluate import predict_probabilities, score_run, test_pro
 from pasture.classify.explain import plot_top_losses
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.trained import build_members
-from pasture.classify.recipes import Recipe, check_synthetic_allowed, get_recipe, resolve_recipe, synthetic_share
+from pasture.classify.recipes import (
+    Recipe, check_synthetic_allowed, check_synthetic_ratio, get_recipe, resolve_recipe, synthetic_share,
+)
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.record import RunRecord
 from pasture.core.defaults import DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields
@@ -46,7 +48,7 @@ from pasture.data import ImageSet, decode_files, detect_layout, image_files_in, 
 from pasture.gan.synth import resize_uint8
 from pasture.models.registry import Ensemble
 from pasture.gan.presets import GanPreset, get_gan_preset
-from pasture.gan.trainer import build_samplers, generate, train_gan
+from pasture.gan.trainer import build_samplers, generate, train_gan, validate_gan_preset
 from pasture.study.report import write_report
 from pasture.study.timings import minutes, recall, remember, timing_key
 
@@ -176,9 +178,11 @@ def parse_condition(text: str, recipe: str | None = None, model: str | None = No
         elif key == "gan":
             fields["gan_preset"] = str(value)
         elif key == "per_class":
-            fields["synthetic_per_class"] = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"--conditions {text}: per_class={raw}: give a whole number of at least 1")
+            fields["synthetic_per_class"] = value
         elif key == "ratio":
-            fields["synthetic_ratio"] = float(value)
+            fields["synthetic_ratio"] = check_synthetic_ratio(value, f"--conditions {text}: ratio=")
         elif key == "synthetic":
             fields["synthetic_dir"] = str(Path(str(value)).resolve())
         elif key == "teacher":
@@ -611,7 +615,9 @@ def _compute_run(task: dict, folder: Path) -> tuple[dict, float]:
     elif condition.get("synthetic_dir"):
         synthetic = _synthetic_at(condition["synthetic_dir"], dataset.classes, recipe.image_size)
     if synthetic is not None:
-        ratio = condition["synthetic_ratio"] or synthetic_share(len(synthetic), len(dataset.train))
+        ratio = condition["synthetic_ratio"]  # checked at parsing: None means the default share, never 0
+        if ratio is None:
+            ratio = synthetic_share(len(synthetic), len(dataset.train))
     classifier_started = time.perf_counter()
     result = train_classifier(dataset, recipe, task["replicate"]["seed"], synthetic=synthetic, synthetic_ratio=ratio,
                               eval_every=task.get("eval_every", 1), device=_task_device(task), bank=bank)
@@ -834,8 +840,12 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     # Validate every condition before any work starts.
     for condition in spec.conditions:
         recipe = resolve_recipe(condition.recipe, **dict(condition.overrides))
-        if condition.gan_preset:
-            get_gan_preset(condition.gan_preset)
+        if condition.gan_preset:  # the preset with the condition's overrides, checked as `gan train` checks it
+            try:
+                validate_gan_preset(dataclasses.replace(get_gan_preset(condition.gan_preset),
+                                                        **dict(condition.gan_overrides)))
+            except UserError as error:
+                raise UserError(f"--conditions {condition.name}: {error}") from None
         if condition.gan_preset or condition.synthetic_dir:
             check_synthetic_allowed(recipe, f"--conditions {condition.name}")
         if condition.unlabeled_dir is not None and condition.teacher is None:

@@ -6,6 +6,8 @@ disagree. Figures are PNG files in DIR/figures/; the HTML embeds them as data UR
 
 from __future__ import annotations
 
+import hashlib
+
 import base64
 import csv
 import html
@@ -158,6 +160,13 @@ def _comparison_blocks(rows, comparisons) -> list:
     return blocks
 
 
+def figure_name(condition: str) -> str:
+    """A file-name part for a condition's figures: its letters and digits, plus a short hash of the whole
+    name, so that conditions differing only in other characters (a+b, a-b) never share a file."""
+    readable = "".join(ch if ch.isalnum() else "_" for ch in condition)[:60]
+    return f"{readable}_{hashlib.sha256(condition.encode()).hexdigest()[:6]}"
+
+
 def _first_run_blocks(rows, replicates, results, figures: Path) -> list:
     """Learning curves, confusion matrix, top losses and GAN figures of each condition's first run."""
     blocks: list = [("h2", "Learning curves, confusion matrices and top losses (first run of each condition)")]
@@ -165,7 +174,7 @@ def _first_run_blocks(rows, replicates, results, figures: Path) -> list:
     for row in rows:
         run = next(r for r in results if r["condition"] == row["condition"] and r["replicate"]["index"] == first_index)
         record = run["record"]
-        safe = "".join(ch if ch.isalnum() else "_" for ch in row["condition"])
+        safe = figure_name(row["condition"])
         if record["history"]:
             plot_curves(record["history"], figures / f"curves_{safe}.png", title=row["condition"])
             blocks.append(("img", figures / f"curves_{safe}.png", f"learning curves: {row['condition']}"))

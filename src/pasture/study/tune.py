@@ -23,6 +23,7 @@ import dataclasses
 import io
 import math
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,15 +90,8 @@ def read_space(path: str | Path, recipe: str) -> dict[str, dict]:
             space[key] = {"choices": spec}
             probes = spec
         elif isinstance(spec, dict) and {"low", "high"} <= set(spec) and set(spec) <= {"low", "high", "log", "step"}:
-            low, high = spec["low"], spec["high"]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not low < high:
-                raise UserError(f"--space {path}: {key}: low and high must be numbers with low < high")
-            if spec.get("log") and low <= 0:
-                raise UserError(f"--space {path}: {key}: a log range needs low > 0")
-            integer = isinstance(low, int) and isinstance(high, int) and isinstance(spec.get("step", 1), int)
-            space[key] = {"low": low, "high": high, "log": bool(spec.get("log", False)), "step": spec.get("step"),
-                          "integer": integer}
-            probes = [low, high]
+            space[key] = _range(path, key, spec)
+            probes = [space[key]["low"], space[key]["high"]]
         else:
             raise UserError(f"--space {path}: {key}: give a list of choices or {{\"low\": ..., \"high\": ...}} "
                             "(with \"log\": true or \"step\": S if wanted)")
@@ -107,6 +101,38 @@ def read_space(path: str | Path, recipe: str) -> dict[str, dict]:
             except (UserError, ValueError, TypeError) as error:
                 raise UserError(f"--space {path}: {key}={value!r} is not a valid recipe: {error}") from None
     return space
+
+
+WHOLE_NUMBER_FIELDS = {name for name, kind in typing.get_type_hints(Recipe).items() if kind is int}
+
+
+def _range(path: Path, key: str, spec: dict) -> dict:
+    """A numeric range of the space, checked by the rules Optuna would apply only once a trial asks
+    (finite bounds, low < high, log needs low > 0 and no step, a positive step) and by the field's type
+    (a whole-number field takes whole-number bounds and step): one line before any work."""
+    where = f"--space {path}: {key}"
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+    if not (number(low) and number(high)) or not low < high:
+        raise UserError(f"{where}: low and high must be finite numbers with low < high")
+    if not isinstance(log, bool):
+        raise UserError(f"{where}: log must be true or false")
+    if log and low <= 0:
+        raise UserError(f"{where}: a log range needs low > 0")
+    if step is not None and (not number(step) or step <= 0):
+        raise UserError(f"{where}: step must be a positive number")
+    if log and step is not None:
+        raise UserError(f"{where}: give log or step, not both (Optuna samples a log range without steps)")
+    integer = key in WHOLE_NUMBER_FIELDS
+    if integer and not all(isinstance(value, int) for value in (low, high, step if step is not None else 1)):
+        raise UserError(f"{where}: {key} is a whole number; give whole-number low, high and step")
+    if step is not None and not integer and abs(round((high - low) / step) * step - (high - low)) > 1e-9 * (high - low):
+        raise UserError(f"{where}: step {step} does not divide high - low")
+    return {"low": low if integer else float(low), "high": high if integer else float(high), "log": log, "step": step,
+            "integer": integer}
 
 
 def suggest(trial, space: dict[str, dict]) -> dict:
