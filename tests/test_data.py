@@ -224,3 +224,22 @@ def test_decoded_images_are_cached_and_a_changed_file_is_decoded_again(split_dat
     # a cached image still obeys --min-image-size (24 px originals)
     with pytest.raises(UserError, match="smaller than the minimum"):
         load_dataset(split_data, 16, min_image_size=30, strict=True)
+
+
+def test_a_photo_edited_to_the_same_size_changes_the_fingerprint(split_data, tmp_path):
+    from pasture import api
+
+    before = load_dataset(split_data, 16).fingerprint
+    photo = sorted((split_data / "train" / "cow").iterdir())[0]
+    data = bytearray(photo.read_bytes())
+    data[-20] ^= 0xFF  # same size, other bytes (a crop or an edit saved over the file)
+    photo.write_bytes(bytes(data))
+    assert load_dataset(split_data, 16, strict=False).fingerprint != before
+    # so a stored run of the old photos is not reused for the new ones
+    study = tmp_path / "study"
+    api.experiment(split_data, study, conditions=["a:recipe=default,epochs=1,image_size=16"], seeds=1, quiet=True,
+                   jobs=1)
+    photo.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0x01]))
+    again = api.experiment(split_data, study, conditions=["a:recipe=default,epochs=1,image_size=16"], seeds=1,
+                           quiet=True, jobs=1)
+    assert again["runs_computed"] == 1

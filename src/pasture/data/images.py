@@ -39,7 +39,7 @@ class Dataset:
     train: ImageSet
     test: ImageSet | None
     skipped: list[dict] = field(default_factory=list)  # {"file":..., "reason":...}
-    fingerprint: str = ""  # sha256 over (relative path, byte size) of every file read
+    fingerprint: str = ""  # sha256 over (relative path, sha256 of the bytes) of every file read
 
     def summary(self) -> dict:
         return {

@@ -127,9 +127,17 @@ def _load_split(
 
 
 def _fingerprint(root: Path, paths: Iterable[Path]) -> str:
+    """What the data is, by content: every file's relative path and the sha256 of its bytes. It gates the
+    reuse of stored runs and resumes, so a photo edited to the same size (a crop, a relabel by swapping
+    files) must change it; names and sizes alone did not notice."""
     digest = hashlib.sha256()
     for path in sorted(paths):
-        digest.update(os.fsencode(path.relative_to(root)) + f"\0{path.stat().st_size}\n".encode())
+        try:
+            with open(path, "rb") as handle:
+                content = hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError:  # unreadable: it is skipped when decoded, and counted as what it is here
+            content = "unreadable"
+        digest.update(os.fsencode(path.relative_to(root)) + f"\0{content}\n".encode())
     return digest.hexdigest()
 
 

@@ -60,10 +60,14 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
         })
     # Every pair (later condition against earlier one); the first of these are the baseline comparisons.
     paired = "group_means" if rows and "group_means" in rows[0] else "accuracies"  # one pair per held-out group
+    # Repeated k-fold: the pairs are folds whose training parts overlap, so the test must say so.
+    folds = replicates[0].folds if paired == "accuracies" and replicates and replicates[0].fold is not None else None
+    unit = ("held-out group (balanced accuracy, seeds averaged)" if paired == "group_means"
+            else f"fold of {folds}-fold cross-validation (training parts overlap: corrected test)" if folds
+            else "run (seed)")
     comparisons = [
-        {"condition": rows[j]["condition"], "baseline": rows[i]["condition"],
-         "unit": "held-out group (balanced accuracy, seeds averaged)" if paired == "group_means" else "run",
-         **paired_comparison(rows[j][paired], rows[i][paired])}
+        {"condition": rows[j]["condition"], "baseline": rows[i]["condition"], "unit": unit,
+         **paired_comparison(rows[j][paired], rows[i][paired], folds=folds)}
         for i in range(len(rows)) for j in range(i + 1, len(rows))
     ]
     return rows, comparisons
@@ -119,9 +123,11 @@ def _summary_blocks(spec, layout, data, replicates, rows) -> list:
             cells.append(spec.report_numbers.get(row["condition"], "-"))
         table.append(cells)
     blocks.append(("table", headers, table))
+    varies = ("seed variation only: every run tests on the same split, so it says nothing of how another "
+              "split or other photos would score" if layout == "train/test" else "seed and split variation")
     blocks.append(("p", "The pooled Wilson interval counts every test prediction of every run as a trial; the same "
                         "test images are reused by each run, so it is narrower than the truth. The interval of the "
-                        "mean over runs reflects seed and split variation."))
+                        f"mean over runs reflects {varies}."))
     if rows[0]["per_group"]:
         groups = list(rows[0]["per_group"])
         blocks.append(("h2", "On groups the model never saw (each held out in turn)"))
@@ -142,13 +148,21 @@ def _summary_blocks(spec, layout, data, replicates, rows) -> list:
 
 
 def _comparison_blocks(rows, comparisons) -> list:
+    def unit_word(c) -> str:
+        return {"h": "groups", "f": "folds"}.get(c["unit"][0], "runs")
+
     def comparison_rows(selected):
         return [[c["condition"], c["baseline"], f"{c['mean_difference']:+.1%}",
                  f"{c['ci95'][0]:+.1%} to {c['ci95'][1]:+.1%}", f"{c['p_value']:.3f}",
-                 f"{c['n_pairs']} {'groups' if c['unit'] != 'run' else 'runs'}", c["verdict"]] for c in selected]
+                 f"{c['n_pairs']} {unit_word(c)}", c["verdict"]] for c in selected]
 
-    headers = ["condition", "against", "mean difference", "95% CI (bootstrap)", "p (sign-flip)", "pairs", "verdict"]
+    corrected = bool(comparisons) and comparisons[0]["unit"].startswith("fold")
+    headers = ["condition", "against", "mean difference",
+               "95% CI (corrected t)" if corrected else "95% CI (bootstrap)",
+               "p (corrected resampled t)" if corrected else "p (sign-flip)", "pairs", "verdict"]
     blocks: list = []
+    if comparisons:
+        blocks.append(("p", f"Each pair is one {comparisons[0]['unit']}; the test is the {comparisons[0]['test']}."))
     against_baseline = [c for c in comparisons if c["baseline"] == rows[0]["condition"]]
     if against_baseline:
         blocks.append(("h2", f"Against {rows[0]['condition']} (paired)"))
