@@ -2,6 +2,7 @@
 a short training run with its files, resume, sample/score JSON, filtering, synthetic mixing."""
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -17,6 +18,7 @@ from pasture.gan.nets import Discriminator, Generator
 from pasture.gan.presets import GanPreset
 from pasture.gan.trainer import generate, train_gan
 from pasture.core.runs import load_checkpoint
+from pasture.core.stats import wilson_interval
 from pasture.classify.fit import mix_in_synthetic
 
 TINY = dict(image_size=16, nz=8, ngf=4, ndf=4, batch_size=8, quiet=True)
@@ -29,7 +31,8 @@ def test_generator_and_discriminator_shapes(size, classes):
     discriminator = Discriminator(image_size=size, ndf=4, num_classes=classes)
     labels = torch.tensor([0, 2]) if classes else None
     images = generator(torch.randn(2, 10), labels)
-    assert images.shape == (2, 3, size, size) and images.min() >= -1 and images.max() <= 1
+    assert images.shape == (2, 3, size, size)
+    assert not torch.equal(images[0], images[1]) and float(images.detach().std()) > 0.01  # each noise its own image
     assert discriminator(images, labels).shape == (2,)
     blocks = sum(isinstance(m, torch.nn.ConvTranspose2d) for m in generator.modules())
     assert blocks == {16: 3, 32: 4, 64: 5, 128: 6}[size]  # the number of blocks follows the size
@@ -97,8 +100,12 @@ def test_short_run_writes_files_and_losses_settle(split_data, tmp_path):
     first, last = log[:10], log[-20:]
     mean = lambda rows, key: sum(row[key] for row in rows) / len(rows)
     assert mean(last, "loss_d") < mean(first, "loss_d")  # D learns from its initial loss ...
-    assert all(0 <= row["loss_d"] < 10 and abs(row["loss_g"]) < 20 for row in last)  # ... and nothing explodes
-    assert summary["units"] == 1 and summary["diversity_vs_real"]
+    # ... and nothing explodes: D's loss stays below where it started, G's is finite and moderate
+    assert all(row["loss_d"] < mean(first, "loss_d") * 1.5 and math.isfinite(row["loss_g"]) and row["loss_g"] < 20
+               for row in last)
+    assert summary["units"] == 1
+    assert set(summary["diversity_vs_real"]) == {"0:20", "0:40", "0:60"}  # one spread ratio per sample point
+    assert all(0 < ratio < 10 for ratio in summary["diversity_vs_real"].values())
 
 
 def test_paper_preset_trains_one_gan_per_class(split_data, tmp_path):
@@ -161,7 +168,8 @@ def test_score_json_shape(trained_gan, split_data, capsys):
     memo = score["memorisation"]
     assert memo["n"] == 12
     copies = memo["near_copy_fraction"] * 12  # a count of samples, with its Wilson interval around it
-    assert copies == round(copies) and memo["near_copy_ci95"][0] <= memo["near_copy_fraction"] <= memo["near_copy_ci95"][1]
+    assert copies == round(copies)
+    assert memo["near_copy_ci95"] == pytest.approx(list(wilson_interval(round(copies), 12)))
     assert (trained_gan / "score.json").is_file()
 
 
@@ -202,8 +210,12 @@ def test_generate_with_truncation_stays_in_range(trained_gan):
     from pasture.gan.synth import load_gan
 
     preset, classes, samplers, _ = load_gan(trained_gan)
-    images = generate(preset, samplers, 1, 10, torch.Generator().manual_seed(0), truncation=0.5)
-    assert images.shape == (10, 3, 16, 16) and images.dtype == torch.uint8
+    truncated = generate(preset, samplers, 1, 64, torch.Generator().manual_seed(0), truncation=0.5)
+    plain = generate(preset, samplers, 1, 64, torch.Generator().manual_seed(0))
+    assert truncated.shape == (64, 3, 16, 16) and truncated.dtype == torch.uint8
+    # the truncation trick trades variety for typicality: the samples spread less around their mean
+    spread = lambda images: float(images.float().std(0).mean())  # noqa: E731
+    assert 0 < spread(truncated) < spread(plain)
 
 
 def test_memorisation_flags_copies_but_not_blurry_averages():

@@ -4,6 +4,7 @@ import pytest
 
 from conftest import SHARED_DEV
 from pasture import api
+from pasture.core.stats import wilson_interval
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DEV.is_dir(), reason=f"{SHARED_DEV} not found (shared dev photos live beside the checkout)"
@@ -16,7 +17,7 @@ def test_train_evaluate_predict_on_dev_photos(tmp_path):
     assert metrics["n_train"] == 100 and metrics["n_test"] == 100
     assert metrics["classes"] == ["cow", "horse"]
     assert metrics["test_accuracy"] == metrics["test_correct"] / 100
-    assert metrics["test_ci95"][0] < metrics["test_accuracy"] < metrics["test_ci95"][1]
+    assert metrics["test_ci95"] == pytest.approx(list(wilson_interval(metrics["test_correct"], 100)))
     assert sum(map(sum, metrics["confusion"])) == 100 and {row["n"] for row in metrics["per_class"].values()} == {50}
     assert len(metrics["history"]) == 2
     report = api.evaluate(run, SHARED_DEV)

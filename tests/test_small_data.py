@@ -30,10 +30,11 @@ def test_resnet_small_shapes_and_a_training_step(size):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_strong_preset_keeps_shape_range_and_differs_per_image():
+def test_strong_preset_keeps_shape_and_differs_per_image_without_saturating():
     images = torch.rand(1, 3, 32, 32).repeat(12, 1, 1, 1)
     out = augment_batch(images, get_augment("strong"), torch.Generator().manual_seed(0))
-    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    assert out.shape == images.shape
+    assert float(((out == 0) | (out == 1)).float().mean()) < 0.2  # not overshot and hidden by the final clamp
     assert len({tuple(o.flatten()[:40].round(decimals=4).tolist()) for o in out}) == 12
 
 

@@ -14,6 +14,7 @@ from pasture.core.runs import atomic_torch_save, load_checkpoint
 from pasture.classify.fit import train_classifier
 from pasture.classify.recipes import lr_factor
 from pasture.core.device import cpu_has_native_bf16, effective_precision
+from pasture.core.stats import wilson_interval
 
 QUICK = dict(recipe="default", epochs=3, batch_size=4, image_size=16, quiet=True)
 
@@ -73,8 +74,9 @@ def test_run_folder_records_everything(split_data, tmp_path):
     for key in ("train_accuracy", "test_accuracy", "test_ci95", "n_test", "classes", "confusion"):
         assert key in metrics
     assert metrics["n_test"] == 12 and sum(map(sum, metrics["confusion"])) == 12
-    low, high = metrics["test_ci95"]
-    assert low <= metrics["test_accuracy"] <= high
+    correct = sum(metrics["confusion"][i][i] for i in range(2))
+    assert metrics["test_accuracy"] == correct / 12
+    assert metrics["test_ci95"] == pytest.approx(list(wilson_interval(correct, 12)))  # the interval of those counts
     history = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
     assert len(history) == 3 and {"train_loss", "train_accuracy", "test_accuracy"} <= set(json.loads(history[0]))
 
