@@ -114,4 +114,9 @@ def test_evaluate_out_writes_top_losses_and_refuses_a_foreign_folder(split_data,
     assert (out / "top_losses.png").stat().st_size > 1000 and (out / "confusion.png").is_file()
     assert main(["evaluate", str(tmp_path / "run"), str(split_data), "--out", str(out)]) == 0  # its own: replaced
     assert main(["evaluate", str(tmp_path / "run"), str(split_data), "--out", str(split_data)]) == 2
+    assert "inside the data folder" in capsys.readouterr().err
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("a user's own folder")
+    assert main(["evaluate", str(tmp_path / "run"), str(split_data), "--out", str(foreign)]) == 2
     assert "holds no pasture evaluation" in capsys.readouterr().err

@@ -119,7 +119,7 @@ def test_a_recipe_file_in_a_condition_is_keyed_by_its_content(tmp_path, start_re
 
 @pytest.mark.parametrize("space_text, message", [
     ('{"learning_rate": [0.1]}', "'learning_rate' is not a recipe field"),
-    ('{"lr": {"low": 0.1, "high": 0.01}}', "low and high must be numbers with low < high"),
+    ('{"lr": {"low": 0.1, "high": 0.01}}', "low and high must be finite numbers with low < high"),
     ('{"epochs": {"low": 0, "high": 3}}', "epochs=0 is not a valid recipe"),
     ('{"augment": ["paper", "sideways"]}', "augment='sideways' is not a valid recipe"),
     ('[1, 2]', "give a JSON object"),
