@@ -96,9 +96,11 @@ def main() -> None:
 
         rows["training (Teach, tiny)"] = while_doing(base, token, teach)
         tests = sorted((data / "test").rglob("*.jp*g"))
-        rows[f"labelling {len(tests)} photos (Test)"] = while_doing(
-            base, token, lambda: api.post("/api/runs/bench/predict",
-                                          files=photos_form(tests, lambda path: "photos")).raise_for_status())
+        # Twice: the first Test also imports the explanation code (Captum) in the app's process
+        for when in ("first", "second"):
+            rows[f"labelling {len(tests)} photos ({when} Test)"] = while_doing(
+                base, token, lambda: api.post("/api/runs/bench/predict",
+                                              files=photos_form(tests, lambda path: "photos")).raise_for_status())
         refusals = {
             "foreign Host": httpx.get(f"{base}/api/runs", headers={"Host": "evil.example"}),
             "no token": httpx.get(f"{base}/api/runs"),
