@@ -14,6 +14,8 @@ training in its own thread, so the page's other requests are answered while it r
 
 from __future__ import annotations
 
+import gc
+import importlib
 import importlib.util
 import json
 import shutil
@@ -324,6 +326,21 @@ def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: st
     return Guard(app, token=token, hosts=hosts)
 
 
+HEAVY_MODULES = ("timm", "captum.attr", "matplotlib.pyplot")  # what a Teach or Test imports, when installed
+
+
+def settle_heap() -> None:
+    """Import what the work will import, then move every object alive now out of the garbage collector's
+    view (gc.freeze). Without this, a full collection walks torch's, timm's and Captum's hundreds of
+    thousands of objects, holding the GIL for 400-500 ms: the app stopped answering for that long every
+    few seconds during a Test (measured with a gc callback, benchmarks/app_responsive.py)."""
+    for name in HEAVY_MODULES:
+        if importlib.util.find_spec(name.split(".")[0]) is not None:
+            importlib.import_module(name)
+    gc.collect()
+    gc.freeze()
+
+
 def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, *, token: bool = True,
           allow_hosts: tuple[str, ...] = (), say=print, warn=None) -> None:
     """Run the app until Ctrl-C (uvicorn), printing the URL to open (with the launch token)."""
@@ -348,5 +365,6 @@ def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, *, token:
         warn("--no-token: any program or user on this machine (and, with --host, on the network) can use the app; "
              "the Host and Origin checks still keep other web sites out")
     app = create_app(runs, token=launch_token, hosts=hosts)
+    settle_heap()
     say(f"pasture app: {local_url(host, port, launch_token)}  (runs in {runs}; Ctrl-C stops it)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
