@@ -201,9 +201,11 @@ def test_a_run_named_with_quotes_and_markup_is_shown_as_text_and_runs_no_script(
     app = create_app(runs, token=TOKEN)
     client = client_for(app)
     assert wait_for(client, teach(client)["job"])["state"] == "done"
-    hostile = ["x');document.title='XSS '+location.host;('", '<img src=x onerror="document.title=\'XSS2\'">']
+    hostile = ["x');document.title='XSS '+location.host;('", '<img src=x onerror="document.title=\'XSS2\'">',
+               "50% cows #1?"]  # and one that a URL would misread unless escaped
     (runs / "first").rename(runs / hostile[0])
     shutil.copytree(runs / hostile[0], runs / hostile[1])
+    shutil.copytree(runs / hostile[0], runs / hostile[2])
     with live(app) as base, chromium_browser() as browser:
         page = browser.new_page()
         page.goto(f"{base}/?token={TOKEN}")
@@ -211,10 +213,15 @@ def test_a_run_named_with_quotes_and_markup_is_shown_as_text_and_runs_no_script(
         page.wait_for_selector("#runs-table td.run-name")
         shown = page.locator("#runs-table td.run-name").all_inner_texts()
         assert sorted(shown) == sorted(hostile)  # the names, character for character
-        for index in range(2):
+        for index in range(3):
             page.locator("#runs-table button.open").nth(index).click()
             page.wait_for_selector("#run-details h3")
             assert page.inner_text("#run-details h3") in hostile
+            with page.expect_download() as download:  # the export's link carries the name, escaped
+                page.locator("#runs-table button.onnx").nth(index).click()
+            saved = runs.parent / f"download-{index}.onnx"
+            download.value.save_as(str(saved))
+            assert saved.stat().st_size > 10_000  # the model, not an error page saved under its name
         page.click("#tab-test")
         page.wait_for_selector("#test-run option", state="attached")
         time.sleep(0.3)

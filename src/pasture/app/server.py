@@ -18,11 +18,13 @@ import gc
 import importlib
 import importlib.util
 import json
+import re
 import shutil
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -244,7 +246,8 @@ def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: st
         folder = _run_folder(runs, name)
         if file not in RUN_FILES_SHOWN or not (folder / file).is_file():
             return _problem(404, f"{name}/{file}: not a file the app shows")
-        download = {"filename": f"{name}.onnx"} if file == "model.onnx" else {}
+        # A plain ASCII file name in Content-Disposition: quotes, '%' or '?' in a run name made it unreadable
+        download = {"filename": re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".onnx"} if file == "model.onnx" else {}
         return FileResponse(folder / file, media_type=RUN_FILES_SHOWN[file], **download)
 
     @app.post("/api/runs/{name}/export")
@@ -255,7 +258,8 @@ def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: st
             raise UserError(f"{name}: not finished; resume it first")
         if not (folder / "model.onnx").is_file():
             api.export(folder)
-        return {"file": f"/api/runs/{name}/files/model.onnx", "bytes": (folder / "model.onnx").stat().st_size}
+        return {"file": f"/api/runs/{quote(name, safe='')}/files/model.onnx",
+                "bytes": (folder / "model.onnx").stat().st_size}
 
     @app.delete("/api/runs/{name}")
     def delete(name: str):

@@ -127,7 +127,8 @@ async function exportRun(name) {
   say("runs-message", `exporting ${name}...`, "info");
   try {
     const made = await call(runPath(name) + "/export", {method: "POST"});
-    const link = el("a", {href: made.file, download: name + ".onnx", hidden: true});
+    // the file name as the server gives it (plain characters): quotes or '?' in a download name cancel it
+    const link = el("a", {href: made.file, download: "", hidden: true});
     document.body.append(link); link.click(); link.remove();
     say("runs-message", `${name}.onnx: ${(made.bytes / 1e6).toFixed(1)} MB`, "info");
   } catch (error) { say("runs-message", error.message, "error"); }
