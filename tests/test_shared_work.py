@@ -58,3 +58,14 @@ def test_the_data_cache_keeps_the_most_recent_data_sets_only(monkeypatch):
         experiment._read(key, lambda key=key: loads.append(key) or key)
     assert loads == [("x",), ("y",), ("z",), ("x",)] and len(experiment._DATA_CACHE) == 2  # bounded
     assert isinstance(experiment._DATA_CACHE, dict)
+
+
+def test_force_clears_a_studys_own_teachers_and_keeps_the_users_files(tmp_path):
+    """With the cache off, a study keeps its teachers in DIR/teachers: --force removes them with the rest
+    of pasture's files, never a user's."""
+    study = tmp_path / "study"
+    (study / "teachers" / "abc").mkdir(parents=True)
+    (study / "teachers" / "abc" / "teacher.pt").write_bytes(b"weights")
+    (study / "notes.txt").write_text("mine")
+    experiment._remove_own_files(study, experiment.EXPERIMENT_FILES)
+    assert not (study / "teachers").exists() and (study / "notes.txt").read_text() == "mine"

@@ -357,11 +357,11 @@ def explain(run: str | os.PathLike, paths: list[str | os.PathLike], out: str | o
     """Where the model looked, for each image: its label and probability, and OUT/<n>_<name>.png with the
     photo, its Grad-CAM heatmap (last convolutional layer) and its occlusion map (no gradients), written
     with OUT/explanations.json. Needs the extra .[explain] (Captum)."""
+    check_outside(out, paths)
     model, config = load_run(run, resolve_device(device))
     files = image_files_in(paths)
     if not files:
         raise UserError("explain: give at least one image file or folder")
-    check_outside(out, paths)
     check_output_folder(Path(out), "explanations.json", "explanation folder")
     return explain_images(model, config, files, decode_files(files, config["image_size"]), out)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import traceback
 from pathlib import Path
@@ -20,7 +19,7 @@ from pasture.core.defaults import (
     DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, DataOptions, option_fields,
 )
 from pasture.core.errors import MACHINE_ERRNOS, Interrupted, UserError, WriteFailed
-from pasture.core.paths import printable_name
+from pasture.core.paths import TEMP_NAME, printable_name
 from pasture.gan.presets import GAN_PRESETS, GanPreset
 
 EXIT_BUG = 1
@@ -815,7 +814,7 @@ def _bug() -> int:
 def _user_path(filename) -> str:
     """The user's file for a temporary one of an atomic write (".model.onnx.a1b2c3d4.tmp" -> "model.onnx")."""
     path = Path(str(filename))
-    temporary = re.match(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$", path.name)
+    temporary = TEMP_NAME.match(path.name)
     return str(path.with_name(temporary.group(1))) if temporary else str(path)
 
 

@@ -14,6 +14,7 @@ training in its own thread, so the page's other requests are answered while it r
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib
 import importlib.util
@@ -31,7 +32,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from pasture import api
-from pasture.app.guard import Guard, local_url, new_token
+from pasture.app.guard import LOCAL_HOSTS, Guard, local_url, new_token
 from pasture.app.jobs import (
     Busy, Jobs, prepare_data, remove_leftovers, resumable, staging_prefix,
 )
@@ -173,17 +174,9 @@ def _label_photos(run: Path, photos: list[Path], explanations: Path) -> list[dic
     return rows
 
 
-class _Staging:
+def _staging(runs: Path, kind: str) -> tempfile.TemporaryDirectory:
     """A request's staging folder RUNS/.<kind><pid>-<random>, removed on every path out."""
-
-    def __init__(self, runs: Path, kind: str):
-        self.path = Path(tempfile.mkdtemp(prefix=staging_prefix(kind), dir=runs))
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=staging_prefix(kind), dir=runs, ignore_cleanup_errors=True)
 
 
 def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: str | None = None,
@@ -196,7 +189,7 @@ def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: st
     remove_leftovers(runs)
     limits = limits or Limits()
     if max_file_bytes is not None:
-        limits = Limits(**{**limits.__dict__, "file_bytes": max_file_bytes})
+        limits = dataclasses.replace(limits, file_bytes=max_file_bytes)
     app = FastAPI(title="pasture", docs_url=None, redoc_url=None, openapi_url=None)
     jobs = Jobs(runs)
     explanations = runs / ".explanations"
@@ -281,7 +274,8 @@ def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: st
     @app.post("/api/teach")
     async def teach(request: Request):
         jobs.check_free()  # before reading the photos: a refused teach stores nothing
-        with _Staging(runs, ".upload-") as staging:
+        with _staging(runs, ".upload-") as staged:
+            staging = Path(staged)
             fields, files = await receive_form(request, staging, limits)
             run_name, classes, settings = _teach_request(fields, files)
             await run_in_threadpool(_check_images, [photo for photos in classes.values() for photo in photos])
@@ -319,7 +313,8 @@ def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: st
         folder = _existing_run(runs, name)
         if not (folder / "metrics.json").is_file():
             return _problem(404, f"{name}: no finished run of that name")
-        with _Staging(runs, ".predict-") as staging:
+        with _staging(runs, ".predict-") as staged:
+            staging = Path(staged)
             _, files = await receive_form(request, staging, limits)
             photos = [path for group in files.values() for path in group]
             if not photos:
@@ -362,7 +357,7 @@ def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, *, token:
             hosts |= {info[4][0] for info in socket.getaddrinfo(name, None)}
         except OSError:
             pass
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOCAL_HOSTS:
         warn(f"--host {host}: the app is reachable from other machines; anyone who has the link (with its token) "
              "can use it, and the traffic is not encrypted: prefer an SSH tunnel (see the README)")
     if not token:

@@ -28,10 +28,10 @@ from pasture import __version__
 from pasture.classify.evaluate import predict_probabilities, tta_views
 from pasture.classify.onnx_runner import OnnxClassifier
 from pasture.classify.trained import load_run
-from pasture.classify.predictions import check_output_file
 from pasture.core.defaults import DataOptions
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
+from pasture.core.paths import check_output_file
 from pasture.core.runs import atomic_write_bytes, read_checked_json
 from pasture.data import load_dataset
 

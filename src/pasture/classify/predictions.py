@@ -16,8 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pasture.core.imagefile import BadImage, decode_array
-from pasture.core.errors import UserError, write_failed
-from pasture.core.paths import display_name, new_file_mode, printable_name
+from pasture.core.errors import write_failed
+from pasture.core.paths import check_output_file, display_name, new_file_mode
 from pasture.core.processes import process_alive
 
 BATCH = 64  # images decoded and scored at once at 96 px or less: memory stays at one batch, whatever the count
@@ -55,25 +55,8 @@ def spreadsheet_cell(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def check_output_file(out: str | os.PathLike, option: str) -> Path:
-    """A file pasture will write with `option` (--csv, --out), checked before any work: not a folder,
-    its folder exists and can be written. The errors name the user's path, never a temporary file."""
-    out = Path(out)
-    if out.is_dir():
-        raise UserError(f"{option} {printable_name(out)}: is a folder; give a file name in it, such as "
-                        f"{printable_name(out / ('predictions.csv' if option == '--csv' else 'model.onnx'))}")
-    parent = out.parent
-    if not parent.is_dir():
-        raise UserError(f"{option} {printable_name(out)}: the folder {printable_name(parent)} does not exist; "
-                        "create it or choose another place")
-    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise UserError(f"{option} {printable_name(out)}: cannot write there (permission denied); choose "
-                        "another place")
-    return out
-
-
 def remove_stale_temp_files(out: Path) -> None:
-    """The temporary files that a killed `predict --csv` (or export) left beside `out`: named
+    """The temporary files that a killed `predict --csv` left beside `out`: named
     .<name>.<pid>.<random>.tmp, removed when their process is gone."""
     for path in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
         pid = path.name[len(out.name) + 2:].split(".", 1)[0]

@@ -279,7 +279,7 @@ def class_weights(labels, num_classes: int, recipe: Recipe):
     return torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), torch.ones_like(counts))
 
 
-def check_synthetic_ratio(ratio, option: str = "--synthetic-ratio") -> float:
+def check_synthetic_ratio(ratio, option: str = "--synthetic-ratio") -> float | None:
     """The one rule for a synthetic share of each batch (train's --synthetic-ratio and a condition's
     ratio=): a number strictly between 0 and 1. None stays None (the default share)."""
     if ratio is None:

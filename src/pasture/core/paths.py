@@ -7,6 +7,7 @@ must never steer a write outside the output folder, and a file name must never b
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from pasture.core.errors import UserError
@@ -73,6 +74,28 @@ def check_outside(out: str | os.PathLike | None, inputs, option: str = "--out") 
         if folder.is_dir() and (target == folder or folder in target.parents):
             raise UserError(f"{option} {printable_name(out)}: inside the data folder {printable_name(given)}, where "
                             "pasture's own files would be read as photos next time; choose a place outside it")
+
+
+def check_output_file(out: str | os.PathLike, option: str) -> Path:
+    """A file pasture will write with `option` (--csv, --out), checked before any work: not a folder,
+    its folder exists and can be written. The errors name the user's path, never a temporary file."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{option} {printable_name(out)}: is a folder; give a file name in it, such as "
+                        f"{printable_name(out / ('predictions.csv' if option == '--csv' else 'model.onnx'))}")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UserError(f"{option} {printable_name(out)}: the folder {printable_name(parent)} does not exist; "
+                        "create it or choose another place")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserError(f"{option} {printable_name(out)}: cannot write there (permission denied); choose "
+                        "another place")
+    return out
+
+
+# mkstemp's names for an atomic write: "." + target + "." + 8 random characters + ".tmp" (core.runs);
+# a user's own hidden file is not one
+TEMP_NAME = re.compile(r"^\.(.+)\.[a-z0-9_]{8}\.tmp$")
 
 
 def class_names_problem(classes: object) -> str | None:

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
@@ -22,7 +21,7 @@ import torch
 
 from pasture import __version__
 from pasture.core.errors import FolderBusy, UserError, write_failed
-from pasture.core.paths import new_file_mode
+from pasture.core.paths import TEMP_NAME, new_file_mode
 
 # Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
 # never a user's own files.
@@ -36,8 +35,6 @@ DONE_MARKERS = ("metrics.json", "summary.json")  # written last by a finished cl
 
 
 TEMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the target's folder
-# mkstemp's names: "." + target + "." + 8 random characters + ".tmp"; a user's own hidden file is not one
-_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 LOCK_NAME = ".pasture.lock"  # held (with the owner's pid) while a process writes into a folder
 
 
@@ -132,7 +129,7 @@ def remove_orphan_temp_files(folder: Path, recursive: bool = False) -> int:
     pattern = "**/.*" + TEMP_SUFFIX if recursive else ".*" + TEMP_SUFFIX
     held: dict[Path, bool] = {}
     for path in Path(folder).glob(pattern):
-        if path.is_file() and _TEMP_NAME.match(path.name):
+        if path.is_file() and TEMP_NAME.match(path.name):
             if held.setdefault(path.parent, lock_holder(path.parent) not in (None, os.getpid())):
                 continue
             path.unlink(missing_ok=True)

@@ -711,14 +711,14 @@ def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list
 EXPERIMENT_FILES = ("experiment.json", "report.md", "report.html", "results.csv", "results.json",
                     "figures/accuracy.png", "figures/curves_*.png", "figures/confusion_*.png", "runs/*/result.json",
                     "runs/*/top_losses.png",
-                    *(f"gans/*/{pattern}" for pattern in RUN_FILES))
+                    *(f"gans/*/{pattern}" for pattern in RUN_FILES), "teachers/*/teacher.pt")
 
 
 def _remove_own_files(out: Path, patterns: tuple) -> None:
     for pattern in patterns:
         for path in out.glob(pattern):
             path.unlink(missing_ok=True)
-    for pattern in ("runs/*", "gans/*", "runs", "gans", "figures"):  # pasture's own folders, once emptied
+    for pattern in ("runs/*", "gans/*", "teachers/*", "runs", "gans", "teachers", "figures"):  # ours, once emptied
         for folder in out.glob(pattern):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
