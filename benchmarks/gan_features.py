@@ -56,9 +56,8 @@ def probe_accuracy(discriminator: Discriminator, dataset, seed: int) -> float:
     train_features = discriminator_features(discriminator, dataset.train.images)
     test_features = discriminator_features(discriminator, dataset.test.images)
     mean, std = train_features.mean(0), train_features.std(0) + 1e-6
-    recipe = dataclasses.replace(get_recipe("probe"), epochs=100)
-    head, _ = fit_linear_head((train_features - mean) / std, dataset.train.labels, len(dataset.classes), recipe,
-                              torch.Generator().manual_seed(seed))
+    head, _, _ = fit_linear_head((train_features - mean) / std, dataset.train.labels, len(dataset.classes),
+                                 get_recipe("probe"), seed=seed)
     with torch.no_grad():
         predicted = head((test_features - mean) / std).argmax(1)
     return float((predicted == dataset.test.labels).float().mean())

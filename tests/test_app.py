@@ -94,6 +94,8 @@ LONG = "x" * 300
     ({"classes": '["cow", "horse"]', "epochs": "0"}, photos("cow", 3) + photos("horse", 3), "epochs '0'"),
     ({"classes": '["cow", "horse"]', "epochs": "100000"}, photos("cow", 3) + photos("horse", 3), "epochs '100000'"),
     ({"classes": '["cow", "horse"]', "mode": "fast"}, photos("cow", 3) + photos("horse", 3), "choose accurate or tiny"),
+    ({"classes": '["cow", "horse"]', "mode": "accurate", "epochs": "3"}, photos("cow", 3) + photos("horse", 3),
+     "the accurate mode has none"),
 ])
 def test_bad_input_is_a_message_and_the_server_keeps_running(client, tmp_path, fields, files, fragment):
     response = client.post("/api/teach", data={"mode": "tiny", "epochs": "1", **fields}, files=files)
@@ -162,7 +164,8 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         inputs.nth(0).set_input_files([str(p) for p in sorted(folder.glob("cow_*"))])
         inputs.nth(1).set_input_files([str(p) for p in sorted(folder.glob("horse_*"))])
         page.fill("#run-name", "browser-run")
-        page.fill("#epochs", "2")
+        assert page.locator("input[name=mode]:checked").get_attribute("value") == "accurate"  # the default
+        assert page.locator("#epochs").is_disabled()  # the accurate mode has no epochs
         page.click("#train")
         page.wait_for_selector("text=Test accuracy", timeout=120_000)
         assert "95% CI" in page.inner_text("#teach-result") and "n=6" in page.inner_text("#teach-result")

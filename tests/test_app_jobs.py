@@ -91,7 +91,7 @@ def test_an_unfinished_run_can_be_deleted_with_its_photos(client, runs, paused_a
 
 
 def test_a_run_trained_elsewhere_cannot_be_resumed_from_the_app(client, runs, split_data):
-    api.train(split_data, runs / "cli-run", recipe="default", epochs=1, quiet=True)
+    api.train(split_data, runs / "cli-run", recipe="scratch", epochs=1, quiet=True)
     (runs / "cli-run" / "metrics.json").unlink()  # as if interrupted
     response = client.post("/api/runs/cli-run/resume")
     assert response.status_code == 400 and "pasture train DATA --out RUN --resume" in response.json()["error"]
@@ -134,8 +134,8 @@ def test_start_up_removes_what_a_killed_app_left_and_nothing_else(runs, split_da
         (runs / name / "data").mkdir(parents=True)
         (runs / name / "data" / "photo.png").write_bytes(png("cow", 0))
     (runs / ".data-live" / "owner.pid").write_text(f"{alive}\n")
-    api.train(split_data, runs / "finished", recipe="default", epochs=1, quiet=True)
-    api.train(split_data, runs / "unfinished", recipe="default", epochs=1, quiet=True)
+    api.train(split_data, runs / "finished", recipe="scratch", epochs=1, quiet=True)
+    api.train(split_data, runs / "unfinished", recipe="scratch", epochs=1, quiet=True)
     (runs / "unfinished" / "metrics.json").unlink()
     (runs / "my-notes").mkdir()  # the user's own folder
     create_app(runs, token=TOKEN)
@@ -146,7 +146,7 @@ def test_start_up_removes_what_a_killed_app_left_and_nothing_else(runs, split_da
 def test_the_app_answers_while_a_test_runs(runs, split_data, monkeypatch):
     """Labelling photos runs in a worker thread: with it on the event loop (before), every other request
     waited for the whole Test (24.9 s for 100 photos)."""
-    api.train(split_data, runs / "done", recipe="default", epochs=1, quiet=True)
+    api.train(split_data, runs / "done", recipe="scratch", epochs=1, quiet=True)
     entered, release = threading.Event(), threading.Event()
     real = api.predict
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import make_image, write_class_folders
 from pasture.cli import main
 
-TRAIN = ["--recipe", "default", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
+TRAIN = ["--recipe", "scratch", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
 
 
 @pytest.fixture
@@ -124,7 +124,8 @@ def test_unwritable_output_leaves_nothing(split_data, tmp_path, capsys):
 ])
 def test_bad_options_are_one_line_errors_and_write_nothing(split_data, tmp_path, capsys, args, fragment):
     out = tmp_path / "never"
-    assert main(["train", str(split_data), "--out", str(out), "--epochs", "1", "--quiet", *args]) == 2
+    assert main(["train", str(split_data), "--out", str(out), "--recipe", "scratch", "--epochs", "1", "--quiet",
+                 *args]) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()

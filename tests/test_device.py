@@ -32,7 +32,7 @@ from pasture.gan.diffaugment import diff_augment
 from pasture.models import create_model
 
 META = torch.device("meta")
-TRAIN = ["--recipe", "default", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
+TRAIN = ["--recipe", "scratch", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
 
 
 @pytest.fixture

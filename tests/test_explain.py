@@ -44,7 +44,7 @@ def test_saliency_points_at_the_planted_evidence_and_random_weights_do_not():
     generator = torch.Generator().manual_seed(0)
     train, test = planted(192, generator, "train"), planted(32, generator, "test")
     dataset = Dataset(root=".", layout="train/test", classes=train.classes, image_size=SIZE, train=train, test=test)
-    recipe = with_overrides(get_recipe("default"), image_size=SIZE, augment="none", epochs=30)
+    recipe = with_overrides(get_recipe("scratch"), image_size=SIZE, augment="none", epochs=30)
     model = train_classifier(dataset, recipe, seed=0).model
     images = to_float(test.images)
     predicted = model(images).argmax(1)
@@ -55,19 +55,23 @@ def test_saliency_points_at_the_planted_evidence_and_random_weights_do_not():
     share = float(region.float().mean())
     trained = {"gradcam": pointing_game(gradcam(model, images, predicted), region),
                "occlusion": pointing_game(occlusion(model, images, predicted), region)}
-    # Measured: Grad-CAM 0.81, occlusion 1.0; random nets 0.19-0.34 and 0.06-0.22 (seeds 0-2).
-    assert trained["gradcam"] >= 4 * share and trained["occlusion"] >= 5 * share, trained
+    # Measured, with tied hottest pixels counted by their share (pointing_game): Grad-CAM 0.60, occlusion
+    # 1.0; random nets 0.19-0.29 and 0.01-0.18 (seeds 0-2). Before ties were shared, argmax credited a
+    # flat map to the top-left corner, inside this region (Grad-CAM read 0.81 then).
+    assert trained["gradcam"] >= 3 * share and trained["occlusion"] >= 5 * share, trained
     for seed in range(3):
         torch.manual_seed(seed)
         random_net = create_model("paper-cnn", 2, SIZE).eval()
         guess = random_net(images).argmax(1)
-        assert pointing_game(gradcam(random_net, images, guess), region) < 0.5
-        assert pointing_game(occlusion(random_net, images, guess), region) < 0.5
+        assert pointing_game(gradcam(random_net, images, guess), region) < 0.4
+        assert pointing_game(occlusion(random_net, images, guess), region) < 0.4
 
 
-@pytest.mark.parametrize("settings", [dict(recipe="default", epochs=1, image_size=32),
+@pytest.mark.parametrize("settings", [dict(recipe="scratch", epochs=1, image_size=32),
                                       dict(recipe="small-data", epochs=1, image_size=32),
-                                      dict(recipe="default", epochs=1, image_size=32, ensemble=2)])
+                                      dict(recipe="scratch", epochs=1, image_size=32, ensemble=2),
+                                      dict(recipe="probe", model="effnet-lite2", image_size=32),
+                                      dict(recipe="probe", image_size=48)])  # the default's two backbones
 def test_explain_writes_a_heatmap_per_image_with_the_predicted_label(split_data, tmp_path, capsys, settings):
     run = tmp_path / "run"
     api.train(split_data, run, quiet=True, **settings)
@@ -88,6 +92,16 @@ def test_explain_writes_a_heatmap_per_image_with_the_predicted_label(split_data,
     assert main(["explain", str(run), str(field), "--out", str(tmp_path / "mine")]) == 2  # never into a user's folder
 
 
+def test_a_flat_map_points_nowhere_in_particular():
+    region = torch.zeros(4, 4, dtype=torch.bool)
+    region[0, :2] = True  # 2 of 16 pixels, in the top-left corner where argmax looks first
+    flat = torch.zeros(1, 4, 4)
+    assert pointing_game(flat, region) == pytest.approx(2 / 16)
+    tile = torch.zeros(1, 4, 4)
+    tile[0, :2, :2] = 1.0  # a hot 2 x 2 tile, half of it in the region
+    assert pointing_game(tile, region) == pytest.approx(0.5)
+
+
 # ----------------------------------------------------------------------------------------------
 # Top losses
 
@@ -101,7 +115,7 @@ def test_top_losses_put_confidently_wrong_photos_first():
 
 
 def test_evaluate_out_writes_top_losses_and_refuses_a_foreign_folder(split_data, tmp_path, capsys):
-    api.train(split_data, tmp_path / "run", epochs=2, quiet=True)
+    api.train(split_data, tmp_path / "run", recipe="scratch", epochs=2, quiet=True)
     out = tmp_path / "check"
     assert main(["evaluate", str(tmp_path / "run"), str(split_data), "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)

@@ -16,10 +16,12 @@ from pasture.cli import main
 onnxruntime = pytest.importorskip("onnxruntime", reason='the export extra is not installed (pip install -e ".[export]")')
 
 MODELS = {
-    "paper-cnn": dict(recipe="default", epochs=2, image_size=16),
+    "paper-cnn": dict(recipe="scratch", epochs=2, image_size=16),
     "resnet-small+ema+tta": dict(recipe="small-data", epochs=2, image_size=32),
-    "ensemble+tta": dict(recipe="default", epochs=1, image_size=16, ensemble=2, tta=True),
-    "effnet-lite0 probe": dict(model="effnet-lite0", pretrained="probe", image_size=32, epochs=3),
+    "ensemble+tta": dict(recipe="scratch", epochs=1, image_size=16, ensemble=2, tta=True),
+    "effnet-lite0 probe": dict(model="effnet-lite0", pretrained="probe", image_size=32),
+    "effnet-lite2 probe": dict(model="effnet-lite2", pretrained="probe", image_size=32),
+    "effnet-lite0+lite2 probe (the default's backbone)": dict(recipe="probe", image_size=48),
     "effnet-lite0 finetune": dict(model="effnet-lite0", pretrained="finetune", image_size=32, epochs=1),
 }
 
@@ -47,7 +49,7 @@ def test_export_matches_the_run_and_carries_its_metadata(split_data, tmp_path, n
 
 def test_predict_with_an_onnx_file_needs_no_torch_and_prints_what_predict_run_prints(split_data, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", str(split_data), "--out", str(run), "--recipe", "default", "--epochs", "2",
+    assert main(["train", str(split_data), "--out", str(run), "--recipe", "scratch", "--epochs", "2",
                  "--image-size", "16", "--quiet"]) == 0
     assert main(["export", str(run), "--out", str(tmp_path / "cowhorse.onnx")]) == 0
     assert "max |p_torch - p_onnxruntime|" in capsys.readouterr().out
@@ -74,7 +76,7 @@ def test_predict_with_an_onnx_file_needs_no_torch_and_prints_what_predict_run_pr
 
 def test_export_when_the_data_has_moved_checks_on_generated_images(split_data, tmp_path):
     run = tmp_path / "run"
-    api.train(split_data, run, recipe="default", epochs=1, image_size=16, quiet=True)
+    api.train(split_data, run, recipe="scratch", epochs=1, image_size=16, quiet=True)
     shutil.rmtree(split_data)
     info = api.export(run, tmp_path / "m.onnx")
     assert "generated images" in info["checked_on"] and info["n_checked"] == 32 and info["parity_max_abs"] < 1e-4
@@ -84,7 +86,7 @@ def test_export_and_onnx_predict_errors_are_one_line(split_data, tmp_path, capsy
     assert main(["export", str(tmp_path / "nothing")]) == 2
     assert "not a pasture run folder" in capsys.readouterr().err
     run = tmp_path / "run"
-    api.train(split_data, run, recipe="default", epochs=1, image_size=16, quiet=True)
+    api.train(split_data, run, recipe="scratch", epochs=1, image_size=16, quiet=True)
     assert main(["export", str(run), "--out", str(tmp_path / "model.txt")]) == 2
     assert "*.onnx" in capsys.readouterr().err
     bogus = tmp_path / "bogus.onnx"
@@ -100,7 +102,7 @@ def test_batch_predict_streams_a_csv_with_skipped_files_and_the_same_numbers(spl
     from pasture.classify import predictions
 
     run = tmp_path / "run"
-    api.train(split_data, run, recipe="default", epochs=1, image_size=16, quiet=True)
+    api.train(split_data, run, recipe="scratch", epochs=1, image_size=16, quiet=True)
     field = tmp_path / "field"
     field.mkdir()
     for index in range(150):  # more than two batches

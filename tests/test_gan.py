@@ -150,7 +150,7 @@ def test_conditional_sampling_yields_the_asked_counts(trained_gan, tmp_path, cap
 
 
 def test_filtering_keeps_only_confident_samples(trained_gan, split_data, tmp_path):
-    api.train(split_data, tmp_path / "run", recipe="default", epochs=2, image_size=16, quiet=True)
+    api.train(split_data, tmp_path / "run", recipe="scratch", epochs=2, image_size=16, quiet=True)
     strict = api.gan_sample(trained_gan, tmp_path / "kept", per_class=5, filter_run=tmp_path / "run",
                             min_confidence=1.0, warn=lambda message: None)
     assert all(count < 5 for count in strict["counts"].values())  # probability 1.0 is (almost) never reached
@@ -188,7 +188,7 @@ def test_synthetic_mixing_ratio_is_respected():
 
 def test_train_with_synthetic_folder(trained_gan, split_data, tmp_path):
     api.gan_sample(trained_gan, tmp_path / "synth", per_class=4)
-    metrics = api.train(split_data, tmp_path / "run", recipe="default", epochs=1, image_size=16, quiet=True,
+    metrics = api.train(split_data, tmp_path / "run", recipe="scratch", epochs=1, image_size=16, quiet=True,
                         synthetic=tmp_path / "synth", synthetic_ratio=0.25)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["identity"]["synthetic"]["ratio"] == 0.25 and metrics["n_test"] == 12

@@ -11,7 +11,7 @@ from conftest import make_image
 from pasture import api
 from pasture.cli import main
 
-TRAIN = ["--recipe", "default", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
+TRAIN = ["--recipe", "scratch", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
 
 
 @pytest.fixture
@@ -169,7 +169,7 @@ def test_train_warns_when_unseen_sources_fall_below_the_seen_ones(tmp_path, caps
     _styled(data / "test" / "cow" / "elsewhere", "cow", "horse", 8, 200)  # cows in horse colours
     _styled(data / "test" / "horse" / "elsewhere", "horse", "cow", 8, 200)
     run = tmp_path / "run"
-    assert main(["train", str(data), "--out", str(run), "--recipe", "default", "--epochs", "15", "--image-size", "16",
+    assert main(["train", str(data), "--out", str(run), "--recipe", "scratch", "--epochs", "15", "--image-size", "16",
                  "--quiet", "--groups", "subfolders"]) == 0
     captured = capsys.readouterr()
     metrics = json.loads((run / "metrics.json").read_text())

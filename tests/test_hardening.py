@@ -17,7 +17,7 @@ from conftest import held_by_another_process, interrupt_on_call, make_image
 from pasture import api
 from pasture.cli import main
 
-TRAIN = ["--recipe", "default", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
+TRAIN = ["--recipe", "scratch", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
 QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
 GAN = dict(preset="default", iterations=4, sample_every=2, image_size=16, nz=8, ngf=4, ndf=4, batch_size=8,
            quiet=True)

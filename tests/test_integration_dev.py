@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_train_evaluate_predict_on_dev_photos(tmp_path):
     run = tmp_path / "dev"
-    metrics = api.train(SHARED_DEV, run, recipe="default", epochs=2, seed=0, quiet=True)
+    metrics = api.train(SHARED_DEV, run, recipe="scratch", epochs=2, seed=0, quiet=True)
     assert metrics["n_train"] == 100 and metrics["n_test"] == 100
     assert metrics["classes"] == ["cow", "horse"]
     assert metrics["test_accuracy"] == metrics["test_correct"] / 100
@@ -29,6 +29,6 @@ def test_train_evaluate_predict_on_dev_photos(tmp_path):
 def test_export_of_a_dev_run_matches_it_on_the_real_test_photos(tmp_path):
     pytest.importorskip("onnxruntime", reason='the export extra is not installed (pip install -e ".[export]")')
     run = tmp_path / "dev"
-    api.train(SHARED_DEV, run, recipe="default", epochs=1, seed=0, quiet=True)
+    api.train(SHARED_DEV, run, recipe="scratch", epochs=1, seed=0, quiet=True)
     info = api.export(run)
     assert info["checked_on"] == "the run's 100 test images" and info["parity_max_abs"] < 1e-4

@@ -34,7 +34,7 @@ def one_line(capsys) -> str:
 def test_a_recipe_file_with_a_wrong_type_is_one_line_and_writes_nothing(split_data, tmp_path, capsys, field, value,
                                                                        message):
     recipe = tmp_path / "recipe.json"
-    recipe.write_text(json.dumps({"base": "default", "recipe": {"epochs": 1, "image_size": 16, field: value}}))
+    recipe.write_text(json.dumps({"base": "scratch", "recipe": {"epochs": 1, "image_size": 16, field: value}}))
     run = tmp_path / "run"
     assert main(["train", str(split_data), "--out", str(run), "--recipe", str(recipe)]) == 2
     assert message in one_line(capsys)
@@ -68,7 +68,7 @@ def test_a_float_field_may_have_whole_number_bounds(split_data, tmp_path):
 
     path = tmp_path / "space.json"
     path.write_text(json.dumps({"lr": {"low": 1, "high": 2}, "epochs": {"low": 1, "high": 3, "step": 1}}))
-    space = read_space(path, "default")
+    space = read_space(path, "scratch")
     assert space["lr"] == {"low": 1.0, "high": 2.0, "log": False, "step": None, "integer": False}
     assert isinstance(space["lr"]["low"], float) and space["epochs"]["integer"]
 

@@ -18,7 +18,7 @@ from conftest import make_image, write_class_folders
 from pasture import api
 from pasture.cli import main
 
-TRAIN = ["--recipe", "default", "--epochs", "1", "--batch-size", "8", "--image-size", "16", "--quiet"]
+TRAIN = ["--recipe", "scratch", "--epochs", "1", "--batch-size", "8", "--image-size", "16", "--quiet"]
 QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
 
 

@@ -162,7 +162,7 @@ def test_a_search_on_ray_proposes_and_scores_as_the_local_one(local_ray, split_d
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"lr": {"low": 1e-3, "high": 1e-2, "log": True}, "epochs": {"low": 1, "high": 3}}))
     start = tmp_path / "quick.json"
-    start.write_text(json.dumps({"base": "default", "recipe": {"epochs": 2, "image_size": 16, "batch_size": 8}}))
+    start.write_text(json.dumps({"base": "scratch", "recipe": {"epochs": 2, "image_size": 16, "batch_size": 8}}))
     options = {"space": space, "recipe": str(start), "trials": 3, "folds": 2, "seeds": 1, "quiet": True}
     threads = torch.get_num_threads()  # what the local engine's single process uses
     on_ray = api.tune(split_data, tmp_path / "ray", engine="ray", threads_per_run=threads, **options)

@@ -16,7 +16,7 @@ from pasture.cli import main
 from pasture.core.errors import UserError
 from pasture.data import load_dataset
 
-TRAIN = ["--recipe", "default", "--epochs", "1", "--batch-size", "4", "--image-size", "16", "--quiet"]
+TRAIN = ["--recipe", "scratch", "--epochs", "1", "--batch-size", "4", "--image-size", "16", "--quiet"]
 QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
 
 

@@ -80,7 +80,7 @@ before = malloc_tuning_applied()
 images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
 train = ImageSet(images=images, labels=torch.tensor([0, 1] * 4), files=[f"{i}.png" for i in range(8)], classes=["a", "b"])
 dataset = Dataset(root=".", layout="train/test", classes=["a", "b"], image_size=16, train=train, test=None)
-train_classifier(dataset, with_overrides(get_recipe("default"), epochs=1, image_size=16), seed=0)
+train_classifier(dataset, with_overrides(get_recipe("scratch"), epochs=1, image_size=16), seed=0)
 print(before, malloc_tuning_applied())
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -22,7 +22,7 @@ SPACE = {"lr": {"low": 1e-3, "high": 1e-2, "log": True}, "epochs": {"low": 1, "h
 def start_recipe(tmp_path) -> Path:
     """A quick starting recipe, as a recipe file (what a search starts from can be one)."""
     path = tmp_path / "quick.json"
-    path.write_text(json.dumps({"base": "default", "recipe": {"epochs": 2, "image_size": 16, "batch_size": 8}}))
+    path.write_text(json.dumps({"base": "scratch", "recipe": {"epochs": 2, "image_size": 16, "batch_size": 8}}))
     return path
 
 
@@ -112,7 +112,7 @@ def test_the_recipe_file_is_the_best_candidate_and_train_accepts_it(split_data, 
 
 def test_a_recipe_file_in_a_condition_is_keyed_by_its_content(tmp_path, start_recipe):
     first = experiment_module.parse_condition(f"q:recipe={start_recipe}")
-    assert first.recipe == "default" and dict(first.overrides) == {"epochs": 2, "image_size": 16, "batch_size": 8}
+    assert first.recipe == "scratch" and dict(first.overrides) == {"epochs": 2, "image_size": 16, "batch_size": 8}
     written = experiment_module.parse_condition(f"q:epochs=5,recipe={start_recipe}")
     assert dict(written.overrides)["epochs"] == 5  # a field written in the condition wins over the file
 
@@ -136,10 +136,10 @@ def test_a_bad_space_is_a_one_line_error_naming_the_file(split_data, tmp_path, c
 
 def test_a_bad_recipe_file_is_a_one_line_error(tmp_path):
     bad = tmp_path / "r.json"
-    bad.write_text('{"base": "default", "recipe": {"epochs": 2, "speed": 9}}')
+    bad.write_text('{"base": "scratch", "recipe": {"epochs": 2, "speed": 9}}')
     with pytest.raises(UserError, match=r"r\.json: unknown recipe field\(s\) speed"):
         read_recipe_file(bad)
-    bad.write_text('{"base": "default", "recipe": {"epochs": 0}}')
+    bad.write_text('{"base": "scratch", "recipe": {"epochs": 0}}')
     with pytest.raises(UserError, match=r"r\.json: --epochs 0: must be at least 1"):
         read_recipe_file(bad)
     with pytest.raises(UserError, match="no such recipe file"):

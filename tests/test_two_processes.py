@@ -16,7 +16,7 @@ import torch
 from pasture.cli import main
 from pasture.core.runs import folder_lock, lock_holder
 
-TRAIN = ["--recipe", "default", "--image-size", "16", "--batch-size", "8"]
+TRAIN = ["--recipe", "scratch", "--image-size", "16", "--batch-size", "8"]
 QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
 
 # A live command, slowed so that it is surely running while the test acts: each checkpoint (run) or

@@ -32,7 +32,10 @@ from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.onnx_runner import predict_onnx
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
-from pasture.classify.recipes import Recipe, check_synthetic_allowed, check_synthetic_ratio, resolve_recipe, synthetic_share
+from pasture.classify.recipes import (
+    Recipe, check_synthetic_allowed, check_synthetic_ratio, recipe_alias_note, recipe_line, resolve_recipe,
+    scratch_warning, synthetic_share,
+)
 from pasture.classify.trained import load_run, run_config_problem
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, DataOptions, Warn, option_fields, warn_to_stderr
 from pasture.core.device import device_info, effective_precision, resolve_device
@@ -177,7 +180,7 @@ def train(
     data: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    recipe: str = DEFAULT_RECIPE,
+    recipe: str | None = None,
     overrides: dict | None = None,
     data_options: DataOptions | None = None,
     synthetic: str | os.PathLike | None = None,
@@ -201,7 +204,9 @@ def train(
     `unlabeled` (a folder of photos, labels ignored) and `synthetic` (GAN samples) then join the transfer
     set, labelled by the teacher.
 
-    `recipe` names a preset (pasture.classify.recipes.RECIPES); `overrides` (or keyword shorthands such as
+    `recipe` names a preset (pasture.classify.recipes.RECIPES); None is the default, the pretrained probe
+    (or the preset that fits what else was asked: finetune, scratch for a from-scratch --model, distill
+    with a teacher). Unless `quiet`, the first line printed names the recipe, model and size. `overrides` (or keyword shorthands such as
     epochs=3, pretrained="probe") replace its fields; `data_options` (or classes=, test_fraction=, ...)
     say how DATA is read and split. The test split is evaluated after every epoch for the record
     (every `eval_every`-th epoch, plus the first and last, when that is more than 1), never used to
@@ -213,12 +218,19 @@ def train(
     overrides, options = _options("train", Recipe, overrides, data_options, fields)
     if unlabeled is not None and teacher is None:
         raise UserError("--unlabeled: needs --teacher RUN, which labels those photos")
-    if teacher is not None and recipe == DEFAULT_RECIPE:
+    if teacher is not None and recipe is None:
         recipe = "distill"
+    if recipe is not None and recipe_alias_note(recipe):
+        warn(recipe_alias_note(recipe))
     chosen = resolve_recipe(recipe, **overrides)
     where = resolve_device(device)
     precision = effective_precision(chosen.precision, where, warn)
     dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
+    # Said once the data loaded: a refused command stays one line.
+    if not quiet:
+        print(recipe_line(chosen, recipe), flush=True)
+    if teacher is None and scratch_warning(chosen):
+        warn(scratch_warning(chosen))
     bank, teacher_info = None, None
     if teacher is not None:
         if synthetic_ratio is not None:
@@ -582,7 +594,7 @@ def experiment(
         names = list(conditions or PAPER_EXPERIMENT)
         title, numbers = "The report's experiment, re-run with intervals", REPORT_NUMBERS
     else:
-        names = list(conditions or ["default", "small-data"])
+        names = list(conditions or ["scratch", "small-data"])
         title, numbers = "pasture experiment", {}
     parsed = [parse_condition(name, recipe=recipe, model=model) for name in names]
     spec = ExperimentSpec(
@@ -600,7 +612,7 @@ def tune(
     out: str | os.PathLike,
     *,
     space: str | os.PathLike,
-    recipe: str = DEFAULT_RECIPE,
+    recipe: str = "scratch",
     trials: int = 20,
     folds: int = 3,
     seeds: int = 2,

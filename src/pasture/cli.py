@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from pasture import __version__
-from pasture.classify.recipes import RECIPES, Recipe
+from pasture.classify.recipes import RECIPE_ALIASES, RECIPES, Recipe
 from pasture.core.defaults import (
     DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, DataOptions, option_fields,
 )
@@ -58,7 +58,7 @@ JOBS_HELP = ("runs at once on this machine, each in its own process with cores/N
 
 def _recipe_choice(text: str) -> str:
     """An argparse type: a named recipe, or a recipe file (FILE.json, as `pasture tune` writes)."""
-    if text in RECIPES or text.endswith(".json"):
+    if text in RECIPES or text in RECIPE_ALIASES or text.endswith(".json"):
         return text
     raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(RECIPES)} or give a recipe file (.json)")
 
@@ -160,9 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("data", metavar="DATA", help="folder with train/ and test/ class folders, or class folders")
     train.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
-    train.add_argument("--recipe", default=DEFAULT_RECIPE, type=_recipe_choice, metavar="RECIPE|FILE.json",
-                       help="a recipe file (as `pasture tune` writes) or a named preset of model, size, augmentation "
-                            "and optimiser: " + "; ".join(
+    train.add_argument("--recipe", default=None, type=_recipe_choice, metavar="RECIPE|FILE.json",
+                       help=f"default: {DEFAULT_RECIPE} (or finetune with --pretrained finetune, scratch with a "
+                            "from-scratch --model). A recipe file (as `pasture tune` writes) or a named preset of model, "
+                            "size, augmentation and optimiser: " + "; ".join(
                            f"{name}: {recipe.description}" for name, recipe in RECIPES.items()))
     _add_settings_flags(train, Recipe, "recipe")
     train.add_argument("--eval-every", type=_positive_int, default=1, metavar="K",
@@ -374,8 +375,9 @@ def _add_tune_command(commands) -> None:
     tune.add_argument("data", metavar="DATA")
     tune.add_argument("--out", required=True, metavar="DIR")
     tune.add_argument("--space", required=True, metavar="SPACE.json", help="the fields to search and their ranges")
-    tune.add_argument("--recipe", default=DEFAULT_RECIPE, type=_recipe_choice, metavar="RECIPE|FILE.json",
-                      help="where the search starts, and what the best is compared with")
+    tune.add_argument("--recipe", default="scratch", type=_recipe_choice, metavar="RECIPE|FILE.json",
+                      help="where the search starts, and what the best is compared with (default: scratch; the "
+                           "probe's one setting, its head's C, is already chosen by cross-validation)")
     tune.add_argument("--trials", type=_positive_int, default=20, help="candidates to try")
     tune.add_argument("--folds", type=_int_at_least(2), default=3, help="K of the K-fold split of the training split")
     tune.add_argument("--seeds", type=_positive_int, default=2, help="repeats of that split, each with its own seed")
@@ -699,9 +701,15 @@ def _run_recipes(args) -> int:
 
     print("recipes (pasture train --recipe NAME; every field can be overridden with its flag):")
     for name, recipe in RECIPES.items():
-        print(f"  {name:12} {recipe.description}")
-        print(f"  {'':12} model {recipe.model}, {recipe.image_size} px, augment {recipe.augment}, {recipe.optimizer} "
-              f"lr {recipe.lr}, batch {recipe.batch_size}, {recipe.epochs} epochs")
+        print(f"  {name:12} {recipe.description}{' [default]' if name == DEFAULT_RECIPE else ''}")
+        if recipe.pretrained == "probe":
+            c = "chosen by cross-validation" if recipe.head_c == 0 else recipe.head_c
+            print(f"  {'':12} model {recipe.model}, {recipe.image_size} px, logistic head solved to convergence, C {c}")
+        else:
+            print(f"  {'':12} model {recipe.model}, {recipe.image_size} px, augment {recipe.augment}, "
+                  f"{recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, {recipe.epochs} epochs")
+    for old, new in RECIPE_ALIASES.items():
+        print(f"  {old:12} old name of {new}, accepted until pasture 0.3")
     print("models:")
     for name in list_models():
         print(f"  {name:12} {get_spec(name).description}")

@@ -130,7 +130,8 @@ class Jobs:
         with self.lock:
             self.check_free()
             history = run / "history.jsonl"
-            job = {"id": uuid.uuid4().hex[:12], "state": "running", "run": run.name, "epochs": settings["epochs"],
+            # epochs: None for a probe (no epochs: the page shows a bar without an end)
+            job = {"id": uuid.uuid4().hex[:12], "state": "running", "run": run.name, "epochs": settings.get("epochs"),
                    "started": time.time(), "warnings": [], "stopping": False,
                    "start_epoch": len(history.read_text().splitlines()) if resume and history.is_file() else 0}
             self.jobs[job["id"]] = job
@@ -193,5 +194,6 @@ class Jobs:
         fresh = epochs_done - job["start_epoch"]
         elapsed = time.time() - job["started"]
         report.update(epoch=epochs_done, elapsed_s=round(elapsed, 1),
-                      eta_s=round(elapsed / fresh * (job["epochs"] - epochs_done), 1) if fresh > 0 else None)
+                      eta_s=round(elapsed / fresh * (job["epochs"] - epochs_done), 1)
+                      if fresh > 0 and job["epochs"] else None)
         return report

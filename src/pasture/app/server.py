@@ -46,8 +46,8 @@ from pasture.core.runs import read_checked_json
 
 STATIC = Path(__file__).with_name("static")
 MODES = {  # what "accurate" and "tiny" mean, as recipes
-    "accurate": {"recipe": "probe"},  # pretrained EfficientNet-Lite0 features + a linear head: seconds
-    "tiny": {"recipe": "default"},  # the report's small CNN from scratch: 0.7 ms per image, learns the source
+    "accurate": {"recipe": "probe"},  # pretrained EfficientNet-Lite0 features + a logistic head: seconds
+    "tiny": {"recipe": "scratch"},  # the report's small CNN from scratch: 0.7 ms per image, learns the source
 }
 EPOCHS = (1, 1000)  # the bounds of a form's epochs: one request must not hold the only training slot for days
 MAX_CLASSES = 100
@@ -130,11 +130,17 @@ def _teach_request(fields: dict, files: dict[str, list[Path]]) -> tuple[str | No
         if len(photos) < 2:
             raise UserError(f"class {class_name}: give at least 2 photos (one to train on, one to test)")
         classes[class_name] = photos
-    mode = fields.get("mode", "tiny")
+    mode = fields.get("mode", "accurate")
     if mode not in MODES:
         raise UserError(f"mode {printable_name(mode[:20])!r}: choose accurate or tiny")
     settings = dict(MODES[mode])
-    settings["epochs"] = _whole_number(fields, "epochs", EPOCHS) or api.resolve_recipe(settings["recipe"]).epochs
+    epochs = _whole_number(fields, "epochs", EPOCHS)
+    if api.resolve_recipe(settings["recipe"]).pretrained == "probe":
+        if epochs is not None:  # refused, not ignored: the page sends none in this mode
+            raise UserError(f"epochs: the {mode} mode has none (its head is solved to convergence); leave it empty "
+                            "or choose tiny")
+    else:
+        settings["epochs"] = epochs or api.resolve_recipe(settings["recipe"]).epochs
     run_name = fields.get("name", "").strip()
     return (_name(run_name, "run name") if run_name else None), classes, settings
 
@@ -289,7 +295,7 @@ def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: st
             except BaseException:
                 shutil.rmtree(home, ignore_errors=True)
                 raise
-            return {"job": job["id"], "run": run.name, "epochs": settings["epochs"]}
+            return {"job": job["id"], "run": run.name, "epochs": settings.get("epochs")}
 
     @app.get("/api/explanations/{batch}/{file}")
     def heatmap(batch: str, file: str):

@@ -94,7 +94,9 @@ def evaluate_model(
 
 def test_probabilities(result, dataset, recipe) -> torch.Tensor:
     """The trained model's probabilities on the test split, with the recipe's TTA: what score_run and
-    the top-losses figure both read, computed once."""
+    the top-losses figure both read, computed once (or by the training, from cached features)."""
+    if result.test_probabilities is not None:
+        return result.test_probabilities
     return predict_probabilities(result.model, dataset.test.images, tta=recipe.tta)
 
 
@@ -107,7 +109,10 @@ def score_run(result, dataset, recipe, probabilities: torch.Tensor | None = None
         probabilities = test_probabilities(result, dataset, recipe)
     predicted = probabilities.argmax(1)
     test = accuracy_report(predicted, dataset.test.labels, dataset.classes)
-    train = evaluate_model(result.model, dataset.train.images, dataset.train.labels, dataset.classes)
+    if result.train_probabilities is not None:
+        train = accuracy_report(result.train_probabilities.argmax(1), dataset.train.labels, dataset.classes)
+    else:
+        train = evaluate_model(result.model, dataset.train.images, dataset.train.labels, dataset.classes)
     per_group, unseen = {}, None
     if dataset.test.groups is not None:
         per_group = group_reports(predicted, dataset.test.labels, dataset.test.groups, dataset.classes)

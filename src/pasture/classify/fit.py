@@ -257,7 +257,7 @@ def _start_member(context: _Context, seed: int, state: dict | None) -> _Member:
                      grad_scaler(context.precision, device))
     if state is None:
         if recipe.pretrained == "finetune":
-            init_head_from_probe(model, dataset, recipe, generator)
+            init_head_from_probe(model, dataset, recipe, seed)
         return member
     model.load_state_dict(state["model"])
     member.optimizer.load_state_dict(state["optimizer"])
@@ -374,4 +374,29 @@ def _train_member(context: _Context, seed: int, index: int, finished: list[dict]
             postfix["member"] = f"{index + 1}/{recipe.ensemble}"
         context.bar.set_postfix(postfix, refresh=False)
         context.bar.update(1)
+    if recipe.pretrained == "finetune" and recipe.wise_alpha < 1:
+        return wise_ft(member.final, _linear_probe_start(context, seed), recipe.wise_alpha), nonfinite
     return member.final.state_dict(), nonfinite
+
+
+def _linear_probe_start(context: _Context, seed: int) -> nn.Module:
+    """Where LP-FT starts: the pretrained backbone with the probe's head. Rebuilt rather than kept
+    (it is deterministic: same weights, same cached features, a convex head), so a resumed run
+    needs nothing more in its checkpoint."""
+    recipe, dataset = context.recipe, context.dataset
+    start = create_model(recipe.model, len(dataset.classes), recipe.image_size, weights=recipe.weights or "imagenet")
+    init_head_from_probe(start.to(context.device), dataset, recipe, seed)
+    return start
+
+
+def wise_ft(finetuned: nn.Module, start: nn.Module, alpha: float) -> dict:
+    """WiSE-FT (Wortsman et al. 2022): the weights (1 - alpha) * start + alpha * fine-tuned, tensor by
+    tensor (integer buffers such as BatchNorm's batch count are kept from the fine-tuned model). The two
+    share an architecture and a starting point, so the average stays in one basin: under distribution
+    shift it kept the start's robustness and the fine-tuned model's accuracy at once."""
+    start_state = start.state_dict()
+    mixed = {}
+    for key, value in finetuned.state_dict().items():
+        base = start_state[key].to(value.device)
+        mixed[key] = (base + alpha * (value - base)) if value.is_floating_point() else value.clone()
+    return mixed

@@ -26,6 +26,11 @@ class TrainResult:
     seconds: float = 0.0
     nonfinite_loss: bool = False
     notes: dict = field(default_factory=dict)
+    # The model's probabilities on the train and test images, when training had them for free (a probe
+    # scores its cached features: a second pass of the backbone over the photos took 23 of a warm
+    # run's 40 s). None: scoring runs the model.
+    train_probabilities: torch.Tensor | None = None
+    test_probabilities: torch.Tensor | None = None
 
 
 def build_members(recipe: Recipe, num_classes: int, member_states: list[dict],

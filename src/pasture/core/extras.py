@@ -11,7 +11,8 @@ from pasture.core.errors import UserError
 
 
 def install_command(extra: str) -> str:
-    return f'pip install -e ".[{extra}]"'
+    """The pip line that installs an extra; "" is the base install (a dependency gone missing)."""
+    return f'pip install -e ".[{extra}]"' if extra else "pip install -e ."
 
 
 def optional_import(module: str, needed_by: str, extra: str, package: str | None = None) -> ModuleType:

@@ -27,7 +27,7 @@ from pasture.doctor.extra import require_extra
 from pasture.models import create_model
 
 LABEL_MODELS = ("auto", "probe", "scratch", "none")
-SCRATCH_RECIPE = "default"
+SCRATCH_RECIPE = "scratch"
 
 
 def pretrained_installed() -> bool:

@@ -97,6 +97,7 @@ class ModelSpec:
     description: str = ""
     pretrained: bool = False  # has a pretrained backbone that accepts `weights`
     channels_last: bool = False  # NHWC layout: set where benchmarks/speed.py measured it faster on CPU
+    native_image_size: int | None = None  # the input size its pretrained weights were trained at
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -58,7 +58,7 @@ RESULT_FORMAT = 2  # 1: flat metrics before the RunRecord; such stored runs are 
 @dataclass(frozen=True)
 class Condition:
     name: str
-    recipe: str = "default"
+    recipe: str = "scratch"  # what a written condition without recipe= trains (before issue 25: "default")
     overrides: tuple = ()  # ((recipe field, value), ...)
     gan_preset: str | None = None  # synthetic images from this GAN preset, trained per replicate
     gan_overrides: tuple = ()  # ((GanPreset field, value), ...)
@@ -90,12 +90,13 @@ CONDITIONS: dict[str, Condition] = {
                   description="the report's random transforms"),
         Condition("paper+dcgan", recipe="paper", gan_preset="paper", synthetic_per_class=500,
                   description="the report's DCGAN: 500 synthetic images per class added to training"),
-        Condition("default", recipe="default", description="pasture's tuned recipe for the report's CNN"),
-        Condition("default+gan", recipe="default", gan_preset="default", synthetic_per_class=500,
+        Condition("scratch", recipe="scratch", description="pasture's tuned recipe for the report's CNN, from scratch"),
+        Condition("scratch+gan", recipe="scratch", gan_preset="default", synthetic_per_class=500,
                   synthetic_ratio=0.3,
                   description="pasture's conditional DiffAugment GAN, 30% of each batch synthetic"),
         Condition("small-data", recipe="small-data", description="best from-scratch recipe (small ResNet)"),
-        Condition("probe", recipe="probe", description="EfficientNet-Lite0 ImageNet features + linear head"),
+        Condition("probe", recipe="probe", description="EfficientNet-Lite0 + Lite2 ImageNet features + logistic head "
+                                                       "(the default recipe)"),
         Condition("finetune", recipe="finetune", description="EfficientNet-Lite0 fine-tuned (LP-FT)"),
         Condition("distill", recipe="distill", teacher="probe",
                   description="paper-cnn distilled from the probe (trained on the same training part)"),
@@ -105,7 +106,9 @@ CONDITIONS: dict[str, Condition] = {
                   description="resnet-small distilled from the probe"),
     )
 }
-PAPER_EXPERIMENT = ("paper", "paper+transforms", "paper+dcgan", "default", "default+gan")
+PAPER_EXPERIMENT = ("paper", "paper+transforms", "paper+dcgan", "scratch", "scratch+gan")
+# Old condition names, accepted for one release (the recipe `default` is now `scratch`).
+CONDITION_ALIASES = {"default": "scratch", "default+gan": "scratch+gan"}
 # The report's own numbers, beside which `experiment paper` prints pasture's.
 REPORT_NUMBERS = {
     "paper": "95% train / 55% test",
@@ -142,7 +145,7 @@ def _recipe_and_overrides(recipe: str) -> tuple[str, list]:
     if not recipe.endswith(".json"):
         return recipe, []
     from_file = get_recipe(recipe)
-    base = json.loads(Path(recipe).read_text()).get("base", DEFAULT_RECIPE)
+    base = json.loads(Path(recipe).read_text()).get("base", "scratch")  # as read_recipe_file reads it
     preset = get_recipe(base).to_dict()
     changed = [(key, value) for key, value in from_file.to_dict().items()
                if key not in ("name", "description") and value != preset[key]]
@@ -157,6 +160,7 @@ def parse_condition(text: str, recipe: str | None = None, model: str | None = No
     `recipe` and `model` (the experiment's --recipe/--model) apply to written conditions that do not
     name their own; named conditions keep theirs."""
     if ":" not in text:
+        text = CONDITION_ALIASES.get(text, text)
         if text not in CONDITIONS:
             raise UserError(f"--conditions {text}: unknown condition; choose from {', '.join(CONDITIONS)} "
                             "or write NAME:key=value,...")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pasture.classify.recipes import Recipe, recipe_file_text, resolve_recipe
-from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, option_fields
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_TEST_FRACTION, option_fields
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.runs import atomic_write_json, atomic_write_text, locked_folder, read_option_json, versions
@@ -51,7 +51,7 @@ class TuneSpec:
     data: str
     out: str
     space: str  # SPACE.json: {field: [choices] or {"low", "high", "log"?, "step"?}}
-    recipe: str = DEFAULT_RECIPE  # where the search starts, and what the best is compared with
+    recipe: str = "scratch"  # where the search starts, and what the best is compared with
     trials: int = 20
     folds: int = 3  # K of the K-fold split of the training split
     seeds: int = 2  # repeats of that split, each with its own seed

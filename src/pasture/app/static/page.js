@@ -53,7 +53,8 @@ let watching = null;  // the job this page follows
 
 async function watch(job) {
   const bar = $("progress"), cancel = $("cancel");
-  bar.hidden = false; bar.max = job.epochs; bar.value = 0;
+  bar.hidden = false;
+  if (job.epochs) { bar.max = job.epochs; bar.value = 0; } else bar.removeAttribute("value");  // a probe: no epochs
   cancel.hidden = false; cancel.disabled = false;
   watching = job.job;
   say("teach-message", `training ${job.run}...`, "info");
@@ -61,9 +62,10 @@ async function watch(job) {
     for (;;) {
       await new Promise(resolve => setTimeout(resolve, 500));
       const status = await call("/api/jobs/" + job.job);
-      bar.value = status.epoch;
+      if (status.epochs) bar.value = status.epoch;
       if (status.state === "running") {
-        say("teach-message", (status.stopping ? `stopping ${job.run}...` : `training ${job.run}: epoch ${status.epoch} of ${status.epochs}`) +
+        const doing = status.epochs ? `epoch ${status.epoch} of ${status.epochs}` : "reading the photos with the pretrained networks";
+        say("teach-message", (status.stopping ? `stopping ${job.run}...` : `training ${job.run}: ${doing}`) +
             (status.eta_s !== null && !status.stopping ? `, about ${Math.ceil(status.eta_s)} s left` : ""), "info");
         continue;
       }
@@ -91,7 +93,8 @@ async function teach() {
   form.append("classes", JSON.stringify(names));
   form.append("name", $("run-name").value.trim());
   form.append("mode", document.querySelector("input[name=mode]:checked").value);
-  if ($("epochs").value) form.append("epochs", $("epochs").value);
+  const mode = document.querySelector("input[name=mode]:checked").value;
+  if ($("epochs").value && mode === "tiny") form.append("epochs", $("epochs").value);  // the accurate mode has none
   $("train").disabled = true;
   try {
     await watch(await call("/api/teach", {method: "POST", body: form}));
@@ -223,4 +226,8 @@ $("add-class").addEventListener("click", addClass);
 $("train").addEventListener("click", teach);
 $("cancel").addEventListener("click", cancelTraining);
 $("predict").addEventListener("click", predict);
+// epochs belong to the tiny mode only: the accurate mode's head is solved to convergence
+const epochsForMode = () => { $("epochs").disabled = document.querySelector("input[name=mode]:checked").value !== "tiny"; };
+for (const choice of document.querySelectorAll("input[name=mode]")) choice.addEventListener("change", epochsForMode);
+epochsForMode();
 addClass(); addClass();
