@@ -60,7 +60,7 @@ def test_held_out_source_layouts_keep_the_source_out_of_training(tmp_path):
 def test_group_counts_come_from_the_runs_own_per_group_scores(tmp_path):
     data = make_data(tmp_path / "data")
     web = sources.plans(data, sources.read_manifest(data), tmp_path / "scratch")["held-out web"]
-    metrics = api.train(web, tmp_path / "run", epochs=1, groups=str(web / "groups.csv"), quiet=True,
+    metrics = api.train(web, tmp_path / "run", recipe="scratch", epochs=1, groups=str(web / "groups.csv"), quiet=True,
                         warn=lambda message: None)
     counts = sources.group_counts(metrics)
     assert set(counts) == {"cow/cattle", "horse/web"} and counts["horse/web"][1] == 3 and counts["cow/cattle"][1] == 2

@@ -70,7 +70,7 @@ def test_the_bank_follows_the_students_class_order():
 
 
 def test_a_student_is_an_ordinary_run_and_reuses_the_teachers_bank(split_data, tmp_path, capsys):
-    api.train(split_data, tmp_path / "teacher", epochs=4, quiet=True)
+    api.train(split_data, tmp_path / "teacher", recipe="scratch", epochs=4, quiet=True)
     extra = tmp_path / "extra"
     write_class_folders(extra, {"any": 5}, size=24, start=300)
     assert main(["train", str(split_data), "--out", str(tmp_path / "student"), "--teacher", str(tmp_path / "teacher"),
@@ -96,7 +96,7 @@ def test_distillation_input_errors(split_data, tmp_path, capsys):
     assert "--unlabeled: needs --teacher" in capsys.readouterr().err
     assert main(["train", str(split_data), "--out", str(tmp_path / "b"), "--teacher", str(tmp_path / "nothing")]) == 2
     assert "not a pasture run folder" in capsys.readouterr().err
-    api.train(split_data, tmp_path / "teacher", epochs=1, quiet=True, classes=["horse", "cow"])
+    api.train(split_data, tmp_path / "teacher", recipe="scratch", epochs=1, quiet=True, classes=["horse", "cow"])
     other = tmp_path / "other"
     write_class_folders(other, {"cow": 4, "sheep": 4})
     assert main(["train", str(other), "--out", str(tmp_path / "c"), "--teacher", str(tmp_path / "teacher")]) == 2

@@ -193,7 +193,8 @@ def test_train_with_synthetic_folder(trained_gan, split_data, tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["identity"]["synthetic"]["ratio"] == 0.25 and metrics["n_test"] == 12
     with pytest.raises(UserError, match="--synthetic-ratio"):
-        api.train(split_data, tmp_path / "run2", epochs=1, image_size=16, quiet=True, synthetic_ratio=0.5)
+        api.train(split_data, tmp_path / "run2", recipe="scratch", epochs=1, image_size=16, quiet=True,
+                  synthetic_ratio=0.5)
 
 
 def test_bad_gan_inputs(split_data, tmp_path, capsys):

@@ -33,12 +33,12 @@ def test_fixture_images_are_the_same_in_every_process():
 def test_an_experiment_refuses_synthetic_images_for_a_probe(split_data, tmp_path, capsys):
     out = tmp_path / "study"
     assert main(["experiment", str(split_data), "--out", str(out), "--quiet", "--conditions", f"a:{QUICK}",
-                 "x:recipe=probe,image_size=32,gan=default"]) == 2
+                 "x:recipe=probe,image_size=48,gan=default"]) == 2
     err = capsys.readouterr().err
     assert "--conditions x" in err and "probe" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()  # refused before any run or GAN was trained
     with pytest.raises(UserError, match="probe"):
-        api.train(split_data, tmp_path / "run", recipe="probe", image_size=32, synthetic=tmp_path)
+        api.train(split_data, tmp_path / "run", recipe="probe", image_size=48, synthetic=tmp_path)
 
 
 def test_the_reports_chance_line_follows_the_number_of_classes(tmp_path, monkeypatch):
