@@ -96,3 +96,11 @@ def test_wise_ft_run_lies_between_its_start_and_the_plain_fine_tuned_run(split_d
     key = "net.conv_stem.weight"  # a backbone weight: the start is the ImageNet one
     assert torch.allclose(wise[key], 0.5 * (start[key] + plain[key]), atol=1e-6)
     assert not torch.allclose(wise[key], plain[key])
+
+
+@pytest.mark.parametrize("model", ["effnet-lite2", "effnet-lite0+lite2"])
+def test_the_new_backbones_fine_tune_and_predict(split_data, tmp_path, model):
+    metrics = api.train(split_data, tmp_path / "ft", recipe="finetune", model=model, image_size=48, epochs=1,
+                        batch_size=8, quiet=True)
+    assert metrics["model"] == model and metrics["n_test"] == 12
+    assert api.evaluate(tmp_path / "ft", split_data)["accuracy"] == pytest.approx(metrics["test_accuracy"])
