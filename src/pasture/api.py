@@ -37,7 +37,7 @@ from pasture.classify.recipes import (
     scratch_warning, synthetic_share,
 )
 from pasture.classify.trained import load_run, run_config_problem
-from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, DataOptions, Warn, option_fields, warn_to_stderr
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_TEST_FRACTION, DataOptions, Warn, option_fields, warn_to_stderr
 from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.paths import check_outside
@@ -220,8 +220,8 @@ def train(
         raise UserError("--unlabeled: needs --teacher RUN, which labels those photos")
     if teacher is not None and recipe is None:
         recipe = "distill"
-    if recipe is not None and recipe_alias_note(recipe):
-        warn(recipe_alias_note(recipe))
+    if recipe is not None and (note := recipe_alias_note(recipe)):
+        warn(note)
     chosen = resolve_recipe(recipe, **overrides)
     where = resolve_device(device)
     precision = effective_precision(chosen.precision, where, warn)
@@ -229,8 +229,8 @@ def train(
     # Said once the data loaded: a refused command stays one line.
     if not quiet:
         print(recipe_line(chosen, recipe), flush=True)
-    if teacher is None and scratch_warning(chosen):
-        warn(scratch_warning(chosen))
+    if teacher is None and (warning := scratch_warning(chosen)):
+        warn(warning)
     bank, teacher_info = None, None
     if teacher is not None:
         if synthetic_ratio is not None:

@@ -110,6 +110,7 @@ HEAD_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 HEAD_MAX_ITERATIONS = 500
 HEAD_ITERATIONS_PER_ROUND = 10  # between checks for a stop request (and history records)
 HEAD_TOLERANCE = 1e-5  # largest gradient entry of the (n-normalised) objective at convergence
+DEFAULT_HEAD_C = 0.1  # when no fold can be held out (issue 25: 94.0% leave-one-source-out at C = 0.1)
 
 
 def fit_logistic_head(
@@ -210,34 +211,32 @@ def choose_head_c(features: torch.Tensor, labels: torch.Tensor, num_classes: int
                   "held_out_cross_entropy_by_c": {str(c): round(m, 4) for c, m in means.items()}}
 
 
-DEFAULT_HEAD_C = 0.1  # when no fold can be held out (issue 25: 94.0% leave-one-source-out at C = 0.1)
-
 
 def fit_linear_head(
     features: torch.Tensor, labels: torch.Tensor, num_classes: int, recipe: Recipe, *,
-    groups: list[str] | None = None, seed: int = 0, test_features: torch.Tensor | None = None, test_labels: torch.Tensor | None = None, on_epoch=None,
+    groups: list[str] | None = None, seed: int = 0, test_features: torch.Tensor | None = None,
+    test_labels: torch.Tensor | None = None, on_epoch=None,
 ) -> tuple[nn.Linear, list[dict], dict]:
     """The probe's head on features: C from the recipe, or chosen by cross-validation when the recipe's
-    head_c is 0. Returns the head, one history
-    record per L-BFGS round (loss, train accuracy, test accuracy when given) and how C was chosen."""
+    head_c is 0. Returns the head, one history record per L-BFGS round (loss, train accuracy, test
+    accuracy when given) and how C was chosen."""
     if recipe.head_c > 0:
         c, choice = recipe.head_c, {"chosen_c": recipe.head_c, "folds": "none (head_c given)"}
     else:
         c, choice = choose_head_c(features, labels, num_classes, recipe.balance_classes, groups, seed)
-    train_x, train_y = features, labels
     history: list[dict] = []
 
     def record(iteration, loss, head):
         with torch.no_grad():
             entry = {"epoch": iteration + 1, "train_loss": loss,
-                     "train_accuracy": float((head(train_x.double()).argmax(1) == train_y).float().mean())}
+                     "train_accuracy": float((head(features.double()).argmax(1) == labels).float().mean())}
             if test_features is not None:
                 entry["test_accuracy"] = float((head(test_features.double()).argmax(1) == test_labels).float().mean())
         history.append(entry)
         if on_epoch is not None:
             on_epoch(entry)
 
-    head = fit_logistic_head(train_x, train_y, num_classes, c, recipe.balance_classes, on_iteration=record)
+    head = fit_logistic_head(features, labels, num_classes, c, recipe.balance_classes, on_iteration=record)
     return head, history, choice
 
 
@@ -274,7 +273,7 @@ def train_probe(
     """Fit the logistic head on frozen, cached backbone features; the backbone runs on `device`, the
     head (a few thousand weights) on the CPU. The head is convex and solved to convergence, so it does
     not depend on the seed; an ensemble's members are fitted on bootstrap resamples of the photos
-    (seeded), with the C chosen once on all of them."""
+    (seeded), with the C chosen once, on the first member's resample, and kept for the others."""
     started = time.perf_counter()
     backbone = create_model(recipe.model, len(dataset.classes), recipe.image_size,
                             weights=recipe.weights or "imagenet").to(device)
@@ -286,6 +285,7 @@ def train_probe(
     history: list[dict] = []
     member_states = []
     choice: dict = {}
+    groups = dataset.train.groups
     scored: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # each member's train and test probabilities
     try:
         for member in range(recipe.ensemble):
@@ -296,7 +296,6 @@ def train_probe(
                 rows = torch.randint(len(labels), (len(labels),), generator=generator)
                 if member > 0:
                     member_recipe = with_overrides(recipe, head_c=choice["chosen_c"])
-            groups = dataset.train.groups
             head, member_history, member_choice = fit_linear_head(
                 features[rows], labels[rows], len(dataset.classes), member_recipe,
                 groups=[groups[i] for i in rows.tolist()] if groups is not None else None, seed=seed,

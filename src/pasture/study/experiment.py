@@ -36,7 +36,7 @@ from pasture.classify.recipes import (
 )
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.record import RunRecord
-from pasture.core.defaults import DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields
+from pasture.core.defaults import DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields
 from pasture.core.runs import (
     RUN_FILES, atomic_torch_save, atomic_write_bytes, atomic_write_json, check_output_folder, check_writable, load_checkpoint, locked_folder, read_json,
     remove_orphan_temp_files, versions,
