@@ -27,7 +27,6 @@ from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
 from pasture.core.device import cpu_model
 
-
 POLLER = """
 import json, sys, threading, time
 import httpx
@@ -46,16 +45,21 @@ print(json.dumps(seen))
 
 def summary(values: list[float]) -> dict:
     ordered = sorted(values)
-    return {"n": len(values), "median_ms": statistics.median(values),
-            "p95_ms": ordered[int(0.95 * (len(ordered) - 1))], "max_ms": ordered[-1],
-            "over_100ms": sum(value > 100 for value in values)}
+    return {
+        "n": len(values),
+        "median_ms": statistics.median(values),
+        "p95_ms": ordered[int(0.95 * (len(ordered) - 1))],
+        "max_ms": ordered[-1],
+        "over_100ms": sum(value > 100 for value in values),
+    }
 
 
 def while_doing(base: str, token: str, work) -> dict:
     """GET /api/runs every 50 ms from a process of its own (a thread beside `work` would wait for this
     process's GIL while it builds a 10 MB upload, and time that instead of the server) while `work` runs."""
-    poller = subprocess.Popen([sys.executable, "-c", POLLER, base, token], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    poller = subprocess.Popen(
+        [sys.executable, "-c", POLLER, base, token], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     time.sleep(1.0)  # its imports
     started = time.perf_counter()
     try:
@@ -78,8 +82,12 @@ def main() -> None:
     data = data_or_exit(args.data)
     runs = Path(tempfile.mkdtemp(prefix="pasture-app-bench-"))
     port = 7800 + (int(time.time()) % 100)
-    server = subprocess.Popen([sys.executable, "-m", "pasture.cli", "app", "--runs", str(runs), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pasture.cli", "app", "--runs", str(runs), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         token = re.search(r"\?token=(\S+)", server.stdout.readline()).group(1)
         base = f"http://127.0.0.1:{port}"
@@ -95,9 +103,11 @@ def main() -> None:
         classes = sorted({path.parent.name for path in train})
 
         def teach():
-            job = api.post("/api/teach", data={"classes": json.dumps(classes), "name": "bench", "mode": "tiny",
-                                               "epochs": str(args.epochs)},
-                           files=photos_form(train, lambda path: f"class_{classes.index(path.parent.name)}")).json()
+            job = api.post(
+                "/api/teach",
+                data={"classes": json.dumps(classes), "name": "bench", "mode": "tiny", "epochs": str(args.epochs)},
+                files=photos_form(train, lambda path: f"class_{classes.index(path.parent.name)}"),
+            ).json()
             while api.get(f"/api/jobs/{job['job']}").json()["state"] == "running":
                 time.sleep(0.5)
 
@@ -106,18 +116,23 @@ def main() -> None:
         # Twice: the first Test also imports the explanation code (Captum) in the app's process
         for when in ("first", "second"):
             rows[f"labelling {len(tests)} photos ({when} Test)"] = while_doing(
-                base, token, lambda: api.post("/api/runs/bench/predict",
-                                              files=photos_form(tests, lambda path: "photos")).raise_for_status())
+                base,
+                token,
+                lambda: api.post(
+                    "/api/runs/bench/predict", files=photos_form(tests, lambda path: "photos")
+                ).raise_for_status(),
+            )
         refusals = {
             "foreign Host": httpx.get(f"{base}/api/runs", headers={"Host": "evil.example"}),
             "no token": httpx.get(f"{base}/api/runs"),
             "wrong token": httpx.get(f"{base}/api/runs", headers={"X-Pasture-Token": "guess"}),
-            "cross-site POST with the token": httpx.post(f"{base}/api/runs/bench/export",
-                                                         headers={"X-Pasture-Token": token,
-                                                                  "Origin": "http://evil.example"}),
+            "cross-site POST with the token": httpx.post(
+                f"{base}/api/runs/bench/export", headers={"X-Pasture-Token": token, "Origin": "http://evil.example"}
+            ),
             "export by GET": api.get("/api/runs/bench/export"),
-            "the page's own POST": api.post("/api/runs/bench/export",
-                                            headers={"Origin": base, "Sec-Fetch-Site": "same-origin"}),
+            "the page's own POST": api.post(
+                "/api/runs/bench/export", headers={"Origin": base, "Sec-Fetch-Site": "same-origin"}
+            ),
         }
     finally:
         server.terminate()
@@ -125,14 +140,22 @@ def main() -> None:
     print(f"CPU: {cpu_model()}")
     print(f"{'while':36} {'GETs':>5} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} {'>100 ms':>8} {'work s':>8}")
     for name, row in rows.items():
-        print(f"{name:36} {row['n']:5d} {row['median_ms']:10.1f} {row['p95_ms']:8.1f} {row['max_ms']:8.1f} "
-              f"{row['over_100ms']:8d} {row['work_s']:8.1f}")
+        print(
+            f"{name:36} {row['n']:5d} {row['median_ms']:10.1f} {row['p95_ms']:8.1f} {row['max_ms']:8.1f} "
+            f"{row['over_100ms']:8d} {row['work_s']:8.1f}"
+        )
     print()
     for name, response in refusals.items():
         print(f"{name:32} HTTP/1.1 {response.status_code} {response.reason_phrase}")
-    write_results(RESULTS / "app_responsive.json", {
-        "cpu": cpu_model(), "epochs": args.epochs, "latency": rows,
-        "refusals": {name: response.status_code for name, response in refusals.items()}})
+    write_results(
+        RESULTS / "app_responsive.json",
+        {
+            "cpu": cpu_model(),
+            "epochs": args.epochs,
+            "latency": rows,
+            "refusals": {name: response.status_code for name, response in refusals.items()},
+        },
+    )
 
 
 if __name__ == "__main__":

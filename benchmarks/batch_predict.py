@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
@@ -54,29 +53,45 @@ def main() -> int:
         for index in range(args.images):
             source = photos[index % len(photos)]
             (folder / f"{index:05d}{source.suffix.lower()}").symlink_to(source)
-        for name, settings in {"paper-cnn": dict(recipe="default", epochs=1),
-                               "effnet-lite0 probe": dict(recipe="probe", epochs=5)}.items():
+        for name, settings in {
+            "paper-cnn": dict(recipe="default", epochs=1),
+            "effnet-lite0 probe": dict(recipe="probe", epochs=5),
+        }.items():
             run = scratch / name.split()[0]
             api.train(data, run, quiet=True, device="cpu", **settings)
             api.export(run)
             for kind, model in (("run folder (torch)", run), ("ONNX file (onnxruntime)", run / "model.onnx")):
                 csv_path = scratch / "out.csv"
-                done = subprocess.run([sys.executable, "-c", CASE, str(model), str(folder), str(csv_path)],
-                                      capture_output=True, text=True, check=True)
+                done = subprocess.run(
+                    [sys.executable, "-c", CASE, str(model), str(folder), str(csv_path)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 lines = sum(1 for _ in csv_path.open()) - 1
-                row = {"model": name, "from": kind, "images": lines, **result,
-                       "images_per_second": lines / result["seconds"]}
+                row = {
+                    "model": name,
+                    "from": kind,
+                    "images": lines,
+                    **result,
+                    "images_per_second": lines / result["seconds"],
+                }
                 rows.append(row)
-                print(f"{name:20s} {kind:26s} {lines} images in {result['seconds']:.1f} s "
-                      f"({row['images_per_second']:.0f} img/s), peak RSS {result['peak_rss_mib']:.0f} MiB, "
-                      f"torch imported: {result['torch_imported']}", flush=True)
+                print(
+                    f"{name:20s} {kind:26s} {lines} images in {result['seconds']:.1f} s "
+                    f"({row['images_per_second']:.0f} img/s), peak RSS {result['peak_rss_mib']:.0f} MiB, "
+                    f"torch imported: {result['torch_imported']}",
+                    flush=True,
+                )
     print()
     print("| model | from | images | seconds | images/s | peak RSS | torch imported |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['model']} | {row['from']} | {row['images']} | {row['seconds']:.1f} | "
-              f"{row['images_per_second']:.0f} | {row['peak_rss_mib']:.0f} MiB | {row['torch_imported']} |")
+        print(
+            f"| {row['model']} | {row['from']} | {row['images']} | {row['seconds']:.1f} | "
+            f"{row['images_per_second']:.0f} | {row['peak_rss_mib']:.0f} MiB | {row['torch_imported']} |"
+        )
     write_results(args.out, {"data": str(data), "rows": rows})
     return 0
 

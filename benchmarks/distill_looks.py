@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from _common import RESULTS, write_results
 from distill_target import halves
 from loso import link_sources
@@ -49,8 +48,12 @@ def maps_for(run: Path, files: list[Path]) -> dict[str, torch.Tensor]:
     predicted = predict_probabilities(model, images, tta=False).argmax(1)
     maps = {}
     for name, method in (("gradcam", gradcam), ("occlusion", occlusion)):
-        found = torch.cat([method(model, to_float(images[start:start + 16]), predicted[start:start + 16])
-                           for start in range(0, len(files), 16)])
+        found = torch.cat(
+            [
+                method(model, to_float(images[start : start + 16]), predicted[start : start + 16])
+                for start in range(0, len(files), 16)
+            ]
+        )
         maps[name] = F.interpolate(found[:, None], size=(GRID, GRID), mode="bilinear", align_corners=False)[:, 0]
     return maps
 
@@ -114,19 +117,39 @@ def main() -> int:
                     row.update({f"{method} {key}": sum(values) / len(values) for key, values in found.items()})
             picture = decode_image_and_size(test[0], GRID * 2)[0]
             examples.append((picture, {name: maps[name]["occlusion"][0] for name in MODELS}))
-            print(source, {name: {key: round(value, 2) for key, value in row.items()}
-                           for name, row in per_source[source].items()}, flush=True)
+            print(
+                source,
+                {
+                    name: {key: round(value, 2) for key, value in row.items()}
+                    for name, row in per_source[source].items()
+                },
+                flush=True,
+            )
     keys = [f"{method} {key}" for method in ("gradcam", "occlusion") for key in ("pointing", "correlation")]
-    summary = {name: {key: mean_interval([per_source[source][name][key] for source in per_source],
-                                         bounds=(-1.0, 1.0) if key.endswith("correlation") else (0.0, 1.0))
-                      for key in keys} for name in MODELS[1:]}
-    print(f"\nAgreement with the teacher's map (mean over {len(per_source)} sources, 95% CI over sources); pointing: "
-          f"the hottest pixel lies in the teacher's top {TOP_SHARE:.0%} (chance {TOP_SHARE:.0%})")
+    summary = {
+        name: {
+            key: mean_interval(
+                [per_source[source][name][key] for source in per_source],
+                bounds=(-1.0, 1.0) if key.endswith("correlation") else (0.0, 1.0),
+            )
+            for key in keys
+        }
+        for name in MODELS[1:]
+    }
+    print(
+        f"\nAgreement with the teacher's map (mean over {len(per_source)} sources, 95% CI over sources); pointing: "
+        f"the hottest pixel lies in the teacher's top {TOP_SHARE:.0%} (chance {TOP_SHARE:.0%})"
+    )
     print("| model | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for name, row in summary.items():
-        print(f"| {name} | " + " | ".join(f"{row[key]['mean']:.2f} ({row[key]['ci95'][0]:.2f} to {row[key]['ci95'][1]:.2f})"
-                                         for key in keys) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(
+                f"{row[key]['mean']:.2f} ({row[key]['ci95'][0]:.2f} to {row[key]['ci95'][1]:.2f})" for key in keys
+            )
+            + " |"
+        )
     figure(examples[:6], out / "looks.png")
     print(f"figure: {out / 'looks.png'}")
     write_results(out / "looks.json", {"seed": args.seed, "per_source": per_source, "summary": summary})

@@ -106,8 +106,10 @@ def run_fold(folder: Path, runs: Path, seed: int) -> dict[str, float]:
     api.train(data, runs / "default", **common)
     api.train(data, runs / "distill", teacher=teacher, **common)
     api.train(data, runs / "distill+target", teacher=teacher, unlabeled=folder / "unlabeled", **common)
-    accuracy = {name: api.evaluate(runs / name, folder / "test", **quiet)["accuracy"]
-                for name in ("default", "probe", "distill", "distill+target")}
+    accuracy = {
+        name: api.evaluate(runs / name, folder / "test", **quiet)["accuracy"]
+        for name in ("default", "probe", "distill", "distill+target")
+    }
     accuracy["probe@64px"] = api.evaluate(teacher, folder / "test64", **quiet)["accuracy"]
     return accuracy
 
@@ -118,12 +120,23 @@ def summarise(table: dict[str, dict[str, list[float]]]) -> dict:
     from pasture.core.stats import mean_interval, paired_comparison
 
     sources = sorted(table)
-    means = {condition: [sum(table[s][condition]) / len(table[s][condition]) for s in sources]
-             for condition in table[sources[0]]}
-    summary = {"n_sources": len(sources), "sources": sources, "per_source": means,
-               "conditions": {condition: mean_interval(values) for condition, values in means.items()}}
-    pairs = [("distill", "default"), ("distill+target", "distill"), ("distill+target", "default"),
-             ("distill+target", "probe"), ("probe@64px", "probe")]
+    means = {
+        condition: [sum(table[s][condition]) / len(table[s][condition]) for s in sources]
+        for condition in table[sources[0]]
+    }
+    summary = {
+        "n_sources": len(sources),
+        "sources": sources,
+        "per_source": means,
+        "conditions": {condition: mean_interval(values) for condition, values in means.items()},
+    }
+    pairs = [
+        ("distill", "default"),
+        ("distill+target", "distill"),
+        ("distill+target", "default"),
+        ("distill+target", "probe"),
+        ("probe@64px", "probe"),
+    ]
     summary["paired"] = [{"condition": a, "baseline": b, **paired_comparison(means[a], means[b])} for a, b in pairs]
     return summary
 
@@ -146,22 +159,36 @@ def main() -> int:
         sizes = build_fold(pool, held_out, folder)
         for seed in range(args.seeds):
             if str(seed) not in rows.get(held_out, {}):
-                rows.setdefault(held_out, {})[str(seed)] = run_fold(folder, out / "runs" / held_out / f"seed{seed}", seed)
+                rows.setdefault(held_out, {})[str(seed)] = run_fold(
+                    folder, out / "runs" / held_out / f"seed{seed}", seed
+                )
                 atomic_write_json(rows_file, rows)
             accuracy = rows[held_out][str(seed)]
-            print(f"{held_out} seed {seed} (train {sizes['train']}, unlabeled {sizes['unlabeled']}, test "
-                  f"{sizes['test']}): " + ", ".join(f"{c} {v:.0%}" for c, v in accuracy.items()), flush=True)
+            print(
+                f"{held_out} seed {seed} (train {sizes['train']}, unlabeled {sizes['unlabeled']}, test "
+                f"{sizes['test']}): " + ", ".join(f"{c} {v:.0%}" for c, v in accuracy.items()),
+                flush=True,
+            )
     shutil.rmtree(SCRATCH, ignore_errors=True)
-    table = {source: {condition: [rows[source][str(seed)][condition] for seed in range(args.seeds)]
-                      for condition in rows[source]["0"]} for source in sorted(counts)}
+    table = {
+        source: {
+            condition: [rows[source][str(seed)][condition] for seed in range(args.seeds)]
+            for condition in rows[source]["0"]
+        }
+        for source in sorted(counts)
+    }
     summary = summarise(table)
-    print(f"\n| condition | accuracy on the held-out half of an unseen source (mean over {summary['n_sources']} "
-          "sources, 95% CI over sources) |\n|---|---|")
+    print(
+        f"\n| condition | accuracy on the held-out half of an unseen source (mean over {summary['n_sources']} "
+        "sources, 95% CI over sources) |\n|---|---|"
+    )
     for condition, row in summary["conditions"].items():
         print(f"| {condition} | {row['mean']:.1%} ({row['ci95'][0]:.1%}-{row['ci95'][1]:.1%}), n={row['n']} |")
     for pair in summary["paired"]:
-        print(f"{pair['condition']} vs {pair['baseline']}: {pair['mean_difference']:+.1%} ({pair['ci95'][0]:+.1%} to "
-              f"{pair['ci95'][1]:+.1%}, p={pair['p_value']:.3f})")
+        print(
+            f"{pair['condition']} vs {pair['baseline']}: {pair['mean_difference']:+.1%} ({pair['ci95'][0]:+.1%} to "
+            f"{pair['ci95'][1]:+.1%}, p={pair['p_value']:.3f})"
+        )
     write_results(out / "distill_target.json", {"seeds": args.seeds, "table": table, **summary})
     return 0
 

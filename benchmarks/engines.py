@@ -26,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
-
 import torch
+from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
 from pasture import api
 from pasture.core.device import cpu_model
@@ -41,6 +40,7 @@ def _records(out: Path) -> dict:
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
+
     return {p.parent.name: strip(json.loads(p.read_text())["record"]) for p in out.glob("runs/*/result.json")}
 
 
@@ -49,9 +49,12 @@ def study(data: str, seeds: int, scratch: Path) -> list[dict]:
     torch thread count (the local engine gives --jobs 2 workers 1 thread each, --jobs 1 all cores)."""
     api.experiment(data, scratch / "warm", paper=True, seeds=1, quiet=True)  # trains the GANs once
     cores = os.cpu_count() or 1
-    engines = (("local --jobs 1", {"jobs": 1}, cores), ("local --jobs 2", {"jobs": 2}, max(1, cores // 2)),
-               ("ray, 1 thread per run", {"engine": "ray"}, 1),
-               ("ray, 2 threads per run", {"engine": "ray", "threads_per_run": 2}, 2))
+    engines = (
+        ("local --jobs 1", {"jobs": 1}, cores),
+        ("local --jobs 2", {"jobs": 2}, max(1, cores // 2)),
+        ("ray, 1 thread per run", {"engine": "ray"}, 1),
+        ("ray, 2 threads per run", {"engine": "ray", "threads_per_run": 2}, 2),
+    )
     rows, seen = [], {}  # threads -> (engine, records, verdicts) of the first engine with that thread count
     for label, options, threads in engines:
         out = scratch / label.replace(" ", "_").replace(",", "")
@@ -61,14 +64,23 @@ def study(data: str, seeds: int, scratch: Path) -> list[dict]:
         records = _records(out)
         verdicts = [(c["condition"], c["baseline"], c["verdict"]) for c in results["comparisons"]]
         reference = seen.setdefault(threads, (label, records, verdicts))
-        row = {"engine": label, "threads_per_run": threads, "seconds": seconds, "runs": len(records),
-               "compared_with": reference[0], "same_records": records == reference[1],
-               "same_verdicts": verdicts == reference[2], "verdicts": verdicts,
-               "means": {row["condition"]: row["test"]["mean"] for row in results["conditions"]}}
+        row = {
+            "engine": label,
+            "threads_per_run": threads,
+            "seconds": seconds,
+            "runs": len(records),
+            "compared_with": reference[0],
+            "same_records": records == reference[1],
+            "same_verdicts": verdicts == reference[2],
+            "verdicts": verdicts,
+            "means": {row["condition"]: row["test"]["mean"] for row in results["conditions"]},
+        }
         rows.append(row)
-        print(f"{label:24s} {threads} thread(s)/run {seconds:7.1f} s  {len(records)} runs  "
-              f"records equal to {reference[0]}: {row['same_records']}, verdicts equal: {row['same_verdicts']}",
-              flush=True)
+        print(
+            f"{label:24s} {threads} thread(s)/run {seconds:7.1f} s  {len(records)} runs  "
+            f"records equal to {reference[0]}: {row['same_records']}, verdicts equal: {row['same_verdicts']}",
+            flush=True,
+        )
     return rows
 
 
@@ -91,17 +103,26 @@ def overhead(data: str, runs: int, scratch: Path) -> dict:
     timings["ray"] = time.perf_counter() - started
     timings["ray_run_seconds"] = on_ray["conditions"][0]["seconds_per_run"]
     per_run = (timings["ray"] - timings["local"]) / runs
-    print(f"{runs} tiny runs ({timings['local_run_seconds']:.2f} s each): local {timings['local']:.1f} s, ray (1 CPU) "
-          f"{timings['ray']:.1f} s; Ray costs {per_run * 1000:.0f} ms per run; starting a local Ray took "
-          f"{timings['ray_start_seconds']:.1f} s", flush=True)
+    print(
+        f"{runs} tiny runs ({timings['local_run_seconds']:.2f} s each): local {timings['local']:.1f} s, ray (1 CPU) "
+        f"{timings['ray']:.1f} s; Ray costs {per_run * 1000:.0f} ms per run; starting a local Ray took "
+        f"{timings['ray_start_seconds']:.1f} s",
+        flush=True,
+    )
     return {**timings, "runs": runs, "ray_seconds_per_run": per_run}
 
 
 def _experiment_with(engine, data: str, out: Path, conditions: list[str], seeds: int) -> dict:
     from pasture.study.experiment import ExperimentSpec, parse_condition, run_experiment
 
-    spec = ExperimentSpec(data=data, out=str(out), conditions=[parse_condition(c) for c in conditions], seeds=seeds,
-                          quiet=True, engine=engine)
+    spec = ExperimentSpec(
+        data=data,
+        out=str(out),
+        conditions=[parse_condition(c) for c in conditions],
+        seeds=seeds,
+        quiet=True,
+        engine=engine,
+    )
     try:
         return run_experiment(spec)
     finally:

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
 MODELS = {
@@ -67,24 +66,32 @@ def main() -> int:
             images = load_dataset(data, config["image_size"], warn=lambda message: None).test.images[:32]
             tta = config["recipe"]["tta"]
             row = {
-                "model": name, "image_size": config["image_size"], "megabytes": info["bytes"] / 1e6,
-                "parity_max_abs": info["parity_max_abs"], "checked_on": info["checked_on"],
+                "model": name,
+                "image_size": config["image_size"],
+                "megabytes": info["bytes"] / 1e6,
+                "parity_max_abs": info["parity_max_abs"],
+                "checked_on": info["checked_on"],
                 "torch_1_ms": p50_ms(lambda: predict_probabilities(model, images[:1], tta=tta), args.repeats),
                 "onnx_1_ms": p50_ms(lambda: exported.probabilities(images[:1].numpy()), args.repeats),
                 "torch_32_ms": p50_ms(lambda: predict_probabilities(model, images, tta=tta), max(5, args.repeats // 5)),
                 "onnx_32_ms": p50_ms(lambda: exported.probabilities(images.numpy()), max(5, args.repeats // 5)),
             }
             rows.append(row)
-            print(f"{name:32s} {row['megabytes']:6.2f} MB  parity {row['parity_max_abs']:.1e}  1 image: torch "
-                  f"{row['torch_1_ms']:.1f} ms, onnxruntime {row['onnx_1_ms']:.1f} ms; 32 images: torch "
-                  f"{row['torch_32_ms']:.0f} ms, onnxruntime {row['onnx_32_ms']:.0f} ms", flush=True)
+            print(
+                f"{name:32s} {row['megabytes']:6.2f} MB  parity {row['parity_max_abs']:.1e}  1 image: torch "
+                f"{row['torch_1_ms']:.1f} ms, onnxruntime {row['onnx_1_ms']:.1f} ms; 32 images: torch "
+                f"{row['torch_32_ms']:.0f} ms, onnxruntime {row['onnx_32_ms']:.0f} ms",
+                flush=True,
+            )
     print()
     print("| model | input | file | max abs parity | 1 image torch / onnxruntime | 32 images torch / onnxruntime |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['model']} | {row['image_size']} px | {row['megabytes']:.1f} MB | {row['parity_max_abs']:.0e} | "
-              f"{row['torch_1_ms']:.1f} / {row['onnx_1_ms']:.1f} ms | {row['torch_32_ms']:.0f} / "
-              f"{row['onnx_32_ms']:.0f} ms |")
+        print(
+            f"| {row['model']} | {row['image_size']} px | {row['megabytes']:.1f} MB | {row['parity_max_abs']:.0e} | "
+            f"{row['torch_1_ms']:.1f} / {row['onnx_1_ms']:.1f} ms | {row['torch_32_ms']:.0f} / "
+            f"{row['onnx_32_ms']:.0f} ms |"
+        )
     write_results(args.out, {"data": str(data), "threads": torch.get_num_threads(), "rows": rows})
     return 0
 

@@ -24,18 +24,17 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
-from pasture.data import load_dataset, validation_split
 from pasture.classify.evaluate import evaluate_model
-from pasture.gan.nets import Discriminator
-from pasture.gan.presets import get_gan_preset
-from pasture.gan.trainer import to_gan_range, train_gan
+from pasture.classify.fit import train_classifier
 from pasture.classify.probe import fit_linear_head
 from pasture.classify.recipes import get_recipe
 from pasture.core.stats import mean_interval
-from pasture.classify.fit import train_classifier
-
-from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
+from pasture.data import load_dataset, validation_split
+from pasture.gan.nets import Discriminator
+from pasture.gan.presets import get_gan_preset
+from pasture.gan.trainer import to_gan_range, train_gan
 
 
 @torch.no_grad()
@@ -56,8 +55,9 @@ def probe_accuracy(discriminator: Discriminator, dataset, seed: int) -> float:
     train_features = discriminator_features(discriminator, dataset.train.images)
     test_features = discriminator_features(discriminator, dataset.test.images)
     mean, std = train_features.mean(0), train_features.std(0) + 1e-6
-    head, _, _ = fit_linear_head((train_features - mean) / std, dataset.train.labels, len(dataset.classes),
-                                 get_recipe("probe"), seed=seed)
+    head, _, _ = fit_linear_head(
+        (train_features - mean) / std, dataset.train.labels, len(dataset.classes), get_recipe("probe"), seed=seed
+    )
     with torch.no_grad():
         predicted = head((test_features - mean) / std).argmax(1)
     return float((predicted == dataset.test.labels).float().mean())
@@ -92,8 +92,9 @@ def main() -> int:
 
         started = time.perf_counter()
         torch.manual_seed(split)
-        scores["random D"].append(probe_accuracy(Discriminator(preset.image_size, preset.ndf, num_classes), dataset,
-                                                 split))
+        scores["random D"].append(
+            probe_accuracy(Discriminator(preset.image_size, preset.ndf, num_classes), dataset, split)
+        )
         seconds["random D"].append(time.perf_counter() - started)
 
         if small.image_size == preset.image_size:
@@ -102,8 +103,10 @@ def main() -> int:
             report = evaluate_model(model, dataset.test.images, dataset.test.labels, dataset.classes, tta=small.tta)
             scores["small-data"].append(report["accuracy"])
             seconds["small-data"].append(time.perf_counter() - started)
-        print(f"split {split}: " + ", ".join(f"{name} {values[-1]:.3f}" for name, values in scores.items() if values),
-              flush=True)
+        print(
+            f"split {split}: " + ", ".join(f"{name} {values[-1]:.3f}" for name, values in scores.items() if values),
+            flush=True,
+        )
     rows = []
     print()
     print("| start | validation accuracy (mean +/- std) | runs x n | s/run |")
@@ -113,10 +116,19 @@ def main() -> int:
         if not values:
             continue
         summary = mean_interval(values)
-        rows.append({"name": name, "accuracy": summary, "per_run": values, "n_per_run": n,
-                     "seconds_per_run": sum(seconds[name]) / len(seconds[name])})
-        print(f"| {name} | {summary['mean']:.1%} +/- {summary['std']:.1%} | {len(values)} x {n} | "
-              f"{rows[-1]['seconds_per_run']:.1f} |")
+        rows.append(
+            {
+                "name": name,
+                "accuracy": summary,
+                "per_run": values,
+                "n_per_run": n,
+                "seconds_per_run": sum(seconds[name]) / len(seconds[name]),
+            }
+        )
+        print(
+            f"| {name} | {summary['mean']:.1%} +/- {summary['std']:.1%} | {len(values)} x {n} | "
+            f"{rows[-1]['seconds_per_run']:.1f} |"
+        )
     write_results(args.out, {"data": str(args.data), "gan_preset": preset.to_dict(), "rows": rows})
     return 0
 

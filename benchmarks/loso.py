@@ -60,8 +60,16 @@ def run_loso(conditions: list[str], seeds: int, out: str, command: list[str], jo
         data = Path(scratch) / "data"
         counts = link_sources(data)
         print("sources:", ", ".join(f"{name} {count}" for name, count in sorted(counts.items())), flush=True)
-        return api.experiment(data, out, conditions=conditions, seeds=seeds, folds="groups", groups="subfolders",
-                              command=command, jobs=jobs)
+        return api.experiment(
+            data,
+            out,
+            conditions=conditions,
+            seeds=seeds,
+            folds="groups",
+            groups="subfolders",
+            command=command,
+            jobs=jobs,
+        )
 
 
 def run_held_out(conditions: list[str], sources: list[str], out: str, seed: int = 0) -> dict:
@@ -88,13 +96,22 @@ def run_held_out(conditions: list[str], sources: list[str], out: str, seed: int 
                 condition = parse_condition(text)
                 run = Path(out) / f"{condition.name}__{source}"
                 if not (run / "metrics.json").is_file():
-                    api.train(train, run, recipe=condition.recipe, seed=seed, quiet=True, test_fraction=0.05,
-                              resume=run.exists(), **dict(condition.overrides))
+                    api.train(
+                        train,
+                        run,
+                        recipe=condition.recipe,
+                        seed=seed,
+                        quiet=True,
+                        test_fraction=0.05,
+                        resume=run.exists(),
+                        **dict(condition.overrides),
+                    )
                 report = api.evaluate(run, held)
                 recalls = [value["accuracy"] for value in report["per_class"].values()]
                 scores.setdefault(condition.name, {})[source] = sum(recalls) / len(recalls)
-                print(f"{condition.name} on {source}: {scores[condition.name][source]:.1%} (n={report['n']})",
-                      flush=True)
+                print(
+                    f"{condition.name} on {source}: {scores[condition.name][source]:.1%} (n={report['n']})", flush=True
+                )
             shutil.rmtree(Path(scratch) / source)
     return scores
 
@@ -102,17 +119,25 @@ def run_held_out(conditions: list[str], sources: list[str], out: str, seed: int 
 def print_table(results: dict) -> None:
     groups = list(results["conditions"][0]["per_group"])
     print()
-    print(f"| condition | balanced accuracy on unseen sources (mean over {len(groups)} sources, 95% CI over sources) | "
-          + " | ".join(groups) + " |")
+    print(
+        f"| condition | balanced accuracy on unseen sources (mean over {len(groups)} sources, 95% CI over sources) | "
+        + " | ".join(groups)
+        + " |"
+    )
     print("|---|---|" + "---|" * len(groups))
     for row in results["conditions"]:
         balanced = row["balanced_over_groups"]
-        print(f"| {row['condition']} | {balanced['mean']:.1%} ({balanced['ci95'][0]:.1%}-{balanced['ci95'][1]:.1%}) | "
-              + " | ".join(f"{row['per_group'][group]['mean']:.0%}" for group in groups) + " |")
+        print(
+            f"| {row['condition']} | {balanced['mean']:.1%} ({balanced['ci95'][0]:.1%}-{balanced['ci95'][1]:.1%}) | "
+            + " | ".join(f"{row['per_group'][group]['mean']:.0%}" for group in groups)
+            + " |"
+        )
     for comparison in results["comparisons"]:
-        print(f"{comparison['condition']} vs {comparison['baseline']}: {comparison['mean_difference']:+.1%} "
-              f"({comparison['ci95'][0]:+.1%} to {comparison['ci95'][1]:+.1%}, p={comparison['p_value']:.3f}, "
-              f"{comparison['n_pairs']} sources paired): {comparison['verdict']}")
+        print(
+            f"{comparison['condition']} vs {comparison['baseline']}: {comparison['mean_difference']:+.1%} "
+            f"({comparison['ci95'][0]:+.1%} to {comparison['ci95'][1]:+.1%}, p={comparison['p_value']:.3f}, "
+            f"{comparison['n_pairs']} sources paired): {comparison['verdict']}"
+        )
 
 
 def main() -> int:
@@ -120,11 +145,19 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--conditions", nargs="+", default=DEFAULT_CONDITIONS)
     parser.add_argument("--out", default=str(RESULTS / "loso"))
-    parser.add_argument("--hold-out", nargs="+", metavar="SOURCE",
-                        help="hold out only these sources, one seed, with pasture train (for conditions too costly for "
-                             "all 8 on 2 cores, e.g. --conditions finetune finetune-wise --hold-out racing-tv chute-video)")
-    parser.add_argument("--jobs", default="auto", type=lambda text: text if text == "auto" else int(text),
-                        help="runs at once (auto: one single-threaded run per core; a study with runs keeps theirs)")
+    parser.add_argument(
+        "--hold-out",
+        nargs="+",
+        metavar="SOURCE",
+        help="hold out only these sources, one seed, with pasture train (for conditions too costly for "
+        "all 8 on 2 cores, e.g. --conditions finetune finetune-wise --hold-out racing-tv chute-video)",
+    )
+    parser.add_argument(
+        "--jobs",
+        default="auto",
+        type=lambda text: text if text == "auto" else int(text),
+        help="runs at once (auto: one single-threaded run per core; a study with runs keeps theirs)",
+    )
     args = parser.parse_args()
     conditions = [CONDITIONS.get(name, name) for name in args.conditions]
     if args.hold_out:
@@ -135,8 +168,9 @@ def main() -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "held_out.json").write_text(json.dumps(scores, indent=2) + "\n")
         return 0
-    results = run_loso(conditions, args.seeds, args.out, ["python", "benchmarks/loso.py", *sys.argv[1:]],
-                       jobs=args.jobs)
+    results = run_loso(
+        conditions, args.seeds, args.out, ["python", "benchmarks/loso.py", *sys.argv[1:]], jobs=args.jobs
+    )
     print_table(results)
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import RESULTS, write_results
 from loso import link_sources
 
@@ -71,20 +70,40 @@ def main() -> int:
             chosen[name] = (how["held_out_cross_entropy_by_c"][str(c)], c)
         best = min(args.candidates, key=lambda name: chosen[name])
         head = fit_logistic_head(features[best][inside], labels[inside], 2, chosen[best][1], True)
-        rows[source] = {"chosen": best, "c": chosen[best][1], "balanced_accuracy": balanced_accuracy(
-            head, features[best][~inside], labels[~inside]), "inner_cross_entropy": {n: v[0] for n, v in chosen.items()}}
-        print(f"{source[:40]:40} chose {best:20} C={chosen[best][1]:<5} {rows[source]['balanced_accuracy']:.1%}",
-              flush=True)
+        rows[source] = {
+            "chosen": best,
+            "c": chosen[best][1],
+            "balanced_accuracy": balanced_accuracy(head, features[best][~inside], labels[~inside]),
+            "inner_cross_entropy": {n: v[0] for n, v in chosen.items()},
+        }
+        print(
+            f"{source[:40]:40} chose {best:20} C={chosen[best][1]:<5} {rows[source]['balanced_accuracy']:.1%}",
+            flush=True,
+        )
     scores = [row["balanced_accuracy"] for row in rows.values()]
     final = {name: choose_head_c(features[name], labels, 2, True, groups, seed=0)[1] for name in args.candidates}
-    on_all = min(args.candidates, key=lambda name: final[name]["held_out_cross_entropy_by_c"][str(final[name]["chosen_c"])])
-    print(f"\nnested choice: mean {sum(scores) / len(scores):.1%} over {len(scores)} held-out sources, lowest "
-          f"{min(scores):.1%}")
-    print(f"chosen on all {len(sources)} sources: {on_all} (the default recipe's is "
-          f"{resolve_recipe(DEFAULT_RECIPE).model})  [{time.perf_counter() - started:.0f} s]")
-    write_results(args.out, {"command": ["python", "benchmarks/probe_choice.py", *sys.argv[1:]], "per_source": rows,
-                             "nested_mean": sum(scores) / len(scores), "nested_lowest": min(scores),
-                             "chosen_on_all": on_all, "candidates": args.candidates})
+    on_all = min(
+        args.candidates, key=lambda name: final[name]["held_out_cross_entropy_by_c"][str(final[name]["chosen_c"])]
+    )
+    print(
+        f"\nnested choice: mean {sum(scores) / len(scores):.1%} over {len(scores)} held-out sources, lowest "
+        f"{min(scores):.1%}"
+    )
+    print(
+        f"chosen on all {len(sources)} sources: {on_all} (the default recipe's is "
+        f"{resolve_recipe(DEFAULT_RECIPE).model})  [{time.perf_counter() - started:.0f} s]"
+    )
+    write_results(
+        args.out,
+        {
+            "command": ["python", "benchmarks/probe_choice.py", *sys.argv[1:]],
+            "per_source": rows,
+            "nested_mean": sum(scores) / len(scores),
+            "nested_lowest": min(scores),
+            "chosen_on_all": on_all,
+            "candidates": args.candidates,
+        },
+    )
     return 0
 
 

@@ -21,13 +21,13 @@ import sys
 import tempfile
 import time
 
-from pasture.data import load_dataset, validation_split
+from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
+
 from pasture.classify.evaluate import evaluate_model
+from pasture.classify.fit import train_classifier
 from pasture.classify.recipes import get_recipe
 from pasture.core.stats import mean_interval, wilson_interval
-from pasture.classify.fit import train_classifier
-
-from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
+from pasture.data import load_dataset, validation_split
 
 SMALL = get_recipe("small-data")
 FINAL = {
@@ -96,23 +96,39 @@ def main() -> int:
             n_total += report["n"]
             seconds.append(elapsed)
         summary = mean_interval(accuracies)
-        rows.append({
-            "name": name, "recipe": recipe.to_dict(), "split": "validation" if args.tune else "test",
-            "accuracy": summary, "pooled_wilson95": list(wilson_interval(correct, n_total)),
-            "per_run": accuracies, "n_per_run": plans[0][0].test.labels.shape[0], "runs": len(plans),
-            "seconds_per_run": sum(seconds) / len(seconds),
-        })
-        print(f"{name:32s} {rows[-1]['split']} {summary['mean']:.3f} +/- {summary['std']:.3f}  "
-              f"(runs={len(plans)}, n={rows[-1]['n_per_run']}, {rows[-1]['seconds_per_run']:.1f}s/run)", flush=True)
+        rows.append(
+            {
+                "name": name,
+                "recipe": recipe.to_dict(),
+                "split": "validation" if args.tune else "test",
+                "accuracy": summary,
+                "pooled_wilson95": list(wilson_interval(correct, n_total)),
+                "per_run": accuracies,
+                "n_per_run": plans[0][0].test.labels.shape[0],
+                "runs": len(plans),
+                "seconds_per_run": sum(seconds) / len(seconds),
+            }
+        )
+        print(
+            f"{name:32s} {rows[-1]['split']} {summary['mean']:.3f} +/- {summary['std']:.3f}  "
+            f"(runs={len(plans)}, n={rows[-1]['n_per_run']}, {rows[-1]['seconds_per_run']:.1f}s/run)",
+            flush=True,
+        )
     print()
-    print(f"| recipe | {'validation' if args.tune else 'test'} accuracy (mean +/- std) | pooled 95% CI | runs x n | s/run |")
+    print(
+        f"| recipe | {'validation' if args.tune else 'test'} accuracy (mean +/- std) | pooled 95% CI | runs x n | s/run |"
+    )
     print("|---|---|---|---|---|")
     for row in rows:
         low, high = row["pooled_wilson95"]
-        print(f"| {row['name']} | {row['accuracy']['mean']:.1%} +/- {row['accuracy']['std']:.1%} | {low:.1%}-{high:.1%} | "
-              f"{row['runs']} x {row['n_per_run']} | {row['seconds_per_run']:.1f} |")
-    write_results(args.out or RESULTS / ("recipes_tune.json" if args.tune else "recipes.json"),
-                  {"data": str(args.data), "rows": rows})
+        print(
+            f"| {row['name']} | {row['accuracy']['mean']:.1%} +/- {row['accuracy']['std']:.1%} | {low:.1%}-{high:.1%} | "
+            f"{row['runs']} x {row['n_per_run']} | {row['seconds_per_run']:.1f} |"
+        )
+    write_results(
+        args.out or RESULTS / ("recipes_tune.json" if args.tune else "recipes.json"),
+        {"data": str(args.data), "rows": rows},
+    )
     return 0
 
 

@@ -33,13 +33,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
 from pasture import api
 from pasture.classify.recipes import get_recipe
 from pasture.core.stats import wilson_interval
 from pasture.data import load_dataset
-
-from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
 RECIPES = ["default", "small-data", "probe", "finetune"]
 SOURCE_NAMES = {  # repository -> short name for the table
@@ -52,8 +51,14 @@ SOURCE_NAMES = {  # repository -> short name for the table
 def read_manifest(data: Path) -> list[dict]:
     """MANIFEST.csv rows with the file (train/cow/x.jpg), label and short source name."""
     with open(data / "MANIFEST.csv", newline="") as manifest:
-        return [{"file": row["file"], "label": row["label"],
-                 "source": SOURCE_NAMES.get(row["source_repo"], row["source_repo"])} for row in csv.DictReader(manifest)]
+        return [
+            {
+                "file": row["file"],
+                "label": row["label"],
+                "source": SOURCE_NAMES.get(row["source_repo"], row["source_repo"]),
+            }
+            for row in csv.DictReader(manifest)
+        ]
 
 
 def _link_tree(root: Path, rows: list[tuple[str, dict]], data: Path) -> Path:
@@ -108,7 +113,7 @@ def imagenet_zero_shot(images_uint8: torch.Tensor, classes: list[str]) -> torch.
     model, predicted = imagenet_classifier(), []
     with torch.no_grad():
         for start in range(0, len(images_uint8), 32):
-            batch = (to_float(images_uint8[start:start + 32]) - 0.5) / 0.5  # effnet-lite0's normalisation
+            batch = (to_float(images_uint8[start : start + 32]) - 0.5) / 0.5  # effnet-lite0's normalisation
             probabilities = model(batch).softmax(1)
             horse = probabilities[:, list(IMAGENET_HORSE)].sum(1) > probabilities[:, list(IMAGENET_CATTLE)].sum(1)
             predicted.append(torch.where(horse, classes.index("horse"), classes.index("cow")))
@@ -116,8 +121,15 @@ def imagenet_zero_shot(images_uint8: torch.Tensor, classes: list[str]) -> torch.
 
 
 def _pooled(totals: dict[str, list[int]], seeds: int) -> dict:
-    return {group: {"accuracy": right / n, "pooled_wilson95": list(wilson_interval(right, n)),
-                    "n_per_seed": n // seeds, "seeds": seeds} for group, (right, n) in sorted(totals.items())}
+    return {
+        group: {
+            "accuracy": right / n,
+            "pooled_wilson95": list(wilson_interval(right, n)),
+            "n_per_seed": n // seeds,
+            "seeds": seeds,
+        }
+        for group, (right, n) in sorted(totals.items())
+    }
 
 
 def main() -> int:
@@ -125,8 +137,12 @@ def main() -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", help="comma-separated recipe names (default: " + ",".join(RECIPES) + ")")
-    parser.add_argument("--zero-shot", action=argparse.BooleanOptionalAction, default=True,
-                        help="add effnet-lite0's own ImageNet head (cattle vs horse classes, no training) as a reference row")
+    parser.add_argument(
+        "--zero-shot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add effnet-lite0's own ImageNet head (cattle vs horse classes, no training) as a reference row",
+    )
     parser.add_argument("--out", default=str(RESULTS / "sources.json"))
     args = parser.parse_args()
     data = data_or_exit(args.data)
@@ -137,15 +153,22 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="pasture-sources-"))
     layouts = plans(data, read_manifest(data), scratch)
     rows = []
-    for name in (args.only.split(",") if args.only else RECIPES):
+    for name in args.only.split(",") if args.only else RECIPES:
         get_recipe(name)  # an unknown name fails here, before any training
         for plan, root in layouts.items():
             totals: dict[str, list[int]] = {}
             unseen_totals = [0, 0]
             per_seed, seconds = [], []
             for seed in range(args.seeds):
-                metrics = api.train(root, scratch / "runs" / f"{name}-{plan}-{seed}", recipe=name, seed=seed,
-                                    groups=str(root / "groups.csv"), quiet=True, warn=lambda message: None)
+                metrics = api.train(
+                    root,
+                    scratch / "runs" / f"{name}-{plan}-{seed}",
+                    recipe=name,
+                    seed=seed,
+                    groups=str(root / "groups.csv"),
+                    quiet=True,
+                    warn=lambda message: None,
+                )
                 seconds.append(metrics["train_seconds"])
                 counts = group_counts(metrics)
                 per_seed.append({group: right / n for group, (right, n) in counts.items()})
@@ -157,12 +180,26 @@ def main() -> int:
                     unseen_totals[0] += round(metrics["unseen"]["accuracy"] * metrics["unseen"]["n"])
                     unseen_totals[1] += metrics["unseen"]["n"]
             groups = _pooled(totals, args.seeds)
-            rows.append({"recipe": name, "plan": plan, "n_train": metrics["n_train"], "groups": groups,
-                         "unseen": _pooled({"unseen": unseen_totals}, args.seeds)["unseen"] if unseen_totals[1] else None,
-                         "per_seed": per_seed, "seconds_per_run": sum(seconds) / len(seconds)})
-            print(f"{name:10s} {plan:20s} " + "  ".join(
-                f"{group} {g['accuracy']:.0%} [{g['pooled_wilson95'][0]:.0%}-{g['pooled_wilson95'][1]:.0%}] "
-                f"n={g['n_per_seed']}" for group, g in groups.items()), flush=True)
+            rows.append(
+                {
+                    "recipe": name,
+                    "plan": plan,
+                    "n_train": metrics["n_train"],
+                    "groups": groups,
+                    "unseen": _pooled({"unseen": unseen_totals}, args.seeds)["unseen"] if unseen_totals[1] else None,
+                    "per_seed": per_seed,
+                    "seconds_per_run": sum(seconds) / len(seconds),
+                }
+            )
+            print(
+                f"{name:10s} {plan:20s} "
+                + "  ".join(
+                    f"{group} {g['accuracy']:.0%} [{g['pooled_wilson95'][0]:.0%}-{g['pooled_wilson95'][1]:.0%}] "
+                    f"n={g['n_per_seed']}"
+                    for group, g in groups.items()
+                ),
+                flush=True,
+            )
     if args.zero_shot:
         for plan, root in layouts.items():
             test = load_dataset(root, 224, warn=lambda message: None, groups=str(root / "groups.csv")).test
@@ -175,18 +212,25 @@ def main() -> int:
                 totals[key][1] += 1
             groups = _pooled(totals, 1)
             rows.append({"recipe": "imagenet zero-shot", "plan": plan, "groups": groups})
-            print(f"imagenet zero-shot {plan:20s} " + "  ".join(
-                f"{group} {g['accuracy']:.0%} n={g['n_per_seed']}" for group, g in groups.items()), flush=True)
+            print(
+                f"imagenet zero-shot {plan:20s} "
+                + "  ".join(f"{group} {g['accuracy']:.0%} n={g['n_per_seed']}" for group, g in groups.items()),
+                flush=True,
+            )
     print()
     print("| recipe | split | test group | accuracy (pooled over seeds) | 95% CI | images x seeds |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         for group, g in row["groups"].items():
             low, high = g["pooled_wilson95"]
-            print(f"| {row['recipe']} | {row['plan']} | {group} | {g['accuracy']:.1%} | {low:.1%}-{high:.1%} | "
-                  f"{g['n_per_seed']} x {g['seeds']} |")
-    print("\nThe pooled interval treats seeds x images as independent, which is optimistic: each seed sees the "
-          "same images.")
+            print(
+                f"| {row['recipe']} | {row['plan']} | {group} | {g['accuracy']:.1%} | {low:.1%}-{high:.1%} | "
+                f"{g['n_per_seed']} x {g['seeds']} |"
+            )
+    print(
+        "\nThe pooled interval treats seeds x images as independent, which is optimistic: each seed sees the "
+        "same images."
+    )
     write_results(args.out, {"data": str(data), "seeds": args.seeds, "rows": rows})
     return 0
 

@@ -41,8 +41,12 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--engine", default="local", choices=("local", "ray"))
-    parser.add_argument("--jobs", type=int, default=2, help="with --engine local (2 x 1 thread is 1.4x faster than "
-                                                            "1 x 2 threads on 2 cores: benchmarks/engines.py)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="with --engine local (2 x 1 thread is 1.4x faster than 1 x 2 threads on 2 cores: benchmarks/engines.py)",
+    )
     parser.add_argument("--loso-seeds", type=int, default=3)
     parser.add_argument("--skip-loso", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "tune_default"))
@@ -56,16 +60,30 @@ def main() -> int:
     space = out / "space.json"
     space.write_text(json.dumps(SPACE, indent=2))
     started = time.perf_counter()
-    result = api.tune(args.data, out / "search", space=space, recipe="default", trials=args.trials, folds=args.folds,
-                      seeds=args.seeds, engine=args.engine,
-                      jobs=args.jobs if args.engine == "local" else 1, command=["python", "benchmarks/tune_default.py", *sys.argv[1:]])
+    result = api.tune(
+        args.data,
+        out / "search",
+        space=space,
+        recipe="default",
+        trials=args.trials,
+        folds=args.folds,
+        seeds=args.seeds,
+        engine=args.engine,
+        jobs=args.jobs if args.engine == "local" else 1,
+        command=["python", "benchmarks/tune_default.py", *sys.argv[1:]],
+    )
     search_seconds = time.perf_counter() - started
     print(tune_text(result))
     payload = {"search": result, "search_seconds": search_seconds}
     if not args.skip_loso:
         started = time.perf_counter()
-        loso = run_loso(["default", f"tuned:recipe={result['best_recipe']}"], args.loso_seeds, str(RESULTS / "loso"),
-                        ["python", "benchmarks/tune_default.py", *sys.argv[1:]], jobs=args.jobs)
+        loso = run_loso(
+            ["default", f"tuned:recipe={result['best_recipe']}"],
+            args.loso_seeds,
+            str(RESULTS / "loso"),
+            ["python", "benchmarks/tune_default.py", *sys.argv[1:]],
+            jobs=args.jobs,
+        )
         payload["loso_seconds"] = time.perf_counter() - started
         print_table(loso)
         payload["loso"] = {"conditions": loso["conditions"], "comparisons": loso["comparisons"]}

@@ -11,7 +11,6 @@ import time
 from contextlib import contextmanager
 
 import pytest
-
 from conftest import make_image
 
 SIZE = 32  # px of the generated photos
@@ -26,8 +25,10 @@ def png(label: str, index: int) -> bytes:
 
 
 def photos(label: str, count: int, start: int = 0) -> list[tuple]:
-    return [(f"class_{0 if label == 'cow' else 1}", (f"{label}_{i}.png", png(label, i), "image/png"))
-            for i in range(start, start + count)]
+    return [
+        (f"class_{0 if label == 'cow' else 1}", (f"{label}_{i}.png", png(label, i), "image/png"))
+        for i in range(start, start + count)
+    ]
 
 
 def client_for(app, token: str | None = TOKEN):
@@ -49,8 +50,11 @@ def wait_for(client, job: str, limit: float = 120) -> dict:
 
 
 def teach(client, name: str = "first", epochs: int = 2, mode: str = "tiny") -> dict:
-    response = client.post("/api/teach", data={"classes": '["cow", "horse"]', "name": name, "mode": mode,
-                                               "epochs": str(epochs)}, files=photos("cow", 6) + photos("horse", 6))
+    response = client.post(
+        "/api/teach",
+        data={"classes": '["cow", "horse"]', "name": name, "mode": mode, "epochs": str(epochs)},
+        files=photos("cow", 6) + photos("horse", 6),
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -86,9 +90,17 @@ def chromium_browser():
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         try:
             yield browser
         finally:

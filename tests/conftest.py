@@ -31,11 +31,11 @@ def make_image(label: str, index: int, size: int = 24) -> Image.Image:
     if label == "cow":
         pixels[..., 0] += 150
         corner = rng.integers(0, size // 2)
-        pixels[corner:corner + size // 3, corner:corner + size // 3] = 240
+        pixels[corner : corner + size // 3, corner : corner + size // 3] = 240
     else:
         pixels[..., 2] += 150
         row = rng.integers(0, size - 4)
-        pixels[row:row + 3, :] = 10
+        pixels[row : row + 3, :] = 10
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
@@ -45,7 +45,8 @@ def write_class_folders(root: Path, counts: dict[str, int], size: int = 24, star
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(start, start + count):
             make_image(label if label in ("cow", "horse") else "horse", index, size).save(
-                folder / f"{label}_{index:03d}{suffix}")
+                folder / f"{label}_{index:03d}{suffix}"
+            )
     return root
 
 
@@ -115,8 +116,12 @@ with folder_lock(Path(sys.argv[1]), "test"):
 def held_by_another_process(folder: Path, last: str | None = None):
     """A second, live process holds `folder`'s lock (pasture's own folder_lock) until the block ends; then
     it runs `last` (Python) while still holding it, and lets go. Yields the process."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder), *([last] if last else [])],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(folder), *([last] if last else [])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         yield holder

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("fastapi", reason='the app extra is not installed (pip install -e ".[app]")')
 
-from appkit import TOKEN, chromium_browser, client_for, live, photos, png, wait_for  # noqa: E402
+from appkit import TOKEN, chromium_browser, client_for, live, photos, png, wait_for
 
-from pasture.app.server import create_app  # noqa: E402
+from pasture.app.server import create_app
 
 
 @pytest.fixture
@@ -23,8 +23,11 @@ def client(tmp_path):
 
 @pytest.fixture
 def taught(client):
-    response = client.post("/api/teach", data={"classes": '["cow", "horse"]', "name": "first", "mode": "tiny",
-                                               "epochs": "2"}, files=photos("cow", 6) + photos("horse", 6))
+    response = client.post(
+        "/api/teach",
+        data={"classes": '["cow", "horse"]', "name": "first", "mode": "tiny", "epochs": "2"},
+        files=photos("cow", 6) + photos("horse", 6),
+    )
     assert response.status_code == 200, response.text
     assert response.json()["run"] == "first" and response.json()["epochs"] == 2
     status = wait_for(client, response.json()["job"])
@@ -52,8 +55,13 @@ def test_runs_details_files_predict_and_export(client, taught, tmp_path):
     assert "Test accuracy" in details["card"]
     assert client.get("/api/runs/first/files/curves.png").headers["content-type"] == "image/png"
     assert client.get("/api/runs/first/files/config.json").status_code == 404  # only what the app shows
-    response = client.post("/api/runs/first/predict", files=[("photos", ("new.png", png("cow", 900), "image/png")),
-                                                            ("photos", ("notes.txt", b"hello", "text/plain"))])
+    response = client.post(
+        "/api/runs/first/predict",
+        files=[
+            ("photos", ("new.png", png("cow", 900), "image/png")),
+            ("photos", ("notes.txt", b"hello", "text/plain")),
+        ],
+    )
     good, bad = response.json()
     assert good["file"] == "new.png" and good["label"] in ("cow", "horse")
     if importlib.util.find_spec("captum") is not None:  # with the explain extra: where the model looked
@@ -75,28 +83,62 @@ def test_runs_details_files_predict_and_export(client, taught, tmp_path):
 LONG = "x" * 300
 
 
-@pytest.mark.parametrize("fields,files,fragment", [
-    ({"classes": '["cow"]'}, photos("cow", 4), "at least two classes"),
-    ({"classes": '["cow", "horse"]'}, photos("cow", 4), "class horse: give at least 2 photos"),
-    ({"classes": '["cow", "horse"]'}, photos("cow", 3) + [("class_1", ("a.txt", b"text", "text/plain"))] * 2,
-     "a.txt: is not an image"),
-    ({"classes": '["cow", "horse"]'}, photos("cow", 3) + [("class_1", ("big.png", b"0" * 300_000, "image/png"))] * 2,
-     "big.png: above the 195 KiB limit per photo"),
-    ({"classes": '["../x", "horse"]'}, photos("cow", 3) + photos("horse", 3), "class name '../x' holds a path separator"),
-    ({"classes": '["cow", "horse"]', "name": "../../escape"}, photos("cow", 3) + photos("horse", 3),
-     "run name '../../escape'"),
-    ({"classes": "cow, horse"}, photos("cow", 3) + photos("horse", 3), "classes: not a JSON list"),
-    ({"classes": f'["{LONG}", "horse"]'}, photos("cow", 3) + photos("horse", 3), "longer than 100 characters"),
-    ({"classes": '["cow", "horse"]', "name": LONG}, photos("cow", 3) + photos("horse", 3), "longer than 100 characters"),
-    ({"classes": '["cow", "horse"]', "name": ".data-x"}, photos("cow", 3) + photos("horse", 3), "cannot start with a dot"),
-    ({"classes": '["cow", "horse"]', "epochs": "abc"}, photos("cow", 3) + photos("horse", 3),
-     "epochs 'abc': give a whole number from 1 to 1000"),
-    ({"classes": '["cow", "horse"]', "epochs": "0"}, photos("cow", 3) + photos("horse", 3), "epochs '0'"),
-    ({"classes": '["cow", "horse"]', "epochs": "100000"}, photos("cow", 3) + photos("horse", 3), "epochs '100000'"),
-    ({"classes": '["cow", "horse"]', "mode": "fast"}, photos("cow", 3) + photos("horse", 3), "choose accurate or tiny"),
-    ({"classes": '["cow", "horse"]', "mode": "accurate", "epochs": "3"}, photos("cow", 3) + photos("horse", 3),
-     "the accurate mode has none"),
-])
+@pytest.mark.parametrize(
+    "fields,files,fragment",
+    [
+        ({"classes": '["cow"]'}, photos("cow", 4), "at least two classes"),
+        ({"classes": '["cow", "horse"]'}, photos("cow", 4), "class horse: give at least 2 photos"),
+        (
+            {"classes": '["cow", "horse"]'},
+            photos("cow", 3) + [("class_1", ("a.txt", b"text", "text/plain"))] * 2,
+            "a.txt: is not an image",
+        ),
+        (
+            {"classes": '["cow", "horse"]'},
+            photos("cow", 3) + [("class_1", ("big.png", b"0" * 300_000, "image/png"))] * 2,
+            "big.png: above the 195 KiB limit per photo",
+        ),
+        (
+            {"classes": '["../x", "horse"]'},
+            photos("cow", 3) + photos("horse", 3),
+            "class name '../x' holds a path separator",
+        ),
+        (
+            {"classes": '["cow", "horse"]', "name": "../../escape"},
+            photos("cow", 3) + photos("horse", 3),
+            "run name '../../escape'",
+        ),
+        ({"classes": "cow, horse"}, photos("cow", 3) + photos("horse", 3), "classes: not a JSON list"),
+        ({"classes": f'["{LONG}", "horse"]'}, photos("cow", 3) + photos("horse", 3), "longer than 100 characters"),
+        (
+            {"classes": '["cow", "horse"]', "name": LONG},
+            photos("cow", 3) + photos("horse", 3),
+            "longer than 100 characters",
+        ),
+        (
+            {"classes": '["cow", "horse"]', "name": ".data-x"},
+            photos("cow", 3) + photos("horse", 3),
+            "cannot start with a dot",
+        ),
+        (
+            {"classes": '["cow", "horse"]', "epochs": "abc"},
+            photos("cow", 3) + photos("horse", 3),
+            "epochs 'abc': give a whole number from 1 to 1000",
+        ),
+        ({"classes": '["cow", "horse"]', "epochs": "0"}, photos("cow", 3) + photos("horse", 3), "epochs '0'"),
+        ({"classes": '["cow", "horse"]', "epochs": "100000"}, photos("cow", 3) + photos("horse", 3), "epochs '100000'"),
+        (
+            {"classes": '["cow", "horse"]', "mode": "fast"},
+            photos("cow", 3) + photos("horse", 3),
+            "choose accurate or tiny",
+        ),
+        (
+            {"classes": '["cow", "horse"]', "mode": "accurate", "epochs": "3"},
+            photos("cow", 3) + photos("horse", 3),
+            "the accurate mode has none",
+        ),
+    ],
+)
 def test_bad_input_is_a_message_and_the_server_keeps_running(client, tmp_path, fields, files, fragment):
     response = client.post("/api/teach", data={"mode": "tiny", "epochs": "1", **fields}, files=files)
     assert response.status_code in (400, 413) and fragment in response.json()["error"], response.json()
@@ -109,8 +151,9 @@ def test_bad_input_is_a_message_and_the_server_keeps_running(client, tmp_path, f
 def test_a_long_upload_name_is_shortened_not_a_crash(client, tmp_path):
     long_name = "a" * 246 + ".png"  # 250 bytes: valid on disk, but the staging prefix used to push it over 255
     files = [("class_0", (long_name, png("cow", i), "image/png")) for i in range(3)] + photos("horse", 3)
-    response = client.post("/api/teach", data={"classes": '["cow", "horse"]', "name": "long", "mode": "tiny",
-                                               "epochs": "1"}, files=files)
+    response = client.post(
+        "/api/teach", data={"classes": '["cow", "horse"]', "name": "long", "mode": "tiny", "epochs": "1"}, files=files
+    )
     assert response.status_code == 200, response.text
     assert wait_for(client, response.json()["job"])["state"] == "done"
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi", reason='the app extra is not installed (pip install -e ".[app]")')
-import httpx  # noqa: E402
-from appkit import TOKEN, client_for, live, photos, png, teach, wait_for  # noqa: E402
+import httpx
+from appkit import TOKEN, client_for, live, photos, png, teach, wait_for
 
-from pasture import api  # noqa: E402
-from pasture.app import jobs as jobs_module  # noqa: E402
-from pasture.app.server import create_app  # noqa: E402
-from pasture.classify import fit  # noqa: E402
+from pasture import api
+from pasture.app import jobs as jobs_module
+from pasture.app.server import create_app
+from pasture.classify import fit
 
 
 @pytest.fixture
@@ -101,8 +101,11 @@ def test_a_teach_refused_while_training_stores_nothing(client, runs, paused_afte
     reached, go = paused_after_first_epoch
     job = teach(client, "first", epochs=3)
     assert reached.wait(timeout=60)
-    response = client.post("/api/teach", data={"classes": '["cow", "horse"]', "name": "second", "mode": "tiny"},
-                           files=photos("cow", 3) + photos("horse", 3))
+    response = client.post(
+        "/api/teach",
+        data={"classes": '["cow", "horse"]', "name": "second", "mode": "tiny"},
+        files=photos("cow", 3) + photos("horse", 3),
+    )
     assert response.status_code == 409 and "a training is running (first)" in response.json()["error"]
     assert kept(runs) == [".data-first", "first"]  # nothing of the refused teach
     go.set()
@@ -129,8 +132,16 @@ def _dead_pid() -> int:
 def test_start_up_removes_what_a_killed_app_left_and_nothing_else(runs, split_data):
     runs.mkdir()
     dead, alive = _dead_pid(), os.getppid()
-    for name in (f".upload-{dead}-abc", f".predict-{dead}-abc", ".upload-old", f".upload-{alive}-live",
-                 ".data-gone", ".data-finished", ".data-unfinished", ".data-live"):
+    for name in (
+        f".upload-{dead}-abc",
+        f".predict-{dead}-abc",
+        ".upload-old",
+        f".upload-{alive}-live",
+        ".data-gone",
+        ".data-finished",
+        ".data-unfinished",
+        ".data-live",
+    ):
         (runs / name / "data").mkdir(parents=True)
         (runs / name / "data" / "photo.png").write_bytes(png("cow", 0))
     (runs / ".data-live" / "owner.pid").write_text(f"{alive}\n")
@@ -139,8 +150,14 @@ def test_start_up_removes_what_a_killed_app_left_and_nothing_else(runs, split_da
     (runs / "unfinished" / "metrics.json").unlink()
     (runs / "my-notes").mkdir()  # the user's own folder
     create_app(runs, token=TOKEN)
-    assert kept(runs) == [".data-live", ".data-unfinished", f".upload-{alive}-live", "finished", "my-notes",
-                          "unfinished"]
+    assert kept(runs) == [
+        ".data-live",
+        ".data-unfinished",
+        f".upload-{alive}-live",
+        "finished",
+        "my-notes",
+        "unfinished",
+    ]
 
 
 def test_the_app_answers_while_a_test_runs(runs, split_data, monkeypatch):
@@ -159,9 +176,16 @@ def test_the_app_answers_while_a_test_runs(runs, split_data, monkeypatch):
     headers = {"X-Pasture-Token": TOKEN}
     with live(create_app(runs, token=TOKEN)) as base:
         answers = {}
-        testing = threading.Thread(target=lambda: answers.update(test=httpx.post(
-            f"{base}/api/runs/done/predict", headers=headers, timeout=60,
-            files=[("photos", ("a.png", png("cow", 1), "image/png"))])))
+        testing = threading.Thread(
+            target=lambda: answers.update(
+                test=httpx.post(
+                    f"{base}/api/runs/done/predict",
+                    headers=headers,
+                    timeout=60,
+                    files=[("photos", ("a.png", png("cow", 1), "image/png"))],
+                )
+            )
+        )
         testing.start()
         try:
             assert entered.wait(timeout=30)

@@ -18,10 +18,10 @@ import pytest
 
 pytest.importorskip("fastapi", reason='the app extra is not installed (pip install -e ".[app]")')
 
-from appkit import TOKEN, chromium_browser, client_for, free_port, live, photos, teach, wait_for  # noqa: E402
+from appkit import TOKEN, chromium_browser, client_for, free_port, live, photos, teach, wait_for
 
-from pasture.app.guard import host_name, local_url  # noqa: E402
-from pasture.app.server import create_app  # noqa: E402
+from pasture.app.guard import host_name, local_url
+from pasture.app.server import create_app
 
 
 @pytest.fixture
@@ -39,14 +39,18 @@ def written(runs: Path) -> list[str]:
     return sorted(path.name for path in runs.iterdir() if path.name != ".explanations")
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:7860", "127.0.0.1.evil.example", "localhost.:7860",
-                                  "", "127.0.0.1:x"])
-@pytest.mark.parametrize("method,path", [("GET", "/"), ("GET", "/api/runs"), ("GET", "/static/page.js"),
-                                         ("POST", "/api/teach")])
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:7860", "127.0.0.1.evil.example", "localhost.:7860", "", "127.0.0.1:x"]
+)
+@pytest.mark.parametrize(
+    "method,path", [("GET", "/"), ("GET", "/api/runs"), ("GET", "/static/page.js"), ("POST", "/api/teach")]
+)
 def test_a_foreign_host_is_refused_on_every_path(app, runs, host, method, path):
     # DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends its own name as Host.
     client = client_for(app)
-    response = client.request(method, path, headers={"Host": host}, files=photos("cow", 2) if method == "POST" else None)
+    response = client.request(
+        method, path, headers={"Host": host}, files=photos("cow", 2) if method == "POST" else None
+    )
     assert response.status_code == 403
     assert written(runs) == []
 
@@ -102,13 +106,24 @@ def test_every_answer_forbids_inline_script_and_framing(app):
         assert response.headers["x-content-type-options"] == "nosniff"
 
 
-@pytest.mark.parametrize("headers", [{"Origin": "http://evil.example"}, {"Origin": "null"},
-                                     {"Origin": "http://127.0.0.1:8000"},  # another port is another origin
-                                     {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://127.0.0.1:8000"},  # another port is another origin
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ],
+)
 def test_a_cross_site_write_is_refused_even_with_the_token(app, runs, headers):
     client = client_for(app)
-    response = client.post("/api/teach", headers=headers, files=photos("cow", 3) + photos("horse", 3),
-                           data={"classes": '["cow", "horse"]', "name": "pwned", "mode": "tiny", "epochs": "1"})
+    response = client.post(
+        "/api/teach",
+        headers=headers,
+        files=photos("cow", 3) + photos("horse", 3),
+        data={"classes": '["cow", "horse"]', "name": "pwned", "mode": "tiny", "epochs": "1"},
+    )
     assert response.status_code == 403, response.text
     assert client.post("/api/runs/x/export", headers=headers).status_code == 403
     assert client.delete("/api/runs/x", headers=headers).status_code == 403
@@ -117,9 +132,12 @@ def test_a_cross_site_write_is_refused_even_with_the_token(app, runs, headers):
 
 def test_the_page_own_writes_pass_the_origin_check(app, runs):
     client = client_for(app)
-    response = client.post("/api/teach", headers={"Origin": "http://127.0.0.1:7860", "Sec-Fetch-Site": "same-origin"},
-                           files=photos("cow", 3) + photos("horse", 3),
-                           data={"classes": '["cow", "horse"]', "name": "mine", "mode": "tiny", "epochs": "1"})
+    response = client.post(
+        "/api/teach",
+        headers={"Origin": "http://127.0.0.1:7860", "Sec-Fetch-Site": "same-origin"},
+        files=photos("cow", 3) + photos("horse", 3),
+        data={"classes": '["cow", "horse"]', "name": "mine", "mode": "tiny", "epochs": "1"},
+    )
     assert response.status_code == 200, response.text
     assert wait_for(client, response.json()["job"])["state"] == "done"
 
@@ -161,6 +179,7 @@ Promise.allSettled([
 
 def serve_page(html: str):
     """A second local web server (another origin: another port) serving one page; returns (url, stop)."""
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             body = html.encode()
@@ -201,8 +220,11 @@ def test_a_run_named_with_quotes_and_markup_is_shown_as_text_and_runs_no_script(
     app = create_app(runs, token=TOKEN)
     client = client_for(app)
     assert wait_for(client, teach(client)["job"])["state"] == "done"
-    hostile = ["x');document.title='XSS '+location.host;('", '<img src=x onerror="document.title=\'XSS2\'">',
-               "50% cows #1?"]  # and one that a URL would misread unless escaped
+    hostile = [
+        "x');document.title='XSS '+location.host;('",
+        "<img src=x onerror=\"document.title='XSS2'\">",
+        "50% cows #1?",
+    ]  # and one that a URL would misread unless escaped
     (runs / "first").rename(runs / hostile[0])
     shutil.copytree(runs / hostile[0], runs / hostile[1])
     shutil.copytree(runs / hostile[0], runs / hostile[2])
@@ -240,8 +262,10 @@ def _peak_rss_kib(pid: int) -> int:
 def _post_streamed(port: int, token: str, size: int, declared: int | None = None) -> tuple[int, bytes]:
     """POST a multipart upload of one `size`-byte file, generated chunk by chunk (the client never holds it)."""
     boundary = "pasture-test-boundary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"huge.png\"\r\n"
-            "Content-Type: image/png\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="photos"; filename="huge.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
     chunk = b"\0" * (1 << 20)
 
@@ -249,7 +273,7 @@ def _post_streamed(port: int, token: str, size: int, declared: int | None = None
         yield head
         left = size
         while left > 0:
-            yield chunk[:min(left, len(chunk))]
+            yield chunk[: min(left, len(chunk))]
             left -= len(chunk)
         yield tail
 
@@ -273,8 +297,12 @@ def test_an_oversized_upload_is_refused_without_the_server_holding_it(tmp_path):
     """A real `pasture app` process: a 400 MB "photo" is refused at the 20 MiB limit per photo while the
     server's peak memory grows by far less than the upload (before: by the whole upload)."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "pasture.cli", "app", "--runs", str(tmp_path / "runs"), "--port",
-                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pasture.cli", "app", "--runs", str(tmp_path / "runs"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = server.stdout.readline()  # printed once the app is built, before it listens
         token = re.search(r"\?token=(\S+)", line).group(1)

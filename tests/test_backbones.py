@@ -17,8 +17,11 @@ from pasture.models import create_model, get_spec
 from pasture.models.pretrained import BACKBONES, CONCATENATED, imagenet_weights_path, part_sizes
 
 SHARED_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "cowhorse-dev"
-INSTALLED = [name for name, backbone in BACKBONES.items()
-             if __import__("importlib").util.find_spec(backbone.weights_module) is not None]
+INSTALLED = [
+    name
+    for name, backbone in BACKBONES.items()
+    if __import__("importlib").util.find_spec(backbone.weights_module) is not None
+]
 
 
 @pytest.mark.parametrize("name", INSTALLED)
@@ -27,9 +30,11 @@ def test_each_backbone_loads_its_package_weights_at_its_native_size(name):
     source = torch.load(imagenet_weights_path(name), map_location="cpu", weights_only=True)
     assert torch.equal(next(iter(source.values())), next(iter(model.net.state_dict().values())))
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 3)
-    assert get_spec(name).native_image_size == BACKBONES[name].native_image_size == {"effnet-lite0": 224,
-                                                                                     "effnet-lite1": 240,
-                                                                                     "effnet-lite2": 260}[name]
+    assert (
+        get_spec(name).native_image_size
+        == BACKBONES[name].native_image_size
+        == {"effnet-lite0": 224, "effnet-lite1": 240, "effnet-lite2": 260}[name]
+    )
 
 
 @pytest.mark.skipif(not SHARED_DEV.is_dir(), reason=f"{SHARED_DEV} not found")
@@ -56,9 +61,14 @@ def test_the_pair_reads_each_backbone_at_its_own_size_and_concatenates_their_fea
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         features = model.net.forward_features(model.normalize(images))
-        alone = lite0.net.forward_head(lite0.net.forward_features(
-            torch.nn.functional.interpolate(lite0.normalize(images), size=(55, 55), mode="bilinear",
-                                            align_corners=False)), pre_logits=True)
+        alone = lite0.net.forward_head(
+            lite0.net.forward_features(
+                torch.nn.functional.interpolate(
+                    lite0.normalize(images), size=(55, 55), mode="bilinear", align_corners=False
+                )
+            ),
+            pre_logits=True,
+        )
     assert features.shape == (2, 1280 + 1280) and model.net.get_classifier().in_features == 2560
     assert torch.allclose(features[:, :1280], alone, atol=1e-5)  # the first part is Lite0, as it is alone
     with pytest.raises(Exception, match="takes no weights file"):
@@ -66,11 +76,15 @@ def test_the_pair_reads_each_backbone_at_its_own_size_and_concatenates_their_fea
 
 
 def test_feature_caches_are_kept_apart_per_backbone():
-    folders = {feature_cache(resolve_recipe("probe", model=name)).folder for name in
-               ("effnet-lite0", "effnet-lite2", "effnet-lite0+lite2")}
+    folders = {
+        feature_cache(resolve_recipe("probe", model=name)).folder
+        for name in ("effnet-lite0", "effnet-lite2", "effnet-lite0+lite2")
+    }
     assert len(folders) == 3
-    assert feature_cache(resolve_recipe("probe", model="effnet-lite2")).folder != \
-        feature_cache(resolve_recipe("probe", model="effnet-lite2", image_size=64)).folder
+    assert (
+        feature_cache(resolve_recipe("probe", model="effnet-lite2")).folder
+        != feature_cache(resolve_recipe("probe", model="effnet-lite2", image_size=64)).folder
+    )
 
 
 def test_wise_ft_interpolates_every_float_tensor_and_keeps_counters():
@@ -100,7 +114,8 @@ def test_wise_ft_run_lies_between_its_start_and_the_plain_fine_tuned_run(split_d
 
 @pytest.mark.parametrize("model", ["effnet-lite2", "effnet-lite0+lite2"])
 def test_the_new_backbones_fine_tune_and_predict(split_data, tmp_path, model):
-    metrics = api.train(split_data, tmp_path / "ft", recipe="finetune", model=model, image_size=48, epochs=1,
-                        batch_size=8, quiet=True)
+    metrics = api.train(
+        split_data, tmp_path / "ft", recipe="finetune", model=model, image_size=48, epochs=1, batch_size=8, quiet=True
+    )
     assert metrics["model"] == model and metrics["n_test"] == 12
     assert api.evaluate(tmp_path / "ft", split_data)["accuracy"] == pytest.approx(metrics["test_accuracy"])

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import sources  # noqa: E402  (a benchmark script, importable once benchmarks/ is on the path)
+import sources
+from conftest import SHARED_DEV
 
-from conftest import SHARED_DEV  # noqa: E402
-from pasture import api  # noqa: E402
-from pasture.data import load_dataset  # noqa: E402
+from pasture import api
+from pasture.data import load_dataset
 
 LAYOUT = {  # (split, class) -> sources of its images, in file order
     ("train", "cow"): ["cattle"] * 3,
@@ -60,8 +60,15 @@ def test_held_out_source_layouts_keep_the_source_out_of_training(tmp_path):
 def test_group_counts_come_from_the_runs_own_per_group_scores(tmp_path):
     data = make_data(tmp_path / "data")
     web = sources.plans(data, sources.read_manifest(data), tmp_path / "scratch")["held-out web"]
-    metrics = api.train(web, tmp_path / "run", recipe="scratch", epochs=1, groups=str(web / "groups.csv"), quiet=True,
-                        warn=lambda message: None)
+    metrics = api.train(
+        web,
+        tmp_path / "run",
+        recipe="scratch",
+        epochs=1,
+        groups=str(web / "groups.csv"),
+        quiet=True,
+        warn=lambda message: None,
+    )
     counts = sources.group_counts(metrics)
     assert set(counts) == {"cow/cattle", "horse/web"} and counts["horse/web"][1] == 3 and counts["cow/cattle"][1] == 2
     assert metrics["unseen"]["groups"] == ["web"] and metrics["unseen"]["n"] == 3

@@ -3,8 +3,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import make_image, write_class_folders
+
 from pasture.cli import main
 
 TRAIN = ["--recipe", "scratch", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
@@ -116,16 +116,21 @@ def test_unwritable_output_leaves_nothing(split_data, tmp_path, capsys):
     assert "cannot write" in err and "--out" in err
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--image-size", "8"], "--image-size 8"),
-    (["--model", "nope"], "--model nope"),
-    (["--augment", "wild"], "--augment wild"),
-    (["--classes", "horse,sheep"], "--classes"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--image-size", "8"], "--image-size 8"),
+        (["--model", "nope"], "--model nope"),
+        (["--augment", "wild"], "--augment wild"),
+        (["--classes", "horse,sheep"], "--classes"),
+    ],
+)
 def test_bad_options_are_one_line_errors_and_write_nothing(split_data, tmp_path, capsys, args, fragment):
     out = tmp_path / "never"
-    assert main(["train", str(split_data), "--out", str(out), "--recipe", "scratch", "--epochs", "1", "--quiet",
-                 *args]) == 2
+    assert (
+        main(["train", str(split_data), "--out", str(out), "--recipe", "scratch", "--epochs", "1", "--quiet", *args])
+        == 2
+    )
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
@@ -161,9 +166,11 @@ def test_help_for_every_command_has_examples(command, capsys):
 
 
 def test_version_and_help_do_not_import_torch():
-    code = ("import sys; from pasture.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from pasture.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     version = subprocess.run([sys.executable, "-m", "pasture.cli", "--version"], capture_output=True, text=True)

@@ -3,11 +3,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_image, write_class_folders
 from PIL import Image
 
-from conftest import make_image, write_class_folders
-from pasture.data import decode_image_and_size, load_dataset, load_labelled_folder, stratified_split, validation_split
 from pasture.core.errors import UserError
+from pasture.data import decode_image_and_size, load_dataset, load_labelled_folder, stratified_split, validation_split
 
 
 def collect(messages):
@@ -158,8 +158,9 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "1"])
 def test_every_pillow_mode_becomes_rgb(tmp_path, mode):
     base = make_image("horse", 3, 20)
-    image = base.convert(mode) if mode != "I;16" else Image.fromarray(
-        (np.asarray(base.convert("L"), dtype=np.uint16) * 257))
+    image = (
+        base.convert(mode) if mode != "I;16" else Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257)
+    )
     path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
     image.save(path)
     tensor = decode_image_and_size(path, 12)[0]
@@ -237,9 +238,11 @@ def test_a_photo_edited_to_the_same_size_changes_the_fingerprint(split_data, tmp
     assert load_dataset(split_data, 16, strict=False).fingerprint != before
     # so a stored run of the old photos is not reused for the new ones
     study = tmp_path / "study"
-    api.experiment(split_data, study, conditions=["a:recipe=default,epochs=1,image_size=16"], seeds=1, quiet=True,
-                   jobs=1)
+    api.experiment(
+        split_data, study, conditions=["a:recipe=default,epochs=1,image_size=16"], seeds=1, quiet=True, jobs=1
+    )
     photo.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0x01]))
-    again = api.experiment(split_data, study, conditions=["a:recipe=default,epochs=1,image_size=16"], seeds=1,
-                           quiet=True, jobs=1)
+    again = api.experiment(
+        split_data, study, conditions=["a:recipe=default,epochs=1,image_size=16"], seeds=1, quiet=True, jobs=1
+    )
     assert again["runs_computed"] == 1

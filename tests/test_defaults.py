@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import make_image
+
 from pasture import api
 from pasture.classify.recipes import RECIPES, get_recipe, read_recipe_file, resolve_recipe
 from pasture.cli import main
@@ -31,8 +31,23 @@ def test_train_without_options_trains_the_pretrained_probe_and_says_so(split_dat
 
 
 def test_a_from_scratch_model_warns_that_it_learns_the_photo_source(split_data, tmp_path, capsys):
-    assert main(["train", str(split_data), "--out", str(tmp_path / "s"), "--recipe", "scratch", "--epochs", "1",
-                 "--image-size", "16"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(split_data),
+                "--out",
+                str(tmp_path / "s"),
+                "--recipe",
+                "scratch",
+                "--epochs",
+                "1",
+                "--image-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert out.splitlines()[0].startswith("recipe scratch: paper-cnn at 16 px") and "(as asked)" in out.splitlines()[0]
     warning = [line for line in err.splitlines() if "learn the photo source" in line]
@@ -40,8 +55,24 @@ def test_a_from_scratch_model_warns_that_it_learns_the_photo_source(split_data, 
 
 
 def test_the_old_name_default_still_trains_the_scratch_recipe_with_a_note(split_data, tmp_path, capsys):
-    assert main(["train", str(split_data), "--out", str(tmp_path / "d"), "--recipe", "default", "--epochs", "1",
-                 "--image-size", "16", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(split_data),
+                "--out",
+                str(tmp_path / "d"),
+                "--recipe",
+                "default",
+                "--epochs",
+                "1",
+                "--image-size",
+                "16",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "--recipe default: is now called scratch" in err
     assert json.loads((tmp_path / "d" / "config.json").read_text())["recipe"]["name"] == "scratch"
@@ -63,7 +94,10 @@ def test_old_recipe_files_and_conditions_keep_their_meaning(tmp_path):
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"base": "default", "recipe": {"epochs": 3}}))
     assert read_recipe_file(old).model == "paper-cnn"
-    assert parse_condition("default") == CONDITIONS["scratch"] and parse_condition("default+gan") == CONDITIONS["scratch+gan"]
+    assert (
+        parse_condition("default") == CONDITIONS["scratch"]
+        and parse_condition("default+gan") == CONDITIONS["scratch+gan"]
+    )
     assert parse_condition("mine:epochs=3").recipe == "scratch"
     # The report's experiment is unchanged: its CNN, its recipe, its GAN.
     assert [CONDITIONS[name].recipe for name in PAPER_EXPERIMENT] == ["paper", "paper", "paper", "scratch", "scratch"]
@@ -80,13 +114,15 @@ def test_recipes_lists_the_default_and_the_old_name(capsys):
 def test_the_app_teaches_the_accurate_mode_unless_told(tmp_path):
     pytest.importorskip("fastapi")
     from appkit import TOKEN, client_for, photos, wait_for
+
     from pasture.app.server import create_app
 
     client = client_for(create_app(tmp_path / "runs", token=TOKEN))
     page = client.get("/").text
     assert '<input type="radio" name="mode" value="accurate" checked>' in page
-    response = client.post("/api/teach", data={"classes": '["cow", "horse"]', "name": "plain"},
-                           files=photos("cow", 3) + photos("horse", 3))
+    response = client.post(
+        "/api/teach", data={"classes": '["cow", "horse"]', "name": "plain"}, files=photos("cow", 3) + photos("horse", 3)
+    )
     assert response.status_code == 200, response.text
     assert response.json()["epochs"] is None  # a probe: no epochs to count
     status = wait_for(client, response.json()["job"])

@@ -54,8 +54,9 @@ def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch, no_accelerator):
         resolve_device("cuda:2")
 
 
-@pytest.mark.parametrize("name,fragment", [("cuda", "no CUDA GPU"), ("cuda:0", "no CUDA GPU"),
-                                           ("mps", "MPS"), ("tpu", "choose one of")])
+@pytest.mark.parametrize(
+    "name,fragment", [("cuda", "no CUDA GPU"), ("cuda:0", "no CUDA GPU"), ("mps", "MPS"), ("tpu", "choose one of")]
+)
 def test_a_device_that_is_not_there_is_a_user_error(no_accelerator, name, fragment):
     with pytest.raises(UserError, match=fragment) as error:
         resolve_device(name)
@@ -111,8 +112,22 @@ def test_bf16_on_a_gpu_without_it_uses_fp16(monkeypatch):
 def test_a_run_records_its_device_and_the_precision_it_used(split_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(device_module, "cpu_flags", lambda: {"avx2"})
     # on the CPU (a machine with a GPU would pick it, which has bf16)
-    assert main(["train", str(split_data), "--out", str(tmp_path / "bf16"), *TRAIN, "--precision", "bf16",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(split_data),
+                "--out",
+                str(tmp_path / "bf16"),
+                *TRAIN,
+                "--precision",
+                "bf16",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "no native bf16" in capsys.readouterr().err
     assert main(["train", str(split_data), "--out", str(tmp_path / "fp32"), *TRAIN, "--device", "cpu"]) == 0
     config = json.loads((tmp_path / "bf16" / "config.json").read_text())
@@ -129,8 +144,9 @@ def test_a_training_step_creates_every_tensor_on_the_models_device(augment):
     generator = torch.Generator().manual_seed(0)
     images = torch.zeros(8, 3, 32, 32, dtype=torch.uint8, device=META)
     labels = torch.zeros(8, dtype=torch.long, device=META)
-    synthetic = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.ones(4, dtype=torch.long), [],
-                         ["a", "b"], split="synthetic")  # synthetic images stay on the CPU
+    synthetic = ImageSet(
+        torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.ones(4, dtype=torch.long), [], ["a", "b"], split="synthetic"
+    )  # synthetic images stay on the CPU
     mixed, mixed_labels, _ = mix_in_synthetic(images, labels, synthetic, 0.9, generator)
     augmented = augment_batch(mixed.float() / 255, get_augment(augment), generator)
     batch, targets = mix_batch(augmented, mixed_labels, 2, 0.2, 1.0, generator)
@@ -154,15 +170,15 @@ def _as_if_saved_on_mps(path) -> None:
     for info in zipfile.ZipFile(io.BytesIO(bytes(raw))).infolist():
         if not info.filename.endswith("data.pkl"):
             continue
-        name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+        name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
         start = info.header_offset + 30 + name_len + extra_len
-        crc = struct.pack("<I", zlib.crc32(bytes(raw[start:start + info.compress_size])))
-        raw[info.header_offset + 14:info.header_offset + 18] = crc
+        crc = struct.pack("<I", zlib.crc32(bytes(raw[start : start + info.compress_size])))
+        raw[info.header_offset + 14 : info.header_offset + 18] = crc
         entry = raw.find(b"PK\x01\x02")
         while entry != -1:
-            length = struct.unpack("<H", raw[entry + 28:entry + 30])[0]
-            if bytes(raw[entry + 46:entry + 46 + length]).decode() == info.filename:
-                raw[entry + 16:entry + 20] = crc
+            length = struct.unpack("<H", raw[entry + 28 : entry + 30])[0]
+            if bytes(raw[entry + 46 : entry + 46 + length]).decode() == info.filename:
+                raw[entry + 16 : entry + 20] = crc
             entry = raw.find(b"PK\x01\x02", entry + 4)
     path.write_bytes(bytes(raw))
 

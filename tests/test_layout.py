@@ -11,7 +11,18 @@ import pasture
 PACKAGE_ROOT = Path(pasture.__file__).resolve().parent
 # Lower numbers are lower floors; a module may import its own package or any lower floor. data and
 # models share a floor and do not import each other; so do gan and doctor.
-FLOORS = {"core": 0, "data": 1, "models": 1, "classify": 2, "gan": 3, "doctor": 3, "study": 4, "api": 5, "app": 6, "cli": 7}
+FLOORS = {
+    "core": 0,
+    "data": 1,
+    "models": 1,
+    "classify": 2,
+    "gan": 3,
+    "doctor": 3,
+    "study": 4,
+    "api": 5,
+    "app": 6,
+    "cli": 7,
+}
 
 
 def module_name(path: Path) -> str:
@@ -57,7 +68,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for target in sorted(graph.get(node, ())):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state:
                 cycle = visit(target)
                 if cycle:
@@ -88,7 +99,9 @@ def test_imports_inside_functions_are_seen(tmp_path):
     source = tmp_path / "module.py"
     source.write_text("def late():\n    from pasture.data import load_dataset\n    import pasture.core.stats\n")
     assert imported_modules(source, {"pasture.data", "pasture.core.stats", "pasture.core"}) == {
-        "pasture.data", "pasture.core.stats"}
+        "pasture.data",
+        "pasture.core.stats",
+    }
 
 
 def test_no_import_cycle_inside_pasture():

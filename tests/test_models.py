@@ -27,7 +27,7 @@ def test_paper_cnn_layers_are_the_reports():
     convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(16, (3, 3)), (32, (2, 2)), (8, (2, 2))]
     linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
-    assert [l.out_features for l in linears] == [800, 200, 2]
+    assert [layer.out_features for layer in linears] == [800, 200, 2]
     dropouts = [m.p for m in model.modules() if isinstance(m, Dropout)]
     assert dropouts == [0.5, 0.15, 0.5]
 
@@ -39,7 +39,16 @@ def test_paper_cnn_equals_the_reports_layer_order_in_training():
     model = PaperCNN(2, 32).train()
     f = model.features
     report_order = torch.nn.Sequential(
-        f[0], torch.nn.ReLU(), f[1], f[3], torch.nn.ReLU(), f[4], f[5], f[7], torch.nn.ReLU(), torch.nn.Flatten(),
+        f[0],
+        torch.nn.ReLU(),
+        f[1],
+        f[3],
+        torch.nn.ReLU(),
+        f[4],
+        f[5],
+        f[7],
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
         model.classifier,
     ).train()
     images = torch.randn(6, 3, 32, 32)
@@ -126,7 +135,7 @@ def test_dropout_mask_is_independent_per_element_in_any_layout(layout):
     # Neighbouring elements (which share a 64-bit draw) are not correlated.
     flat = zeroed.flatten()
     both = (flat[:-1] * flat[1:]).mean().item()
-    assert abs(both - 0.15 ** 2) < 0.005
+    assert abs(both - 0.15**2) < 0.005
 
 
 @pytest.mark.parametrize("name", ["paper-cnn", "resnet-small"])

@@ -23,16 +23,20 @@ def one_line(capsys) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("epochs", 2.0, "epochs 2.0: must be a whole number"),
-    ("batch_size", 4.5, "batch_size 4.5: must be a whole number"),
-    ("image_size", 63.5, "image_size 63.5: must be a whole number"),
-    ("epochs", True, "epochs True: must be a whole number"),
-    ("lr", "fast", "lr 'fast': must be a finite number"),
-    ("augment", 3, "augment 3: must be text"),
-])
-def test_a_recipe_file_with_a_wrong_type_is_one_line_and_writes_nothing(split_data, tmp_path, capsys, field, value,
-                                                                       message):
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("epochs", 2.0, "epochs 2.0: must be a whole number"),
+        ("batch_size", 4.5, "batch_size 4.5: must be a whole number"),
+        ("image_size", 63.5, "image_size 63.5: must be a whole number"),
+        ("epochs", True, "epochs True: must be a whole number"),
+        ("lr", "fast", "lr 'fast': must be a finite number"),
+        ("augment", 3, "augment 3: must be text"),
+    ],
+)
+def test_a_recipe_file_with_a_wrong_type_is_one_line_and_writes_nothing(
+    split_data, tmp_path, capsys, field, value, message
+):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"base": "scratch", "recipe": {"epochs": 1, "image_size": 16, field: value}}))
     run = tmp_path / "run"
@@ -41,17 +45,20 @@ def test_a_recipe_file_with_a_wrong_type_is_one_line_and_writes_nothing(split_da
     assert not run.exists()
 
 
-@pytest.mark.parametrize("space,message", [
-    ({"lr": {"low": 0.001, "high": float("inf")}}, "low and high must be finite numbers"),
-    ({"lr": {"low": 0.001, "high": 0.1, "log": True, "step": 0.001}}, "give log or step, not both"),
-    ({"lr": {"low": 0.001, "high": 0.1, "step": "0.01"}}, "step must be a positive number"),
-    ({"lr": {"low": 0.001, "high": 0.1, "step": -0.01}}, "step must be a positive number"),
-    ({"epochs": {"low": 1.5, "high": 4}}, "epochs is a whole number"),
-    ({"epochs": {"low": 1, "high": 4, "step": 0.5}}, "epochs is a whole number"),
-    ({"lr": {"low": 0.1, "high": 0.001}}, "low < high"),
-    ({"epochs": [2.0, 3]}, "must be a whole number"),
-    ({"lr": {"low": 0.001, "high": 0.1, "log": "yes"}}, "log must be true or false"),
-])
+@pytest.mark.parametrize(
+    "space,message",
+    [
+        ({"lr": {"low": 0.001, "high": float("inf")}}, "low and high must be finite numbers"),
+        ({"lr": {"low": 0.001, "high": 0.1, "log": True, "step": 0.001}}, "give log or step, not both"),
+        ({"lr": {"low": 0.001, "high": 0.1, "step": "0.01"}}, "step must be a positive number"),
+        ({"lr": {"low": 0.001, "high": 0.1, "step": -0.01}}, "step must be a positive number"),
+        ({"epochs": {"low": 1.5, "high": 4}}, "epochs is a whole number"),
+        ({"epochs": {"low": 1, "high": 4, "step": 0.5}}, "epochs is a whole number"),
+        ({"lr": {"low": 0.1, "high": 0.001}}, "low < high"),
+        ({"epochs": [2.0, 3]}, "must be a whole number"),
+        ({"lr": {"low": 0.001, "high": 0.1, "log": "yes"}}, "log must be true or false"),
+    ],
+)
 def test_a_bad_search_space_is_one_line_before_any_work(split_data, tmp_path, capsys, space, message):
     pytest.importorskip("optuna")
     path = tmp_path / "space.json"
@@ -76,8 +83,9 @@ def test_a_float_field_may_have_whole_number_bounds(split_data, tmp_path):
 @pytest.mark.parametrize("ratio", ["0", "1.5", "-0.2", "1", "abc"])
 def test_a_synthetic_ratio_follows_one_rule_in_train_and_in_experiments(split_data, tmp_path, capsys, ratio):
     condition = f"g:{QUICK},gan=default,image_size_gan=16,iterations=2,ngf=4,ndf=4,ratio={ratio}"
-    assert main(["experiment", str(split_data), "--out", str(tmp_path / "s"), "--conditions", condition,
-                 "--dry-run"]) == 2
+    assert (
+        main(["experiment", str(split_data), "--out", str(tmp_path / "s"), "--conditions", condition, "--dry-run"]) == 2
+    )
     assert "must be between 0 and 1" in one_line(capsys)
     with pytest.raises(api.UserError, match="must be between 0 and 1"):
         from pasture.classify.recipes import check_synthetic_ratio
@@ -88,12 +96,30 @@ def test_a_synthetic_ratio_follows_one_rule_in_train_and_in_experiments(split_da
 def test_a_gan_condition_is_checked_before_any_run(split_data, tmp_path, capsys, monkeypatch):
     trained = []
     monkeypatch.setattr("pasture.study.experiment.train_classifier", lambda *a, **k: trained.append(1))
-    for bad, message in (("iterations=0", "--iterations 0"), ("diffaugment=bogus", "--diffaugment"),
-                         ("ngf=4.5", "ngf 4.5: must be a whole number")):
+    for bad, message in (
+        ("iterations=0", "--iterations 0"),
+        ("diffaugment=bogus", "--diffaugment"),
+        ("ngf=4.5", "ngf 4.5: must be a whole number"),
+    ):
         for extra in (["--dry-run"], []):
             conditions = [f"base:{QUICK}", f"g:{QUICK},gan=default,image_size_gan=16,{bad}"]
-            assert main(["experiment", str(split_data), "--out", str(tmp_path / "s"), "--quiet", "--jobs", "1",
-                         "--conditions", *conditions, *extra]) == 2
+            assert (
+                main(
+                    [
+                        "experiment",
+                        str(split_data),
+                        "--out",
+                        str(tmp_path / "s"),
+                        "--quiet",
+                        "--jobs",
+                        "1",
+                        "--conditions",
+                        *conditions,
+                        *extra,
+                    ]
+                )
+                == 2
+            )
             line = one_line(capsys)
             assert "--conditions g:" in line and message in line, line
     assert trained == [] and not (tmp_path / "s").exists()
@@ -110,6 +136,7 @@ def test_device_auto_resolves_to_what_the_engine_accepts(monkeypatch):
 
 def test_conditions_that_differ_only_in_punctuation_keep_their_own_figures(split_data, tmp_path):
     assert figure_name("a+b") != figure_name("a-b")
-    api.experiment(split_data, tmp_path / "s", conditions=[f"a+b:{QUICK}", f"a-b:{QUICK},lr=0.01"], seeds=1,
-                   quiet=True, jobs=1)
+    api.experiment(
+        split_data, tmp_path / "s", conditions=[f"a+b:{QUICK}", f"a-b:{QUICK},lr=0.01"], seeds=1, quiet=True, jobs=1
+    )
     assert len(list((tmp_path / "s" / "figures").glob("confusion_*.png"))) == 2

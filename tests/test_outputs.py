@@ -13,8 +13,8 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import make_image, write_class_folders
+
 from pasture import api
 from pasture.cli import main
 
@@ -36,8 +36,9 @@ def error_line(capsys) -> str:
     return lines[0]
 
 
-def test_an_output_inside_the_data_is_refused_by_every_command_that_writes(split_data, flat_data, trained_run,
-                                                                          tmp_path, capsys):
+def test_an_output_inside_the_data_is_refused_by_every_command_that_writes(
+    split_data, flat_data, trained_run, tmp_path, capsys
+):
     before = sorted(path.relative_to(flat_data) for path in flat_data.rglob("*"))
     photo = next((flat_data / "cow").iterdir())
     for argv in (
@@ -66,9 +67,11 @@ def test_predict_csv_checks_its_target_before_any_work(trained_run, split_data, 
     folder = tmp_path / "somewhere"
     folder.mkdir()
     photos = str(split_data / "test")
-    for target, fragment in ((folder, "is a folder; give a file name in it"),
-                             (tmp_path / "nofolder" / "x.csv", "does not exist"),
-                             (tmp_path / "file.txt" / "x.csv", "does not exist")):
+    for target, fragment in (
+        (folder, "is a folder; give a file name in it"),
+        (tmp_path / "nofolder" / "x.csv", "does not exist"),
+        (tmp_path / "file.txt" / "x.csv", "does not exist"),
+    ):
         assert main(["predict", str(trained_run), photos, "--csv", str(target)]) == 2
         line = error_line(capsys)
         assert fragment in line and str(target) in line and ".tmp" not in line and "resume" not in line, line
@@ -110,7 +113,7 @@ def test_a_csv_never_holds_a_formula_a_spreadsheet_would_run(tmp_path, capsys, m
     assert main(["train", str(data), "--out", str(run), *TRAIN]) == 0
     field = tmp_path / "field"
     field.mkdir()
-    for index, name in enumerate(["=HYPERLINK(\"x\",\"y\").png", "+1.png", "-2.png", "@SUM(A1).png", "ok.png"]):
+    for index, name in enumerate(['=HYPERLINK("x","y").png', "+1.png", "-2.png", "@SUM(A1).png", "ok.png"]):
         make_image("cow", 500 + index).save(field / name)
     (field / "=bad.png").write_bytes(b"not an image")
     target = tmp_path / "labels.csv"
@@ -121,7 +124,7 @@ def test_a_csv_never_holds_a_formula_a_spreadsheet_would_run(tmp_path, capsys, m
     for row in rows:
         for column in ("file", "label", "skipped"):
             assert not row[column].startswith(("=", "+", "-", "@")), row
-    assert "'=HYPERLINK(\"x\",\"y\").png" in [row["file"] for row in rows]  # kept, as text
+    assert '\'=HYPERLINK("x","y").png' in [row["file"] for row in rows]  # kept, as text
     assert {row["label"] for row in rows if row["label"]} <= {"cow", "'=cmd"}
 
 
@@ -171,9 +174,27 @@ def test_a_file_size_limit_is_one_line_and_keeps_the_config(split_data, tmp_path
     """A full disk that needs no mount (RLIMIT_FSIZE), so it runs wherever the tmpfs tests are skipped:
     the checkpoint (tens of KB) does not fit under 20 KB, config.json does."""
     run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-c", DISK_LIMIT, "20000", "train", str(split_data), "--out", str(run),
-                           "--recipe", "paper", "--epochs", "2", "--image-size", "16", "--quiet"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DISK_LIMIT,
+            "20000",
+            "train",
+            str(split_data),
+            "--out",
+            str(run),
+            "--recipe",
+            "paper",
+            "--epochs",
+            "2",
+            "--image-size",
+            "16",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2, done.stderr
     [line] = [line for line in done.stderr.splitlines() if line.startswith("pasture: error")]
     assert "File too large" in line and str(run) in line and "--resume" in line and "Traceback" not in done.stderr

@@ -4,12 +4,12 @@ import sys
 
 import pytest
 import torch
-
 from conftest import SHARED_DEV
+
 from pasture import api
 from pasture.cli import main
-from pasture.data import load_dataset
 from pasture.core.errors import UserError
+from pasture.data import load_dataset
 from pasture.models import create_model
 
 timm = pytest.importorskip("timm", reason="the [pretrained] extra is not installed")
@@ -91,20 +91,31 @@ def test_probe_trains_fast_and_reuses_its_cache(split_data, tmp_path):
 
 
 def test_finetune_short_run_and_predict(split_data, tmp_path):
-    metrics = api.train(split_data, tmp_path / "ft", model="effnet-lite0", pretrained="finetune", image_size=32,
-                        epochs=1, batch_size=8, quiet=True)
+    metrics = api.train(
+        split_data,
+        tmp_path / "ft",
+        model="effnet-lite0",
+        pretrained="finetune",
+        image_size=32,
+        epochs=1,
+        batch_size=8,
+        quiet=True,
+    )
     assert metrics["n_test"] == 12 and metrics["tta"] is True
     report = api.evaluate(tmp_path / "ft", split_data)
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--model", "effnet-lite0", "--recipe", "scratch"], "--pretrained probe"),
-    (["--epochs", "5"], "--epochs: does not apply to a probe"),
-    (["--pretrained", "probe", "--model", "paper-cnn"], "has no pretrained weights"),
-    (["--recipe", "paper", "--weights", "x.pt"], "--weights"),
-    (["--pretrained", "probe", "--weights", "/nonexistent.pt"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--model", "effnet-lite0", "--recipe", "scratch"], "--pretrained probe"),
+        (["--epochs", "5"], "--epochs: does not apply to a probe"),
+        (["--pretrained", "probe", "--model", "paper-cnn"], "has no pretrained weights"),
+        (["--recipe", "paper", "--weights", "x.pt"], "--weights"),
+        (["--pretrained", "probe", "--weights", "/nonexistent.pt"], "no such file"),
+    ],
+)
 def test_pretrained_option_errors(split_data, tmp_path, capsys, args, fragment):
     assert main(["train", str(split_data), "--out", str(tmp_path / "r"), "--quiet", *args]) == 2
     err = capsys.readouterr().err

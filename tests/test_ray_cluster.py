@@ -19,7 +19,11 @@ pytest.importorskip("ray", reason="the ray extra is not installed: pip install -
 
 QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
 # the ray command installed beside this Python (a venv's or pyenv's bin/), else the one on PATH
-RAY = str(Path(sys.executable).with_name("ray")) if Path(sys.executable).with_name("ray").is_file() else shutil.which("ray")
+RAY = (
+    str(Path(sys.executable).with_name("ray"))
+    if Path(sys.executable).with_name("ray").is_file()
+    else shutil.which("ray")
+)
 PASTURE = [sys.executable, "-m", "pasture.cli"]
 
 
@@ -43,12 +47,34 @@ def head_node(tmp_path):
     and a token of this test's own, so nothing is written to ~/.ray and nothing else is stopped."""
     folder = tempfile.mkdtemp(prefix="phead", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1",
-         "--include-dashboard=false", "--num-cpus", "2", "--temp-dir", folder, "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(port),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--include-dashboard=false",
+            "--num-cpus",
+            "2",
+            "--temp-dir",
+            folder,
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while not _listening(port):
@@ -73,8 +99,23 @@ def head_node(tmp_path):
 def test_a_study_runs_on_a_real_head_node(head_node, split_data, tmp_path):
     address, env = head_node
     out = tmp_path / "study"
-    command = [*PASTURE, "experiment", str(split_data), "--out", str(out), "--conditions", f"a:{QUICK}",
-               f"b:{QUICK},lr=0.01", "--seeds", "2", "--engine", "ray", "--ray-address", address, "--quiet"]
+    command = [
+        *PASTURE,
+        "experiment",
+        str(split_data),
+        "--out",
+        str(out),
+        "--conditions",
+        f"a:{QUICK}",
+        f"b:{QUICK},lr=0.01",
+        "--seeds",
+        "2",
+        "--engine",
+        "ray",
+        "--ray-address",
+        address,
+        "--quiet",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
@@ -88,9 +129,24 @@ def test_a_study_runs_on_a_real_head_node(head_node, split_data, tmp_path):
 def test_an_address_where_no_head_listens_is_a_one_line_error(split_data, tmp_path):
     port = _free_port()  # nothing listens there
     started = time.monotonic()
-    done = subprocess.run([*PASTURE, "experiment", str(split_data), "--out", str(tmp_path / "x"), "--conditions",
-                           f"a:{QUICK}", "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            *PASTURE,
+            "experiment",
+            str(split_data),
+            "--out",
+            str(tmp_path / "x"),
+            "--conditions",
+            f"a:{QUICK}",
+            "--engine",
+            "ray",
+            "--ray-address",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert f"--ray-address 127.0.0.1:{port}: cannot reach a Ray head there" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "x").exists()

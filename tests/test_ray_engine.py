@@ -3,8 +3,8 @@ for bit at the same thread count; a study moves between engines; Ctrl-C keeps fi
 problems are named. The real head node is in test_ray_cluster.py."""
 
 import json
-import re
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import interrupt_on_call
+
 from pasture import api
 from pasture.cli import main
 from pasture.core.errors import Interrupted, UserError
@@ -33,8 +33,14 @@ def local_ray():
     folder = tempfile.mkdtemp(prefix="pray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             _temp_dir=folder)
+    ray.init(
+        address="local",
+        num_cpus=max(2, os.cpu_count() or 1),
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+        _temp_dir=folder,
+    )
     yield ray
     ray.shutdown()
     shutil.rmtree(folder, ignore_errors=True)
@@ -54,22 +60,33 @@ def _without_times(value):
 
 
 def _stored(out: Path) -> dict:
-    return {folder.name: json.loads((folder / "result.json").read_text()) for folder in (out / "runs").iterdir()
-            if (folder / "result.json").is_file()}
+    return {
+        folder.name: json.loads((folder / "result.json").read_text())
+        for folder in (out / "runs").iterdir()
+        if (folder / "result.json").is_file()
+    }
 
 
 def test_ray_stores_the_same_runs_as_the_local_engine_bit_for_bit(local_ray, split_data, tmp_path, monkeypatch):
     # Ray first, with an empty GAN store: its GAN is trained in a Ray task and stored by the driver.
     threads = max(1, (os.cpu_count() or 1) // 2)  # what each of the local engine's 2 workers gets
-    ray_results = api.experiment(split_data, tmp_path / "ray", conditions=[f"a:{QUICK}", GAN], seeds=2,
-                                 engine="ray", threads_per_run=threads, quiet=True)
+    ray_results = api.experiment(
+        split_data,
+        tmp_path / "ray",
+        conditions=[f"a:{QUICK}", GAN],
+        seeds=2,
+        engine="ray",
+        threads_per_run=threads,
+        quiet=True,
+    )
     ray_gans = list((Path(os.environ["PASTURE_CACHE_DIR"]) / "gans").iterdir())
     assert len(ray_gans) == 1 and (ray_gans[0] / "summary.json").is_file()
     # Then the local engine at the same thread count (2 workers x 1 thread), with its own GAN store,
     # so it trains its own GAN.
     monkeypatch.setenv("PASTURE_CACHE_DIR", str(tmp_path / "other-cache"))
-    local_results = api.experiment(split_data, tmp_path / "local", conditions=[f"a:{QUICK}", GAN], seeds=2, jobs=2,
-                                   quiet=True)
+    local_results = api.experiment(
+        split_data, tmp_path / "local", conditions=[f"a:{QUICK}", GAN], seeds=2, jobs=2, quiet=True
+    )
     ray_runs, local_runs = _stored(tmp_path / "ray"), _stored(tmp_path / "local")
     assert sorted(ray_runs) == sorted(local_runs) and len(ray_runs) == 4
     for key in ray_runs:
@@ -83,8 +100,9 @@ def test_ray_stores_the_same_runs_as_the_local_engine_bit_for_bit(local_ray, spl
     for ray_unit, local_unit in zip(ray_units, local_units):
         for name, tensor in ray_unit["generator"].items():
             assert torch.equal(tensor, local_unit["generator"][name]), name
-    assert [row["test"]["mean"] for row in ray_results["conditions"]] == \
-           [row["test"]["mean"] for row in local_results["conditions"]]
+    assert [row["test"]["mean"] for row in ray_results["conditions"]] == [
+        row["test"]["mean"] for row in local_results["conditions"]
+    ]
 
 
 def test_a_study_started_on_one_engine_is_finished_on_the_other(local_ray, split_data, tmp_path):
@@ -130,6 +148,7 @@ def test_a_worker_with_other_versions_fails_its_task_with_a_clear_error(local_ra
 def test_a_user_error_in_a_worker_reaches_the_user_as_it_is(local_ray, tmp_path):
     def fails():
         raise UserError("photos/x.jpg: cannot be read; remove it")
+
     with pytest.raises(UserError, match="photos/x.jpg: cannot be read"):
         ray_engine.RayEngine._get(ray, ray.remote(fails).remote())
 
@@ -142,8 +161,20 @@ def test_engine_options_that_do_not_fit_are_one_line_errors(split_data, tmp_path
         ("--threads-per-run", "2"): "--threads-per-run: applies to --engine ray",
     }
     for flags, message in cases.items():
-        code = main(["experiment", str(split_data), "--out", str(tmp_path / "x"), "--conditions", f"a:{QUICK}",
-                     "--seeds", "1", "--quiet", *flags])
+        code = main(
+            [
+                "experiment",
+                str(split_data),
+                "--out",
+                str(tmp_path / "x"),
+                "--conditions",
+                f"a:{QUICK}",
+                "--seeds",
+                "1",
+                "--quiet",
+                *flags,
+            ]
+        )
         error = capsys.readouterr().err
         assert code == 2 and message in error and "Traceback" not in error, flags
     assert not (tmp_path / "x").exists()
@@ -151,8 +182,21 @@ def test_engine_options_that_do_not_fit_are_one_line_errors(split_data, tmp_path
 
 def test_without_the_ray_extra_the_error_names_the_install_command(split_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
-    code = main(["experiment", str(split_data), "--out", str(tmp_path / "x"), "--conditions", f"a:{QUICK}",
-                 "--seeds", "1", "--engine", "ray", "--quiet"])
+    code = main(
+        [
+            "experiment",
+            str(split_data),
+            "--out",
+            str(tmp_path / "x"),
+            "--conditions",
+            f"a:{QUICK}",
+            "--seeds",
+            "1",
+            "--engine",
+            "ray",
+            "--quiet",
+        ]
+    )
     assert code == 2 and 'pip install -e ".[ray]"' in capsys.readouterr().err
     assert not (tmp_path / "x" / "runs").exists()
 

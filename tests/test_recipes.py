@@ -1,7 +1,7 @@
 import pytest
 
-from pasture.core.errors import UserError
 from pasture.classify.recipes import RECIPES, get_recipe, with_overrides
+from pasture.core.errors import UserError
 
 
 def test_paper_recipe_is_exactly_the_reports():
@@ -32,8 +32,9 @@ def test_overrides_replace_only_given_fields():
     assert get_recipe("paper").epochs == 20  # presets are immutable data
 
 
-@pytest.mark.parametrize("field,value,flag", [("epochs", 0, "--epochs"), ("batch_size", 0, "--batch-size"),
-                                              ("lr", -1.0, "--lr")])
+@pytest.mark.parametrize(
+    "field,value,flag", [("epochs", 0, "--epochs"), ("batch_size", 0, "--batch-size"), ("lr", -1.0, "--lr")]
+)
 def test_impossible_overrides_are_user_errors(field, value, flag):
     with pytest.raises(UserError, match=flag):
         with_overrides(get_recipe("paper"), **{field: value})

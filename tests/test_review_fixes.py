@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import make_image, write_class_folders
 from PIL import Image
 
-from conftest import make_image, write_class_folders
 from pasture import api
 from pasture.cli import main
 from pasture.core.errors import UserError
@@ -21,10 +21,20 @@ QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
 
 
 def test_fixture_images_are_the_same_in_every_process():
-    code = "import hashlib, sys; sys.path.insert(0, 'tests'); from conftest import make_image; " \
-           "print(hashlib.sha256(make_image('cow', 3, 24).tobytes()).hexdigest())"
-    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
+    code = (
+        "import hashlib, sys; sys.path.insert(0, 'tests'); from conftest import make_image; "
+        "print(hashlib.sha256(make_image('cow', 3, 24).tobytes()).hexdigest())"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
     import hashlib
 
     assert runs == {hashlib.sha256(make_image("cow", 3, 24).tobytes()).hexdigest()}
@@ -32,8 +42,21 @@ def test_fixture_images_are_the_same_in_every_process():
 
 def test_an_experiment_refuses_synthetic_images_for_a_probe(split_data, tmp_path, capsys):
     out = tmp_path / "study"
-    assert main(["experiment", str(split_data), "--out", str(out), "--quiet", "--conditions", f"a:{QUICK}",
-                 "x:recipe=probe,image_size=48,gan=default"]) == 2
+    assert (
+        main(
+            [
+                "experiment",
+                str(split_data),
+                "--out",
+                str(out),
+                "--quiet",
+                "--conditions",
+                f"a:{QUICK}",
+                "x:recipe=probe,image_size=48,gan=default",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--conditions x" in err and "probe" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()  # refused before any run or GAN was trained
@@ -91,8 +114,22 @@ def test_file_names_that_are_not_utf8_load_and_print(split_data, tmp_path, capsy
     assert main(["predict", str(run), str(field), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 1
     study = tmp_path / "study"
-    assert main(["experiment", str(split_data), "--out", str(study), "--quiet", "--seeds", "1",
-                 "--conditions", f"a:{QUICK}"]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                str(split_data),
+                "--out",
+                str(study),
+                "--quiet",
+                "--seeds",
+                "1",
+                "--conditions",
+                f"a:{QUICK}",
+            ]
+        )
+        == 0
+    )
     assert "broken_\\xfe.png" in (study / "report.md").read_text(encoding="utf-8")
 
 

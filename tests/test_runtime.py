@@ -39,14 +39,18 @@ print(json.dumps({"applied": applied, "again": keep_freed_memory(), "flag": mall
 
 
 def _probe(**env) -> dict:
-    result = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True,
-                            env={**os.environ, **env})
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, env={**os.environ, **env}
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-needs_glibc = pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc"
-                                 or tuple(map(int, platform.libc_ver()[1].split(".")[:2])) < (2, 33),
-                                 reason="malloc tuning applies to glibc on Linux only (mallinfo2: glibc >= 2.33)")
+needs_glibc = pytest.mark.skipif(
+    sys.platform != "linux"
+    or platform.libc_ver()[0] != "glibc"
+    or tuple(map(int, platform.libc_ver()[1].split(".")[:2])) < (2, 33),
+    reason="malloc tuning applies to glibc on Linux only (mallinfo2: glibc >= 2.33)",
+)
 
 # glibc's environment variable fixes its start threshold (128 KiB) and turns off its dynamic moves,
 # so the untuned case is the same in every run.
@@ -83,8 +87,9 @@ dataset = Dataset(root=".", layout="train/test", classes=["a", "b"], image_size=
 train_classifier(dataset, with_overrides(get_recipe("scratch"), epochs=1, image_size=16), seed=0)
 print(before, malloc_tuning_applied())
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "PASTURE_MALLOC_TUNING": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PASTURE_MALLOC_TUNING": "1"}
+    )
     assert result.returncode == 0, result.stderr
     expected = "True" if sys.platform == "linux" and platform.libc_ver()[0] == "glibc" else "False"
     assert result.stdout.split() == ["False", expected]

@@ -17,9 +17,14 @@ QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
 
 def gan_task(text: str, replicate: Replicate) -> dict:
     condition = parse_condition(text)
-    return {"condition": {**dataclasses.asdict(condition), "overrides": list(condition.overrides),
-                          "gan_overrides": list(condition.gan_overrides)},
-            "replicate": dataclasses.asdict(replicate)}
+    return {
+        "condition": {
+            **dataclasses.asdict(condition),
+            "overrides": list(condition.overrides),
+            "gan_overrides": list(condition.gan_overrides),
+        },
+        "replicate": dataclasses.asdict(replicate),
+    }
 
 
 def test_one_gan_written_two_ways_has_one_key():

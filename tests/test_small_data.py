@@ -2,17 +2,17 @@
 
 import pytest
 import torch
+from conftest import interrupt_on_call
 from torch import nn
 
-from conftest import interrupt_on_call
 from pasture import api
 from pasture.classify.augment import augment_batch, get_augment, mix_batch, trivial_augment
-from pasture.data import load_dataset
 from pasture.classify.evaluate import predict_probabilities, tta_views
-from pasture.models import Ensemble, WeightEMA, create_model
+from pasture.classify.fit import make_optimizer, train_classifier
 from pasture.classify.recipes import get_recipe, with_overrides
 from pasture.core.runs import load_checkpoint
-from pasture.classify.fit import make_optimizer, train_classifier
+from pasture.data import load_dataset
+from pasture.models import Ensemble, WeightEMA, create_model
 
 
 @pytest.mark.parametrize("size", [16, 32, 64, 96])
@@ -110,8 +110,9 @@ def test_small_data_recipe_is_complete():
 
 def test_ensemble_run_stores_members_and_predicts_their_average(split_data, tmp_path):
     run = tmp_path / "ens"
-    metrics = api.train(split_data, run, recipe="small-data", epochs=2, batch_size=8, image_size=16, ensemble=3,
-                        seed=0, quiet=True)
+    metrics = api.train(
+        split_data, run, recipe="small-data", epochs=2, batch_size=8, image_size=16, ensemble=3, seed=0, quiet=True
+    )
     members = load_checkpoint(run / "checkpoint.pt")["members"]
     assert len(members) == 3 and metrics["ensemble"] == 3
     assert not torch.equal(members[0]["net.head.3.weight"], members[1]["net.head.3.weight"])

@@ -102,9 +102,20 @@ def test_a_k_fold_study_reports_the_fold_as_its_unit_and_the_corrected_test():
     results = []
     for condition, accuracies in (("a", [0.5, 0.6, 0.7, 0.5, 0.6, 0.7]), ("b", [0.6, 0.7, 0.8, 0.6, 0.7, 0.9])):
         for replicate, accuracy in zip(replicates, accuracies):
-            results.append({"condition": condition, "replicate": {"index": replicate.index}, "seconds": 1.0,
-                            "record": {"test_accuracy": accuracy, "train_accuracy": 1.0, "test_correct": 1, "n_test": 2,
-                                       "per_class": {"x": {"accuracy": accuracy}}}})
+            results.append(
+                {
+                    "condition": condition,
+                    "replicate": {"index": replicate.index},
+                    "seconds": 1.0,
+                    "record": {
+                        "test_accuracy": accuracy,
+                        "train_accuracy": 1.0,
+                        "test_correct": 1,
+                        "n_test": 2,
+                        "per_class": {"x": {"accuracy": accuracy}},
+                    },
+                }
+            )
     _, [comparison] = summarise([Condition("a"), Condition("b")], replicates, results)
     assert comparison["unit"].startswith("fold of 3-fold") and "corrected resampled" in comparison["test"]
     differences = [0.1, 0.1, 0.1, 0.1, 0.1, 0.2]

@@ -12,8 +12,8 @@ from conftest import held_by_another_process
 
 from pasture import api
 from pasture.cli import main
-from pasture.core.defaults import cache_root
 from pasture.core import store
+from pasture.core.defaults import cache_root
 from pasture.core.errors import FolderBusy
 from pasture.study import experiment
 
@@ -38,16 +38,18 @@ def counted_gans(monkeypatch, in_process_runs):
 def gan_dirs(results_dir) -> set[str]:
     import json
 
-    return {json.loads(path.read_text())["gan_dir"] for path in results_dir.glob("runs/*/result.json")
-            if json.loads(path.read_text())["gan_dir"]}
+    return {
+        json.loads(path.read_text())["gan_dir"]
+        for path in results_dir.glob("runs/*/result.json")
+        if json.loads(path.read_text())["gan_dir"]
+    }
 
 
 def test_a_gan_is_trained_once_for_every_study_of_the_same_images(split_data, tmp_path, counted_gans):
     api.experiment(split_data, tmp_path / "first", conditions=[f"base:{QUICK}", GAN], seeds=2, quiet=True)
     assert len(counted_gans) == 1  # a fixed split: every seed shares one GAN
     # Another study (other folder, more seeds, another baseline) of the same photos reuses it.
-    api.experiment(split_data, tmp_path / "second", conditions=[f"aug:{QUICK},augment=paper", GAN], seeds=3,
-                   quiet=True)
+    api.experiment(split_data, tmp_path / "second", conditions=[f"aug:{QUICK},augment=paper", GAN], seeds=3, quiet=True)
     assert len(counted_gans) == 1
     shared = gan_dirs(tmp_path / "first")
     assert shared == gan_dirs(tmp_path / "second") and len(shared) == 1
@@ -92,8 +94,11 @@ def test_a_study_waits_for_a_gan_another_process_is_training(split_data, tmp_pat
     finish = f"open({str(gan_dir / 'summary.json')!r}, 'w').write({summary!r})"  # ... which finishes it
     done = {}
     with held_by_another_process(gan_dir, last=finish):
-        second = threading.Thread(target=lambda: done.update(api.experiment(
-            split_data, tmp_path / "second", conditions=[f"base:{QUICK}", GAN], seeds=1, quiet=True)))
+        second = threading.Thread(
+            target=lambda: done.update(
+                api.experiment(split_data, tmp_path / "second", conditions=[f"base:{QUICK}", GAN], seeds=1, quiet=True)
+            )
+        )
         second.start()
         assert refused.wait(timeout=120)  # the second study reached the GAN while the other process held it
     second.join(timeout=120)
@@ -125,9 +130,22 @@ def test_dry_run_prints_the_plan_and_writes_nothing(split_data, tmp_path, capsys
 def test_the_plan_says_how_to_use_spare_cores():
     from pasture.study.experiment import plan_text
 
-    plan = {"conditions": ["a", "b"], "replicates": 5, "runs": 10, "stored": 0, "to_run": 10, "gans_needed": 0,
-            "gans_to_train": 0, "estimate_seconds": 100.0, "unmeasured_runs": 0, "unmeasured_gans": 0,
-            "machine": "cpu", "engine": "local", "parallel": 1, "cores": 4}
+    plan = {
+        "conditions": ["a", "b"],
+        "replicates": 5,
+        "runs": 10,
+        "stored": 0,
+        "to_run": 10,
+        "gans_needed": 0,
+        "gans_to_train": 0,
+        "estimate_seconds": 100.0,
+        "unmeasured_runs": 0,
+        "unmeasured_gans": 0,
+        "machine": "cpu",
+        "engine": "local",
+        "parallel": 1,
+        "cores": 4,
+    }
     assert "--jobs 4 runs 4 at a time" in plan_text(plan)
     assert "--jobs" not in plan_text({**plan, "parallel": 2})  # already parallel
     assert "--jobs" not in plan_text({**plan, "cores": 1})

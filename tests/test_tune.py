@@ -5,13 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import interrupt_on_call
+
+import pasture.study.experiment as experiment_module
 from pasture import api
 from pasture.classify.recipes import get_recipe, read_recipe_file
 from pasture.cli import main
 from pasture.core.errors import Interrupted, UserError
-import pasture.study.experiment as experiment_module
 
 pytest.importorskip("optuna", reason="the tune extra is not installed: pip install -e '.[tune]'")
 
@@ -34,12 +34,12 @@ def space(tmp_path) -> Path:
 
 
 def _tune(data, out, space, start_recipe, **options):
-    return api.tune(data, out, space=space, recipe=str(start_recipe), trials=4, folds=2, seeds=2, quiet=True,
-                    **options)
+    return api.tune(data, out, space=space, recipe=str(start_recipe), trials=4, folds=2, seeds=2, quiet=True, **options)
 
 
-def test_every_run_of_a_search_sees_the_training_split_only(split_data, tmp_path, space, start_recipe, monkeypatch,
-                                                            in_process_runs):
+def test_every_run_of_a_search_sees_the_training_split_only(
+    split_data, tmp_path, space, start_recipe, monkeypatch, in_process_runs
+):
     seen = []
     real = experiment_module.replicate_dataset
 
@@ -57,8 +57,9 @@ def test_every_run_of_a_search_sees_the_training_split_only(split_data, tmp_path
     assert len(result["trials"]) == 4
 
 
-def test_an_interrupted_search_resumes_to_the_same_result(in_process_runs, split_data, tmp_path, space, start_recipe,
-                                                          monkeypatch):
+def test_an_interrupted_search_resumes_to_the_same_result(
+    in_process_runs, split_data, tmp_path, space, start_recipe, monkeypatch
+):
     straight = _tune(split_data, tmp_path / "straight", space, start_recipe)
     restore = interrupt_on_call(monkeypatch, experiment_module, "execute_run", 9)  # inside the second trial
     with pytest.raises(Interrupted):
@@ -103,8 +104,17 @@ def test_the_recipe_file_is_the_best_candidate_and_train_accepts_it(split_data, 
     expected = result["best"]["values"] if result["improved"] else {key: getattr(start, key) for key in SPACE}
     assert {key: getattr(recipe, key) for key in SPACE} == expected
     assert (recipe.image_size, recipe.batch_size) == (16, 8)  # the start's own fields are kept
-    code = main(["train", str(split_data), "--out", str(tmp_path / "run"), "--recipe",
-                 str(tmp_path / "tuned" / "best_recipe.json"), "--quiet"])
+    code = main(
+        [
+            "train",
+            str(split_data),
+            "--out",
+            str(tmp_path / "run"),
+            "--recipe",
+            str(tmp_path / "tuned" / "best_recipe.json"),
+            "--quiet",
+        ]
+    )
     assert code == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["recipe"]["lr"] == recipe.lr and config["recipe"]["epochs"] == recipe.epochs
@@ -117,14 +127,17 @@ def test_a_recipe_file_in_a_condition_is_keyed_by_its_content(tmp_path, start_re
     assert dict(written.overrides)["epochs"] == 5  # a field written in the condition wins over the file
 
 
-@pytest.mark.parametrize("space_text, message", [
-    ('{"learning_rate": [0.1]}', "'learning_rate' is not a recipe field"),
-    ('{"lr": {"low": 0.1, "high": 0.01}}', "low and high must be finite numbers with low < high"),
-    ('{"epochs": {"low": 0, "high": 3}}', "epochs=0 is not a valid recipe"),
-    ('{"augment": ["paper", "sideways"]}', "augment='sideways' is not a valid recipe"),
-    ('[1, 2]', "give a JSON object"),
-    ('{"lr": ', "not a readable search space (JSON)"),
-])
+@pytest.mark.parametrize(
+    "space_text, message",
+    [
+        ('{"learning_rate": [0.1]}', "'learning_rate' is not a recipe field"),
+        ('{"lr": {"low": 0.1, "high": 0.01}}', "low and high must be finite numbers with low < high"),
+        ('{"epochs": {"low": 0, "high": 3}}', "epochs=0 is not a valid recipe"),
+        ('{"augment": ["paper", "sideways"]}', "augment='sideways' is not a valid recipe"),
+        ("[1, 2]", "give a JSON object"),
+        ('{"lr": ', "not a readable search space (JSON)"),
+    ],
+)
 def test_a_bad_space_is_a_one_line_error_naming_the_file(split_data, tmp_path, capsys, space_text, message):
     bad = tmp_path / "bad.json"
     bad.write_text(space_text)
@@ -148,6 +161,7 @@ def test_a_bad_recipe_file_is_a_one_line_error(tmp_path):
 
 def test_without_optuna_the_error_names_the_install_command(split_data, tmp_path, space, monkeypatch, capsys):
     import sys
+
     monkeypatch.setitem(sys.modules, "optuna", None)
     code = main(["tune", str(split_data), "--out", str(tmp_path / "tuned"), "--space", str(space), "--quiet"])
     assert code == 2 and 'pip install -e ".[tune]"' in capsys.readouterr().err

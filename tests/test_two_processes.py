@@ -46,8 +46,9 @@ SLOW_CLI = textwrap.dedent("""
 
 
 def start_live(arguments: list[str]) -> subprocess.Popen:
-    live = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *arguments], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    live = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLI, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert live.stdout.readline().strip() == "checkpoint", live.stderr.read()
     return live
 
@@ -84,8 +85,19 @@ def test_a_second_train_on_a_live_run_touches_nothing(split_data, tmp_path, caps
 
 def test_experiment_force_on_a_live_study_deletes_nothing(split_data, tmp_path, capsys):
     study = tmp_path / "study"
-    arguments = ["experiment", str(split_data), "--out", str(study), "--quiet", "--jobs", "1", "--seeds", "3",
-                 "--conditions", f"a:{QUICK}"]
+    arguments = [
+        "experiment",
+        str(split_data),
+        "--out",
+        str(study),
+        "--quiet",
+        "--jobs",
+        "1",
+        "--seeds",
+        "3",
+        "--conditions",
+        f"a:{QUICK}",
+    ]
     live = start_live(arguments)
     try:
         stored = sorted(study.glob("runs/*/result.json"))
@@ -130,8 +142,12 @@ LOCK_RACE = textwrap.dedent("""
 
 def test_the_folder_lock_admits_one_process_however_two_race(tmp_path):
     start = time.time() + 3
-    racers = [subprocess.Popen([sys.executable, "-c", LOCK_RACE, str(tmp_path), "3000", str(start)],
-                               stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOCK_RACE, str(tmp_path), "3000", str(start)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     counts = [tuple(map(int, racer.communicate(timeout=120)[0].split())) for racer in racers]
     assert sum(held for held, _ in counts) > 100  # they did take turns ...
     assert [overlaps for _, overlaps in counts] == [0, 0]  # ... and were never inside together
@@ -139,14 +155,22 @@ def test_the_folder_lock_admits_one_process_however_two_race(tmp_path):
 
 
 def test_a_lock_whose_process_died_is_free_and_names_nobody(tmp_path):
-    killed = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    killed = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import time
         from pathlib import Path
         from pasture.core.runs import folder_lock
         with folder_lock(Path({str(tmp_path)!r}), "test"):
             print("held", flush=True)
             time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert killed.stdout.readline().strip() == "held"
     assert lock_holder(tmp_path) == killed.pid
     killed.kill()
@@ -164,7 +188,24 @@ def test_tune_force_on_a_live_search_deletes_nothing(split_data, tmp_path):
     space.write_text('{"lr": {"low": 0.001, "high": 0.1, "log": true}}')
     with folder_lock(out, "tune"):  # a live search (this process holds its lock; another process is refused)
         (out / "tune.json").write_text('{"status": "running"}')
-        code = subprocess.run([sys.executable, "-m", "pasture.cli", "tune", str(split_data), "--out", str(out),
-                               "--space", str(space), "--force", "--trials", "1", "--quiet"], capture_output=True, text=True)
+        code = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pasture.cli",
+                "tune",
+                str(split_data),
+                "--out",
+                str(out),
+                "--space",
+                str(space),
+                "--force",
+                "--trials",
+                "1",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert code.returncode == 2 and "another pasture process" in code.stderr
         assert (out / "tune.json").read_text() == '{"status": "running"}'

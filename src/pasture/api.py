@@ -25,46 +25,104 @@ from pathlib import Path
 import torch
 
 from pasture.classify.card import model_card
-from pasture.classify.evaluate import accuracy_report, group_reports, predict_probabilities, score_run, test_probabilities
 from pasture.classify.distill import bank_key, build_bank, cached_bank, model_identity
+from pasture.classify.evaluate import (
+    accuracy_report,
+    group_reports,
+    predict_probabilities,
+    score_run,
+    test_probabilities,
+)
 from pasture.classify.explain import explain_images, plot_top_losses
 from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.onnx_runner import predict_onnx
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import (
-    Recipe, check_synthetic_allowed, check_synthetic_ratio, recipe_alias_note, recipe_line, resolve_recipe,
-    scratch_warning, synthetic_share,
+    Recipe,
+    check_synthetic_allowed,
+    check_synthetic_ratio,
+    recipe_alias_note,
+    recipe_line,
+    resolve_recipe,
+    scratch_warning,
+    synthetic_share,
 )
 from pasture.classify.trained import load_run, run_config_problem
-from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_TEST_FRACTION, DataOptions, Warn, option_fields, warn_to_stderr
+from pasture.core.defaults import (
+    DEFAULT_MIN_IMAGE_SIZE,
+    DEFAULT_TEST_FRACTION,
+    DataOptions,
+    Warn,
+    option_fields,
+    warn_to_stderr,
+)
 from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.paths import check_outside
 from pasture.core.plots import plot_confusion, plot_curves
 from pasture.core.record import record_problem
 from pasture.core.runs import (
-    atomic_write_json, atomic_write_text, check_output_folder, check_writable, folder_lock, is_whole_number, locked_folder, prepare_run_dir, read_checked_json, versions,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_folder,
+    check_writable,
+    folder_lock,
+    is_whole_number,
+    locked_folder,
+    prepare_run_dir,
+    read_checked_json,
+    versions,
 )
-from pasture.data import class_index_map, decode_files, image_files_in, load_dataset, load_labelled_folder, load_synthetic
+from pasture.data import (
+    class_index_map,
+    decode_files,
+    image_files_in,
+    load_dataset,
+    load_labelled_folder,
+    load_synthetic,
+)
 from pasture.doctor.examine import examine
-from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
 from pasture.gan.presets import GanPreset, get_gan_preset
+from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
 from pasture.gan.trainer import train_gan, validate_gan_preset
 from pasture.study.demo import write_demo_data
-from pasture.study.tune import TuneSpec, run_tune
 from pasture.study.experiment import (
-    AUTO_JOBS, PAPER_EXPERIMENT, REPORT_NUMBERS, ExperimentSpec, LocalEngine, parse_condition, run_experiment,
+    AUTO_JOBS,
+    PAPER_EXPERIMENT,
+    REPORT_NUMBERS,
+    ExperimentSpec,
+    LocalEngine,
+    parse_condition,
+    run_experiment,
 )
+from pasture.study.tune import TuneSpec, run_tune
 
-__all__ = ["DataOptions", "Interrupted", "UserError", "demo", "doctor", "evaluate", "experiment", "explain", "export", "gan_sample",
-           "gan_score", "gan_train", "load_run", "predict", "resolve_recipe", "train"]
+__all__ = [
+    "DataOptions",
+    "Interrupted",
+    "UserError",
+    "demo",
+    "doctor",
+    "evaluate",
+    "experiment",
+    "explain",
+    "export",
+    "gan_sample",
+    "gan_score",
+    "gan_train",
+    "load_run",
+    "predict",
+    "resolve_recipe",
+    "train",
+]
 
 _DATA_FIELDS = {f.name for f in dataclasses.fields(DataOptions)}
 
 
-def _options(function: str, settings_type, overrides: dict | None, data_options: DataOptions | None,
-             fields: dict) -> tuple[dict, DataOptions]:
+def _options(
+    function: str, settings_type, overrides: dict | None, data_options: DataOptions | None, fields: dict
+) -> tuple[dict, DataOptions]:
     """Sort keyword shorthands into (settings overrides, DataOptions): a field of `settings_type`
     (Recipe, GanPreset) goes to the overrides, a DataOptions field to the data options."""
     known = {f.name for f in option_fields(settings_type)}
@@ -97,13 +155,27 @@ def _data_identity(data, dataset, options: DataOptions) -> dict:
         "min_image_size": options.min_image_size,
         "strict": options.strict,
         # only when set, so that runs made before groups existed keep their identity
-        **({"groups": options.groups, "group_column": options.group_column, "split_by_group": options.split_by_group}
-           if options.groups is not None else {}),
+        **(
+            {"groups": options.groups, "group_column": options.group_column, "split_by_group": options.split_by_group}
+            if options.groups is not None
+            else {}
+        ),
     }
 
 
-def _open_run_dir(out: Path, identity: dict, config: dict, *, what: str, result_file: str, done_check,
-                  resume: bool, force: bool, command: list[str] | None, warn: Warn) -> tuple[str, dict | None]:
+def _open_run_dir(
+    out: Path,
+    identity: dict,
+    config: dict,
+    *,
+    what: str,
+    result_file: str,
+    done_check,
+    resume: bool,
+    force: bool,
+    command: list[str] | None,
+    warn: Warn,
+) -> tuple[str, dict | None]:
     """Prepare a run folder (new, resume or done; see core.runs.prepare_run_dir). A new run gets
     config.json: `config` plus the identity, versions, command and time. Returns (state, the finished
     run's `result_file` contents when state is "done", else None)."""
@@ -112,13 +184,16 @@ def _open_run_dir(out: Path, identity: dict, config: dict, *, what: str, result_
         warn(f"{out}: this {what} had already finished; nothing to resume")
         return state, read_checked_json(out / result_file, done_check, what=what)
     if state == "new":
-        atomic_write_json(out / "config.json", {
-            **config,
-            "identity": identity,
-            "versions": versions(),
-            "command": command,  # None: called from Python
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        })
+        atomic_write_json(
+            out / "config.json",
+            {
+                **config,
+                "identity": identity,
+                "versions": versions(),
+                "command": command,  # None: called from Python
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            },
+        )
     return state, None
 
 
@@ -133,17 +208,24 @@ def _synthetic_for(synthetic, synthetic_ratio, recipe: Recipe, dataset, warn: Wa
     synthetic_ratio = check_synthetic_ratio(synthetic_ratio)
     if synthetic_ratio is None:
         synthetic_ratio = synthetic_share(len(images), len(dataset.train))
-    info = {"folder": str(Path(synthetic).resolve()), "fingerprint": fingerprint, "ratio": synthetic_ratio,
-            "counts": images.counts()}
+    info = {
+        "folder": str(Path(synthetic).resolve()),
+        "fingerprint": fingerprint,
+        "ratio": synthetic_ratio,
+        "counts": images.counts(),
+    }
     return images, synthetic_ratio, info
 
 
-def _teacher_bank(teacher, unlabeled, synthetic, recipe: Recipe, data, options: DataOptions, dataset, device,
-                  quiet: bool, warn: Warn):
+def _teacher_bank(
+    teacher, unlabeled, synthetic, recipe: Recipe, data, options: DataOptions, dataset, device, quiet: bool, warn: Warn
+):
     """(TeacherBank, what config.json records of the teacher and the transfer set) for `--teacher`."""
     if recipe.pretrained == "probe":
-        raise UserError("--teacher: the student must train on images; a probe student would drop the teacher's views. "
-                        "Use --recipe distill (paper-cnn) or --model resnet-small")
+        raise UserError(
+            "--teacher: the student must train on images; a probe student would drop the teacher's views. "
+            "Use --recipe distill (paper-cnn) or --model resnet-small"
+        )
     teacher_model, teacher_config = load_run(teacher, device)
     size = teacher_config["image_size"]
     to_teacher = class_index_map(dataset.classes, teacher_config["classes"], f"--teacher {teacher}: the data's classes")
@@ -162,17 +244,40 @@ def _teacher_bank(teacher, unlabeled, synthetic, recipe: Recipe, data, options: 
         generated, fingerprint = load_synthetic(synthetic, dataset.classes, size, warn)
         images.append(generated.images)
         labels.append(torch.full((len(generated),), -1, dtype=torch.long))
-        transfer["synthetic"] = {"folder": str(Path(synthetic).resolve()), "fingerprint": fingerprint,
-                                 "n": len(generated)}
+        transfer["synthetic"] = {
+            "folder": str(Path(synthetic).resolve()),
+            "fingerprint": fingerprint,
+            "n": len(generated),
+        }
     pool, pool_labels = torch.cat(images), torch.cat(labels)
     identity = model_identity(teacher_model)
     key = bank_key(identity, pool, pool_labels, recipe, len(dataset.train), seed=0)
     # The teacher sees classes in its own order; the bank keeps the student's (the data's) order.
-    bank = cached_bank(key, lambda: build_bank(teacher_model, size, pool, pool_labels, len(dataset.classes), recipe,
-                                               seed=0, quiet=quiet, class_order=to_teacher))
-    info = {"run": str(Path(teacher).resolve()), "checkpoint": identity, "classes": teacher_config["classes"],
-            "image_size": size, "recipe": teacher_config["recipe"]["name"], "transfer": transfer,
-            "views": len(bank), "teacher_seconds": round(bank.seconds, 1), "bank_reused": bank.reused}
+    bank = cached_bank(
+        key,
+        lambda: build_bank(
+            teacher_model,
+            size,
+            pool,
+            pool_labels,
+            len(dataset.classes),
+            recipe,
+            seed=0,
+            quiet=quiet,
+            class_order=to_teacher,
+        ),
+    )
+    info = {
+        "run": str(Path(teacher).resolve()),
+        "checkpoint": identity,
+        "classes": teacher_config["classes"],
+        "image_size": size,
+        "recipe": teacher_config["recipe"]["name"],
+        "transfer": transfer,
+        "views": len(bank),
+        "teacher_seconds": round(bank.seconds, 1),
+        "bank_reused": bank.reused,
+    }
     return bank, info
 
 
@@ -234,43 +339,80 @@ def train(
     bank, teacher_info = None, None
     if teacher is not None:
         if synthetic_ratio is not None:
-            raise UserError("--synthetic-ratio: with --teacher, synthetic images join the teacher's transfer set; "
-                            "drop --synthetic-ratio")
+            raise UserError(
+                "--synthetic-ratio: with --teacher, synthetic images join the teacher's transfer set; "
+                "drop --synthetic-ratio"
+            )
         # A folder that is not ours is refused now, not after minutes of teacher outputs.
         check_output_folder(Path(out), None if force else "config.json", "run")
-        bank, teacher_info = _teacher_bank(teacher, unlabeled, synthetic, chosen, data, options, dataset, where,
-                                           quiet, warn)
+        bank, teacher_info = _teacher_bank(
+            teacher, unlabeled, synthetic, chosen, data, options, dataset, where, quiet, warn
+        )
         synthetic_images, synthetic_ratio, synthetic_info = None, None, None
     else:
-        synthetic_images, synthetic_ratio, synthetic_info = _synthetic_for(synthetic, synthetic_ratio, chosen, dataset,
-                                                                           warn)
-    identity = {"synthetic": synthetic_info, "recipe": chosen.to_dict(), "seed": seed,
-                **_data_identity(data, dataset, options)}
+        synthetic_images, synthetic_ratio, synthetic_info = _synthetic_for(
+            synthetic, synthetic_ratio, chosen, dataset, warn
+        )
+    identity = {
+        "synthetic": synthetic_info,
+        "recipe": chosen.to_dict(),
+        "seed": seed,
+        **_data_identity(data, dataset, options),
+    }
     if teacher_info is not None:  # only when set, so that runs made before distillation keep their identity
         identity["teacher"] = {key: teacher_info[key] for key in ("checkpoint", "transfer")}
     out = Path(out)
     # The lock first: a second command on a live run's folder is refused before it touches anything.
     with locked_folder(out, "run"):
-        state, finished = _open_run_dir(out, identity, {
-            "model": chosen.model, "image_size": chosen.image_size, "classes": dataset.classes, "seed": seed,
-            "recipe": chosen.to_dict(), "data_summary": dataset.summary(), "eval_every": eval_every,
-            "device": device_info(where, precision), **({"teacher": teacher_info} if teacher_info else {}),
-        }, what="run", result_file="metrics.json", done_check=record_problem, resume=resume, force=force,
-            command=command, warn=warn)
+        state, finished = _open_run_dir(
+            out,
+            identity,
+            {
+                "model": chosen.model,
+                "image_size": chosen.image_size,
+                "classes": dataset.classes,
+                "seed": seed,
+                "recipe": chosen.to_dict(),
+                "data_summary": dataset.summary(),
+                "eval_every": eval_every,
+                "device": device_info(where, precision),
+                **({"teacher": teacher_info} if teacher_info else {}),
+            },
+            what="run",
+            result_file="metrics.json",
+            done_check=record_problem,
+            resume=resume,
+            force=force,
+            command=command,
+            warn=warn,
+        )
         if finished is not None:
             return finished
         try:
-            result = train_classifier(dataset, chosen, seed, run_dir=out, resume=(state == "resume"), quiet=quiet,
-                                      synthetic=synthetic_images, synthetic_ratio=synthetic_ratio or 0.0,
-                                      eval_every=eval_every, device=where, precision=precision, bank=bank)
+            result = train_classifier(
+                dataset,
+                chosen,
+                seed,
+                run_dir=out,
+                resume=(state == "resume"),
+                quiet=quiet,
+                synthetic=synthetic_images,
+                synthetic_ratio=synthetic_ratio or 0.0,
+                eval_every=eval_every,
+                device=where,
+                precision=precision,
+                bank=bank,
+            )
         except KeyboardInterrupt:
             raise Interrupted(
                 f"interrupted; {out / 'checkpoint.pt'} holds the last finished epoch. Run the same command "
                 "with --resume to continue"
             ) from None
         if result.nonfinite_loss:
-            warn("the training loss became NaN or infinite (the recipe diverged); the accuracies below "
-                 "describe a broken model")
+            warn(
+                "the training loss became NaN or infinite (the recipe diverged); the accuracies below "
+                "describe a broken model"
+            )
         return finish_run(out, result, dataset, chosen)
 
 
@@ -280,10 +422,21 @@ def finish_run(out: Path, result, dataset, recipe: Recipe) -> dict:
     probabilities = test_probabilities(result, dataset, recipe)
     record = score_run(result, dataset, recipe, probabilities)
     plot_curves(record.history, out / "curves.png", title=f"{recipe.model} / {recipe.name}")
-    plot_confusion(record.confusion, dataset.classes, out / "confusion.png",
-                   title=f"test: {record.test_correct}/{record.n_test} correct")
-    plot_top_losses(result.model, dataset.test.images, dataset.test.labels, probabilities, dataset.classes,
-                    dataset.test.files, out / "top_losses.png")
+    plot_confusion(
+        record.confusion,
+        dataset.classes,
+        out / "confusion.png",
+        title=f"test: {record.test_correct}/{record.n_test} correct",
+    )
+    plot_top_losses(
+        result.model,
+        dataset.test.images,
+        dataset.test.labels,
+        probabilities,
+        dataset.classes,
+        dataset.test.files,
+        out / "top_losses.png",
+    )
     metrics = record.to_dict()
     config = read_checked_json(out / "config.json", run_config_problem, what="run folder")
     atomic_write_text(out / "MODEL_CARD.md", model_card(config, metrics))
@@ -318,8 +471,9 @@ def evaluate(
         check_output_folder(Path(out), "evaluation.json", "evaluation")
     model, config = load_run(run, resolve_device(device))
     model_classes = config["classes"]
-    images, skipped = load_labelled_folder(data, config["image_size"], min_image_size, strict, warn,
-                                           groups=groups, group_column=group_column)
+    images, skipped = load_labelled_folder(
+        data, config["image_size"], min_image_size, strict, warn, groups=groups, group_column=group_column
+    )
     to_model_index = class_index_map(images.classes, model_classes, f"{data}: class folders")
     labels = to_model_index[images.labels]
     probabilities = predict_probabilities(model, images.images, tta=config["recipe"].get("tta", False))
@@ -333,16 +487,27 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         check_writable(out)
         with folder_lock(out, "evaluation"):
-            plot_confusion(report["confusion"], model_classes, out / "confusion.png",
-                           title=f"{Path(data).name}: {report['correct']}/{report['n']} correct")
-            report["top_losses"] = plot_top_losses(model, images.images, labels, probabilities, model_classes,
-                                                   images.files, out / "top_losses.png")
+            plot_confusion(
+                report["confusion"],
+                model_classes,
+                out / "confusion.png",
+                title=f"{Path(data).name}: {report['correct']}/{report['n']} correct",
+            )
+            report["top_losses"] = plot_top_losses(
+                model, images.images, labels, probabilities, model_classes, images.files, out / "top_losses.png"
+            )
             atomic_write_json(out / "evaluation.json", {"run": str(run), "data": str(data), **report})
     return report
 
 
-def predict(run: str | os.PathLike, paths: list[str | os.PathLike], *, device: str = "auto",
-            csv: str | os.PathLike | None = None, quiet: bool = True) -> list[dict] | dict:
+def predict(
+    run: str | os.PathLike,
+    paths: list[str | os.PathLike],
+    *,
+    device: str = "auto",
+    csv: str | os.PathLike | None = None,
+    quiet: bool = True,
+) -> list[dict] | dict:
     """Label and probabilities for each image file (folders are searched for images). `run` is a run
     folder, or a file written by `export` (run with ONNX Runtime alone).
 
@@ -356,6 +521,7 @@ def predict(run: str | os.PathLike, paths: list[str | os.PathLike], *, device: s
         raise UserError("predict: give at least one image file or folder")
     tta = config["recipe"].get("tta", False)
     if csv is not None:
+
         def probabilities_of(images_uint8):
             return predict_probabilities(model, torch.from_numpy(images_uint8), tta=tta).numpy()
 
@@ -364,8 +530,9 @@ def predict(run: str | os.PathLike, paths: list[str | os.PathLike], *, device: s
     return prediction_rows(files, probabilities.tolist(), config["classes"])
 
 
-def explain(run: str | os.PathLike, paths: list[str | os.PathLike], out: str | os.PathLike, *,
-            device: str = "auto") -> list[dict]:
+def explain(
+    run: str | os.PathLike, paths: list[str | os.PathLike], out: str | os.PathLike, *, device: str = "auto"
+) -> list[dict]:
     """Where the model looked, for each image: its label and probability, and OUT/<n>_<name>.png with the
     photo, its Grad-CAM heatmap (last convolutional layer) and its occlusion map (no gradients), written
     with OUT/explanations.json. Needs the extra .[explain] (Captum)."""
@@ -378,9 +545,19 @@ def explain(run: str | os.PathLike, paths: list[str | os.PathLike], out: str | o
     return explain_images(model, config, files, decode_files(files, config["image_size"]), out)
 
 
-def doctor(data: str | os.PathLike, out: str | os.PathLike | None = None, *, label_model: str = "auto",
-           duplicate_distance: int = 6, seed: int = 0, data_options: DataOptions | None = None, device: str = "auto",
-           quiet: bool = True, warn: Warn = warn_to_stderr, **fields) -> dict:
+def doctor(
+    data: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    label_model: str = "auto",
+    duplicate_distance: int = 6,
+    seed: int = 0,
+    data_options: DataOptions | None = None,
+    device: str = "auto",
+    quiet: bool = True,
+    warn: Warn = warn_to_stderr,
+    **fields,
+) -> dict:
     """Check DATA before training: counts and imbalance, skipped files, sizes, near-duplicates (across
     the split a run would use, and across classes), a shortcut probe (can trivial image statistics
     predict the class?), sources that hold one class only (with groups), and likely label errors
@@ -391,8 +568,17 @@ def doctor(data: str | os.PathLike, out: str | os.PathLike | None = None, *, lab
     `fields` are DataOptions fields as keywords (groups="subfolders", split_by_group=True)."""
     check_outside(out, data)
     options = dataclasses.replace(data_options or DataOptions(), **fields)
-    return examine(data, out, options=options, label_model=label_model, duplicate_distance=duplicate_distance,
-                   seed=seed, device=resolve_device(device), quiet=quiet, warn=warn)
+    return examine(
+        data,
+        out,
+        options=options,
+        label_model=label_model,
+        duplicate_distance=duplicate_distance,
+        seed=seed,
+        device=resolve_device(device),
+        quiet=quiet,
+        warn=warn,
+    )
 
 
 def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, format: str = "onnx") -> dict:
@@ -423,9 +609,14 @@ def _gan_summary(result: dict, chosen: GanPreset, dataset) -> dict:
         if rows:
             last[str(unit)] = {key: rows[-1][key] for key in ("loss_d", "loss_g", "d_real", "d_fake", "p_aug")}
     return {
-        "preset": chosen.name, "units": len(result["units"]), "iterations": chosen.iterations,
-        "diversity_vs_real": result["diversity"], "final": last, "seconds": result["seconds"],
-        "n_train": len(dataset.train), "classes": dataset.classes,
+        "preset": chosen.name,
+        "units": len(result["units"]),
+        "iterations": chosen.iterations,
+        "diversity_vs_real": result["diversity"],
+        "final": last,
+        "seconds": result["seconds"],
+        "n_train": len(dataset.train),
+        "classes": dataset.classes,
     }
 
 
@@ -454,8 +645,9 @@ def gan_train(
     """
     check_outside(out, data)
     overrides, options = _options("gan_train", GanPreset, overrides, data_options, fields)
-    chosen = dataclasses.replace(get_gan_preset(preset),
-                                 **{key: value for key, value in overrides.items() if value is not None})
+    chosen = dataclasses.replace(
+        get_gan_preset(preset), **{key: value for key, value in overrides.items() if value is not None}
+    )
     validate_gan_preset(chosen)
     where = resolve_device(device)
     precision = effective_precision(chosen.precision, where, warn)
@@ -463,17 +655,40 @@ def gan_train(
     identity = {"kind": "gan", "preset": chosen.to_dict(), "seed": seed, **_data_identity(data, dataset, options)}
     out = Path(out)
     with locked_folder(out, "GAN"):  # the lock first, as in train
-        state, finished = _open_run_dir(out, identity, {
-            "kind": "gan", "preset": chosen.to_dict(), "classes": dataset.classes, "seed": seed,
-            "data_summary": dataset.summary(), "device": device_info(where, precision),
-        }, what="GAN", result_file="summary.json", done_check=_summary_problem, resume=resume, force=force,
-            command=command, warn=warn)
+        state, finished = _open_run_dir(
+            out,
+            identity,
+            {
+                "kind": "gan",
+                "preset": chosen.to_dict(),
+                "classes": dataset.classes,
+                "seed": seed,
+                "data_summary": dataset.summary(),
+                "device": device_info(where, precision),
+            },
+            what="GAN",
+            result_file="summary.json",
+            done_check=_summary_problem,
+            resume=resume,
+            force=force,
+            command=command,
+            warn=warn,
+        )
         if finished is not None:
             return finished
         try:
             # Only the training split is handed over; train_gan refuses any other split.
-            result = train_gan(dataset.train, chosen, seed, out=out, resume=(state == "resume"), quiet=quiet,
-                               warn=warn, device=where, precision=precision)
+            result = train_gan(
+                dataset.train,
+                chosen,
+                seed,
+                out=out,
+                resume=(state == "resume"),
+                quiet=quiet,
+                warn=warn,
+                device=where,
+                precision=precision,
+            )
         except KeyboardInterrupt:
             raise Interrupted(
                 f"interrupted; {out / 'checkpoint.pt'} holds the last sample point. Run the same command with "
@@ -498,9 +713,16 @@ def gan_sample(
     warn: Warn = warn_to_stderr,
 ) -> dict:
     """Write `per_class` generated images per class to out/<class>/*.png with out/synth.json."""
-    synthetic, info = sample_images(gan_dir, per_class, seed=seed, truncation=truncation, filter_run=filter_run,
-                                    min_confidence=min_confidence if filter_run is not None else 0.0, warn=warn,
-                                    device=resolve_device(device))
+    synthetic, info = sample_images(
+        gan_dir,
+        per_class,
+        seed=seed,
+        truncation=truncation,
+        filter_run=filter_run,
+        min_confidence=min_confidence if filter_run is not None else 0.0,
+        warn=warn,
+        device=resolve_device(device),
+    )
     write_synthetic(synthetic, info, out, force=force)
     return info
 
@@ -524,8 +746,11 @@ def gan_score(
     where = resolve_device(device)
     if write:  # score.json goes into SOURCE: find out now, not after minutes of training
         check_writable(source, "score it with write=False (--json prints the score) or copy the folder")
-    size = (read_checked_json(Path(run) / "config.json", run_config_problem, what="run folder")["image_size"]
-            if run is not None else resolve_recipe().image_size)
+    size = (
+        read_checked_json(Path(run) / "config.json", run_config_problem, what="run folder")["image_size"]
+        if run is not None
+        else resolve_recipe().image_size
+    )
     dataset = load_dataset(data, size, warn=warn)
     if (source / "synth.json").is_file():
         synthetic, _ = load_synthetic(source, dataset.classes, size, warn)
@@ -598,10 +823,23 @@ def experiment(
         title, numbers = "pasture experiment", {}
     parsed = [parse_condition(name, recipe=recipe, model=model) for name in names]
     spec = ExperimentSpec(
-        data=str(data), out=str(out), conditions=parsed, seeds=seeds, folds=folds, groups=groups,
-        group_column=group_column, classes=classes,
-        min_image_size=min_image_size, jobs=jobs, eval_every=eval_every, quiet=quiet, title=title,
-        report_numbers=numbers, command=list(command or []), force=force, device=_study_device(device, engine),
+        data=str(data),
+        out=str(out),
+        conditions=parsed,
+        seeds=seeds,
+        folds=folds,
+        groups=groups,
+        group_column=group_column,
+        classes=classes,
+        min_image_size=min_image_size,
+        jobs=jobs,
+        eval_every=eval_every,
+        quiet=quiet,
+        title=title,
+        report_numbers=numbers,
+        command=list(command or []),
+        force=force,
+        device=_study_device(device, engine),
         dry_run=dry_run,
     )
     return _on_engine(run_experiment, spec, warn, engine, jobs, ray_address, threads_per_run)
@@ -638,10 +876,25 @@ def tune(
     DIR/best_recipe.json (for `train --recipe`), tune.json, tune.md and trials.csv; returns tune.json's
     contents. See pasture.study.tune."""
     check_outside(out, data)
-    spec = TuneSpec(data=str(data), out=str(out), space=str(space), recipe=str(recipe), trials=trials, folds=folds,
-                    seeds=seeds, batch=batch, seed=seed, classes=classes, min_image_size=min_image_size,
-                    test_fraction=test_fraction, split_seed=split_seed, device=_study_device(device, engine),
-                    quiet=quiet, force=force, command=list(command or []))
+    spec = TuneSpec(
+        data=str(data),
+        out=str(out),
+        space=str(space),
+        recipe=str(recipe),
+        trials=trials,
+        folds=folds,
+        seeds=seeds,
+        batch=batch,
+        seed=seed,
+        classes=classes,
+        min_image_size=min_image_size,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        device=_study_device(device, engine),
+        quiet=quiet,
+        force=force,
+        command=list(command or []),
+    )
     return _on_engine(run_tune, spec, warn, engine, jobs, ray_address, threads_per_run)
 
 
@@ -650,8 +903,9 @@ ENGINES = ("local", "ray")
 
 def _on_engine(run, spec, warn, engine: str, jobs: int | str, ray_address: str | None, threads_per_run: int | None):
     """run(spec) on the engine the options name, closed after (a Ray instance started for it stops)."""
-    spec.engine = make_engine(engine, jobs=jobs, ray_address=ray_address, threads_per_run=threads_per_run,
-                              device=spec.device)
+    spec.engine = make_engine(
+        engine, jobs=jobs, ray_address=ray_address, threads_per_run=threads_per_run, device=spec.device
+    )
     try:
         return run(spec, warn=warn)
     finally:
@@ -666,8 +920,14 @@ def _study_device(device: str, engine: str) -> str:
     return str(resolve_device(device))
 
 
-def make_engine(name: str, *, jobs: int | str = "auto", ray_address: str | None = None, threads_per_run: int | None = None,
-                device: str = "cpu"):
+def make_engine(
+    name: str,
+    *,
+    jobs: int | str = "auto",
+    ray_address: str | None = None,
+    threads_per_run: int | None = None,
+    device: str = "cpu",
+):
     """The engine that executes a study's runs: LocalEngine(jobs) or a RayEngine (imported only here,
     so a plain install never needs Ray)."""
     if name not in ENGINES:
@@ -676,22 +936,35 @@ def make_engine(name: str, *, jobs: int | str = "auto", ray_address: str | None 
         if ray_address is not None:
             raise UserError("--ray-address: give --engine ray too")
         if threads_per_run is not None:
-            raise UserError("--threads-per-run: applies to --engine ray; the local engine gives each of --jobs "
-                            "workers cores/jobs threads")
+            raise UserError(
+                "--threads-per-run: applies to --engine ray; the local engine gives each of --jobs "
+                "workers cores/jobs threads"
+            )
         return LocalEngine(jobs)
     if jobs not in (1, AUTO_JOBS):
-        raise UserError("--jobs: applies to --engine local; Ray runs as many runs at once as the cluster has "
-                        "CPUs / --threads-per-run")
+        raise UserError(
+            "--jobs: applies to --engine local; Ray runs as many runs at once as the cluster has "
+            "CPUs / --threads-per-run"
+        )
     if device != "cpu":
-        raise UserError(f"--device {device}: --engine ray runs on CPUs in this version; on a GPU machine use "
-                        "--engine local")
+        raise UserError(
+            f"--device {device}: --engine ray runs on CPUs in this version; on a GPU machine use --engine local"
+        )
     from pasture.study.ray_engine import RayEngine
 
     return RayEngine(ray_address, threads=threads_per_run or 1)
 
 
-def demo(out: str | os.PathLike = "pasture-demo", *, seeds: int = 3, quick: bool = False, quiet: bool = False,
-         jobs: int | str = "auto", device: str = "auto", command: list[str] | None = None) -> dict:
+def demo(
+    out: str | os.PathLike = "pasture-demo",
+    *,
+    seeds: int = 3,
+    quick: bool = False,
+    quiet: bool = False,
+    jobs: int | str = "auto",
+    device: str = "auto",
+    command: list[str] | None = None,
+) -> dict:
     """Draw the procedural two-class image set into out/data and run baseline, +transforms and +GAN on it.
 
     `quick` shrinks everything (for tests); the full demo takes a few minutes on 2 CPU cores.
@@ -708,5 +981,6 @@ def demo(out: str | os.PathLike = "pasture-demo", *, seeds: int = 3, quick: bool
         f"gan:recipe=default,augment=paper,image_size=32,epochs={epochs},gan=default,image_size_gan=32,"
         f"iterations={iterations},per_class={50 if quick else 200},ratio=0.3,ngf=16,ndf=16",
     ]
-    return experiment(data, out / "report", conditions=conditions, seeds=seeds, quiet=quiet, jobs=jobs,
-                      device=device, command=command)
+    return experiment(
+        data, out / "report", conditions=conditions, seeds=seeds, quiet=quiet, jobs=jobs, device=device, command=command
+    )

@@ -16,7 +16,11 @@ from pathlib import Path
 from pasture import __version__
 from pasture.classify.recipes import RECIPE_ALIASES, RECIPES, Recipe
 from pasture.core.defaults import (
-    DEFAULT_MIN_IMAGE_SIZE, DEFAULT_RECIPE, DEFAULT_TEST_FRACTION, DataOptions, option_fields,
+    DEFAULT_MIN_IMAGE_SIZE,
+    DEFAULT_RECIPE,
+    DEFAULT_TEST_FRACTION,
+    DataOptions,
+    option_fields,
 )
 from pasture.core.errors import MACHINE_ERRNOS, Interrupted, UserError, WriteFailed
 from pasture.core.paths import TEMP_NAME, printable_name
@@ -51,9 +55,11 @@ def _jobs_choice(text: str) -> int | str:
     return text if text == "auto" else _positive_int(text)
 
 
-JOBS_HELP = ("runs at once on this machine, each in its own process with cores/N threads; auto (the default): one "
-             "single-threaded run per core, up to 8 (on a CUDA GPU, which they share, also one per 4 GiB of its "
-             "memory); a study that already holds runs keeps their threads per run")
+JOBS_HELP = (
+    "runs at once on this machine, each in its own process with cores/N threads; auto (the default): one "
+    "single-threaded run per core, up to 8 (on a CUDA GPU, which they share, also one per 4 GiB of its "
+    "memory); a study that already holds runs keeps their threads per run"
+)
 
 
 def _recipe_choice(text: str) -> str:
@@ -152,132 +158,213 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="train a classifier and write a run folder", epilog=TRAIN_EXAMPLES,
+        "train",
+        help="train a classifier and write a run folder",
+        epilog=TRAIN_EXAMPLES,
         formatter_class=_Formatter,
         description="Train a classifier on DATA; writes RUN/config.json, history.jsonl, metrics.json, "
-                    "checkpoint.pt, curves.png, confusion.png and top_losses.png (the test photos it got most confidently "
-                    "wrong, with heatmaps).",
+        "checkpoint.pt, curves.png, confusion.png and top_losses.png (the test photos it got most confidently "
+        "wrong, with heatmaps).",
     )
     train.add_argument("data", metavar="DATA", help="folder with train/ and test/ class folders, or class folders")
     train.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
-    train.add_argument("--recipe", default=None, type=_recipe_choice, metavar="RECIPE|FILE.json",
-                       help=f"default: {DEFAULT_RECIPE} (or finetune with --pretrained finetune, scratch with a "
-                            "from-scratch --model). A recipe file (as `pasture tune` writes) or a named preset of model, "
-                            "size, augmentation and optimiser: " + "; ".join(
-                           f"{name}: {recipe.description}" for name, recipe in RECIPES.items()))
+    train.add_argument(
+        "--recipe",
+        default=None,
+        type=_recipe_choice,
+        metavar="RECIPE|FILE.json",
+        help=f"default: {DEFAULT_RECIPE} (or finetune with --pretrained finetune, scratch with a "
+        "from-scratch --model). A recipe file (as `pasture tune` writes) or a named preset of model, "
+        "size, augmentation and optimiser: "
+        + "; ".join(f"{name}: {recipe.description}" for name, recipe in RECIPES.items()),
+    )
     _add_settings_flags(train, Recipe, "recipe")
-    train.add_argument("--eval-every", type=_positive_int, default=1, metavar="K",
-                       help="score the test split for the curves after every K-th epoch (and the first and last) "
-                            "instead of every epoch; the final metrics are the same")
-    train.add_argument("--teacher", metavar="TEACHER_RUN",
-                       help="distil: train a small student (recipe distill unless --recipe says otherwise) to match this "
-                            "finished run's outputs on the same augmented views (teacher outputs cached)")
-    train.add_argument("--unlabeled", metavar="DIR", help="with --teacher: photos without labels that the teacher labels "
-                                                          "for the student (any folder of images); photos from where "
-                                                          "the model will be used help most")
-    train.add_argument("--synthetic", metavar="SYNTH_DIR", help="mix these synthetic images (gan sample) into training; "
-                                                                "with --teacher, the teacher labels them instead")
-    train.add_argument("--synthetic-ratio", type=_fraction, metavar="R",
-                       help="expected synthetic share of each batch (default: as if added to the train folder)")
+    train.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="score the test split for the curves after every K-th epoch (and the first and last) "
+        "instead of every epoch; the final metrics are the same",
+    )
+    train.add_argument(
+        "--teacher",
+        metavar="TEACHER_RUN",
+        help="distil: train a small student (recipe distill unless --recipe says otherwise) to match this "
+        "finished run's outputs on the same augmented views (teacher outputs cached)",
+    )
+    train.add_argument(
+        "--unlabeled",
+        metavar="DIR",
+        help="with --teacher: photos without labels that the teacher labels "
+        "for the student (any folder of images); photos from where "
+        "the model will be used help most",
+    )
+    train.add_argument(
+        "--synthetic",
+        metavar="SYNTH_DIR",
+        help="mix these synthetic images (gan sample) into training; with --teacher, the teacher labels them instead",
+    )
+    train.add_argument(
+        "--synthetic-ratio",
+        type=_fraction,
+        metavar="R",
+        help="expected synthetic share of each batch (default: as if added to the train folder)",
+    )
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, augmentation")
     _add_data_options(train)
     _add_device_flag(train)
     _add_run_folder_flags(train, "RUN")
 
     evaluate = commands.add_parser(
-        "evaluate", help="accuracy of a trained run on labelled images", epilog=EVALUATE_EXAMPLES,
+        "evaluate",
+        help="accuracy of a trained run on labelled images",
+        epilog=EVALUATE_EXAMPLES,
         formatter_class=_Formatter,
         description="Accuracy with its 95%% interval and n, per class, and the confusion matrix. Class "
-                    "folders are matched to the model's classes by name.",
+        "folders are matched to the model's classes by name.",
     )
     evaluate.add_argument("run", metavar="RUN", help="a finished run folder")
     evaluate.add_argument("data", metavar="DATA", help="class folders, or a train/test layout (its test split)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    evaluate.add_argument("--out", metavar="DIR", help="also write DIR/evaluation.json, confusion.png and top_losses.png "
-                                                      "(the photos it got most confidently wrong, with heatmaps)")
+    evaluate.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write DIR/evaluation.json, confusion.png and top_losses.png "
+        "(the photos it got most confidently wrong, with heatmaps)",
+    )
     evaluate.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
     evaluate.add_argument("--strict", action="store_true", help="unusable files are an error")
-    evaluate.add_argument("--groups", metavar="FILE.csv|subfolders",
-                          help="the photo source (group) of each image: a CSV with columns file (relative to DATA) and "
-                               "--group-column, or subfolders for DATA/<class>/<group>/*; adds accuracy per group")
-    evaluate.add_argument("--group-column", default="group", metavar="COLUMN",
-                          help="the CSV column that holds the group (e.g. source, source_repo in MANIFEST.csv)")
+    evaluate.add_argument(
+        "--groups",
+        metavar="FILE.csv|subfolders",
+        help="the photo source (group) of each image: a CSV with columns file (relative to DATA) and "
+        "--group-column, or subfolders for DATA/<class>/<group>/*; adds accuracy per group",
+    )
+    evaluate.add_argument(
+        "--group-column",
+        default="group",
+        metavar="COLUMN",
+        help="the CSV column that holds the group (e.g. source, source_repo in MANIFEST.csv)",
+    )
     _add_device_flag(evaluate)
 
     predict = commands.add_parser(
-        "predict", help="label new images with a trained run", epilog=PREDICT_EXAMPLES,
-        formatter_class=_Formatter, description="Label and probability for each image.",
+        "predict",
+        help="label new images with a trained run",
+        epilog=PREDICT_EXAMPLES,
+        formatter_class=_Formatter,
+        description="Label and probability for each image.",
     )
     predict.add_argument("run", metavar="RUN", help="a finished run folder, or FILE.onnx from `pasture export`")
     predict.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     predict.add_argument("--json", action="store_true", help="print JSON (a list of objects)")
-    predict.add_argument("--csv", metavar="OUT.csv",
-                         help="stream any number of images to this CSV (bounded memory, a progress bar): one row per "
-                              "image with its label and a probability per class, or the reason it was skipped")
+    predict.add_argument(
+        "--csv",
+        metavar="OUT.csv",
+        help="stream any number of images to this CSV (bounded memory, a progress bar): one row per "
+        "image with its label and a probability per class, or the reason it was skipped",
+    )
     predict.add_argument("--quiet", action="store_true", help="no progress bar (with --csv)")
     _add_device_flag(predict)
     explain = commands.add_parser(
-        "explain", help="where a run's model looked, per image", formatter_class=_Formatter,
+        "explain",
+        help="where a run's model looked, per image",
+        formatter_class=_Formatter,
         epilog="examples:\n  pasture explain runs/default field/ --out why/\n",
         description="For each image: the label and probability, and OUT/<n>_<name>.png with the photo, its Grad-CAM "
-                    "heatmap (last convolutional layer) and its occlusion map (model-agnostic). Needs the extra: "
-                    "pip install -e \".[explain]\" (Captum)")
+        "heatmap (last convolutional layer) and its occlusion map (model-agnostic). Needs the extra: "
+        'pip install -e ".[explain]" (Captum)',
+    )
     explain.add_argument("run", metavar="RUN", help="a finished run folder")
     explain.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+")
     explain.add_argument("--out", required=True, metavar="DIR")
     _add_device_flag(explain)
     doctor = commands.add_parser(
-        "doctor", help="check a dataset before training: duplicates, shortcuts, sources, label errors",
-        formatter_class=_Formatter, epilog=DOCTOR_EXAMPLES,
+        "doctor",
+        help="check a dataset before training: duplicates, shortcuts, sources, label errors",
+        formatter_class=_Formatter,
+        epilog=DOCTOR_EXAMPLES,
         description="Counts and imbalance, unusable files, sizes; near-duplicate photos (perceptual hashes) across "
-                    "classes and across the train/test split a run would use; a shortcut probe (how well trivial image "
-                    "statistics predict the class, cross-validated, with its interval); with --groups, sources that "
-                    "hold one class only; likely label errors (cleanlab on out-of-fold probabilities). Needs the "
-                    "extra: pip install -e \".[doctor]\"")
+        "classes and across the train/test split a run would use; a shortcut probe (how well trivial image "
+        "statistics predict the class, cross-validated, with its interval); with --groups, sources that "
+        "hold one class only; likely label errors (cleanlab on out-of-fold probabilities). Needs the "
+        'extra: pip install -e ".[doctor]"',
+    )
     doctor.add_argument("data", metavar="DATA", help="folder with train/ and test/ class folders, or class folders")
-    doctor.add_argument("--out", metavar="DIR", help="write DIR/doctor.html (thumbnails of each finding) and doctor.json")
+    doctor.add_argument(
+        "--out", metavar="DIR", help="write DIR/doctor.html (thumbnails of each finding) and doctor.json"
+    )
     doctor.add_argument("--json", action="store_true", help="print the whole report as one JSON object")
-    doctor.add_argument("--label-model", default="auto", choices=["auto", "probe", "scratch", "none"],
-                        help="out-of-fold model for label errors: the pretrained probe (seconds; auto when installed), "
-                             "a from-scratch recipe trained per fold (minutes), or none")
-    doctor.add_argument("--duplicate-distance", type=_nonnegative_int, default=6, metavar="BITS",
-                        help="pHash bits (of 64) two photos may differ by and still count as near-duplicates")
+    doctor.add_argument(
+        "--label-model",
+        default="auto",
+        choices=["auto", "probe", "scratch", "none"],
+        help="out-of-fold model for label errors: the pretrained probe (seconds; auto when installed), "
+        "a from-scratch recipe trained per fold (minutes), or none",
+    )
+    doctor.add_argument(
+        "--duplicate-distance",
+        type=_nonnegative_int,
+        default=6,
+        metavar="BITS",
+        help="pHash bits (of 64) two photos may differ by and still count as near-duplicates",
+    )
     doctor.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
     doctor.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_options(doctor)
     _add_device_flag(doctor)
     export = commands.add_parser(
-        "export", help="write a run's model as one ONNX file, checked against the run", formatter_class=_Formatter,
+        "export",
+        help="write a run's model as one ONNX file, checked against the run",
+        formatter_class=_Formatter,
         epilog=EXPORT_EXAMPLES,
         description="One self-contained ONNX file: uint8 RGB images N x 3 x S x S (S: the run's input size; resize "
-                    "and centre-crop outside) in, class probabilities out; normalisation, ensemble members, TTA and "
-                    "the probe head inside; classes, size and the run's test accuracy in its metadata. Needs the "
-                    "extra: pip install -e \".[export]\"")
+        "and centre-crop outside) in, class probabilities out; normalisation, ensemble members, TTA and "
+        "the probe head inside; classes, size and the run's test accuracy in its metadata. Needs the "
+        'extra: pip install -e ".[export]"',
+    )
     export.add_argument("run", metavar="RUN", help="a finished run folder")
     export.add_argument("--format", default="onnx", choices=["onnx"])
     export.add_argument("--out", metavar="FILE", help="the file to write (default: RUN/model.onnx)")
     app = commands.add_parser(
-        "app", help="a local web app: teach, test, runs", formatter_class=_Formatter,
+        "app",
+        help="a local web app: teach, test, runs",
+        formatter_class=_Formatter,
         description="Teach a classifier from photos dropped in a browser, test it on new ones, open runs, download "
-                    "their ONNX export. Serves 127.0.0.1 (this machine only) unless --host says otherwise, and "
-                    "prints a link with a token made for this launch: only a browser that opened that link can use "
-                    "the app, and no other web site can drive it. Needs the extra: pip install -e \".[app]\"")
+        "their ONNX export. Serves 127.0.0.1 (this machine only) unless --host says otherwise, and "
+        "prints a link with a token made for this launch: only a browser that opened that link can use "
+        'the app, and no other web site can drive it. Needs the extra: pip install -e ".[app]"',
+    )
     app.add_argument("--runs", default="runs", metavar="DIR", help="the folder of run folders it lists and writes")
     app.add_argument("--port", type=_int_at_least(1), default=7860, help="the port it listens on")
-    app.add_argument("--host", default="127.0.0.1",
-                     help="the address it listens on; 0.0.0.0 makes it reachable from other machines (the token still "
-                          "guards it, but the traffic is not encrypted: prefer an SSH tunnel)")
-    app.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                     help="another name the browser will use to reach it (behind a proxy, say); repeatable")
-    app.add_argument("--no-token", action="store_true",
-                     help="no launch token: any program or user on this machine can use the app (Host and Origin "
-                          "checks stay)")
+    app.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address it listens on; 0.0.0.0 makes it reachable from other machines (the token still "
+        "guards it, but the traffic is not encrypted: prefer an SSH tunnel)",
+    )
+    app.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the browser will use to reach it (behind a proxy, say); repeatable",
+    )
+    app.add_argument(
+        "--no-token",
+        action="store_true",
+        help="no launch token: any program or user on this machine can use the app (Host and Origin checks stay)",
+    )
     _add_gan_commands(commands)
     _add_experiment_commands(commands)
     _add_tune_command(commands)
-    commands.add_parser("recipes", help="list recipes, models, augmentations, GAN presets and conditions",
-                        formatter_class=_Formatter,
-                        description="Every named preset pasture has, with what it is.")
+    commands.add_parser(
+        "recipes",
+        help="list recipes, models, augmentations, GAN presets and conditions",
+        formatter_class=_Formatter,
+        description="Every named preset pasture has, with what it is.",
+    )
     return parser
 
 
@@ -297,45 +384,76 @@ DIR/runs and reused: re-running skips them, adding a condition runs only the new
 
 def _add_experiment_commands(commands) -> None:
     experiment = commands.add_parser(
-        "experiment", help="compare conditions over seeds/folds, paired, with a report", epilog=EXPERIMENT_EXAMPLES,
+        "experiment",
+        help="compare conditions over seeds/folds, paired, with a report",
+        epilog=EXPERIMENT_EXAMPLES,
         formatter_class=_Formatter,
         description="Runs every condition on the same splits and seeds and writes DIR/report.md, report.html, "
-                    "results.csv and results.json. `pasture experiment paper DATA` re-runs the report's table.",
+        "results.csv and results.json. `pasture experiment paper DATA` re-runs the report's table.",
     )
     experiment.add_argument("target", metavar="[paper] DATA", nargs="+", help="DATA, or the word paper then DATA")
     experiment.add_argument("--out", required=True, metavar="DIR")
     experiment.add_argument("--conditions", nargs="+", metavar="CONDITION")
-    experiment.add_argument("--seeds", type=_positive_int, default=5,
-                            help="seeds (train/test layout) or repeats of the k-fold split (class folders)")
-    experiment.add_argument("--folds", type=_folds, metavar="K|groups",
-                            help="k of the stratified k-fold, or groups: leave each group (photo source, see --groups) "
-                                 "out in turn (DATA/<class>/ only)")
-    experiment.add_argument("--groups", metavar="FILE.csv|subfolders",
-                            help="the group (photo source) of each image: a CSV with columns file (relative to DATA) "
-                                 "and --group-column, or subfolders for DATA/<class>/<group>/*")
+    experiment.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=5,
+        help="seeds (train/test layout) or repeats of the k-fold split (class folders)",
+    )
+    experiment.add_argument(
+        "--folds",
+        type=_folds,
+        metavar="K|groups",
+        help="k of the stratified k-fold, or groups: leave each group (photo source, see --groups) "
+        "out in turn (DATA/<class>/ only)",
+    )
+    experiment.add_argument(
+        "--groups",
+        metavar="FILE.csv|subfolders",
+        help="the group (photo source) of each image: a CSV with columns file (relative to DATA) "
+        "and --group-column, or subfolders for DATA/<class>/<group>/*",
+    )
     experiment.add_argument("--group-column", default="group", metavar="COLUMN")
-    experiment.add_argument("--recipe", type=_recipe_choice, metavar="RECIPE|FILE.json",
-                            help="recipe of written conditions that name none (e.g. aug:augment=strong)")
+    experiment.add_argument(
+        "--recipe",
+        type=_recipe_choice,
+        metavar="RECIPE|FILE.json",
+        help="recipe of written conditions that name none (e.g. aug:augment=strong)",
+    )
     experiment.add_argument("--model", help="model of written conditions that name none")
     experiment.add_argument("--classes", type=_class_list)
     experiment.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
     experiment.add_argument("--jobs", type=_jobs_choice, default="auto", metavar="N|auto", help=JOBS_HELP)
     _add_engine_flags(experiment)
-    experiment.add_argument("--dry-run", action="store_true",
-                            help="print the plan (runs, stored runs, GANs to train or reuse) and the time it should take "
-                                 "on this machine, then stop: nothing is trained or written")
-    experiment.add_argument("--eval-every", type=_positive_int, default=1, metavar="K",
-                            help="score the test split for each run's curves every K-th epoch (and the first and "
-                                 "last) instead of every epoch; results are the same")
-    experiment.add_argument("--force", action="store_true",
-                            help="start again: remove pasture's own files (stored runs, GANs, reports) from DIR first")
+    experiment.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (runs, stored runs, GANs to train or reuse) and the time it should take "
+        "on this machine, then stop: nothing is trained or written",
+    )
+    experiment.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="score the test split for each run's curves every K-th epoch (and the first and "
+        "last) instead of every epoch; results are the same",
+    )
+    experiment.add_argument(
+        "--force",
+        action="store_true",
+        help="start again: remove pasture's own files (stored runs, GANs, reports) from DIR first",
+    )
     _add_device_flag(experiment)
     experiment.add_argument("--quiet", action="store_true")
 
-    demo = commands.add_parser("demo", help="the whole study on images pasture draws itself",
-                               formatter_class=_Formatter,
-                               description="Writes a procedural two-class image set (stripes vs spots) and runs "
-                                           "baseline, +transforms and +GAN on it; prints where the report is.")
+    demo = commands.add_parser(
+        "demo",
+        help="the whole study on images pasture draws itself",
+        formatter_class=_Formatter,
+        description="Writes a procedural two-class image set (stripes vs spots) and runs "
+        "baseline, +transforms and +GAN on it; prints where the report is.",
+    )
     demo.add_argument("--out", default="pasture-demo", metavar="DIR")
     demo.add_argument("--seeds", type=_positive_int, default=3)
     demo.add_argument("--quick", action="store_true", help="tiny settings: seconds instead of minutes")
@@ -345,13 +463,24 @@ def _add_experiment_commands(commands) -> None:
 
 
 def _add_engine_flags(parser) -> None:
-    parser.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local: this machine (--jobs processes); ray: every run a Ray task, on a Ray instance "
-                             "started for the study or on the cluster at --ray-address (needs the ray extra)")
-    parser.add_argument("--ray-address", metavar="auto|HOST:PORT",
-                        help="join this Ray cluster (auto: the one started on this machine with `ray start --head`)")
-    parser.add_argument("--threads-per-run", type=_positive_int, metavar="N",
-                        help="with --engine ray: CPUs (and torch threads) per run (default 1)")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this machine (--jobs processes); ray: every run a Ray task, on a Ray instance "
+        "started for the study or on the cluster at --ray-address (needs the ray extra)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="auto|HOST:PORT",
+        help="join this Ray cluster (auto: the one started on this machine with `ray start --head`)",
+    )
+    parser.add_argument(
+        "--threads-per-run",
+        type=_positive_int,
+        metavar="N",
+        help="with --engine ray: CPUs (and torch threads) per run (default 1)",
+    )
 
 
 TUNE_EXAMPLES = """examples:
@@ -367,26 +496,42 @@ space.json: recipe fields (see `pasture recipes`) with a list of choices or a ra
 
 def _add_tune_command(commands) -> None:
     tune = commands.add_parser(
-        "tune", help="search recipe fields on folds of the training split, paired", epilog=TUNE_EXAMPLES,
+        "tune",
+        help="search recipe fields on folds of the training split, paired",
+        epilog=TUNE_EXAMPLES,
         formatter_class=_Formatter,
         description="Optuna proposes candidates; each is trained and scored on the same K folds x S seeds of the "
-                    "training split (never the test split); the best is compared with --recipe on fresh folds and "
-                    "written as DIR/best_recipe.json for train --recipe.")
+        "training split (never the test split); the best is compared with --recipe on fresh folds and "
+        "written as DIR/best_recipe.json for train --recipe.",
+    )
     tune.add_argument("data", metavar="DATA")
     tune.add_argument("--out", required=True, metavar="DIR")
     tune.add_argument("--space", required=True, metavar="SPACE.json", help="the fields to search and their ranges")
-    tune.add_argument("--recipe", default="scratch", type=_recipe_choice, metavar="RECIPE|FILE.json",
-                      help="where the search starts, and what the best is compared with (default: scratch; the "
-                           "probe's one setting, its head's C, is already chosen by cross-validation)")
+    tune.add_argument(
+        "--recipe",
+        default="scratch",
+        type=_recipe_choice,
+        metavar="RECIPE|FILE.json",
+        help="where the search starts, and what the best is compared with (default: scratch; the "
+        "probe's one setting, its head's C, is already chosen by cross-validation)",
+    )
     tune.add_argument("--trials", type=_positive_int, default=20, help="candidates to try")
     tune.add_argument("--folds", type=_int_at_least(2), default=3, help="K of the K-fold split of the training split")
     tune.add_argument("--seeds", type=_positive_int, default=2, help="repeats of that split, each with its own seed")
-    tune.add_argument("--batch", type=_positive_int, metavar="B",
-                      help="candidates proposed at once (default: enough to keep the engine busy)")
+    tune.add_argument(
+        "--batch",
+        type=_positive_int,
+        metavar="B",
+        help="candidates proposed at once (default: enough to keep the engine busy)",
+    )
     tune.add_argument("--seed", type=int, default=0, help="the search's seed")
     tune.add_argument("--classes", type=_class_list)
-    tune.add_argument("--test-fraction", type=_fraction, default=DEFAULT_TEST_FRACTION,
-                      help="DATA/<class>/ only: the split `train` makes, whose test part the search never sees")
+    tune.add_argument(
+        "--test-fraction",
+        type=_fraction,
+        default=DEFAULT_TEST_FRACTION,
+        help="DATA/<class>/ only: the split `train` makes, whose test part the search never sees",
+    )
     tune.add_argument("--split-seed", type=int, default=0)
     tune.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
     tune.add_argument("--jobs", type=_jobs_choice, default="auto", metavar="N|auto", help=JOBS_HELP)
@@ -400,12 +545,29 @@ def _run_tune(args) -> int:
     from pasture import api
     from pasture.study.tune import tune_text
 
-    result = api.tune(args.data, args.out, space=args.space, recipe=args.recipe, trials=args.trials, folds=args.folds,
-                      seeds=args.seeds, batch=args.batch, seed=args.seed, classes=args.classes,
-                      test_fraction=args.test_fraction, split_seed=args.split_seed, min_image_size=args.min_image_size,
-                      engine=args.engine, jobs=args.jobs, ray_address=args.ray_address,
-                      threads_per_run=args.threads_per_run, device=args.device, quiet=args.quiet, force=args.force,
-                      command=args.command_line)
+    result = api.tune(
+        args.data,
+        args.out,
+        space=args.space,
+        recipe=args.recipe,
+        trials=args.trials,
+        folds=args.folds,
+        seeds=args.seeds,
+        batch=args.batch,
+        seed=args.seed,
+        classes=args.classes,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        min_image_size=args.min_image_size,
+        engine=args.engine,
+        jobs=args.jobs,
+        ray_address=args.ray_address,
+        threads_per_run=args.threads_per_run,
+        device=args.device,
+        quiet=args.quiet,
+        force=args.force,
+        command=args.command_line,
+    )
     print(tune_text(result), end="")
     return 0
 
@@ -413,18 +575,24 @@ def _run_tune(args) -> int:
 def _print_experiment(results: dict, out: str) -> None:
     for row in results["conditions"]:
         low, high = row["test"]["ci95"]
-        print(f"{row['condition']:>20}: {row['test']['mean']:.1%} +/- {row['test']['std']:.1%} "
-              f"(95% CI {low:.1%}-{high:.1%}, {row['runs']} runs x {row['n_per_run']} test images)")
+        print(
+            f"{row['condition']:>20}: {row['test']['mean']:.1%} +/- {row['test']['std']:.1%} "
+            f"(95% CI {low:.1%}-{high:.1%}, {row['runs']} runs x {row['n_per_run']} test images)"
+        )
         if row.get("per_group"):
             groups = ", ".join(f"{name} {cell['mean']:.0%}" for name, cell in row["per_group"].items())
-            print(f"{'':>20}  on groups it never saw: balanced {row['balanced']['mean']:.1%} "
-                  f"+/- {row['balanced']['std']:.1%}; {groups}")
+            print(
+                f"{'':>20}  on groups it never saw: balanced {row['balanced']['mean']:.1%} "
+                f"+/- {row['balanced']['std']:.1%}; {groups}"
+            )
     for comparison in results["comparisons"]:
         if comparison["baseline"] != results["conditions"][0]["condition"]:
             continue  # the other pairs are in the report
-        print(f"{comparison['condition']:>20} vs {comparison['baseline']}: {comparison['mean_difference']:+.1%} "
-              f"[{comparison['ci95'][0]:+.1%}, {comparison['ci95'][1]:+.1%}], p={comparison['p_value']:.3f}: "
-              f"{comparison['verdict']}")
+        print(
+            f"{comparison['condition']:>20} vs {comparison['baseline']}: {comparison['mean_difference']:+.1%} "
+            f"[{comparison['ci95'][0]:+.1%}, {comparison['ci95'][1]:+.1%}], p={comparison['p_value']:.3f}: "
+            f"{comparison['verdict']}"
+        )
     print(f"report: {Path(out) / 'report.html'} (and report.md, results.csv, results.json)")
 
 
@@ -435,12 +603,28 @@ def _run_experiment(args) -> int:
     if len(args.target) != 1 and not paper:
         raise UserError("experiment: give DATA, or `paper DATA`")
     results = api.experiment(
-        args.target[-1], args.out, conditions=args.conditions, seeds=args.seeds, folds=args.folds,
-        groups=args.groups, group_column=args.group_column,
-        recipe=args.recipe, model=args.model,
-        classes=args.classes, min_image_size=args.min_image_size, jobs=args.jobs, eval_every=args.eval_every,
-        quiet=args.quiet, paper=paper, force=args.force, device=args.device, command=args.command_line,
-        dry_run=args.dry_run, engine=args.engine, ray_address=args.ray_address, threads_per_run=args.threads_per_run,
+        args.target[-1],
+        args.out,
+        conditions=args.conditions,
+        seeds=args.seeds,
+        folds=args.folds,
+        groups=args.groups,
+        group_column=args.group_column,
+        recipe=args.recipe,
+        model=args.model,
+        classes=args.classes,
+        min_image_size=args.min_image_size,
+        jobs=args.jobs,
+        eval_every=args.eval_every,
+        quiet=args.quiet,
+        paper=paper,
+        force=args.force,
+        device=args.device,
+        command=args.command_line,
+        dry_run=args.dry_run,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        threads_per_run=args.threads_per_run,
     )
     if args.dry_run:
         print(results["plan_text"])
@@ -452,8 +636,15 @@ def _run_experiment(args) -> int:
 def _run_demo(args) -> int:
     from pasture import api
 
-    results = api.demo(args.out, seeds=args.seeds, quick=args.quick, quiet=args.quiet, jobs=args.jobs,
-                       device=args.device, command=args.command_line)
+    results = api.demo(
+        args.out,
+        seeds=args.seeds,
+        quick=args.quick,
+        quiet=args.quiet,
+        jobs=args.jobs,
+        device=args.device,
+        command=args.command_line,
+    )
     print(f"demo images (procedural stripes vs spots): {Path(args.out) / 'data'}")
     _print_experiment(results, str(Path(args.out) / "report"))
     return 0
@@ -477,8 +668,13 @@ def _add_settings_flags(parser: argparse.ArgumentParser, settings_type, preset_w
         meta = setting.metadata
         help_text = f"{meta.get('help', '')}; overrides the {preset_word}'s"
         if setting.type == "bool":
-            parser.add_argument(flag, dest=setting.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                flag,
+                dest=setting.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
             continue
         if setting.type == "int":
             kind = _int_at_least(meta["minimum"]) if meta.get("minimum") is not None else int
@@ -486,8 +682,15 @@ def _add_settings_flags(parser: argparse.ArgumentParser, settings_type, preset_w
             kind = float
         else:
             kind = str
-        parser.add_argument(flag, dest=setting.name, type=kind, choices=meta.get("choices"), default=argparse.SUPPRESS,
-                            metavar=setting.name.upper() if meta.get("choices") is None else None, help=help_text)
+        parser.add_argument(
+            flag,
+            dest=setting.name,
+            type=kind,
+            choices=meta.get("choices"),
+            default=argparse.SUPPRESS,
+            metavar=setting.name.upper() if meta.get("choices") is None else None,
+            help=help_text,
+        )
 
 
 def _settings_overrides(args, settings_type) -> dict:
@@ -496,63 +699,109 @@ def _settings_overrides(args, settings_type) -> dict:
 
 
 def _data_options(args) -> DataOptions:
-    return DataOptions(classes=args.classes, test_fraction=args.test_fraction, split_seed=args.split_seed,
-                       min_image_size=args.min_image_size, strict=args.strict, groups=args.groups,
-                       group_column=args.group_column, split_by_group=args.split_by_group)
+    return DataOptions(
+        classes=args.classes,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        min_image_size=args.min_image_size,
+        strict=args.strict,
+        groups=args.groups,
+        group_column=args.group_column,
+        split_by_group=args.split_by_group,
+    )
 
 
 def _add_device_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", metavar="DEVICE",
-                        help="auto (a CUDA GPU, else Apple MPS, else the CPU), cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="auto (a CUDA GPU, else Apple MPS, else the CPU), cpu, cuda, cuda:N or mps",
+    )
 
 
 def _add_run_folder_flags(parser: argparse.ArgumentParser, folder: str) -> None:
     parser.add_argument("--resume", action="store_true", help=f"continue {folder} from its last checkpoint")
-    parser.add_argument("--force", action="store_true",
-                        help=f"overwrite a different run already in {folder} (only pasture's own files)")
+    parser.add_argument(
+        "--force", action="store_true", help=f"overwrite a different run already in {folder} (only pasture's own files)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=_class_list, help="class order, e.g. horse,cow (default: alphabetical)")
-    parser.add_argument("--test-fraction", type=_fraction, default=DEFAULT_TEST_FRACTION,
-                        help="share of each class held out for testing (DATA/<class>/ layout only)")
-    parser.add_argument("--split-seed", type=int, default=0,
-                        help="seed of that split; fixed apart from --seed so seeds share one test set")
-    parser.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE,
-                        help="images with a shorter side below this many px are unusable")
+    parser.add_argument(
+        "--test-fraction",
+        type=_fraction,
+        default=DEFAULT_TEST_FRACTION,
+        help="share of each class held out for testing (DATA/<class>/ layout only)",
+    )
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="seed of that split; fixed apart from --seed so seeds share one test set",
+    )
+    parser.add_argument(
+        "--min-image-size",
+        type=_positive_int,
+        default=DEFAULT_MIN_IMAGE_SIZE,
+        help="images with a shorter side below this many px are unusable",
+    )
     parser.add_argument("--strict", action="store_true", help="unusable files are an error instead of a warning")
-    parser.add_argument("--groups", metavar="FILE.csv|subfolders",
-                        help="the group (photo source) of each image: a CSV with columns file (relative to DATA) and "
-                             "--group-column, or subfolders for DATA/<class>/<group>/*")
+    parser.add_argument(
+        "--groups",
+        metavar="FILE.csv|subfolders",
+        help="the group (photo source) of each image: a CSV with columns file (relative to DATA) and "
+        "--group-column, or subfolders for DATA/<class>/<group>/*",
+    )
     parser.add_argument("--group-column", default="group", metavar="COLUMN")
-    parser.add_argument("--split-by-group", action="store_true",
-                        help="hold out whole groups for the test split (DATA/<class>/ only): the test accuracy is then "
-                             "the accuracy on sources the model never saw")
+    parser.add_argument(
+        "--split-by-group",
+        action="store_true",
+        help="hold out whole groups for the test split (DATA/<class>/ only): the test accuracy is then "
+        "the accuracy on sources the model never saw",
+    )
 
 
 def _add_gan_commands(commands) -> None:
-    gan = commands.add_parser("gan", help="train GANs, sample synthetic images, score them", epilog=GAN_EXAMPLES,
-                              formatter_class=_Formatter,
-                              description="GANs that make training images, trained on the training split only.")
+    gan = commands.add_parser(
+        "gan",
+        help="train GANs, sample synthetic images, score them",
+        epilog=GAN_EXAMPLES,
+        formatter_class=_Formatter,
+        description="GANs that make training images, trained on the training split only.",
+    )
     gan_commands = gan.add_subparsers(dest="gan_command", metavar="GAN_COMMAND")
     train = gan_commands.add_parser(
-        "train", help="train a GAN on DATA's training split", epilog=GAN_EXAMPLES, formatter_class=_Formatter,
-        description="Writes GAN_DIR/config.json, checkpoint.pt, gan_log.jsonl, gan_losses.png, samples_*.png.")
+        "train",
+        help="train a GAN on DATA's training split",
+        epilog=GAN_EXAMPLES,
+        formatter_class=_Formatter,
+        description="Writes GAN_DIR/config.json, checkpoint.pt, gan_log.jsonl, gan_losses.png, samples_*.png.",
+    )
     train.add_argument("data", metavar="DATA")
     train.add_argument("--out", required=True, metavar="GAN_DIR")
-    train.add_argument("--preset", default="default", choices=sorted(GAN_PRESETS), metavar="PRESET",
-                       help="named GAN preset: " + "; ".join(
-                           f"{name}: {preset.description}" for name, preset in GAN_PRESETS.items()))
+    train.add_argument(
+        "--preset",
+        default="default",
+        choices=sorted(GAN_PRESETS),
+        metavar="PRESET",
+        help="named GAN preset: " + "; ".join(f"{name}: {preset.description}" for name, preset in GAN_PRESETS.items()),
+    )
     _add_settings_flags(train, GanPreset, "preset")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
     _add_data_options(train)
     _add_device_flag(train)
     _add_run_folder_flags(train, "GAN_DIR")
 
-    sample = gan_commands.add_parser("sample", help="write synthetic images in the class-folder layout",
-                                     epilog=GAN_EXAMPLES, formatter_class=_Formatter,
-                                     description="Writes SYNTH_DIR/<class>/*.png and SYNTH_DIR/synth.json.")
+    sample = gan_commands.add_parser(
+        "sample",
+        help="write synthetic images in the class-folder layout",
+        epilog=GAN_EXAMPLES,
+        formatter_class=_Formatter,
+        description="Writes SYNTH_DIR/<class>/*.png and SYNTH_DIR/synth.json.",
+    )
     sample.add_argument("gan_dir", metavar="GAN_DIR")
     sample.add_argument("--per-class", type=_positive_int, default=500)
     sample.add_argument("--out", required=True, metavar="SYNTH_DIR")
@@ -563,9 +812,13 @@ def _add_gan_commands(commands) -> None:
     sample.add_argument("--force", action="store_true", help="replace an existing synthetic set")
     _add_device_flag(sample)
 
-    score = gan_commands.add_parser("score", help="GAN-test, GAN-train and memorisation", epilog=GAN_EXAMPLES,
-                                    formatter_class=_Formatter,
-                                    description="How useful are the samples? Writes SOURCE/score.json.")
+    score = gan_commands.add_parser(
+        "score",
+        help="GAN-test, GAN-train and memorisation",
+        epilog=GAN_EXAMPLES,
+        formatter_class=_Formatter,
+        description="How useful are the samples? Writes SOURCE/score.json.",
+    )
     score.add_argument("source", metavar="GAN_DIR|SYNTH_DIR")
     score.add_argument("data", metavar="DATA", help="the real data (train/test layout or class folders)")
     score.add_argument("--run", metavar="RUN", help="classifier trained on real images, for GAN-test")
@@ -580,36 +833,59 @@ def _run_gan(args) -> int:
 
     if args.gan_command == "train":
         summary = api.gan_train(
-            args.data, args.out, preset=args.preset, overrides=_settings_overrides(args, GanPreset),
-            data_options=_data_options(args), seed=args.seed, resume=args.resume, force=args.force, quiet=args.quiet,
-            device=args.device, command=args.command_line,
+            args.data,
+            args.out,
+            preset=args.preset,
+            overrides=_settings_overrides(args, GanPreset),
+            data_options=_data_options(args),
+            seed=args.seed,
+            resume=args.resume,
+            force=args.force,
+            quiet=args.quiet,
+            device=args.device,
+            command=args.command_line,
         )
         print(f"GAN written to {args.out} ({summary['units']} unit(s), {summary['seconds']:.0f} s)")
         for unit, final in summary["final"].items():
-            print(f"  unit {unit}: D loss {final['loss_d']:.3f}, G loss {final['loss_g']:.3f}, "
-                  f"D(x) {final['d_real']:.2f}, D(G(z)) {final['d_fake']:.2f}")
+            print(
+                f"  unit {unit}: D loss {final['loss_d']:.3f}, G loss {final['loss_g']:.3f}, "
+                f"D(x) {final['d_real']:.2f}, D(G(z)) {final['d_fake']:.2f}"
+            )
         return 0
     if args.gan_command == "sample":
-        info = api.gan_sample(args.gan_dir, args.out, per_class=args.per_class, seed=args.seed,
-                              truncation=args.truncation, filter_run=args.filter_run,
-                              min_confidence=args.min_confidence, force=args.force, device=args.device)
+        info = api.gan_sample(
+            args.gan_dir,
+            args.out,
+            per_class=args.per_class,
+            seed=args.seed,
+            truncation=args.truncation,
+            filter_run=args.filter_run,
+            min_confidence=args.min_confidence,
+            force=args.force,
+            device=args.device,
+        )
         counts = ", ".join(f"{name}: {count}" for name, count in info["counts"].items())
         print(f"synthetic set written to {args.out} ({counts})")
         return 0
     if args.gan_command == "score":
-        score = api.gan_score(args.source, args.data, run=args.run, per_class=args.per_class, seed=args.seed,
-                              device=args.device)
+        score = api.gan_score(
+            args.source, args.data, run=args.run, per_class=args.per_class, seed=args.seed, device=args.device
+        )
         if args.json:
             print(json.dumps(score))
             return 0
-        for key, label in (("gan_test", "GAN-test (real-trained classifier on samples)"),
-                           ("gan_train", "GAN-train (sample-trained classifier on real test)"),
-                           ("real_train_reference", "reference (real-trained classifier on real test)")):
+        for key, label in (
+            ("gan_test", "GAN-test (real-trained classifier on samples)"),
+            ("gan_train", "GAN-train (sample-trained classifier on real test)"),
+            ("real_train_reference", "reference (real-trained classifier on real test)"),
+        ):
             row = score[key]
             print(_accuracy_line(f"{label}: ", row["accuracy"], row["ci95"], row["n"]))
         memo = score["memorisation"]
-        print(f"near-copies of training images: {memo['near_copy_fraction']:.1%} "
-              f"(95% CI {memo['near_copy_ci95'][0]:.1%}-{memo['near_copy_ci95'][1]:.1%}, n={memo['n']})")
+        print(
+            f"near-copies of training images: {memo['near_copy_fraction']:.1%} "
+            f"(95% CI {memo['near_copy_ci95'][0]:.1%}-{memo['near_copy_ci95'][1]:.1%}, n={memo['n']})"
+        )
         return 0
     raise UserError("gan: give a command: train, sample or score (see pasture gan --help)")
 
@@ -622,35 +898,66 @@ def _run_train(args) -> int:
     from pasture import api
 
     metrics = api.train(
-        args.data, args.out, recipe=args.recipe, overrides=_settings_overrides(args, Recipe),
-        data_options=_data_options(args), synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio,
-        seed=args.seed, eval_every=args.eval_every, resume=args.resume, force=args.force, quiet=args.quiet,
-        device=args.device, command=args.command_line, teacher=args.teacher, unlabeled=args.unlabeled,
+        args.data,
+        args.out,
+        recipe=args.recipe,
+        overrides=_settings_overrides(args, Recipe),
+        data_options=_data_options(args),
+        synthetic=args.synthetic,
+        synthetic_ratio=args.synthetic_ratio,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        resume=args.resume,
+        force=args.force,
+        quiet=args.quiet,
+        device=args.device,
+        command=args.command_line,
+        teacher=args.teacher,
+        unlabeled=args.unlabeled,
     )
     print(f"run written to {args.out}")
     print(_accuracy_line("train accuracy: ", metrics["train_accuracy"], metrics["train_ci95"], metrics["n_train"]))
     print(_accuracy_line("test accuracy:  ", metrics["test_accuracy"], metrics["test_ci95"], metrics["n_test"]))
     low, high = metrics["test_ci95"]
-    print(f"(with {metrics['n_test']} test images, accuracies within about {50 * (high - low):.0f} points of "
-          "each other cannot be told apart; repeat over seeds before comparing recipes)")
+    print(
+        f"(with {metrics['n_test']} test images, accuracies within about {50 * (high - low):.0f} points of "
+        "each other cannot be told apart; repeat over seeds before comparing recipes)"
+    )
     unseen = metrics.get("unseen")
     if unseen:
-        print(_accuracy_line(f"on sources the model never saw ({', '.join(map(printable_name, unseen['groups']))}): ",
-                             unseen["accuracy"], unseen["ci95"], unseen["n"]))
+        print(
+            _accuracy_line(
+                f"on sources the model never saw ({', '.join(map(printable_name, unseen['groups']))}): ",
+                unseen["accuracy"],
+                unseen["ci95"],
+                unseen["n"],
+            )
+        )
         if unseen.get("gap_beyond_intervals"):
             seen = unseen["seen"]
-            print(f"warning: on sources it never saw the model scores {unseen['accuracy']:.0%}, below the interval of "
-                  f"its score on test photos from sources it trained on ({seen['accuracy']:.0%}, 95% CI "
-                  f"{seen['ci95'][0]:.0%}-{seen['ci95'][1]:.0%}, n={seen['n']}): it learned the photo sources as well "
-                  "as the classes", file=sys.stderr)
+            print(
+                f"warning: on sources it never saw the model scores {unseen['accuracy']:.0%}, below the interval of "
+                f"its score on test photos from sources it trained on ({seen['accuracy']:.0%}, 95% CI "
+                f"{seen['ci95'][0]:.0%}-{seen['ci95'][1]:.0%}, n={seen['n']}): it learned the photo sources as well "
+                "as the classes",
+                file=sys.stderr,
+            )
     return 0
 
 
 def _run_evaluate(args) -> int:
     from pasture import api
 
-    report = api.evaluate(args.run, args.data, min_image_size=args.min_image_size, strict=args.strict,
-                          groups=args.groups, group_column=args.group_column, device=args.device, out=args.out)
+    report = api.evaluate(
+        args.run,
+        args.data,
+        min_image_size=args.min_image_size,
+        strict=args.strict,
+        groups=args.groups,
+        group_column=args.group_column,
+        device=args.device,
+        out=args.out,
+    )
     if args.json:
         keys = ("accuracy", "ci95", "n", "per_class", "confusion", "classes", "per_group", "top_losses")
         print(json.dumps({key: report[key] for key in keys if key in report}))
@@ -683,8 +990,10 @@ def _run_predict(args) -> int:
 
         rows = api.predict(args.run, args.paths, device=args.device, csv=args.csv, quiet=args.quiet)
     if args.csv is not None:
-        print(f"{rows['images']} images: {rows['predicted']} predicted, {rows['skipped']} skipped (reason in the "
-              f"CSV) -> {args.csv}")
+        print(
+            f"{rows['images']} images: {rows['predicted']} predicted, {rows['skipped']} skipped (reason in the "
+            f"CSV) -> {args.csv}"
+        )
         return 0
     if args.json:
         print(json.dumps(rows))
@@ -706,8 +1015,10 @@ def _run_recipes(args) -> int:
             c = "chosen by cross-validation" if recipe.head_c == 0 else recipe.head_c
             print(f"  {'':12} model {recipe.model}, {recipe.image_size} px, logistic head solved to convergence, C {c}")
         else:
-            print(f"  {'':12} model {recipe.model}, {recipe.image_size} px, augment {recipe.augment}, "
-                  f"{recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, {recipe.epochs} epochs")
+            print(
+                f"  {'':12} model {recipe.model}, {recipe.image_size} px, augment {recipe.augment}, "
+                f"{recipe.optimizer} lr {recipe.lr}, batch {recipe.batch_size}, {recipe.epochs} epochs"
+            )
     for old, new in RECIPE_ALIASES.items():
         print(f"  {old:12} old name of {new}, accepted until pasture 0.3")
     print("models:")
@@ -730,7 +1041,9 @@ def _run_explain(args) -> int:
 
     rows = api.explain(args.run, args.paths, args.out, device=args.device)
     for row in rows:
-        print(f"{printable_name(row['file'])}\t{row['label']}\t{row['probability']:.3f}\t{Path(args.out) / row['heatmap']}")
+        print(
+            f"{printable_name(row['file'])}\t{row['label']}\t{row['probability']:.3f}\t{Path(args.out) / row['heatmap']}"
+        )
     return 0
 
 
@@ -738,9 +1051,16 @@ def _run_doctor(args) -> int:
     from pasture import api
     from pasture.doctor.report import text_report
 
-    report = api.doctor(args.data, args.out, label_model=args.label_model, duplicate_distance=args.duplicate_distance,
-                        seed=args.seed, data_options=_data_options(args), device=args.device,
-                        quiet=args.quiet or args.json)
+    report = api.doctor(
+        args.data,
+        args.out,
+        label_model=args.label_model,
+        duplicate_distance=args.duplicate_distance,
+        seed=args.seed,
+        data_options=_data_options(args),
+        device=args.device,
+        quiet=args.quiet or args.json,
+    )
     if args.json:
         print(json.dumps(report))
         return 0
@@ -754,8 +1074,10 @@ def _run_export(args) -> int:
     from pasture import api
 
     info = api.export(args.run, args.out, format=args.format)
-    print(f"{info['file']}: {info['bytes'] / 1e6:.2f} MB, ONNX opset {info['opset']}; max |p_torch - p_onnxruntime| = "
-          f"{info['parity_max_abs']:.1e} on {info['checked_on']}")
+    print(
+        f"{info['file']}: {info['bytes'] / 1e6:.2f} MB, ONNX opset {info['opset']}; max |p_torch - p_onnxruntime| = "
+        f"{info['parity_max_abs']:.1e} on {info['checked_on']}"
+    )
     print(f"input: {info['metadata']['input']}; classes: {', '.join(json.loads(info['metadata']['classes']))}")
     return 0
 
@@ -766,16 +1088,32 @@ def _run_app(args) -> int:
     require_extra("app", "pasture app", {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"})
     from pasture.app.server import serve
 
-    serve(args.runs, host=args.host, port=args.port, token=not args.no_token, allow_hosts=tuple(args.allow_host),
-          say=lambda line: print(line, flush=True),
-          warn=lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
+    serve(
+        args.runs,
+        host=args.host,
+        port=args.port,
+        token=not args.no_token,
+        allow_hosts=tuple(args.allow_host),
+        say=lambda line: print(line, flush=True),
+        warn=lambda message: print(f"warning: {message}", file=sys.stderr, flush=True),
+    )
     return 0
 
 
-HANDLERS = {"train": _run_train, "evaluate": _run_evaluate, "predict": _run_predict, "gan": _run_gan,
-            "experiment": _run_experiment, "tune": _run_tune, "demo": _run_demo, "recipes": _run_recipes, "export": _run_export, "explain": _run_explain,
-            "doctor": _run_doctor,
-            "app": _run_app}
+HANDLERS = {
+    "train": _run_train,
+    "evaluate": _run_evaluate,
+    "predict": _run_predict,
+    "gan": _run_gan,
+    "experiment": _run_experiment,
+    "tune": _run_tune,
+    "demo": _run_demo,
+    "recipes": _run_recipes,
+    "export": _run_export,
+    "explain": _run_explain,
+    "doctor": _run_doctor,
+    "app": _run_app,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -814,8 +1152,10 @@ def main(argv: list[str] | None = None) -> int:
 def _bug() -> int:
     """A bug in pasture: its traceback, and one line that says so."""
     traceback.print_exc()
-    print("pasture: this is a bug in pasture, not a problem with what you asked; please report it with the "
-          "lines above", file=sys.stderr)
+    print(
+        "pasture: this is a bug in pasture, not a problem with what you asked; please report it with the lines above",
+        file=sys.stderr,
+    )
     return EXIT_BUG
 
 
@@ -833,6 +1173,7 @@ def _after_write_failure(args) -> str:
     if args.command in ("experiment", "tune", "demo"):
         return "free some space or fix the permission, then run the same command again (finished runs are kept)"
     return "free some space or fix the permission, then run the same command again"
+
 
 if __name__ == "__main__":
     sys.exit(main())

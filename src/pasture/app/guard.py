@@ -33,8 +33,11 @@ TOKEN_HEADER = "x-pasture-token"
 READ_METHODS = {"GET", "HEAD"}
 OPEN_PATHS = ("/static/",)  # the page's script and style: code, no data; served to an allowed Host without a token
 SECURITY_HEADERS = [
-    (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
-                                 b"connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+        b"connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -96,7 +99,11 @@ class Guard:
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         host = headers.get("host")
         if host_name(host) not in self.hosts:
-            return 403, {"error": f"Host {host!r} is not this app's address; open the link that pasture app printed"}, []
+            return (
+                403,
+                {"error": f"Host {host!r} is not this app's address; open the link that pasture app printed"},
+                [],
+            )
         if scope["method"] not in READ_METHODS:
             site = headers.get("sec-fetch-site")
             origin = headers.get("origin")
@@ -115,9 +122,14 @@ class Guard:
             cookies.load(headers.get("cookie", ""))
         except Exception:  # a malformed Cookie header is no token, not a crash
             cookies = SimpleCookie()
-        candidates = [from_query, headers.get(TOKEN_HEADER),
-                      cookies[cookie_name(port)].value if cookie_name(port) in cookies else None]
-        if any(given is not None and secrets.compare_digest(given.encode(), self.token.encode()) for given in candidates):
+        candidates = [
+            from_query,
+            headers.get(TOKEN_HEADER),
+            cookies[cookie_name(port)].value if cookie_name(port) in cookies else None,
+        ]
+        if any(
+            given is not None and secrets.compare_digest(given.encode(), self.token.encode()) for given in candidates
+        ):
             if path == "/" and from_query is not None and scope["method"] in READ_METHODS:
                 # Keep the token in an HttpOnly cookie and take it out of the address bar and history.
                 cookie = f"{cookie_name(port)}={self.token}; HttpOnly; SameSite=Strict; Path=/"
@@ -125,8 +137,14 @@ class Guard:
             return None
         if path.startswith("/api/"):
             return 401, {"error": "this app needs its launch token: open the link that pasture app printed"}, []
-        return 401, ("<!doctype html><title>pasture</title><p>This is a pasture app. Open it with the link that "
-                     "<code>pasture app</code> printed in its terminal (it ends in <code>?token=...</code>).</p>"), []
+        return (
+            401,
+            (
+                "<!doctype html><title>pasture</title><p>This is a pasture app. Open it with the link that "
+                "<code>pasture app</code> printed in its terminal (it ends in <code>?token=...</code>).</p>"
+            ),
+            [],
+        )
 
 
 async def _answer(send, status: int, body, headers: list) -> None:
@@ -136,8 +154,13 @@ async def _answer(send, status: int, body, headers: list) -> None:
         payload, kind = body.encode(), b"text/html; charset=utf-8"
     else:
         payload, kind = json.dumps(body).encode(), b"application/json"
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", kind), (b"content-length", str(len(payload)).encode()), *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", kind), (b"content-length", str(len(payload)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 

@@ -35,7 +35,7 @@ class Busy(UserError):
 
 
 def staging_prefix(kind: str) -> str:
-    """".upload-<pid>-": a request's staging folder, named by the process that owns it."""
+    """ ".upload-<pid>-": a request's staging folder, named by the process that owns it."""
     return f"{kind}{os.getpid()}-"
 
 
@@ -79,7 +79,7 @@ def remove_leftovers(runs: Path) -> list[str]:
             owner = _owner(folder)
             if owner == os.getpid() or process_alive(owner):
                 continue
-            if _run_state(runs / name[len(DATA_PREFIX):]) == "unfinished":
+            if _run_state(runs / name[len(DATA_PREFIX) :]) == "unfinished":
                 continue  # kept: the Runs page can resume the run, or delete it with its photos
         else:
             continue
@@ -131,14 +131,22 @@ class Jobs:
             self.check_free()
             history = run / "history.jsonl"
             # epochs: None for a probe (no epochs: the page shows a bar without an end)
-            job = {"id": uuid.uuid4().hex[:12], "state": "running", "run": run.name, "epochs": settings.get("epochs"),
-                   "started": time.time(), "warnings": [], "stopping": False,
-                   "start_epoch": len(history.read_text().splitlines()) if resume and history.is_file() else 0}
+            job = {
+                "id": uuid.uuid4().hex[:12],
+                "state": "running",
+                "run": run.name,
+                "epochs": settings.get("epochs"),
+                "started": time.time(),
+                "warnings": [],
+                "stopping": False,
+                "start_epoch": len(history.read_text().splitlines()) if resume and history.is_file() else 0,
+            }
             self.jobs[job["id"]] = job
             self.stops[job["id"]] = threading.Event()
         (home / OWNER_FILE).write_text(f"{os.getpid()}\n")
-        threading.Thread(target=self._train, args=(job, run, home, settings, resume), daemon=True,
-                         name=f"pasture-train-{run.name}").start()
+        threading.Thread(
+            target=self._train, args=(job, run, home, settings, resume), daemon=True, name=f"pasture-train-{run.name}"
+        ).start()
         return job
 
     def cancel(self, job_id: str) -> dict | None:
@@ -154,16 +162,25 @@ class Jobs:
         outcome = {"state": "error", "error": "training stopped unexpectedly; please report it"}
         try:
             with stoppable(self.stops[job["id"]]):
-                metrics = api.train(home / "data", run, quiet=True, warn=job["warnings"].append, resume=resume,
-                                    **settings)
-            outcome = {"state": "done", "metrics": {key: metrics[key] for key in (
-                "test_accuracy", "test_ci95", "n_test", "per_class", "confusion", "classes")}}
+                metrics = api.train(
+                    home / "data", run, quiet=True, warn=job["warnings"].append, resume=resume, **settings
+                )
+            outcome = {
+                "state": "done",
+                "metrics": {
+                    key: metrics[key]
+                    for key in ("test_accuracy", "test_ci95", "n_test", "per_class", "confusion", "classes")
+                },
+            }
         except (Interrupted, StopRequested):
             outcome = {"state": "cancelled", "error": f"{run.name}: cancelled; resume or delete it on the Runs page"}
         except UserError as error:
             outcome = {"state": "error", "error": str(error)}
         except Exception as error:  # a bug: the page says so, the server keeps running
-            outcome = {"state": "error", "error": f"training failed ({type(error).__name__}: {error}); please report it"}
+            outcome = {
+                "state": "error",
+                "error": f"training failed ({type(error).__name__}: {error}); please report it",
+            }
         finally:
             # Tidy first, then say it is over: whoever sees the final state sees the folder as it stays.
             if _run_state(run) != "unfinished":  # finished, or failed before the run had a folder
@@ -193,7 +210,9 @@ class Jobs:
         epochs_done = len(history.read_text().splitlines()) if history.is_file() else 0
         fresh = epochs_done - job["start_epoch"]
         elapsed = time.time() - job["started"]
-        report.update(epoch=epochs_done, elapsed_s=round(elapsed, 1),
-                      eta_s=round(elapsed / fresh * (job["epochs"] - epochs_done), 1)
-                      if fresh > 0 and job["epochs"] else None)
+        report.update(
+            epoch=epochs_done,
+            elapsed_s=round(elapsed, 1),
+            eta_s=round(elapsed / fresh * (job["epochs"] - epochs_done), 1) if fresh > 0 and job["epochs"] else None,
+        )
         return report

@@ -34,7 +34,12 @@ from starlette.concurrency import run_in_threadpool
 from pasture import api
 from pasture.app.guard import LOCAL_HOSTS, Guard, local_url, new_token
 from pasture.app.jobs import (
-    Busy, Jobs, prepare_data, remove_leftovers, resumable, staging_prefix,
+    Busy,
+    Jobs,
+    prepare_data,
+    remove_leftovers,
+    resumable,
+    staging_prefix,
 )
 from pasture.app.uploads import MAX_NAME_CHARACTERS, Limits, TooLarge, receive_form
 from pasture.classify.trained import run_config_problem
@@ -51,8 +56,13 @@ MODES = {  # what "accurate" and "tiny" mean, as recipes
 }
 EPOCHS = (1, 1000)  # the bounds of a form's epochs: one request must not hold the only training slot for days
 MAX_CLASSES = 100
-RUN_FILES_SHOWN = {"curves.png": "image/png", "confusion.png": "image/png", "top_losses.png": "image/png",
-                   "MODEL_CARD.md": "text/markdown", "model.onnx": "application/octet-stream"}
+RUN_FILES_SHOWN = {
+    "curves.png": "image/png",
+    "confusion.png": "image/png",
+    "top_losses.png": "image/png",
+    "MODEL_CARD.md": "text/markdown",
+    "model.onnx": "application/octet-stream",
+}
 KEEP_EXPLANATIONS = 20  # heatmap batches of the Test page; the newest stay
 
 
@@ -65,8 +75,9 @@ def _name(value: object, what: str) -> str:
     not hidden (".data-x" would pass for the app's own folders)."""
     name = str(value).strip()
     if len(name) > MAX_NAME_CHARACTERS:
-        raise UserError(f"{what} {printable_name(name[:40])}...: longer than {MAX_NAME_CHARACTERS} characters; "
-                        "shorten it")
+        raise UserError(
+            f"{what} {printable_name(name[:40])}...: longer than {MAX_NAME_CHARACTERS} characters; shorten it"
+        )
     safe_path_part(name, what)
     if name.startswith("."):
         raise UserError(f"{what} {printable_name(name)!r}: cannot start with a dot; rename it")
@@ -102,9 +113,15 @@ def _existing_run(runs: Path, name: str) -> Path:
 def _run_summary(folder: Path, jobs: Jobs) -> dict:
     # The one checked reader of run files: a damaged or hand-edited folder is a message, not a crash.
     config = read_checked_json(folder / "config.json", run_config_problem, what="run folder")
-    row = {"name": folder.name, "recipe": config["recipe"]["name"], "model": config["model"],
-           "classes": config["classes"], "finished": (folder / "metrics.json").is_file(),
-           "training": jobs.training(folder.name), "resumable": resumable(folder.parent, folder.name)}
+    row = {
+        "name": folder.name,
+        "recipe": config["recipe"]["name"],
+        "model": config["model"],
+        "classes": config["classes"],
+        "finished": (folder / "metrics.json").is_file(),
+        "training": jobs.training(folder.name),
+        "resumable": resumable(folder.parent, folder.name),
+    }
     if row["finished"]:
         metrics = read_checked_json(folder / "metrics.json", record_problem, what="finished run")
         row.update({key: metrics[key] for key in ("test_accuracy", "test_ci95", "n_test", "per_class")})
@@ -137,8 +154,9 @@ def _teach_request(fields: dict, files: dict[str, list[Path]]) -> tuple[str | No
     epochs = _whole_number(fields, "epochs", EPOCHS)
     if api.resolve_recipe(settings["recipe"]).pretrained == "probe":
         if epochs is not None:  # refused, not ignored: the page sends none in this mode
-            raise UserError(f"epochs: the {mode} mode has none (its head is solved to convergence); leave it empty "
-                            "or choose tiny")
+            raise UserError(
+                f"epochs: the {mode} mode has none (its head is solved to convergence); leave it empty or choose tiny"
+            )
     else:
         settings["epochs"] = epochs or api.resolve_recipe(settings["recipe"]).epochs
     run_name = fields.get("name", "").strip()
@@ -185,8 +203,14 @@ def _staging(runs: Path, kind: str) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=staging_prefix(kind), dir=runs, ignore_cleanup_errors=True)
 
 
-def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: str | None = None,
-               hosts: set[str] | None = None, limits: Limits | None = None):
+def create_app(
+    runs: str | Path,
+    max_file_bytes: int | None = None,
+    *,
+    token: str | None = None,
+    hosts: set[str] | None = None,
+    limits: Limits | None = None,
+):
     """The app over the run folders in `runs` (created if needed), behind the guard (app/guard.py):
     `token` is the launch token (None: no token, the Host and Origin checks stay), `hosts` the names
     besides 127.0.0.1, localhost and [::1] it answers to. What a killed app left in `runs` is removed."""
@@ -257,8 +281,10 @@ def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: st
             raise UserError(f"{name}: not finished; resume it first")
         if not (folder / "model.onnx").is_file():
             api.export(folder)
-        return {"file": f"/api/runs/{quote(name, safe='')}/files/model.onnx",
-                "bytes": (folder / "model.onnx").stat().st_size}
+        return {
+            "file": f"/api/runs/{quote(name, safe='')}/files/model.onnx",
+            "bytes": (folder / "model.onnx").stat().st_size,
+        }
 
     @app.delete("/api/runs/{name}")
     def delete(name: str):
@@ -272,8 +298,10 @@ def create_app(runs: str | Path, max_file_bytes: int | None = None, *, token: st
         if (folder / "metrics.json").is_file():
             raise UserError(f"{name}: already finished")
         if not resumable(runs, name):
-            raise UserError(f"{name}: the app does not hold this run's photos (it was trained elsewhere, or they "
-                            "were removed); resume it with pasture train DATA --out RUN --resume")
+            raise UserError(
+                f"{name}: the app does not hold this run's photos (it was trained elsewhere, or they "
+                "were removed); resume it with pasture train DATA --out RUN --resume"
+            )
         job = jobs.start(folder, resume=True)
         return {"job": job["id"], "run": name, "epochs": job["epochs"]}
 
@@ -346,8 +374,16 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, *, token: bool = True,
-          allow_hosts: tuple[str, ...] = (), say=print, warn=None) -> None:
+def serve(
+    runs: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    *,
+    token: bool = True,
+    allow_hosts: tuple[str, ...] = (),
+    say=print,
+    warn=None,
+) -> None:
     """Run the app until Ctrl-C (uvicorn), printing the URL to open (with the launch token)."""
     import socket
 
@@ -364,11 +400,15 @@ def serve(runs: str | Path, host: str = "127.0.0.1", port: int = 7860, *, token:
         except OSError:
             pass
     if host not in LOCAL_HOSTS:
-        warn(f"--host {host}: the app is reachable from other machines; anyone who has the link (with its token) "
-             "can use it, and the traffic is not encrypted: prefer an SSH tunnel (see the README)")
+        warn(
+            f"--host {host}: the app is reachable from other machines; anyone who has the link (with its token) "
+            "can use it, and the traffic is not encrypted: prefer an SSH tunnel (see the README)"
+        )
     if not token:
-        warn("--no-token: any program or user on this machine (and, with --host, on the network) can use the app; "
-             "the Host and Origin checks still keep other web sites out")
+        warn(
+            "--no-token: any program or user on this machine (and, with --host, on the network) can use the app; "
+            "the Host and Origin checks still keep other web sites out"
+        )
     app = create_app(runs, token=launch_token, hosts=hosts)
     settle_heap()
     say(f"pasture app: {local_url(host, port, launch_token)}  (runs in {runs}; Ctrl-C stops it)")

@@ -50,7 +50,7 @@ def upload_name(raw: str, index: int) -> str:
     if len(name) > MAX_NAME_CHARACTERS:
         stem, dot, suffix = name.rpartition(".")
         suffix = f".{suffix[:10]}" if dot and stem else ""
-        name = (stem if dot and stem else name)[:MAX_NAME_CHARACTERS - len(suffix)] + suffix
+        name = (stem if dot and stem else name)[: MAX_NAME_CHARACTERS - len(suffix)] + suffix
     return name
 
 
@@ -118,8 +118,9 @@ class _Receiver:
             part.data += data[start:end]
             return
         if part.size > self.limits.file_bytes:
-            raise TooLarge(f"{part.path.name}: above the {megabytes(self.limits.file_bytes)} limit per photo; "
-                           "downscale it")
+            raise TooLarge(
+                f"{part.path.name}: above the {megabytes(self.limits.file_bytes)} limit per photo; downscale it"
+            )
         part.file.write(data[start:end])
 
     def on_part_end(self):
@@ -143,12 +144,23 @@ async def receive_form(request: Request, staging: Path, limits: Limits) -> tuple
         raise UserError("send the photos as multipart/form-data, as the page does")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.request_bytes:
-        raise TooLarge(f"the upload is {megabytes(int(declared))}, above the {megabytes(limits.request_bytes)} "
-                       "limit per request; send fewer photos at a time")
+        raise TooLarge(
+            f"the upload is {megabytes(int(declared))}, above the {megabytes(limits.request_bytes)} "
+            "limit per request; send fewer photos at a time"
+        )
     receiver = _Receiver(staging, limits)
-    callbacks = {name: getattr(receiver, name) for name in (
-        "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
-        "on_part_data", "on_part_end")}
+    callbacks = {
+        name: getattr(receiver, name)
+        for name in (
+            "on_part_begin",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+            "on_part_data",
+            "on_part_end",
+        )
+    }
     parser = MultipartParser(options[b"boundary"], callbacks)
     received = 0
     stream = request.stream()
@@ -156,8 +168,10 @@ async def receive_form(request: Request, staging: Path, limits: Limits) -> tuple
         async for chunk in stream:
             received += len(chunk)
             if received > limits.request_bytes:
-                raise TooLarge(f"the upload is above the {megabytes(limits.request_bytes)} limit per request; "
-                               "send fewer photos at a time")
+                raise TooLarge(
+                    f"the upload is above the {megabytes(limits.request_bytes)} limit per request; "
+                    "send fewer photos at a time"
+                )
             parser.write(chunk)
         parser.finalize()
     except UserError:

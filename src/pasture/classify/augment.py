@@ -61,16 +61,29 @@ AUGMENT_PRESETS: dict[str, AugmentPreset] = {
         AugmentPreset("none", description="no augmentation"),
         AugmentPreset(
             "paper",
-            flip_p=0.5, degrees=10.0, translate=0.1, scale=(0.9, 1.1),
-            brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05,
+            flip_p=0.5,
+            degrees=10.0,
+            translate=0.1,
+            scale=(0.9, 1.1),
+            brightness=0.2,
+            contrast=0.2,
+            saturation=0.2,
+            hue=0.05,
             description="the report's random transforms: flip, small rotation/translation/scale, colour jitter",
         ),
         AugmentPreset(
             "strong",
-            flip_p=0.5, crop_scale=(0.35, 1.0), crop_ratio=(3 / 4, 4 / 3), trivial=True,
-            brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03, padding="reflection",
+            flip_p=0.5,
+            crop_scale=(0.35, 1.0),
+            crop_ratio=(3 / 4, 4 / 3),
+            trivial=True,
+            brightness=0.3,
+            contrast=0.3,
+            saturation=0.3,
+            hue=0.03,
+            padding="reflection",
             description="for tiny datasets: random resized crop, flip, one TrivialAugment op per image "
-                        "(translations scale with image size), colour jitter",
+            "(translations scale with image size), colour jitter",
         ),
     )
 }
@@ -96,10 +109,13 @@ def random_affine(images: torch.Tensor, preset: AugmentPreset, generator: torch.
     shift_y = _uniform(n, -preset.translate, preset.translate, generator) * 2.0
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     # theta maps output coordinates to where they are sampled in the input.
-    theta = torch.stack([
-        torch.stack([cos, -sin, shift_x], dim=1),
-        torch.stack([sin, cos, shift_y], dim=1),
-    ], dim=1).to(images.device, images.dtype)  # parameters are drawn on the CPU (seeded), used where the images are
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin, shift_x], dim=1),
+            torch.stack([sin, cos, shift_y], dim=1),
+        ],
+        dim=1,
+    ).to(images.device, images.dtype)  # parameters are drawn on the CPU (seeded), used where the images are
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=preset.padding, align_corners=False)
 
@@ -117,7 +133,11 @@ def colour_jitter(images: torch.Tensor, preset: AugmentPreset, generator: torch.
     out = None  # becomes a fresh tensor at the first change; later changes are in place
 
     def factor(strength: float) -> torch.Tensor:
-        return _uniform(n, max(0.0, 1 - strength), 1 + strength, generator).to(images.device, images.dtype).view(n, 1, 1, 1)
+        return (
+            _uniform(n, max(0.0, 1 - strength), 1 + strength, generator)
+            .to(images.device, images.dtype)
+            .view(n, 1, 1, 1)
+        )
 
     def blend(towards: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # (x - towards) * weight + towards, clamped to [0, 1]: torchvision's _blend, in place where possible.
@@ -169,8 +189,21 @@ def random_resized_crop(images: torch.Tensor, preset: AugmentPreset, generator: 
 # TrivialAugment (Mueller & Hutter 2021): each image gets one op, drawn uniformly, at a uniform strength.
 # Ranges are those of its standard space, except that translation is a share of the image side
 # (torchvision's TrivialAugmentWide shifts up to 32 px whatever the size: half of a 64 px image).
-TRIVIAL_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness",
-               "colour", "contrast", "sharpness", "posterize", "solarize", "autocontrast")
+TRIVIAL_OPS = (
+    "identity",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+    "rotate",
+    "brightness",
+    "colour",
+    "contrast",
+    "sharpness",
+    "posterize",
+    "solarize",
+    "autocontrast",
+)
 TRIVIAL_MAX = {"shear": 0.3, "translate": 0.15, "rotate": 30.0, "enhance": 0.9, "posterize_bits": 4}
 
 
@@ -195,7 +228,7 @@ def _trivial_colour_op(op: str, images: torch.Tensor, strength: torch.Tensor, si
         return _blend(images, blurred, factor)
     if op == "posterize":
         bits = 8 - (strength * TRIVIAL_MAX["posterize_bits"]).round()
-        levels = (2 ** bits).view(-1, 1, 1, 1)
+        levels = (2**bits).view(-1, 1, 1, 1)
         return torch.floor(images * levels) / levels
     if op == "solarize":
         threshold = (1 - strength).view(-1, 1, 1, 1)
@@ -234,10 +267,13 @@ def trivial_augment(images: torch.Tensor, preset: AugmentPreset, generator: torc
             theta[chosen, 1, 2] = amount * TRIVIAL_MAX["translate"] * 2
         else:
             angle = amount * TRIVIAL_MAX["rotate"] * math.pi / 180
-            theta[chosen] = torch.stack([
-                torch.stack([torch.cos(angle), -torch.sin(angle), torch.zeros_like(angle)], 1),
-                torch.stack([torch.sin(angle), torch.cos(angle), torch.zeros_like(angle)], 1),
-            ], 1)
+            theta[chosen] = torch.stack(
+                [
+                    torch.stack([torch.cos(angle), -torch.sin(angle), torch.zeros_like(angle)], 1),
+                    torch.stack([torch.sin(angle), torch.cos(angle), torch.zeros_like(angle)], 1),
+                ],
+                1,
+            )
     # The masks live on the CPU with the random draws; the images are reached by index (index_select /
     # index_copy_), which needs no device-side nonzero (a GPU sync per op) and no data-dependent shape.
     if geometric.any():
@@ -249,8 +285,9 @@ def trivial_augment(images: torch.Tensor, preset: AugmentPreset, generator: torc
         if chosen.any():
             rows = chosen.nonzero().flatten()
             picked = rows.to(images.device)
-            result.index_copy_(0, picked, _trivial_colour_op(op, images.index_select(0, picked), strength[rows],
-                                                             sign[rows]))
+            result.index_copy_(
+                0, picked, _trivial_colour_op(op, images.index_select(0, picked), strength[rows], sign[rows])
+            )
     return result
 
 
@@ -278,7 +315,11 @@ def augment_batch(images: torch.Tensor, preset: AugmentPreset, generator: torch.
 
 
 def mix_batch(
-    images: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    mixup_alpha: float,
+    cutmix_alpha: float,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MixUp (Zhang et al. 2018) or CutMix (Yun et al. 2019), one of them per batch when both are on.
@@ -301,7 +342,9 @@ def mix_batch(
         top = int(torch.randint(height - cut_h + 1, (1,), generator=generator))
         left = int(torch.randint(width - cut_w + 1, (1,), generator=generator))
         images = images.clone()
-        images[:, :, top:top + cut_h, left:left + cut_w] = images[partner, :, top:top + cut_h, left:left + cut_w]
+        images[:, :, top : top + cut_h, left : left + cut_w] = images[
+            partner, :, top : top + cut_h, left : left + cut_w
+        ]
         keep = 1 - (cut_h * cut_w) / (height * width)  # the share actually kept
     else:
         images = keep * images + (1 - keep) * images[partner]

@@ -19,62 +19,106 @@ def model_card(config: dict, record: dict) -> str:
     """The card's Markdown for a run's config.json and its RunRecord (metrics.json) as dicts."""
     recipe, summary, classes = config["recipe"], config["data_summary"], config["classes"]
     lines = [f"# Model card: {' vs '.join(classes)} ({config['model']}, recipe `{recipe['name']}`)", ""]
-    lines += ["## What it is for", "",
-              f"Telling {', '.join(classes[:-1])} and {classes[-1]} apart in photos like the ones it was trained on: "
-              f"an image is resized so its shorter side is {config['image_size']} px and centre-cropped, and the "
-              "model returns one probability per class. It was not trained to say \"none of these\": every image "
-              "gets one of the classes.", ""]
+    lines += [
+        "## What it is for",
+        "",
+        f"Telling {', '.join(classes[:-1])} and {classes[-1]} apart in photos like the ones it was trained on: "
+        f"an image is resized so its shorter side is {config['image_size']} px and centre-cropped, and the "
+        'model returns one probability per class. It was not trained to say "none of these": every image '
+        "gets one of the classes.",
+        "",
+    ]
     lines += ["## Data", "", "| class | training images | test images |", "|---|---|---|"]
     for name in classes:
         test = summary["test_counts"][name] if summary.get("test_counts") else "-"
         lines.append(f"| {name} | {summary['train_counts'][name]} | {test} |")
     skipped = summary.get("skipped") or []
-    lines += ["", f"From `{summary['root']}` ({summary['layout']} layout). "
-              + (f"{len(skipped)} file(s) were skipped: " + "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:10])
-                 + (" ..." if len(skipped) > 10 else "") if skipped else "No file was skipped."), ""]
+    lines += [
+        "",
+        f"From `{summary['root']}` ({summary['layout']} layout). "
+        + (
+            f"{len(skipped)} file(s) were skipped: "
+            + "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:10])
+            + (" ..." if len(skipped) > 10 else "")
+            if skipped
+            else "No file was skipped."
+        ),
+        "",
+    ]
     description = recipe.get("description") or ""
-    lines += ["## Recipe", "", f"`{recipe['name']}`{': ' + description if description else ''}. Model {config['model']} "
-              f"at {config['image_size']} px, {recipe['epochs']} epochs, {recipe['optimizer']} lr {recipe['lr']}, "
-              f"batch {recipe['batch_size']}, augmentation `{recipe['augment']}`"
-              + (f", ensemble of {recipe['ensemble']}" if recipe.get("ensemble", 1) > 1 else "")
-              + (", test-time augmentation" if recipe.get("tta") else "")
-              + (f", pretrained backbone ({recipe['pretrained']})" if recipe.get("pretrained", "none") != "none" else "")
-              + f"; seed {config['seed']}. Every field is in config.json.", ""]
-    lines += ["## How well it did", "",
-              f"- Test accuracy: {_interval(record['test_accuracy'], record['test_ci95'], record['n_test'])}.",
-              f"- Training accuracy: {_interval(record['train_accuracy'], record['train_ci95'], record['n_train'])}."]
+    lines += [
+        "## Recipe",
+        "",
+        f"`{recipe['name']}`{': ' + description if description else ''}. Model {config['model']} "
+        f"at {config['image_size']} px, {recipe['epochs']} epochs, {recipe['optimizer']} lr {recipe['lr']}, "
+        f"batch {recipe['batch_size']}, augmentation `{recipe['augment']}`"
+        + (f", ensemble of {recipe['ensemble']}" if recipe.get("ensemble", 1) > 1 else "")
+        + (", test-time augmentation" if recipe.get("tta") else "")
+        + (f", pretrained backbone ({recipe['pretrained']})" if recipe.get("pretrained", "none") != "none" else "")
+        + f"; seed {config['seed']}. Every field is in config.json.",
+        "",
+    ]
+    lines += [
+        "## How well it did",
+        "",
+        f"- Test accuracy: {_interval(record['test_accuracy'], record['test_ci95'], record['n_test'])}.",
+        f"- Training accuracy: {_interval(record['train_accuracy'], record['train_ci95'], record['n_train'])}.",
+    ]
     for name, row in record["per_class"].items():
         lines.append(f"- {name}: {_interval(row['accuracy'], row['ci95'], row['n'])} of the test images.")
     if record.get("diverged"):
         lines.append("- The training loss became NaN or infinite: the figures describe a broken model.")
     low, high = record["test_ci95"]
-    lines += ["", f"With {record['n_test']} test images, accuracies within about {50 * (high - low):.0f} points of each "
-              "other cannot be told apart.", ""]
+    lines += [
+        "",
+        f"With {record['n_test']} test images, accuracies within about {50 * (high - low):.0f} points of each "
+        "other cannot be told apart.",
+        "",
+    ]
     if record.get("per_group"):
         lines += ["## Per photo source (group)", "", "| source | test accuracy | seen in training |", "|---|---|---|"]
         unseen_groups = set((record.get("unseen") or {}).get("groups", []))
         for name, row in record["per_group"].items():
-            lines.append(f"| {name} | {_interval(row['accuracy'], row['ci95'], row['n'])} | "
-                         f"{'no' if name in unseen_groups else 'yes'} |")
+            lines.append(
+                f"| {name} | {_interval(row['accuracy'], row['ci95'], row['n'])} | "
+                f"{'no' if name in unseen_groups else 'yes'} |"
+            )
         unseen = record.get("unseen")
         if unseen:
-            lines += ["", f"On sources the model never saw: {_interval(unseen['accuracy'], unseen['ci95'], unseen['n'])}"
-                      + (" — below the interval of the sources it trained on: it learned the sources as well as the "
-                         "classes." if unseen.get("gap_beyond_intervals") else ".")]
+            lines += [
+                "",
+                f"On sources the model never saw: {_interval(unseen['accuracy'], unseen['ci95'], unseen['n'])}"
+                + (
+                    " — below the interval of the sources it trained on: it learned the sources as well as the classes."
+                    if unseen.get("gap_beyond_intervals")
+                    else "."
+                ),
+            ]
         lines.append("")
-    lines += ["## Where the test figure can mislead", "",
-              "The test images came from the same folders, and so most likely from the same cameras, places and "
-              "websites, as the training images. A model trained on a few photos readily learns the photo source "
-              "(lighting, background, camera, compression) instead of the animal, and then fails on photos from "
-              "anywhere else; pasture's own measurement on cows and horses found from-scratch models near or below "
-              "chance on a horse source they never saw while their test split said about 70%. If each class came "
-              "from a different source, the test accuracy above mostly measures the sources. Before relying on "
-              "it, score the model on a few dozen photos from somewhere it never saw: "
-              "`pasture evaluate RUN NEW_PHOTOS/`.", ""]
+    lines += [
+        "## Where the test figure can mislead",
+        "",
+        "The test images came from the same folders, and so most likely from the same cameras, places and "
+        "websites, as the training images. A model trained on a few photos readily learns the photo source "
+        "(lighting, background, camera, compression) instead of the animal, and then fails on photos from "
+        "anywhere else; pasture's own measurement on cows and horses found from-scratch models near or below "
+        "chance on a horse source they never saw while their test split said about 70%. If each class came "
+        "from a different source, the test accuracy above mostly measures the sources. Before relying on "
+        "it, score the model on a few dozen photos from somewhere it never saw: "
+        "`pasture evaluate RUN NEW_PHOTOS/`.",
+        "",
+    ]
     command = config.get("command")
-    lines += ["## Reproduce", "", "```",
-              shlex.join(command) if command else "(trained from Python: see config.json for every setting)", "```", "",
-              f"The same seed and settings give the same numbers on the same machine (trained on "
-              f"{config.get('device', {}).get('name', 'the CPU')}, {config.get('device', {}).get('precision', 'fp32')}; "
-              f"pasture {config['versions']['pasture']}, torch {config['versions']['torch']}).", ""]
+    lines += [
+        "## Reproduce",
+        "",
+        "```",
+        shlex.join(command) if command else "(trained from Python: see config.json for every setting)",
+        "```",
+        "",
+        f"The same seed and settings give the same numbers on the same machine (trained on "
+        f"{config.get('device', {}).get('name', 'the CPU')}, {config.get('device', {}).get('precision', 'fp32')}; "
+        f"pasture {config['versions']['pasture']}, torch {config['versions']['torch']}).",
+        "",
+    ]
     return "\n".join(lines)

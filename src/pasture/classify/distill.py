@@ -64,13 +64,23 @@ def extra_views(views_per_image: int, n_labelled: int, n_extra: int) -> int:
     return max(1, math.ceil(views_per_image * n_labelled / n_extra))
 
 
-def bank_key(teacher_id: str, images_uint8: torch.Tensor, labels: torch.Tensor, recipe: Recipe, n_labelled: int,
-             seed: int) -> str:
+def bank_key(
+    teacher_id: str, images_uint8: torch.Tensor, labels: torch.Tensor, recipe: Recipe, n_labelled: int, seed: int
+) -> str:
     digest = hashlib.sha256(images_uint8.contiguous().numpy().tobytes())
     digest.update(labels.numpy().tobytes())
-    settings = {"format": BANK_FORMAT, "teacher": teacher_id, "images": digest.hexdigest(), "n_labelled": n_labelled,
-                "views": recipe.distill_views, "augment": recipe.augment, "mixup": recipe.mixup_alpha,
-                "size": recipe.image_size, "seed": seed, "precision": recipe.teacher_precision}
+    settings = {
+        "format": BANK_FORMAT,
+        "teacher": teacher_id,
+        "images": digest.hexdigest(),
+        "n_labelled": n_labelled,
+        "views": recipe.distill_views,
+        "augment": recipe.augment,
+        "mixup": recipe.mixup_alpha,
+        "size": recipe.image_size,
+        "seed": seed,
+        "precision": recipe.teacher_precision,
+    }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -92,9 +102,17 @@ def _mix(images: torch.Tensor, targets: torch.Tensor, alpha: float, generator: t
 
 
 @torch.no_grad()
-def build_bank(teacher: nn.Module, teacher_size: int, images_uint8: torch.Tensor, labels: torch.Tensor,
-               num_classes: int, recipe: Recipe, seed: int = 0, quiet: bool = True,
-               class_order: torch.Tensor | None = None) -> TeacherBank:
+def build_bank(
+    teacher: nn.Module,
+    teacher_size: int,
+    images_uint8: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    recipe: Recipe,
+    seed: int = 0,
+    quiet: bool = True,
+    class_order: torch.Tensor | None = None,
+) -> TeacherBank:
     """Views of `images_uint8` (at the teacher's size; label -1 = no label) and the teacher's outputs.
     `class_order[c]` is the teacher's index of class c (when the teacher lists the classes differently).
 
@@ -108,10 +126,12 @@ def build_bank(teacher: nn.Module, teacher_size: int, images_uint8: torch.Tensor
     generator = torch.Generator().manual_seed(seed)
     labelled = labels >= 0
     n_labelled = int(labelled.sum())
-    per_image = torch.where(labelled, recipe.distill_views,
-                            extra_views(recipe.distill_views, n_labelled, int((~labelled).sum())))
-    one_hot = torch.where(labelled.view(-1, 1), F.one_hot(labels.clamp_min(0), num_classes).float(),
-                          torch.zeros(len(labels), num_classes))
+    per_image = torch.where(
+        labelled, recipe.distill_views, extra_views(recipe.distill_views, n_labelled, int((~labelled).sum()))
+    )
+    one_hot = torch.where(
+        labelled.view(-1, 1), F.one_hot(labels.clamp_min(0), num_classes).float(), torch.zeros(len(labels), num_classes)
+    )
     rounds = int(per_image.max()) if len(per_image) else 0
     views, log_probs, targets = [], [], []
     bar = progress_bar(int(per_image.sum()), 0, quiet, desc="teacher", unit="view")
@@ -119,20 +139,30 @@ def build_bank(teacher: nn.Module, teacher_size: int, images_uint8: torch.Tensor
         chosen = torch.nonzero(per_image > round_index).flatten()
         chosen = chosen[torch.randperm(len(chosen), generator=generator)]
         for start in range(0, len(chosen), BANK_BATCH):
-            batch = chosen[start:start + BANK_BATCH]
+            batch = chosen[start : start + BANK_BATCH]
             images = augment_batch(to_float(images_uint8[batch].to(device)), preset, generator)
             images, mixed_targets = _mix(images, one_hot[batch], recipe.mixup_alpha, generator)
             with autocast(precision, device):
                 scores = torch.log_softmax(teacher(images).float(), dim=1).cpu()
             log_probs.append(scores if class_order is None else scores[:, class_order])
-            small = F.interpolate(images, size=(recipe.image_size, recipe.image_size), mode="bilinear",
-                                  antialias=True, align_corners=False) if teacher_size != recipe.image_size else images
+            small = (
+                F.interpolate(
+                    images,
+                    size=(recipe.image_size, recipe.image_size),
+                    mode="bilinear",
+                    antialias=True,
+                    align_corners=False,
+                )
+                if teacher_size != recipe.image_size
+                else images
+            )
             views.append((small * 255).round().clamp(0, 255).to(torch.uint8).cpu())
             targets.append(mixed_targets)
             bar.update(len(batch))
     bar.close()
-    return TeacherBank(torch.cat(views), torch.cat(log_probs), torch.cat(targets),
-                       seconds=time.perf_counter() - started)
+    return TeacherBank(
+        torch.cat(views), torch.cat(log_probs), torch.cat(targets), seconds=time.perf_counter() - started
+    )
 
 
 def cached_bank(key: str, build) -> TeacherBank:
@@ -155,8 +185,10 @@ def cached_bank(key: str, build) -> TeacherBank:
     def build_and_store() -> TeacherBank:
         bank = build()
         try:
-            atomic_torch_save({"views": bank.views, "teacher_log_probs": bank.teacher_log_probs,
-                               "label_targets": bank.label_targets}, path)
+            atomic_torch_save(
+                {"views": bank.views, "teacher_log_probs": bank.teacher_log_probs, "label_targets": bank.label_targets},
+                path,
+            )
         except OSError:
             pass  # an unwritable cache only costs time
         return bank
@@ -164,14 +196,19 @@ def cached_bank(key: str, build) -> TeacherBank:
     return build_once(folder, read, build_and_store, "distillation bank")
 
 
-def distillation_loss(logits: torch.Tensor, teacher_log_probs: torch.Tensor, label_targets: torch.Tensor,
-                      temperature: float, weight: float) -> torch.Tensor:
+def distillation_loss(
+    logits: torch.Tensor,
+    teacher_log_probs: torch.Tensor,
+    label_targets: torch.Tensor,
+    temperature: float,
+    weight: float,
+) -> torch.Tensor:
     """weight x T^2 x KL(teacher || student) at temperature T, plus (1 - weight) x the cross-entropy
     with the true labels on the views that have them (Hinton et al. 2015)."""
     student = torch.log_softmax(logits / temperature, dim=1)
     teacher = torch.log_softmax(teacher_log_probs / temperature, dim=1)
     kl = F.kl_div(student, teacher, log_target=True, reduction="none").sum(1)
-    loss = weight * temperature ** 2 * kl.mean()
+    loss = weight * temperature**2 * kl.mean()
     has_label = label_targets.sum(1) > 0
     if weight < 1 and bool(has_label.any()):
         hard = -(label_targets[has_label] * torch.log_softmax(logits[has_label], dim=1)).sum(1).mean()

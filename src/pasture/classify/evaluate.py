@@ -23,7 +23,7 @@ def shift(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
         return images
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad), mode="reflect")
     height, width = images.shape[2:]
-    return padded[:, :, pad - dy:pad - dy + height, pad - dx:pad - dx + width]
+    return padded[:, :, pad - dy : pad - dy + height, pad - dx : pad - dx + width]
 
 
 def tta_views(images: torch.Tensor) -> list[torch.Tensor]:
@@ -37,7 +37,10 @@ def tta_views(images: torch.Tensor) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def predict_probabilities(
-    model: nn.Module, images_uint8: torch.Tensor, batch_size: int = 64, tta: bool = False,
+    model: nn.Module,
+    images_uint8: torch.Tensor,
+    batch_size: int = 64,
+    tta: bool = False,
 ) -> torch.Tensor:
     """Softmax probabilities N x classes (on the CPU), in eval mode (dropout off), in batches on the
     model's device.
@@ -49,7 +52,7 @@ def predict_probabilities(
     device = model_device(model)
     chunks = []
     for start in range(0, images_uint8.shape[0], batch_size):
-        images = to_float(images_uint8[start:start + batch_size].to(device))
+        images = to_float(images_uint8[start : start + batch_size].to(device))
         views = tta_views(images) if tta else [images]
         chunks.append(torch.stack([torch.softmax(model(view), dim=1) for view in views]).mean(0).cpu())
     model.train(was_training)
@@ -86,7 +89,11 @@ def accuracy_report(predicted: torch.Tensor, labels: torch.Tensor, classes: list
 
 
 def evaluate_model(
-    model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, classes: list[str], tta: bool = False,
+    model: nn.Module,
+    images_uint8: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    tta: bool = False,
 ) -> dict:
     probabilities = predict_probabilities(model, images_uint8, tta=tta)
     return accuracy_report(probabilities.argmax(1), labels, classes)
@@ -126,15 +133,29 @@ def score_run(result, dataset, recipe, probabilities: torch.Tensor | None = None
                 # Beyond its interval: the unseen figure's whole interval lies below the seen one's.
                 unseen["gap_beyond_intervals"] = unseen["ci95"][1] < unseen["seen"]["ci95"][0]
     return RunRecord(
-        classes=list(dataset.classes), model=recipe.model, recipe=recipe.name,
-        test_accuracy=test["accuracy"], test_ci95=test["ci95"], n_test=test["n"], test_correct=test["correct"],
-        per_class=test["per_class"], confusion=test["confusion"],
-        train_accuracy=train["accuracy"], train_ci95=train["ci95"], n_train=train["n"],
+        classes=list(dataset.classes),
+        model=recipe.model,
+        recipe=recipe.name,
+        test_accuracy=test["accuracy"],
+        test_ci95=test["ci95"],
+        n_test=test["n"],
+        test_correct=test["correct"],
+        per_class=test["per_class"],
+        confusion=test["confusion"],
+        train_accuracy=train["accuracy"],
+        train_ci95=train["ci95"],
+        n_train=train["n"],
         train_confusion=train["confusion"],
         epochs=len(result.history),
         final_train_loss=result.history[-1]["train_loss"] if result.history else None,
-        train_seconds=result.seconds, diverged=result.nonfinite_loss, tta=recipe.tta, ensemble=recipe.ensemble,
-        history=list(result.history), notes=dict(result.notes), per_group=per_group, unseen=unseen,
+        train_seconds=result.seconds,
+        diverged=result.nonfinite_loss,
+        tta=recipe.tta,
+        ensemble=recipe.ensemble,
+        history=list(result.history),
+        notes=dict(result.notes),
+        per_group=per_group,
+        unseen=unseen,
     )
 
 

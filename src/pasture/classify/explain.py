@@ -68,8 +68,13 @@ def occlusion(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> 
     side = images.shape[-1]
     window = max(2, side // 8)
     scores = attr.Occlusion(lambda x: torch.softmax(model(x), dim=1)).attribute(
-        images, target=targets, sliding_window_shapes=(3, window, window), strides=(3, window, window),
-        baselines=0.5, perturbations_per_eval=16)
+        images,
+        target=targets,
+        sliding_window_shapes=(3, window, window),
+        strides=(3, window, window),
+        baselines=0.5,
+        perturbations_per_eval=16,
+    )
     return _normalise(scores.sum(1).clamp_min(0).detach())
 
 
@@ -100,8 +105,14 @@ def _overlay_png(image_uint8: torch.Tensor, cam: torch.Tensor, occluded: torch.T
     return buffer.getvalue()
 
 
-def explain_images(model: nn.Module, config: dict, files: list[Path], images_uint8: torch.Tensor,
-                   out: str | os.PathLike, labels: list[int] | None = None) -> list[dict]:
+def explain_images(
+    model: nn.Module,
+    config: dict,
+    files: list[Path],
+    images_uint8: torch.Tensor,
+    out: str | os.PathLike,
+    labels: list[int] | None = None,
+) -> list[dict]:
     """For each image: the predicted label and probability, and OUT/<n>_<name>.png with the photo, its
     Grad-CAM and its occlusion map. `labels` (true classes), when given, are shown beside. Writes
     OUT/explanations.json too; returns its rows."""
@@ -113,10 +124,10 @@ def explain_images(model: nn.Module, config: dict, files: list[Path], images_uin
     device = next(model.parameters()).device
     rows = []
     for start in range(0, len(files), 16):
-        batch = to_float(images_uint8[start:start + 16].to(device)).requires_grad_(False)
-        targets = predicted[start:start + 16].to(device)
+        batch = to_float(images_uint8[start : start + 16].to(device)).requires_grad_(False)
+        targets = predicted[start : start + 16].to(device)
         cams, occluded = gradcam(model, batch, targets).cpu(), occlusion(model, batch, targets).cpu()
-        for offset, path in enumerate(files[start:start + 16]):
+        for offset, path in enumerate(files[start : start + 16]):
             index = start + offset
             label, probability = classes[int(predicted[index])], float(probabilities[index].max())
             title = f"{display_name(Path(path).name)}: {label} {probability:.0%}"
@@ -143,8 +154,16 @@ def top_loss_indices(probabilities: torch.Tensor, labels: torch.Tensor, k: int =
     return torch.argsort(losses, descending=True, stable=True)[:k].tolist()
 
 
-def plot_top_losses(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor,
-                    classes: list[str], files: list[str], path: str | os.PathLike, k: int = TOP_LOSSES) -> list[dict]:
+def plot_top_losses(
+    model: nn.Module,
+    images_uint8: torch.Tensor,
+    labels: torch.Tensor,
+    probabilities: torch.Tensor,
+    classes: list[str],
+    files: list[str],
+    path: str | os.PathLike,
+    k: int = TOP_LOSSES,
+) -> list[dict]:
     """PNG of the k highest-loss images: each photo with its Grad-CAM heatmap (for the predicted class;
     without Captum the photo alone), true and predicted label, p(predicted) and the loss. Returns the
     rows shown (file, true, predicted, probability, loss)."""
@@ -170,16 +189,29 @@ def plot_top_losses(model: nn.Module, images_uint8: torch.Tensor, labels: torch.
         if heat is not None:
             axis.imshow(heat[slot].numpy(), cmap="jet", alpha=0.4, vmin=0, vmax=1)
         wrong = int(predicted[index]) != int(labels[index])
-        axis.set_title(f"true {classes[labels[index]]} / pred {classes[predicted[index]]} {probability:.0%}\n"
-                       f"{display_name(Path(files[index]).name)[:28]}  loss {loss:.2f}", fontsize=8,
-                       color="#a40000" if wrong else "black")
-        shown.append({"file": display_name(files[index]), "true": classes[labels[index]],
-                      "predicted": classes[predicted[index]], "probability": probability, "loss": loss})
+        axis.set_title(
+            f"true {classes[labels[index]]} / pred {classes[predicted[index]]} {probability:.0%}\n"
+            f"{display_name(Path(files[index]).name)[:28]}  loss {loss:.2f}",
+            fontsize=8,
+            color="#a40000" if wrong else "black",
+        )
+        shown.append(
+            {
+                "file": display_name(files[index]),
+                "true": classes[labels[index]],
+                "predicted": classes[predicted[index]],
+                "probability": probability,
+                "loss": loss,
+            }
+        )
     if not chosen:
         axes.flat[0].text(0.5, 0.5, "no test images", ha="center", va="center")
     wrong = sum(1 for row in shown if row["true"] != row["predicted"])
-    figure.suptitle(f"top losses, highest first: {wrong} of the {len(shown)} shown are wrong (red titles)"
-                    + ("" if heat is not None or not chosen else "; heatmaps: pip install -e \".[explain]\""), fontsize=9)
+    figure.suptitle(
+        f"top losses, highest first: {wrong} of the {len(shown)} shown are wrong (red titles)"
+        + ("" if heat is not None or not chosen else '; heatmaps: pip install -e ".[explain]"'),
+        fontsize=9,
+    )
     figure.tight_layout()
     save_figure(figure, path)
     plt.close(figure)

@@ -64,11 +64,15 @@ def _check_images(run: Path, config: dict, count: int = 32) -> tuple[torch.Tenso
     if data and Path(data).is_dir():
         try:
             # The run's own split: groups and a grouped split included, so these are its test images.
-            options = DataOptions(classes=tuple(config["classes"]), test_fraction=identity.get("test_fraction") or 0.5,
-                                  split_seed=identity.get("split_seed") or 0,
-                                  min_image_size=identity.get("min_image_size", 16), groups=identity.get("groups"),
-                                  group_column=identity.get("group_column", "group"),
-                                  split_by_group=identity.get("split_by_group", False))
+            options = DataOptions(
+                classes=tuple(config["classes"]),
+                test_fraction=identity.get("test_fraction") or 0.5,
+                split_seed=identity.get("split_seed") or 0,
+                min_image_size=identity.get("min_image_size", 16),
+                groups=identity.get("groups"),
+                group_column=identity.get("group_column", "group"),
+                split_by_group=identity.get("split_by_group", False),
+            )
             dataset = load_dataset(data, config["image_size"], warn=lambda message: None, **options.load_kwargs())
             return dataset.test.images, f"the run's {len(dataset.test)} test images"
         except UserError:
@@ -100,17 +104,29 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on constant folding are not for users
-        torch.onnx.export(graph, (torch.zeros(2, 3, size, size, dtype=torch.uint8),), buffer, dynamo=False,
-                          input_names=["images"], output_names=["probabilities"], opset_version=OPSET,
-                          dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}})
+        torch.onnx.export(
+            graph,
+            (torch.zeros(2, 3, size, size, dtype=torch.uint8),),
+            buffer,
+            dynamo=False,
+            input_names=["images"],
+            output_names=["probabilities"],
+            opset_version=OPSET,
+            dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+        )
     proto = onnx.load_from_string(buffer.getvalue())
     metadata = {
-        "classes": json.dumps(config["classes"]), "image_size": str(size), "pasture_version": __version__,
-        "model": config["model"], "recipe": config["recipe"]["name"], "tta": str(tta).lower(),
+        "classes": json.dumps(config["classes"]),
+        "image_size": str(size),
+        "pasture_version": __version__,
+        "model": config["model"],
+        "recipe": config["recipe"]["name"],
+        "tta": str(tta).lower(),
         "ensemble": str(config["recipe"].get("ensemble", 1)),
         "input": f"uint8 RGB, N x 3 x {size} x {size}: shorter side resized to {size} (bicubic) and centre-cropped",
         "output": "class probabilities, N x classes, in the order of 'classes'",
-        "test_accuracy": str(metrics.get("test_accuracy")), "test_ci95": json.dumps(metrics.get("test_ci95")),
+        "test_accuracy": str(metrics.get("test_accuracy")),
+        "test_ci95": json.dumps(metrics.get("test_ci95")),
         "n_test": str(metrics.get("n_test")),
     }
     for key, value in metadata.items():
@@ -125,10 +141,19 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
         got = OnnxClassifier(out).probabilities(images.numpy())
         parity = float(np.abs(expected - got).max())
         if not parity < PARITY_LIMIT:
-            raise UserError(f"{out}: ONNX Runtime differs from the run by {parity:.2e} (limit {PARITY_LIMIT:g}); "
-                            "the export is not faithful, so it was removed")
+            raise UserError(
+                f"{out}: ONNX Runtime differs from the run by {parity:.2e} (limit {PARITY_LIMIT:g}); "
+                "the export is not faithful, so it was removed"
+            )
     except BaseException:
         out.unlink(missing_ok=True)
         raise
-    return {"file": str(out), "bytes": len(data), "parity_max_abs": parity, "checked_on": where,
-            "n_checked": int(len(images)), "opset": OPSET, "metadata": metadata}
+    return {
+        "file": str(out),
+        "bytes": len(data),
+        "parity_max_abs": parity,
+        "checked_on": where,
+        "n_checked": int(len(images)),
+        "opset": OPSET,
+        "metadata": metadata,
+    }

@@ -31,11 +31,16 @@ from pasture.classify.probe import init_head_from_probe, train_probe
 from pasture.classify.recipes import Recipe, apply_schedule, class_weights, lr_factor
 from pasture.classify.selfsup import pretrain
 from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, TrainResult, build_members
+from pasture.core.device import (
+    autocast,
+    device_rng_state,
+    effective_precision,
+    fits_on_device,
+    grad_scaler,
+    set_device_rng_state,
+)
 from pasture.core.errors import UserError
 from pasture.core.runs import atomic_torch_save, load_checkpoint, write_jsonl
-from pasture.core.device import (
-    autocast, device_rng_state, effective_precision, fits_on_device, grad_scaler, set_device_rng_state,
-)
 from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything, stop_point
 from pasture.data import Dataset, ImageSet
 from pasture.models import WeightEMA, create_model
@@ -55,14 +60,21 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     Each group carries its "lr_scale"; the schedule multiplies it in at every step."""
     head = head_parameters(model) if recipe.pretrained == "finetune" else []
     head_ids = {id(parameter) for parameter in head}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in head_ids],
-               "lr_scale": recipe.backbone_lr_scale if head else 1.0}]
+    groups = [
+        {
+            "params": [p for p in model.parameters() if id(p) not in head_ids],
+            "lr_scale": recipe.backbone_lr_scale if head else 1.0,
+        }
+    ]
     if head:
         groups.append({"params": head, "lr_scale": 1.0})
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
-            groups, lr=recipe.lr, momentum=recipe.momentum,
-            nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay,
+            groups,
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            nesterov=recipe.nesterov and recipe.momentum > 0,
+            weight_decay=recipe.weight_decay,
         )
     # fused: one kernel per step instead of a Python loop over parameters (same update rule); the
     # single-tensor default spent a fifth of paper-cnn's training time in the optimiser.
@@ -78,7 +90,10 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
 
 
 def mix_in_synthetic(
-    images_uint8: torch.Tensor, labels: torch.Tensor, synthetic: ImageSet | None, ratio: float,
+    images_uint8: torch.Tensor,
+    labels: torch.Tensor,
+    synthetic: ImageSet | None,
+    ratio: float,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Replace each batch slot by a random synthetic image with probability `ratio`.
@@ -94,7 +109,9 @@ def mix_in_synthetic(
     if count:
         pick = torch.randint(len(synthetic), (count,), generator=generator)
         images_uint8, labels = images_uint8.clone(), labels.clone()
-        slots = mask.nonzero().flatten().to(images_uint8.device)  # drawn on the CPU (seeded), applied where the batch is
+        slots = (
+            mask.nonzero().flatten().to(images_uint8.device)
+        )  # drawn on the CPU (seeded), applied where the batch is
         images_uint8[slots] = synthetic.images[pick].to(images_uint8.device)
         labels[slots] = synthetic.labels[pick].to(labels.device)
     return images_uint8, labels, mask
@@ -169,19 +186,40 @@ def train_classifier(
     done_epochs = len(finished) * recipe.epochs + (int(in_progress["epoch"]) if in_progress else 0)
     bar = progress_bar(recipe.epochs * recipe.ensemble, done_epochs, quiet)
     if bank is not None:
-        context = _Context(dataset, recipe, device, precision, _place_images(bank.views, device),
-                           bank.teacher_log_probs.argmax(1).to(device), None, 0.0, eval_every, checkpoint_path, bar,
-                           bank=TeacherBank(bank.views, bank.teacher_log_probs.to(device),
-                                            bank.label_targets.to(device)))
+        context = _Context(
+            dataset,
+            recipe,
+            device,
+            precision,
+            _place_images(bank.views, device),
+            bank.teacher_log_probs.argmax(1).to(device),
+            None,
+            0.0,
+            eval_every,
+            checkpoint_path,
+            bar,
+            bank=TeacherBank(bank.views, bank.teacher_log_probs.to(device), bank.label_targets.to(device)),
+        )
     else:
-        context = _Context(dataset, recipe, device, precision, _place_images(dataset.train.images, device),
-                           dataset.train.labels.to(device), synthetic, synthetic_ratio, eval_every, checkpoint_path,
-                           bar)
+        context = _Context(
+            dataset,
+            recipe,
+            device,
+            precision,
+            _place_images(dataset.train.images, device),
+            dataset.train.labels.to(device),
+            synthetic,
+            synthetic_ratio,
+            eval_every,
+            checkpoint_path,
+            bar,
+        )
     nonfinite = False
     try:
         for member in range(len(finished), recipe.ensemble):
-            weights, member_nonfinite = _train_member(context, seed + MEMBER_SEED_STRIDE * member, member, finished,
-                                                      history, in_progress)
+            weights, member_nonfinite = _train_member(
+                context, seed + MEMBER_SEED_STRIDE * member, member, finished, history, in_progress
+            )
             nonfinite |= member_nonfinite
             finished.append(weights)
             in_progress = None
@@ -194,12 +232,15 @@ def train_classifier(
         write_jsonl(checkpoint_path.parent / "history.jsonl", history)
     return TrainResult(
         model=build_members(recipe, len(dataset.classes), finished, device),
-        history=history, seconds=time.perf_counter() - started, nonfinite_loss=nonfinite,
+        history=history,
+        seconds=time.perf_counter() - started,
+        nonfinite_loss=nonfinite,
     )
 
 
-def pretrain_selfsup(model: nn.Module, images_uint8: torch.Tensor, recipe: Recipe, generator: torch.Generator,
-                     bar) -> None:
+def pretrain_selfsup(
+    model: nn.Module, images_uint8: torch.Tensor, recipe: Recipe, generator: torch.Generator, bar
+) -> None:
     """SimCLR on the training images (real ones only), with its own progress bar (epoch, loss, ETA). Runs
     before the first supervised epoch; a run interrupted during it starts it again on resume (there is
     no checkpoint yet)."""
@@ -248,13 +289,21 @@ def _start_member(context: _Context, seed: int, state: dict | None) -> _Member:
     a checkpoint `state` interrupted, restored exactly (weights, optimiser, EMA and every RNG)."""
     recipe, dataset, device = context.recipe, context.dataset, context.device
     generator = seed_everything(seed)
-    model = create_model(recipe.model, len(dataset.classes), recipe.image_size,
-                         weights=(recipe.weights or "imagenet") if recipe.pretrained != "none" else None).to(device)
+    model = create_model(
+        recipe.model,
+        len(dataset.classes),
+        recipe.image_size,
+        weights=(recipe.weights or "imagenet") if recipe.pretrained != "none" else None,
+    ).to(device)
     if recipe.selfsup_epochs and state is None:  # before the EMA copy and the optimiser see the weights
         pretrain_selfsup(model, dataset.train.images, recipe, generator, context.bar)
-    member = _Member(model, make_optimizer(model, recipe),
-                     WeightEMA(model, recipe.ema_decay) if recipe.ema_decay else None, generator,
-                     grad_scaler(context.precision, device))
+    member = _Member(
+        model,
+        make_optimizer(model, recipe),
+        WeightEMA(model, recipe.ema_decay) if recipe.ema_decay else None,
+        generator,
+        grad_scaler(context.precision, device),
+    )
     if state is None:
         if recipe.pretrained == "finetune":
             init_head_from_probe(model, dataset, recipe, seed)
@@ -272,27 +321,32 @@ def _start_member(context: _Context, seed: int, state: dict | None) -> _Member:
     return member
 
 
-def _save_checkpoint(context: _Context, finished: list[dict], index: int, epoch: int, member: _Member,
-                     history: list[dict]) -> None:
-    atomic_torch_save({
-        "format": CHECKPOINT_FORMAT,
-        "members": finished,
-        "member": index,
-        "epoch": epoch,
-        "model": member.model.state_dict(),
-        "optimizer": member.optimizer.state_dict(),
-        "ema": member.ema.state_dict() if member.ema is not None else {},
-        "rng_data": member.generator.get_state(),
-        "rng_torch": torch.get_rng_state(),
-        "rng_device": device_rng_state(context.device),
-        "scaler": member.scaler.state_dict() if member.scaler.is_enabled() else {},
-        "history": history,
-    }, context.checkpoint_path)
+def _save_checkpoint(
+    context: _Context, finished: list[dict], index: int, epoch: int, member: _Member, history: list[dict]
+) -> None:
+    atomic_torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "members": finished,
+            "member": index,
+            "epoch": epoch,
+            "model": member.model.state_dict(),
+            "optimizer": member.optimizer.state_dict(),
+            "ema": member.ema.state_dict() if member.ema is not None else {},
+            "rng_data": member.generator.get_state(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_device": device_rng_state(context.device),
+            "scaler": member.scaler.state_dict() if member.scaler.is_enabled() else {},
+            "history": history,
+        },
+        context.checkpoint_path,
+    )
     write_jsonl(context.checkpoint_path.parent / "history.jsonl", history)
 
 
-def _train_epoch(context: _Context, member: _Member, epoch: int, preset: AugmentPreset,
-                 loss_weights: torch.Tensor | None) -> dict:
+def _train_epoch(
+    context: _Context, member: _Member, epoch: int, preset: AugmentPreset, loss_weights: torch.Tensor | None
+) -> dict:
     """One pass over the training split; returns the epoch's history row (without test accuracy)."""
     epoch_started = time.perf_counter()
     recipe, device = context.recipe, context.device
@@ -305,26 +359,36 @@ def _train_epoch(context: _Context, member: _Member, epoch: int, preset: Augment
     loss_sum, correct = 0.0, 0
     for batch_index in range(steps_per_epoch):
         stop_point()
-        indices = order[batch_index * recipe.batch_size:(batch_index + 1) * recipe.batch_size]
+        indices = order[batch_index * recipe.batch_size : (batch_index + 1) * recipe.batch_size]
         batch_images = context.train_images[indices.to(context.train_images.device)]
         if context.bank is not None:  # the views are the teacher's: augmented and mixed already
-            images, labels = to_float(batch_images.to(device, non_blocking=True)), context.train_labels[indices.to(device)]
+            images, labels = (
+                to_float(batch_images.to(device, non_blocking=True)),
+                context.train_labels[indices.to(device)],
+            )
         else:
-            batch_images, labels, _ = mix_in_synthetic(batch_images.to(device, non_blocking=True),
-                                                       context.train_labels[indices.to(device)], context.synthetic,
-                                                       context.synthetic_ratio, generator)
+            batch_images, labels, _ = mix_in_synthetic(
+                batch_images.to(device, non_blocking=True),
+                context.train_labels[indices.to(device)],
+                context.synthetic,
+                context.synthetic_ratio,
+                generator,
+            )
             images = augment_batch(to_float(batch_images), preset, generator)
-            images, targets = mix_batch(images, labels, num_classes, recipe.mixup_alpha, recipe.cutmix_alpha,
-                                        generator)
+            images, targets = mix_batch(images, labels, num_classes, recipe.mixup_alpha, recipe.cutmix_alpha, generator)
         apply_schedule(optimizer, recipe.lr, epoch * steps_per_epoch + batch_index, steps_per_epoch, recipe)
         with autocast(context.precision, device):
             logits = model(images)
         logits = logits.float()
         if context.bank is not None:
             on_device = indices.to(device)
-            loss = distillation_loss(logits, context.bank.teacher_log_probs[on_device],
-                                     context.bank.label_targets[on_device], recipe.distill_temperature,
-                                     recipe.distill_weight)
+            loss = distillation_loss(
+                logits,
+                context.bank.teacher_log_probs[on_device],
+                context.bank.label_targets[on_device],
+                recipe.distill_temperature,
+                recipe.distill_weight,
+            )
         else:
             # Cross-entropy on logits (soft targets when mixed): the softmax is inside the loss.
             loss = F.cross_entropy(logits, targets, weight=loss_weights, label_smoothing=recipe.label_smoothing)
@@ -345,8 +409,9 @@ def _train_epoch(context: _Context, member: _Member, epoch: int, preset: Augment
     }
 
 
-def _train_member(context: _Context, seed: int, index: int, finished: list[dict], history: list[dict],
-                  state: dict | None) -> tuple[dict, bool]:
+def _train_member(
+    context: _Context, seed: int, index: int, finished: list[dict], history: list[dict], state: dict | None
+) -> tuple[dict, bool]:
     """Train member `index` (from `state` when resuming); returns (final weights, whether the loss went
     non-finite)."""
     recipe, dataset = context.recipe, context.dataset
@@ -362,8 +427,9 @@ def _train_member(context: _Context, seed: int, index: int, finished: list[dict]
             record["member"] = index + 1
         nonfinite |= not math.isfinite(record["train_loss"])
         if dataset.test is not None and evaluate_after(epoch + 1, recipe.epochs, context.eval_every):
-            record["test_accuracy"] = evaluate_model(member.final, dataset.test.images, dataset.test.labels,
-                                                     dataset.classes)["accuracy"]
+            record["test_accuracy"] = evaluate_model(
+                member.final, dataset.test.images, dataset.test.labels, dataset.classes
+            )["accuracy"]
         history.append(record)
         if context.checkpoint_path is not None:
             _save_checkpoint(context, finished, index, epoch + 1, member, history)

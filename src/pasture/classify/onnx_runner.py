@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.imagefile import BadImage, decode_array, image_files_in
 from pasture.core.paths import printable_name
-from pasture.classify.predictions import prediction_rows, write_predictions_csv
 
 
 def onnxruntime_module():
@@ -38,16 +38,20 @@ class OnnxClassifier:
             self.classes = json.loads(self.metadata["classes"])
             self.image_size = int(self.metadata["image_size"])
         except (KeyError, ValueError, TypeError):
-            raise UserError(f"{path}: an ONNX file without pasture's metadata (classes, image_size); export it "
-                            "with `pasture export`") from None
+            raise UserError(
+                f"{path}: an ONNX file without pasture's metadata (classes, image_size); export it "
+                "with `pasture export`"
+            ) from None
         except Exception as error:  # onnxruntime's own errors: not an ONNX model, or a damaged one
             raise UserError(f"{path}: ONNX Runtime cannot load it ({type(error).__name__})") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def probabilities(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N x classes, float32) of uint8 images N x 3 x S x S."""
-        chunks = [self.session.run(None, {self.input_name: images_uint8[start:start + batch_size]})[0]
-                  for start in range(0, len(images_uint8), batch_size)]
+        chunks = [
+            self.session.run(None, {self.input_name: images_uint8[start : start + batch_size]})[0]
+            for start in range(0, len(images_uint8), batch_size)
+        ]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)), dtype=np.float32)
 
 
@@ -62,8 +66,9 @@ def decode_for(model: OnnxClassifier, files: list[Path]) -> np.ndarray:
     return np.stack(arrays)
 
 
-def predict_onnx(file: str | os.PathLike, paths: list[str | os.PathLike], csv: str | os.PathLike | None = None,
-                 quiet: bool = True) -> list[dict] | dict:
+def predict_onnx(
+    file: str | os.PathLike, paths: list[str | os.PathLike], csv: str | os.PathLike | None = None, quiet: bool = True
+) -> list[dict] | dict:
     """The rows of `pasture predict` (file, label, probability, probabilities) from an exported model;
     with `csv`, streamed to that file instead (pasture.classify.predictions.write_predictions_csv)."""
     model = OnnxClassifier(file)

@@ -8,15 +8,15 @@ import glob
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from pasture.core.imagefile import BadImage, decode_array
 from pasture.core.errors import write_failed
+from pasture.core.imagefile import BadImage, decode_array
 from pasture.core.paths import check_output_file, display_name, new_file_mode
 from pasture.core.processes import process_alive
 
@@ -34,8 +34,14 @@ def prediction_rows(files: list[Path], probabilities: list[list[float]], classes
     rows = []
     for path, probs in zip(files, probabilities):
         best = max(range(len(probs)), key=probs.__getitem__)
-        rows.append({"file": display_name(path),  # printable: bytes that are not UTF-8 appear as \xff escapes
-                     "label": classes[best], "probability": probs[best], "probabilities": dict(zip(classes, probs))})
+        rows.append(
+            {
+                "file": display_name(path),  # printable: bytes that are not UTF-8 appear as \xff escapes
+                "label": classes[best],
+                "probability": probs[best],
+                "probabilities": dict(zip(classes, probs)),
+            }
+        )
     return rows
 
 
@@ -59,14 +65,19 @@ def remove_stale_temp_files(out: Path) -> None:
     """The temporary files that a killed `predict --csv` left beside `out`: named
     .<name>.<pid>.<random>.tmp, removed when their process is gone."""
     for path in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
-        pid = path.name[len(out.name) + 2:].split(".", 1)[0]
+        pid = path.name[len(out.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not process_alive(int(pid)):
             path.unlink(missing_ok=True)
 
 
-def write_predictions_csv(files: list[Path], classes: list[str], image_size: int,
-                          probabilities_of: Callable[[np.ndarray], np.ndarray], out: str | os.PathLike,
-                          quiet: bool = False) -> dict:
+def write_predictions_csv(
+    files: list[Path],
+    classes: list[str],
+    image_size: int,
+    probabilities_of: Callable[[np.ndarray], np.ndarray],
+    out: str | os.PathLike,
+    quiet: bool = False,
+) -> dict:
     """Decode, score and write `files` a batch at a time (batch_size_for) to the CSV `out`: one row per image (file, label,
     probability, one p_<class> column per class), or its file and the reason it was skipped. Written to
     a temporary file renamed over `out` at the end, so an interrupted run leaves no half CSV.
@@ -74,31 +85,55 @@ def write_predictions_csv(files: list[Path], classes: list[str], image_size: int
     out = check_output_file(out, "--csv")
     remove_stale_temp_files(out)
     counts = {"images": len(files), "predicted": 0, "skipped": 0}
-    handle = tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=out.parent,
-                                         prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", delete=False)
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (renamed into place or removed below)
+        "w",
+        newline="",
+        encoding="utf-8",
+        dir=out.parent,
+        prefix=f".{out.name}.{os.getpid()}.",
+        suffix=".tmp",
+        delete=False,
+    )
     try:
-        with handle, ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, \
-                tqdm(total=len(files), unit="img", desc="predict", disable=quiet, file=sys.stderr, leave=False) as bar:
+        with (
+            handle,
+            ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool,
+            tqdm(total=len(files), unit="img", desc="predict", disable=quiet, file=sys.stderr, leave=False) as bar,
+        ):
             os.fchmod(handle.fileno(), new_file_mode())
             writer = csv.writer(handle)
             writer.writerow(["file", "label", "probability", *(f"p_{name}" for name in classes), "skipped"])
             classes = [spreadsheet_cell(name) for name in classes]  # labels are cells too
             step = batch_size_for(image_size)
             for start in range(0, len(files), step):
-                batch = files[start:start + step]
+                batch = files[start : start + step]
                 decoded = list(pool.map(lambda path: _decode(path, image_size), batch))  # Pillow frees the GIL
                 usable = [array for array, _ in decoded if array is not None]
                 scores = iter(probabilities_of(np.stack(usable)).tolist() if usable else [])
                 for path, (array, reason) in zip(batch, decoded):
                     if array is None:
-                        writer.writerow([spreadsheet_cell(display_name(path)), "", "", *([""] * len(classes)),
-                                         spreadsheet_cell(reason)])
+                        writer.writerow(
+                            [
+                                spreadsheet_cell(display_name(path)),
+                                "",
+                                "",
+                                *([""] * len(classes)),
+                                spreadsheet_cell(reason),
+                            ]
+                        )
                         counts["skipped"] += 1
                         continue
                     probs = next(scores)
                     best = max(range(len(probs)), key=probs.__getitem__)
-                    writer.writerow([spreadsheet_cell(display_name(path)), classes[best], f"{probs[best]:.6f}",
-                                     *(f"{p:.6f}" for p in probs), ""])
+                    writer.writerow(
+                        [
+                            spreadsheet_cell(display_name(path)),
+                            classes[best],
+                            f"{probs[best]:.6f}",
+                            *(f"{p:.6f}" for p in probs),
+                            "",
+                        ]
+                    )
                     counts["predicted"] += 1
                 bar.update(len(batch))
         os.replace(handle.name, out)

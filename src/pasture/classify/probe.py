@@ -52,7 +52,7 @@ def backbone_features(model: nn.Module, images_uint8: torch.Tensor, batch_size: 
     device = model_device(model)
     chunks = []
     for start in range(0, images_uint8.shape[0], batch_size):
-        normalised = model.normalize(to_float(images_uint8[start:start + batch_size].to(device)))
+        normalised = model.normalize(to_float(images_uint8[start : start + batch_size].to(device)))
         chunks.append(model.net.forward_head(model.net.forward_features(normalised), pre_logits=True).cpu())
     return torch.cat(chunks)
 
@@ -99,8 +99,9 @@ class FeatureCache:
 def feature_cache(recipe: Recipe) -> FeatureCache:
     """The feature cache of a recipe's backbone (model, weights, input size): one per backbone, shared
     by the probe, LP-FT and the doctor's label check."""
-    return FeatureCache(f"{recipe.model}|{weights_identity(recipe.weights or 'imagenet', recipe.model)}|"
-                        f"{recipe.image_size}")
+    return FeatureCache(
+        f"{recipe.model}|{weights_identity(recipe.weights or 'imagenet', recipe.model)}|{recipe.image_size}"
+    )
 
 
 # The head's regularisation strengths tried by cross-validation (scikit-learn's C: larger = weaker L2).
@@ -114,8 +115,13 @@ DEFAULT_HEAD_C = 0.1  # when no fold can be held out (issue 25: 94.0% leave-one-
 
 
 def fit_logistic_head(
-    features: torch.Tensor, labels: torch.Tensor, num_classes: int, c: float, balance: bool,
-    start: nn.Linear | None = None, on_iteration=None,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    c: float,
+    balance: bool,
+    start: nn.Linear | None = None,
+    on_iteration=None,
 ) -> nn.Linear:
     """Multinomial logistic regression with an L2 penalty, solved to convergence by L-BFGS (float64).
 
@@ -138,8 +144,15 @@ def fit_logistic_head(
     with torch.no_grad():
         head.weight.copy_(start.weight if start is not None else torch.zeros_like(head.weight))
         head.bias.copy_(start.bias if start is not None else torch.zeros_like(head.bias))
-    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=HEAD_ITERATIONS_PER_ROUND, history_size=20,
-                                  tolerance_grad=HEAD_TOLERANCE, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        head.parameters(),
+        lr=1.0,
+        max_iter=HEAD_ITERATIONS_PER_ROUND,
+        history_size=20,
+        tolerance_grad=HEAD_TOLERANCE,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
 
     def objective():
         optimizer.zero_grad(set_to_none=True)
@@ -177,8 +190,9 @@ def head_folds(labels: torch.Tensor, groups: list[str] | None, seed: int) -> tup
     return stratified_folds(labels, k, seed), f"{k} stratified folds"
 
 
-def choose_head_c(features: torch.Tensor, labels: torch.Tensor, num_classes: int, balance: bool,
-                  groups: list[str] | None, seed: int) -> tuple[float, dict]:
+def choose_head_c(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, balance: bool, groups: list[str] | None, seed: int
+) -> tuple[float, dict]:
     """C for the logistic head, by cross-validation on the training photos: the C with the lowest
     cross-entropy on held-out folds (mean over folds; ties: the smaller C, the stronger prior). Returns
     (C, what was tried, on which folds).
@@ -203,19 +217,33 @@ def choose_head_c(features: torch.Tensor, labels: torch.Tensor, num_classes: int
             with torch.no_grad():
                 losses[c].append(float(F.cross_entropy(head(features[held]), labels[held])))
     if usable == 0:
-        return DEFAULT_HEAD_C, {"folds": how, "usable_folds": 0, "chosen_c": DEFAULT_HEAD_C,
-                                "note": f"no usable fold; C = {DEFAULT_HEAD_C}"}
+        return DEFAULT_HEAD_C, {
+            "folds": how,
+            "usable_folds": 0,
+            "chosen_c": DEFAULT_HEAD_C,
+            "note": f"no usable fold; C = {DEFAULT_HEAD_C}",
+        }
     means = {c: sum(values) / len(values) for c, values in losses.items()}
     best = min(HEAD_CS, key=lambda c: (round(means[c], 9), c))
-    return best, {"folds": how, "usable_folds": usable, "chosen_c": best,
-                  "held_out_cross_entropy_by_c": {str(c): round(m, 4) for c, m in means.items()}}
-
+    return best, {
+        "folds": how,
+        "usable_folds": usable,
+        "chosen_c": best,
+        "held_out_cross_entropy_by_c": {str(c): round(m, 4) for c, m in means.items()},
+    }
 
 
 def fit_linear_head(
-    features: torch.Tensor, labels: torch.Tensor, num_classes: int, recipe: Recipe, *,
-    groups: list[str] | None = None, seed: int = 0, test_features: torch.Tensor | None = None,
-    test_labels: torch.Tensor | None = None, on_epoch=None,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    recipe: Recipe,
+    *,
+    groups: list[str] | None = None,
+    seed: int = 0,
+    test_features: torch.Tensor | None = None,
+    test_labels: torch.Tensor | None = None,
+    on_epoch=None,
 ) -> tuple[nn.Linear, list[dict], dict]:
     """The probe's head on features: C from the recipe, or chosen by cross-validation when the recipe's
     head_c is 0. Returns the head, one history record per L-BFGS round (loss, train accuracy, test
@@ -228,8 +256,11 @@ def fit_linear_head(
 
     def record(iteration, loss, head):
         with torch.no_grad():
-            entry = {"epoch": iteration + 1, "train_loss": loss,
-                     "train_accuracy": float((head(features.double()).argmax(1) == labels).float().mean())}
+            entry = {
+                "epoch": iteration + 1,
+                "train_loss": loss,
+                "train_accuracy": float((head(features.double()).argmax(1) == labels).float().mean()),
+            }
             if test_features is not None:
                 entry["test_accuracy"] = float((head(test_features.double()).argmax(1) == test_labels).float().mean())
         history.append(entry)
@@ -260,14 +291,19 @@ def init_head_from_probe(model: nn.Module, dataset: Dataset, recipe: Recipe, see
     converged logistic head), so the first gradient steps do not push random-head noise into the
     pretrained backbone. Returns how the head's C was chosen."""
     _, features = _probe_features(model, dataset, recipe)
-    head, _, choice = fit_linear_head(features, dataset.train.labels, len(dataset.classes), recipe,
-                                      groups=dataset.train.groups, seed=seed)
+    head, _, choice = fit_linear_head(
+        features, dataset.train.labels, len(dataset.classes), recipe, groups=dataset.train.groups, seed=seed
+    )
     _copy_head(model, head)
     return choice
 
 
 def train_probe(
-    dataset: Dataset, recipe: Recipe, seed: int, run_dir: str | Path | None = None, quiet: bool = True,
+    dataset: Dataset,
+    recipe: Recipe,
+    seed: int,
+    run_dir: str | Path | None = None,
+    quiet: bool = True,
     device: str | torch.device = "cpu",
 ) -> TrainResult:
     """Fit the logistic head on frozen, cached backbone features; the backbone runs on `device`, the
@@ -275,8 +311,9 @@ def train_probe(
     not depend on the seed; an ensemble's members are fitted on bootstrap resamples of the photos
     (seeded), with the C chosen once, on the first member's resample, and kept for the others."""
     started = time.perf_counter()
-    backbone = create_model(recipe.model, len(dataset.classes), recipe.image_size,
-                            weights=recipe.weights or "imagenet").to(device)
+    backbone = create_model(
+        recipe.model, len(dataset.classes), recipe.image_size, weights=recipe.weights or "imagenet"
+    ).to(device)
     cache, features = _probe_features(backbone, dataset, recipe)
     labels = dataset.train.labels
     test_features = cache.features(backbone, dataset.test.images) if dataset.test is not None else None
@@ -297,17 +334,27 @@ def train_probe(
                 if member > 0:
                     member_recipe = with_overrides(recipe, head_c=choice["chosen_c"])
             head, member_history, member_choice = fit_linear_head(
-                features[rows], labels[rows], len(dataset.classes), member_recipe,
-                groups=[groups[i] for i in rows.tolist()] if groups is not None else None, seed=seed,
-                test_features=test_features, test_labels=test_labels)
+                features[rows],
+                labels[rows],
+                len(dataset.classes),
+                member_recipe,
+                groups=[groups[i] for i in rows.tolist()] if groups is not None else None,
+                seed=seed,
+                test_features=test_features,
+                test_labels=test_labels,
+            )
             choice = choice or member_choice
             for record in member_history:
                 if recipe.ensemble > 1:
                     record["member"] = member + 1
             history.extend(member_history)
             with torch.no_grad():
-                scored.append((torch.softmax(head(features), 1),
-                               torch.softmax(head(test_features), 1) if test_features is not None else None))
+                scored.append(
+                    (
+                        torch.softmax(head(features), 1),
+                        torch.softmax(head(test_features), 1) if test_features is not None else None,
+                    )
+                )
             _copy_head(backbone, head)
             member_states.append({key: value.detach().cpu().clone() for key, value in backbone.state_dict().items()})
             bar.set_postfix({"C": choice["chosen_c"]}, refresh=False)
@@ -315,16 +362,20 @@ def train_probe(
     finally:
         bar.close()
     if run_dir is not None:
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, "members": member_states, "history": history}, Path(run_dir) / "checkpoint.pt")
+        atomic_torch_save(
+            {"format": CHECKPOINT_FORMAT, "members": member_states, "history": history}, Path(run_dir) / "checkpoint.pt"
+        )
         write_jsonl(Path(run_dir) / "history.jsonl", history)
     # The head on the cached features gives the probabilities the whole model would (an ensemble's are
     # the mean over members, as Ensemble averages them); with TTA the model must see the shifted views.
     from_features = not recipe.tta
     return TrainResult(
-        model=build_members(recipe, len(dataset.classes), member_states, device), history=history,
+        model=build_members(recipe, len(dataset.classes), member_states, device),
+        history=history,
         seconds=time.perf_counter() - started,
         notes={"features_computed": cache.computed, "features_reused": cache.reused, "head": choice},
         train_probabilities=torch.stack([train for train, _ in scored]).mean(0) if from_features else None,
-        test_probabilities=(torch.stack([test for _, test in scored]).mean(0)
-                            if from_features and test_features is not None else None),
+        test_probabilities=(
+            torch.stack([test for _, test in scored]).mean(0) if from_features and test_features is not None else None
+        ),
     )

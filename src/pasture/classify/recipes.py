@@ -17,7 +17,6 @@ from pathlib import Path
 from pasture.core.defaults import DEFAULT_RECIPE, field_type_problem, setting
 from pasture.core.errors import UserError
 
-
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
 PRETRAINED_MODES = ("none", "probe", "finetune")
@@ -27,8 +26,10 @@ PRECISIONS = ("fp32", "bf16")
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    model: str = setting("paper-cnn", "model name: paper-cnn, resnet-small (from scratch); effnet-lite0, "
-                         "effnet-lite1, effnet-lite2 (pretrained)")
+    model: str = setting(
+        "paper-cnn",
+        "model name: paper-cnn, resnet-small (from scratch); effnet-lite0, effnet-lite1, effnet-lite2 (pretrained)",
+    )
     image_size: int = setting(64, "square input side in px", minimum=1)
     augment: str = setting("none", "augmentation preset: none, paper, strong")
     optimizer: str = setting("sgd", "optimiser", OPTIMIZERS)
@@ -45,34 +46,61 @@ class Recipe:
     cutmix_alpha: float = setting(0.0, "CutMix Beta(alpha, alpha); 0 = off (with both on, one per batch)")
     ema_decay: float = setting(0.0, "moving average of the weights, used as the final model; 0 = off")
     tta: bool = setting(False, "test-time augmentation (flips and shifts) at evaluation and prediction")
-    ensemble: int = setting(1, "train N members (seeds seed, seed+1000, ...) and average their probabilities",
-                           minimum=1)
-    pretrained: str = setting("none", "pretrained backbone (effnet-lite0/1/2): probe = frozen features + linear head, "
-                             "finetune = whole network; picks the recipe of that name", PRETRAINED_MODES)
-    weights: str | None = setting(None, "your own backbone weights (a state dict file) for --pretrained; default: "
-                                 "the model's ImageNet weights")
+    ensemble: int = setting(
+        1, "train N members (seeds seed, seed+1000, ...) and average their probabilities", minimum=1
+    )
+    pretrained: str = setting(
+        "none",
+        "pretrained backbone (effnet-lite0/1/2): probe = frozen features + linear head, "
+        "finetune = whole network; picks the recipe of that name",
+        PRETRAINED_MODES,
+    )
+    weights: str | None = setting(
+        None, "your own backbone weights (a state dict file) for --pretrained; default: the model's ImageNet weights"
+    )
     backbone_lr_scale: float = setting(0.1, "finetune: backbone learning rate = lr x this")
-    head_c: float = setting(0.0, "probe (and LP-FT's start): inverse L2 strength C of the logistic head, as "
-                            "scikit-learn's; 0 = chosen by cross-validation on the training photos (leave one "
-                            "source out with --groups, else stratified folds)")
-    wise_alpha: float = setting(1.0, "finetune: WiSE-FT, the final weights = (1 - a) x the start (backbone + "
-                                "probe head) + a x the fine-tuned ones; 1 = off")
+    head_c: float = setting(
+        0.0,
+        "probe (and LP-FT's start): inverse L2 strength C of the logistic head, as "
+        "scikit-learn's; 0 = chosen by cross-validation on the training photos (leave one "
+        "source out with --groups, else stratified folds)",
+    )
+    wise_alpha: float = setting(
+        1.0,
+        "finetune: WiSE-FT, the final weights = (1 - a) x the start (backbone + "
+        "probe head) + a x the fine-tuned ones; 1 = off",
+    )
     freeze_bn: bool = setting(False, "keep BatchNorm statistics fixed while training (fine-tuning on tiny batches)")
-    precision: str = setting("fp32", "bf16 autocasts training forward passes (faster on CPUs with bf16 support; "
-                            "changes float rounding, so opt-in)", PRECISIONS)
-    selfsup_epochs: int = setting(0, "SimCLR pretraining on the training images for N epochs before training "
-                                 "(from-scratch models; 0 = off)", minimum=0)
+    precision: str = setting(
+        "fp32",
+        "bf16 autocasts training forward passes (faster on CPUs with bf16 support; changes float rounding, so opt-in)",
+        PRECISIONS,
+    )
+    selfsup_epochs: int = setting(
+        0,
+        "SimCLR pretraining on the training images for N epochs before training (from-scratch models; 0 = off)",
+        minimum=0,
+    )
     # n / (classes x n_class) per class, so each class counts equally however many images it has; with
     # equal class counts the weights are all 1 and nothing changes.
     balance_classes: bool = setting(False, "weight the loss so each class counts equally whatever its image count")
     # Distillation (pasture train --teacher RUN): used only when a teacher is given.
-    distill_views: int = setting(32, "with --teacher: augmented views per training image scored once by the teacher "
-                                "(cached; extra images share as many views again)", minimum=1)
+    distill_views: int = setting(
+        32,
+        "with --teacher: augmented views per training image scored once by the teacher "
+        "(cached; extra images share as many views again)",
+        minimum=1,
+    )
     distill_temperature: float = setting(2.0, "with --teacher: softmax temperature of the teacher-matching loss")
-    distill_weight: float = setting(0.9, "with --teacher: weight of matching the teacher; the rest goes to the true "
-                                    "labels (1 = the teacher only)")
-    teacher_precision: str = setting("fp32", "with --teacher: the teacher scores its views in bf16 (about 2.7x faster "
-                                     "on CPUs with native bf16; rounds the teacher's outputs) or fp32", PRECISIONS)
+    distill_weight: float = setting(
+        0.9, "with --teacher: weight of matching the teacher; the rest goes to the true labels (1 = the teacher only)"
+    )
+    teacher_precision: str = setting(
+        "fp32",
+        "with --teacher: the teacher scores its views in bf16 (about 2.7x faster "
+        "on CPUs with native bf16; rounds the teacher's outputs) or fp32",
+        PRECISIONS,
+    )
     description: str = ""
 
     def to_dict(self) -> dict:
@@ -85,27 +113,54 @@ RECIPES: dict[str, Recipe] = {
         # Exactly as the report states (section III.B.4).
         Recipe(
             name="paper",
-            optimizer="sgd", lr=0.01, momentum=0.99, weight_decay=0.05, batch_size=4, epochs=20,
-            image_size=64, augment="none",
+            optimizer="sgd",
+            lr=0.01,
+            momentum=0.99,
+            weight_decay=0.05,
+            batch_size=4,
+            epochs=20,
+            image_size=64,
+            augment="none",
             description="the report's recipe: SGD lr 0.01, momentum 0.99, weight decay 0.05, batch 4, 20 epochs",
         ),
         # Called `default` before issue 25 (it was the default then). Tuned on a validation split carved from cowhorse-dev's train split (never its test split);
         # see benchmarks/tune_default.py and the README.
         Recipe(
             name="scratch",
-            optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=0.05, batch_size=16, epochs=60,
-            schedule="cosine", warmup_epochs=3, label_smoothing=0.1, image_size=64, augment="paper",
+            optimizer="adamw",
+            lr=1e-3,
+            momentum=0.9,
+            weight_decay=0.05,
+            batch_size=16,
+            epochs=60,
+            schedule="cosine",
+            warmup_epochs=3,
+            label_smoothing=0.1,
+            image_size=64,
+            augment="paper",
             balance_classes=True,
             description="the report's small CNN from scratch with pasture's tuned recipe (AdamW, cosine, label "
-                        "smoothing): tiny and fast, but it learns the photo source",
+            "smoothing): tiny and fast, but it learns the photo source",
         ),
         # The best from-scratch combination; chosen on validation splits of the dev train split
         # (benchmarks/recipes.py --tune), never on a test split.
         Recipe(
             name="small-data",
-            model="resnet-small", image_size=64, augment="strong", optimizer="adamw", lr=2e-3,
-            weight_decay=0.05, batch_size=32, epochs=120, schedule="cosine", warmup_epochs=5,
-            label_smoothing=0.1, mixup_alpha=0.2, cutmix_alpha=1.0, ema_decay=0.99, tta=True,
+            model="resnet-small",
+            image_size=64,
+            augment="strong",
+            optimizer="adamw",
+            lr=2e-3,
+            weight_decay=0.05,
+            batch_size=32,
+            epochs=120,
+            schedule="cosine",
+            warmup_epochs=5,
+            label_smoothing=0.1,
+            mixup_alpha=0.2,
+            cutmix_alpha=1.0,
+            ema_decay=0.99,
+            tta=True,
             balance_classes=True,
             description="best from scratch: small ResNet, strong augmentation, MixUp/CutMix, EMA, TTA",
         ),
@@ -117,11 +172,23 @@ RECIPES: dict[str, Recipe] = {
         # has it natively: 3.1x faster, the same top class on 99.8% of 1,600 views (benchmarks/distill.py).
         Recipe(
             name="distill",
-            model="paper-cnn", image_size=64, augment="strong", mixup_alpha=1.0, optimizer="adamw", lr=2e-3,
-            weight_decay=0.05, batch_size=64, epochs=20, schedule="cosine", warmup_epochs=1,
-            distill_views=16, distill_temperature=2.0, distill_weight=0.9, teacher_precision="bf16",
+            model="paper-cnn",
+            image_size=64,
+            augment="strong",
+            mixup_alpha=1.0,
+            optimizer="adamw",
+            lr=2e-3,
+            weight_decay=0.05,
+            batch_size=64,
+            epochs=20,
+            schedule="cosine",
+            warmup_epochs=1,
+            distill_views=16,
+            distill_temperature=2.0,
+            distill_weight=0.9,
+            teacher_precision="bf16",
             description="a small student (paper-cnn) that learns to match a teacher run (--teacher): same augmented, "
-                        "mixed views for both, teacher outputs cached",
+            "mixed views for both, teacher outputs cached",
         ),
         # The default. Pretrained backbones, frozen: features computed once per image (cached), and a
         # logistic-regression head solved to convergence, its C chosen by cross-validation (leave one
@@ -129,18 +196,35 @@ RECIPES: dict[str, Recipe] = {
         # Lite2 side by side: chosen on leave-one-source-out (issue 25; models/pretrained.py says why).
         Recipe(
             name="probe",
-            model="effnet-lite0+lite2", image_size=260, pretrained="probe", augment="none", balance_classes=True,
+            model="effnet-lite0+lite2",
+            image_size=260,
+            pretrained="probe",
+            augment="none",
+            balance_classes=True,
             description="EfficientNet-Lite0 + Lite2 ImageNet features + logistic-regression head",
         ),
         # Whole pretrained network, LP-FT: the head starts from a linear probe, then everything trains
         # with discriminative learning rates, frozen BN statistics and mild augmentation.
         Recipe(
             name="finetune",
-            model="effnet-lite0", image_size=224, pretrained="finetune", augment="paper", optimizer="adamw",
-            lr=3e-4, backbone_lr_scale=0.1, freeze_bn=True, weight_decay=1e-2, batch_size=16, epochs=8,
-            schedule="cosine", warmup_epochs=1, label_smoothing=0.1, tta=True, balance_classes=True,
+            model="effnet-lite0",
+            image_size=224,
+            pretrained="finetune",
+            augment="paper",
+            optimizer="adamw",
+            lr=3e-4,
+            backbone_lr_scale=0.1,
+            freeze_bn=True,
+            weight_decay=1e-2,
+            batch_size=16,
+            epochs=8,
+            schedule="cosine",
+            warmup_epochs=1,
+            label_smoothing=0.1,
+            tta=True,
+            balance_classes=True,
             description="EfficientNet-Lite0 fine-tuned end to end after a linear probe (LP-FT), backbone at "
-                        "1/10 of the head's rate",
+            "1/10 of the head's rate",
         ),
     )
 }
@@ -153,8 +237,10 @@ def recipe_alias_note(name: str) -> str | None:
     """The note for a recipe asked for by an old name, or None."""
     if name not in RECIPE_ALIASES:
         return None
-    return (f"--recipe {name}: is now called {RECIPE_ALIASES[name]} (the default is the pretrained probe); "
-            f"the old name is accepted until pasture 0.3")
+    return (
+        f"--recipe {name}: is now called {RECIPE_ALIASES[name]} (the default is the pretrained probe); "
+        f"the old name is accepted until pasture 0.3"
+    )
 
 
 def get_recipe(name: str) -> Recipe:
@@ -163,8 +249,9 @@ def get_recipe(name: str) -> Recipe:
         return read_recipe_file(name)
     name = RECIPE_ALIASES.get(name, name)
     if name not in RECIPES:
-        raise UserError(f"--recipe {name}: unknown recipe; choose one of {', '.join(RECIPES)} or give a recipe "
-                        "file (.json)")
+        raise UserError(
+            f"--recipe {name}: unknown recipe; choose one of {', '.join(RECIPES)} or give a recipe file (.json)"
+        )
     return RECIPES[name]
 
 
@@ -174,8 +261,10 @@ RECIPE_FILE_FORMAT = 1
 def recipe_file_text(recipe: Recipe, base: str, note: str = "") -> str:
     """A recipe file: every field of `recipe` (so it reads the same after pasture's presets change),
     the preset it started from, and a note saying where it came from."""
-    return json.dumps({"format": RECIPE_FILE_FORMAT, "base": base, "note": note, "recipe": recipe.to_dict()},
-                      indent=2) + "\n"
+    return (
+        json.dumps({"format": RECIPE_FILE_FORMAT, "base": base, "note": note, "recipe": recipe.to_dict()}, indent=2)
+        + "\n"
+    )
 
 
 def read_recipe_file(path: str | Path) -> Recipe:
@@ -186,7 +275,7 @@ def read_recipe_file(path: str | Path) -> Recipe:
     path = Path(path)
     data = read_option_json(path, "--recipe", "recipe file")
     if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict):
-        raise UserError(f"--recipe {path}: a recipe file holds {{\"base\": PRESET, \"recipe\": {{field: value, ...}}}}")
+        raise UserError(f'--recipe {path}: a recipe file holds {{"base": PRESET, "recipe": {{field: value, ...}}}}')
     # A file without a base meant the from-scratch recipe when that was the default; it still does.
     base = RECIPE_ALIASES.get(data.get("base", "scratch"), data.get("base", "scratch"))
     if base not in RECIPES:
@@ -195,7 +284,9 @@ def read_recipe_file(path: str | Path) -> Recipe:
     unknown = sorted(set(data["recipe"]) - fields)
     if unknown:
         raise UserError(f"--recipe {path}: unknown recipe field(s) {', '.join(unknown)}")
-    recipe = dataclasses.replace(RECIPES[base], **{"name": path.stem, **data["recipe"]})  # the file's name if it has one
+    recipe = dataclasses.replace(
+        RECIPES[base], **{"name": path.stem, **data["recipe"]}
+    )  # the file's name if it has one
     try:
         validate_recipe(recipe)
     except (UserError, ValueError, TypeError) as error:
@@ -216,9 +307,25 @@ def with_overrides(recipe: Recipe, **overrides) -> Recipe:
 
 # What a probe's head ignores: it is a logistic regression solved to convergence on cached features of
 # the unaugmented photos (and their mirror images), so no optimiser, schedule or augmentation applies.
-PROBE_IGNORES = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size", "epochs", "schedule",
-                 "warmup_epochs", "label_smoothing", "mixup_alpha", "cutmix_alpha", "ema_decay", "augment",
-                 "backbone_lr_scale", "freeze_bn", "wise_alpha")
+PROBE_IGNORES = (
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "batch_size",
+    "epochs",
+    "schedule",
+    "warmup_epochs",
+    "label_smoothing",
+    "mixup_alpha",
+    "cutmix_alpha",
+    "ema_decay",
+    "augment",
+    "backbone_lr_scale",
+    "freeze_bn",
+    "wise_alpha",
+)
 
 
 def base_recipe_name(recipe: str | None, pretrained: str | None = None, model: str | None = None) -> str:
@@ -257,8 +364,10 @@ def scratch_warning(recipe: Recipe) -> str | None:
     """One line for a model trained from scratch: it will likely learn the photo source."""
     if recipe.pretrained != "none":
         return None
-    return (f"{recipe.model} trained from scratch will likely learn the photo source, not only the animal: "
-            f"{SCRATCH_UNSEEN}. Drop --recipe/--model for the pretrained default")
+    return (
+        f"{recipe.model} trained from scratch will likely learn the photo source, not only the animal: "
+        f"{SCRATCH_UNSEEN}. Drop --recipe/--model for the pretrained default"
+    )
 
 
 def resolve_recipe(recipe: str | None = None, pretrained: str | None = None, **overrides) -> Recipe:
@@ -284,24 +393,26 @@ def resolve_recipe(recipe: str | None = None, pretrained: str | None = None, **o
     if spec.pretrained and resolved.pretrained == "none":
         raise UserError(f"--model {spec.name}: a pretrained backbone; add --pretrained probe or --pretrained finetune")
     if not spec.pretrained and resolved.pretrained != "none":
-        raise UserError(f"--pretrained {resolved.pretrained}: {spec.name} has no pretrained weights; use "
-                        "--model effnet-lite0")
+        raise UserError(
+            f"--pretrained {resolved.pretrained}: {spec.name} has no pretrained weights; use --model effnet-lite0"
+        )
     if not spec.pretrained and resolved.weights is not None:
         raise UserError(f"--weights: {spec.name} is trained from scratch and takes no backbone weights")
     if resolved.weights is not None and not Path(resolved.weights).is_file():
         raise UserError(f"--weights {resolved.weights}: no such file")
     if resolved.image_size < spec.min_image_size:
         raise UserError(
-            f"--image-size {resolved.image_size}: too small for {spec.name}; it needs at least "
-            f"{spec.min_image_size} px"
+            f"--image-size {resolved.image_size}: too small for {spec.name}; it needs at least {spec.min_image_size} px"
         )
     if resolved.pretrained == "probe":
         probe_defaults = RECIPES["probe"]
         for name in PROBE_IGNORES:
             if overrides.get(name) is not None and overrides[name] != getattr(probe_defaults, name):
                 flag = "--" + name.replace("_", "-")
-                raise UserError(f"{flag}: does not apply to a probe (its head is a logistic regression solved to "
-                                "convergence on cached features); drop it, or use --recipe finetune or scratch")
+                raise UserError(
+                    f"{flag}: does not apply to a probe (its head is a logistic regression solved to "
+                    "convergence on cached features); drop it, or use --recipe finetune or scratch"
+                )
     get_augment(resolved.augment)
     return resolved
 
@@ -310,8 +421,10 @@ def check_synthetic_allowed(recipe: Recipe, option: str = "--synthetic") -> None
     """Synthetic images need a recipe that trains on images: a probe trains a head on cached features
     of the real images only, so it would silently drop them. The one check, for train and experiments."""
     if recipe.pretrained == "probe":
-        raise UserError(f"{option}: the {recipe.name} recipe is a probe, which trains on cached features of real "
-                        "images only and would drop synthetic ones; use --pretrained finetune or a from-scratch recipe")
+        raise UserError(
+            f"{option}: the {recipe.name} recipe is a probe, which trains on cached features of real "
+            "images only and would drop synthetic ones; use --pretrained finetune or a from-scratch recipe"
+        )
 
 
 def synthetic_share(n_synthetic: int, n_train: int) -> float:
@@ -387,18 +500,24 @@ def validate_recipe(recipe: Recipe) -> None:
         (recipe.mixup_alpha >= 0 and recipe.cutmix_alpha >= 0, "mixup/cutmix alpha: must not be negative"),
         (recipe.precision in PRECISIONS, f"--precision {recipe.precision}: choose one of {', '.join(PRECISIONS)}"),
         (recipe.selfsup_epochs >= 0, f"--selfsup-epochs {recipe.selfsup_epochs}: must not be negative"),
-        (recipe.selfsup_epochs == 0 or recipe.pretrained == "none",
-         f"--selfsup-epochs {recipe.selfsup_epochs}: self-supervised pretraining is for from-scratch models; "
-         f"drop it or --pretrained {recipe.pretrained}"),
-        (recipe.pretrained in PRETRAINED_MODES,
-         f"--pretrained {recipe.pretrained}: choose one of {', '.join(PRETRAINED_MODES)}"),
+        (
+            recipe.selfsup_epochs == 0 or recipe.pretrained == "none",
+            f"--selfsup-epochs {recipe.selfsup_epochs}: self-supervised pretraining is for from-scratch models; "
+            f"drop it or --pretrained {recipe.pretrained}",
+        ),
+        (
+            recipe.pretrained in PRETRAINED_MODES,
+            f"--pretrained {recipe.pretrained}: choose one of {', '.join(PRETRAINED_MODES)}",
+        ),
         (recipe.distill_views >= 1, f"--distill-views {recipe.distill_views}: must be at least 1"),
         (recipe.distill_temperature > 0, f"--distill-temperature {recipe.distill_temperature}: must be positive"),
         (0 <= recipe.distill_weight <= 1, f"--distill-weight {recipe.distill_weight}: must be in [0, 1]"),
         (recipe.head_c >= 0, f"--head-c {recipe.head_c}: must be positive, or 0 to choose it by cross-validation"),
         (0 <= recipe.wise_alpha <= 1, f"--wise-alpha {recipe.wise_alpha}: must be in [0, 1] (1 = off)"),
-        (recipe.teacher_precision in PRECISIONS,
-         f"--teacher-precision {recipe.teacher_precision}: choose one of {', '.join(PRECISIONS)}"),
+        (
+            recipe.teacher_precision in PRECISIONS,
+            f"--teacher-precision {recipe.teacher_precision}: choose one of {', '.join(PRECISIONS)}",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -42,8 +42,7 @@ def images_per_batch(image_size: int) -> int:
 @contextlib.contextmanager
 def encoder_of(model: nn.Module):
     """Yield (model with its last nn.Linear replaced by nn.Identity, that layer's input width)."""
-    name = next((name for name, module in reversed(list(model.named_modules())) if isinstance(module, nn.Linear)),
-                None)
+    name = next((name for name, module in reversed(list(model.named_modules())) if isinstance(module, nn.Linear)), None)
     if name is None:
         raise ValueError("self-supervised pretraining needs a model that ends in a linear layer")
     parent_name, _, attribute = name.rpartition(".")
@@ -66,8 +65,9 @@ def nt_xent(projections: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.cross_entropy(similarity, positives)
 
 
-def pretrain(model: nn.Module, images_uint8: torch.Tensor, epochs: int, generator: torch.Generator,
-             on_epoch=None) -> list[float]:
+def pretrain(
+    model: nn.Module, images_uint8: torch.Tensor, epochs: int, generator: torch.Generator, on_epoch=None
+) -> list[float]:
     """Train `model`'s encoder in place with SimCLR on `images_uint8` (N x 3 x S x S, training images
     only). Returns the mean loss of every epoch. `on_epoch(epoch, loss)` reports progress."""
     preset = get_augment(AUGMENT)
@@ -79,8 +79,9 @@ def pretrain(model: nn.Module, images_uint8: torch.Tensor, epochs: int, generato
     losses = []
     with encoder_of(model) as (encoder, width):
         device = model_device(encoder)
-        projection = nn.Sequential(nn.Linear(width, PROJECTION[0]), nn.ReLU(inplace=True),
-                                   nn.Linear(PROJECTION[0], PROJECTION[1])).to(device)
+        projection = nn.Sequential(
+            nn.Linear(width, PROJECTION[0]), nn.ReLU(inplace=True), nn.Linear(PROJECTION[0], PROJECTION[1])
+        ).to(device)
         parameters = [*encoder.parameters(), *projection.parameters()]
         optimizer = torch.optim.AdamW(parameters, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)
         encoder.train()
@@ -90,7 +91,7 @@ def pretrain(model: nn.Module, images_uint8: torch.Tensor, epochs: int, generato
             loss_sum = 0.0
             for index in range(batches):
                 stop_point()
-                chosen = order[index * batch:(index + 1) * batch]
+                chosen = order[index * batch : (index + 1) * batch]
                 if chosen.numel() < 2:  # a lone image has no negatives (only when batch is 1)
                     continue
                 apply_schedule(optimizer, LR, epoch * batches + index, batches, schedule)

@@ -33,8 +33,9 @@ class TrainResult:
     test_probabilities: torch.Tensor | None = None
 
 
-def build_members(recipe: Recipe, num_classes: int, member_states: list[dict],
-                  device: str | torch.device = "cpu") -> nn.Module:
+def build_members(
+    recipe: Recipe, num_classes: int, member_states: list[dict], device: str | torch.device = "cpu"
+) -> nn.Module:
     """The final model from saved member weights (on any device), on `device`: one Classifier, or an
     Ensemble."""
     members = []
@@ -46,7 +47,7 @@ def build_members(recipe: Recipe, num_classes: int, member_states: list[dict],
 
 
 def weights_fit(state: dict, config: dict) -> str:
-    """", they fit NAME" for the registered model whose weights have the checkpoint's names and shapes,
+    """ ", they fit NAME" for the registered model whose weights have the checkpoint's names and shapes,
     else a count of what differs: one line instead of torch's list of every mismatched tensor (3 KB)."""
     try:
         weights = {name: tuple(value.shape) for name, value in state["members"][0].items()}
@@ -77,8 +78,10 @@ def run_config_problem(config: dict) -> str | None:
     if not is_whole_number(size, 1, MAX_IMAGE_SIZE):
         return f"image_size {size!r}: must be a whole number of px from 1 to {MAX_IMAGE_SIZE}"
     if size != recipe.image_size or config.get("model") != recipe.model:
-        return (f"image_size {size} / model {config.get('model')!r} differ from its recipe's "
-                f"{recipe.image_size} / {recipe.model!r}")
+        return (
+            f"image_size {size} / model {config.get('model')!r} differ from its recipe's "
+            f"{recipe.image_size} / {recipe.model!r}"
+        )
     return None
 
 
@@ -96,7 +99,9 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
     try:
         model = build_members(Recipe(**config["recipe"]), len(config["classes"]), state["members"], device)
     except (KeyError, RuntimeError, TypeError, ValueError):
-        raise UserError(f"{run / 'checkpoint.pt'}: weights do not fit {config['model']}"
-                        f"{weights_fit(state, config)}; the run folder was edited or mixed up (train it again)") from None
+        raise UserError(
+            f"{run / 'checkpoint.pt'}: weights do not fit {config['model']}"
+            f"{weights_fit(state, config)}; the run folder was edited or mixed up (train it again)"
+        ) from None
     model.eval()
     return model, config

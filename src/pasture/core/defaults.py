@@ -9,9 +9,9 @@ import math
 import os
 import sys
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 DEFAULT_MIN_IMAGE_SIZE = 16  # px; smaller files are skipped as unusable (or an error with --strict)
 DEFAULT_TEST_FRACTION = 0.5  # the report's 41 train / 41 test
@@ -93,7 +93,13 @@ class DataOptions:
 
     def load_kwargs(self) -> dict:
         """The keyword arguments of pasture.data.load_dataset."""
-        return {"classes": list(self.classes) if self.classes is not None else None,
-                "test_fraction": self.test_fraction, "split_seed": self.split_seed,
-                "min_image_size": self.min_image_size, "strict": self.strict, "groups": self.groups,
-                "group_column": self.group_column, "split_by_group": self.split_by_group}
+        return {
+            "classes": list(self.classes) if self.classes is not None else None,
+            "test_fraction": self.test_fraction,
+            "split_seed": self.split_seed,
+            "min_image_size": self.min_image_size,
+            "strict": self.strict,
+            "groups": self.groups,
+            "group_column": self.group_column,
+            "split_by_group": self.split_by_group,
+        }

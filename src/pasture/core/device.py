@@ -59,13 +59,17 @@ def _resolve_device(name: str | torch.device | None) -> torch.device:
         return torch.device("cpu")
     if name == "mps":
         if not _mps_available():
-            raise UserError("--device mps: Apple's MPS backend is not available to torch here (it needs an Apple "
-                            "silicon Mac and torch built with MPS); use --device cpu or auto")
+            raise UserError(
+                "--device mps: Apple's MPS backend is not available to torch here (it needs an Apple "
+                "silicon Mac and torch built with MPS); use --device cpu or auto"
+            )
         return torch.device("mps")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: torch sees no CUDA GPU here (torch {torch.__version__}, "
-                            f"built for CUDA {torch.version.cuda or 'none'}); use --device cpu or auto")
+            raise UserError(
+                f"--device {name}: torch sees no CUDA GPU here (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda or 'none'}); use --device cpu or auto"
+            )
         index = torch.cuda.current_device() if name == "cuda" else _cuda_index(name)
         if index >= torch.cuda.device_count():
             raise UserError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
@@ -128,13 +132,17 @@ def effective_precision(requested: str, device: torch.device, warn=None) -> str:
         if torch.cuda.is_bf16_supported():
             return "bf16"
         if warn is not None:
-            warn(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; using fp16 with a "
-                 "gradient scaler instead")
+            warn(
+                f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; using fp16 with a "
+                "gradient scaler instead"
+            )
         return "fp16"
     if device.type == "cpu" and not cpu_has_native_bf16():
         if warn is not None:
-            warn("--precision bf16: this CPU has no native bf16 (no AVX-512 BF16 or AMX), where bf16 runs "
-                 "10-100x slower than fp32; training in fp32 instead (recorded in config.json)")
+            warn(
+                "--precision bf16: this CPU has no native bf16 (no AVX-512 BF16 or AMX), where bf16 runs "
+                "10-100x slower than fp32; training in fp32 instead (recorded in config.json)"
+            )
         return "fp32"
     return "bf16"
 

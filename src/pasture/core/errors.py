@@ -4,7 +4,6 @@ The CLI prints a UserError as a single line and exits with code 2; anything else
 its traceback. Lives at the bottom of the import graph so every module may raise it.
 """
 
-
 import errno
 
 

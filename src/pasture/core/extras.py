@@ -20,8 +20,9 @@ def optional_import(module: str, needed_by: str, extra: str, package: str | None
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise UserError(f"{needed_by} needs {package or module}, which is not installed: "
-                        f"{install_command(extra)}") from None
+        raise UserError(
+            f"{needed_by} needs {package or module}, which is not installed: {install_command(extra)}"
+        ) from None
 
 
 def require_extra(extra: str, needed_by: str, packages: dict[str, str]) -> None:
@@ -29,5 +30,7 @@ def require_extra(extra: str, needed_by: str, packages: dict[str, str]) -> None:
     nothing is imported (find_spec only)."""
     missing = [package for module, package in packages.items() if importlib.util.find_spec(module) is None]
     if missing:
-        raise UserError(f"{needed_by} needs {', '.join(missing)}, which "
-                        f"{'is' if len(missing) == 1 else 'are'} not installed: {install_command(extra)}")
+        raise UserError(
+            f"{needed_by} needs {', '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: {install_command(extra)}"
+        )

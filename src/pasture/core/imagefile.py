@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -62,12 +62,16 @@ def too_large(width: int, height: int) -> BadImage | None:
     limit = Image.MAX_IMAGE_PIXELS
     if limit is None or width * height <= limit:
         return None
-    return BadImage(f"is {width}x{height} px ({width * height / 1e6:.1f} Mpx), above Pillow's decompression-bomb "
-                    f"limit of {limit / 1e6:.1f} Mpx; downscale it to use it")
+    return BadImage(
+        f"is {width}x{height} px ({width * height / 1e6:.1f} Mpx), above Pillow's decompression-bomb "
+        f"limit of {limit / 1e6:.1f} Mpx; downscale it to use it"
+    )
 
 
 def decode_array(
-    path: str | os.PathLike, image_size: int, min_image_size: int = 0,
+    path: str | os.PathLike,
+    image_size: int,
+    min_image_size: int = 0,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Read one image file -> (uint8 array 3 x image_size x image_size, original (width, height)).
 
@@ -101,7 +105,8 @@ def image_files_in(paths: Iterable[str | os.PathLike]) -> list[Path]:
         path = Path(given)
         if path.is_dir():
             inside = sorted(
-                p for p in path.rglob("*")
+                p
+                for p in path.rglob("*")
                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
             )
             if not inside:

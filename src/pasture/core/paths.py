@@ -72,8 +72,10 @@ def check_outside(out: str | os.PathLike | None, inputs, option: str = "--out") 
     for given in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
         folder = Path(given).resolve()
         if folder.is_dir() and (target == folder or folder in target.parents):
-            raise UserError(f"{option} {printable_name(out)}: inside the data folder {printable_name(given)}, where "
-                            "pasture's own files would be read as photos next time; choose a place outside it")
+            raise UserError(
+                f"{option} {printable_name(out)}: inside the data folder {printable_name(given)}, where "
+                "pasture's own files would be read as photos next time; choose a place outside it"
+            )
 
 
 def check_output_file(out: str | os.PathLike, option: str) -> Path:
@@ -81,15 +83,18 @@ def check_output_file(out: str | os.PathLike, option: str) -> Path:
     its folder exists and can be written. The errors name the user's path, never a temporary file."""
     out = Path(out)
     if out.is_dir():
-        raise UserError(f"{option} {printable_name(out)}: is a folder; give a file name in it, such as "
-                        f"{printable_name(out / ('predictions.csv' if option == '--csv' else 'model.onnx'))}")
+        raise UserError(
+            f"{option} {printable_name(out)}: is a folder; give a file name in it, such as "
+            f"{printable_name(out / ('predictions.csv' if option == '--csv' else 'model.onnx'))}"
+        )
     parent = out.parent
     if not parent.is_dir():
-        raise UserError(f"{option} {printable_name(out)}: the folder {printable_name(parent)} does not exist; "
-                        "create it or choose another place")
+        raise UserError(
+            f"{option} {printable_name(out)}: the folder {printable_name(parent)} does not exist; "
+            "create it or choose another place"
+        )
     if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise UserError(f"{option} {printable_name(out)}: cannot write there (permission denied); choose "
-                        "another place")
+        raise UserError(f"{option} {printable_name(out)}: cannot write there (permission denied); choose another place")
     return out
 
 

@@ -37,8 +37,12 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     accuracy_axis.plot(epochs, [row["train_accuracy"] for row in history], label="train (augmented batches)")
     scored = [row for row in history if "test_accuracy" in row]  # every epoch, or every K-th (--eval-every)
     if scored:
-        accuracy_axis.plot([row["epoch"] for row in scored], [row["test_accuracy"] for row in scored],
-                           label="test", marker="." if len(scored) < len(history) else None)
+        accuracy_axis.plot(
+            [row["epoch"] for row in scored],
+            [row["test_accuracy"] for row in scored],
+            label="test",
+            marker="." if len(scored) < len(history) else None,
+        )
     accuracy_axis.set_ylim(0, 1.02)
     accuracy_axis.set_xlabel("epoch")
     accuracy_axis.set_ylabel("accuracy")

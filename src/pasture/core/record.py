@@ -44,7 +44,7 @@ class RunRecord:
         return {"format": RECORD_FORMAT, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunRecord":
+    def from_dict(cls, data: dict) -> RunRecord:
         """The record stored as `data`; ValueError when it is not a record of this format."""
         if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
             raise ValueError(f"not a run record of format {RECORD_FORMAT}")

@@ -26,10 +26,20 @@ from pasture.core.paths import TEMP_NAME, new_file_mode
 # Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
 # never a user's own files.
 RUN_FILES = (
-    "config.json", "history.jsonl", "metrics.json", "checkpoint.pt", "curves.png", "confusion.png", "top_losses.png",
+    "config.json",
+    "history.jsonl",
+    "metrics.json",
+    "checkpoint.pt",
+    "curves.png",
+    "confusion.png",
+    "top_losses.png",
     "MODEL_CARD.md",
     "model.onnx",
-    "gan_log.jsonl", "gan_losses.png", "samples_*.png", "summary.json", "score.json",
+    "gan_log.jsonl",
+    "gan_losses.png",
+    "samples_*.png",
+    "summary.json",
+    "score.json",
 )
 DONE_MARKERS = ("metrics.json", "summary.json")  # written last by a finished classifier / GAN run
 
@@ -160,6 +170,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def versions() -> dict:
     """Versions of everything that can change a number."""
+
     def installed(name: str) -> str | None:
         try:
             return version(name)
@@ -233,8 +244,9 @@ def folder_lock(folder: Path, what: str):
             owner = _pid_in(handle)
             os.close(handle)
             holder = f"another pasture process (pid {owner})" if owner else "another pasture process"
-            raise FolderBusy(f"{folder}: {holder} is writing this {what}; wait for it to finish, or stop it "
-                             "first") from None
+            raise FolderBusy(
+                f"{folder}: {holder} is writing this {what}; wait for it to finish, or stop it first"
+            ) from None
         # The previous holder may have removed the file between our open and our flock: then we hold a
         # lock on a file nobody else can see, so open the path again.
         try:
@@ -301,8 +313,9 @@ def _pid_in(handle: int) -> int | None:
         return None
 
 
-def prepare_run_dir(out: str | os.PathLike, identity: dict, resume: bool, force: bool,
-                    done_check=None, warn=None) -> str:
+def prepare_run_dir(
+    out: str | os.PathLike, identity: dict, resume: bool, force: bool, done_check=None, warn=None
+) -> str:
     """Make `out` ready for a run whose settings are `identity`. Returns 'new', 'resume' or 'done'.
 
     - an existing run with other settings is never overwritten without --force;
@@ -321,8 +334,11 @@ def prepare_run_dir(out: str | os.PathLike, identity: dict, resume: bool, force:
                 path.unlink(missing_ok=True)
     elif check_output_folder(out, "config.json", "run"):
         try:
-            old = read_checked_json(config_path, lambda data: None if isinstance(data.get("identity"), dict)
-                                    else "has no run identity", what="run folder")["identity"]
+            old = read_checked_json(
+                config_path,
+                lambda data: None if isinstance(data.get("identity"), dict) else "has no run identity",
+                what="run folder",
+            )["identity"]
         except UserError as error:
             raise UserError(f"{error}; or use --force to overwrite this run") from None
         if not resume:

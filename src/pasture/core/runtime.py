@@ -56,7 +56,8 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    )
     return _applied
 
 
@@ -86,8 +87,16 @@ def seed_everything(seed: int):
 
 def progress_bar(total: int, initial: int, quiet: bool, desc: str = "train", unit: str = "epoch"):
     """A tqdm bar on stderr (hidden with `quiet`) that starts at `initial` (resumed work)."""
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=quiet, file=sys.stderr,
-                dynamic_ncols=True, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        disable=quiet,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=False,
+    )
 
 
 class StopRequested(KeyboardInterrupt):

@@ -13,9 +13,38 @@ import statistics
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 # Two-sided 95% Student-t quantiles for small degrees of freedom (df 1..30); beyond that, ~normal.
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042]
+_T95 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -81,7 +110,7 @@ def sign_flip_p_value(differences: list[float], samples: int = 20000, seed: int 
             abs(sum(sign * value for sign, value in zip(signs, differences))) >= observed - tolerance
             for signs in itertools.product((1, -1), repeat=n)
         )
-        return extreme / 2 ** n
+        return extreme / 2**n
     rng = random.Random(seed)
     extreme = sum(
         abs(sum(value if rng.random() < 0.5 else -value for value in differences)) >= observed - tolerance
@@ -150,7 +179,7 @@ def paired_comparison(candidate: list[float], baseline: list[float], seed: int =
         detectable = (t_quantile_95(n - 1) + Z80) * sd / math.sqrt(n) if n > 1 else float("nan")
         # The smallest p-value a sign-flip test can reach with n pairs is 2 / 2^n: below 6 pairs it can
         # never reach 5%, whatever the data.
-        can_reach = n >= 1 and 2 / 2 ** n <= 0.05
+        can_reach = n >= 1 and 2 / 2**n <= 0.05
         test = "sign-flip permutation test"
     if can_reach and p_value <= 0.05 and low > 0:
         verdict = "helps"
@@ -165,7 +194,13 @@ def paired_comparison(candidate: list[float], baseline: list[float], seed: int =
             reason = "every paired run gave the same accuracy"
         verdict = f"no detectable difference at this sample size ({reason})"
     return {
-        "mean_difference": mean, "ci95": [low, high], "p_value": p_value, "n_pairs": n, "test": test,
-        "sd_difference": sd, "detectable_difference": detectable, "verdict": verdict,
+        "mean_difference": mean,
+        "ci95": [low, high],
+        "p_value": p_value,
+        "n_pairs": n,
+        "test": test,
+        "sd_difference": sd,
+        "detectable_difference": detectable,
+        "verdict": verdict,
         "differences": differences,
     }

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from pasture.core.errors import FolderBusy, UserError
 from pasture.core.runs import folder_lock
@@ -19,8 +20,9 @@ T = TypeVar("T")
 POLL_SECONDS = 0.5
 
 
-def build_once(folder: Path, read: Callable[[], T | None], build: Callable[[], T], what: str,
-               poll: float = POLL_SECONDS) -> T:
+def build_once(
+    folder: Path, read: Callable[[], T | None], build: Callable[[], T], what: str, poll: float = POLL_SECONDS
+) -> T:
     """`read()` when it finds the thing stored in `folder`; else `build()` (which stores it) under the
     folder's lock, or, while another process holds that lock, wait and `read()` again. An unwritable
     store only costs time: the thing is built without a lock."""

@@ -12,13 +12,16 @@ from pathlib import Path
 import torch
 
 from pasture.core.defaults import cache_enabled, cache_root, warn_to_stderr
-from pasture.core.imagefile import BadImage, too_small, decode_array
+from pasture.core.imagefile import BadImage, decode_array, too_small
 from pasture.core.runs import atomic_torch_save
 
 DECODE_CACHE_FORMAT = "v1"  # bump when decoding changes, so old cache entries are not reused
 
+
 def decode_image_and_size(
-    path: str | os.PathLike, image_size: int, min_image_size: int = 0,
+    path: str | os.PathLike,
+    image_size: int,
+    min_image_size: int = 0,
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Read one image file -> (uint8 tensor 3 x image_size x image_size, original (width, height)).
 
@@ -69,8 +72,10 @@ def _warn_damaged_cache(entry: Path) -> None:
     global _damaged_cache_seen
     if not _damaged_cache_seen:
         _damaged_cache_seen = True
-        warn_to_stderr(f"{entry}: a damaged decode-cache entry; decoding the image again (further damaged entries "
-                       "are replaced silently)")
+        warn_to_stderr(
+            f"{entry}: a damaged decode-cache entry; decoding the image again (further damaged entries "
+            "are replaced silently)"
+        )
 
 
 def decode_many(paths: list[Path], image_size: int, min_image_size: int) -> list[tuple[torch.Tensor | None, str]]:

@@ -28,8 +28,10 @@ def read_group_table(table: str | Path, column: str) -> dict[str, str]:
             reader = csv.DictReader(handle)
             columns = reader.fieldnames or []
             if "file" not in columns or column not in columns:
-                raise UserError(f"--groups {table}: needs the columns file and {column} (--group-column); it has "
-                                f"{', '.join(columns) or 'none'}")
+                raise UserError(
+                    f"--groups {table}: needs the columns file and {column} (--group-column); it has "
+                    f"{', '.join(columns) or 'none'}"
+                )
             return {str(PurePosixPath(row["file"].strip())): row[column].strip() for row in reader if row["file"]}
     except (UnicodeDecodeError, csv.Error) as error:
         raise UserError(f"--groups {table}: not a readable CSV ({error})") from None
@@ -51,6 +53,8 @@ def groups_of(files: list[str], root: Path, groups: str, column: str = "group") 
     relative = [str(PurePosixPath(Path(file).relative_to(root).as_posix())) for file in files]
     missing = [name for name in relative if name not in table or not table[name]]
     if missing:
-        raise UserError(f"--groups {groups}: {len(missing)} image(s) have no {column} there, e.g. {missing[0]}; add "
-                        "a row for each (file relative to DATA)")
+        raise UserError(
+            f"--groups {groups}: {len(missing)} image(s) have no {column} there, e.g. {missing[0]}; add "
+            "a row for each (file relative to DATA)"
+        )
     return [table[name] for name in relative]

@@ -62,8 +62,11 @@ class Dataset:
             return {}
         count = lambda names: {name: names.count(name) for name in sorted(set(names))}  # noqa: E731
         test_groups = self.test.groups if self.test is not None and self.test.groups is not None else []
-        return {"train_groups": count(self.train.groups), "test_groups": count(test_groups),
-                "unseen_test_groups": sorted(set(test_groups) - set(self.train.groups))}
+        return {
+            "train_groups": count(self.train.groups),
+            "test_groups": count(test_groups),
+            "unseen_test_groups": sorted(set(test_groups) - set(self.train.groups)),
+        }
 
 
 def subset_images(images: ImageSet, indices: torch.Tensor, split: str) -> ImageSet:
@@ -84,6 +87,8 @@ def class_index_map(names: list[str], target_classes: list[str], what: str) -> t
     a name is missing, e.g. "--synthetic SYNTH" or "--run RUN"."""
     missing = [name for name in names if name not in target_classes]
     if missing:
-        raise UserError(f"{what}: class(es) {', '.join(missing)} are not among the classes "
-                        f"({', '.join(target_classes)}); rename or remove them")
+        raise UserError(
+            f"{what}: class(es) {', '.join(missing)} are not among the classes "
+            f"({', '.join(target_classes)}); rename or remove them"
+        )
     return torch.tensor([target_classes.index(name) for name in names], dtype=torch.int64)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -53,7 +53,9 @@ def find_class_folders(folder: Path, nested: bool = False) -> dict[str, list[Pat
             inside = _visible_entries(entry)
             classes[entry.name] = [p for p in inside if p.is_file()]
             if nested:
-                classes[entry.name] += [p for sub in inside if sub.is_dir() for p in _visible_entries(sub) if p.is_file()]
+                classes[entry.name] += [
+                    p for sub in inside if sub.is_dir() for p in _visible_entries(sub) if p.is_file()
+                ]
     return classes
 
 
@@ -114,9 +116,7 @@ def _load_split(
             files.append(str(path))
             usable += 1
         if usable == 0:
-            raise UserError(
-                f"{where / name}: class folder has no usable images; add images or remove the folder"
-            )
+            raise UserError(f"{where / name}: class folder has no usable images; add images or remove the folder")
     return ImageSet(
         images=torch.stack(images),
         labels=torch.tensor(labels, dtype=torch.int64),
@@ -151,9 +151,14 @@ def _require_two_classes(classes: list[str], where: Path) -> None:
 
 
 def load_pool(
-    root: str | os.PathLike, image_size: int, classes: list[str] | None = None,
-    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE, strict: bool = False, warn: Warn = warn_to_stderr,
-    groups: str | None = None, group_column: str = "group",
+    root: str | os.PathLike,
+    image_size: int,
+    classes: list[str] | None = None,
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
+    strict: bool = False,
+    warn: Warn = warn_to_stderr,
+    groups: str | None = None,
+    group_column: str = "group",
 ) -> Dataset:
     """Every image of a DATA/<class>/ layout, unsplit (in `.train`, split "all"), for k-fold and
     leave-one-group-out designs; with `groups` (pasture.data.groups), each image's group is known."""
@@ -169,9 +174,16 @@ def load_pool(
     everything = _load_split(files, order, image_size, min_image_size, strict, warn, root, skipped, "all")
     if groups is not None:
         everything.groups = groups_of(everything.files, root, groups, group_column)
-    return Dataset(root=str(root), layout="pool", classes=order, image_size=image_size, train=everything,
-                   test=None, skipped=skipped,
-                   fingerprint=_fingerprint(root, [p for group in files.values() for p in group]))
+    return Dataset(
+        root=str(root),
+        layout="pool",
+        classes=order,
+        image_size=image_size,
+        train=everything,
+        test=None,
+        skipped=skipped,
+        fingerprint=_fingerprint(root, [p for group in files.values() for p in group]),
+    )
 
 
 def load_dataset(
@@ -205,7 +217,9 @@ def load_dataset(
     skipped: list[dict] = []
     nested = groups == SUBFOLDERS
     if split_by_group and groups is None:
-        raise UserError("--split-by-group: say which photos come from which source with --groups FILE.csv or subfolders")
+        raise UserError(
+            "--split-by-group: say which photos come from which source with --groups FILE.csv or subfolders"
+        )
     if layout == "train/test":
         if split_by_group:
             raise UserError(f"--split-by-group: {root} has a fixed train/test split; give DATA/<class>/ folders")
@@ -218,19 +232,21 @@ def load_dataset(
             )
         _require_two_classes(sorted(train_files), root / "train")
         order = _order_classes(train_files, classes, str(root / "train"))
-        train = _load_split(train_files, order, image_size, min_image_size, strict, warn, root / "train", skipped,
-                            "train")
-        test = _load_split(test_files, order, image_size, min_image_size, strict, warn, root / "test", skipped,
-                           "test")
+        train = _load_split(
+            train_files, order, image_size, min_image_size, strict, warn, root / "train", skipped, "train"
+        )
+        test = _load_split(test_files, order, image_size, min_image_size, strict, warn, root / "test", skipped, "test")
         every_file = [p for files in (*train_files.values(), *test_files.values()) for p in files]
         if groups is not None:
             train.groups = groups_of(train.files, root / "train" if nested else root, groups, group_column)
             test.groups = groups_of(test.files, root / "test" if nested else root, groups, group_column)
             shared = sorted(set(train.groups) & set(test.groups))
             if shared:
-                warn(f"--groups: {len(shared)} group(s) have photos in both train and test ({', '.join(shared[:3])}"
-                     f"{', ...' if len(shared) > 3 else ''}); their test photos do not show how the model does on "
-                     "sources it never saw")
+                warn(
+                    f"--groups: {len(shared)} group(s) have photos in both train and test ({', '.join(shared[:3])}"
+                    f"{', ...' if len(shared) > 3 else ''}); their test photos do not show how the model does on "
+                    "sources it never saw"
+                )
     else:
         files = find_class_folders(root, nested)
         _require_two_classes(sorted(files), root)
@@ -295,7 +311,10 @@ def load_labelled_folder(
 
 
 def load_synthetic(
-    folder: str | os.PathLike, classes: list[str], image_size: int, warn: Warn = warn_to_stderr,
+    folder: str | os.PathLike,
+    classes: list[str],
+    image_size: int,
+    warn: Warn = warn_to_stderr,
 ) -> tuple[ImageSet, str]:
     """Synthetic images in the class-folder layout (`pasture gan sample`'s output), labelled with the
     index of each class name in `classes`. Returns (images, fingerprint)."""

@@ -26,8 +26,9 @@ def stratified_split(labels: torch.Tensor, test_fraction: float, seed: int) -> t
     return torch.tensor(sorted(train_idx)), torch.tensor(sorted(test_idx))
 
 
-def group_split(labels: torch.Tensor, groups: list[str], test_fraction: float, seed: int
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def group_split(
+    labels: torch.Tensor, groups: list[str], test_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (train, test) where every group (photo source) lies wholly on one side, so the test split
     holds only sources the model never saw. Groups are taken in a seeded random order into the test
     split while no class there passes `test_fraction` of its images; a class whose images would all go
@@ -42,8 +43,10 @@ def group_split(labels: torch.Tensor, groups: list[str], test_fraction: float, s
     groups_of_class = {c: [n for n in names if any(label_list[i] == c for i in members[n])] for c in classes}
     for c in classes:
         if len(groups_of_class[c]) < 2:
-            raise UserError(f"--split-by-group: class {c} comes from one group only ({groups_of_class[c][0]}); it needs "
-                            "photos from two or more sources to be tested on one it never saw")
+            raise UserError(
+                f"--split-by-group: class {c} comes from one group only ({groups_of_class[c][0]}); it needs "
+                "photos from two or more sources to be tested on one it never saw"
+            )
     in_test: set[str] = set()
 
     def count(chosen: set[str], c: int) -> int:
@@ -91,10 +94,14 @@ def fold_dataset(pool: Dataset, test_indices: torch.Tensor) -> Dataset:
     is_test = torch.zeros(len(everything), dtype=torch.bool)
     is_test[test_indices] = True
     return Dataset(
-        root=pool.root, layout="fold", classes=pool.classes, image_size=pool.image_size,
+        root=pool.root,
+        layout="fold",
+        classes=pool.classes,
+        image_size=pool.image_size,
         train=subset_images(everything, torch.nonzero(~is_test).flatten(), "train"),
         test=subset_images(everything, torch.nonzero(is_test).flatten(), "test"),
-        skipped=pool.skipped, fingerprint=pool.fingerprint,
+        skipped=pool.skipped,
+        fingerprint=pool.fingerprint,
     )
 
 

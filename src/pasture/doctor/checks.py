@@ -54,7 +54,7 @@ def close_pairs(hashes: np.ndarray, max_distance: int, block: int = 1024) -> lis
     """(i, j, Hamming distance) for every pair i < j within max_distance, in blocks (bounded memory)."""
     pairs = []
     for start in range(0, len(hashes), block):
-        rows = hashes[start:start + block]
+        rows = hashes[start : start + block]
         distances = np.bitwise_count(rows[:, None] ^ hashes[None, :])
         for offset, j in zip(*np.nonzero(distances <= max_distance)):
             i = start + int(offset)
@@ -63,8 +63,9 @@ def close_pairs(hashes: np.ndarray, max_distance: int, block: int = 1024) -> lis
     return sorted(pairs, key=lambda pair: (pair[2], pair[0], pair[1]))
 
 
-def near_duplicates(hashes: np.ndarray, labels: list[int], splits: list[str], classes: list[str],
-                    max_distance: int = DUPLICATE_DISTANCE) -> dict:
+def near_duplicates(
+    hashes: np.ndarray, labels: list[int], splits: list[str], classes: list[str], max_distance: int = DUPLICATE_DISTANCE
+) -> dict:
     """Pairs of near-identical images, each with its kind:
 
     - "label conflict": the two copies carry different classes (one label is wrong, or the photo is
@@ -83,16 +84,24 @@ def near_duplicates(hashes: np.ndarray, labels: list[int], splits: list[str], cl
         else:
             kind = "within split"
         pairs.append({"a": i, "b": j, "distance": distance, "kind": kind})
-    test_with_copy = {pair["a"] if splits[pair["a"]] == "test" else pair["b"]
-                      for pair in pairs if pair["kind"] == "train/test"}
+    test_with_copy = {
+        pair["a"] if splits[pair["a"]] == "test" else pair["b"] for pair in pairs if pair["kind"] == "train/test"
+    }
     n_test = sum(1 for split in splits if split == "test")
-    counts = {kind: sum(1 for pair in pairs if pair["kind"] == kind)
-              for kind in ("label conflict", "train/test", "within split")}
+    counts = {
+        kind: sum(1 for pair in pairs if pair["kind"] == kind)
+        for kind in ("label conflict", "train/test", "within split")
+    }
     return {
-        "max_distance": max_distance, "pairs": pairs, "counts": counts,
+        "max_distance": max_distance,
+        "pairs": pairs,
+        "counts": counts,
         "images_involved": len({index for pair in pairs for index in (pair["a"], pair["b"])}),
-        "inflation": {"test_images_with_train_copy": len(test_with_copy), "n_test": n_test,
-                      "at_most": len(test_with_copy) / n_test if n_test else 0.0},
+        "inflation": {
+            "test_images_with_train_copy": len(test_with_copy),
+            "n_test": n_test,
+            "at_most": len(test_with_copy) / n_test if n_test else 0.0,
+        },
     }
 
 
@@ -109,8 +118,9 @@ FLAG_P = 0.01
 FLAG_MARGIN = 0.10  # "far above chance": at least 10 points, so a real but useless edge is not a finding
 
 
-def cross_validated(features: np.ndarray, targets: np.ndarray, seed: int, folds: int = 5,
-                    permutations: int = 0) -> dict | None:
+def cross_validated(
+    features: np.ndarray, targets: np.ndarray, seed: int, folds: int = 5, permutations: int = 0
+) -> dict | None:
     """Out-of-fold accuracy of a logistic regression on standardised features, with Wilson 95% CI and
     n, balanced accuracy and chance (the majority share). None when a target has under 2 images.
 
@@ -133,11 +143,18 @@ def cross_validated(features: np.ndarray, targets: np.ndarray, seed: int, folds:
     recalls = [float((predicted[targets == value] == value).mean()) for value in np.unique(targets)]
     chance = float(np.bincount(np.unique(targets, return_inverse=True)[1]).max() / n)
     low, high = wilson_interval(correct, n)
-    row = {"accuracy": correct / n, "ci95": [low, high], "n": n, "balanced_accuracy": float(np.mean(recalls)),
-           "chance": chance, "folds": folds}
+    row = {
+        "accuracy": correct / n,
+        "ci95": [low, high],
+        "n": n,
+        "balanced_accuracy": float(np.mean(recalls)),
+        "chance": chance,
+        "folds": folds,
+    }
     if permutations:
-        _, _, p_value = permutation_test_score(model, features, targets, cv=splitter, n_permutations=permutations,
-                                               random_state=seed)
+        _, _, p_value = permutation_test_score(
+            model, features, targets, cv=splitter, n_permutations=permutations, random_state=seed
+        )
         row["p_value"] = float(p_value)
         row["above_chance"] = bool(p_value < FLAG_P and correct / n >= chance + FLAG_MARGIN)
     return row
@@ -149,33 +166,56 @@ def shortcut_probe(families: dict[str, np.ndarray], labels: np.ndarray, seed: in
     `flagged` when the combined probe is far above chance (permutation p < FLAG_P and at least
     FLAG_MARGIN over the majority share): a model could then score without looking at the subject.
     `strong` when it reaches 80%."""
-    combined = cross_validated(np.concatenate([families[name] for name in FAMILIES], 1), labels, seed,
-                               permutations=PERMUTATIONS)
+    combined = cross_validated(
+        np.concatenate([families[name] for name in FAMILIES], 1), labels, seed, permutations=PERMUTATIONS
+    )
     per_family = {name: cross_validated(families[name], labels, seed) for name in FAMILIES}
     flagged = combined is not None and combined["above_chance"]
-    return {"all": combined, "families": per_family, "descriptions": FAMILIES, "flagged": flagged,
-            "strong": flagged and combined["accuracy"] >= 0.8,
-            "best_family": max((name for name in FAMILIES if per_family[name] is not None),
-                               key=lambda name: per_family[name]["accuracy"], default=None)}
+    return {
+        "all": combined,
+        "families": per_family,
+        "descriptions": FAMILIES,
+        "flagged": flagged,
+        "strong": flagged and combined["accuracy"] >= 0.8,
+        "best_family": max(
+            (name for name in FAMILIES if per_family[name] is not None),
+            key=lambda name: per_family[name]["accuracy"],
+            default=None,
+        ),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
 # Groups (photo sources)
 
 
-def group_check(families: dict[str, np.ndarray], labels: np.ndarray, groups: list[str], classes: list[str],
-                seed: int = 0) -> dict:
+def group_check(
+    families: dict[str, np.ndarray], labels: np.ndarray, groups: list[str], classes: list[str], seed: int = 0
+) -> dict:
     """Class counts per group, the groups that hold a single class (there, the source alone gives the
     label), and how well trivial statistics predict the group."""
     table = {}
     for group in sorted(set(groups)):
         members = labels[np.array([g == group for g in groups])]
         table[group] = {name: int((members == index).sum()) for index, name in enumerate(classes)}
-    single = {group: next(name for name, count in row.items() if count) for group, row in table.items()
-              if sum(1 for count in row.values() if count) == 1}
+    single = {
+        group: next(name for name, count in row.items() if count)
+        for group, row in table.items()
+        if sum(1 for count in row.values() if count) == 1
+    }
     in_single = sum(sum(table[group].values()) for group in single)
     targets = np.unique(np.array(groups), return_inverse=True)[1]
-    predictable = cross_validated(np.concatenate([families[name] for name in FAMILIES], 1), targets, seed,
-                                  permutations=PERMUTATIONS) if len(table) > 1 else None
-    return {"table": table, "single_class_groups": single, "images_in_single_class_groups": in_single,
-            "n": len(groups), "group_from_statistics": predictable}
+    predictable = (
+        cross_validated(
+            np.concatenate([families[name] for name in FAMILIES], 1), targets, seed, permutations=PERMUTATIONS
+        )
+        if len(table) > 1
+        else None
+    )
+    return {
+        "table": table,
+        "single_class_groups": single,
+        "images_in_single_class_groups": in_single,
+        "n": len(groups),
+        "group_from_statistics": predictable,
+    }

@@ -32,8 +32,14 @@ def _everything(dataset) -> tuple[ImageSet, list[str]]:
     """Train and test as one ImageSet, with the split of each image."""
     parts = [dataset.train] + ([dataset.test] if dataset.test is not None else [])
     groups = None if dataset.train.groups is None else [g for part in parts for g in part.groups]
-    images = ImageSet(images=torch.cat([part.images for part in parts]), labels=torch.cat([part.labels for part in parts]),
-                      files=[f for part in parts for f in part.files], classes=dataset.classes, split="all", groups=groups)
+    images = ImageSet(
+        images=torch.cat([part.images for part in parts]),
+        labels=torch.cat([part.labels for part in parts]),
+        files=[f for part in parts for f in part.files],
+        classes=dataset.classes,
+        split="all",
+        groups=groups,
+    )
     return images, [part.split for part in parts for _ in range(len(part))]
 
 
@@ -47,9 +53,18 @@ def _counts(images: ImageSet, splits: list[str]) -> dict:
     return {"per_class": counts, "totals": totals, "imbalance_ratio": ratio, "imbalanced": ratio > IMBALANCE_RATIO}
 
 
-def examine(data: str | os.PathLike, out: str | os.PathLike | None = None, *, options: DataOptions = DataOptions(),
-            label_model: str = "auto", duplicate_distance: int = DUPLICATE_DISTANCE, seed: int = 0,
-            device: str | torch.device = "cpu", quiet: bool = False, warn: Warn = warn_to_stderr) -> dict:
+def examine(
+    data: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    options: DataOptions = DataOptions(),
+    label_model: str = "auto",
+    duplicate_distance: int = DUPLICATE_DISTANCE,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    quiet: bool = False,
+    warn: Warn = warn_to_stderr,
+) -> dict:
     """Check DATA before training; returns the report (see pasture.doctor.report.findings for its
     headline lines) and, with `out`, writes OUT/doctor.json and OUT/doctor.html."""
     require_extra()
@@ -59,9 +74,16 @@ def examine(data: str | os.PathLike, out: str | os.PathLike | None = None, *, op
     if out is not None:
         check_output_folder(Path(out), "doctor.json", "doctor report")
     dataset = load_dataset(
-        data, image_size_for(label_model), classes=list(options.classes) if options.classes else None,
-        test_fraction=options.test_fraction, split_seed=options.split_seed, min_image_size=options.min_image_size,
-        strict=options.strict, warn=warn, groups=options.groups, group_column=options.group_column,
+        data,
+        image_size_for(label_model),
+        classes=list(options.classes) if options.classes else None,
+        test_fraction=options.test_fraction,
+        split_seed=options.split_seed,
+        min_image_size=options.min_image_size,
+        strict=options.strict,
+        warn=warn,
+        groups=options.groups,
+        group_column=options.group_column,
         split_by_group=options.split_by_group,
     )
     images, splits = _everything(dataset)
@@ -77,14 +99,24 @@ def examine(data: str | os.PathLike, out: str | os.PathLike | None = None, *, op
     families = {**pixel_statistics(to_stats_size(images.images)), **file_families(file_rows)}
     labels = images.labels.numpy()
     report = {
-        "data": str(root), "layout": dataset.layout, "classes": images.classes, "n": len(images),
-        "files": names, "splits": splits, "labels": labels.tolist(), "groups": images.groups,
-        "counts": _counts(images, splits), "skipped": dataset.skipped, "sizes": size_summary(file_rows),
-        "duplicates": near_duplicates(perceptual_hashes(images.images), labels.tolist(), splits, images.classes,
-                                      duplicate_distance),
+        "data": str(root),
+        "layout": dataset.layout,
+        "classes": images.classes,
+        "n": len(images),
+        "files": names,
+        "splits": splits,
+        "labels": labels.tolist(),
+        "groups": images.groups,
+        "counts": _counts(images, splits),
+        "skipped": dataset.skipped,
+        "sizes": size_summary(file_rows),
+        "duplicates": near_duplicates(
+            perceptual_hashes(images.images), labels.tolist(), splits, images.classes, duplicate_distance
+        ),
         "shortcuts": shortcut_probe(families, labels, seed),
         "groups_check": group_check(families, labels, images.groups, images.classes, seed)
-        if images.groups is not None else None,
+        if images.groups is not None
+        else None,
     }
     if not quiet and label_model != "none":
         print(f"doctor: out-of-fold predictions ({label_model}) for label issues ...", flush=True)

@@ -20,11 +20,74 @@ HISTOGRAM_BINS = 8
 
 # libjpeg's base luminance table (Annex K of the JPEG standard): a file's table is this one scaled by
 # its quality setting, which is how the quality a camera or website chose is recovered.
-_JPEG_BASE_LUMA_SUM = sum((
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
-))
+_JPEG_BASE_LUMA_SUM = sum(
+    (
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    )
+)
 
 # family -> what it measures; the order of columns in `pixel_statistics` + `file_statistics`.
 FAMILIES = {
@@ -65,8 +128,9 @@ def to_stats_size(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 N x 3 x S x S -> float N x 3 x STATS_SIZE x STATS_SIZE in [0, 1] (antialiased)."""
     images = images_uint8.float() / 255.0
     if images.shape[-1] != STATS_SIZE:
-        images = F.interpolate(images, size=(STATS_SIZE, STATS_SIZE), mode="bilinear", antialias=True,
-                               align_corners=False).clamp(0, 1)
+        images = F.interpolate(
+            images, size=(STATS_SIZE, STATS_SIZE), mode="bilinear", antialias=True, align_corners=False
+        ).clamp(0, 1)
     return images
 
 
@@ -77,17 +141,21 @@ def pixel_statistics(images: torch.Tensor) -> dict[str, np.ndarray]:
     """float N x 3 x H x W in [0, 1] -> {family: N x k feature matrix} for colour, brightness, sharpness."""
     n = images.shape[0]
     quantised = (images * HISTOGRAM_BINS).long().clamp(max=HISTOGRAM_BINS - 1).view(n, 3, -1)
-    histogram = torch.stack([
-        torch.stack([(quantised[:, channel] == b).float().mean(1) for b in range(HISTOGRAM_BINS)], 1)
-        for channel in range(3)
-    ], 1).view(n, -1)
+    histogram = torch.stack(
+        [
+            torch.stack([(quantised[:, channel] == b).float().mean(1) for b in range(HISTOGRAM_BINS)], 1)
+            for channel in range(3)
+        ],
+        1,
+    ).view(n, -1)
     mean_colour = images.mean((2, 3))
     luma = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]).unsqueeze(1)
     top, bottom = images.max(1).values, images.min(1).values
     saturation = torch.where(top > 0, (top - bottom) / top.clamp(min=1e-6), torch.zeros_like(top))
     laplacian = F.conv2d(luma, _LAPLACIAN)
-    edges = (luma[..., 1:, :] - luma[..., :-1, :]).abs().mean((1, 2, 3)) + \
-        (luma[..., :, 1:] - luma[..., :, :-1]).abs().mean((1, 2, 3))
+    edges = (luma[..., 1:, :] - luma[..., :-1, :]).abs().mean((1, 2, 3)) + (
+        luma[..., :, 1:] - luma[..., :, :-1]
+    ).abs().mean((1, 2, 3))
     return {
         "colour": torch.cat([histogram, mean_colour], 1).numpy(),
         "brightness": torch.stack([luma.mean((1, 2, 3)), luma.std((1, 2, 3)), saturation.mean((1, 2))], 1).numpy(),
@@ -110,10 +178,16 @@ def file_families(rows: list[dict]) -> dict[str, np.ndarray]:
 
 def size_summary(rows: list[dict]) -> dict:
     """Width, height and aspect ratio quantiles, and the formats and JPEG qualities seen."""
+
     def quantiles(values):
         low, median, high = np.percentile(values, [5, 50, 95])
-        return {"min": float(np.min(values)), "p5": float(low), "median": float(median), "p95": float(high),
-                "max": float(np.max(values))}
+        return {
+            "min": float(np.min(values)),
+            "p5": float(low),
+            "median": float(median),
+            "p95": float(high),
+            "max": float(np.max(values)),
+        }
 
     width = np.array([row["width"] for row in rows], dtype=float)
     height = np.array([row["height"] for row in rows], dtype=float)
@@ -121,5 +195,10 @@ def size_summary(rows: list[dict]) -> dict:
     for row in rows:
         formats[row["format"]] = formats.get(row["format"], 0) + 1
     qualities = [row["jpeg_quality"] for row in rows if row["jpeg_quality"] is not None]
-    return {"width": quantiles(width), "height": quantiles(height), "aspect": quantiles(width / height),
-            "formats": formats, "jpeg_quality": quantiles(qualities) if qualities else None}
+    return {
+        "width": quantiles(width),
+        "height": quantiles(height),
+        "aspect": quantiles(width / height),
+        "formats": formats,
+        "jpeg_quality": quantiles(qualities) if qualities else None,
+    }

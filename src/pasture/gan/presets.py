@@ -26,14 +26,16 @@ class GanPreset:
     lr_g: float = setting(2e-4, "generator learning rate (Adam)")
     lr_d: float = setting(2e-4, "discriminator learning rate (Adam)")
     beta1: float = setting(0.5, "Adam's beta1 for both")
-    diffaugment: str = setting("none", "DiffAugment policy on every D input: color,translation,cutout (any subset) "
-                               "or none")
+    diffaugment: str = setting(
+        "none", "DiffAugment policy on every D input: color,translation,cutout (any subset) or none"
+    )
     ada: bool = setting(False, "adapt the augmentation probability to D's overfitting (ADA-style)")
     ada_target: float = setting(0.6, "ADA's target for E[sign D(x)]")
     ema_decay: float = setting(0.0, "moving average of G's weights, used for sampling; 0 = off")
     sample_every: int = setting(100, "iterations between sample grids, diversity checks and checkpoints", minimum=1)
-    precision: str = setting("fp32", "bf16 autocasts forward passes (faster on CPUs with bf16 support; opt-in)",
-                             PRECISIONS)
+    precision: str = setting(
+        "fp32", "bf16 autocasts forward passes (faster on CPUs with bf16 support; opt-in)", PRECISIONS
+    )
     channels_last: bool = setting(False, "NHWC memory layout for G and D (same numbers, often faster convs on CPU)")
     description: str = ""
 
@@ -47,16 +49,37 @@ GAN_PRESETS: dict[str, GanPreset] = {
         # The report: DCGAN (DCGAN tutorial's Adam 2e-4, beta1 0.5), latent length 10, one GAN per class,
         # the minimax loss, no augmentation. "Images after 200 iterations" is its Figure 8.
         GanPreset(
-            name="paper", image_size=64, nz=10, ngf=64, ndf=64, conditional=False, loss="bce", iterations=300,
-            batch_size=32, diffaugment="none", ema_decay=0.0, sample_every=50,
+            name="paper",
+            image_size=64,
+            nz=10,
+            ngf=64,
+            ndf=64,
+            conditional=False,
+            loss="bce",
+            iterations=300,
+            batch_size=32,
+            diffaugment="none",
+            ema_decay=0.0,
+            sample_every=50,
             description="the report's DCGAN: nz=10, one GAN per class, minimax loss, no augmentation",
         ),
         # Data-efficient: one conditional GAN, DiffAugment on every D input, hinge loss, G EMA.
         # Narrower than DCGAN's 64 channels so it trains in minutes on a laptop CPU.
         GanPreset(
-            name="default", image_size=64, nz=64, ngf=32, ndf=32, conditional=True, loss="hinge",
-            iterations=1500, batch_size=32, lr_g=2e-4, lr_d=2e-4, diffaugment="color,translation,cutout",
-            ema_decay=0.999, sample_every=250,
+            name="default",
+            image_size=64,
+            nz=64,
+            ngf=32,
+            ndf=32,
+            conditional=True,
+            loss="hinge",
+            iterations=1500,
+            batch_size=32,
+            lr_g=2e-4,
+            lr_d=2e-4,
+            diffaugment="color,translation,cutout",
+            ema_decay=0.999,
+            sample_every=250,
             description="conditional DCGAN with DiffAugment (color,translation,cutout), hinge loss, G EMA",
         ),
     )

@@ -29,8 +29,13 @@ from pasture.classify.trained import load_run
 from pasture.core.errors import UserError
 from pasture.core.paths import class_names_problem, ensure_under, new_folder_mode, safe_path_part
 from pasture.core.runs import (
-    atomic_write_json, check_output_folder, is_whole_number, load_checkpoint,
-    read_checked_json, stored_settings, versions,
+    atomic_write_json,
+    check_output_folder,
+    is_whole_number,
+    load_checkpoint,
+    read_checked_json,
+    stored_settings,
+    versions,
 )
 from pasture.core.stats import wilson_interval
 from pasture.data import Dataset, ImageSet, class_index_map
@@ -63,7 +68,9 @@ def load_gan(gan_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     gan_dir = Path(gan_dir)
     config_path = gan_dir / "config.json"
     if not config_path.is_file():
-        raise UserError(f"{gan_dir}: not a pasture GAN folder (no GAN config.json); give the --out of `pasture gan train`")
+        raise UserError(
+            f"{gan_dir}: not a pasture GAN folder (no GAN config.json); give the --out of `pasture gan train`"
+        )
     config = read_checked_json(config_path, gan_config_problem, what="GAN folder")
     if not (gan_dir / "summary.json").is_file():
         raise UserError(f"{gan_dir}: this GAN has not finished; continue it with `pasture gan train ... --resume`")
@@ -79,8 +86,9 @@ def load_gan(gan_dir: str | os.PathLike, device: str | torch.device = "cpu"):
 def resize_uint8(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
     if images_uint8.shape[-1] == size:
         return images_uint8
-    resized = F.interpolate(images_uint8.float(), size=(size, size), mode="bilinear", antialias=True,
-                            align_corners=False)
+    resized = F.interpolate(
+        images_uint8.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     return resized.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -91,8 +99,13 @@ def _png_bytes(image_uint8: torch.Tensor) -> bytes:
 
 
 def sample_images(
-    gan_dir: str | os.PathLike, per_class: int, seed: int = 0, truncation: float | None = None,
-    filter_run: str | os.PathLike | None = None, min_confidence: float = 0.0, warn=None,
+    gan_dir: str | os.PathLike,
+    per_class: int,
+    seed: int = 0,
+    truncation: float | None = None,
+    filter_run: str | os.PathLike | None = None,
+    min_confidence: float = 0.0,
+    warn=None,
     device: str | torch.device = "cpu",
 ) -> tuple[ImageSet, dict]:
     """Generate `per_class` images of every class (in memory). With `filter_run`, keep only samples
@@ -106,7 +119,9 @@ def sample_images(
     classifier, classifier_config = None, None
     if filter_run is not None:
         classifier, classifier_config = load_run(filter_run, device)
-        to_classifier = class_index_map(classes, classifier_config["classes"], f"--filter-run {filter_run}: the GAN's classes")
+        to_classifier = class_index_map(
+            classes, classifier_config["classes"], f"--filter-run {filter_run}: the GAN's classes"
+        )
     images, labels, counts, attempts = [], [], {}, {}
     for class_index, name in enumerate(classes):
         kept, tried = [], 0
@@ -114,8 +129,9 @@ def sample_images(
             if classifier is not None and tried >= MAX_FILTER_ATTEMPTS * per_class:
                 break
             need = per_class - sum(len(batch) for batch in kept)
-            batch = generate(preset, samplers, class_index, need if classifier is None else max(need, 32),
-                             generator, truncation)
+            batch = generate(
+                preset, samplers, class_index, need if classifier is None else max(need, 32), generator, truncation
+            )
             tried += len(batch)
             if classifier is not None:
                 probabilities = predict_probabilities(classifier, resize_uint8(batch, classifier_config["image_size"]))
@@ -124,18 +140,27 @@ def sample_images(
         made = torch.cat(kept) if kept else torch.empty(0, 3, preset.image_size, preset.image_size, dtype=torch.uint8)
         counts[name], attempts[name] = len(made), tried
         if len(made) < per_class and warn is not None:
-            warn(f"class {name}: only {len(made)} of {tried} samples reached confidence {min_confidence}; "
-                 f"kept {len(made)} instead of {per_class}")
+            warn(
+                f"class {name}: only {len(made)} of {tried} samples reached confidence {min_confidence}; "
+                f"kept {len(made)} instead of {per_class}"
+            )
         images.append(made)
         labels.append(torch.full((len(made),), class_index, dtype=torch.long))
-    synthetic = ImageSet(images=torch.cat(images), labels=torch.cat(labels), files=[], classes=list(classes),
-                         split="synthetic")
+    synthetic = ImageSet(
+        images=torch.cat(images), labels=torch.cat(labels), files=[], classes=list(classes), split="synthetic"
+    )
     info = {
-        "gan": str(Path(gan_dir).resolve()), "gan_preset": preset.name, "seed": seed, "truncation": truncation,
-        "per_class": per_class, "counts": counts, "sampled": attempts,
+        "gan": str(Path(gan_dir).resolve()),
+        "gan_preset": preset.name,
+        "seed": seed,
+        "truncation": truncation,
+        "per_class": per_class,
+        "counts": counts,
+        "sampled": attempts,
         "filter_run": str(Path(filter_run).resolve()) if filter_run is not None else None,
         "min_confidence": min_confidence if filter_run is not None else None,
-        "image_size": preset.image_size, "classes": list(classes),
+        "image_size": preset.image_size,
+        "classes": list(classes),
     }
     return synthetic, info
 
@@ -161,8 +186,7 @@ def write_synthetic(synthetic: ImageSet, info: dict, out: str | os.PathLike, for
             for number, image in enumerate(synthetic.images[synthetic.labels == class_index]):
                 # Plain writes (they honour the umask): the staging folder is moved into place whole.
                 ensure_under(folder / f"{name}_synth_{number:05d}.png", folder).write_bytes(_png_bytes(image))
-        info = {**info, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "versions": versions()}
+        info = {**info, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "versions": versions()}
         atomic_write_json(staging / "synth.json", info)
         if out.exists():
             shutil.rmtree(out)
@@ -217,8 +241,14 @@ def memorisation(synthetic: ImageSet, real_train: ImageSet) -> dict:
     }
 
 
-def score_synthetic(synthetic: ImageSet, dataset, run: str | os.PathLike | None = None,
-                    recipe_name: str = "default", seed: int = 0, device: str | torch.device = "cpu") -> dict:
+def score_synthetic(
+    synthetic: ImageSet,
+    dataset,
+    run: str | os.PathLike | None = None,
+    recipe_name: str = "default",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict:
     """GAN-test, GAN-train (with the same recipe trained on real images for reference) and memorisation.
 
     `dataset` is the real data at the classifier's input size; its test split is only evaluated on.
@@ -239,8 +269,14 @@ def score_synthetic(synthetic: ImageSet, dataset, run: str | os.PathLike | None 
         classifier = train_classifier(dataset, recipe, seed, device=device).model
         gan_test = evaluate_model(classifier, synthetic_at_size.images, synthetic.labels, dataset.classes)
         gan_test_classifier = f"recipe {recipe.name} trained on the real training split (seed {seed})"
-    synthetic_only = Dataset(root="synthetic", layout="synthetic", classes=dataset.classes, image_size=size,
-                             train=replace(synthetic_at_size, split="train"), test=dataset.test)
+    synthetic_only = Dataset(
+        root="synthetic",
+        layout="synthetic",
+        classes=dataset.classes,
+        image_size=size,
+        train=replace(synthetic_at_size, split="train"),
+        test=dataset.test,
+    )
     synthetic_model = train_classifier(synthetic_only, recipe, seed, device=device).model
     gan_train = evaluate_model(synthetic_model, dataset.test.images, dataset.test.labels, dataset.classes)
     real_model = classifier if run is None else train_classifier(dataset, recipe, seed, device=device).model

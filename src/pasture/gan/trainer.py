@@ -24,19 +24,23 @@ from torchvision.utils import make_grid
 
 from pasture.classify.recipes import PRECISIONS
 from pasture.core.defaults import field_type_problem
+from pasture.core.device import (
+    autocast,
+    device_rng_state,
+    effective_precision,
+    grad_scaler,
+    model_device,
+    set_device_rng_state,
+)
 from pasture.core.errors import UserError
 from pasture.core.plots import pyplot, save_figure
 from pasture.core.runs import atomic_torch_save, atomic_write_bytes, load_checkpoint, write_jsonl
-from pasture.core.device import (
-    autocast, device_rng_state, effective_precision, grad_scaler, model_device, set_device_rng_state,
-)
 from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything
 from pasture.data import ImageSet
 from pasture.gan.diffaugment import diff_augment, parse_policy
-from pasture.gan.presets import LOSSES, GanPreset
 from pasture.gan.nets import Discriminator, Generator, upsampling_blocks
+from pasture.gan.presets import LOSSES, GanPreset
 from pasture.models import WeightEMA
-
 
 ADA_INTERVAL = 4  # iterations between adjustments of the augmentation probability
 ADA_STEP = 0.01  # change of p per adjustment: 0 -> 1 in 400 iterations at most
@@ -102,8 +106,9 @@ def generator_loss(preset: GanPreset, fake_logits) -> torch.Tensor:
 class GanUnit:
     """G, D, optional G EMA and their optimisers, for the classes in `class_ids`."""
 
-    def __init__(self, preset: GanPreset, num_classes: int, class_ids: list[int], device: torch.device,
-                 precision: str = "fp32"):
+    def __init__(
+        self, preset: GanPreset, num_classes: int, class_ids: list[int], device: torch.device, precision: str = "fp32"
+    ):
         conditional_classes = num_classes if preset.conditional else 0
         self.preset, self.class_ids = preset, class_ids
         # Built on the CPU (the same initial weights from a seed on every device), then moved.
@@ -174,40 +179,71 @@ class _UnitRun:
     start: int = 0  # first iteration to run
 
 
-def _start_unit(preset: GanPreset, num_classes: int, index: int, class_ids: list[int], seed: int,
-                state: dict | None, device: torch.device, precision: str) -> _UnitRun:
+def _start_unit(
+    preset: GanPreset,
+    num_classes: int,
+    index: int,
+    class_ids: list[int],
+    seed: int,
+    state: dict | None,
+    device: torch.device,
+    precision: str,
+) -> _UnitRun:
     """Unit `index` fresh (seeded seed + 1000 x index), or as the checkpoint `state` interrupted it."""
     generator = seed_everything(seed + 1000 * index)
     unit = GanUnit(preset, num_classes, class_ids, device, precision)
     fixed_z = torch.randn(16 * len(class_ids) if preset.conditional else 16, preset.nz, generator=generator)
-    run = _UnitRun(index, unit, generator, fixed_z,
-                   p_aug=1.0 if parse_policy(preset.diffaugment) and not preset.ada else 0.0, device=device,
-                   precision=precision)
+    run = _UnitRun(
+        index,
+        unit,
+        generator,
+        fixed_z,
+        p_aug=1.0 if parse_policy(preset.diffaugment) and not preset.ada else 0.0,
+        device=device,
+        precision=precision,
+    )
     if state is not None:
         unit.load_state_dict(state["unit"])
         generator.set_state(state["rng_data"])
         torch.set_rng_state(state["rng_torch"])
         set_device_rng_state(device, state.get("rng_device"))
-        run.p_aug, run.sign_sum, run.sign_count = float(state["p_aug"]), float(state["sign_sum"]), int(state["sign_count"])
+        run.p_aug, run.sign_sum, run.sign_count = (
+            float(state["p_aug"]),
+            float(state["sign_sum"]),
+            int(state["sign_count"]),
+        )
         run.fixed_z = state["fixed_z"]
         run.start = int(state["iteration"])
     return run
 
 
-def _save_gan_checkpoint(path: Path, finished: list[dict], run: _UnitRun, iteration: int, log: list[dict],
-                         diversity: dict) -> None:
-    atomic_torch_save({
-        "format": 1, "units": finished, "unit": run.unit.state_dict(), "iteration": iteration,
-        "rng_data": run.generator.get_state(), "rng_torch": torch.get_rng_state(),
-        "rng_device": device_rng_state(run.device),
-        "p_aug": run.p_aug, "sign_sum": run.sign_sum, "sign_count": run.sign_count, "fixed_z": run.fixed_z,
-        "log": log, "diversity": diversity,
-    }, path)
+def _save_gan_checkpoint(
+    path: Path, finished: list[dict], run: _UnitRun, iteration: int, log: list[dict], diversity: dict
+) -> None:
+    atomic_torch_save(
+        {
+            "format": 1,
+            "units": finished,
+            "unit": run.unit.state_dict(),
+            "iteration": iteration,
+            "rng_data": run.generator.get_state(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_device": device_rng_state(run.device),
+            "p_aug": run.p_aug,
+            "sign_sum": run.sign_sum,
+            "sign_count": run.sign_count,
+            "fixed_z": run.fixed_z,
+            "log": log,
+            "diversity": diversity,
+        },
+        path,
+    )
     write_jsonl(path.parent / "gan_log.jsonl", log)
 
 
-def _gan_step(run: _UnitRun, preset: GanPreset, real: torch.Tensor, labels: torch.Tensor, batch: int,
-              iteration: int) -> dict:
+def _gan_step(
+    run: _UnitRun, preset: GanPreset, real: torch.Tensor, labels: torch.Tensor, batch: int, iteration: int
+) -> dict:
     """One D step and one G step (k = 1), and ADA's adjustment; returns the iteration's log row."""
     unit, generator, device = run.unit, run.generator, run.device
     indices = torch.randint(len(real), (batch,), generator=generator).to(device)  # drawn on the CPU (seeded)
@@ -244,27 +280,35 @@ def _gan_step(run: _UnitRun, preset: GanPreset, real: torch.Tensor, labels: torc
             run.p_aug = min(1.0, max(0.0, run.p_aug + ADA_STEP * (1 if overfit > preset.ada_target else -1)))
             run.sign_sum, run.sign_count = 0.0, 0
     return {
-        "unit": run.index, "iteration": iteration + 1, "loss_d": float(loss_d.detach()),
-        "loss_g": float(loss_g.detach()), "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
-        "d_fake": float(torch.sigmoid(fake_logits.detach()).mean()), "p_aug": run.p_aug,
+        "unit": run.index,
+        "iteration": iteration + 1,
+        "loss_d": float(loss_d.detach()),
+        "loss_g": float(loss_g.detach()),
+        "d_real": float(torch.sigmoid(real_logits.detach()).mean()),
+        "d_fake": float(torch.sigmoid(fake_logits.detach()).mean()),
+        "p_aug": run.p_aug,
     }
 
 
-def _sample_point(run: _UnitRun, preset: GanPreset, iteration: int, fixed_labels, real_spread: float,
-                  diversity: dict, warn) -> torch.Tensor:
+def _sample_point(
+    run: _UnitRun, preset: GanPreset, iteration: int, fixed_labels, real_spread: float, diversity: dict, warn
+) -> torch.Tensor:
     """The fixed-noise samples at a sample point, with the collapse watch: their spread against the real
     images' is recorded in `diversity` and a warning given when it falls below COLLAPSE_RATIO."""
     unit = run.unit
     with torch.no_grad():
-        samples = unit.sampler.eval()(run.fixed_z.to(run.device),
-                                      None if fixed_labels is None else fixed_labels.to(run.device)).cpu()
+        samples = unit.sampler.eval()(
+            run.fixed_z.to(run.device), None if fixed_labels is None else fixed_labels.to(run.device)
+        ).cpu()
     unit.generator.train()
     ratio = mean_pairwise_distance(samples) / max(real_spread, 1e-8)
     diversity[f"{run.index}:{iteration}"] = ratio
     # Early samples of an EMA generator are all alike; judge collapse from a quarter in.
     if ratio < COLLAPSE_RATIO and warn is not None and iteration >= preset.iterations // 4:
-        warn(f"GAN unit {run.index} at iteration {iteration}: samples are {ratio:.2f}x as spread out as the "
-             "real images; the generator may be collapsing")
+        warn(
+            f"GAN unit {run.index} at iteration {iteration}: samples are {ratio:.2f}x as spread out as the "
+            "real images; the generator may be collapsing"
+        )
     return samples
 
 
@@ -297,7 +341,9 @@ def train_gan(
     precision = precision or effective_precision(preset.precision, device)
     num_classes = len(train.classes)
     real_all = to_gan_range(train.images.to(device))
-    real_spread = mean_pairwise_distance(real_all[torch.randperm(len(real_all), generator=torch.Generator().manual_seed(0))])
+    real_spread = mean_pairwise_distance(
+        real_all[torch.randperm(len(real_all), generator=torch.Generator().manual_seed(0))]
+    )
     plan = unit_plan(preset, num_classes)
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
     state = load_checkpoint(checkpoint_path) if resume and checkpoint_path is not None else None
@@ -323,8 +369,10 @@ def train_gan(
             for iteration in range(run.start, preset.iterations):
                 record = _gan_step(run, preset, real, labels, batch, iteration)
                 log.append(record)
-                bar.set_postfix({"D": f"{record['loss_d']:.2f}", "G": f"{record['loss_g']:.2f}",
-                                 "p": f"{run.p_aug:.2f}"}, refresh=False)
+                bar.set_postfix(
+                    {"D": f"{record['loss_d']:.2f}", "G": f"{record['loss_g']:.2f}", "p": f"{run.p_aug:.2f}"},
+                    refresh=False,
+                )
                 bar.update(1)
                 if (iteration + 1) % preset.sample_every == 0 or iteration + 1 == preset.iterations:
                     samples = _sample_point(run, preset, iteration + 1, fixed_labels, real_spread, diversity, warn)
@@ -332,8 +380,13 @@ def train_gan(
                         save_grid(samples, out / f"samples_u{unit_index}_{iteration + 1:05d}.png", nrow=8)
                         _save_gan_checkpoint(checkpoint_path, finished, run, iteration + 1, log, diversity)
             # D is kept too: its features are a from-scratch start worth probing (benchmarks/gan_features.py)
-            finished.append({"class_ids": class_ids, "generator": unit.sampler.state_dict(),
-                             "discriminator": unit.discriminator.state_dict()})
+            finished.append(
+                {
+                    "class_ids": class_ids,
+                    "generator": unit.sampler.state_dict(),
+                    "discriminator": unit.discriminator.state_dict(),
+                }
+            )
     finally:
         bar.close()
     if out is not None:
@@ -362,8 +415,9 @@ def plot_gan_losses(log: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def build_samplers(preset: GanPreset, num_classes: int, units: list[dict],
-                   device: str | torch.device = "cpu") -> list[tuple[list[int], Generator]]:
+def build_samplers(
+    preset: GanPreset, num_classes: int, units: list[dict], device: str | torch.device = "cpu"
+) -> list[tuple[list[int], Generator]]:
     """(class ids, generator in eval mode on `device`) for each trained unit."""
     samplers = []
     for unit in units:
@@ -374,10 +428,17 @@ def build_samplers(preset: GanPreset, num_classes: int, units: list[dict],
 
 
 @torch.no_grad()
-def generate(preset: GanPreset, samplers, class_index: int, count: int, generator: torch.Generator,
-             truncation: float | None = None, batch: int = 64) -> torch.Tensor:
+def generate(
+    preset: GanPreset,
+    samplers,
+    class_index: int,
+    count: int,
+    generator: torch.Generator,
+    truncation: float | None = None,
+    batch: int = 64,
+) -> torch.Tensor:
     """`count` uint8 images of class `class_index` (N x 3 x S x S)."""
-    for class_ids, network in samplers:
+    for class_ids, network in samplers:  # noqa: B007 (the unit found is used after the break)
         if class_index in class_ids:
             break
     else:

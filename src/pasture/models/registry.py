@@ -7,8 +7,8 @@ can never disagree about it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -57,7 +57,7 @@ class Dropout(nn.Module):
 def _uniform_int16_like(x: torch.Tensor) -> torch.Tensor:
     """Independent uniform int16 values in x's shape and memory layout, from torch's global RNG."""
     n = x.numel()
-    words = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
     values = words.view(torch.int16)[:n]
     dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
     # Same strides as x (e.g. channels-last), so the product below runs without a layout change.
@@ -133,9 +133,7 @@ def create_model(name: str, num_classes: int, image_size: int, weights: str | No
     if num_classes < 2:
         raise UserError(f"{name}: needs at least 2 classes, got {num_classes}")
     if image_size < spec.min_image_size:
-        raise UserError(
-            f"--image-size {image_size}: too small for {name}; it needs at least {spec.min_image_size} px"
-        )
+        raise UserError(f"--image-size {image_size}: too small for {name}; it needs at least {spec.min_image_size} px")
     return Classifier(spec.build(num_classes, image_size, weights), spec.mean, spec.std, spec.channels_last)
 
 

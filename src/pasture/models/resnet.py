@@ -27,7 +27,8 @@ class BasicBlock(nn.Module):
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels),
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
             )
         self.relu = nn.ReLU(inplace=True)
 
@@ -41,7 +42,9 @@ class SmallResNet(nn.Module):
     def __init__(self, num_classes: int, widths=(32, 64, 128), dropout: float = 0.2):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
+            nn.Conv2d(3, widths[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
         )
         stages, channels = [], widths[0]
@@ -50,7 +53,10 @@ class SmallResNet(nn.Module):
             channels = width
         self.stages = nn.Sequential(*stages)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(dropout), nn.Linear(channels, num_classes),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            Dropout(dropout),
+            nn.Linear(channels, num_classes),
         )
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -60,10 +66,12 @@ class SmallResNet(nn.Module):
         return self.head(self.stages(self.stem(images)))
 
 
-register_model(ModelSpec(
-    name="resnet-small",
-    build=lambda num_classes, image_size, weights: SmallResNet(num_classes),
-    min_image_size=16,
-    channels_last=True,
-    description="small residual net with BatchNorm (~0.3 M parameters), from scratch",
-))
+register_model(
+    ModelSpec(
+        name="resnet-small",
+        build=lambda num_classes, image_size, weights: SmallResNet(num_classes),
+        min_image_size=16,
+        channels_last=True,
+        description="small residual net with BatchNorm (~0.3 M parameters), from scratch",
+    )
+)

@@ -52,5 +52,6 @@ def write_demo_data(root: str | Path, per_class: int = 24, size: int = 32, seed:
                 Image.fromarray(draw_demo_image(label, rng, size)).save(folder / f"{label}_{index:03d}.png")
     (root / "README.txt").write_text(
         "Procedural demo images drawn by pasture.study.demo: 'stripes' are sine gratings, 'spots' are soft discs,\n"
-        "with random colours, sizes, orientations and noise. No real photographs.\n")
+        "with random colours, sizes, orientations and noise. No real photographs.\n"
+    )
     return root

@@ -30,25 +30,49 @@ from pasture.classify.distill import bank_key, build_bank, cached_bank, model_id
 from pasture.classify.evaluate import predict_probabilities, score_run, test_probabilities
 from pasture.classify.explain import plot_top_losses
 from pasture.classify.fit import check_eval_every, train_classifier
-from pasture.classify.trained import build_members
 from pasture.classify.recipes import (
-    Recipe, check_synthetic_allowed, check_synthetic_ratio, get_recipe, resolve_recipe, synthetic_share,
+    Recipe,
+    check_synthetic_allowed,
+    check_synthetic_ratio,
+    get_recipe,
+    resolve_recipe,
+    synthetic_share,
 )
+from pasture.classify.trained import build_members
+from pasture.core.defaults import DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields
+from pasture.core.device import device_info, reproducible_on
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.record import RunRecord
-from pasture.core.defaults import DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields
 from pasture.core.runs import (
-    RUN_FILES, atomic_torch_save, atomic_write_bytes, atomic_write_json, check_output_folder, check_writable, load_checkpoint, locked_folder, read_json,
-    remove_orphan_temp_files, versions,
+    RUN_FILES,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_output_folder,
+    check_writable,
+    load_checkpoint,
+    locked_folder,
+    read_json,
+    remove_orphan_temp_files,
+    versions,
 )
-from pasture.core.device import device_info, reproducible_on
 from pasture.core.runtime import progress_bar, usable_cores
 from pasture.core.store import build_once
-from pasture.data import ImageSet, decode_files, detect_layout, image_files_in, fold_dataset, load_dataset, load_pool, load_synthetic, stratified_folds
-from pasture.gan.synth import resize_uint8
-from pasture.models.registry import Ensemble
+from pasture.data import (
+    ImageSet,
+    decode_files,
+    detect_layout,
+    fold_dataset,
+    image_files_in,
+    load_dataset,
+    load_pool,
+    load_synthetic,
+    stratified_folds,
+)
 from pasture.gan.presets import GanPreset, get_gan_preset
+from pasture.gan.synth import resize_uint8
 from pasture.gan.trainer import build_samplers, generate, train_gan, validate_gan_preset
+from pasture.models.registry import Ensemble
 from pasture.study.report import write_report
 from pasture.study.timings import minutes, recall, remember, timing_key
 
@@ -86,24 +110,56 @@ CONDITIONS: dict[str, Condition] = {
     condition.name: condition
     for condition in (
         Condition("paper", recipe="paper", description="the report's CNN and recipe, no augmentation"),
-        Condition("paper+transforms", recipe="paper", overrides=(("augment", "paper"),),
-                  description="the report's random transforms"),
-        Condition("paper+dcgan", recipe="paper", gan_preset="paper", synthetic_per_class=500,
-                  description="the report's DCGAN: 500 synthetic images per class added to training"),
+        Condition(
+            "paper+transforms",
+            recipe="paper",
+            overrides=(("augment", "paper"),),
+            description="the report's random transforms",
+        ),
+        Condition(
+            "paper+dcgan",
+            recipe="paper",
+            gan_preset="paper",
+            synthetic_per_class=500,
+            description="the report's DCGAN: 500 synthetic images per class added to training",
+        ),
         Condition("scratch", recipe="scratch", description="pasture's tuned recipe for the report's CNN, from scratch"),
-        Condition("scratch+gan", recipe="scratch", gan_preset="default", synthetic_per_class=500,
-                  synthetic_ratio=0.3,
-                  description="pasture's conditional DiffAugment GAN, 30% of each batch synthetic"),
+        Condition(
+            "scratch+gan",
+            recipe="scratch",
+            gan_preset="default",
+            synthetic_per_class=500,
+            synthetic_ratio=0.3,
+            description="pasture's conditional DiffAugment GAN, 30% of each batch synthetic",
+        ),
         Condition("small-data", recipe="small-data", description="best from-scratch recipe (small ResNet)"),
-        Condition("probe", recipe="probe", description="EfficientNet-Lite0 + Lite2 ImageNet features + logistic head "
-                                                       "(the default recipe)"),
+        Condition(
+            "probe",
+            recipe="probe",
+            description="EfficientNet-Lite0 + Lite2 ImageNet features + logistic head (the default recipe)",
+        ),
         Condition("finetune", recipe="finetune", description="EfficientNet-Lite0 fine-tuned (LP-FT)"),
-        Condition("distill", recipe="distill", teacher="probe",
-                  description="paper-cnn distilled from the probe (trained on the same training part)"),
-        Condition("distill+gan", recipe="distill", teacher="probe", gan_preset="default", synthetic_per_class=250,
-                  description="distill, with the default GAN's samples (labelled by the teacher) in the transfer set"),
-        Condition("distill-resnet", recipe="distill", teacher="probe", overrides=(("model", "resnet-small"),),
-                  description="resnet-small distilled from the probe"),
+        Condition(
+            "distill",
+            recipe="distill",
+            teacher="probe",
+            description="paper-cnn distilled from the probe (trained on the same training part)",
+        ),
+        Condition(
+            "distill+gan",
+            recipe="distill",
+            teacher="probe",
+            gan_preset="default",
+            synthetic_per_class=250,
+            description="distill, with the default GAN's samples (labelled by the teacher) in the transfer set",
+        ),
+        Condition(
+            "distill-resnet",
+            recipe="distill",
+            teacher="probe",
+            overrides=(("model", "resnet-small"),),
+            description="resnet-small distilled from the probe",
+        ),
     )
 }
 PAPER_EXPERIMENT = ("paper", "paper+transforms", "paper+dcgan", "scratch", "scratch+gan")
@@ -121,9 +177,11 @@ REPORT_NUMBERS = {
 # gan_<field> always (gan_batch_size, gan_precision); image_size_gan is kept for older commands.
 _RECIPE_KEYS = {f.name for f in option_fields(Recipe)}
 _GAN_FIELDS = [f.name for f in option_fields(GanPreset)]
-_GAN_KEYS = {**{f"gan_{name}": name for name in _GAN_FIELDS},
-             **{name: name for name in _GAN_FIELDS if name not in _RECIPE_KEYS},
-             "image_size_gan": "image_size"}
+_GAN_KEYS = {
+    **{f"gan_{name}": name for name in _GAN_FIELDS},
+    **{name: name for name in _GAN_FIELDS if name not in _RECIPE_KEYS},
+    "image_size_gan": "image_size",
+}
 
 
 def _parse_value(text: str):
@@ -147,8 +205,11 @@ def _recipe_and_overrides(recipe: str) -> tuple[str, list]:
     from_file = get_recipe(recipe)
     base = json.loads(Path(recipe).read_text()).get("base", "scratch")  # as read_recipe_file reads it
     preset = get_recipe(base).to_dict()
-    changed = [(key, value) for key, value in from_file.to_dict().items()
-               if key not in ("name", "description") and value != preset[key]]
+    changed = [
+        (key, value)
+        for key, value in from_file.to_dict().items()
+        if key not in ("name", "description") and value != preset[key]
+    ]
     return base, changed
 
 
@@ -162,8 +223,10 @@ def parse_condition(text: str, recipe: str | None = None, model: str | None = No
     if ":" not in text:
         text = CONDITION_ALIASES.get(text, text)
         if text not in CONDITIONS:
-            raise UserError(f"--conditions {text}: unknown condition; choose from {', '.join(CONDITIONS)} "
-                            "or write NAME:key=value,...")
+            raise UserError(
+                f"--conditions {text}: unknown condition; choose from {', '.join(CONDITIONS)} "
+                "or write NAME:key=value,..."
+            )
         return CONDITIONS[text]
     name, _, spec = text.partition(":")
     if not name:
@@ -221,8 +284,9 @@ class Replicate:
 GROUP_FOLDS = "groups"  # --folds groups: each group's images are the test set once
 
 
-def plan_replicates(layout: str, seeds: int, folds: int | str | None, group_names: list[str] | None = None
-                    ) -> list[Replicate]:
+def plan_replicates(
+    layout: str, seeds: int, folds: int | str | None, group_names: list[str] | None = None
+) -> list[Replicate]:
     """The replicates every condition runs on: seeds on a fixed split, `seeds` repeats of stratified
     k-fold, or (folds="groups") `seeds` repeats of leave-one-group-out over `group_names`."""
     if layout == "train/test":
@@ -233,8 +297,11 @@ def plan_replicates(layout: str, seeds: int, folds: int | str | None, group_name
         if not group_names or len(group_names) < 2:
             raise UserError("--folds groups: needs --groups with at least two groups (photo sources)")
         k = len(group_names)
-        return [Replicate(index=r * k + g, seed=r, repeat=r, fold=g, folds=k, group=name)
-                for r in range(seeds) for g, name in enumerate(group_names)]
+        return [
+            Replicate(index=r * k + g, seed=r, repeat=r, fold=g, folds=k, group=name)
+            for r in range(seeds)
+            for g, name in enumerate(group_names)
+        ]
     k = folds or 5
     return [Replicate(index=r * k + f, seed=r, repeat=r, fold=f, folds=k) for r in range(seeds) for f in range(k)]
 
@@ -271,6 +338,7 @@ class ExperimentSpec:
 
 # ----------------------------------------------------------------------------------------------
 # Data per replicate (cached per process: workers load once)
+
 
 class _RecentlyUsed(collections.OrderedDict):
     """A dict that keeps its `limit` most recently used entries (a notebook that runs study after study
@@ -314,8 +382,17 @@ def _read(key: tuple, load):
 def _data_key(task: dict, image_size: int) -> tuple:
     # The fingerprint (file names and sizes) is in the key: a notebook that changes the photos between
     # two studies gets the new photos, not the ones this process decoded first.
-    key = ("data", task["data"], image_size, task["layout"], tuple(task["classes"] or ()), task["min_image_size"],
-           task.get("groups"), task.get("group_column", "group"), task.get("fingerprint", ""))
+    key = (
+        "data",
+        task["data"],
+        image_size,
+        task["layout"],
+        tuple(task["classes"] or ()),
+        task["min_image_size"],
+        task.get("groups"),
+        task.get("group_column", "group"),
+        task.get("fingerprint", ""),
+    )
     return key + tuple(task["split"]) if task.get("split") else key
 
 
@@ -326,11 +403,20 @@ def _data_at(task: dict, image_size: int):
     options = {"classes": task["classes"], "min_image_size": task["min_image_size"], "warn": quiet}
     if task["layout"] == "train/test" or task.get("split"):
         fraction, seed = task.get("split") or (DEFAULT_TEST_FRACTION, 0)
-        load = lambda: load_dataset(task["data"], image_size, test_fraction=fraction, split_seed=seed,  # noqa: E731
-                                    **options)
+
+        def load():
+            return load_dataset(task["data"], image_size, test_fraction=fraction, split_seed=seed, **options)
     else:
-        load = lambda: load_pool(task["data"], image_size, groups=task.get("groups"),  # noqa: E731
-                                 group_column=task.get("group_column", "group"), **options)
+
+        def load():
+            return load_pool(
+                task["data"],
+                image_size,
+                groups=task.get("groups"),
+                group_column=task.get("group_column", "group"),
+                **options,
+            )
+
     return _read(_data_key(task, image_size), load)
 
 
@@ -355,13 +441,15 @@ def _unlabeled_at(folder: str, image_size: int) -> torch.Tensor:
 
 
 def _synthetic_at(folder: str, classes: list[str], image_size: int):
-    return _read(("synthetic", folder, tuple(classes), image_size),
-                 lambda: load_synthetic(folder, classes, image_size)[0])
+    return _read(
+        ("synthetic", folder, tuple(classes), image_size), lambda: load_synthetic(folder, classes, image_size)[0]
+    )
 
 
 def _gan_preset_of(condition: dict) -> GanPreset:
-    return dataclasses.replace(get_gan_preset(condition["gan_preset"]),
-                               **{key: value for key, value in condition["gan_overrides"]})
+    return dataclasses.replace(
+        get_gan_preset(condition["gan_preset"]), **{key: value for key, value in condition["gan_overrides"]}
+    )
 
 
 def task_inputs(task: dict) -> dict:
@@ -416,9 +504,16 @@ def gan_location(task: dict) -> tuple[GanPreset, object, int, Path]:
     preset = _gan_preset_of(task["condition"])
     dataset = replicate_dataset(task, preset.image_size)
     seed = gan_seed(task["replicate"])
-    key = _hash({"format": GAN_STORE_FORMAT, "preset": preset.to_dict(), "seed": seed,
-                 "train_images": training_content(dataset), "device": _task_device(task).type,
-                 "torch": torch.__version__})
+    key = _hash(
+        {
+            "format": GAN_STORE_FORMAT,
+            "preset": preset.to_dict(),
+            "seed": seed,
+            "train_images": training_content(dataset),
+            "device": _task_device(task).type,
+            "torch": torch.__version__,
+        }
+    )
     return preset, dataset, seed, gan_store_root(task["out"]) / key
 
 
@@ -464,13 +559,19 @@ def train_task_gan(task: dict, location: tuple, folder: Path, resume: bool = Fal
     started = time.perf_counter()
     # The replicate's training part only: the fold's test images never reach the GAN.
     result = train_gan(dataset.train, preset, seed, out=folder, resume=resume, quiet=True, device=_task_device(task))
-    summary = {"preset": preset.to_dict(), "seed": seed, "diversity_vs_real": result["diversity"],
-               "seconds": time.perf_counter() - started, "n_train": len(dataset.train)}
+    summary = {
+        "preset": preset.to_dict(),
+        "seed": seed,
+        "diversity_vs_real": result["diversity"],
+        "seconds": time.perf_counter() - started,
+        "n_train": len(dataset.train),
+    }
     return result["units"], summary
 
 
-def store_gan(task: dict, location: tuple, summary: dict, files: dict[str, bytes] | None = None,
-              remember_time: bool = True) -> None:
+def store_gan(
+    task: dict, location: tuple, summary: dict, files: dict[str, bytes] | None = None, remember_time: bool = True
+) -> None:
     """Finish a GAN's store folder: its files (when trained elsewhere), then summary.json, which marks
     it as stored; the time is remembered for study plans."""
     preset, dataset, _, gan_dir = location
@@ -489,9 +590,15 @@ def gan_timing_key(task: dict, preset: GanPreset, dataset) -> str:
 def run_timing_key(task: dict) -> str:
     """What decides a classifier run's time (not its seed): condition, data, kind of replicate."""
     condition = {k: v for k, v in task["condition"].items() if k not in ("name", "description")}
-    return timing_key({"condition": condition, "fingerprint": task["fingerprint"],
-                       "folds": task["replicate"].get("folds"), "group": task["replicate"].get("group")},
-                      _task_device(task))
+    return timing_key(
+        {
+            "condition": condition,
+            "fingerprint": task["fingerprint"],
+            "folds": task["replicate"].get("folds"),
+            "group": task["replicate"].get("group"),
+        },
+        _task_device(task),
+    )
 
 
 def _gan_for(task: dict, recipe_size: int):
@@ -533,13 +640,25 @@ def _bank_for(task: dict, recipe: Recipe, dataset):
         pool = torch.cat([pool, extra])
         labels = torch.cat([labels, torch.full((len(extra),), -1, dtype=torch.long)])
     key = bank_key(model_identity(teacher), pool, labels, recipe, len(dataset.train), seed=0)
-    bank = cached_bank(key, lambda: build_bank(teacher, teacher_recipe.image_size, pool, labels,
-                                               len(dataset.classes), recipe, seed=0))
-    teacher_accuracy = float((predict_probabilities(teacher, teacher_data.test.images).argmax(1)
-                              == teacher_data.test.labels).float().mean())
-    return bank, gan_dir, {"recipe": teacher_recipe.name, "seconds": teacher_seconds, "reused": teacher_reused,
-                           "bank_seconds": bank.seconds,
-                           "bank_reused": bank.reused, "views": len(bank), "test_accuracy": teacher_accuracy}
+    bank = cached_bank(
+        key, lambda: build_bank(teacher, teacher_recipe.image_size, pool, labels, len(dataset.classes), recipe, seed=0)
+    )
+    teacher_accuracy = float(
+        (predict_probabilities(teacher, teacher_data.test.images).argmax(1) == teacher_data.test.labels).float().mean()
+    )
+    return (
+        bank,
+        gan_dir,
+        {
+            "recipe": teacher_recipe.name,
+            "seconds": teacher_seconds,
+            "reused": teacher_reused,
+            "bank_seconds": bank.seconds,
+            "bank_reused": bank.reused,
+            "views": len(bank),
+            "test_accuracy": teacher_accuracy,
+        },
+    )
 
 
 TEACHER_STORE_FORMAT = 1  # bump when classifier training changes, so stored teachers are not reused
@@ -551,8 +670,16 @@ def _trained_teacher(task: dict, recipe: Recipe, dataset) -> tuple:
     that part, and every other study of the same photos, reuses it; before, each student run trained
     its own copy of the same teacher)."""
     device = _task_device(task)
-    key = _hash({"format": TEACHER_STORE_FORMAT, "recipe": recipe.to_dict(), "seed": 0,
-                 "train_images": training_content(dataset), "device": device.type, "torch": torch.__version__})
+    key = _hash(
+        {
+            "format": TEACHER_STORE_FORMAT,
+            "recipe": recipe.to_dict(),
+            "seed": 0,
+            "train_images": training_content(dataset),
+            "device": device.type,
+            "torch": torch.__version__,
+        }
+    )
     folder = (cache_root() / "teachers" if cache_enabled() else Path(task["out"]) / "teachers") / key
     path = folder / "teacher.pt"
 
@@ -571,8 +698,15 @@ def _trained_teacher(task: dict, recipe: Recipe, dataset) -> tuple:
         model = train_classifier(dataset, recipe, 0, device=device).model
         seconds = time.perf_counter() - started
         members = model.members if isinstance(model, Ensemble) else [model]
-        atomic_torch_save({"members": [{name: value.detach().cpu() for name, value in member.state_dict().items()}
-                                       for member in members], "seconds": seconds}, path)
+        atomic_torch_save(
+            {
+                "members": [
+                    {name: value.detach().cpu() for name, value in member.state_dict().items()} for member in members
+                ],
+                "seconds": seconds,
+            },
+            path,
+        )
         return model, seconds, False
 
     return build_once(folder, read, train, "teacher")
@@ -623,20 +757,40 @@ def _compute_run(task: dict, folder: Path) -> tuple[dict, float]:
         if ratio is None:
             ratio = synthetic_share(len(synthetic), len(dataset.train))
     classifier_started = time.perf_counter()
-    result = train_classifier(dataset, recipe, task["replicate"]["seed"], synthetic=synthetic, synthetic_ratio=ratio,
-                              eval_every=task.get("eval_every", 1), device=_task_device(task), bank=bank)
+    result = train_classifier(
+        dataset,
+        recipe,
+        task["replicate"]["seed"],
+        synthetic=synthetic,
+        synthetic_ratio=ratio,
+        eval_every=task.get("eval_every", 1),
+        device=_task_device(task),
+        bank=bank,
+    )
     probabilities = test_probabilities(result, dataset, recipe)  # for the record and the top losses
     stored = {
-        "format": RESULT_FORMAT, "key": task["key"], "condition": condition["name"],
+        "format": RESULT_FORMAT,
+        "key": task["key"],
+        "condition": condition["name"],
         "condition_settings": {k: v for k, v in condition.items() if k not in ("name", "description")},
-        "replicate": task["replicate"], "recipe_settings": recipe.to_dict(),
-        "gan_dir": gan_dir, "synthetic_ratio": ratio, "n_synthetic": len(synthetic) if synthetic is not None else 0,
+        "replicate": task["replicate"],
+        "recipe_settings": recipe.to_dict(),
+        "gan_dir": gan_dir,
+        "synthetic_ratio": ratio,
+        "n_synthetic": len(synthetic) if synthetic is not None else 0,
         **({"teacher": teacher_info} if teacher_info is not None else {}),
         "seconds": time.perf_counter() - started,
         "record": score_run(result, dataset, recipe, probabilities).to_dict(),
     }
-    plot_top_losses(result.model, dataset.test.images, dataset.test.labels, probabilities, dataset.classes,
-                    dataset.test.files, folder / "top_losses.png")
+    plot_top_losses(
+        result.model,
+        dataset.test.images,
+        dataset.test.labels,
+        probabilities,
+        dataset.classes,
+        dataset.test.files,
+        folder / "top_losses.png",
+    )
     return stored, time.perf_counter() - classifier_started
 
 
@@ -692,30 +846,59 @@ def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list
     tasks = []
     for condition in spec.conditions:
         for replicate in replicates:
-            settings = {"condition": condition.settings(), "replicate": dataclasses.asdict(replicate),
-                        "fingerprint": fingerprint, "classes": spec.classes, "min_image_size": spec.min_image_size,
-                        "synthetic_fingerprint": _folder_fingerprint(condition.synthetic_dir)}
+            settings = {
+                "condition": condition.settings(),
+                "replicate": dataclasses.asdict(replicate),
+                "fingerprint": fingerprint,
+                "classes": spec.classes,
+                "min_image_size": spec.min_image_size,
+                "synthetic_fingerprint": _folder_fingerprint(condition.synthetic_dir),
+            }
             if spec.groups is not None:  # which images form each group is part of what a run is
                 settings["groups"] = [spec.groups, spec.group_column, _file_fingerprint(spec.groups)]
             if spec.split is not None:  # folds of the training split that this split leaves
                 settings["split"] = list(spec.split)
-            tasks.append({
-                "key": _hash(settings), "data": spec.data, "out": spec.out, "layout": layout,
-                "classes": spec.classes, "min_image_size": spec.min_image_size, "fingerprint": fingerprint,
-                "groups": spec.groups, "group_column": spec.group_column,
-                "condition": {**dataclasses.asdict(condition), "overrides": list(condition.overrides),
-                              "gan_overrides": list(condition.gan_overrides)},
-                "replicate": dataclasses.asdict(replicate), "threads": threads, "eval_every": spec.eval_every,
-                "device": spec.device, **({"split": list(spec.split)} if spec.split else {}),
-            })
+            tasks.append(
+                {
+                    "key": _hash(settings),
+                    "data": spec.data,
+                    "out": spec.out,
+                    "layout": layout,
+                    "classes": spec.classes,
+                    "min_image_size": spec.min_image_size,
+                    "fingerprint": fingerprint,
+                    "groups": spec.groups,
+                    "group_column": spec.group_column,
+                    "condition": {
+                        **dataclasses.asdict(condition),
+                        "overrides": list(condition.overrides),
+                        "gan_overrides": list(condition.gan_overrides),
+                    },
+                    "replicate": dataclasses.asdict(replicate),
+                    "threads": threads,
+                    "eval_every": spec.eval_every,
+                    "device": spec.device,
+                    **({"split": list(spec.split)} if spec.split else {}),
+                }
+            )
     return tasks
 
 
 # What an experiment writes into its folder (glob patterns); --force removes only these.
-EXPERIMENT_FILES = ("experiment.json", "report.md", "report.html", "results.csv", "results.json",
-                    "figures/accuracy.png", "figures/curves_*.png", "figures/confusion_*.png", "runs/*/result.json",
-                    "runs/*/top_losses.png",
-                    *(f"gans/*/{pattern}" for pattern in RUN_FILES), "teachers/*/teacher.pt")
+EXPERIMENT_FILES = (
+    "experiment.json",
+    "report.md",
+    "report.html",
+    "results.csv",
+    "results.json",
+    "figures/accuracy.png",
+    "figures/curves_*.png",
+    "figures/confusion_*.png",
+    "runs/*/result.json",
+    "runs/*/top_losses.png",
+    *(f"gans/*/{pattern}" for pattern in RUN_FILES),
+    "teachers/*/teacher.pt",
+)
 
 
 def _remove_own_files(out: Path, patterns: tuple) -> None:
@@ -728,8 +911,9 @@ def _remove_own_files(out: Path, patterns: tuple) -> None:
                 folder.rmdir()
 
 
-def open_study_folder(out: Path, force: bool, marker: str = "experiment.json", what: str = "experiment",
-                      files: tuple = EXPERIMENT_FILES) -> None:
+def open_study_folder(
+    out: Path, force: bool, marker: str = "experiment.json", what: str = "experiment", files: tuple = EXPERIMENT_FILES
+) -> None:
     """Refuse a folder that holds something else than this kind of study (its `marker` file), or,
     with --force, clear pasture's own `files` (glob patterns) from it; used by experiments and tune."""
     if force:  # as `train --force`: pasture's own files go, the user's stay, and pasture writes beside them
@@ -757,8 +941,11 @@ def _stored_runs(out: Path, tasks: list[dict], warn) -> dict[str, dict | None]:
         if stored[task["key"]] is None and path.is_file():
             damaged.append(path)
     if damaged and warn is not None:
-        warn(f"{damaged[0]}" + (f" and {len(damaged) - 1} more stored run(s)" if len(damaged) > 1 else "")
-             + ": damaged or from an older pasture; computing again")
+        warn(
+            f"{damaged[0]}"
+            + (f" and {len(damaged) - 1} more stored run(s)" if len(damaged) > 1 else "")
+            + ": damaged or from an older pasture; computing again"
+        )
     return stored
 
 
@@ -778,14 +965,20 @@ def study_plan(spec: ExperimentSpec, tasks: list[dict], stored: dict, replicates
     runs = recall("run", [run_timing_key(task) for task in todo])
     known = [seconds for seconds in runs + gans if seconds is not None]
     return {
-        "conditions": [condition.name for condition in spec.conditions], "replicates": len(replicates),
-        "runs": len({task["key"] for task in tasks}), "stored": len({task["key"] for task in tasks}) - len(todo),
-        "to_run": len(todo), "gans_needed": len(needed), "gans_to_train": len(to_train),
+        "conditions": [condition.name for condition in spec.conditions],
+        "replicates": len(replicates),
+        "runs": len({task["key"] for task in tasks}),
+        "stored": len({task["key"] for task in tasks}) - len(todo),
+        "to_run": len(todo),
+        "gans_needed": len(needed),
+        "gans_to_train": len(to_train),
         "estimate_seconds": sum(known) / max(1, min(engine_of(spec).parallel(), len(todo) or 1)) if known else None,
         "unmeasured_runs": sum(1 for seconds in runs if seconds is None),
         "unmeasured_gans": sum(1 for seconds in gans if seconds is None),
         "machine": device_info(torch.device(spec.device))["name"],
-        "engine": engine_of(spec).name, "parallel": engine_of(spec).parallel(), "cores": usable_cores(),
+        "engine": engine_of(spec).name,
+        "parallel": engine_of(spec).parallel(),
+        "cores": usable_cores(),
         "device": spec.device,
     }
 
@@ -796,8 +989,10 @@ def plan_text(plan: dict) -> str:
     if plan["gans_needed"]:
         reused = plan["gans_needed"] - plan["gans_to_train"]
         gans = f"; {plan['gans_needed']} GAN(s): {plan['gans_to_train']} to train, {reused} reused from the GAN store"
-    text = (f"plan: {len(plan['conditions'])} condition(s) x {plan['replicates']} replicate(s) = {plan['runs']} runs "
-            f"({plan['stored']} stored, {plan['to_run']} to run){gans}")
+    text = (
+        f"plan: {len(plan['conditions'])} condition(s) x {plan['replicates']} replicate(s) = {plan['runs']} runs "
+        f"({plan['stored']} stored, {plan['to_run']} to run){gans}"
+    )
     unmeasured = []
     if plan["unmeasured_runs"]:
         unmeasured.append(f"{plan['unmeasured_runs']} run(s)")
@@ -816,8 +1011,13 @@ def plan_text(plan: dict) -> str:
 def _jobs_hint(plan: dict) -> str:
     """On a machine with spare cores, say how to use them: small runs gain more from running side by
     side than from more threads each (2 cores: 131 s with --jobs 2 against 187 s, benchmarks/engines.py)."""
-    if (plan.get("engine") != "local" or plan.get("device", "cpu") != "cpu" or plan.get("parallel", 1) > 1
-            or plan.get("cores", 1) < 2 or plan["to_run"] < 4):
+    if (
+        plan.get("engine") != "local"
+        or plan.get("device", "cpu") != "cpu"
+        or plan.get("parallel", 1) > 1
+        or plan.get("cores", 1) < 2
+        or plan["to_run"] < 4
+    ):
         return ""
     jobs = min(plan["cores"], AUTO_JOBS_MAX)
     return f" (--jobs {jobs} runs {jobs} at a time on this machine's {plan['cores']} cores: faster for small models)"
@@ -846,8 +1046,9 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
         recipe = resolve_recipe(condition.recipe, **dict(condition.overrides))
         if condition.gan_preset:  # the preset with the condition's overrides, checked as `gan train` checks it
             try:
-                validate_gan_preset(dataclasses.replace(get_gan_preset(condition.gan_preset),
-                                                        **dict(condition.gan_overrides)))
+                validate_gan_preset(
+                    dataclasses.replace(get_gan_preset(condition.gan_preset), **dict(condition.gan_overrides))
+                )
             except UserError as error:
                 raise UserError(f"--conditions {condition.name}: {error}") from None
         if condition.gan_preset or condition.synthetic_dir:
@@ -859,14 +1060,25 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
         if condition.teacher is not None:
             resolve_recipe(condition.teacher)
             if condition.synthetic_dir or recipe.pretrained == "probe":
-                raise UserError(f"--conditions {condition.name}: a distilled student trains on images (not a probe) "
-                                "and takes GAN samples through gan=PRESET, not synthetic=DIR")
+                raise UserError(
+                    f"--conditions {condition.name}: a distilled student trains on images (not a probe) "
+                    "and takes GAN samples through gan=PRESET, not synthetic=DIR"
+                )
     size = resolve_recipe(spec.conditions[0].recipe, **dict(spec.conditions[0].overrides)).image_size
     if layout == "train/test":
-        summary_data = load_dataset(root, size, classes=spec.classes, min_image_size=spec.min_image_size, warn=warn or (lambda m: None))
+        summary_data = load_dataset(
+            root, size, classes=spec.classes, min_image_size=spec.min_image_size, warn=warn or (lambda m: None)
+        )
     else:
-        summary_data = load_pool(root, size, classes=spec.classes, min_image_size=spec.min_image_size,
-                                 warn=warn or (lambda m: None), groups=spec.groups, group_column=spec.group_column)
+        summary_data = load_pool(
+            root,
+            size,
+            classes=spec.classes,
+            min_image_size=spec.min_image_size,
+            warn=warn or (lambda m: None),
+            groups=spec.groups,
+            group_column=spec.group_column,
+        )
     group_names = sorted(set(summary_data.train.groups)) if summary_data.train.groups is not None else None
     replicates = plan_replicates(layout, spec.seeds, spec.folds, group_names)
     out = Path(spec.out)
@@ -874,20 +1086,31 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     if spec.dry_run:  # reads what is stored, writes nothing
         check_output_folder(out, "experiment.json", "experiment")
         tasks = _tasks(spec, layout, summary_data.fingerprint, replicates)
-        stored = {task["key"]: (None if spec.force else read_stored_run(out / "runs" / task["key"] / "result.json"))
-                  for task in tasks}
+        stored = {
+            task["key"]: (None if spec.force else read_stored_run(out / "runs" / task["key"] / "result.json"))
+            for task in tasks
+        }
         plan = study_plan(spec, tasks, stored, replicates)
         return {"plan": plan, "plan_text": plan_text(plan)}
     with locked_folder(out, "experiment"):  # the lock first: --force on a live study deletes nothing
         open_study_folder(out, spec.force)
         # experiment.json first: a folder killed during this write holds only a temp file and the lock,
         # both recognised as leftovers next time.
-        atomic_write_json(out / "experiment.json", {
-            "title": spec.title, "data": str(root.resolve()), "layout": layout, "seeds": spec.seeds,
-            "folds": spec.folds if layout != "train/test" else None, "conditions": [c.name for c in spec.conditions],
-            "command": spec.command, "versions": versions(), "engine": engine_of(spec).name,
-            "threads_per_run": _effective_threads(engine_of(spec)),
-        })
+        atomic_write_json(
+            out / "experiment.json",
+            {
+                "title": spec.title,
+                "data": str(root.resolve()),
+                "layout": layout,
+                "seeds": spec.seeds,
+                "folds": spec.folds if layout != "train/test" else None,
+                "conditions": [c.name for c in spec.conditions],
+                "command": spec.command,
+                "versions": versions(),
+                "engine": engine_of(spec).name,
+                "threads_per_run": _effective_threads(engine_of(spec)),
+            },
+        )
         return _run_all(spec, out, layout, summary_data, replicates, warn)
 
 
@@ -913,11 +1136,14 @@ def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replica
     started = time.perf_counter()
     stored.update(run_tasks(engine_of(spec), todo, len(stored), spec.quiet, out))
     results = [{**stored[task["key"]], "condition": task["condition"]["name"]} for task in tasks]
-    return write_report(spec, layout, summary_data, replicates, results, ran=len(todo),
-                        seconds=time.perf_counter() - started)
+    return write_report(
+        spec, layout, summary_data, replicates, results, ran=len(todo), seconds=time.perf_counter() - started
+    )
 
 
-def run_tasks(engine, todo: list[dict], total: int, quiet: bool, out: Path, desc: str = "experiment") -> dict[str, dict]:
+def run_tasks(
+    engine, todo: list[dict], total: int, quiet: bool, out: Path, desc: str = "experiment"
+) -> dict[str, dict]:
     """Run `todo` on `engine` with a progress bar; {key: stored result}. Ctrl-C keeps what finished
     (each run is stored as it ends) and says how to go on."""
     bar = progress_bar(total, total - len(todo), quiet, desc=desc, unit="run")
@@ -934,8 +1160,10 @@ def run_tasks(engine, todo: list[dict], total: int, quiet: bool, out: Path, desc
             bar.set_postfix(_postfix(todo, engine.parallel()), refresh=True)
         engine.run(todo, finished)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; the finished runs are stored in {out / 'runs'}. Run the same command "
-                          "again to continue with the rest") from None
+        raise Interrupted(
+            f"interrupted; the finished runs are stored in {out / 'runs'}. Run the same command "
+            "again to continue with the rest"
+        ) from None
     finally:
         bar.close()
     return done
@@ -966,7 +1194,7 @@ def engine_of(spec: ExperimentSpec):
 
 AUTO_JOBS = "auto"
 AUTO_JOBS_MAX = 8  # each worker process holds its own torch, data and model (about 0.5 GB each)
-GPU_MEMORY_PER_JOB = 4 * 2 ** 30  # a CUDA context plus the largest built-in model's training, with room
+GPU_MEMORY_PER_JOB = 4 * 2**30  # a CUDA context plus the largest built-in model's training, with room
 
 
 def auto_jobs(device: str, out: Path | None = None) -> int:
@@ -1039,7 +1267,7 @@ class LocalEngine:
     def run(self, todo: list[dict], finished) -> None:
         if self.jobs == 1 or len(todo) <= 1:
             for position, task in enumerate(todo):
-                finished(execute_run(task), todo[position + 1:])
+                finished(execute_run(task), todo[position + 1 :])
             return
         self._run_parallel(todo, finished)
 
@@ -1089,5 +1317,12 @@ def _gan_key(task: dict) -> str | None:
     if not task["condition"]["gan_preset"]:
         return None
     replicate = task["replicate"]
-    return _hash({"preset": _gan_preset_of(task["condition"]).to_dict(), "seed": gan_seed(replicate),
-                  "fold": replicate["fold"], "folds": replicate.get("folds"), "group": replicate.get("group")})
+    return _hash(
+        {
+            "preset": _gan_preset_of(task["condition"]).to_dict(),
+            "seed": gan_seed(replicate),
+            "fold": replicate["fold"],
+            "folds": replicate.get("folds"),
+            "group": replicate.get("group"),
+        }
+    )

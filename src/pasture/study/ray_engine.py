@@ -29,15 +29,22 @@ from pathlib import Path
 
 import torch
 
+import pasture.study.experiment as experiment_module
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.runs import load_checkpoint, versions
 from pasture.core.runtime import usable_cores
 from pasture.study.experiment import (
-    _DATA_CACHE, _SHIPPED_GANS, compute_run, gan_is_stored, gan_location, store_gan, store_run, task_inputs,
+    _DATA_CACHE,
+    _SHIPPED_GANS,
+    compute_run,
+    gan_is_stored,
+    gan_location,
+    store_gan,
+    store_run,
+    task_inputs,
     train_task_gan,
 )
-import pasture.study.experiment as experiment_module
 
 # What must be equal on every node: a run's numbers depend on them (pasture, torch, torchvision), and
 # Ray itself needs the same Python minor version.
@@ -60,7 +67,9 @@ class VersionMismatch(Exception):
 
 def _check_versions(expected: dict) -> None:
     found = _matched_versions()
-    different = [f"{name} {found[name]} (driver: {expected[name]})" for name in MATCHED if found[name] != expected[name]]
+    different = [
+        f"{name} {found[name]} (driver: {expected[name]})" for name in MATCHED if found[name] != expected[name]
+    ]
     if different:
         raise VersionMismatch(f"node {socket.gethostname()} has {', '.join(different)}")
 
@@ -74,8 +83,8 @@ def _receive(task: dict, expected: dict, keys: list, values: tuple, gan_names: l
     _check_versions(expected)
     _DATA_CACHE.clear()  # a worker lives for many tasks; only this task's inputs are kept
     _SHIPPED_GANS.clear()
-    _DATA_CACHE.update(zip(keys, values[:len(keys)]))
-    _SHIPPED_GANS.update(zip(gan_names, values[len(keys):]))
+    _DATA_CACHE.update(zip(keys, values[: len(keys)]))
+    _SHIPPED_GANS.update(zip(gan_names, values[len(keys) :]))
     experiment_module._SHIPPED_ONLY = True
     if task.get("threads"):
         torch.set_num_threads(task["threads"])
@@ -122,8 +131,10 @@ def _check_address(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as error:
-        raise UserError(f"--ray-address {address}: cannot reach a Ray head there ({error.strerror or error}); "
-                        f"start one with `ray start --head --port {port}` or check the address") from None
+        raise UserError(
+            f"--ray-address {address}: cannot reach a Ray head there ({error.strerror or error}); "
+            f"start one with `ray start --head --port {port}` or check the address"
+        ) from None
 
 
 class RayEngine:
@@ -167,9 +178,11 @@ class RayEngine:
                     ray.init(address=self.address, **options)
             except ConnectionError as error:
                 # Ray >= 2.59 heads started with `ray start --head` may require a token from their drivers
-                raise UserError(f"--ray-address {self.address}: {str(error).splitlines()[0]}; start a head with "
-                                "`ray start --head`, and if the cluster uses token authentication set "
-                                "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN) here") from None
+                raise UserError(
+                    f"--ray-address {self.address}: {str(error).splitlines()[0]}; start a head with "
+                    "`ray start --head`, and if the cluster uses token authentication set "
+                    "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN) here"
+                ) from None
             except RuntimeError as error:  # e.g. Ray's own version check against the cluster
                 raise UserError(f"--ray-address {self.address}: {str(error).splitlines()[0]}") from None
             self._started_here = True
@@ -191,23 +204,33 @@ class RayEngine:
         nodes = [node for node in ray.nodes() if node.get("Alive")]
         if not any(node["Resources"].get("CPU", 0) >= self.threads for node in nodes):
             most = max((node["Resources"].get("CPU", 0) for node in nodes), default=0)
-            raise UserError(f"--threads-per-run {self.threads}: no Ray node has that many CPUs (the most is "
-                            f"{most:g}); use at most {int(most)}")
+            raise UserError(
+                f"--threads-per-run {self.threads}: no Ray node has that many CPUs (the most is "
+                f"{most:g}); use at most {int(most)}"
+            )
         probe = ray.remote(node_versions)
-        refs = {node["NodeManagerAddress"]: probe.options(
-                    num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote()
-                for node in nodes}
+        refs = {
+            node["NodeManagerAddress"]: probe.options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote()
+            for node in nodes
+        }
         for address, ref in refs.items():
             try:
                 found = ray.get(ref, timeout=120)
-            except Exception as error:  # noqa: BLE001 (any failure here means the node cannot run pasture)
-                raise UserError(f"Ray node {address} cannot run pasture ({_gist(error)}); install the same "
-                                f"pasture {expected['pasture']} and torch {expected['torch']} there") from None
-            different = [f"{name} {found[name]} (driver: {expected[name]})" for name in MATCHED
-                         if found[name] != expected[name]]
+            except Exception as error:  # any failure here means the node cannot run pasture
+                raise UserError(
+                    f"Ray node {address} cannot run pasture ({_gist(error)}); install the same "
+                    f"pasture {expected['pasture']} and torch {expected['torch']} there"
+                ) from None
+            different = [
+                f"{name} {found[name]} (driver: {expected[name]})" for name in MATCHED if found[name] != expected[name]
+            ]
             if different:
-                raise UserError(f"Ray node {address} ({found['host']}) has {', '.join(different)}; install the "
-                                "driver's versions on every node")
+                raise UserError(
+                    f"Ray node {address} ({found['host']}) has {', '.join(different)}; install the "
+                    "driver's versions on every node"
+                )
 
     def run(self, todo: list[dict], finished) -> None:
         ray = self.start()
@@ -243,7 +266,10 @@ class RayEngine:
         for task in todo:
             keys, refs = inputs_of(task)
             names = [locations[task["key"]][3].name] if task["key"] in locations else []
-            pending[run_task.remote(task, expected, keys, names, *refs, *[gans[name] for name in names])] = ("run", task)
+            pending[run_task.remote(task, expected, keys, names, *refs, *[gans[name] for name in names])] = (
+                "run",
+                task,
+            )
         del gans  # the runs hold the GAN refs now; Ray frees each GAN once its runs are done
         remaining = {task["key"]: task for task in todo}
         try:
@@ -279,8 +305,10 @@ class RayEngine:
             if isinstance(cause, VersionMismatch):
                 raise UserError(f"a Ray worker: {cause}; install the driver's versions on every node") from None
             if "No module named" in str(error):
-                raise UserError(f"a Ray worker cannot import what pasture needs ({_gist(cause or error)}); "
-                                f"install pasture[ray] and torch there, the driver's versions") from None
+                raise UserError(
+                    f"a Ray worker cannot import what pasture needs ({_gist(cause or error)}); "
+                    f"install pasture[ray] and torch there, the driver's versions"
+                ) from None
             raise
 
 

@@ -6,10 +6,9 @@ disagree. Figures are PNG files in DIR/figures/; the HTML embeds them as data UR
 
 from __future__ import annotations
 
-import hashlib
-
 import base64
 import csv
+import hashlib
 import html
 import io
 import math
@@ -37,8 +36,10 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
         correct, n = sum(record["test_correct"] for record in records), sum(record["n_test"] for record in records)
         # Balanced accuracy: the mean of the per-class accuracies present, so that a held-out group with
         # one class, or a skewed test split, is not read as if the classes were balanced.
-        balanced = [sum(row["accuracy"] for row in record["per_class"].values()) / len(record["per_class"])
-                    for record in records]
+        balanced = [
+            sum(row["accuracy"] for row in record["per_class"].values()) / len(record["per_class"])
+            for record in records
+        ]
         by_group: dict[str, list[float]] = {}
         balanced_by_group: dict[str, list[float]] = {}
         for run, value in zip(runs, balanced):
@@ -49,26 +50,42 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
         # its photos and its training part, so 3 seeds x 8 sources are 8 samples of "a new source", not
         # 24; intervals and paired tests are taken over the groups' means.
         units = [sum(values) / len(values) for _, values in sorted(balanced_by_group.items())]
-        rows.append({
-            "condition": condition.name, "description": condition.description,
-            "test": mean_interval(accuracies), "train": mean_interval([record["train_accuracy"] for record in records]),
-            "balanced": mean_interval(balanced),
-            "per_group": {group: mean_interval(values) for group, values in sorted(by_group.items())},
-            "pooled_wilson95": list(wilson_interval(correct, n)), "n_per_run": records[0]["n_test"], "runs": len(runs),
-            "accuracies": accuracies, "seconds_per_run": sum(run["seconds"] for run in runs) / len(runs),
-            **({"balanced_over_groups": mean_interval(units), "group_means": units} if units else {}),
-        })
+        rows.append(
+            {
+                "condition": condition.name,
+                "description": condition.description,
+                "test": mean_interval(accuracies),
+                "train": mean_interval([record["train_accuracy"] for record in records]),
+                "balanced": mean_interval(balanced),
+                "per_group": {group: mean_interval(values) for group, values in sorted(by_group.items())},
+                "pooled_wilson95": list(wilson_interval(correct, n)),
+                "n_per_run": records[0]["n_test"],
+                "runs": len(runs),
+                "accuracies": accuracies,
+                "seconds_per_run": sum(run["seconds"] for run in runs) / len(runs),
+                **({"balanced_over_groups": mean_interval(units), "group_means": units} if units else {}),
+            }
+        )
     # Every pair (later condition against earlier one); the first of these are the baseline comparisons.
     paired = "group_means" if rows and "group_means" in rows[0] else "accuracies"  # one pair per held-out group
     # Repeated k-fold: the pairs are folds whose training parts overlap, so the test must say so.
     folds = replicates[0].folds if paired == "accuracies" and replicates and replicates[0].fold is not None else None
-    unit = ("held-out group (balanced accuracy, seeds averaged)" if paired == "group_means"
-            else f"fold of {folds}-fold cross-validation (training parts overlap: corrected test)" if folds
-            else "run (seed)")
+    unit = (
+        "held-out group (balanced accuracy, seeds averaged)"
+        if paired == "group_means"
+        else f"fold of {folds}-fold cross-validation (training parts overlap: corrected test)"
+        if folds
+        else "run (seed)"
+    )
     comparisons = [
-        {"condition": rows[j]["condition"], "baseline": rows[i]["condition"], "unit": unit,
-         **paired_comparison(rows[j][paired], rows[i][paired], folds=folds)}
-        for i in range(len(rows)) for j in range(i + 1, len(rows))
+        {
+            "condition": rows[j]["condition"],
+            "baseline": rows[i]["condition"],
+            "unit": unit,
+            **paired_comparison(rows[j][paired], rows[i][paired], folds=folds),
+        }
+        for i in range(len(rows))
+        for j in range(i + 1, len(rows))
     ]
     return rows, comparisons
 
@@ -79,13 +96,20 @@ def _figure_accuracy(rows, num_classes: int, path: Path) -> None:
     for position, row in enumerate(rows):
         low, high = row["test"]["ci95"]
         mean = row["test"]["mean"]
-        axis.errorbar([position], [mean], yerr=[[mean - low if row["runs"] > 1 else 0],
-                                                [high - mean if row["runs"] > 1 else 0]],
-                      fmt="o", capsize=5, color="tab:blue")
+        axis.errorbar(
+            [position],
+            [mean],
+            yerr=[[mean - low if row["runs"] > 1 else 0], [high - mean if row["runs"] > 1 else 0]],
+            fmt="o",
+            capsize=5,
+            color="tab:blue",
+        )
         axis.scatter([position] * len(row["accuracies"]), row["accuracies"], s=10, color="tab:gray", alpha=0.6)
     # Guessing the most common class can beat this with unbalanced test splits; it is the floor of a
     # model that learned nothing on balanced ones.
-    axis.axhline(1 / num_classes, color="tab:red", linewidth=0.8, linestyle=":", label=f"chance ({num_classes} classes)")
+    axis.axhline(
+        1 / num_classes, color="tab:red", linewidth=0.8, linestyle=":", label=f"chance ({num_classes} classes)"
+    )
     axis.set_xticks(range(len(rows)), [row["condition"] for row in rows], rotation=20, ha="right")
     axis.set_ylabel("test accuracy")
     axis.set_ylim(0, 1.02)
@@ -100,47 +124,92 @@ def _summary_blocks(spec, layout, data, replicates, rows) -> list:
     if layout == "train/test":
         design = f"{len(replicates)} seeds on the fixed train/test split"
     elif replicates[0].group is not None:
-        design = (f"leave one group out: each of {replicates[0].folds} groups (photo sources) is the test set once, "
-                  f"the model trained on the others, {spec.seeds} seed(s) ({len(replicates)} runs per condition)")
+        design = (
+            f"leave one group out: each of {replicates[0].folds} groups (photo sources) is the test set once, "
+            f"the model trained on the others, {spec.seeds} seed(s) ({len(replicates)} runs per condition)"
+        )
     else:
-        design = (f"{spec.seeds} repeats of stratified {replicates[0].folds}-fold cross-validation "
-                  f"({len(replicates)} runs per condition)")
-    blocks: list = [("h1", spec.title),
-                    ("p", f"Data: {data.root}. Design: {design}; every condition runs on the same splits and "
-                          f"seeds, and each is compared with {rows[0]['condition']} pair by pair.")]
-    headers = ["condition", "test accuracy (mean +/- std)", "95% CI of the mean", "pooled Wilson 95% CI",
-               "train accuracy", "runs x test images", "s/run"]
+        design = (
+            f"{spec.seeds} repeats of stratified {replicates[0].folds}-fold cross-validation "
+            f"({len(replicates)} runs per condition)"
+        )
+    blocks: list = [
+        ("h1", spec.title),
+        (
+            "p",
+            f"Data: {data.root}. Design: {design}; every condition runs on the same splits and "
+            f"seeds, and each is compared with {rows[0]['condition']} pair by pair.",
+        ),
+    ]
+    headers = [
+        "condition",
+        "test accuracy (mean +/- std)",
+        "95% CI of the mean",
+        "pooled Wilson 95% CI",
+        "train accuracy",
+        "runs x test images",
+        "s/run",
+    ]
     if spec.report_numbers:
         headers.append("the report")
     table = []
     for row in rows:
         low, high = row["test"]["ci95"]
-        cells = [row["condition"], f"{_pct(row['test']['mean'])} +/- {_pct(row['test']['std'])}",
-                 f"{_pct(low)}-{_pct(high)}" if row["runs"] > 1 else "-",
-                 f"{_pct(row['pooled_wilson95'][0])}-{_pct(row['pooled_wilson95'][1])}",
-                 _pct(row["train"]["mean"]), f"{row['runs']} x {row['n_per_run']}", f"{row['seconds_per_run']:.1f}"]
+        cells = [
+            row["condition"],
+            f"{_pct(row['test']['mean'])} +/- {_pct(row['test']['std'])}",
+            f"{_pct(low)}-{_pct(high)}" if row["runs"] > 1 else "-",
+            f"{_pct(row['pooled_wilson95'][0])}-{_pct(row['pooled_wilson95'][1])}",
+            _pct(row["train"]["mean"]),
+            f"{row['runs']} x {row['n_per_run']}",
+            f"{row['seconds_per_run']:.1f}",
+        ]
         if spec.report_numbers:
             cells.append(spec.report_numbers.get(row["condition"], "-"))
         table.append(cells)
     blocks.append(("table", headers, table))
-    varies = ("seed variation only: every run tests on the same split, so it says nothing of how another "
-              "split or other photos would score" if layout == "train/test" else "seed and split variation")
-    blocks.append(("p", "The pooled Wilson interval counts every test prediction of every run as a trial; the same "
-                        "test images are reused by each run, so it is narrower than the truth. The interval of the "
-                        f"mean over runs reflects {varies}."))
+    varies = (
+        "seed variation only: every run tests on the same split, so it says nothing of how another "
+        "split or other photos would score"
+        if layout == "train/test"
+        else "seed and split variation"
+    )
+    blocks.append(
+        (
+            "p",
+            "The pooled Wilson interval counts every test prediction of every run as a trial; the same "
+            "test images are reused by each run, so it is narrower than the truth. The interval of the "
+            f"mean over runs reflects {varies}.",
+        )
+    )
     if rows[0]["per_group"]:
         groups = list(rows[0]["per_group"])
         blocks.append(("h2", "On groups the model never saw (each held out in turn)"))
-        blocks.append(("table", ["condition", f"balanced accuracy, mean over the {len(groups)} groups (95% CI over groups)",
-                                 *groups], [
-            [row["condition"], f"{_pct(row['balanced_over_groups']['mean'])} ({_pct(row['balanced_over_groups']['ci95'][0])}"
-                               f"-{_pct(row['balanced_over_groups']['ci95'][1])}, n={len(groups)} groups)",
-             *[_pct(row["per_group"][group]["mean"]) for group in groups]] for row in rows]))
-        blocks.append(("p", "Each group's column is the accuracy on that group's photos when the model was trained "
-                            "without any of them (mean over seeds): the figure that says how a model does on photos "
-                            "from a new source. A group holding one class only measures that class. The interval is "
-                            "over groups, not runs: seeds of one group are not independent new sources, and the "
-                            "paired comparisons below pair group means for the same reason."))
+        blocks.append(
+            (
+                "table",
+                ["condition", f"balanced accuracy, mean over the {len(groups)} groups (95% CI over groups)", *groups],
+                [
+                    [
+                        row["condition"],
+                        f"{_pct(row['balanced_over_groups']['mean'])} ({_pct(row['balanced_over_groups']['ci95'][0])}"
+                        f"-{_pct(row['balanced_over_groups']['ci95'][1])}, n={len(groups)} groups)",
+                        *[_pct(row["per_group"][group]["mean"]) for group in groups],
+                    ]
+                    for row in rows
+                ],
+            )
+        )
+        blocks.append(
+            (
+                "p",
+                "Each group's column is the accuracy on that group's photos when the model was trained "
+                "without any of them (mean over seeds): the figure that says how a model does on photos "
+                "from a new source. A group holding one class only measures that class. The interval is "
+                "over groups, not runs: seeds of one group are not independent new sources, and the "
+                "paired comparisons below pair group means for the same reason.",
+            )
+        )
     described = [[row["condition"], row["description"]] for row in rows if row["description"]]
     if described:
         blocks.append(("table", ["condition", "what it is"], described))
@@ -152,14 +221,29 @@ def _comparison_blocks(rows, comparisons) -> list:
         return {"h": "groups", "f": "folds"}.get(c["unit"][0], "runs")
 
     def comparison_rows(selected):
-        return [[c["condition"], c["baseline"], f"{c['mean_difference']:+.1%}",
-                 f"{c['ci95'][0]:+.1%} to {c['ci95'][1]:+.1%}", f"{c['p_value']:.3f}",
-                 f"{c['n_pairs']} {unit_word(c)}", c["verdict"]] for c in selected]
+        return [
+            [
+                c["condition"],
+                c["baseline"],
+                f"{c['mean_difference']:+.1%}",
+                f"{c['ci95'][0]:+.1%} to {c['ci95'][1]:+.1%}",
+                f"{c['p_value']:.3f}",
+                f"{c['n_pairs']} {unit_word(c)}",
+                c["verdict"],
+            ]
+            for c in selected
+        ]
 
     corrected = bool(comparisons) and comparisons[0]["unit"].startswith("fold")
-    headers = ["condition", "against", "mean difference",
-               "95% CI (corrected t)" if corrected else "95% CI (bootstrap)",
-               "p (corrected resampled t)" if corrected else "p (sign-flip)", "pairs", "verdict"]
+    headers = [
+        "condition",
+        "against",
+        "mean difference",
+        "95% CI (corrected t)" if corrected else "95% CI (bootstrap)",
+        "p (corrected resampled t)" if corrected else "p (sign-flip)",
+        "pairs",
+        "verdict",
+    ]
     blocks: list = []
     if comparisons:
         blocks.append(("p", f"Each pair is one {comparisons[0]['unit']}; the test is the {comparisons[0]['test']}."))
@@ -192,13 +276,22 @@ def _first_run_blocks(rows, replicates, results, figures: Path) -> list:
         if record["history"]:
             plot_curves(record["history"], figures / f"curves_{safe}.png", title=row["condition"])
             blocks.append(("img", figures / f"curves_{safe}.png", f"learning curves: {row['condition']}"))
-        plot_confusion(record["confusion"], record["classes"], figures / f"confusion_{safe}.png",
-                       title=f"{row['condition']}: {record['test_correct']}/{record['n_test']}")
+        plot_confusion(
+            record["confusion"],
+            record["classes"],
+            figures / f"confusion_{safe}.png",
+            title=f"{row['condition']}: {record['test_correct']}/{record['n_test']}",
+        )
         blocks.append(("img", figures / f"confusion_{safe}.png", f"confusion: {row['condition']}"))
         top_losses = figures.parent / "runs" / run["key"] / "top_losses.png"
         if top_losses.is_file():  # written by the run itself (it needs the model); absent in older results
-            blocks.append(("img", top_losses, f"top losses: {row['condition']} (the test photos its first run got "
-                                              "most confidently wrong)"))
+            blocks.append(
+                (
+                    "img",
+                    top_losses,
+                    f"top losses: {row['condition']} (the test photos its first run got most confidently wrong)",
+                )
+            )
         if run.get("gan_dir"):
             gan_dir = Path(run["gan_dir"])
             blocks.append(("h3", f"GAN of {row['condition']} (first run)"))
@@ -217,16 +310,30 @@ def _data_blocks(spec, data, seconds, ran) -> list:
     info = versions()
     return [
         ("h2", "Data"),
-        ("table", ["split", *data.classes], [
-            ["train", *[str(counts["train_counts"][name]) for name in data.classes]],
-            *([["test", *[str(counts["test_counts"][name]) for name in data.classes]]] if counts["test_counts"] else []),
-        ]),
-        ("p", f"Images resized to {data.image_size} px for the first condition (each recipe uses its own size). "
-              f"Skipped files: {skipped}."),
+        (
+            "table",
+            ["split", *data.classes],
+            [
+                ["train", *[str(counts["train_counts"][name]) for name in data.classes]],
+                *(
+                    [["test", *[str(counts["test_counts"][name]) for name in data.classes]]]
+                    if counts["test_counts"]
+                    else []
+                ),
+            ],
+        ),
+        (
+            "p",
+            f"Images resized to {data.image_size} px for the first condition (each recipe uses its own size). "
+            f"Skipped files: {skipped}.",
+        ),
         ("h2", "Reproduce"),
         ("code", " ".join(spec.command) if spec.command else "(called from Python)"),
-        ("p", f"{ran} runs computed now, the rest reused from {spec.out}/runs; {seconds:.0f} s. "
-              + ", ".join(f"{key} {value}" for key, value in info.items())),
+        (
+            "p",
+            f"{ran} runs computed now, the rest reused from {spec.out}/runs; {seconds:.0f} s. "
+            + ", ".join(f"{key} {value}" for key, value in info.items()),
+        ),
     ]
 
 
@@ -266,10 +373,12 @@ def _markdown(blocks, out: Path) -> str:
 
 
 def _html(blocks, title: str) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
-             "img{max-width:100%}code,pre{background:#f4f4f4;padding:4px}</style></head><body>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "img{max-width:100%}code,pre{background:#f4f4f4;padding:4px}</style></head><body>",
+    ]
     for block in blocks:
         kind = block[0]
         if kind in ("h1", "h2", "h3"):
@@ -280,12 +389,16 @@ def _html(blocks, title: str) -> str:
             parts.append(f"<pre>{html.escape(block[1])}</pre>")
         elif kind == "table":
             head = "".join(f"<th>{html.escape(cell)}</th>" for cell in block[1])
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in block[2])
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in block[2]
+            )
             parts.append(f"<table><tr>{head}</tr>{body}</table>")
         elif kind == "img":
             data = base64.b64encode(Path(block[1]).read_bytes()).decode()
-            parts.append(f"<figure><img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+            parts.append(
+                f"<figure><img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{html.escape(block[2])}</figcaption></figure>"
+            )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -293,14 +406,38 @@ def _html(blocks, title: str) -> str:
 def _csv(results) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["condition", "replicate", "seed", "repeat", "fold", "test_accuracy", "correct", "n",
-                     "train_accuracy", "n_synthetic", "seconds"])
+    writer.writerow(
+        [
+            "condition",
+            "replicate",
+            "seed",
+            "repeat",
+            "fold",
+            "test_accuracy",
+            "correct",
+            "n",
+            "train_accuracy",
+            "n_synthetic",
+            "seconds",
+        ]
+    )
     for row in results:
         replicate, record = row["replicate"], row["record"]
-        writer.writerow([row["condition"], replicate["index"], replicate["seed"], replicate["repeat"],
-                         "" if replicate["fold"] is None else replicate["fold"], f"{record['test_accuracy']:.6f}",
-                         record["test_correct"], record["n_test"], f"{record['train_accuracy']:.6f}",
-                         row["n_synthetic"], f"{row['seconds']:.2f}"])
+        writer.writerow(
+            [
+                row["condition"],
+                replicate["index"],
+                replicate["seed"],
+                replicate["repeat"],
+                "" if replicate["fold"] is None else replicate["fold"],
+                f"{record['test_accuracy']:.6f}",
+                record["test_correct"],
+                record["n_test"],
+                f"{record['train_accuracy']:.6f}",
+                row["n_synthetic"],
+                f"{row['seconds']:.2f}",
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -315,10 +452,18 @@ def write_report(spec, layout, data, replicates, results, ran: int, seconds: flo
     atomic_write_text(out / "report.html", _html(blocks, spec.title))
     atomic_write_text(out / "results.csv", _csv(results))
     summary = {
-        "title": spec.title, "data": data.root, "layout": layout, "replicates": len(replicates),
-        "conditions": rows, "comparisons": comparisons, "report_numbers": spec.report_numbers,
-        "data_summary": data.summary(), "command": spec.command, "versions": versions(),
-        "seconds": seconds, "runs_computed": ran,
+        "title": spec.title,
+        "data": data.root,
+        "layout": layout,
+        "replicates": len(replicates),
+        "conditions": rows,
+        "comparisons": comparisons,
+        "report_numbers": spec.report_numbers,
+        "data_summary": data.summary(),
+        "command": spec.command,
+        "versions": versions(),
+        "seconds": seconds,
+        "runs_computed": ran,
     }
     atomic_write_json(out / "results.json", summary)
     return summary

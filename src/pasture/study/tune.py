@@ -34,8 +34,16 @@ from pasture.core.extras import optional_import
 from pasture.core.runs import atomic_write_json, atomic_write_text, locked_folder, read_option_json, versions
 from pasture.data import load_dataset
 from pasture.study.experiment import (
-    Condition, ExperimentSpec, Replicate, _recipe_and_overrides, _stored_runs, _tasks, open_study_folder, start_engine,
-    pending_tasks, run_tasks,
+    Condition,
+    ExperimentSpec,
+    Replicate,
+    _recipe_and_overrides,
+    _stored_runs,
+    _tasks,
+    open_study_folder,
+    pending_tasks,
+    run_tasks,
+    start_engine,
 )
 from pasture.study.report import summarise
 
@@ -80,8 +88,10 @@ def read_space(path: str | Path, recipe: str) -> dict[str, dict]:
     path = Path(path)
     raw = read_option_json(path, "--space", "search space (JSON)")
     if not isinstance(raw, dict) or not raw:
-        raise UserError(f'--space {path}: give a JSON object such as {{"lr": {{"low": 1e-4, "high": 1e-2, "log": true}}, '
-                        '"augment": ["paper", "strong"]}')
+        raise UserError(
+            f'--space {path}: give a JSON object such as {{"lr": {{"low": 1e-4, "high": 1e-2, "log": true}}, '
+            '"augment": ["paper", "strong"]}'
+        )
     space = {}
     for key, spec in raw.items():
         if key not in SEARCHABLE:
@@ -93,8 +103,10 @@ def read_space(path: str | Path, recipe: str) -> dict[str, dict]:
             space[key] = _range(path, key, spec)
             probes = [space[key]["low"], space[key]["high"]]
         else:
-            raise UserError(f"--space {path}: {key}: give a list of choices or {{\"low\": ..., \"high\": ...}} "
-                            "(with \"log\": true or \"step\": S if wanted)")
+            raise UserError(
+                f'--space {path}: {key}: give a list of choices or {{"low": ..., "high": ...}} '
+                '(with "log": true or "step": S if wanted)'
+            )
         for value in probes:
             try:
                 resolve_recipe(recipe, **{key: value})
@@ -131,8 +143,13 @@ def _range(path: Path, key: str, spec: dict) -> dict:
         raise UserError(f"{where}: {key} is a whole number; give whole-number low, high and step")
     if step is not None and not integer and abs(round((high - low) / step) * step - (high - low)) > 1e-9 * (high - low):
         raise UserError(f"{where}: step {step} does not divide high - low")
-    return {"low": low if integer else float(low), "high": high if integer else float(high), "log": log, "step": step,
-            "integer": integer}
+    return {
+        "low": low if integer else float(low),
+        "high": high if integer else float(high),
+        "log": log,
+        "step": step,
+        "integer": integer,
+    }
 
 
 def suggest(trial, space: dict[str, dict]) -> dict:
@@ -149,7 +166,9 @@ def suggest(trial, space: dict[str, dict]) -> dict:
 
 
 def _replicates(folds: int, repeats: range) -> list[Replicate]:
-    return [Replicate(index=r * folds + f, seed=r, repeat=r, fold=f, folds=folds) for r in repeats for f in range(folds)]
+    return [
+        Replicate(index=r * folds + f, seed=r, repeat=r, fold=f, folds=folds) for r in repeats for f in range(folds)
+    ]
 
 
 def run_tune(spec: TuneSpec, warn=None) -> dict:
@@ -161,13 +180,21 @@ def run_tune(spec: TuneSpec, warn=None) -> dict:
     base, file_overrides = _recipe_and_overrides(spec.recipe)
     space = read_space(spec.space, spec.recipe)
     start_recipe = resolve_recipe(base, **dict(file_overrides))
-    data = load_dataset(spec.data, start_recipe.image_size, classes=spec.classes, test_fraction=spec.test_fraction,
-                        split_seed=spec.split_seed, min_image_size=spec.min_image_size,
-                        warn=warn or (lambda message: None))
+    data = load_dataset(
+        spec.data,
+        start_recipe.image_size,
+        classes=spec.classes,
+        test_fraction=spec.test_fraction,
+        split_seed=spec.split_seed,
+        min_image_size=spec.min_image_size,
+        warn=warn or (lambda message: None),
+    )
     smallest = min(int((data.train.labels == label).sum()) for label in range(len(data.classes)))
     if smallest < spec.folds:
-        raise UserError(f"--folds {spec.folds}: the training split has only {smallest} images of a class; "
-                        f"use at most {smallest} folds")
+        raise UserError(
+            f"--folds {spec.folds}: the training split has only {smallest} images of a class; "
+            f"use at most {smallest} folds"
+        )
     out = Path(spec.out)
     # --jobs auto is the same on the same machine, so a resumed search runs as the first one did
     engine = start_engine(_experiment_spec(spec, []), None)
@@ -179,9 +206,19 @@ def run_tune(spec: TuneSpec, warn=None) -> dict:
 
 def _experiment_spec(spec: TuneSpec, conditions: list[Condition]) -> ExperimentSpec:
     return ExperimentSpec(
-        data=spec.data, out=spec.out, conditions=conditions, seeds=spec.seeds, folds=spec.folds, classes=spec.classes,
-        min_image_size=spec.min_image_size, eval_every=EVAL_EVERY, quiet=spec.quiet, device=spec.device,
-        engine=spec.engine, split=(spec.test_fraction, spec.split_seed))
+        data=spec.data,
+        out=spec.out,
+        conditions=conditions,
+        seeds=spec.seeds,
+        folds=spec.folds,
+        classes=spec.classes,
+        min_image_size=spec.min_image_size,
+        eval_every=EVAL_EVERY,
+        quiet=spec.quiet,
+        device=spec.device,
+        engine=spec.engine,
+        split=(spec.test_fraction, spec.split_seed),
+    )
 
 
 def _condition(name: str, base: str, file_overrides: list, values: dict) -> Condition:
@@ -210,17 +247,30 @@ def _search(spec, optuna, out, data, space, base, file_overrides, engine, warn) 
     while len(trials) < spec.trials:
         asked = [study.ask() for _ in range(min(batch, spec.trials - len(trials)))]
         candidates = [(trial, suggest(trial, space)) for trial in asked]
-        conditions = [_condition(f"trial{trial.number:03d}", base, file_overrides, values) for trial, values in candidates]
-        rows, _ = _score(spec, out, data, conditions, search, engine, warn,
-                         desc=f"tune: trials {len(trials) + 1}-{len(trials) + len(asked)} of {spec.trials}")
+        conditions = [
+            _condition(f"trial{trial.number:03d}", base, file_overrides, values) for trial, values in candidates
+        ]
+        rows, _ = _score(
+            spec,
+            out,
+            data,
+            conditions,
+            search,
+            engine,
+            warn,
+            desc=f"tune: trials {len(trials) + 1}-{len(trials) + len(asked)} of {spec.trials}",
+        )
         for (trial, values), row in zip(candidates, rows):
             study.tell(trial, row["balanced"]["mean"])
             trials.append({"trial": trial.number, "values": values, "balanced": row["balanced"], "test": row["test"]})
         if not spec.quiet:
             best_so_far = max(trials, key=_rank)
-            print(f"tune: {len(trials)}/{spec.trials} trials; best so far trial {best_so_far['trial']} "
-                  f"{best_so_far['balanced']['mean']:.1%} (start {start_row['balanced']['mean']:.1%})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"tune: {len(trials)}/{spec.trials} trials; best so far trial {best_so_far['trial']} "
+                f"{best_so_far['balanced']['mean']:.1%} (start {start_row['balanced']['mean']:.1%})",
+                file=sys.stderr,
+                flush=True,
+            )
     best = max(trials, key=_rank)
     # A candidate that does not score above the start on the search folds is not handed over: the
     # recipe file is then the starting recipe, and the result says so.
@@ -230,26 +280,40 @@ def _search(spec, optuna, out, data, space, base, file_overrides, engine, warn) 
     # seeds (repeats the search never used): the second is the honest comparison.
     _, (searched,) = _score(spec, out, data, [start, best_condition], search, engine, warn, "tune: best vs start")
     fresh = _replicates(spec.folds, range(spec.seeds, 2 * spec.seeds))
-    fresh_rows, (confirmed,) = _score(spec, out, data, [start, best_condition], fresh, engine, warn,
-                                      "tune: confirming on fresh folds")
+    fresh_rows, (confirmed,) = _score(
+        spec, out, data, [start, best_condition], fresh, engine, warn, "tune: confirming on fresh folds"
+    )
     best_recipe = resolve_recipe(base, **dict(best_condition.overrides))
     if improved:
-        note = (f"pasture tune: best of {spec.trials} trials from {spec.recipe} on {spec.folds}-fold x {spec.seeds} "
-                f"validation of {data.root}'s training split; on fresh folds vs {spec.recipe}: "
-                f"{confirmed['mean_difference']:+.1%} [{confirmed['ci95'][0]:+.1%}, {confirmed['ci95'][1]:+.1%}], "
-                f"{confirmed['verdict']}")
+        note = (
+            f"pasture tune: best of {spec.trials} trials from {spec.recipe} on {spec.folds}-fold x {spec.seeds} "
+            f"validation of {data.root}'s training split; on fresh folds vs {spec.recipe}: "
+            f"{confirmed['mean_difference']:+.1%} [{confirmed['ci95'][0]:+.1%}, {confirmed['ci95'][1]:+.1%}], "
+            f"{confirmed['verdict']}"
+        )
     else:
         note = f"pasture tune: none of {spec.trials} trials scored above {spec.recipe}; this is {spec.recipe} itself"
     best_recipe = dataclasses.replace(best_recipe, name=f"tuned-{base}", description=note)
     atomic_write_text(out / "best_recipe.json", recipe_file_text(best_recipe, base, note))
     result = {
-        "status": "done", "command": spec.command, "versions": versions(), "data": str(Path(spec.data).resolve()),
-        "recipe": spec.recipe, "space": space, "trials_asked": spec.trials, "folds": spec.folds, "seeds": spec.seeds,
-        "n_train": len(data.train), "n_validation_per_run": len(data.train) // spec.folds,
+        "status": "done",
+        "command": spec.command,
+        "versions": versions(),
+        "data": str(Path(spec.data).resolve()),
+        "recipe": spec.recipe,
+        "space": space,
+        "trials_asked": spec.trials,
+        "folds": spec.folds,
+        "seeds": spec.seeds,
+        "n_train": len(data.train),
+        "n_validation_per_run": len(data.train) // spec.folds,
         "score": "mean balanced accuracy over the folds x seeds of the training split",
         "start": {"balanced": start_row["balanced"], "test": start_row["test"]},
-        "trials": trials, "best": best, "improved": improved,
-        "best_vs_start_on_search_folds": searched, "best_vs_start_on_fresh_folds": confirmed,
+        "trials": trials,
+        "best": best,
+        "improved": improved,
+        "best_vs_start_on_search_folds": searched,
+        "best_vs_start_on_fresh_folds": confirmed,
         "fresh_folds": {row["condition"]: {"balanced": row["balanced"], "test": row["test"]} for row in fresh_rows},
         "best_recipe": str(out / "best_recipe.json"),
     }
@@ -269,9 +333,16 @@ def _trials_csv(trials: list[dict], space: dict) -> str:
     writer = csv.writer(buffer)
     writer.writerow(["trial", *space, "balanced_mean", "balanced_ci_low", "balanced_ci_high", "runs"])
     for trial in trials:
-        writer.writerow([trial["trial"], *(trial["values"][key] for key in space),
-                         f"{trial['balanced']['mean']:.4f}", f"{trial['balanced']['ci95'][0]:.4f}",
-                         f"{trial['balanced']['ci95'][1]:.4f}", trial["balanced"]["n"]])
+        writer.writerow(
+            [
+                trial["trial"],
+                *(trial["values"][key] for key in space),
+                f"{trial['balanced']['mean']:.4f}",
+                f"{trial['balanced']['ci95'][0]:.4f}",
+                f"{trial['balanced']['ci95'][1]:.4f}",
+                trial["balanced"]["n"],
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -283,29 +354,41 @@ def _cell(interval: dict) -> str:
 def tune_text(result: dict) -> str:
     """What `pasture tune` prints and writes to tune.md."""
     ranked = sorted(result["trials"], key=_rank, reverse=True)
-    lines = [f"# pasture tune: {result['recipe']} on {result['data']}", "",
-             f"Score: {result['score']} ({result['folds']} folds x {result['seeds']} seeds = "
-             f"{result['folds'] * result['seeds']} runs per candidate, about {result['n_validation_per_run']} "
-             f"validation photos each, from {result['n_train']} training photos; the test split was never used).", "",
-             f"start ({result['recipe']}): {_cell(result['start']['balanced'])}", "",
-             "| trial | " + " | ".join(result["space"]) + " | balanced accuracy |",
-             "|---" * (len(result["space"]) + 2) + "|"]
+    lines = [
+        f"# pasture tune: {result['recipe']} on {result['data']}",
+        "",
+        f"Score: {result['score']} ({result['folds']} folds x {result['seeds']} seeds = "
+        f"{result['folds'] * result['seeds']} runs per candidate, about {result['n_validation_per_run']} "
+        f"validation photos each, from {result['n_train']} training photos; the test split was never used).",
+        "",
+        f"start ({result['recipe']}): {_cell(result['start']['balanced'])}",
+        "",
+        "| trial | " + " | ".join(result["space"]) + " | balanced accuracy |",
+        "|---" * (len(result["space"]) + 2) + "|",
+    ]
     for trial in ranked[:10]:
         values = " | ".join(_value(trial["values"][key]) for key in result["space"])
         lines.append(f"| {trial['trial']} | {values} | {_cell(trial['balanced'])} |")
     searched, confirmed = result["best_vs_start_on_search_folds"], result["best_vs_start_on_fresh_folds"]
     if not result["improved"]:
-        lines += ["", f"No candidate scored above the start on the search folds (the highest: trial "
-                      f"{result['best']['trial']}); best_recipe.json is {result['recipe']} itself."]
+        lines += [
+            "",
+            f"No candidate scored above the start on the search folds (the highest: trial "
+            f"{result['best']['trial']}); best_recipe.json is {result['recipe']} itself.",
+        ]
         lines += [f"Recipe file: {result['best_recipe']}"]
         return "\n".join(lines) + "\n"
-    lines += ["", f"Best: trial {result['best']['trial']}. Best vs start:",
-              f"- on the folds it was chosen on (optimistic): {_difference(searched)}",
-              f"- on fresh folds and seeds (read this one): {_difference(confirmed)}", "",
-              f"Recipe file: {result['best_recipe']} (pasture train DATA --recipe {result['best_recipe']}). These "
-              "folds hold the training split's photo sources; whether the gain holds on sources the model never "
-              "saw is a leave-one-source-out experiment: pasture experiment DATA --folds groups --groups FILE.csv "
-              f"--conditions {result['recipe']} tuned:recipe={result['best_recipe']}"]
+    lines += [
+        "",
+        f"Best: trial {result['best']['trial']}. Best vs start:",
+        f"- on the folds it was chosen on (optimistic): {_difference(searched)}",
+        f"- on fresh folds and seeds (read this one): {_difference(confirmed)}",
+        "",
+        f"Recipe file: {result['best_recipe']} (pasture train DATA --recipe {result['best_recipe']}). These "
+        "folds hold the training split's photo sources; whether the gain holds on sources the model never "
+        "saw is a leave-one-source-out experiment: pasture experiment DATA --folds groups --groups FILE.csv "
+        f"--conditions {result['recipe']} tuned:recipe={result['best_recipe']}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -315,5 +398,7 @@ def _value(value) -> str:
 
 def _difference(comparison: dict) -> str:
     low, high = comparison["ci95"]
-    return (f"{comparison['mean_difference']:+.1%} [{low:+.1%}, {high:+.1%}], p={comparison['p_value']:.3f}, "
-            f"{comparison['n_pairs'] if 'n_pairs' in comparison else ''} pairs: {comparison['verdict']}")
+    return (
+        f"{comparison['mean_difference']:+.1%} [{low:+.1%}, {high:+.1%}], p={comparison['p_value']:.3f}, "
+        f"{comparison.get('n_pairs', '')} pairs: {comparison['verdict']}"
+    )
