@@ -7,6 +7,7 @@ noise, so a model can learn them but they are not all identical.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import zlib
@@ -17,6 +18,14 @@ import pytest
 from PIL import Image
 
 SHARED_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "cowhorse-dev"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One torch thread per xdist worker (and per process a test starts: they inherit the environment), so
+    # that two workers on two cores do not oversubscribe them: spinning threads slow everything by 10x.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def image_seed(label: str, index: int, size: int) -> int:
@@ -75,10 +84,15 @@ def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PASTURE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
-@pytest.fixture
-def in_process_runs(monkeypatch):
-    """--jobs auto picks one run at a time, in this process: for tests whose spies (monkeypatched
-    functions) must see the runs, which a worker process would not."""
+@pytest.fixture(autouse=True)
+def in_process_runs(request, monkeypatch):
+    """--jobs auto picks one run at a time, in this process, in every test: a study's runs are tiny here,
+    and starting the worker processes (each imports torch) cost more than the runs (a 2-search tune test:
+    139 s with workers, see the suite's durations); spies (monkeypatched functions) see the runs, which a
+    worker process would not; and pytest-xdist's workers already fill the cores. Tests of --jobs auto
+    itself are marked `real_auto_jobs`; tests of parallel runs ask for --jobs 2 explicitly."""
+    if request.node.get_closest_marker("real_auto_jobs"):
+        return
     from pasture.study import experiment
 
     monkeypatch.setattr(experiment, "auto_jobs", lambda device, out=None: 1)

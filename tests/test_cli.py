@@ -1,3 +1,4 @@
+import argparse
 import json
 import subprocess
 import sys
@@ -5,7 +6,7 @@ import sys
 import pytest
 from conftest import make_image, write_class_folders
 
-from pasture.cli import main
+from pasture.cli import command_parsers, main
 
 TRAIN = ["--recipe", "scratch", "--epochs", "2", "--batch-size", "4", "--image-size", "16", "--quiet"]
 
@@ -163,6 +164,25 @@ def test_help_for_every_command_has_examples(command, capsys):
     assert "usage: pasture" in out
     if command:
         assert "examples:" in out
+
+
+def test_every_option_of_every_command_says_what_it_does_and_its_default_once():
+    """--help is the reference (the docs' CLI page is generated from it): no option without help, no
+    "(default: None)" on a required option, never "default" twice in one option's help."""
+    commands = dict(command_parsers())
+    assert {"pasture train", "pasture gan sample", "pasture app", "pasture tune"} <= set(commands)
+    for name, parser in commands.items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) or action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help"
+            shown = formatter._expand_help(action) if action.help else ""
+            assert shown.lower().count("default") <= 1, (name, action.option_strings, shown)
+            if action.required:
+                assert "(default:" not in shown, (name, action.option_strings, shown)
+    app_help = commands["pasture app"].format_help()
+    assert "--port PORT" in app_help and "(default: 7860)" in app_help
 
 
 def test_version_and_help_do_not_import_torch():

@@ -331,6 +331,7 @@ def test_experiment_eval_every_thins_the_curves_only(split_data, tmp_path):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.real_auto_jobs
 def test_jobs_auto_runs_one_thread_per_core_and_keeps_a_studys_threads(tmp_path, monkeypatch):
     from pasture.study.experiment import AUTO_JOBS_MAX, LocalEngine, auto_jobs
 

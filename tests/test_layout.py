@@ -127,3 +127,18 @@ def test_imports_only_go_down():
             if target_top != top and target_floor >= floor:
                 wrong.append(f"{module} -> {target}")
     assert not wrong, wrong
+
+
+def test_every_module_says_what_it_holds_and_its_package_map_lists_it():
+    """A newcomer reads a package's __init__ docstring as its map: every module of the package is named
+    there at the start of a line, and every module has a docstring of its own."""
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        assert ast.get_docstring(ast.parse(path.read_text())), f"{path.relative_to(PACKAGE_ROOT)}: no docstring"
+    for package in sorted(p for p in PACKAGE_ROOT.iterdir() if (p / "__init__.py").is_file()):
+        listed = {
+            line.split()[0]
+            for line in (ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or "").splitlines()
+            if line.strip()
+        }
+        modules = {path.stem for path in package.glob("*.py") if path.stem != "__init__"}
+        assert modules <= listed, f"pasture.{package.name}'s map lacks {sorted(modules - listed)}"

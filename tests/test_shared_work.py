@@ -40,6 +40,7 @@ def test_one_gan_written_two_ways_has_one_key():
     assert experiment._gan_key(gan_task(f"d:{QUICK}", replicate)) is None
 
 
+@pytest.mark.real_auto_jobs
 @pytest.mark.parametrize("cores", [1, 2, 4])
 def test_jobs_and_threads_per_run_count_the_cores_this_process_may_use(monkeypatch, cores):
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)

@@ -1,5 +1,5 @@
-"""The functions a notebook calls. The CLI is a thin layer over these; nothing inside pasture imports
-this module back.
+"""The functions a notebook calls. The CLI and the app (pasture.app) are thin layers over these; nothing
+below them (core, data, models, classify, gan, study, doctor) imports this module.
 
     from pasture import api
     metrics = api.train("DATA", "runs/first", recipe="paper", seed=1)

@@ -99,18 +99,31 @@ def _class_list(text: str) -> list[str]:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Examples kept as written, and "(default: X)" only where X tells the reader something: not on a
+    required option or a switch, not where the default is "not given", and not twice."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            action.required
+            or action.default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+            or "default" in text
+        ):
+            return text
+        return super()._get_help_string(action)
 
 
 TRAIN_EXAMPLES = """examples:
+  pasture train photos/ --out runs/first                         # the default: the pretrained probe
   pasture train photos/ --out runs/paper --recipe paper          # the report's exact experiment
   pasture train photos/ --out runs/paper-aug --recipe paper --augment paper
-  pasture train photos/ --out runs/default --seed 3              # pasture's tuned recipe
+  pasture train photos/ --out runs/scratch --recipe scratch --seed 3   # the report's CNN, tuned recipe
   pasture train photos/ --out runs/report-labels --classes horse,cow   # horse=0, cow=1 as the report
-  pasture train photos/ --out runs/default --seed 3 --resume     # continue after Ctrl-C
-  pasture train photos/ --out runs/scratch --recipe small-data   # best from-scratch recipe
-  pasture train photos/ --out runs/probe --model effnet-lite0 --pretrained probe      # seconds
-  pasture train photos/ --out runs/ft --model effnet-lite0 --pretrained finetune      # best accuracy
+  pasture train photos/ --out runs/scratch --recipe scratch --seed 3 --resume   # continue after Ctrl-C
+  pasture train photos/ --out runs/small --recipe small-data     # best from-scratch recipe
+  pasture train photos/ --out runs/lite0 --model effnet-lite0    # one backbone: smaller, a little less robust
+  pasture train photos/ --out runs/ft --pretrained finetune      # the whole network fine-tuned (minutes)
   pasture train photos/ --out runs/ens --recipe small-data --ensemble 5
   pasture train photos/ --out runs/tiny --teacher runs/probe                 # paper-cnn distilled from the probe
   pasture train photos/ --out runs/tiny+ --teacher runs/probe --unlabeled more_photos/ --synthetic synth/cond
@@ -159,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
+        usage="pasture train DATA --out RUN [--recipe RECIPE] [recipe fields] [options]",
         help="train a classifier and write a run folder",
         epilog=TRAIN_EXAMPLES,
         formatter_class=_Formatter,
@@ -173,10 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         type=_recipe_choice,
         metavar="RECIPE|FILE.json",
-        help=f"default: {DEFAULT_RECIPE} (or finetune with --pretrained finetune, scratch with a "
-        "from-scratch --model). A recipe file (as `pasture tune` writes) or a named preset of model, "
-        "size, augmentation and optimiser: "
-        + "; ".join(f"{name}: {recipe.description}" for name, recipe in RECIPES.items()),
+        help=f"a named preset ({', '.join(RECIPES)}; `pasture recipes` describes each) or a recipe file (as "
+        f"`pasture tune` writes). Default: {DEFAULT_RECIPE} (finetune with --pretrained finetune, scratch with "
+        "a from-scratch --model)",
     )
     _add_settings_flags(train, Recipe, "recipe")
     train.add_argument(
@@ -233,7 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write DIR/evaluation.json, confusion.png and top_losses.png "
         "(the photos it got most confidently wrong, with heatmaps)",
     )
-    evaluate.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
+    evaluate.add_argument(
+        "--min-image-size",
+        type=_positive_int,
+        default=DEFAULT_MIN_IMAGE_SIZE,
+        help="pixels: smaller images are skipped",
+    )
     evaluate.add_argument("--strict", action="store_true", help="unusable files are an error")
     evaluate.add_argument(
         "--groups",
@@ -277,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
         'pip install -e ".[explain]" (Captum)',
     )
     explain.add_argument("run", metavar="RUN", help="a finished run folder")
-    explain.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+")
-    explain.add_argument("--out", required=True, metavar="DIR")
+    explain.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
+    explain.add_argument("--out", required=True, metavar="DIR", help="folder for the heatmaps and explanations.json")
     _add_device_flag(explain)
     doctor = commands.add_parser(
         "doctor",
@@ -325,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         'extra: pip install -e ".[export]"',
     )
     export.add_argument("run", metavar="RUN", help="a finished run folder")
-    export.add_argument("--format", default="onnx", choices=["onnx"])
+    export.add_argument("--format", default="onnx", choices=["onnx"], help="the file format")
     export.add_argument("--out", metavar="FILE", help="the file to write (default: RUN/model.onnx)")
     app = commands.add_parser(
         "app",
@@ -392,8 +410,15 @@ def _add_experiment_commands(commands) -> None:
         "results.csv and results.json. `pasture experiment paper DATA` re-runs the report's table.",
     )
     experiment.add_argument("target", metavar="[paper] DATA", nargs="+", help="DATA, or the word paper then DATA")
-    experiment.add_argument("--out", required=True, metavar="DIR")
-    experiment.add_argument("--conditions", nargs="+", metavar="CONDITION")
+    experiment.add_argument(
+        "--out", required=True, metavar="DIR", help="study folder: one stored result per run, report.md, results.json"
+    )
+    experiment.add_argument(
+        "--conditions",
+        nargs="+",
+        metavar="CONDITION",
+        help="recipes to compare: a recipe name, name:recipe,field=value,..., or a recipe file (see examples)",
+    )
     experiment.add_argument(
         "--seeds",
         type=_positive_int,
@@ -413,7 +438,7 @@ def _add_experiment_commands(commands) -> None:
         help="the group (photo source) of each image: a CSV with columns file (relative to DATA) "
         "and --group-column, or subfolders for DATA/<class>/<group>/*",
     )
-    experiment.add_argument("--group-column", default="group", metavar="COLUMN")
+    experiment.add_argument("--group-column", default="group", metavar="COLUMN", help="the --groups table's column")
     experiment.add_argument(
         "--recipe",
         type=_recipe_choice,
@@ -421,8 +446,15 @@ def _add_experiment_commands(commands) -> None:
         help="recipe of written conditions that name none (e.g. aug:augment=strong)",
     )
     experiment.add_argument("--model", help="model of written conditions that name none")
-    experiment.add_argument("--classes", type=_class_list)
-    experiment.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
+    experiment.add_argument(
+        "--classes", type=_class_list, help="class order, e.g. horse,cow (alphabetical when not given)"
+    )
+    experiment.add_argument(
+        "--min-image-size",
+        type=_positive_int,
+        default=DEFAULT_MIN_IMAGE_SIZE,
+        help="pixels: smaller images are skipped",
+    )
     experiment.add_argument("--jobs", type=_jobs_choice, default="auto", metavar="N|auto", help=JOBS_HELP)
     _add_engine_flags(experiment)
     experiment.add_argument(
@@ -445,7 +477,7 @@ def _add_experiment_commands(commands) -> None:
         help="start again: remove pasture's own files (stored runs, GANs, reports) from DIR first",
     )
     _add_device_flag(experiment)
-    experiment.add_argument("--quiet", action="store_true")
+    experiment.add_argument("--quiet", action="store_true", help="no plan and no progress bar")
 
     demo = commands.add_parser(
         "demo",
@@ -454,12 +486,12 @@ def _add_experiment_commands(commands) -> None:
         description="Writes a procedural two-class image set (stripes vs spots) and runs "
         "baseline, +transforms and +GAN on it; prints where the report is.",
     )
-    demo.add_argument("--out", default="pasture-demo", metavar="DIR")
-    demo.add_argument("--seeds", type=_positive_int, default=3)
+    demo.add_argument("--out", default="pasture-demo", metavar="DIR", help="folder for the drawn images and the study")
+    demo.add_argument("--seeds", type=_positive_int, default=3, help="runs per condition")
     demo.add_argument("--quick", action="store_true", help="tiny settings: seconds instead of minutes")
     demo.add_argument("--jobs", type=_jobs_choice, default="auto", metavar="N|auto", help=JOBS_HELP)
     _add_device_flag(demo)
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--quiet", action="store_true", help="no plan and no progress bar")
 
 
 def _add_engine_flags(parser) -> None:
@@ -504,8 +536,10 @@ def _add_tune_command(commands) -> None:
         "training split (never the test split); the best is compared with --recipe on fresh folds and "
         "written as DIR/best_recipe.json for train --recipe.",
     )
-    tune.add_argument("data", metavar="DATA")
-    tune.add_argument("--out", required=True, metavar="DIR")
+    tune.add_argument("data", metavar="DATA", help="class folders, or a train/test layout (its train split)")
+    tune.add_argument(
+        "--out", required=True, metavar="DIR", help="search folder: trials, the best recipe file, tune.json"
+    )
     tune.add_argument("--space", required=True, metavar="SPACE.json", help="the fields to search and their ranges")
     tune.add_argument(
         "--recipe",
@@ -525,20 +559,25 @@ def _add_tune_command(commands) -> None:
         help="candidates proposed at once (default: enough to keep the engine busy)",
     )
     tune.add_argument("--seed", type=int, default=0, help="the search's seed")
-    tune.add_argument("--classes", type=_class_list)
+    tune.add_argument("--classes", type=_class_list, help="class order, e.g. horse,cow (alphabetical when not given)")
     tune.add_argument(
         "--test-fraction",
         type=_fraction,
         default=DEFAULT_TEST_FRACTION,
         help="DATA/<class>/ only: the split `train` makes, whose test part the search never sees",
     )
-    tune.add_argument("--split-seed", type=int, default=0)
-    tune.add_argument("--min-image-size", type=_positive_int, default=DEFAULT_MIN_IMAGE_SIZE)
+    tune.add_argument("--split-seed", type=int, default=0, help="seed of the folds the trials are scored on")
+    tune.add_argument(
+        "--min-image-size",
+        type=_positive_int,
+        default=DEFAULT_MIN_IMAGE_SIZE,
+        help="pixels: smaller images are skipped",
+    )
     tune.add_argument("--jobs", type=_jobs_choice, default="auto", metavar="N|auto", help=JOBS_HELP)
     _add_engine_flags(tune)
     tune.add_argument("--force", action="store_true", help="start again: remove pasture's own files from DIR first")
     _add_device_flag(tune)
-    tune.add_argument("--quiet", action="store_true")
+    tune.add_argument("--quiet", action="store_true", help="no plan and no progress bar")
 
 
 def _run_tune(args) -> int:
@@ -660,15 +699,30 @@ GAN_EXAMPLES = """examples:
 """
 
 
+def command_parsers(parser: argparse.ArgumentParser | None = None, name: str = "pasture"):
+    """(full command, its parser) for pasture and every subcommand, nested ones too, in --help order:
+    what the docs' CLI reference is generated from, so it cannot drift from --help."""
+    parser = parser or build_parser()
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub_parser in action.choices.items():
+                yield from command_parsers(sub_parser, f"{name} {sub_name}")
+
+
 def _add_settings_flags(parser: argparse.ArgumentParser, settings_type, preset_word: str) -> None:
     """One flag per field of a settings dataclass (Recipe, GanPreset), built from the field's type and
     its help metadata, so a new field needs no edit here. A flag left out keeps the preset's value."""
+    group = parser.add_argument_group(
+        f"{preset_word} fields",
+        f"each flag overrides that field of the {preset_word}; left out, the {preset_word}'s value",
+    )
     for setting in option_fields(settings_type):
         flag = "--" + setting.name.replace("_", "-")
         meta = setting.metadata
-        help_text = f"{meta.get('help', '')}; overrides the {preset_word}'s"
+        help_text = meta.get("help", "")
         if setting.type == "bool":
-            parser.add_argument(
+            group.add_argument(
                 flag,
                 dest=setting.name,
                 action=argparse.BooleanOptionalAction,
@@ -682,7 +736,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser, settings_type, preset_w
             kind = float
         else:
             kind = str
-        parser.add_argument(
+        group.add_argument(
             flag,
             dest=setting.name,
             type=kind,
@@ -729,7 +783,7 @@ def _add_run_folder_flags(parser: argparse.ArgumentParser, folder: str) -> None:
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--classes", type=_class_list, help="class order, e.g. horse,cow (default: alphabetical)")
+    parser.add_argument("--classes", type=_class_list, help="class order, e.g. horse,cow (alphabetical when not given)")
     parser.add_argument(
         "--test-fraction",
         type=_fraction,
@@ -755,7 +809,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         help="the group (photo source) of each image: a CSV with columns file (relative to DATA) and "
         "--group-column, or subfolders for DATA/<class>/<group>/*",
     )
-    parser.add_argument("--group-column", default="group", metavar="COLUMN")
+    parser.add_argument("--group-column", default="group", metavar="COLUMN", help="the --groups table's column")
     parser.add_argument(
         "--split-by-group",
         action="store_true",
@@ -775,13 +829,14 @@ def _add_gan_commands(commands) -> None:
     gan_commands = gan.add_subparsers(dest="gan_command", metavar="GAN_COMMAND")
     train = gan_commands.add_parser(
         "train",
+        usage="pasture gan train DATA --out GAN_DIR [--preset PRESET] [preset fields] [options]",
         help="train a GAN on DATA's training split",
         epilog=GAN_EXAMPLES,
         formatter_class=_Formatter,
         description="Writes GAN_DIR/config.json, checkpoint.pt, gan_log.jsonl, gan_losses.png, samples_*.png.",
     )
-    train.add_argument("data", metavar="DATA")
-    train.add_argument("--out", required=True, metavar="GAN_DIR")
+    train.add_argument("data", metavar="DATA", help="class folders, or a train/test layout (its train split)")
+    train.add_argument("--out", required=True, metavar="GAN_DIR", help="GAN folder to write")
     train.add_argument(
         "--preset",
         default="default",
@@ -802,10 +857,10 @@ def _add_gan_commands(commands) -> None:
         formatter_class=_Formatter,
         description="Writes SYNTH_DIR/<class>/*.png and SYNTH_DIR/synth.json.",
     )
-    sample.add_argument("gan_dir", metavar="GAN_DIR")
-    sample.add_argument("--per-class", type=_positive_int, default=500)
-    sample.add_argument("--out", required=True, metavar="SYNTH_DIR")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("gan_dir", metavar="GAN_DIR", help="a GAN folder (pasture gan train --out)")
+    sample.add_argument("--per-class", type=_positive_int, default=500, help="images per class")
+    sample.add_argument("--out", required=True, metavar="SYNTH_DIR", help="folder for SYNTH_DIR/<class>/*.png")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the latent draws")
     sample.add_argument("--truncation", type=_positive_float, help="resample latent values beyond this magnitude")
     sample.add_argument("--filter-run", metavar="RUN", help="keep samples this classifier assigns to their class")
     sample.add_argument("--min-confidence", type=float, default=0.5, help="with --filter-run")
@@ -819,12 +874,12 @@ def _add_gan_commands(commands) -> None:
         formatter_class=_Formatter,
         description="How useful are the samples? Writes SOURCE/score.json.",
     )
-    score.add_argument("source", metavar="GAN_DIR|SYNTH_DIR")
+    score.add_argument("source", metavar="GAN_DIR|SYNTH_DIR", help="a GAN folder, or sampled images")
     score.add_argument("data", metavar="DATA", help="the real data (train/test layout or class folders)")
     score.add_argument("--run", metavar="RUN", help="classifier trained on real images, for GAN-test")
     score.add_argument("--per-class", type=_positive_int, help="samples per class when SOURCE is a GAN")
-    score.add_argument("--seed", type=int, default=0)
-    score.add_argument("--json", action="store_true")
+    score.add_argument("--seed", type=int, default=0, help="seed of the samples and of the scoring runs")
+    score.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     _add_device_flag(score)
 
 

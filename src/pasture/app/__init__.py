@@ -1,2 +1,8 @@
 """The local web app (`pasture app`): teach, test and runs pages over pasture.api. Needs the extra
-`pip install -e ".[app]"` (FastAPI, uvicorn, python-multipart)."""
+`pip install -e ".[app]"` (FastAPI, uvicorn, python-multipart).
+
+server   the FastAPI app: the pages' endpoints and the static page
+guard    who may use it: Host check, launch token, Origin checks, security headers
+jobs     the trainings: one at a time, cancellable, resumable
+uploads  photos streamed to disk with a cap per file and per request
+"""

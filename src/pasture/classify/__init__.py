@@ -1,12 +1,18 @@
-"""Classifiers: recipes -> a trained model -> one scored run record.
+"""Classifiers: recipes -> a trained model -> one scored run record -> what users do with it.
 
-    recipes    presets as data, resolve_recipe, the learning-rate schedule (torch-free)
-    augment    batched augmentation presets, MixUp/CutMix
-    evaluate   probabilities, TTA, accuracy with intervals, score_run -> RunRecord
-    trained    TrainResult, ensemble members, load_run (a finished run folder -> model)
-    probe      linear probe on a frozen pretrained backbone (cached features), LP-FT head
-    selfsup    SimCLR pretraining on the training images
-    fit        the training loop: members, EMA, synthetic mixing, checkpoints and resume
+    recipes      presets as data, resolve_recipe, the learning-rate schedule (torch-free)
+    augment      batched augmentation presets, MixUp/CutMix
+    fit          the training loop: members, EMA, synthetic mixing, checkpoints and resume
+    probe        logistic head on frozen pretrained features (cached), LP-FT's start
+    selfsup      SimCLR pretraining on the training images
+    distill      a small student that learns to match a teacher run (the cached teacher bank)
+    trained      TrainResult, ensemble members, load_run (a finished run folder -> model)
+    evaluate     probabilities, TTA, accuracy with intervals, score_run -> RunRecord
+    card         MODEL_CARD.md of a run folder
+    explain      Grad-CAM and occlusion maps, top losses
+    predictions  predictions for any number of files, streamed to CSV (torch-free)
+    export       one self-contained ONNX file, checked against the run
+    onnx_runner  an exported file run by ONNX Runtime alone (torch-free)
 
 Kept torch-free at import: modules are imported by name (`from pasture.classify.fit import ...`).
 """

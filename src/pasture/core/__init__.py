@@ -1,10 +1,16 @@
 """The ground floor: what every other part of pasture may use, and which uses nothing of pasture above it.
 
-errors     UserError (one line, exit 2) and Interrupted (Ctrl-C after a checkpoint)
-defaults   defaults, cache location, the warning printer (torch-free: the CLI's --help reads them)
-runs       run folders: atomic writes, checkpoints, the "is this folder ours" guard, versions
+errors     UserError (one line, exit 2), Interrupted (Ctrl-C after a checkpoint), FolderBusy
+defaults   defaults, DataOptions, cache location, the warning printer (torch-free: --help reads them)
+extras     optional libraries, imported only when a feature needs them, with one install hint
+paths      names from outside turned into paths and printable text, safely
+imagefile  image files -> uint8 arrays (the one decoding rule; torch-free)
+processes  whether a process is alive (whose leftovers a folder holds)
+runs       run folders: atomic writes, checkpoints, folder locks, the "is this folder ours" guard
+store      things built once and shared by every process that needs them (under the folder's lock)
 record     RunRecord: what one finished run scored (metrics.json and experiment results alike)
-runtime    seeding, progress bars, autocast, malloc tuning
-stats      intervals, paired comparisons (pure Python)
+runtime    seeding, progress bars, malloc tuning, usable cores
+device     the device (CUDA, MPS, CPU), precision and autocast, reproducible CUDA
+stats      intervals, paired comparisons (pure Python; scipy's t distribution where needed)
 plots      learning curves and confusion matrices (matplotlib, imported lazily)
 """

@@ -51,7 +51,7 @@ def safe_path_part(name: object, what: str) -> str:
     problem = path_part_problem(name)
     if problem is not None:
         raise UserError(f"{what} {printable_name(str(name))!r} {problem}; it cannot name a folder or file")
-    return name
+    return str(name)
 
 
 def ensure_under(path: Path, root: Path) -> Path:

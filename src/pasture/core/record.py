@@ -54,12 +54,19 @@ class RunRecord:
         if missing:
             raise ValueError(f"run record lacks {', '.join(missing)}")
         for name, value in data.items():
-            if name in fields and not _has_type(value, fields[name].type):
+            if name in fields and not _has_type(value, str(fields[name].type)):
                 raise ValueError(f"run record field {name} is {type(value).__name__}, not {fields[name].type}")
         return cls(**{key: value for key, value in data.items() if key in fields})
 
 
-_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "list": list, "dict": dict}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+    "str": str,
+    "list": list,
+    "dict": dict,
+}
 
 
 def _has_type(value, annotation: str) -> bool:

@@ -3,6 +3,7 @@
 layouts   which files are images of which class in which split (train/test or class folders)
 decode    one file -> one uint8 tensor, with a content-keyed disk cache
 images    ImageSet (one split in memory) and Dataset (train + test), class matching by name
+groups    the photo source of each image, from a table or from subfolders
 splits    seeded stratified splits, k folds, validation splits carved from a training split
 """
 

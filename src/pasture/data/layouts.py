@@ -264,6 +264,7 @@ def load_dataset(
         if groups is not None:
             everything.groups = groups_of(everything.files, root, groups, group_column)
         if split_by_group:
+            assert everything.groups is not None  # split_by_group is only set with groups
             train_idx, test_idx = group_split(everything.labels, everything.groups, test_fraction, split_seed)
         else:
             train_idx, test_idx = stratified_split(everything.labels, test_fraction, split_seed)
@@ -338,4 +339,4 @@ def decode_files(paths: list[Path], image_size: int) -> torch.Tensor:
     for path, (tensor, reason) in zip(paths, decoded):
         if tensor is None:
             raise UserError(f"{printable_name(path)}: {reason}; give image files only")
-    return torch.stack([tensor for tensor, _ in decoded])
+    return torch.stack([tensor for tensor, _ in decoded if tensor is not None])

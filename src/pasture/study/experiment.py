@@ -23,6 +23,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -232,7 +233,9 @@ def parse_condition(text: str, recipe: str | None = None, model: str | None = No
     if not name:
         raise UserError(f"--conditions {text}: give the condition a name before the colon")
     fields: dict = {"name": name}
-    overrides, gan_overrides, file_overrides = [], [], []
+    overrides: list = []
+    gan_overrides: list = []
+    file_overrides: list = []
     if recipe is not None:
         fields["recipe"], file_overrides = _recipe_and_overrides(recipe)
     for item in filter(None, (part.strip() for part in spec.split(","))):
@@ -302,7 +305,7 @@ def plan_replicates(
             for r in range(seeds)
             for g, name in enumerate(group_names)
         ]
-    k = folds or 5
+    k = int(folds or 5)  # GROUP_FOLDS is handled above
     return [Replicate(index=r * k + f, seed=r, repeat=r, fold=f, folds=k) for r in range(seeds) for f in range(k)]
 
 
@@ -466,9 +469,9 @@ def task_inputs(task: dict) -> dict:
             extra.append(("unlabeled", condition["unlabeled_dir"], teacher_size))
     if condition["gan_preset"]:
         sizes.add(_gan_preset_of(condition).image_size)
-    inputs = {_data_key(task, size): _data_at(task, size) for size in sorted(sizes)}
-    for key in extra:  # the unlabeled photos, read above
-        inputs[key] = _unlabeled_at(key[1], key[2])
+    inputs: dict[tuple, Any] = {_data_key(task, size): _data_at(task, size) for size in sorted(sizes)}
+    for unlabeled in extra:  # the unlabeled photos, read above
+        inputs[unlabeled] = _unlabeled_at(unlabeled[1], unlabeled[2])
     if condition.get("synthetic_dir"):
         classes = inputs[_data_key(task, recipe.image_size)].classes
         key = ("synthetic", condition["synthetic_dir"], tuple(classes), recipe.image_size)
@@ -496,7 +499,7 @@ def gan_store_root(out: str) -> Path:
     return cache_root() / "gans" if cache_enabled() else Path(out) / "gans"
 
 
-def gan_location(task: dict) -> tuple[GanPreset, object, int, Path]:
+def gan_location(task: dict) -> tuple[GanPreset, Any, int, Path]:
     """(preset, the replicate's dataset at the preset's size, seed, the GAN's folder) of a GAN task.
 
     The folder is named by what the GAN is trained on, by content (the training images, labels and
@@ -846,7 +849,7 @@ def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list
     tasks = []
     for condition in spec.conditions:
         for replicate in replicates:
-            settings = {
+            settings: dict[str, Any] = {
                 "condition": condition.settings(),
                 "replicate": dataclasses.asdict(replicate),
                 "fingerprint": fingerprint,
@@ -1135,7 +1138,7 @@ def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replica
         print(plan_text(study_plan(spec, tasks, stored, replicates)), file=sys.stderr, flush=True)
     started = time.perf_counter()
     stored.update(run_tasks(engine_of(spec), todo, len(stored), spec.quiet, out))
-    results = [{**stored[task["key"]], "condition": task["condition"]["name"]} for task in tasks]
+    results = [{**(stored[task["key"]] or {}), "condition": task["condition"]["name"]} for task in tasks]
     return write_report(
         spec, layout, summary_data, replicates, results, ran=len(todo), seconds=time.perf_counter() - started
     )
@@ -1176,7 +1179,7 @@ def _postfix(remaining: list[dict], parallel: int) -> dict:
     postfix = {"condition": remaining[0]["condition"]["name"]}
     times = recall("run", [run_timing_key(other) for other in remaining])
     if times and all(seconds is not None for seconds in times):
-        postfix["left"] = f"~{minutes(sum(times) / max(1, min(parallel, len(remaining))))}"
+        postfix["left"] = f"~{minutes(sum(t for t in times if t is not None) / max(1, min(parallel, len(remaining))))}"
     return postfix
 
 
@@ -1245,11 +1248,12 @@ class LocalEngine:
     def __init__(self, jobs: int | str = 1):
         if jobs != AUTO_JOBS and (not isinstance(jobs, int) or jobs < 1):
             raise UserError(f"--jobs {jobs}: give a whole number of at least 1, or auto")
-        self.jobs = jobs
+        self.requested = jobs
+        self.jobs: int = jobs if isinstance(jobs, int) else 1  # auto: settled by settle()
 
     def settle(self, device: str, out: Path | None) -> None:
         """Resolve --jobs auto for this device and study folder (before any task is made)."""
-        if self.jobs == AUTO_JOBS:
+        if self.requested == AUTO_JOBS:
             self.jobs = auto_jobs(device, out)
 
     def threads_per_run(self) -> int:
@@ -1277,8 +1281,8 @@ class LocalEngine:
         a GAN are queued when that GAN is stored, so two processes never train the same GAN and no
         worker waits idle for a GAN it does not need. (Before, every run waited for every GAN: with
         AVX2 kernels on 2 cores, one worker sat idle for 2 of the paper study's 11 minutes.)"""
-        leaders: dict[tuple, dict] = {}
-        waiting: dict[tuple, list[dict]] = {}
+        leaders: dict[str, dict] = {}
+        waiting: dict[str, list[dict]] = {}
         free = []
         for task in todo:
             key = _gan_key(task)
@@ -1298,8 +1302,9 @@ class LocalEngine:
                     for future in done:
                         task = running.pop(future)
                         result = future.result()
-                        if leaders.get(_gan_key(task)) is task:  # its GAN is stored now: the rest can run
-                            for follower in waiting.pop(_gan_key(task), []):
+                        gan_key = _gan_key(task)
+                        if gan_key is not None and leaders.get(gan_key) is task:  # its GAN is stored: the rest can run
+                            for follower in waiting.pop(gan_key, []):
                                 running[pool.submit(execute_run, follower)] = follower
                         remaining.pop(result["key"], None)
                         finished(result, list(remaining.values()))

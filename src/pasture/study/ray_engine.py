@@ -78,7 +78,7 @@ def _check_versions(expected: dict) -> None:
 # What runs in a worker
 
 
-def _receive(task: dict, expected: dict, keys: list, values: tuple, gan_names: list = ()) -> None:
+def _receive(task: dict, expected: dict, keys: list, values: tuple, gan_names: tuple | list = ()) -> None:
     """Set a worker up for one task: versions checked, the shipped inputs in place of the disk."""
     _check_versions(expected)
     _DATA_CACHE.clear()  # a worker lives for many tasks; only this task's inputs are kept

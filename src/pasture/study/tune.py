@@ -232,7 +232,7 @@ def _score(spec, out, data, conditions, replicates, engine, warn, desc: str) -> 
     stored = _stored_runs(out, tasks, warn)
     todo = pending_tasks(tasks, stored)
     stored.update(run_tasks(engine, todo, len(stored), spec.quiet, out, desc=desc))
-    results = [{**stored[task["key"]], "condition": task["condition"]["name"]} for task in tasks]
+    results = [{**(stored[task["key"]] or {}), "condition": task["condition"]["name"]} for task in tasks]
     return summarise(conditions, replicates, results)
 
 
