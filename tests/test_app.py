@@ -217,7 +217,7 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         page.wait_for_selector("#test-run option", state="attached")
         page.set_input_files("#test-files", [str(folder / "cow_0.png"), str(folder / "horse_0.png")])
         page.click("#predict")
-        page.wait_for_selector("td.label")
+        page.wait_for_selector("td.label", timeout=120_000)  # two backbones, Grad-CAM and occlusion per photo
         assert page.locator("td.label").count() == 2
         page.wait_for_selector("img.heatmap")  # where the model looked, when captum is installed (it is in dev)
         page.screenshot(path=str(shots / "test.png"), full_page=True)

@@ -246,3 +246,26 @@ def test_a_photo_edited_to_the_same_size_changes_the_fingerprint(split_data, tmp
         split_data, study, conditions=["a:recipe=default,epochs=1,image_size=16"], seeds=1, quiet=True, jobs=1
     )
     assert again["runs_computed"] == 1
+
+
+def test_data_options_survive_the_round_trip_through_a_runs_identity():
+    """export reads a run's data again from its identity: the same options, with no literals of its own."""
+    from types import SimpleNamespace
+
+    from pasture.core.defaults import DataOptions
+
+    options = DataOptions(
+        classes=("horse", "cow"),
+        test_fraction=0.3,
+        split_seed=5,
+        min_image_size=20,
+        groups="subfolders",
+        group_column="source",
+        split_by_group=True,
+    )
+    split_here = SimpleNamespace(layout="class-folders", fingerprint="f", classes=["horse", "cow"])
+    assert DataOptions.from_identity(options.identity("/data", split_here)) == options
+    fixed_split = SimpleNamespace(layout="train/test", fingerprint="f", classes=["cow", "horse"])
+    assert DataOptions.from_identity(DataOptions(split_seed=9).identity("/data", fixed_split)) == DataOptions(
+        classes=("cow", "horse")
+    )

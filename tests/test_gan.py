@@ -191,6 +191,23 @@ def test_score_json_shape(trained_gan, split_data, capsys):
     assert (trained_gan / "score.json").is_file()
 
 
+def test_score_without_a_run_trains_the_scoring_cnn_at_its_own_size(trained_gan, split_data, monkeypatch):
+    """Since issue 25 the default recipe is the probe at 260 px; gan score without --run read the data at
+    that size and trained the report's CNN on 260 px images (100 s in this suite instead of seconds)."""
+    import pasture.gan.synth as synth
+
+    seen = []
+    real = synth.train_classifier
+
+    def spying(dataset, recipe, seed, **options):
+        seen.append((recipe.model, recipe.image_size, dataset.image_size))
+        return real(dataset, replace(recipe, epochs=1), seed, **options)
+
+    monkeypatch.setattr(synth, "train_classifier", spying)
+    api.gan_score(trained_gan, split_data, per_class=2, write=False)
+    assert seen and all(entry == ("paper-cnn", 64, 64) for entry in seen)
+
+
 def test_synthetic_mixing_ratio_is_respected():
     generator = torch.Generator().manual_seed(0)
     real = torch.zeros(16, 3, 4, 4, dtype=torch.uint8)

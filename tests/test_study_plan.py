@@ -150,3 +150,84 @@ def test_the_plan_says_how_to_use_spare_cores():
     assert "--jobs" not in plan_text({**plan, "parallel": 2})  # already parallel
     assert "--jobs" not in plan_text({**plan, "cores": 1})
     assert "--jobs" not in plan_text({**plan, "engine": "ray"})
+
+
+def test_the_estimate_guesses_untimed_runs_aloud_and_never_leaves_a_gan_out():
+    """Issue 28: a plan said "about 32 s" for a study that took 325 s: 12 of its runs had never been
+    timed and were left out of the figure. Untimed runs are now guessed at the median of the timed ones
+    (and said so); a GAN never trained here cannot be guessed from runs, so there is no total then."""
+    from pasture.study.experiment import estimate_text, work_estimate
+
+    estimate = work_estimate([10.0, None, 30.0, None], [], parallel=1)
+    assert estimate["seconds"] == 10 + 30 + 2 * 20 and estimate["guessed_runs"] == 2
+    assert "(2 runs guessed)" in estimate_text(estimate)
+    assert work_estimate([10.0, 10.0], [100.0], parallel=2)["seconds"] == 60  # a timed GAN counts as work
+    with_untimed_gan = work_estimate([10.0, 10.0], [None], parallel=1)
+    assert with_untimed_gan["seconds"] is None and with_untimed_gan["known_seconds"] == 20
+    assert estimate_text(with_untimed_gan) is None
+    assert work_estimate([None, None], [], parallel=1)["seconds"] is None  # nothing timed: no guess
+
+
+def test_the_plan_says_when_a_gan_has_never_been_timed():
+    from pasture.study.experiment import plan_text
+
+    plan = {
+        "conditions": ["a", "a+gan"],
+        "replicates": 5,
+        "runs": 10,
+        "stored": 0,
+        "to_run": 10,
+        "gans_needed": 1,
+        "gans_to_train": 1,
+        "estimate_seconds": None,
+        "known_seconds": 30.0,
+        "unmeasured_runs": 0,
+        "unmeasured_gans": 1,
+        "machine": "cpu",
+        "engine": "local",
+        "parallel": 2,
+        "cores": 2,
+    }
+    text = plan_text(plan)
+    assert "about" not in text and "1 GAN(s) never trained on this machine" in text
+    guessed = plan_text({**plan, "estimate_seconds": 300.0, "unmeasured_gans": 0, "unmeasured_runs": 4})
+    assert "about 5 min" in guessed and "4 of the runs never timed here" in guessed
+
+
+def test_the_progress_bar_counts_the_gans_to_train_until_their_first_run_ends(monkeypatch, tmp_path):
+    """Before, the bar sat at 0/50 for minutes while the GANs trained, with no word of them."""
+    from pasture.study import experiment
+
+    tasks = [
+        {"key": "r1", "condition": {"name": "a+gan"}, "gan": "g1"},
+        {"key": "r2", "condition": {"name": "a+gan"}, "gan": "g1"},
+        {"key": "r3", "condition": {"name": "a"}, "gan": None},
+    ]
+    monkeypatch.setattr(experiment, "_gan_key", lambda task: task["gan"])
+    monkeypatch.setattr(experiment, "run_timing_key", lambda task: task["key"])
+    monkeypatch.setattr(experiment, "recall", lambda kind, keys: [5.0 for _ in keys])
+    postfixes = []
+
+    class Bar:
+        def update(self, n):
+            pass
+
+        def set_postfix(self, postfix, refresh=True):
+            postfixes.append(dict(postfix))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(experiment, "progress_bar", lambda *args, **kwargs: Bar())
+
+    class Engine:
+        def parallel(self):
+            return 1
+
+        def run(self, todo, finished):
+            for position, task in enumerate(todo):
+                finished({"key": task["key"]}, todo[position + 1 :])
+
+    experiment.run_tasks(Engine(), tasks, 3, False, tmp_path, gans={"g1": 120.0})
+    assert postfixes[0]["GANs"] == "1 to train first" and postfixes[0]["left"] == "~2 min"  # 3 x 5 s + 120 s
+    assert "GANs" not in postfixes[1] and postfixes[1]["left"] == "~10 s"  # r1 trained it

@@ -99,7 +99,7 @@ def test_learnable_data_is_learned(split_data, tmp_path):
 def test_atomic_checkpoint_keeps_the_old_file_when_a_write_fails(tmp_path):
     path = tmp_path / "checkpoint.pt"
     atomic_torch_save({"epoch": 1, "weights": torch.ones(3)}, path)
-    with pytest.raises(pickle.PicklingError):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # which one depends on how pickle meets the lambda
         atomic_torch_save({"epoch": 2, "bad": lambda: None}, path)  # lambdas cannot be saved
     assert load_checkpoint(path)["epoch"] == 1
     assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary file left behind

@@ -25,15 +25,13 @@ from pathlib import Path
 import torch
 
 from pasture.classify.card import model_card
-from pasture.classify.distill import bank_key, build_bank, cached_bank, model_identity
+from pasture.classify.distill import model_identity, teacher_bank
 from pasture.classify.evaluate import (
     accuracy_report,
     group_reports,
     predict_probabilities,
-    score_run,
-    test_probabilities,
 )
-from pasture.classify.explain import explain_images, plot_top_losses
+from pasture.classify.explain import explain_images, plot_top_losses, score_and_plot_top_losses
 from pasture.classify.export import export_onnx
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.onnx_runner import predict_onnx
@@ -84,7 +82,7 @@ from pasture.data import (
 )
 from pasture.doctor.examine import examine
 from pasture.gan.presets import GanPreset, get_gan_preset
-from pasture.gan.synth import sample_images, score_synthetic, write_synthetic
+from pasture.gan.synth import SCORING_RECIPE, sample_images, score_synthetic, write_synthetic
 from pasture.gan.trainer import train_gan, validate_gan_preset
 from pasture.study.demo import write_demo_data
 from pasture.study.experiment import (
@@ -140,27 +138,6 @@ def _options(
         raise TypeError(f"{function}(): unknown fields in overrides: {', '.join(unknown)}")
     options = data_options or DataOptions()
     return overrides, dataclasses.replace(options, **data_changes) if data_changes else options
-
-
-def _data_identity(data, dataset, options: DataOptions) -> dict:
-    """The data side of a run's identity: which files, which split, which filters."""
-    split_here = dataset.layout == "class-folders"
-    return {
-        "data": str(Path(data).resolve()),
-        "data_fingerprint": dataset.fingerprint,
-        "classes": dataset.classes,
-        "layout": dataset.layout,
-        "test_fraction": options.test_fraction if split_here else None,
-        "split_seed": options.split_seed if split_here else None,
-        "min_image_size": options.min_image_size,
-        "strict": options.strict,
-        # only when set, so that runs made before groups existed keep their identity
-        **(
-            {"groups": options.groups, "group_column": options.group_column, "split_by_group": options.split_by_group}
-            if options.groups is not None
-            else {}
-        ),
-    }
 
 
 def _open_run_dir(
@@ -233,39 +210,32 @@ def _teacher_bank(
     at_teacher_size = load_dataset(data, size, warn=lambda message: None, **options.load_kwargs())
     if at_teacher_size.train.files != dataset.train.files:
         raise UserError(f"{data}: the files changed while loading; run again")
-    images, labels = [at_teacher_size.train.images], [dataset.train.labels]
-    transfer = {"labelled": len(dataset.train)}
+    unlabelled = []
+    transfer: dict = {"labelled": len(dataset.train)}
     if unlabeled is not None:
         files = image_files_in([unlabeled])
-        images.append(decode_files(files, size))
-        labels.append(torch.full((len(files),), -1, dtype=torch.long))
+        unlabelled.append(decode_files(files, size))
         transfer["unlabeled"] = {"folder": str(Path(unlabeled).resolve()), "n": len(files)}
     if synthetic is not None:  # GAN samples: the teacher labels them, the GAN's class folders are ignored
         generated, fingerprint = load_synthetic(synthetic, dataset.classes, size, warn)
-        images.append(generated.images)
-        labels.append(torch.full((len(generated),), -1, dtype=torch.long))
+        unlabelled.append(generated.images)
         transfer["synthetic"] = {
             "folder": str(Path(synthetic).resolve()),
             "fingerprint": fingerprint,
             "n": len(generated),
         }
-    pool, pool_labels = torch.cat(images), torch.cat(labels)
     identity = model_identity(teacher_model)
-    key = bank_key(identity, pool, pool_labels, recipe, len(dataset.train), seed=0)
     # The teacher sees classes in its own order; the bank keeps the student's (the data's) order.
-    bank = cached_bank(
-        key,
-        lambda: build_bank(
-            teacher_model,
-            size,
-            pool,
-            pool_labels,
-            len(dataset.classes),
-            recipe,
-            seed=0,
-            quiet=quiet,
-            class_order=to_teacher,
-        ),
+    bank = teacher_bank(
+        teacher_model,
+        size,
+        at_teacher_size.train.images,
+        dataset.train.labels,
+        unlabelled,
+        recipe,
+        len(dataset.classes),
+        quiet=quiet,
+        class_order=to_teacher,
     )
     info = {
         "run": str(Path(teacher).resolve()),
@@ -357,7 +327,7 @@ def train(
         "synthetic": synthetic_info,
         "recipe": chosen.to_dict(),
         "seed": seed,
-        **_data_identity(data, dataset, options),
+        **options.identity(data, dataset),
     }
     if teacher_info is not None:  # only when set, so that runs made before distillation keep their identity
         identity["teacher"] = {key: teacher_info[key] for key in ("checkpoint", "transfer")}
@@ -419,23 +389,13 @@ def train(
 def finish_run(out: Path, result, dataset, recipe: Recipe) -> dict:
     """Score the trained model (score_run) and write the figures, MODEL_CARD.md and metrics.json; returns
     the record."""
-    probabilities = test_probabilities(result, dataset, recipe)
-    record = score_run(result, dataset, recipe, probabilities)
+    record = score_and_plot_top_losses(result, dataset, recipe, out)
     plot_curves(record.history, out / "curves.png", title=f"{recipe.model} / {recipe.name}")
     plot_confusion(
         record.confusion,
         dataset.classes,
         out / "confusion.png",
         title=f"test: {record.test_correct}/{record.n_test} correct",
-    )
-    plot_top_losses(
-        result.model,
-        dataset.test.images,
-        dataset.test.labels,
-        probabilities,
-        dataset.classes,
-        dataset.test.files,
-        out / "top_losses.png",
     )
     metrics = record.to_dict()
     config = read_checked_json(out / "config.json", run_config_problem, what="run folder")
@@ -652,7 +612,7 @@ def gan_train(
     where = resolve_device(device)
     precision = effective_precision(chosen.precision, where, warn)
     dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
-    identity = {"kind": "gan", "preset": chosen.to_dict(), "seed": seed, **_data_identity(data, dataset, options)}
+    identity = {"kind": "gan", "preset": chosen.to_dict(), "seed": seed, **options.identity(data, dataset)}
     out = Path(out)
     with locked_folder(out, "GAN"):  # the lock first, as in train
         state, finished = _open_run_dir(
@@ -749,7 +709,7 @@ def gan_score(
     size = (
         read_checked_json(Path(run) / "config.json", run_config_problem, what="run folder")["image_size"]
         if run is not None
-        else resolve_recipe().image_size
+        else resolve_recipe(SCORING_RECIPE).image_size
     )
     dataset = load_dataset(data, size, warn=warn)
     if (source / "synth.json").is_file():

@@ -314,6 +314,15 @@ def augment_batch(images: torch.Tensor, preset: AugmentPreset, generator: torch.
     return images
 
 
+def beta_shares(alpha: float, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` draws of Beta(alpha, alpha) (MixUp's and CutMix's share of the first image), made from two
+    Gamma draws so that the seeded generator stays the only source of randomness (torch.distributions
+    would use the global one)."""
+    gamma_a = torch._standard_gamma(torch.full((count,), float(alpha)), generator=generator)
+    gamma_b = torch._standard_gamma(torch.full((count,), float(alpha)), generator=generator)
+    return gamma_a / (gamma_a + gamma_b)
+
+
 def mix_batch(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -331,10 +340,7 @@ def mix_batch(
         return images, targets
     use_cutmix = bool(cutmix_alpha) and (not mixup_alpha or torch.rand(1, generator=generator).item() < 0.5)
     alpha = cutmix_alpha if use_cutmix else mixup_alpha
-    # Beta(alpha, alpha) from two Gamma draws, so the generator stays the only source of randomness.
-    gamma_a = torch._standard_gamma(torch.tensor([alpha]), generator=generator)
-    gamma_b = torch._standard_gamma(torch.tensor([alpha]), generator=generator)
-    keep = float(gamma_a / (gamma_a + gamma_b))  # share of the first image
+    keep = float(beta_shares(alpha, 1, generator))  # share of the first image
     partner = torch.randperm(images.shape[0], generator=generator).to(images.device)
     if use_cutmix:
         height, width = images.shape[2:]

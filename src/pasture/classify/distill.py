@@ -24,14 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pasture.classify.augment import augment_batch, get_augment
+from pasture.classify.augment import augment_batch, beta_shares, get_augment
 from pasture.classify.evaluate import to_float
 from pasture.classify.recipes import Recipe
-from pasture.core.defaults import cache_enabled, cache_root
+from pasture.core.cache import ContentCache
 from pasture.core.device import autocast, effective_precision, model_device
-from pasture.core.runs import atomic_torch_save
 from pasture.core.runtime import progress_bar
-from pasture.core.store import build_once
 
 BANK_FORMAT = 1  # bump when bank construction changes, so cached banks are not reused
 BANK_BATCH = 32
@@ -88,10 +86,8 @@ def _mix(images: torch.Tensor, targets: torch.Tensor, alpha: float, generator: t
     """MixUp with one Beta(alpha, alpha) share per image (not per batch: a bank of views wants variety)."""
     if not alpha or images.shape[0] < 2:
         return images, targets
-    gamma_a = torch._standard_gamma(torch.full((images.shape[0],), alpha), generator=generator)
-    gamma_b = torch._standard_gamma(torch.full((images.shape[0],), alpha), generator=generator)
     # Drawn on the CPU (seeded); the images may be on a GPU, the targets stay on the CPU.
-    keep = gamma_a / (gamma_a + gamma_b)
+    keep = beta_shares(alpha, images.shape[0], generator)
     partner = torch.randperm(images.shape[0], generator=generator)
     on_device = keep.to(images.device).view(-1, 1, 1, 1)
     mixed = on_device * images + (1 - on_device) * images[partner.to(images.device)]
@@ -166,34 +162,22 @@ def build_bank(
 
 
 def cached_bank(key: str, build) -> TeacherBank:
-    """The bank stored under cache_root()/distill/<key>/bank.pt, or `build()` (then stored). Built once:
-    a process that reaches a bank another one is building waits for it (core.store.build_once)."""
-    folder = cache_root() / "distill" / key
-    path = folder / "bank.pt"
-    if not cache_enabled():
-        return build()
-
-    def read() -> TeacherBank | None:
-        if not path.is_file():
-            return None
-        try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-            return TeacherBank(stored["views"], stored["teacher_log_probs"], stored["label_targets"], reused=True)
-        except Exception:  # a damaged entry is rebuilt, never trusted
-            return None
-
-    def build_and_store() -> TeacherBank:
-        bank = build()
-        try:
-            atomic_torch_save(
-                {"views": bank.views, "teacher_log_probs": bank.teacher_log_probs, "label_targets": bank.label_targets},
-                path,
-            )
-        except OSError:
-            pass  # an unwritable cache only costs time
-        return bank
-
-    return build_once(folder, read, build_and_store, "distillation bank")
+    """The bank stored under cache_root()/distill/<key>.pt, or `build()` (then stored). Built once: a
+    process that reaches a bank another one is building waits for it (core.cache, shared)."""
+    return ContentCache("distill", what="distillation-bank").get(
+        key,
+        build,
+        check=lambda stored: {"views", "teacher_log_probs", "label_targets"} <= set(stored),
+        to_stored=lambda bank: {
+            "views": bank.views,
+            "teacher_log_probs": bank.teacher_log_probs,
+            "label_targets": bank.label_targets,
+        },
+        from_stored=lambda stored: TeacherBank(
+            stored["views"], stored["teacher_log_probs"], stored["label_targets"], reused=True
+        ),
+        shared=True,
+    )
 
 
 def distillation_loss(
@@ -214,6 +198,41 @@ def distillation_loss(
         hard = -(label_targets[has_label] * torch.log_softmax(logits[has_label], dim=1)).sum(1).mean()
         loss = loss + (1 - weight) * hard
     return loss
+
+
+def teacher_bank(
+    teacher: nn.Module,
+    teacher_size: int,
+    labelled: torch.Tensor,
+    labels: torch.Tensor,
+    unlabelled: list[torch.Tensor],
+    recipe: Recipe,
+    num_classes: int,
+    quiet: bool = True,
+    class_order: torch.Tensor | None = None,
+) -> TeacherBank:
+    """The bank of one student's transfer set, from the cache or built now (one place for `train
+    --teacher` and an experiment's distillation condition): the labelled training images (at the
+    teacher's size) and their labels, then each of `unlabelled` (unlabelled photos, GAN samples: the
+    teacher labels them, label -1), keyed by the teacher's weights, the images and the recipe's view
+    settings."""
+    pool = torch.cat([labelled, *unlabelled])
+    pool_labels = torch.cat([labels, *(torch.full((len(images),), -1, dtype=torch.long) for images in unlabelled)])
+    key = bank_key(model_identity(teacher), pool, pool_labels, recipe, len(labelled), seed=0)
+    return cached_bank(
+        key,
+        lambda: build_bank(
+            teacher,
+            teacher_size,
+            pool,
+            pool_labels,
+            num_classes,
+            recipe,
+            seed=0,
+            quiet=quiet,
+            class_order=class_order,
+        ),
+    )
 
 
 def model_identity(model: nn.Module) -> str:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pasture.classify.evaluate import predict_probabilities, to_float
+from pasture.classify.evaluate import predict_probabilities, score_run, test_probabilities, to_float
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.paths import display_name
@@ -216,3 +216,21 @@ def plot_top_losses(
     save_figure(figure, path)
     plt.close(figure)
     return shown
+
+
+def score_and_plot_top_losses(result, dataset, recipe, folder: Path):
+    """A trained run scored on its test split (evaluate.score_run -> RunRecord) and its top_losses.png
+    written to `folder`: the one way a finished run is scored, for `train` (api.finish_run) and for an
+    experiment's runs (study.experiment), which had each written it out."""
+    probabilities = test_probabilities(result, dataset, recipe)  # for the record and the top losses
+    record = score_run(result, dataset, recipe, probabilities)
+    plot_top_losses(
+        result.model,
+        dataset.test.images,
+        dataset.test.labels,
+        probabilities,
+        dataset.classes,
+        dataset.test.files,
+        folder / "top_losses.png",
+    )
+    return record

@@ -64,15 +64,7 @@ def _check_images(run: Path, config: dict, count: int = 32) -> tuple[torch.Tenso
     if data and Path(data).is_dir():
         try:
             # The run's own split: groups and a grouped split included, so these are its test images.
-            options = DataOptions(
-                classes=tuple(config["classes"]),
-                test_fraction=identity.get("test_fraction") or 0.5,
-                split_seed=identity.get("split_seed") or 0,
-                min_image_size=identity.get("min_image_size", 16),
-                groups=identity.get("groups"),
-                group_column=identity.get("group_column", "group"),
-                split_by_group=identity.get("split_by_group", False),
-            )
+            options = DataOptions.from_identity({**identity, "classes": config["classes"], "strict": False})
             dataset = load_dataset(data, config["image_size"], warn=lambda message: None, **options.load_kwargs())
             return dataset.test.images, f"the run's {len(dataset.test)} test images"
         except UserError:

@@ -21,7 +21,7 @@ from torch import nn
 from pasture.classify.evaluate import to_float
 from pasture.classify.recipes import Recipe, class_weights, with_overrides
 from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, TrainResult, build_members
-from pasture.core.defaults import cache_root
+from pasture.core.cache import ContentCache
 from pasture.core.device import model_device
 from pasture.core.runs import atomic_torch_save, write_jsonl
 from pasture.core.runtime import progress_bar, seed_everything, stop_point
@@ -58,11 +58,12 @@ def backbone_features(model: nn.Module, images_uint8: torch.Tensor, batch_size: 
 
 
 class FeatureCache:
-    """Per-image feature files under cache_root()/features/<backbone key>/<image hash>.pt."""
+    """Per-image feature files under cache_root()/features/<backbone key>/<image hash>.pt (core.cache)."""
 
     def __init__(self, backbone_key: str, root: Path | None = None):
         key = hashlib.sha256(f"{FEATURE_FORMAT}|{backbone_key}".encode()).hexdigest()[:20]
-        self.folder = (root or cache_root()) / "features" / key
+        self.cache = ContentCache(f"features/{key}", root=root, what="feature-cache")
+        self.folder = self.cache.folder
         self.computed = 0
         self.reused = 0
 
@@ -74,22 +75,14 @@ class FeatureCache:
         keys = [self.image_key(image) for image in images_uint8]
         found: dict[int, torch.Tensor] = {}
         for index, key in enumerate(keys):
-            path = self.folder / f"{key}.pt"
-            if path.is_file():
-                try:
-                    found[index] = torch.load(path, map_location="cpu", weights_only=True)
-                except Exception:  # a damaged entry is recomputed, never trusted
-                    pass
+            stored = self.cache.read(key, lambda value: isinstance(value, torch.Tensor) and value.dim() == 1)
+            if stored is not None:
+                found[index] = stored
         missing = [index for index in range(len(keys)) if index not in found]
         if missing:
             fresh = backbone_features(model, images_uint8[missing])
-            try:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                for index, feature in zip(missing, fresh):
-                    atomic_torch_save(feature.clone(), self.folder / f"{keys[index]}.pt")
-            except OSError:
-                pass  # an unwritable cache only costs time
             for index, feature in zip(missing, fresh):
+                self.cache.write(keys[index], feature.clone())
                 found[index] = feature
         self.computed += len(missing)
         self.reused += len(keys) - len(missing)

@@ -8,6 +8,7 @@ imagefile  image files -> uint8 arrays (the one decoding rule; torch-free)
 processes  whether a process is alive (whose leftovers a folder holds)
 runs       run folders: atomic writes, checkpoints, folder locks, the "is this folder ours" guard
 store      things built once and shared by every process that needs them (under the folder's lock)
+cache      the one content-keyed disk cache (decoded images, probe features, distillation banks)
 record     RunRecord: what one finished run scored (metrics.json and experiment results alike)
 runtime    seeding, progress bars, malloc tuning, usable cores
 device     the device (CUDA, MPS, CPU), precision and autocast, reproducible CUDA

@@ -38,9 +38,18 @@ def setting(default, help: str, choices: tuple | None = None, minimum: int | Non
     return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum})
 
 
+# What names a preset or condition without changing what its runs compute.
+LABEL_FIELDS = ("name", "description")
+
+
 def option_fields(settings_type) -> list:
     """The fields of a settings dataclass a user may set (all but its name and description)."""
-    return [f for f in fields(settings_type) if f.name not in ("name", "description")]
+    return [f for f in fields(settings_type) if f.name not in LABEL_FIELDS]
+
+
+def without_labels(settings: dict) -> dict:
+    """`settings` without its name and description: what makes two presets or conditions the same."""
+    return {key: value for key, value in settings.items() if key not in LABEL_FIELDS}
 
 
 def field_type_problem(settings) -> str | None:
@@ -103,3 +112,41 @@ class DataOptions:
             "group_column": self.group_column,
             "split_by_group": self.split_by_group,
         }
+
+    def identity(self, data, dataset) -> dict:
+        """The data side of a run's identity (config.json): which files, which split, which filters.
+        `dataset` is what these options loaded from `data` (pasture.data.Dataset)."""
+        split_here = dataset.layout == "class-folders"
+        return {
+            "data": str(Path(data).resolve()),
+            "data_fingerprint": dataset.fingerprint,
+            "classes": dataset.classes,
+            "layout": dataset.layout,
+            "test_fraction": self.test_fraction if split_here else None,
+            "split_seed": self.split_seed if split_here else None,
+            "min_image_size": self.min_image_size,
+            "strict": self.strict,
+            # only when set, so that runs made before groups existed keep their identity
+            **(
+                {"groups": self.groups, "group_column": self.group_column, "split_by_group": self.split_by_group}
+                if self.groups is not None
+                else {}
+            ),
+        }
+
+    @classmethod
+    def from_identity(cls, identity: dict) -> DataOptions:
+        """The options that load a run's data again as it was (its split and its groups included): the
+        inverse of `identity`. What the identity leaves out (a fixed split's fraction, no groups) keeps
+        this class's defaults."""
+        given = {
+            "classes": identity.get("classes"),
+            "test_fraction": identity.get("test_fraction"),
+            "split_seed": identity.get("split_seed"),
+            "min_image_size": identity.get("min_image_size"),
+            "strict": identity.get("strict"),
+            "groups": identity.get("groups"),
+            "group_column": identity.get("group_column"),
+            "split_by_group": identity.get("split_by_group"),
+        }
+        return cls(**{key: value for key, value in given.items() if value is not None})

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
+import statistics
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -27,9 +28,9 @@ from typing import Any
 
 import torch
 
-from pasture.classify.distill import bank_key, build_bank, cached_bank, model_identity
-from pasture.classify.evaluate import predict_probabilities, score_run, test_probabilities
-from pasture.classify.explain import plot_top_losses
+from pasture.classify.distill import teacher_bank
+from pasture.classify.evaluate import predict_probabilities
+from pasture.classify.explain import score_and_plot_top_losses
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.recipes import (
     Recipe,
@@ -40,7 +41,7 @@ from pasture.classify.recipes import (
     synthetic_share,
 )
 from pasture.classify.trained import build_members
-from pasture.core.defaults import DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields
+from pasture.core.defaults import DEFAULT_TEST_FRACTION, cache_enabled, cache_root, option_fields, without_labels
 from pasture.core.device import device_info, reproducible_on
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.record import RunRecord
@@ -96,9 +97,7 @@ class Condition:
 
     def settings(self) -> dict:
         """What makes the runs of this condition what they are (its name and description excluded)."""
-        data = dataclasses.asdict(self)
-        data.pop("name")
-        data.pop("description")
+        data = without_labels(dataclasses.asdict(self))
         for key in ("teacher", "unlabeled_dir"):  # absent unless set: runs stored before keep their keys
             if data[key] is None:
                 data.pop(key)
@@ -197,7 +196,7 @@ def _parse_value(text: str):
     return text
 
 
-def _recipe_and_overrides(recipe: str) -> tuple[str, list]:
+def recipe_and_overrides(recipe: str) -> tuple[str, list]:
     """(preset, [(field, value)]) of a recipe name or file: a recipe file becomes its base preset plus
     the fields it changes, so a run's key holds the file's content (not its path) and workers on other
     machines need no copy of the file."""
@@ -206,11 +205,7 @@ def _recipe_and_overrides(recipe: str) -> tuple[str, list]:
     from_file = get_recipe(recipe)
     base = json.loads(Path(recipe).read_text()).get("base", "scratch")  # as read_recipe_file reads it
     preset = get_recipe(base).to_dict()
-    changed = [
-        (key, value)
-        for key, value in from_file.to_dict().items()
-        if key not in ("name", "description") and value != preset[key]
-    ]
+    changed = [(key, value) for key, value in without_labels(from_file.to_dict()).items() if value != preset[key]]
     return base, changed
 
 
@@ -237,14 +232,14 @@ def parse_condition(text: str, recipe: str | None = None, model: str | None = No
     gan_overrides: list = []
     file_overrides: list = []
     if recipe is not None:
-        fields["recipe"], file_overrides = _recipe_and_overrides(recipe)
+        fields["recipe"], file_overrides = recipe_and_overrides(recipe)
     for item in filter(None, (part.strip() for part in spec.split(","))):
         key, equals, raw = item.partition("=")
         if not equals:
             raise UserError(f"--conditions {text}: {item!r} is not key=value")
         value = _parse_value(raw)
         if key == "recipe":
-            fields["recipe"], file_overrides = _recipe_and_overrides(str(value))
+            fields["recipe"], file_overrides = recipe_and_overrides(str(value))
         elif key == "gan":
             fields["gan_preset"] = str(value)
         elif key == "per_class":
@@ -287,6 +282,14 @@ class Replicate:
 GROUP_FOLDS = "groups"  # --folds groups: each group's images are the test set once
 
 
+def kfold_replicates(folds: int, repeats: range) -> list[Replicate]:
+    """Repeats of a stratified `folds`-fold split: repeat r uses seed r, fold f is its f-th part. Shared
+    by experiments and by tune (whose confirmation uses repeats the search never saw)."""
+    return [
+        Replicate(index=r * folds + f, seed=r, repeat=r, fold=f, folds=folds) for r in repeats for f in range(folds)
+    ]
+
+
 def plan_replicates(
     layout: str, seeds: int, folds: int | str | None, group_names: list[str] | None = None
 ) -> list[Replicate]:
@@ -305,8 +308,7 @@ def plan_replicates(
             for r in range(seeds)
             for g, name in enumerate(group_names)
         ]
-    k = int(folds or 5)  # GROUP_FOLDS is handled above
-    return [Replicate(index=r * k + f, seed=r, repeat=r, fold=f, folds=k) for r in range(seeds) for f in range(k)]
+    return kfold_replicates(int(folds or 5), range(seeds))  # GROUP_FOLDS is handled above
 
 
 def _hash(data: dict) -> str:
@@ -592,7 +594,7 @@ def gan_timing_key(task: dict, preset: GanPreset, dataset) -> str:
 
 def run_timing_key(task: dict) -> str:
     """What decides a classifier run's time (not its seed): condition, data, kind of replicate."""
-    condition = {k: v for k, v in task["condition"].items() if k not in ("name", "description")}
+    condition = without_labels(task["condition"])
     return timing_key(
         {
             "condition": condition,
@@ -633,18 +635,21 @@ def _bank_for(task: dict, recipe: Recipe, dataset):
     teacher_recipe = resolve_recipe(condition["teacher"])
     teacher_data = replicate_dataset(task, teacher_recipe.image_size)
     teacher, teacher_seconds, teacher_reused = _trained_teacher(task, teacher_recipe, teacher_data)
-    pool, labels, gan_dir = teacher_data.train.images, teacher_data.train.labels, None
+    unlabelled, gan_dir = [], None
     if condition["gan_preset"]:
         generated, gan_dir = _gan_for(task, teacher_recipe.image_size)
-        pool = torch.cat([pool, generated.images])
-        labels = torch.cat([labels, torch.full((len(generated),), -1, dtype=torch.long)])
+        unlabelled.append(generated.images)
     if condition.get("unlabeled_dir"):
-        extra = _unlabeled_at(condition["unlabeled_dir"], teacher_recipe.image_size)
-        pool = torch.cat([pool, extra])
-        labels = torch.cat([labels, torch.full((len(extra),), -1, dtype=torch.long)])
-    key = bank_key(model_identity(teacher), pool, labels, recipe, len(dataset.train), seed=0)
-    bank = cached_bank(
-        key, lambda: build_bank(teacher, teacher_recipe.image_size, pool, labels, len(dataset.classes), recipe, seed=0)
+        unlabelled.append(_unlabeled_at(condition["unlabeled_dir"], teacher_recipe.image_size))
+    # The teacher was trained on this replicate's classes, in this order: no class_order to map.
+    bank = teacher_bank(
+        teacher,
+        teacher_recipe.image_size,
+        teacher_data.train.images,
+        teacher_data.train.labels,
+        unlabelled,
+        recipe,
+        len(dataset.classes),
     )
     teacher_accuracy = float(
         (predict_probabilities(teacher, teacher_data.test.images).argmax(1) == teacher_data.test.labels).float().mean()
@@ -770,12 +775,12 @@ def _compute_run(task: dict, folder: Path) -> tuple[dict, float]:
         device=_task_device(task),
         bank=bank,
     )
-    probabilities = test_probabilities(result, dataset, recipe)  # for the record and the top losses
+    record = score_and_plot_top_losses(result, dataset, recipe, folder)
     stored = {
         "format": RESULT_FORMAT,
         "key": task["key"],
         "condition": condition["name"],
-        "condition_settings": {k: v for k, v in condition.items() if k not in ("name", "description")},
+        "condition_settings": without_labels(condition),
         "replicate": task["replicate"],
         "recipe_settings": recipe.to_dict(),
         "gan_dir": gan_dir,
@@ -783,17 +788,8 @@ def _compute_run(task: dict, folder: Path) -> tuple[dict, float]:
         "n_synthetic": len(synthetic) if synthetic is not None else 0,
         **({"teacher": teacher_info} if teacher_info is not None else {}),
         "seconds": time.perf_counter() - started,
-        "record": score_run(result, dataset, recipe, probabilities).to_dict(),
+        "record": record.to_dict(),
     }
-    plot_top_losses(
-        result.model,
-        dataset.test.images,
-        dataset.test.labels,
-        probabilities,
-        dataset.classes,
-        dataset.test.files,
-        folder / "top_losses.png",
-    )
     return stored, time.perf_counter() - classifier_started
 
 
@@ -844,7 +840,7 @@ def _folder_fingerprint(folder: str | None) -> str | None:
     return _hash({"files": listing})
 
 
-def _tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list[Replicate]):
+def study_tasks(spec: ExperimentSpec, layout: str, fingerprint: str, replicates: list[Replicate]):
     threads = engine_of(spec).threads_per_run()
     tasks = []
     for condition in spec.conditions:
@@ -935,7 +931,7 @@ def pending_tasks(tasks: list[dict], stored: dict) -> list[dict]:
     return list({task["key"]: task for task in tasks if stored[task["key"]] is None}.values())
 
 
-def _stored_runs(out: Path, tasks: list[dict], warn) -> dict[str, dict | None]:
+def stored_runs(out: Path, tasks: list[dict], warn) -> dict[str, dict | None]:
     """{key: stored result or None}; a damaged or older-format result is computed again, said once."""
     stored, damaged = {}, []
     for task in tasks:
@@ -952,21 +948,50 @@ def _stored_runs(out: Path, tasks: list[dict], warn) -> dict[str, dict | None]:
     return stored
 
 
+def work_estimate(run_seconds: list[float | None], gan_seconds: list[float | None], parallel: int) -> dict:
+    """Wall time of what is left, from the times remembered on this machine, never a figure that quietly
+    leaves work out: a run never timed here counts as the median of the runs that were (a stated
+    guess); a GAN never timed here cannot be guessed from runs (it takes minutes where a run takes
+    seconds), so while one is left there is no total, only the part that is known.
+
+    Returns {"seconds": total or None, "known_seconds", "guessed_runs", "untimed_gans"}."""
+    timed = [seconds for seconds in run_seconds if seconds is not None]
+    guessed = len(run_seconds) - len(timed)
+    guess = statistics.median(timed) if timed else None
+    untimed_gans = sum(1 for seconds in gan_seconds if seconds is None)
+    known = sum(timed) + sum(seconds for seconds in gan_seconds if seconds is not None)
+    lanes = max(1, min(parallel, len(run_seconds) or 1))
+    total = None
+    if guess is not None and not untimed_gans:
+        total = (known + guessed * guess) / lanes
+    return {"seconds": total, "known_seconds": known / lanes, "guessed_runs": guessed, "untimed_gans": untimed_gans}
+
+
+def estimate_text(estimate: dict) -> str | None:
+    """The progress bar's "~4 min" or "~4 min (3 runs guessed)", or None when no figure would be honest."""
+    if estimate["seconds"] is None:
+        return None
+    text = f"~{minutes(estimate['seconds'])}"
+    if estimate["guessed_runs"]:
+        text += f" ({estimate['guessed_runs']} runs guessed)"
+    return text
+
+
 def study_plan(spec: ExperimentSpec, tasks: list[dict], stored: dict, replicates) -> dict:
     """What the study will do and, from the times remembered on this machine, about how long it takes."""
     todo = pending_tasks(tasks, stored)
     # Where each GAN task's GAN lives (hashing its training images), once per task.
     locations = {task["key"]: gan_location(task) for task in tasks if task["condition"]["gan_preset"]} if todo else {}
     needed = {location[3] for location in locations.values()}
-    to_train: dict[Path, str] = {}  # GAN folder -> its timing key
+    to_train: dict[Path, tuple[str, str | None]] = {}  # GAN folder -> (its timing key, its task key)
     for task in todo:
         if task["key"] in locations:
             preset, dataset, _, gan_dir = locations[task["key"]]
             if gan_dir not in to_train and not gan_is_stored(gan_dir):
-                to_train[gan_dir] = gan_timing_key(task, preset, dataset)
-    gans = recall("gan", list(to_train.values()))
+                to_train[gan_dir] = (gan_timing_key(task, preset, dataset), _gan_key(task))
+    gans = recall("gan", [timing for timing, _ in to_train.values()])
     runs = recall("run", [run_timing_key(task) for task in todo])
-    known = [seconds for seconds in runs + gans if seconds is not None]
+    estimate = work_estimate(runs, gans, engine_of(spec).parallel())
     return {
         "conditions": [condition.name for condition in spec.conditions],
         "replicates": len(replicates),
@@ -975,9 +1000,12 @@ def study_plan(spec: ExperimentSpec, tasks: list[dict], stored: dict, replicates
         "to_run": len(todo),
         "gans_needed": len(needed),
         "gans_to_train": len(to_train),
-        "estimate_seconds": sum(known) / max(1, min(engine_of(spec).parallel(), len(todo) or 1)) if known else None,
-        "unmeasured_runs": sum(1 for seconds in runs if seconds is None),
-        "unmeasured_gans": sum(1 for seconds in gans if seconds is None),
+        "estimate_seconds": estimate["seconds"],
+        "known_seconds": estimate["known_seconds"],
+        "unmeasured_runs": estimate["guessed_runs"],
+        "unmeasured_gans": estimate["untimed_gans"],
+        # {GAN key: remembered seconds or None} of the GANs to train: the progress bar counts them as work
+        "gan_seconds": {key: seconds for (_, key), seconds in zip(to_train.values(), gans) if key is not None},
         "machine": device_info(torch.device(spec.device))["name"],
         "engine": engine_of(spec).name,
         "parallel": engine_of(spec).parallel(),
@@ -996,18 +1024,17 @@ def plan_text(plan: dict) -> str:
         f"plan: {len(plan['conditions'])} condition(s) x {plan['replicates']} replicate(s) = {plan['runs']} runs "
         f"({plan['stored']} stored, {plan['to_run']} to run){gans}"
     )
-    unmeasured = []
-    if plan["unmeasured_runs"]:
-        unmeasured.append(f"{plan['unmeasured_runs']} run(s)")
-    if plan["unmeasured_gans"]:
-        unmeasured.append(f"{plan['unmeasured_gans']} GAN(s)")
     if plan["to_run"] == 0:
         return text + ": nothing to train"
     if plan["estimate_seconds"] is None:
-        return text + "; no estimate yet (nothing like it ran on this machine): it follows the first run"
+        if plan["unmeasured_gans"]:
+            text += f"; no estimate yet: {plan['unmeasured_gans']} GAN(s) never trained on this machine (minutes each)"
+        else:
+            text += "; no estimate yet (nothing like it ran on this machine)"
+        return text + ": the progress bar's estimate follows the first runs" + _jobs_hint(plan)
     text += f"; about {minutes(plan['estimate_seconds'])} on this machine ({plan['machine']})"
-    if unmeasured:
-        text += f", plus {' and '.join(unmeasured)} never timed here"
+    if plan["unmeasured_runs"]:
+        text += f", {plan['unmeasured_runs']} of the runs never timed here and guessed at the median of the timed ones"
     return text + _jobs_hint(plan)
 
 
@@ -1088,7 +1115,7 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     start_engine(spec, out)  # a cluster that cannot be reached or used is said before anything is written
     if spec.dry_run:  # reads what is stored, writes nothing
         check_output_folder(out, "experiment.json", "experiment")
-        tasks = _tasks(spec, layout, summary_data.fingerprint, replicates)
+        tasks = study_tasks(spec, layout, summary_data.fingerprint, replicates)
         stored = {
             task["key"]: (None if spec.force else read_stored_run(out / "runs" / task["key"] / "result.json"))
             for task in tasks
@@ -1131,13 +1158,16 @@ def _effective_threads(engine) -> int:
 
 
 def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replicates, warn) -> dict:
-    tasks = _tasks(spec, layout, summary_data.fingerprint, replicates)
-    stored = _stored_runs(out, tasks, warn)
+    tasks = study_tasks(spec, layout, summary_data.fingerprint, replicates)
+    stored = stored_runs(out, tasks, warn)
     todo = pending_tasks(tasks, stored)
+    gans: dict[str, float | None] = {}
     if not spec.quiet and todo:
-        print(plan_text(study_plan(spec, tasks, stored, replicates)), file=sys.stderr, flush=True)
+        plan = study_plan(spec, tasks, stored, replicates)
+        print(plan_text(plan), file=sys.stderr, flush=True)
+        gans = plan["gan_seconds"]
     started = time.perf_counter()
-    stored.update(run_tasks(engine_of(spec), todo, len(stored), spec.quiet, out))
+    stored.update(run_tasks(engine_of(spec), todo, len(stored), spec.quiet, out, gans=gans))
     results = [{**(stored[task["key"]] or {}), "condition": task["condition"]["name"]} for task in tasks]
     return write_report(
         spec, layout, summary_data, replicates, results, ran=len(todo), seconds=time.perf_counter() - started
@@ -1145,22 +1175,33 @@ def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replica
 
 
 def run_tasks(
-    engine, todo: list[dict], total: int, quiet: bool, out: Path, desc: str = "experiment"
+    engine,
+    todo: list[dict],
+    total: int,
+    quiet: bool,
+    out: Path,
+    desc: str = "experiment",
+    gans: dict[str, float | None] | None = None,
 ) -> dict[str, dict]:
     """Run `todo` on `engine` with a progress bar; {key: stored result}. Ctrl-C keeps what finished
-    (each run is stored as it ends) and says how to go on."""
+    (each run is stored as it ends) and says how to go on. `gans` ({GAN key: remembered seconds or None},
+    study_plan's gan_seconds): the GANs the runs will train first; the bar shows them as work left
+    (a run that trains its GAN takes minutes, not seconds) until a run of each has finished."""
     bar = progress_bar(total, total - len(todo), quiet, desc=desc, unit="run")
     done: dict[str, dict] = {}
+    untrained = dict(gans or {})
+    tasks = {task["key"]: task for task in todo}
 
     def finished(stored: dict, remaining: list[dict]) -> None:
         done[stored["key"]] = stored
+        untrained.pop(_gan_key(tasks[stored["key"]]) or "", None)  # its GAN is trained and stored now
         bar.update(1)
         if remaining:
-            bar.set_postfix(_postfix(remaining, engine.parallel()), refresh=True)
+            bar.set_postfix(_postfix(remaining, engine.parallel(), untrained), refresh=True)
 
     try:
         if todo:
-            bar.set_postfix(_postfix(todo, engine.parallel()), refresh=True)
+            bar.set_postfix(_postfix(todo, engine.parallel(), untrained), refresh=True)
         engine.run(todo, finished)
     except KeyboardInterrupt:
         raise Interrupted(
@@ -1172,14 +1213,18 @@ def run_tasks(
     return done
 
 
-def _postfix(remaining: list[dict], parallel: int) -> dict:
-    """The bar's next condition and time left, re-estimated after every run from the times measured
-    so far (this study's first runs included): tqdm's own ETA assumes every run takes as long as the
-    average."""
+def _postfix(remaining: list[dict], parallel: int, untrained_gans: dict[str, float | None]) -> dict:
+    """The bar's next condition, the GANs still to train, and the time left, re-estimated after every
+    run from the times measured so far (this study's first runs included; work_estimate): tqdm's own
+    ETA assumes every run takes as long as the average, and before, the bar sat at 0 runs for minutes
+    while GANs trained, with no word of them."""
     postfix = {"condition": remaining[0]["condition"]["name"]}
+    if untrained_gans:
+        postfix["GANs"] = f"{len(untrained_gans)} to train first"
     times = recall("run", [run_timing_key(other) for other in remaining])
-    if times and all(seconds is not None for seconds in times):
-        postfix["left"] = f"~{minutes(sum(t for t in times if t is not None) / max(1, min(parallel, len(remaining))))}"
+    left = estimate_text(work_estimate(times, list(untrained_gans.values()), parallel))
+    if left is not None:
+        postfix["left"] = left
     return postfix
 
 

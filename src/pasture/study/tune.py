@@ -36,14 +36,14 @@ from pasture.data import load_dataset
 from pasture.study.experiment import (
     Condition,
     ExperimentSpec,
-    Replicate,
-    _recipe_and_overrides,
-    _stored_runs,
-    _tasks,
+    kfold_replicates,
     open_study_folder,
     pending_tasks,
+    recipe_and_overrides,
     run_tasks,
     start_engine,
+    stored_runs,
+    study_tasks,
 )
 from pasture.study.report import summarise
 
@@ -165,19 +165,13 @@ def suggest(trial, space: dict[str, dict]) -> dict:
     return values
 
 
-def _replicates(folds: int, repeats: range) -> list[Replicate]:
-    return [
-        Replicate(index=r * folds + f, seed=r, repeat=r, fold=f, folds=folds) for r in repeats for f in range(folds)
-    ]
-
-
 def run_tune(spec: TuneSpec, warn=None) -> dict:
     optuna = _optuna()
     if spec.trials < 1:
         raise UserError(f"--trials {spec.trials}: must be at least 1")
     if spec.folds < 2:
         raise UserError(f"--folds {spec.folds}: needs at least 2 folds")
-    base, file_overrides = _recipe_and_overrides(spec.recipe)
+    base, file_overrides = recipe_and_overrides(spec.recipe)
     space = read_space(spec.space, spec.recipe)
     start_recipe = resolve_recipe(base, **dict(file_overrides))
     data = load_dataset(
@@ -228,8 +222,8 @@ def _condition(name: str, base: str, file_overrides: list, values: dict) -> Cond
 
 def _score(spec, out, data, conditions, replicates, engine, warn, desc: str) -> tuple[list[dict], list[dict]]:
     """Run (or find stored) every condition on every replicate; summarise's (rows, comparisons)."""
-    tasks = _tasks(_experiment_spec(spec, conditions), data.layout, data.fingerprint, replicates)
-    stored = _stored_runs(out, tasks, warn)
+    tasks = study_tasks(_experiment_spec(spec, conditions), data.layout, data.fingerprint, replicates)
+    stored = stored_runs(out, tasks, warn)
     todo = pending_tasks(tasks, stored)
     stored.update(run_tasks(engine, todo, len(stored), spec.quiet, out, desc=desc))
     results = [{**(stored[task["key"]] or {}), "condition": task["condition"]["name"]} for task in tasks]
@@ -237,7 +231,7 @@ def _score(spec, out, data, conditions, replicates, engine, warn, desc: str) -> 
 
 
 def _search(spec, optuna, out, data, space, base, file_overrides, engine, warn) -> dict:
-    search = _replicates(spec.folds, range(spec.seeds))
+    search = kfold_replicates(spec.folds, range(spec.seeds))
     runs_per_trial = len(search)
     batch = spec.batch or max(1, math.ceil(engine.parallel() / runs_per_trial))
     start = _condition("start", base, file_overrides, {})
@@ -279,7 +273,7 @@ def _search(spec, optuna, out, data, space, base, file_overrides, engine, warn) 
     # The same two on the search folds (where the best was chosen: optimistic) and on fresh folds and
     # seeds (repeats the search never used): the second is the honest comparison.
     _, (searched,) = _score(spec, out, data, [start, best_condition], search, engine, warn, "tune: best vs start")
-    fresh = _replicates(spec.folds, range(spec.seeds, 2 * spec.seeds))
+    fresh = kfold_replicates(spec.folds, range(spec.seeds, 2 * spec.seeds))
     fresh_rows, (confirmed,) = _score(
         spec, out, data, [start, best_condition], fresh, engine, warn, "tune: confirming on fresh folds"
     )
