@@ -14,12 +14,22 @@ from PIL import Image
 
 from pasture import api
 from pasture.cli import main
+from pasture.doctor import checks
 from pasture.doctor.checks import close_pairs, near_duplicates
 from pasture.doctor.imagestats import jpeg_quality
 
 pytest.importorskip("imagehash")
 pytest.importorskip("sklearn")
 pytest.importorskip("cleanlab")
+
+
+@pytest.fixture(autouse=True)
+def few_permutations(request, monkeypatch):
+    """The shortcut probe's permutation test refits its model 200 times x 5 folds: most of a doctor run
+    on these tiny sets. Tests that do not read its p-value use 20 shuffles; the two that do (a planted
+    shortcut is flagged, a balanced set is not) are marked `all_permutations` and keep the real 200."""
+    if not request.node.get_closest_marker("all_permutations"):
+        monkeypatch.setattr(checks, "PERMUTATIONS", 20)
 
 
 def scene(seed: int, size: int = 64, tint: str | None = None) -> Image.Image:
@@ -90,6 +100,7 @@ def test_doctor_finds_planted_duplicates_across_the_split(tmp_path):
 # The shortcut probe
 
 
+@pytest.mark.all_permutations
 def test_a_planted_colour_shortcut_is_flagged(tmp_path):
     write_scenes(tmp_path / "data", 30, lambda label, index: "red" if label == "cow" else "blue")
     shortcuts = api.doctor(tmp_path / "data", label_model="none")["shortcuts"]
@@ -99,6 +110,7 @@ def test_a_planted_colour_shortcut_is_flagged(tmp_path):
     assert shortcuts["families"]["size"]["accuracy"] < 0.7  # every image is 64x64 PNG: size says nothing
 
 
+@pytest.mark.all_permutations
 def test_a_balanced_set_is_not_flagged(tmp_path):
     # The same tints, but half of each class red and half blue: colour says nothing about the class.
     write_scenes(tmp_path / "data", 30, lambda label, index: "red" if index % 2 else "blue")

@@ -2,10 +2,12 @@
 resumes to the same result, and its recipe file is what train and experiment accept."""
 
 import json
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from conftest import interrupt_on_call
+from conftest import interrupt_on_call, write_class_folders
 
 import pasture.study.experiment as experiment_module
 from pasture import api
@@ -37,9 +39,17 @@ def _tune(data, out, space, start_recipe, **options):
     return api.tune(data, out, space=space, recipe=str(start_recipe), trials=4, folds=2, seeds=2, quiet=True, **options)
 
 
-def test_every_run_of_a_search_sees_the_training_split_only(
-    split_data, tmp_path, space, start_recipe, monkeypatch, in_process_runs
-):
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One finished search, shared by the tests that only read it (a search is the costly part of this
+    file): its data, space, start recipe, folder, result, and every file its runs loaded."""
+    root = tmp_path_factory.mktemp("search")
+    data = root / "data"
+    write_class_folders(data / "train", {"cow": 8, "horse": 8})
+    write_class_folders(data / "test", {"cow": 6, "horse": 6}, start=100)
+    space, start = root / "space.json", root / "quick.json"
+    space.write_text(json.dumps(SPACE))
+    start.write_text(json.dumps({"base": "scratch", "recipe": {"epochs": 2, "image_size": 16, "batch_size": 8}}))
     seen = []
     real = experiment_module.replicate_dataset
 
@@ -48,8 +58,16 @@ def test_every_run_of_a_search_sees_the_training_split_only(
         seen.extend(dataset.train.files + dataset.test.files)
         return dataset
 
-    monkeypatch.setattr(experiment_module, "replicate_dataset", spying)
-    result = _tune(split_data, tmp_path / "tuned", space, start_recipe)
+    with pytest.MonkeyPatch.context() as patch:  # what the function-scoped autouse fixtures do for a test
+        patch.setenv("PASTURE_CACHE_DIR", str(root / "cache"))
+        patch.setattr(experiment_module, "auto_jobs", lambda device, out=None: 1)
+        patch.setattr(experiment_module, "replicate_dataset", spying)
+        result = _tune(data, root / "tuned", space, start)
+    return SimpleNamespace(data=data, space=space, start=start, out=root / "tuned", result=result, seen=seen)
+
+
+def test_every_run_of_a_search_sees_the_training_split_only(searched):
+    seen, result = searched.seen, searched.result
     assert seen and all(Path(file).parts[0] == "train" or "/train/" in file for file in seen)
     assert not any("test" in Path(file).parts for file in seen)
     # 16 training photos in 2 folds: every run is scored on 8 of them
@@ -57,10 +75,8 @@ def test_every_run_of_a_search_sees_the_training_split_only(
     assert len(result["trials"]) == 4
 
 
-def test_an_interrupted_search_resumes_to_the_same_result(
-    in_process_runs, split_data, tmp_path, space, start_recipe, monkeypatch
-):
-    straight = _tune(split_data, tmp_path / "straight", space, start_recipe)
+def test_an_interrupted_search_resumes_to_the_same_result(searched, tmp_path, monkeypatch):
+    split_data, space, start_recipe, straight = searched.data, searched.space, searched.start, searched.result
     restore = interrupt_on_call(monkeypatch, experiment_module, "execute_run", 9)  # inside the second trial
     with pytest.raises(Interrupted):
         _tune(split_data, tmp_path / "resumed", space, start_recipe)
@@ -75,9 +91,9 @@ def test_an_interrupted_search_resumes_to_the_same_result(
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "resumed" / "runs").glob("*/result.json")} == stamps
 
 
-def test_candidates_are_paired_and_the_best_is_checked_on_fresh_folds(split_data, tmp_path, space, start_recipe):
-    result = _tune(split_data, tmp_path / "tuned", space, start_recipe)
-    runs = [json.loads(p.read_text()) for p in (tmp_path / "tuned" / "runs").glob("*/result.json")]
+def test_candidates_are_paired_and_the_best_is_checked_on_fresh_folds(searched):
+    result = searched.result
+    runs = [json.loads(p.read_text()) for p in (searched.out / "runs").glob("*/result.json")]
     replicates_of = {}
     for run in runs:
         replicates_of.setdefault(run["condition"], set()).add((run["replicate"]["repeat"], run["replicate"]["fold"]))
@@ -97,10 +113,10 @@ def test_candidates_are_paired_and_the_best_is_checked_on_fresh_folds(split_data
     assert result["improved"] == (ranked[0]["balanced"]["mean"] > result["start"]["balanced"]["mean"])
 
 
-def test_the_recipe_file_is_the_best_candidate_and_train_accepts_it(split_data, tmp_path, space, start_recipe):
-    result = _tune(split_data, tmp_path / "tuned", space, start_recipe, seed=3)
-    recipe = read_recipe_file(tmp_path / "tuned" / "best_recipe.json")
-    start = get_recipe(str(start_recipe))
+def test_the_recipe_file_is_the_best_candidate_and_train_accepts_it(searched, tmp_path):
+    result, split_data = searched.result, searched.data
+    recipe = read_recipe_file(searched.out / "best_recipe.json")
+    start = get_recipe(str(searched.start))
     expected = result["best"]["values"] if result["improved"] else {key: getattr(start, key) for key in SPACE}
     assert {key: getattr(recipe, key) for key in SPACE} == expected
     assert (recipe.image_size, recipe.batch_size) == (16, 8)  # the start's own fields are kept
@@ -111,7 +127,7 @@ def test_the_recipe_file_is_the_best_candidate_and_train_accepts_it(split_data, 
             "--out",
             str(tmp_path / "run"),
             "--recipe",
-            str(tmp_path / "tuned" / "best_recipe.json"),
+            str(searched.out / "best_recipe.json"),
             "--quiet",
         ]
     )
@@ -168,9 +184,10 @@ def test_without_optuna_the_error_names_the_install_command(split_data, tmp_path
     assert not (tmp_path / "tuned").exists()
 
 
-def test_force_starts_a_search_again_and_keeps_the_users_files(split_data, tmp_path, space, start_recipe):
+def test_force_starts_a_search_again_and_keeps_the_users_files(searched, tmp_path):
+    split_data, space, start_recipe = searched.data, searched.space, searched.start
     out = tmp_path / "tuned"
-    _tune(split_data, out, space, start_recipe)
+    shutil.copytree(searched.out, out)  # a finished search (a copy: the shared one stays as it is)
     (out / "notes.txt").write_text("mine")
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
     _tune(split_data, out, space, start_recipe, force=True)
