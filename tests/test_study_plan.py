@@ -127,25 +127,30 @@ def test_dry_run_prints_the_plan_and_writes_nothing(split_data, tmp_path, capsys
     assert len(list(out.glob("runs/*/result.json"))) == 4  # the dry runs added nothing
 
 
+# A plan as study_plan returns it: 2 conditions x 5 replicates, all timed, on a 4-core CPU.
+PLAN = {
+    "conditions": ["a", "b"],
+    "replicates": 5,
+    "runs": 10,
+    "stored": 0,
+    "to_run": 10,
+    "gans_needed": 0,
+    "gans_to_train": 0,
+    "estimate_seconds": 100.0,
+    "known_seconds": 100.0,
+    "unmeasured_runs": 0,
+    "unmeasured_gans": 0,
+    "machine": "cpu",
+    "engine": "local",
+    "parallel": 1,
+    "cores": 4,
+}
+
+
 def test_the_plan_says_how_to_use_spare_cores():
     from pasture.study.experiment import plan_text
 
-    plan = {
-        "conditions": ["a", "b"],
-        "replicates": 5,
-        "runs": 10,
-        "stored": 0,
-        "to_run": 10,
-        "gans_needed": 0,
-        "gans_to_train": 0,
-        "estimate_seconds": 100.0,
-        "unmeasured_runs": 0,
-        "unmeasured_gans": 0,
-        "machine": "cpu",
-        "engine": "local",
-        "parallel": 1,
-        "cores": 4,
-    }
+    plan = PLAN
     assert "--jobs 4 runs 4 at a time" in plan_text(plan)
     assert "--jobs" not in plan_text({**plan, "parallel": 2})  # already parallel
     assert "--jobs" not in plan_text({**plan, "cores": 1})
@@ -172,19 +177,13 @@ def test_the_plan_says_when_a_gan_has_never_been_timed():
     from pasture.study.experiment import plan_text
 
     plan = {
+        **PLAN,
         "conditions": ["a", "a+gan"],
-        "replicates": 5,
-        "runs": 10,
-        "stored": 0,
-        "to_run": 10,
         "gans_needed": 1,
         "gans_to_train": 1,
         "estimate_seconds": None,
         "known_seconds": 30.0,
-        "unmeasured_runs": 0,
         "unmeasured_gans": 1,
-        "machine": "cpu",
-        "engine": "local",
         "parallel": 2,
         "cores": 2,
     }
