@@ -188,6 +188,7 @@ def test_a_damaged_run_folder_is_a_message_not_a_crash(client, taught, tmp_path)
 # ---------------------------------------------------------------------------------------------- browser
 
 
+@pytest.mark.slow
 def test_teach_train_test_export_in_a_real_browser(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

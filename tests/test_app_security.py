@@ -197,6 +197,7 @@ def serve_page(html: str):
     return f"http://127.0.0.1:{server.server_address[1]}/", server.shutdown
 
 
+@pytest.mark.slow
 def test_a_page_from_another_origin_cannot_make_the_browser_write(runs):
     app = create_app(runs, token=TOKEN)
     client = client_for(app)
@@ -216,6 +217,7 @@ def test_a_page_from_another_origin_cannot_make_the_browser_write(runs):
     assert sorted(path.name for path in (runs / "first").iterdir()) == before  # no model.onnx
 
 
+@pytest.mark.slow
 def test_a_run_named_with_quotes_and_markup_is_shown_as_text_and_runs_no_script(runs):
     app = create_app(runs, token=TOKEN)
     client = client_for(app)
@@ -293,6 +295,7 @@ def _post_streamed(port: int, token: str, size: int, declared: int | None = None
         connection.close()
 
 
+@pytest.mark.slow
 def test_an_oversized_upload_is_refused_without_the_server_holding_it(tmp_path):
     """A real `pasture app` process: a 400 MB "photo" is refused at the 20 MiB limit per photo while the
     server's peak memory grows by far less than the upload (before: by the whole upload)."""

@@ -37,6 +37,7 @@ def test_each_backbone_loads_its_package_weights_at_its_native_size(name):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_DEV.is_dir(), reason=f"{SHARED_DEV} not found")
 @pytest.mark.parametrize("name", [name for name in INSTALLED if name != "effnet-lite0"])  # Lite0: test_pretrained
 def test_the_larger_backbones_see_cows_and_horses_on_real_photos(name):
@@ -100,6 +101,7 @@ def test_wise_ft_interpolates_every_float_tensor_and_keeps_counters():
     assert all(torch.allclose(whole[key], value, atol=1e-6) for key, value in tuned.state_dict().items())
 
 
+@pytest.mark.slow
 def test_wise_ft_run_lies_between_its_start_and_the_plain_fine_tuned_run(split_data, tmp_path):
     common = dict(recipe="finetune", image_size=32, epochs=1, batch_size=8, quiet=True, seed=0)
     api.train(split_data, tmp_path / "plain", **common)
@@ -112,6 +114,7 @@ def test_wise_ft_run_lies_between_its_start_and_the_plain_fine_tuned_run(split_d
     assert not torch.allclose(wise[key], plain[key])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["effnet-lite2", "effnet-lite0+lite2"])
 def test_the_new_backbones_fine_tune_and_predict(split_data, tmp_path, model):
     metrics = api.train(

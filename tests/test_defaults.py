@@ -15,6 +15,7 @@ from pasture.core.defaults import DEFAULT_RECIPE
 from pasture.study.experiment import CONDITIONS, PAPER_EXPERIMENT, parse_condition
 
 
+@pytest.mark.slow
 def test_train_without_options_trains_the_pretrained_probe_and_says_so(split_data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(split_data), "--out", str(run)]) == 0
@@ -111,6 +112,7 @@ def test_recipes_lists_the_default_and_the_old_name(capsys):
     assert "effnet-lite0+lite2" in out and "effnet-lite2" in out
 
 
+@pytest.mark.slow
 def test_the_app_teaches_the_accurate_mode_unless_told(tmp_path):
     pytest.importorskip("fastapi")
     from appkit import TOKEN, client_for, photos, wait_for

@@ -109,6 +109,7 @@ def test_bf16_on_a_gpu_without_it_uses_fp16(monkeypatch):
     assert "Tesla T4" in messages[0] and "fp16" in messages[0]
 
 
+@pytest.mark.slow
 def test_a_run_records_its_device_and_the_precision_it_used(split_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(device_module, "cpu_flags", lambda: {"avx2"})
     # on the CPU (a machine with a GPU would pick it, which has bf16)

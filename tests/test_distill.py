@@ -72,6 +72,7 @@ def test_the_bank_follows_the_students_class_order():
     assert torch.equal(plain.teacher_log_probs, swapped.teacher_log_probs[:, [1, 0]])
 
 
+@pytest.mark.slow
 def test_a_student_is_an_ordinary_run_and_reuses_the_teachers_bank(split_data, tmp_path, capsys):
     api.train(split_data, tmp_path / "teacher", recipe="scratch", epochs=4, quiet=True)
     extra = tmp_path / "extra"
@@ -167,6 +168,7 @@ def test_distillation_input_errors(split_data, tmp_path, capsys):
     assert not (cache_root() / "distill").exists()
 
 
+@pytest.mark.slow
 def test_an_experiment_distils_from_a_teacher_trained_on_each_training_part(split_data, tmp_path):
     # On the default pool (--jobs auto: two workers here): two workers that reach the same teacher and
     # bank together build them once, the second waits for the first (core.store.build_once).
@@ -187,6 +189,7 @@ def test_an_experiment_distils_from_a_teacher_trained_on_each_training_part(spli
     assert len({row["seconds"] for row in teachers}) == 1  # the reused one reports the stored teacher's time
 
 
+@pytest.mark.slow
 def test_an_experiment_condition_can_add_unlabelled_photos_to_the_transfer_set(split_data, tmp_path, capsys):
     extra = tmp_path / "extra"
     write_class_folders(extra, {"any": 3}, size=24, start=400)

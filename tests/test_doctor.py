@@ -100,6 +100,7 @@ def test_doctor_finds_planted_duplicates_across_the_split(tmp_path):
 # The shortcut probe
 
 
+@pytest.mark.slow
 @pytest.mark.all_permutations
 def test_a_planted_colour_shortcut_is_flagged(tmp_path):
     write_scenes(tmp_path / "data", 30, lambda label, index: "red" if label == "cow" else "blue")
@@ -110,6 +111,7 @@ def test_a_planted_colour_shortcut_is_flagged(tmp_path):
     assert shortcuts["families"]["size"]["accuracy"] < 0.7  # every image is 64x64 PNG: size says nothing
 
 
+@pytest.mark.slow
 @pytest.mark.all_permutations
 def test_a_balanced_set_is_not_flagged(tmp_path):
     # The same tints, but half of each class red and half blue: colour says nothing about the class.
@@ -166,6 +168,7 @@ def flipped_set(root, per_class: int = 20):
     return sorted(flipped)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="needs the pretrained extra")
 def test_planted_label_flips_rank_at_the_top_with_the_probe(tmp_path):
     flipped = flipped_set(tmp_path / "data")
@@ -177,6 +180,7 @@ def test_planted_label_flips_rank_at_the_top_with_the_probe(tmp_path):
     assert issues["model"] == "probe" and issues["n"] == 40
 
 
+@pytest.mark.slow
 def test_planted_label_flips_are_found_by_a_from_scratch_model(tmp_path):
     flipped = flipped_set(tmp_path / "data")
     report = api.doctor(tmp_path / "data", label_model="scratch")
@@ -188,6 +192,7 @@ def test_planted_label_flips_are_found_by_a_from_scratch_model(tmp_path):
 # The command
 
 
+@pytest.mark.slow
 def test_doctor_command_writes_the_page_and_json(tmp_path, capsys):
     root = tmp_path / "data"
     write_scenes(root / "train", 8, lambda label, index: None)

@@ -84,6 +84,7 @@ def test_experiment_recipe_and_model_apply_to_written_conditions_only():
     assert parse_condition("paper", recipe="small-data").recipe == "paper"
 
 
+@pytest.mark.slow
 def test_parallel_jobs_give_the_same_numbers_as_one_job(split_data, tmp_path):
     conditions = [f"a:{QUICK}", f"b:{QUICK},augment=paper"]
     # torch's thread count changes float summation order; each of 2 jobs gets cores // 2 threads, so
@@ -187,6 +188,7 @@ def count_runs(folder):
     return len(list((folder / "runs").glob("*/result.json")))
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_runs_and_adding_a_condition_runs_only_it(split_data, tmp_path):
     out = tmp_path / "study"
     first = api.experiment(split_data, out, conditions=[f"a:{QUICK}", f"b:{QUICK},augment=paper"], seeds=2, quiet=True)
@@ -207,6 +209,7 @@ def test_resume_skips_finished_runs_and_adding_a_condition_runs_only_it(split_da
     assert "Every other pair" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_interrupted_experiment_keeps_finished_runs(split_data, tmp_path, monkeypatch):
     import pasture.study.experiment as experiment_module
     from pasture.core.errors import Interrupted
@@ -233,6 +236,7 @@ def test_two_names_for_the_same_settings_share_their_runs(split_data, tmp_path):
     assert results["comparisons"][0]["mean_difference"] == 0
 
 
+@pytest.mark.slow
 def test_kfold_experiment_gan_never_sees_the_folds_test_part(flat_data, tmp_path, monkeypatch):
     import pasture.study.experiment as experiment_module
 
@@ -257,6 +261,7 @@ def test_kfold_experiment_gan_never_sees_the_folds_test_part(flat_data, tmp_path
         assert gan_files | test_files == set(pool.train.files)
 
 
+@pytest.mark.slow
 def test_report_files_hold_the_table(split_data, tmp_path, capsys):
     out = tmp_path / "rep"
     assert (
@@ -307,6 +312,7 @@ def test_experiment_input_errors(split_data, tmp_path, capsys):
     assert "holds no pasture experiment" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--quick", "--seeds", "2", "--quiet"]) == 0
     printed = capsys.readouterr().out
@@ -315,6 +321,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert len(list((tmp_path / "demo" / "data" / "train" / "stripes").glob("*.png"))) == 24
 
 
+@pytest.mark.slow
 def test_experiment_eval_every_thins_the_curves_only(split_data, tmp_path):
     conditions = [f"a:{QUICK},epochs=4"]
     every = api.experiment(split_data, tmp_path / "every", conditions=conditions, seeds=1, quiet=True)

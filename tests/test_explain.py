@@ -42,6 +42,7 @@ def planted(n: int, generator: torch.Generator, split: str) -> ImageSet:
     return ImageSet(images, labels, [f"{split}_{i}.png" for i in range(n)], ["checker", "stripes"], split=split)
 
 
+@pytest.mark.slow
 def test_saliency_points_at_the_planted_evidence_and_random_weights_do_not():
     generator = torch.Generator().manual_seed(0)
     train, test = planted(192, generator, "train"), planted(32, generator, "test")
@@ -81,6 +82,7 @@ def test_saliency_points_at_the_planted_evidence_and_random_weights_do_not():
         dict(recipe="probe", image_size=48),
     ],
 )  # the default's two backbones
+@pytest.mark.slow
 def test_explain_writes_a_heatmap_per_image_with_the_predicted_label(split_data, tmp_path, capsys, settings):
     run = tmp_path / "run"
     api.train(split_data, run, quiet=True, **settings)

@@ -177,6 +177,7 @@ def test_filtering_keeps_only_confident_samples(trained_gan, split_data, tmp_pat
     assert loose["counts"] == {"cow": 5, "horse": 5}
 
 
+@pytest.mark.slow
 def test_score_json_shape(trained_gan, split_data, capsys):
     assert main(["gan", "score", str(trained_gan), str(split_data), "--json", "--per-class", "6"]) == 0
     score = json.loads(capsys.readouterr().out)

@@ -87,6 +87,7 @@ def test_per_group_accuracy_from_a_manifest_and_the_text_output(run, split_data,
         ("file,label,source\ntest/cow/cow_100.png,cow,a\n", "source", "have no source there"),
     ],
 )
+@pytest.mark.slow
 def test_a_group_table_that_does_not_fit_is_one_line(run, split_data, tmp_path, capsys, table, column, fragment):
     path = tmp_path / "groups.csv"
     if table is not None:

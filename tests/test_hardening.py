@@ -92,6 +92,7 @@ def test_disk_full_in_train_is_one_line_and_keeps_the_config(split_data, small_d
     assert not list(run.glob(".*.tmp"))  # the failed atomic write left no temp file
 
 
+@pytest.mark.slow
 def test_disk_full_in_gan_train_experiment_and_gan_sample(split_data, trained_gan, small_disk, capsys):
     assert (
         main(
@@ -212,6 +213,7 @@ def trained_run(split_data, tmp_path):
         {"recipe": {"name": "x", "epochs": "many"}},
     ],
 )
+@pytest.mark.slow
 def test_a_damaged_or_hostile_run_config_is_one_line(trained_run, split_data, capsys, damage):
     path = trained_run / "config.json"
     if isinstance(damage, dict):
@@ -235,6 +237,7 @@ def test_a_damaged_metrics_file_is_rescored_on_resume(trained_run, split_data, c
     assert json.loads((trained_run / "metrics.json").read_text())["test_correct"] == good["test_correct"]
 
 
+@pytest.mark.slow
 def test_a_damaged_stored_experiment_run_is_computed_again(split_data, tmp_path, capsys):
     out = tmp_path / "study"
     first = api.experiment(split_data, out, conditions=[f"a:{QUICK}"], seeds=2, quiet=True)
@@ -315,6 +318,7 @@ def test_experiment_force_clears_only_pasture_files(split_data, tmp_path):
     assert again["runs_computed"] == 1 and (study / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_a_second_experiment_on_the_same_folder_is_told_who_holds_it(split_data, tmp_path, capsys):
     study = tmp_path / "study"
     api.experiment(split_data, study, conditions=[f"a:{QUICK}"], seeds=1, quiet=True)
@@ -339,6 +343,7 @@ def test_a_second_experiment_on_the_same_folder_is_told_who_holds_it(split_data,
     assert len(list((study / "runs").glob("*/result.json"))) == 1  # the refused one computed nothing
 
 
+@pytest.mark.slow
 def test_orphan_temp_files_are_removed_when_a_folder_is_next_opened(trained_run, split_data, tmp_path):
     (trained_run / ".checkpoint.pt.a1b2c3d4.tmp").write_bytes(b"half a checkpoint")
     (trained_run / ".notes.v2.tmp").write_text("a user's own hidden file, not one of pasture's temp files")

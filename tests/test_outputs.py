@@ -170,6 +170,7 @@ DISK_LIMIT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_is_one_line_and_keeps_the_config(split_data, tmp_path):
     """A full disk that needs no mount (RLIMIT_FSIZE), so it runs wherever the tmpfs tests are skipped:
     the checkpoint (tens of KB) does not fit under 20 KB, config.json does."""

@@ -74,6 +74,7 @@ def test_missing_extra_gives_the_install_command(monkeypatch):
         create_model("effnet-lite0", 2, 64)
 
 
+@pytest.mark.slow
 def test_probe_trains_fast_and_reuses_its_cache(split_data, tmp_path):
     common = dict(model="effnet-lite0", pretrained="probe", image_size=32, quiet=True)
     first = api.train(split_data, tmp_path / "p1", seed=0, **common)

@@ -96,6 +96,7 @@ def head_node(tmp_path):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_study_runs_on_a_real_head_node(head_node, split_data, tmp_path):
     address, env = head_node
     out = tmp_path / "study"
@@ -126,6 +127,7 @@ def test_a_study_runs_on_a_real_head_node(head_node, split_data, tmp_path):
     assert again.returncode == 0 and json.loads((out / "results.json").read_text())["runs_computed"] == 0
 
 
+@pytest.mark.slow
 def test_an_address_where_no_head_listens_is_a_one_line_error(split_data, tmp_path):
     port = _free_port()  # nothing listens there
     started = time.monotonic()

@@ -67,6 +67,7 @@ def _stored(out: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_ray_stores_the_same_runs_as_the_local_engine_bit_for_bit(local_ray, split_data, tmp_path, monkeypatch):
     # Ray first, with an empty GAN store: its GAN is trained in a Ray task and stored by the driver.
     threads = max(1, (os.cpu_count() or 1) // 2)  # what each of the local engine's 2 workers gets
@@ -105,6 +106,7 @@ def test_ray_stores_the_same_runs_as_the_local_engine_bit_for_bit(local_ray, spl
     ]
 
 
+@pytest.mark.slow
 def test_a_study_started_on_one_engine_is_finished_on_the_other(local_ray, split_data, tmp_path):
     out = tmp_path / "study"
     api.experiment(split_data, out, conditions=[f"a:{QUICK}"], seeds=1, quiet=True)
@@ -117,6 +119,7 @@ def test_a_study_started_on_one_engine_is_finished_on_the_other(local_ray, split
     assert again["runs_computed"] == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_cancels_what_is_pending_and_keeps_finished_runs(local_ray, split_data, tmp_path, monkeypatch):
     out = tmp_path / "study"
     conditions = [f"a:{QUICK}", f"b:{QUICK},lr=0.01"]
@@ -201,6 +204,7 @@ def test_without_the_ray_extra_the_error_names_the_install_command(split_data, t
     assert not (tmp_path / "x" / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_search_on_ray_proposes_and_scores_as_the_local_one(local_ray, split_data, tmp_path):
     pytest.importorskip("optuna", reason="the tune extra is not installed: pip install -e '.[tune]'")
     space = tmp_path / "space.json"

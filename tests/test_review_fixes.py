@@ -20,6 +20,7 @@ TRAIN = ["--recipe", "scratch", "--epochs", "1", "--batch-size", "4", "--image-s
 QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
 
 
+@pytest.mark.slow
 def test_fixture_images_are_the_same_in_every_process():
     code = (
         "import hashlib, sys; sys.path.insert(0, 'tests'); from conftest import make_image; "
@@ -95,6 +96,7 @@ def _non_utf8_name(folder, stem: bytes) -> bytes:
     return path
 
 
+@pytest.mark.slow
 def test_file_names_that_are_not_utf8_load_and_print(split_data, tmp_path, capsys):
     _non_utf8_name(split_data / "train" / "cow", b"odd_")
     with open(os.fsencode(split_data / "train" / "cow") + b"/broken_\xfe.png", "wb") as handle:

@@ -73,6 +73,7 @@ def test_malloc_tuning_can_be_turned_off():
     assert probe["tuned"] >= 24 * MIB, probe
 
 
+@pytest.mark.slow
 def test_training_applies_the_malloc_tuning(tmp_path):
     code = """
 import torch

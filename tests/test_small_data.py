@@ -124,6 +124,7 @@ def test_ensemble_run_stores_members_and_predicts_their_average(split_data, tmp_
     assert api.evaluate(run, split_data)["accuracy"] == pytest.approx(metrics["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_ensemble_resume_inside_a_member_equals_uninterrupted(split_data, tmp_path, monkeypatch):
     import pasture.classify.fit as train_module
     from pasture.core.errors import Interrupted

@@ -45,6 +45,7 @@ def gan_dirs(results_dir) -> set[str]:
     }
 
 
+@pytest.mark.slow
 def test_a_gan_is_trained_once_for_every_study_of_the_same_images(split_data, tmp_path, counted_gans):
     api.experiment(split_data, tmp_path / "first", conditions=[f"base:{QUICK}", GAN], seeds=2, quiet=True)
     assert len(counted_gans) == 1  # a fixed split: every seed shares one GAN
@@ -66,6 +67,7 @@ def test_without_the_cache_a_study_keeps_its_gans(split_data, tmp_path, counted_
     assert len(list((tmp_path / "own" / "gans").glob("*/summary.json"))) == 1
 
 
+@pytest.mark.slow
 def test_a_study_waits_for_a_gan_another_process_is_training(split_data, tmp_path, counted_gans, monkeypatch):
     api.experiment(split_data, tmp_path / "first", conditions=[f"base:{QUICK}", GAN], seeds=1, quiet=True)
     gan_dir = Path(next(iter(gan_dirs(tmp_path / "first"))))
@@ -106,6 +108,7 @@ def test_a_study_waits_for_a_gan_another_process_is_training(split_data, tmp_pat
     assert len(counted_gans) == 1  # it waited and used the other process's GAN instead of training its own
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_and_writes_nothing(split_data, tmp_path, capsys, counted_gans):
     out = tmp_path / "study"
     arguments = ["experiment", str(split_data), "--out", str(out), "--conditions", f"base:{QUICK}", GAN]

@@ -66,6 +66,7 @@ def searched(tmp_path_factory):
     return SimpleNamespace(data=data, space=space, start=start, out=root / "tuned", result=result, seen=seen)
 
 
+@pytest.mark.slow
 def test_every_run_of_a_search_sees_the_training_split_only(searched):
     seen, result = searched.seen, searched.result
     assert seen and all(Path(file).parts[0] == "train" or "/train/" in file for file in seen)
@@ -75,6 +76,7 @@ def test_every_run_of_a_search_sees_the_training_split_only(searched):
     assert len(result["trials"]) == 4
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_to_the_same_result(searched, tmp_path, monkeypatch):
     split_data, space, start_recipe, straight = searched.data, searched.space, searched.start, searched.result
     restore = interrupt_on_call(monkeypatch, experiment_module, "execute_run", 9)  # inside the second trial
@@ -184,6 +186,7 @@ def test_without_optuna_the_error_names_the_install_command(split_data, tmp_path
     assert not (tmp_path / "tuned").exists()
 
 
+@pytest.mark.slow
 def test_force_starts_a_search_again_and_keeps_the_users_files(searched, tmp_path):
     split_data, space, start_recipe = searched.data, searched.space, searched.start
     out = tmp_path / "tuned"

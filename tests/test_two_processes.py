@@ -58,6 +58,7 @@ def finish(live: subprocess.Popen) -> None:
     assert live.returncode == 0, err  # the live one finished as if nobody had come
 
 
+@pytest.mark.slow
 def test_a_second_train_on_a_live_run_touches_nothing(split_data, tmp_path, capsys):
     run = tmp_path / "run"
     live = start_live(["train", str(split_data), "--out", str(run), *TRAIN, "--epochs", "12", "--quiet"])
@@ -83,6 +84,7 @@ def test_a_second_train_on_a_live_run_touches_nothing(split_data, tmp_path, caps
     assert main(["predict", str(run), str(split_data / "test" / "cow")]) == 0  # the run is whole
 
 
+@pytest.mark.slow
 def test_experiment_force_on_a_live_study_deletes_nothing(split_data, tmp_path, capsys):
     study = tmp_path / "study"
     arguments = [
@@ -140,6 +142,7 @@ LOCK_RACE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_the_folder_lock_admits_one_process_however_two_race(tmp_path):
     start = time.time() + 3
     racers = [
@@ -180,6 +183,7 @@ def test_a_lock_whose_process_died_is_free_and_names_nobody(tmp_path):
         assert lock_holder(tmp_path) == __import__("os").getpid()
 
 
+@pytest.mark.slow
 def test_tune_force_on_a_live_search_deletes_nothing(split_data, tmp_path):
     pytest.importorskip("optuna")
     out = tmp_path / "search"
