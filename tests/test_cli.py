@@ -185,6 +185,14 @@ def test_every_option_of_every_command_says_what_it_does_and_its_default_once():
     assert "--port PORT" in app_help and "(default: 7860)" in app_help
 
 
+def test_every_command_has_its_handler_beside_its_parser():
+    """No second table of command names to keep in step: each parser names its own handler."""
+    for name, parser in command_parsers():
+        if name == "pasture" or name.startswith("pasture gan "):
+            continue  # the top level has no handler; gan's subcommands share `gan`'s
+        assert callable(parser.get_default("command_handler")), name
+
+
 def test_version_and_help_do_not_import_torch():
     code = (
         "import sys; from pasture.cli import main\n"

@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint.pt, curves.png, confusion.png and top_losses.png (the test photos it got most confidently "
         "wrong, with heatmaps).",
     )
+    train.set_defaults(command_handler=_run_train)  # the command's handler, beside its parser
     train.add_argument("data", metavar="DATA", help="folder with train/ and test/ class folders, or class folders")
     train.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
     train.add_argument(
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Accuracy with its 95%% interval and n, per class, and the confusion matrix. Class "
         "folders are matched to the model's classes by name.",
     )
+    evaluate.set_defaults(command_handler=_run_evaluate)  # the command's handler, beside its parser
     evaluate.add_argument("run", metavar="RUN", help="a finished run folder")
     evaluate.add_argument("data", metavar="DATA", help="class folders, or a train/test layout (its test split)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -274,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         description="Label and probability for each image.",
     )
+    predict.set_defaults(command_handler=_run_predict)  # the command's handler, beside its parser
     predict.add_argument("run", metavar="RUN", help="a finished run folder, or FILE.onnx from `pasture export`")
     predict.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     predict.add_argument("--json", action="store_true", help="print JSON (a list of objects)")
@@ -294,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         "heatmap (last convolutional layer) and its occlusion map (model-agnostic). Needs the extra: "
         'pip install -e ".[explain]" (Captum)',
     )
+    explain.set_defaults(command_handler=_run_explain)  # the command's handler, beside its parser
     explain.add_argument("run", metavar="RUN", help="a finished run folder")
     explain.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     explain.add_argument("--out", required=True, metavar="DIR", help="folder for the heatmaps and explanations.json")
@@ -309,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         "hold one class only; likely label errors (cleanlab on out-of-fold probabilities). Needs the "
         'extra: pip install -e ".[doctor]"',
     )
+    doctor.set_defaults(command_handler=_run_doctor)  # the command's handler, beside its parser
     doctor.add_argument("data", metavar="DATA", help="folder with train/ and test/ class folders, or class folders")
     doctor.add_argument(
         "--out", metavar="DIR", help="write DIR/doctor.html (thumbnails of each finding) and doctor.json"
@@ -342,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the probe head inside; classes, size and the run's test accuracy in its metadata. Needs the "
         'extra: pip install -e ".[export]"',
     )
+    export.set_defaults(command_handler=_run_export)  # the command's handler, beside its parser
     export.add_argument("run", metavar="RUN", help="a finished run folder")
     export.add_argument("--format", default="onnx", choices=["onnx"], help="the file format")
     export.add_argument("--out", metavar="FILE", help="the file to write (default: RUN/model.onnx)")
@@ -354,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prints a link with a token made for this launch: only a browser that opened that link can use "
         'the app, and no other web site can drive it. Needs the extra: pip install -e ".[app]"',
     )
+    app.set_defaults(command_handler=_run_app)  # the command's handler, beside its parser
     app.add_argument("--runs", default="runs", metavar="DIR", help="the folder of run folders it lists and writes")
     app.add_argument("--port", type=_int_at_least(1), default=7860, help="the port it listens on")
     app.add_argument(
@@ -377,23 +384,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gan_commands(commands)
     _add_experiment_commands(commands)
     _add_tune_command(commands)
-    commands.add_parser(
+    recipes = commands.add_parser(
         "recipes",
         help="list recipes, models, augmentations, GAN presets and conditions",
         formatter_class=_Formatter,
         description="Every named preset pasture has, with what it is.",
     )
+    recipes.set_defaults(command_handler=_run_recipes)  # the command's handler, beside its parser
     return parser
 
 
 EXPERIMENT_EXAMPLES = """examples:
   pasture experiment paper photos/ --out study/paper --seeds 10     # the report's table, with intervals
-  pasture experiment photos/ --out study/mine --conditions default small-data probe --seeds 6
-  pasture experiment photos/ --out study/mine --conditions default "aug:recipe=default,augment=strong"
+  pasture experiment photos/ --out study/mine --conditions scratch small-data probe --seeds 6
+  pasture experiment photos/ --out study/mine --conditions scratch "aug:recipe=scratch,augment=strong"
   pasture experiment all_photos/ --out study/cv --folds 5 --seeds 2   # DATA/<class>/: repeated 5-fold CV
   pasture demo --out demo/                                          # no data needed
 
-Conditions: named (paper, paper+transforms, paper+dcgan, default, default+gan, small-data, probe,
+Conditions: named (paper, paper+transforms, paper+dcgan, scratch, scratch+gan, small-data, probe,
 finetune) or NAME:key=value,... with recipe=, augment=, epochs=, model=, ..., gan=paper|default,
 per_class=, ratio=, iterations=. The first condition is the baseline. Finished runs are stored under
 DIR/runs and reused: re-running skips them, adding a condition runs only the new runs.
@@ -409,6 +417,7 @@ def _add_experiment_commands(commands) -> None:
         description="Runs every condition on the same splits and seeds and writes DIR/report.md, report.html, "
         "results.csv and results.json. `pasture experiment paper DATA` re-runs the report's table.",
     )
+    experiment.set_defaults(command_handler=_run_experiment)  # the command's handler, beside its parser
     experiment.add_argument("target", metavar="[paper] DATA", nargs="+", help="DATA, or the word paper then DATA")
     experiment.add_argument(
         "--out", required=True, metavar="DIR", help="study folder: one stored result per run, report.md, results.json"
@@ -486,6 +495,7 @@ def _add_experiment_commands(commands) -> None:
         description="Writes a procedural two-class image set (stripes vs spots) and runs "
         "baseline, +transforms and +GAN on it; prints where the report is.",
     )
+    demo.set_defaults(command_handler=_run_demo)  # the command's handler, beside its parser
     demo.add_argument("--out", default="pasture-demo", metavar="DIR", help="folder for the drawn images and the study")
     demo.add_argument("--seeds", type=_positive_int, default=3, help="runs per condition")
     demo.add_argument("--quick", action="store_true", help="tiny settings: seconds instead of minutes")
@@ -536,6 +546,7 @@ def _add_tune_command(commands) -> None:
         "training split (never the test split); the best is compared with --recipe on fresh folds and "
         "written as DIR/best_recipe.json for train --recipe.",
     )
+    tune.set_defaults(command_handler=_run_tune)  # the command's handler, beside its parser
     tune.add_argument("data", metavar="DATA", help="class folders, or a train/test layout (its train split)")
     tune.add_argument(
         "--out", required=True, metavar="DIR", help="search folder: trials, the best recipe file, tune.json"
@@ -826,6 +837,7 @@ def _add_gan_commands(commands) -> None:
         formatter_class=_Formatter,
         description="GANs that make training images, trained on the training split only.",
     )
+    gan.set_defaults(command_handler=_run_gan)  # the command's handler, beside its parser
     gan_commands = gan.add_subparsers(dest="gan_command", metavar="GAN_COMMAND")
     train = gan_commands.add_parser(
         "train",
@@ -1155,22 +1167,6 @@ def _run_app(args) -> int:
     return 0
 
 
-HANDLERS = {
-    "train": _run_train,
-    "evaluate": _run_evaluate,
-    "predict": _run_predict,
-    "gan": _run_gan,
-    "experiment": _run_experiment,
-    "tune": _run_tune,
-    "demo": _run_demo,
-    "recipes": _run_recipes,
-    "export": _run_export,
-    "explain": _run_explain,
-    "doctor": _run_doctor,
-    "app": _run_app,
-}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -1180,7 +1176,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
-        return HANDLERS[args.command](args)
+        return args.command_handler(args)
     except WriteFailed as error:
         print(f"pasture: error: {error}; {_after_write_failure(args)}", file=sys.stderr)
         return EXIT_USER_ERROR
