@@ -113,7 +113,8 @@ def overhead(data: str, runs: int, scratch: Path) -> dict:
 
 
 def _experiment_with(engine, data: str, out: Path, conditions: list[str], seeds: int) -> dict:
-    from pasture.study.experiment import ExperimentSpec, parse_condition, run_experiment
+    from pasture.study.conditions import parse_condition
+    from pasture.study.experiment import ExperimentSpec, run_experiment
 
     spec = ExperimentSpec(
         data=data,

@@ -80,7 +80,7 @@ def run_held_out(conditions: list[str], sources: list[str], out: str, seed: int 
     import shutil
 
     from pasture import api
-    from pasture.study.experiment import parse_condition
+    from pasture.study.conditions import parse_condition
 
     scores: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as scratch:

@@ -12,7 +12,7 @@ from pasture import api
 from pasture.classify.recipes import RECIPES, get_recipe, read_recipe_file, resolve_recipe
 from pasture.cli import main
 from pasture.core.defaults import DEFAULT_RECIPE
-from pasture.study.experiment import CONDITIONS, PAPER_EXPERIMENT, parse_condition
+from pasture.study.conditions import CONDITIONS, PAPER_EXPERIMENT, parse_condition
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pasture.cli import main
 from pasture.core.errors import UserError
 from pasture.core.stats import bootstrap_interval, paired_comparison, sign_flip_p_value
 from pasture.data import fold_dataset, load_pool, stratified_folds
-from pasture.study.experiment import parse_condition
+from pasture.study.conditions import parse_condition
 
 QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
 

@@ -10,7 +10,9 @@ import torch
 
 from pasture.core import runtime
 from pasture.study import experiment
-from pasture.study.experiment import LocalEngine, Replicate, auto_jobs, parse_condition
+from pasture.study.conditions import parse_condition
+from pasture.study.design import Replicate
+from pasture.study.experiment import LocalEngine, auto_jobs
 
 QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
 

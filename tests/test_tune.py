@@ -14,6 +14,7 @@ from pasture import api
 from pasture.classify.recipes import get_recipe, read_recipe_file
 from pasture.cli import main
 from pasture.core.errors import Interrupted, UserError
+from pasture.study.conditions import parse_condition
 
 pytest.importorskip("optuna", reason="the tune extra is not installed: pip install -e '.[tune]'")
 
@@ -139,9 +140,9 @@ def test_the_recipe_file_is_the_best_candidate_and_train_accepts_it(searched, tm
 
 
 def test_a_recipe_file_in_a_condition_is_keyed_by_its_content(tmp_path, start_recipe):
-    first = experiment_module.parse_condition(f"q:recipe={start_recipe}")
+    first = parse_condition(f"q:recipe={start_recipe}")
     assert first.recipe == "scratch" and dict(first.overrides) == {"epochs": 2, "image_size": 16, "batch_size": 8}
-    written = experiment_module.parse_condition(f"q:epochs=5,recipe={start_recipe}")
+    written = parse_condition(f"q:epochs=5,recipe={start_recipe}")
     assert dict(written.overrides)["epochs"] == 5  # a field written in the condition wins over the file
 
 

@@ -84,16 +84,9 @@ from pasture.doctor.examine import examine
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.synth import SCORING_RECIPE, sample_images, score_synthetic, write_synthetic
 from pasture.gan.trainer import train_gan, validate_gan_preset
+from pasture.study.conditions import PAPER_EXPERIMENT, REPORT_NUMBERS, parse_condition
 from pasture.study.demo import write_demo_data
-from pasture.study.experiment import (
-    AUTO_JOBS,
-    PAPER_EXPERIMENT,
-    REPORT_NUMBERS,
-    ExperimentSpec,
-    LocalEngine,
-    parse_condition,
-    run_experiment,
-)
+from pasture.study.experiment import AUTO_JOBS, ExperimentSpec, LocalEngine, run_experiment
 from pasture.study.tune import TuneSpec, run_tune
 
 __all__ = [
@@ -762,7 +755,7 @@ def experiment(
     from the shared GAN store, and the time remembered for such runs on this machine.
     `force` first removes pasture's own files (stored runs, GANs, reports) from DIR, never others.
 
-    `conditions` are names from pasture.study.experiment.CONDITIONS or 'NAME:key=value,...' specs; the
+    `conditions` are names from pasture.study.conditions.CONDITIONS or 'NAME:key=value,...' specs; the
     first is the baseline every other one is compared with; `recipe`/`model` apply to written conditions
     that name none (e.g. "aug:augment=strong" with recipe="small-data"). `paper=True` runs the report's
     table (paper, +transforms, +DCGAN) with pasture's default recipe and GAN for contrast. `folds=k` is

@@ -1073,7 +1073,7 @@ def _run_predict(args) -> int:
 def _run_recipes(args) -> int:
     from pasture.classify.augment import AUGMENT_PRESETS
     from pasture.models import get_spec, list_models
-    from pasture.study.experiment import CONDITIONS
+    from pasture.study.conditions import CONDITIONS
 
     print("recipes (pasture train --recipe NAME; every field can be overridden with its flag):")
     for name, recipe in RECIPES.items():

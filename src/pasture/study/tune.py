@@ -33,13 +33,12 @@ from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.runs import atomic_write_json, atomic_write_text, locked_folder, read_option_json, versions
 from pasture.data import load_dataset
+from pasture.study.conditions import Condition, recipe_and_overrides
+from pasture.study.design import kfold_replicates
 from pasture.study.experiment import (
-    Condition,
     ExperimentSpec,
-    kfold_replicates,
     open_study_folder,
     pending_tasks,
-    recipe_and_overrides,
     run_tasks,
     start_engine,
     stored_runs,
