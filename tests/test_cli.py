@@ -183,6 +183,7 @@ def test_every_option_of_every_command_says_what_it_does_and_its_default_once():
                 assert "(default:" not in shown, (name, action.option_strings, shown)
     app_help = commands["pasture app"].format_help()
     assert "--port PORT" in app_help and "(default: 7860)" in app_help
+    assert "(default: 0)" in " ".join(commands["pasture train"].format_help().split())  # --seed: 0 is a value
 
 
 def test_every_command_has_its_handler_beside_its_parser():

@@ -106,7 +106,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
         text = action.help or ""
         if (
             action.required
-            or action.default in (None, False, argparse.SUPPRESS)
+            # by identity: `0 in (None, False)` is true, and a default of 0 (--seed) does tell something
+            or any(action.default is unset for unset in (None, False, argparse.SUPPRESS))
             or not action.option_strings
             or "default" in text
         ):
