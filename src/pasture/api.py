@@ -221,6 +221,7 @@ def _teacher_bank(
     # The teacher sees classes in its own order; the bank keeps the student's (the data's) order.
     bank = teacher_bank(
         teacher_model,
+        identity,
         size,
         at_teacher_size.train.images,
         dataset.train.labels,

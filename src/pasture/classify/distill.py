@@ -202,6 +202,7 @@ def distillation_loss(
 
 def teacher_bank(
     teacher: nn.Module,
+    teacher_id: str,
     teacher_size: int,
     labelled: torch.Tensor,
     labels: torch.Tensor,
@@ -214,11 +215,11 @@ def teacher_bank(
     """The bank of one student's transfer set, from the cache or built now (one place for `train
     --teacher` and an experiment's distillation condition): the labelled training images (at the
     teacher's size) and their labels, then each of `unlabelled` (unlabelled photos, GAN samples: the
-    teacher labels them, label -1), keyed by the teacher's weights, the images and the recipe's view
-    settings."""
+    teacher labels them, label -1), keyed by the teacher's weights (`teacher_id`: model_identity, which the
+    caller also records, so the weights are hashed once), the images and the recipe's view settings."""
     pool = torch.cat([labelled, *unlabelled])
     pool_labels = torch.cat([labels, *(torch.full((len(images),), -1, dtype=torch.long) for images in unlabelled)])
-    key = bank_key(model_identity(teacher), pool, pool_labels, recipe, len(labelled), seed=0)
+    key = bank_key(teacher_id, pool, pool_labels, recipe, len(labelled), seed=0)
     return cached_bank(
         key,
         lambda: build_bank(

@@ -139,14 +139,5 @@ class DataOptions:
         """The options that load a run's data again as it was (its split and its groups included): the
         inverse of `identity`. What the identity leaves out (a fixed split's fraction, no groups) keeps
         this class's defaults."""
-        given = {
-            "classes": identity.get("classes"),
-            "test_fraction": identity.get("test_fraction"),
-            "split_seed": identity.get("split_seed"),
-            "min_image_size": identity.get("min_image_size"),
-            "strict": identity.get("strict"),
-            "groups": identity.get("groups"),
-            "group_column": identity.get("group_column"),
-            "split_by_group": identity.get("split_by_group"),
-        }
+        given = {option.name: identity.get(option.name) for option in fields(cls)}
         return cls(**{key: value for key, value in given.items() if value is not None})

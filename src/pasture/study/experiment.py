@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from pasture.classify.distill import teacher_bank
+from pasture.classify.distill import model_identity, teacher_bank
 from pasture.classify.evaluate import predict_probabilities
 from pasture.classify.explain import score_and_plot_top_losses
 from pasture.classify.fit import check_eval_every, train_classifier
@@ -414,6 +414,7 @@ def _bank_for(task: dict, recipe: Recipe, dataset):
     # The teacher was trained on this replicate's classes, in this order: no class_order to map.
     bank = teacher_bank(
         teacher,
+        model_identity(teacher),
         teacher_recipe.image_size,
         teacher_data.train.images,
         teacher_data.train.labels,
