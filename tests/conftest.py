@@ -59,14 +59,18 @@ def write_class_folders(root: Path, counts: dict[str, int], size: int = 24, star
     return root
 
 
-@pytest.fixture
-def split_data(tmp_path) -> Path:
-    """DATA/train/{cow,horse} (8 each) + DATA/test/{cow,horse} (6 each), 24x24 PNGs."""
-    root = tmp_path / "data"
+def write_split_data(root: Path) -> Path:
+    """ROOT/train/{cow,horse} (8 each) + ROOT/test/{cow,horse} (6 each), 24x24 PNGs."""
     write_class_folders(root / "train", {"cow": 8, "horse": 8})
     write_class_folders(root / "test", {"cow": 6, "horse": 6}, start=100)
     (root / "MANIFEST.csv").write_text("file,label\n")
     return root
+
+
+@pytest.fixture
+def split_data(tmp_path) -> Path:
+    """DATA/train/{cow,horse} (8 each) + DATA/test/{cow,horse} (6 each), 24x24 PNGs."""
+    return write_split_data(tmp_path / "data")
 
 
 @pytest.fixture

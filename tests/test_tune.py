@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import interrupt_on_call, write_class_folders
+from conftest import interrupt_on_call, write_split_data
 
 import pasture.study.experiment as experiment_module
 from pasture import api
@@ -19,13 +19,14 @@ from pasture.study.conditions import parse_condition
 pytest.importorskip("optuna", reason="the tune extra is not installed: pip install -e '.[tune]'")
 
 SPACE = {"lr": {"low": 1e-3, "high": 1e-2, "log": True}, "epochs": {"low": 1, "high": 3}, "augment": ["paper", "none"]}
+START = {"base": "scratch", "recipe": {"epochs": 2, "image_size": 16, "batch_size": 8}}  # a quick start
 
 
 @pytest.fixture
 def start_recipe(tmp_path) -> Path:
     """A quick starting recipe, as a recipe file (what a search starts from can be one)."""
     path = tmp_path / "quick.json"
-    path.write_text(json.dumps({"base": "scratch", "recipe": {"epochs": 2, "image_size": 16, "batch_size": 8}}))
+    path.write_text(json.dumps(START))
     return path
 
 
@@ -45,12 +46,10 @@ def searched(tmp_path_factory):
     """One finished search, shared by the tests that only read it (a search is the costly part of this
     file): its data, space, start recipe, folder, result, and every file its runs loaded."""
     root = tmp_path_factory.mktemp("search")
-    data = root / "data"
-    write_class_folders(data / "train", {"cow": 8, "horse": 8})
-    write_class_folders(data / "test", {"cow": 6, "horse": 6}, start=100)
+    data = write_split_data(root / "data")
     space, start = root / "space.json", root / "quick.json"
     space.write_text(json.dumps(SPACE))
-    start.write_text(json.dumps({"base": "scratch", "recipe": {"epochs": 2, "image_size": 16, "batch_size": 8}}))
+    start.write_text(json.dumps(START))
     seen = []
     real = experiment_module.replicate_dataset
 
