@@ -97,9 +97,9 @@ def in_process_runs(request, monkeypatch):
     itself are marked `real_auto_jobs`; tests of parallel runs ask for --jobs 2 explicitly."""
     if request.node.get_closest_marker("real_auto_jobs"):
         return
-    from pasture.study import experiment
+    from pasture.study import engines
 
-    monkeypatch.setattr(experiment, "auto_jobs", lambda device, out=None: 1)
+    monkeypatch.setattr(engines, "auto_jobs", lambda device, out=None: 1)
 
 
 def interrupt_on_call(monkeypatch, module, name: str, call: int):

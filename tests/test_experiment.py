@@ -124,7 +124,9 @@ def test_parallel_runs_start_the_gans_first_and_need_no_gan_to_wait(monkeypatch)
     # runs of a GAN only once its first run (which trains and stores it) has finished.
     from concurrent.futures import Future
 
-    import pasture.study.experiment as experiment_module
+    import pasture.study.engines as engines
+    from pasture.study.conditions import Condition
+    from pasture.study.design import Replicate, RunTask
 
     order = []
 
@@ -139,19 +141,18 @@ def test_parallel_runs_start_the_gans_first_and_need_no_gan_to_wait(monkeypatch)
             return False
 
         def submit(self, function, task):
-            order.append(task["key"])
+            order.append(task.key)
             future = Future()
-            future.set_result({"key": task["key"]})
+            future.set_result({"key": task.key})
             return future
 
-    monkeypatch.setattr(experiment_module, "ProcessPoolExecutor", RecordingPool)
+    monkeypatch.setattr(engines, "ProcessPoolExecutor", RecordingPool)
 
     def task(key, gan=None, repeat=0):
-        return {
-            "key": key,
-            "condition": {"name": key, "gan_preset": gan, "gan_overrides": []},
-            "replicate": {"repeat": repeat, "fold": None},
-        }
+        replicate = Replicate(index=repeat, seed=0, repeat=repeat)
+        return RunTask(
+            key=key, data="d", out="o", layout="classes", condition=Condition(key, gan_preset=gan), replicate=replicate
+        )
 
     todo = [
         task("plain0"),
@@ -163,11 +164,11 @@ def test_parallel_runs_start_the_gans_first_and_need_no_gan_to_wait(monkeypatch)
         task("gan2", "default", 0),
     ]
     finished = []
-    experiment_module.LocalEngine(jobs=2).run(todo, lambda stored, remaining: finished.append(stored["key"]))
+    engines.LocalEngine(jobs=2).run(todo, lambda stored, remaining: finished.append(stored["key"]))
     leaders = ["gan0", "paper_gan0", "gan_other_split"]
     assert order[:3] == leaders and order[3:5] == ["plain0", "plain1"]
     assert sorted(order[5:]) == ["gan1", "gan2"]  # queued after gan0 finished, never before
-    assert sorted(finished) == sorted(t["key"] for t in todo)
+    assert sorted(finished) == sorted(t.key for t in todo)
 
 
 def test_parse_condition():
@@ -211,10 +212,10 @@ def test_resume_skips_finished_runs_and_adding_a_condition_runs_only_it(split_da
 
 @pytest.mark.slow
 def test_interrupted_experiment_keeps_finished_runs(split_data, tmp_path, monkeypatch):
-    import pasture.study.experiment as experiment_module
+    import pasture.study.engines as engines
     from pasture.core.errors import Interrupted
 
-    restore = interrupt_on_call(monkeypatch, experiment_module, "execute_run", 3)
+    restore = interrupt_on_call(monkeypatch, engines, "execute_run", 3)
     with pytest.raises(Interrupted, match="again"):
         api.experiment(
             split_data, tmp_path / "s", conditions=[f"a:{QUICK}", f"b:{QUICK},lr=0.002"], seeds=2, quiet=True, jobs=1
@@ -238,16 +239,16 @@ def test_two_names_for_the_same_settings_share_their_runs(split_data, tmp_path):
 
 @pytest.mark.slow
 def test_kfold_experiment_gan_never_sees_the_folds_test_part(flat_data, tmp_path, monkeypatch):
-    import pasture.study.experiment as experiment_module
+    import pasture.study.gan_store as gan_store
 
     seen = []
-    real = experiment_module.train_gan
+    real = gan_store.train_gan
 
     def spy(train, *args, **kwargs):
         seen.append(set(train.files))
         return real(train, *args, **kwargs)
 
-    monkeypatch.setattr(experiment_module, "train_gan", spy)
+    monkeypatch.setattr(gan_store, "train_gan", spy)
     condition = f"g:{QUICK},gan=default,image_size_gan=16,iterations=3,ngf=4,ndf=4,per_class=4"
     results = api.experiment(
         flat_data, tmp_path / "cv", conditions=[f"base:{QUICK}", condition], seeds=1, folds=3, quiet=True, jobs=1
@@ -340,7 +341,7 @@ def test_experiment_eval_every_thins_the_curves_only(split_data, tmp_path):
 
 @pytest.mark.real_auto_jobs
 def test_jobs_auto_runs_one_thread_per_core_and_keeps_a_studys_threads(tmp_path, monkeypatch):
-    from pasture.study.experiment import AUTO_JOBS_MAX, LocalEngine, auto_jobs
+    from pasture.study.engines import AUTO_JOBS_MAX, LocalEngine, auto_jobs
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)  # 4 usable cores
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)  # what one run at a time uses there

@@ -108,10 +108,10 @@ QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
 
 
 def test_leave_one_group_out_trains_without_the_group_it_tests_on(sourced, tmp_path, monkeypatch):
-    import pasture.study.experiment as experiment_module
+    import pasture.study.run as run_module
 
     seen = []
-    real = experiment_module.train_classifier
+    real = run_module.train_classifier
 
     def spy(dataset, *args, **kwargs):
         seen.append(
@@ -122,7 +122,7 @@ def test_leave_one_group_out_trains_without_the_group_it_tests_on(sourced, tmp_p
         )
         return real(dataset, *args, **kwargs)
 
-    monkeypatch.setattr(experiment_module, "train_classifier", spy)
+    monkeypatch.setattr(run_module, "train_classifier", spy)
     results = api.experiment(
         sourced,
         tmp_path / "logo",
@@ -242,7 +242,7 @@ def test_train_warns_when_unseen_sources_fall_below_the_seen_ones(tmp_path, caps
 def test_leave_one_group_out_intervals_and_pairs_are_over_groups_not_runs():
     from types import SimpleNamespace
 
-    from pasture.study.experiment import Replicate
+    from pasture.study.design import Replicate
     from pasture.study.report import summarise
 
     groups = ["barn", "field", "track"]

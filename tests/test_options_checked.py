@@ -95,7 +95,7 @@ def test_a_synthetic_ratio_follows_one_rule_in_train_and_in_experiments(split_da
 
 def test_a_gan_condition_is_checked_before_any_run(split_data, tmp_path, capsys, monkeypatch):
     trained = []
-    monkeypatch.setattr("pasture.study.experiment.train_classifier", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr("pasture.study.run.train_classifier", lambda *a, **k: trained.append(1))
     for bad, message in (
         ("iterations=0", "--iterations 0"),
         ("diffaugment=bogus", "--diffaugment"),

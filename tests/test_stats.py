@@ -91,7 +91,7 @@ def test_the_k_fold_comparison_finds_no_difference_where_there_is_none_at_about_
 
 
 def test_a_k_fold_study_reports_the_fold_as_its_unit_and_the_corrected_test():
-    from pasture.study.experiment import Replicate
+    from pasture.study.design import Replicate
     from pasture.study.report import summarise
 
     class Condition:

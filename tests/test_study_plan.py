@@ -15,7 +15,7 @@ from pasture.cli import main
 from pasture.core import store
 from pasture.core.defaults import cache_root
 from pasture.core.errors import FolderBusy
-from pasture.study import experiment
+from pasture.study import gan_store
 
 QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
 GAN = f"g:{QUICK},gan=default,image_size_gan=16,iterations=3,ngf=4,ndf=4,per_class=4"
@@ -25,13 +25,13 @@ GAN = f"g:{QUICK},gan=default,image_size_gan=16,iterations=3,ngf=4,ndf=4,per_cla
 def counted_gans(monkeypatch, in_process_runs):
     """Count the GANs trained (the real trainer still runs, in this process)."""
     calls = []
-    real = experiment.train_gan
+    real = gan_store.train_gan
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("out"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "train_gan", counting)
+    monkeypatch.setattr(gan_store, "train_gan", counting)
     return calls
 
 
@@ -151,7 +151,7 @@ PLAN = {
 
 
 def test_the_plan_says_how_to_use_spare_cores():
-    from pasture.study.experiment import plan_text
+    from pasture.study.plan import plan_text
 
     plan = PLAN
     assert "--jobs 4 runs 4 at a time" in plan_text(plan)
@@ -164,7 +164,7 @@ def test_the_estimate_guesses_untimed_runs_aloud_and_never_leaves_a_gan_out():
     """Issue 28: a plan said "about 32 s" for a study that took 325 s: 12 of its runs had never been
     timed and were left out of the figure. Untimed runs are now guessed at the median of the timed ones
     (and said so); a GAN never trained here cannot be guessed from runs, so there is no total then."""
-    from pasture.study.experiment import estimate_text, work_estimate
+    from pasture.study.timings import estimate_text, work_estimate
 
     estimate = work_estimate([10.0, None, 30.0, None], [], parallel=1)
     assert estimate["seconds"] == 10 + 30 + 2 * 20 and estimate["guessed_runs"] == 2
@@ -198,16 +198,17 @@ def test_the_plan_says_when_a_gan_has_never_been_timed():
 
 def test_the_progress_bar_counts_the_gans_to_train_until_their_first_run_ends(monkeypatch, tmp_path):
     """Before, the bar sat at 0/50 for minutes while the GANs trained, with no word of them."""
-    from pasture.study import experiment
+    from types import SimpleNamespace
 
-    tasks = [
-        {"key": "r1", "condition": {"name": "a+gan"}, "gan": "g1"},
-        {"key": "r2", "condition": {"name": "a+gan"}, "gan": "g1"},
-        {"key": "r3", "condition": {"name": "a"}, "gan": None},
-    ]
-    monkeypatch.setattr(experiment, "_gan_key", lambda task: task["gan"])
-    monkeypatch.setattr(experiment, "run_timing_key", lambda task: task["key"])
-    monkeypatch.setattr(experiment, "recall", lambda kind, keys: [5.0 for _ in keys])
+    from pasture.study import engines
+
+    def task(key, condition, gan):
+        return SimpleNamespace(key=key, condition=SimpleNamespace(name=condition), gan=gan)
+
+    tasks = [task("r1", "a+gan", "g1"), task("r2", "a+gan", "g1"), task("r3", "a", None)]
+    monkeypatch.setattr(engines, "gan_key", lambda task: task.gan)
+    monkeypatch.setattr(engines, "run_timing_key", lambda task: task.key)
+    monkeypatch.setattr(engines, "recall", lambda kind, keys: [5.0 for _ in keys])
     postfixes = []
 
     class Bar:
@@ -220,7 +221,7 @@ def test_the_progress_bar_counts_the_gans_to_train_until_their_first_run_ends(mo
         def close(self):
             pass
 
-    monkeypatch.setattr(experiment, "progress_bar", lambda *args, **kwargs: Bar())
+    monkeypatch.setattr(engines, "progress_bar", lambda *args, **kwargs: Bar())
 
     class Engine:
         def parallel(self):
@@ -228,8 +229,8 @@ def test_the_progress_bar_counts_the_gans_to_train_until_their_first_run_ends(mo
 
         def run(self, todo, finished):
             for position, task in enumerate(todo):
-                finished({"key": task["key"]}, todo[position + 1 :])
+                finished({"key": task.key}, todo[position + 1 :])
 
-    experiment.run_tasks(Engine(), tasks, 3, False, tmp_path, gans={"g1": 120.0})
+    engines.run_tasks(Engine(), tasks, 3, False, tmp_path, gans={"g1": 120.0})
     assert postfixes[0]["GANs"] == "1 to train first" and postfixes[0]["left"] == "~2 min"  # 3 x 5 s + 120 s
     assert "GANs" not in postfixes[1] and postfixes[1]["left"] == "~10 s"  # r1 trained it

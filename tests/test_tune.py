@@ -9,12 +9,13 @@ from types import SimpleNamespace
 import pytest
 from conftest import interrupt_on_call, write_split_data
 
-import pasture.study.experiment as experiment_module
+import pasture.study.engines as engines
 from pasture import api
 from pasture.classify.recipes import get_recipe, read_recipe_file
 from pasture.cli import main
 from pasture.core.errors import Interrupted, UserError
 from pasture.study.conditions import parse_condition
+from pasture.study.inputs import RunInputs
 
 pytest.importorskip("optuna", reason="the tune extra is not installed: pip install -e '.[tune]'")
 
@@ -51,17 +52,17 @@ def searched(tmp_path_factory):
     space.write_text(json.dumps(SPACE))
     start.write_text(json.dumps(START))
     seen = []
-    real = experiment_module.replicate_dataset
+    real = RunInputs.replicate_dataset
 
-    def spying(task, image_size):
-        dataset = real(task, image_size)
+    def spying(self, task, image_size):
+        dataset = real(self, task, image_size)
         seen.extend(dataset.train.files + dataset.test.files)
         return dataset
 
     with pytest.MonkeyPatch.context() as patch:  # what the function-scoped autouse fixtures do for a test
         patch.setenv("PASTURE_CACHE_DIR", str(root / "cache"))
-        patch.setattr(experiment_module, "auto_jobs", lambda device, out=None: 1)
-        patch.setattr(experiment_module, "replicate_dataset", spying)
+        patch.setattr(engines, "auto_jobs", lambda device, out=None: 1)
+        patch.setattr(RunInputs, "replicate_dataset", spying)
         result = _tune(data, root / "tuned", space, start)
     return SimpleNamespace(data=data, space=space, start=start, out=root / "tuned", result=result, seen=seen)
 
@@ -79,7 +80,7 @@ def test_every_run_of_a_search_sees_the_training_split_only(searched):
 @pytest.mark.slow
 def test_an_interrupted_search_resumes_to_the_same_result(searched, tmp_path, monkeypatch):
     split_data, space, start_recipe, straight = searched.data, searched.space, searched.start, searched.result
-    restore = interrupt_on_call(monkeypatch, experiment_module, "execute_run", 9)  # inside the second trial
+    restore = interrupt_on_call(monkeypatch, engines, "execute_run", 9)  # inside the second trial
     with pytest.raises(Interrupted):
         _tune(split_data, tmp_path / "resumed", space, start_recipe)
     restore()

@@ -24,10 +24,10 @@ QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
 SLOW_CLI = textwrap.dedent("""
     import sys, time
     import pasture.classify.fit as fit
-    import pasture.study.experiment as experiment
+    import pasture.study.run as run
     from pasture.cli import main
 
-    real_save, real_store = fit._save_checkpoint, experiment.store_run
+    real_save, real_store = fit._save_checkpoint, run.store_run
 
     def slow_save(*args, **kwargs):
         real_save(*args, **kwargs)
@@ -40,7 +40,7 @@ SLOW_CLI = textwrap.dedent("""
         time.sleep(1.0)
         return stored
 
-    fit._save_checkpoint, experiment.store_run = slow_save, slow_store
+    fit._save_checkpoint, run.store_run = slow_save, slow_store
     sys.exit(main(sys.argv[1:]))
 """)
 

@@ -86,7 +86,8 @@ from pasture.gan.synth import SCORING_RECIPE, sample_images, score_synthetic, wr
 from pasture.gan.trainer import train_gan, validate_gan_preset
 from pasture.study.conditions import PAPER_EXPERIMENT, REPORT_NUMBERS, parse_condition
 from pasture.study.demo import write_demo_data
-from pasture.study.experiment import AUTO_JOBS, ExperimentSpec, LocalEngine, run_experiment
+from pasture.study.engines import AUTO_JOBS, LocalEngine
+from pasture.study.experiment import ExperimentSpec, run_experiment
 from pasture.study.tune import TuneSpec, run_tune
 
 __all__ = [

@@ -6,7 +6,7 @@ and on a cluster (`--ray-address`). pasture adds nothing to operate.
 
 How a study maps onto it:
 - The driver (the machine that runs `pasture experiment`) loads and decodes the photos once and puts
-  the uint8 tensors in Ray's object store (task_inputs in pasture.study.experiment lists what each run
+  the uint8 tensors in Ray's object store (RunInputs.of_task in pasture.study.inputs lists what each run
   reads); workers read nothing from disk, so worker nodes need no copy of the photos and no shared
   filesystem, only the same pasture and torch.
 - Each GAN of a GAN condition is one task; the runs that use it depend on its result (Ray waits).
@@ -29,22 +29,15 @@ from pathlib import Path
 
 import torch
 
-import pasture.study.experiment as experiment_module
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.runs import load_checkpoint, versions
 from pasture.core.runtime import usable_cores
-from pasture.study.experiment import (
-    _DATA_CACHE,
-    _SHIPPED_GANS,
-    compute_run,
-    gan_is_stored,
-    gan_location,
-    store_gan,
-    store_run,
-    task_inputs,
-    train_task_gan,
-)
+from pasture.study.design import RunTask
+from pasture.study.engines import Finished
+from pasture.study.gan_store import gan_location, store_gan, train_task_gan
+from pasture.study.inputs import LOCAL, RunInputs
+from pasture.study.run import compute_run, store_run
 
 # What must be equal on every node: a run's numbers depend on them (pasture, torch, torchvision), and
 # Ray itself needs the same Python minor version.
@@ -78,35 +71,32 @@ def _check_versions(expected: dict) -> None:
 # What runs in a worker
 
 
-def _receive(task: dict, expected: dict, keys: list, values: tuple, gan_names: tuple | list = ()) -> None:
-    """Set a worker up for one task: versions checked, the shipped inputs in place of the disk."""
+def _receive(task: RunTask, expected: dict, keys: list, values: tuple, gan_names: tuple | list = ()) -> RunInputs:
+    """Set a worker up for one task: versions checked; returns the shipped inputs, which the run reads
+    in place of the disk (a worker lives for many tasks; each task gets only its own)."""
     _check_versions(expected)
-    _DATA_CACHE.clear()  # a worker lives for many tasks; only this task's inputs are kept
-    _SHIPPED_GANS.clear()
-    _DATA_CACHE.update(zip(keys, values[: len(keys)]))
-    _SHIPPED_GANS.update(zip(gan_names, values[len(keys) :]))
-    experiment_module._SHIPPED_ONLY = True
-    if task.get("threads"):
-        torch.set_num_threads(task["threads"])
+    if task.threads:
+        torch.set_num_threads(task.threads)
+    return RunInputs.shipped(keys, list(values[: len(keys)]), gan_names, values[len(keys) :])
 
 
 def _files_in(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
 
 
-def remote_run(task: dict, expected: dict, keys: list, gan_names: list, *values) -> tuple[dict, float, dict]:
+def remote_run(task: RunTask, expected: dict, keys: list, gan_names: list, *values) -> tuple[dict, float, dict]:
     """One run in a worker: (the dict to store, the classifier's seconds, its files by name)."""
-    _receive(task, expected, keys, values, gan_names)
+    inputs = _receive(task, expected, keys, values, gan_names)
     with tempfile.TemporaryDirectory(prefix="pasture-run-") as folder:
-        stored, seconds = compute_run(task, Path(folder))
+        stored, seconds = compute_run(task, Path(folder), inputs)
         return stored, seconds, _files_in(Path(folder))
 
 
-def remote_gan(task: dict, expected: dict, keys: list, *values) -> tuple[list, tuple[dict, dict]]:
+def remote_gan(task: RunTask, expected: dict, keys: list, *values) -> tuple[list, tuple[dict, dict]]:
     """One GAN in a worker: (its units, for the runs that use it; (summary, files) for the store)."""
-    _receive(task, expected, keys, values)
+    inputs = _receive(task, expected, keys, values)
     with tempfile.TemporaryDirectory(prefix="pasture-gan-") as folder:
-        units, summary = train_task_gan(task, gan_location(task), Path(folder))
+        units, summary = train_task_gan(task, gan_location(task, inputs), Path(folder))
         return units, (summary, _files_in(Path(folder)))
 
 
@@ -232,15 +222,15 @@ class RayEngine:
                     "driver's versions on every node"
                 )
 
-    def run(self, todo: list[dict], finished) -> None:
+    def run(self, todo: list[RunTask], finished: Finished) -> None:
         ray = self.start()
         expected = _matched_versions()
         run_task = ray.remote(remote_run).options(num_cpus=self.threads)
         gan_task = ray.remote(remote_gan).options(num_cpus=self.threads, num_returns=2)
         shipped: dict = {}  # input key -> object ref: each input is put once, whatever uses it
 
-        def inputs_of(task: dict) -> tuple[list, list]:
-            inputs = task_inputs(task)
+        def inputs_of(task: RunTask) -> tuple[list, list]:
+            inputs = LOCAL.of_task(task)
             for key, value in inputs.items():
                 if key not in shipped:
                     shipped[key] = ray.put(value)
@@ -249,29 +239,27 @@ class RayEngine:
         pending: dict = {}  # ref -> ("gan", task, its GAN's location) or ("run", task)
         gans: dict[str, object] = {}  # GAN store folder name -> ref of its units
         # Where each GAN task's GAN lives (hashing its training images), once per task.
-        locations = {task["key"]: gan_location(task) for task in todo if task["condition"]["gan_preset"]}
+        locations = {task.key: gan_location(task, LOCAL) for task in todo if task.condition.gan_preset}
         for task in todo:
-            if task["key"] not in locations:
+            location = locations.get(task.key)
+            if location is None or location.folder.name in gans:
                 continue
-            gan_dir = locations[task["key"]][3]
-            if gan_dir.name in gans:
-                continue
-            if gan_is_stored(gan_dir):
-                gans[gan_dir.name] = ray.put(load_checkpoint(gan_dir / "checkpoint.pt")["units"])
+            if location.stored:
+                gans[location.folder.name] = ray.put(load_checkpoint(location.folder / "checkpoint.pt")["units"])
             else:
                 keys, refs = inputs_of(task)
                 units, payload = gan_task.remote(task, expected, keys, *refs)
-                gans[gan_dir.name] = units
-                pending[payload] = ("gan", task, locations[task["key"]])
+                gans[location.folder.name] = units
+                pending[payload] = ("gan", task, location)
         for task in todo:
             keys, refs = inputs_of(task)
-            names = [locations[task["key"]][3].name] if task["key"] in locations else []
+            names = [locations[task.key].folder.name] if task.key in locations else []
             pending[run_task.remote(task, expected, keys, names, *refs, *[gans[name] for name in names])] = (
                 "run",
                 task,
             )
         del gans  # the runs hold the GAN refs now; Ray frees each GAN once its runs are done
-        remaining = {task["key"]: task for task in todo}
+        remaining = {task.key: task for task in todo}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -284,9 +272,9 @@ class RayEngine:
                         continue
                     stored, seconds, files = value
                     if stored.get("gan_dir"):  # the worker's own GAN store path; the driver's is where it is
-                        stored["gan_dir"] = str(locations[task["key"]][3])
+                        stored["gan_dir"] = str(locations[task.key].folder)
                     store_run(task, stored, seconds, files)
-                    remaining.pop(task["key"], None)
+                    remaining.pop(task.key, None)
                     finished(stored, list(remaining.values()))
         except BaseException:
             for ref in pending:  # Ctrl-C or a failed run: nothing more starts; finished runs are stored

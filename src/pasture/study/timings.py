@@ -58,3 +58,32 @@ def recall(kind: str, keys: list[str]) -> list[float | None]:
 
 def minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def work_estimate(run_seconds: list[float | None], gan_seconds: list[float | None], parallel: int) -> dict:
+    """Wall time of what is left, from the times remembered on this machine, never a figure that quietly
+    leaves work out: a run never timed here counts as the median of the runs that were (a stated
+    guess); a GAN never timed here cannot be guessed from runs (it takes minutes where a run takes
+    seconds), so while one is left there is no total, only the part that is known.
+
+    Returns {"seconds": total or None, "known_seconds", "guessed_runs", "untimed_gans"}."""
+    timed = [seconds for seconds in run_seconds if seconds is not None]
+    guessed = len(run_seconds) - len(timed)
+    guess = statistics.median(timed) if timed else None
+    untimed_gans = sum(1 for seconds in gan_seconds if seconds is None)
+    known = sum(timed) + sum(seconds for seconds in gan_seconds if seconds is not None)
+    lanes = max(1, min(parallel, len(run_seconds) or 1))
+    total = None
+    if guess is not None and not untimed_gans:
+        total = (known + guessed * guess) / lanes
+    return {"seconds": total, "known_seconds": known / lanes, "guessed_runs": guessed, "untimed_gans": untimed_gans}
+
+
+def estimate_text(estimate: dict) -> str | None:
+    """The progress bar's "~4 min" or "~4 min (3 runs guessed)", or None when no figure would be honest."""
+    if estimate["seconds"] is None:
+        return None
+    text = f"~{minutes(estimate['seconds'])}"
+    if estimate["guessed_runs"]:
+        text += f" ({estimate['guessed_runs']} runs guessed)"
+    return text

@@ -34,17 +34,11 @@ from pasture.core.extras import optional_import
 from pasture.core.runs import atomic_write_json, atomic_write_text, locked_folder, read_option_json, versions
 from pasture.data import load_dataset
 from pasture.study.conditions import Condition, recipe_and_overrides
-from pasture.study.design import kfold_replicates
-from pasture.study.experiment import (
-    ExperimentSpec,
-    open_study_folder,
-    pending_tasks,
-    run_tasks,
-    start_engine,
-    stored_runs,
-    study_tasks,
-)
+from pasture.study.design import kfold_replicates, study_tasks
+from pasture.study.engines import Engine, run_tasks
+from pasture.study.experiment import ExperimentSpec, open_study_folder, start_engine
 from pasture.study.report import summarise
+from pasture.study.run import pending_tasks, stored_runs
 
 # Recipe fields a search may set: the options of Recipe (not its name or description).
 SEARCHABLE = {f.name for f in option_fields(Recipe)}
@@ -68,7 +62,7 @@ class TuneSpec:
     min_image_size: int = DEFAULT_MIN_IMAGE_SIZE
     test_fraction: float = DEFAULT_TEST_FRACTION
     split_seed: int = 0
-    engine: object = None
+    engine: Engine | None = None
     device: str = "cpu"
     quiet: bool = False
     force: bool = False
@@ -221,11 +215,13 @@ def _condition(name: str, base: str, file_overrides: list, values: dict) -> Cond
 
 def _score(spec, out, data, conditions, replicates, engine, warn, desc: str) -> tuple[list[dict], list[dict]]:
     """Run (or find stored) every condition on every replicate; summarise's (rows, comparisons)."""
-    tasks = study_tasks(_experiment_spec(spec, conditions), data.layout, data.fingerprint, replicates)
+    tasks = study_tasks(
+        _experiment_spec(spec, conditions), data.layout, data.fingerprint, replicates, engine.threads_per_run()
+    )
     stored = stored_runs(out, tasks, warn)
     todo = pending_tasks(tasks, stored)
     stored.update(run_tasks(engine, todo, len(stored), spec.quiet, out, desc=desc))
-    results = [{**(stored[task["key"]] or {}), "condition": task["condition"]["name"]} for task in tasks]
+    results = [{**(stored[task.key] or {}), "condition": task.condition.name} for task in tasks]
     return summarise(conditions, replicates, results)
 
 
