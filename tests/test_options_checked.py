@@ -126,12 +126,14 @@ def test_a_gan_condition_is_checked_before_any_run(split_data, tmp_path, capsys,
 
 
 def test_device_auto_resolves_to_what_the_engine_accepts(monkeypatch):
-    monkeypatch.setattr(api, "resolve_device", lambda device: torch.device("cuda"))  # a GPU machine
-    assert api._study_device("auto", "ray") == "cpu"  # Ray runs on CPUs: auto means the CPU there
-    assert api._study_device("auto", "local") == "cuda"
-    assert api._study_device("cuda", "ray") == "cuda"  # asked for by name: refused, naming what was asked
+    from pasture.study import experiment
+
+    monkeypatch.setattr(experiment, "resolve_device", lambda device: torch.device("cuda"))  # a GPU machine
+    assert experiment.study_device("auto", "ray") == "cpu"  # Ray runs on CPUs: auto means the CPU there
+    assert experiment.study_device("auto", "local") == "cuda"
+    assert experiment.study_device("cuda", "ray") == "cuda"  # asked for by name: refused, naming what was asked
     with pytest.raises(api.UserError, match="--device cuda: --engine ray runs on CPUs"):
-        api.make_engine("ray", device="cuda")
+        experiment.make_engine("ray", device="cuda")
 
 
 def test_conditions_that_differ_only_in_punctuation_keep_their_own_figures(split_data, tmp_path):

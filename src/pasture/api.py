@@ -18,38 +18,33 @@ Interrupted when Ctrl-C stopped a training run after its last checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import os
 from pathlib import Path
 
 import torch
 
-from pasture.classify.card import model_card
-from pasture.classify.distill import model_identity, teacher_bank
 from pasture.classify.evaluate import (
     accuracy_report,
     group_reports,
     predict_probabilities,
 )
-from pasture.classify.explain import explain_images, plot_top_losses, score_and_plot_top_losses
+from pasture.classify.explain import explain_images, plot_top_losses
 from pasture.classify.export import export_onnx
+from pasture.classify.finish import finish_run
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.onnx_runner import predict_onnx
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import (
     Recipe,
-    check_synthetic_allowed,
-    check_synthetic_ratio,
     recipe_alias_note,
     recipe_line,
     resolve_recipe,
     scratch_warning,
-    synthetic_share,
 )
 from pasture.classify.trained import load_run, run_config_problem
+from pasture.classify.transfer import synthetic_for_run, teacher_bank_for_run
 from pasture.core.defaults import (
     DEFAULT_MIN_IMAGE_SIZE,
-    DEFAULT_TEST_FRACTION,
     DataOptions,
     Warn,
     option_fields,
@@ -58,19 +53,16 @@ from pasture.core.defaults import (
 from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.paths import check_outside
-from pasture.core.plots import plot_confusion, plot_curves
+from pasture.core.plots import plot_confusion
 from pasture.core.record import record_problem
 from pasture.core.runs import (
     atomic_write_json,
-    atomic_write_text,
     check_output_folder,
     check_writable,
     folder_lock,
-    is_whole_number,
     locked_folder,
-    prepare_run_dir,
+    open_run_dir,
     read_checked_json,
-    versions,
 )
 from pasture.data import (
     class_index_map,
@@ -83,15 +75,23 @@ from pasture.data import (
 from pasture.doctor.examine import examine
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.synth import SCORING_RECIPE, sample_images, score_synthetic, write_synthetic
-from pasture.gan.trainer import train_gan, validate_gan_preset
+from pasture.gan.trainer import gan_summary, summary_problem, train_gan, validate_gan_preset
 from pasture.study.conditions import PAPER_EXPERIMENT, REPORT_NUMBERS, parse_condition
 from pasture.study.demo import write_demo_data
-from pasture.study.engines import AUTO_JOBS, LocalEngine
-from pasture.study.experiment import ExperimentSpec, run_experiment
-from pasture.study.tune import TuneSpec, run_tune
+from pasture.study.experiment import (
+    ExperimentOptions,
+    ExperimentSpec,
+    run_experiment,
+    run_on_engine,
+    study_device,
+    with_fields,
+)
+from pasture.study.tune import TuneOptions, TuneSpec, run_tune
 
 __all__ = [
     "DataOptions",
+    "ExperimentOptions",
+    "TuneOptions",
     "Interrupted",
     "UserError",
     "demo",
@@ -132,118 +132,6 @@ def _options(
         raise TypeError(f"{function}(): unknown fields in overrides: {', '.join(unknown)}")
     options = data_options or DataOptions()
     return overrides, dataclasses.replace(options, **data_changes) if data_changes else options
-
-
-def _open_run_dir(
-    out: Path,
-    identity: dict,
-    config: dict,
-    *,
-    what: str,
-    result_file: str,
-    done_check,
-    resume: bool,
-    force: bool,
-    command: list[str] | None,
-    warn: Warn,
-) -> tuple[str, dict | None]:
-    """Prepare a run folder (new, resume or done; see core.runs.prepare_run_dir). A new run gets
-    config.json: `config` plus the identity, versions, command and time. Returns (state, the finished
-    run's `result_file` contents when state is "done", else None)."""
-    state = prepare_run_dir(out, identity, resume=resume, force=force, done_check=done_check, warn=warn)
-    if state == "done":
-        warn(f"{out}: this {what} had already finished; nothing to resume")
-        return state, read_checked_json(out / result_file, done_check, what=what)
-    if state == "new":
-        atomic_write_json(
-            out / "config.json",
-            {
-                **config,
-                "identity": identity,
-                "versions": versions(),
-                "command": command,  # None: called from Python
-                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            },
-        )
-    return state, None
-
-
-def _synthetic_for(synthetic, synthetic_ratio, recipe: Recipe, dataset, warn: Warn):
-    """(synthetic ImageSet or None, its ratio, what config.json records of it)."""
-    if synthetic is None:
-        if synthetic_ratio is not None:
-            raise UserError("--synthetic-ratio: give --synthetic SYNTH_DIR too")
-        return None, None, None
-    check_synthetic_allowed(recipe)
-    images, fingerprint = load_synthetic(synthetic, dataset.classes, recipe.image_size, warn)
-    synthetic_ratio = check_synthetic_ratio(synthetic_ratio)
-    if synthetic_ratio is None:
-        synthetic_ratio = synthetic_share(len(images), len(dataset.train))
-    info = {
-        "folder": str(Path(synthetic).resolve()),
-        "fingerprint": fingerprint,
-        "ratio": synthetic_ratio,
-        "counts": images.counts(),
-    }
-    return images, synthetic_ratio, info
-
-
-def _teacher_bank(
-    teacher, unlabeled, synthetic, recipe: Recipe, data, options: DataOptions, dataset, device, quiet: bool, warn: Warn
-):
-    """(TeacherBank, what config.json records of the teacher and the transfer set) for `--teacher`."""
-    if recipe.pretrained == "probe":
-        raise UserError(
-            "--teacher: the student must train on images; a probe student would drop the teacher's views. "
-            "Use --recipe distill (paper-cnn) or --model resnet-small"
-        )
-    teacher_model, teacher_config = load_run(teacher, device)
-    size = teacher_config["image_size"]
-    to_teacher = class_index_map(dataset.classes, teacher_config["classes"], f"--teacher {teacher}: the data's classes")
-    # The same split at the teacher's size: the same files, in the same order, as the student's split.
-    at_teacher_size = load_dataset(data, size, warn=lambda message: None, **options.load_kwargs())
-    if at_teacher_size.train.files != dataset.train.files:
-        raise UserError(f"{data}: the files changed while loading; run again")
-    unlabelled = []
-    transfer: dict = {"labelled": len(dataset.train)}
-    if unlabeled is not None:
-        files = image_files_in([unlabeled])
-        unlabelled.append(decode_files(files, size))
-        transfer["unlabeled"] = {"folder": str(Path(unlabeled).resolve()), "n": len(files)}
-    if synthetic is not None:  # GAN samples: the teacher labels them, the GAN's class folders are ignored
-        generated, fingerprint = load_synthetic(synthetic, dataset.classes, size, warn)
-        unlabelled.append(generated.images)
-        transfer["synthetic"] = {
-            "folder": str(Path(synthetic).resolve()),
-            "fingerprint": fingerprint,
-            "n": len(generated),
-        }
-    identity = model_identity(teacher_model)
-    # The teacher sees classes in its own order; the bank keeps the student's (the data's) order.
-    bank = teacher_bank(
-        teacher_model,
-        identity,
-        size,
-        at_teacher_size.train.images,
-        dataset.train.labels,
-        unlabelled,
-        recipe,
-        len(dataset.classes),
-        quiet=quiet,
-        class_order=to_teacher,
-    )
-    info = {
-        "run": str(Path(teacher).resolve()),
-        "checkpoint": identity,
-        "classes": teacher_config["classes"],
-        "image_size": size,
-        "recipe": teacher_config["recipe"]["name"],
-        "transfer": transfer,
-        "views": len(bank),
-        "teacher_seconds": round(bank.seconds, 1),
-        "bank_reused": bank.reused,
-    }
-    return bank, info
 
 
 def train(
@@ -310,12 +198,12 @@ def train(
             )
         # A folder that is not ours is refused now, not after minutes of teacher outputs.
         check_output_folder(Path(out), None if force else "config.json", "run")
-        bank, teacher_info = _teacher_bank(
+        bank, teacher_info = teacher_bank_for_run(
             teacher, unlabeled, synthetic, chosen, data, options, dataset, where, quiet, warn
         )
         synthetic_images, synthetic_ratio, synthetic_info = None, None, None
     else:
-        synthetic_images, synthetic_ratio, synthetic_info = _synthetic_for(
+        synthetic_images, synthetic_ratio, synthetic_info = synthetic_for_run(
             synthetic, synthetic_ratio, chosen, dataset, warn
         )
     identity = {
@@ -329,7 +217,7 @@ def train(
     out = Path(out)
     # The lock first: a second command on a live run's folder is refused before it touches anything.
     with locked_folder(out, "run"):
-        state, finished = _open_run_dir(
+        state, finished = open_run_dir(
             out,
             identity,
             {
@@ -379,25 +267,6 @@ def train(
                 "describe a broken model"
             )
         return finish_run(out, result, dataset, chosen)
-
-
-def finish_run(out: Path, result, dataset, recipe: Recipe) -> dict:
-    """Score the trained model (score_run) and write the figures, MODEL_CARD.md and metrics.json; returns
-    the record."""
-    record = score_and_plot_top_losses(result, dataset, recipe, out)
-    plot_curves(record.history, out / "curves.png", title=f"{recipe.model} / {recipe.name}")
-    plot_confusion(
-        record.confusion,
-        dataset.classes,
-        out / "confusion.png",
-        title=f"test: {record.test_correct}/{record.n_test} correct",
-    )
-    metrics = record.to_dict()
-    config = read_checked_json(out / "config.json", run_config_problem, what="run folder")
-    atomic_write_text(out / "MODEL_CARD.md", model_card(config, metrics))
-    # metrics.json last: its presence marks the run as finished.
-    atomic_write_json(out / "metrics.json", metrics)
-    return metrics
 
 
 def evaluate(
@@ -549,32 +418,6 @@ def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, form
 # GANs
 
 
-def _summary_problem(summary: dict) -> str | None:
-    """The schema of a finished GAN folder's summary.json."""
-    if not is_whole_number(summary.get("units"), 1, 10_000) or not isinstance(summary.get("final"), dict):
-        return "is not the summary of a finished GAN"
-    return None
-
-
-def _gan_summary(result: dict, chosen: GanPreset, dataset) -> dict:
-    """summary.json of a finished GAN folder: the last log row of each unit, diversity and time."""
-    last = {}
-    for unit in range(len(result["units"])):
-        rows = [row for row in result["log"] if row["unit"] == unit]
-        if rows:
-            last[str(unit)] = {key: rows[-1][key] for key in ("loss_d", "loss_g", "d_real", "d_fake", "p_aug")}
-    return {
-        "preset": chosen.name,
-        "units": len(result["units"]),
-        "iterations": chosen.iterations,
-        "diversity_vs_real": result["diversity"],
-        "final": last,
-        "seconds": result["seconds"],
-        "n_train": len(dataset.train),
-        "classes": dataset.classes,
-    }
-
-
 def gan_train(
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -610,7 +453,7 @@ def gan_train(
     identity = {"kind": "gan", "preset": chosen.to_dict(), "seed": seed, **options.identity(data, dataset)}
     out = Path(out)
     with locked_folder(out, "GAN"):  # the lock first, as in train
-        state, finished = _open_run_dir(
+        state, finished = open_run_dir(
             out,
             identity,
             {
@@ -623,7 +466,7 @@ def gan_train(
             },
             what="GAN",
             result_file="summary.json",
-            done_check=_summary_problem,
+            done_check=summary_problem,
             resume=resume,
             force=force,
             command=command,
@@ -649,7 +492,7 @@ def gan_train(
                 f"interrupted; {out / 'checkpoint.pt'} holds the last sample point. Run the same command with "
                 "--resume to continue"
             ) from None
-        summary = _gan_summary(result, chosen, dataset)
+        summary = gan_summary(result, chosen, dataset)
         atomic_write_json(out / "summary.json", summary)
         return summary
 
@@ -729,185 +572,97 @@ def gan_score(
 def experiment(
     data: str | os.PathLike,
     out: str | os.PathLike,
+    options: ExperimentOptions | None = None,
     *,
-    conditions: list[str] | None = None,
-    seeds: int = 5,
-    folds: int | str | None = None,
-    groups: str | None = None,
-    group_column: str = "group",
-    recipe: str | None = None,
-    model: str | None = None,
-    classes: list[str] | None = None,
-    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
-    jobs: int | str = "auto",
-    eval_every: int = 1,
-    quiet: bool = False,
-    paper: bool = False,
-    force: bool = False,
-    device: str = "auto",
     warn: Warn = warn_to_stderr,
-    command: list[str] | None = None,
-    dry_run: bool = False,
-    engine: str = "local",
-    ray_address: str | None = None,
-    threads_per_run: int | None = None,
+    **fields,
 ) -> dict:
     """Run conditions x replicates (paired) on DATA and write DIR/report.md, report.html, results.*.
-    `dry_run=True` returns only {"plan", "plan_text"}: the runs, stored runs, GANs to train or reuse
-    from the shared GAN store, and the time remembered for such runs on this machine.
-    `force` first removes pasture's own files (stored runs, GANs, reports) from DIR, never others.
 
+    `options` (an ExperimentOptions), or a keyword per field of it (`conditions=[...]`, `seeds=10`):
     `conditions` are names from pasture.study.conditions.CONDITIONS or 'NAME:key=value,...' specs; the
     first is the baseline every other one is compared with; `recipe`/`model` apply to written conditions
     that name none (e.g. "aug:augment=strong" with recipe="small-data"). `paper=True` runs the report's
     table (paper, +transforms, +DCGAN) with pasture's default recipe and GAN for contrast. `folds=k` is
     repeated stratified k-fold on DATA/<class>/; `folds="groups"` with `groups` (a CSV with columns file
     and `group_column`, or "subfolders") holds out each group (photo source) in turn.
+    `dry_run=True` returns only {"plan", "plan_text"}: the runs, stored runs, GANs to train or reuse
+    from the shared GAN store, and the time remembered for such runs on this machine.
+    `force` first removes pasture's own files (stored runs, GANs, reports) from DIR, never others.
 
     `engine="local"` runs on this machine (`jobs` processes); `engine="ray"` runs every run as a Ray
     task (pasture.study.ray_engine), on a Ray instance started for the study or, with `ray_address`
     ("auto" or HOST:PORT), on that cluster, `threads_per_run` CPUs per task (default 1). Both store
     the same runs under the same keys.
     """
+    chosen = with_fields(options or ExperimentOptions(), "experiment", fields)
     check_outside(out, data)
-    if paper:
-        names = list(conditions or PAPER_EXPERIMENT)
+    if chosen.paper:
+        names = list(chosen.conditions or PAPER_EXPERIMENT)
         title, numbers = "The report's experiment, re-run with intervals", REPORT_NUMBERS
     else:
-        names = list(conditions or ["scratch", "small-data"])
+        names = list(chosen.conditions or ["scratch", "small-data"])
         title, numbers = "pasture experiment", {}
-    parsed = [parse_condition(name, recipe=recipe, model=model) for name in names]
     spec = ExperimentSpec(
         data=str(data),
         out=str(out),
-        conditions=parsed,
-        seeds=seeds,
-        folds=folds,
-        groups=groups,
-        group_column=group_column,
-        classes=classes,
-        min_image_size=min_image_size,
-        jobs=jobs,
-        eval_every=eval_every,
-        quiet=quiet,
+        conditions=[parse_condition(name, recipe=chosen.recipe, model=chosen.model) for name in names],
+        seeds=chosen.seeds,
+        folds=chosen.folds,
+        groups=chosen.groups,
+        group_column=chosen.group_column,
+        classes=chosen.classes,
+        min_image_size=chosen.min_image_size,
+        jobs=chosen.jobs,
+        eval_every=chosen.eval_every,
+        quiet=chosen.quiet,
         title=title,
         report_numbers=numbers,
-        command=list(command or []),
-        force=force,
-        device=_study_device(device, engine),
-        dry_run=dry_run,
+        command=list(chosen.command or []),
+        force=chosen.force,
+        device=study_device(chosen.device, chosen.engine),
+        dry_run=chosen.dry_run,
     )
-    return _on_engine(run_experiment, spec, warn, engine, jobs, ray_address, threads_per_run)
+    return run_on_engine(run_experiment, spec, warn, chosen)
 
 
 def tune(
     data: str | os.PathLike,
     out: str | os.PathLike,
+    options: TuneOptions | None = None,
     *,
-    space: str | os.PathLike,
-    recipe: str = "scratch",
-    trials: int = 20,
-    folds: int = 3,
-    seeds: int = 2,
-    batch: int | None = None,
-    seed: int = 0,
-    classes: list[str] | None = None,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
-    split_seed: int = 0,
-    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
-    engine: str = "local",
-    jobs: int | str = "auto",
-    ray_address: str | None = None,
-    threads_per_run: int | None = None,
-    device: str = "auto",
-    quiet: bool = False,
-    force: bool = False,
     warn: Warn = warn_to_stderr,
-    command: list[str] | None = None,
+    **fields,
 ) -> dict:
     """Search recipe fields (`space`, a JSON file: {field: [choices] or {"low", "high", "log"?, "step"?}})
     from `recipe` with Optuna, every candidate scored on the same `folds` x `seeds` folds of DATA's
     training split (never its test split), then compare the best with `recipe` on fresh folds. Writes
     DIR/best_recipe.json (for `train --recipe`), tune.json, tune.md and trials.csv; returns tune.json's
-    contents. See pasture.study.tune."""
+    contents. `options` (a TuneOptions) or a keyword per field of it. See pasture.study.tune."""
+    chosen = with_fields(options or TuneOptions(), "tune", fields)
+    if chosen.space is None:
+        raise UserError("--space: give SPACE.json, the fields to search and their ranges")
     check_outside(out, data)
     spec = TuneSpec(
         data=str(data),
         out=str(out),
-        space=str(space),
-        recipe=str(recipe),
-        trials=trials,
-        folds=folds,
-        seeds=seeds,
-        batch=batch,
-        seed=seed,
-        classes=classes,
-        min_image_size=min_image_size,
-        test_fraction=test_fraction,
-        split_seed=split_seed,
-        device=_study_device(device, engine),
-        quiet=quiet,
-        force=force,
-        command=list(command or []),
+        space=str(chosen.space),
+        recipe=str(chosen.recipe),
+        trials=chosen.trials,
+        folds=chosen.folds,
+        seeds=chosen.seeds,
+        batch=chosen.batch,
+        seed=chosen.seed,
+        classes=chosen.classes,
+        min_image_size=chosen.min_image_size,
+        test_fraction=chosen.test_fraction,
+        split_seed=chosen.split_seed,
+        device=study_device(chosen.device, chosen.engine),
+        quiet=chosen.quiet,
+        force=chosen.force,
+        command=list(chosen.command or []),
     )
-    return _on_engine(run_tune, spec, warn, engine, jobs, ray_address, threads_per_run)
-
-
-ENGINES = ("local", "ray")
-
-
-def _on_engine(run, spec, warn, engine: str, jobs: int | str, ray_address: str | None, threads_per_run: int | None):
-    """run(spec) on the engine the options name, closed after (a Ray instance started for it stops)."""
-    spec.engine = make_engine(
-        engine, jobs=jobs, ray_address=ray_address, threads_per_run=threads_per_run, device=spec.device
-    )
-    try:
-        return run(spec, warn=warn)
-    finally:
-        spec.engine.close()
-
-
-def _study_device(device: str, engine: str) -> str:
-    """The device a study's runs use: --device auto resolves to what the engine accepts (the Ray engine
-    runs on CPUs, so auto on a GPU machine is the CPU there, not a refusal naming a --device never given)."""
-    if device == "auto" and engine == "ray":
-        return "cpu"
-    return str(resolve_device(device))
-
-
-def make_engine(
-    name: str,
-    *,
-    jobs: int | str = "auto",
-    ray_address: str | None = None,
-    threads_per_run: int | None = None,
-    device: str = "cpu",
-):
-    """The engine that executes a study's runs: LocalEngine(jobs) or a RayEngine (imported only here,
-    so a plain install never needs Ray)."""
-    if name not in ENGINES:
-        raise UserError(f"--engine {name}: choose local or ray")
-    if name == "local":
-        if ray_address is not None:
-            raise UserError("--ray-address: give --engine ray too")
-        if threads_per_run is not None:
-            raise UserError(
-                "--threads-per-run: applies to --engine ray; the local engine gives each of --jobs "
-                "workers cores/jobs threads"
-            )
-        return LocalEngine(jobs)
-    if jobs not in (1, AUTO_JOBS):
-        raise UserError(
-            "--jobs: applies to --engine local; Ray runs as many runs at once as the cluster has "
-            "CPUs / --threads-per-run"
-        )
-    if device != "cpu":
-        raise UserError(
-            f"--device {device}: --engine ray runs on CPUs in this version; on a GPU machine use --engine local"
-        )
-    from pasture.study.ray_engine import RayEngine
-
-    return RayEngine(ray_address, threads=threads_per_run or 1)
+    return run_on_engine(run_tune, spec, warn, chosen)
 
 
 def demo(

@@ -6,9 +6,11 @@
     probe        logistic head on frozen pretrained features (cached), LP-FT's start
     selfsup      SimCLR pretraining on the training images
     distill      a small student that learns to match a teacher run (the cached teacher bank)
+    transfer     what a run trains on besides its photos: a synthetic set, or a teacher run's bank
     trained      TrainResult, ensemble members, load_run (a finished run folder -> model)
     evaluate     probabilities, TTA, accuracy with intervals, score_run -> RunRecord
     card         MODEL_CARD.md of a run folder
+    finish       a trained run's folder finished: scores, figures, model card, metrics.json last
     explain      Grad-CAM and occlusion maps, top losses
     predictions  predictions for any number of files, streamed to CSV (torch-free)
     export       one self-contained ONNX file, checked against the run

@@ -220,7 +220,7 @@ def plot_top_losses(
 
 def score_and_plot_top_losses(result, dataset, recipe, folder: Path):
     """A trained run scored on its test split (evaluate.score_run -> RunRecord) and its top_losses.png
-    written to `folder`: the one way a finished run is scored, for `train` (api.finish_run) and for an
+    written to `folder`: the one way a finished run is scored, for `train` (classify.finish.finish_run) and for an
     experiment's runs (study.run), which had each written it out."""
     probabilities = test_probabilities(result, dataset, recipe)  # for the record and the top losses
     record = score_run(result, dataset, recipe, probabilities)

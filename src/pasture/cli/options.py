@@ -5,6 +5,7 @@ settings, data options, --device, run folders, engines). Imports no torch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from pasture.classify.recipes import RECIPE_ALIASES, RECIPES
 from pasture.core.defaults import (
@@ -232,3 +233,11 @@ def add_engine_flags(parser) -> None:
 
 def accuracy_line(label: str, accuracy: float, ci95: list[float], n: int) -> str:
     return f"{label}{accuracy:.1%}  (95% CI {ci95[0]:.1%}-{ci95[1]:.1%}, n={n})"
+
+
+def options_from_args(options_type, args, **given):
+    """An options dataclass (ExperimentOptions, TuneOptions) from the parsed arguments of the same names,
+    with `given` values on top; `command` is the command line as typed (args.command is the subcommand)."""
+    names = {f.name for f in dataclasses.fields(options_type)} - {"command"}
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    return options_type(**{**values, "command": args.command_line, **given})

@@ -14,6 +14,7 @@ from pasture.cli.options import (
     fraction,
     int_at_least,
     jobs_choice,
+    options_from_args,
     positive_int,
     recipe_choice,
 )
@@ -201,31 +202,9 @@ def _add_tune_command(commands) -> None:
 
 def _run_tune(args) -> int:
     from pasture import api
-    from pasture.study.tune import tune_text
+    from pasture.study.tune import TuneOptions, tune_text
 
-    result = api.tune(
-        args.data,
-        args.out,
-        space=args.space,
-        recipe=args.recipe,
-        trials=args.trials,
-        folds=args.folds,
-        seeds=args.seeds,
-        batch=args.batch,
-        seed=args.seed,
-        classes=args.classes,
-        test_fraction=args.test_fraction,
-        split_seed=args.split_seed,
-        min_image_size=args.min_image_size,
-        engine=args.engine,
-        jobs=args.jobs,
-        ray_address=args.ray_address,
-        threads_per_run=args.threads_per_run,
-        device=args.device,
-        quiet=args.quiet,
-        force=args.force,
-        command=args.command_line,
-    )
+    result = api.tune(args.data, args.out, options_from_args(TuneOptions, args))
     print(tune_text(result), end="")
     return 0
 
@@ -256,34 +235,12 @@ def _print_experiment(results: dict, out: str) -> None:
 
 def _run_experiment(args) -> int:
     from pasture import api
+    from pasture.study.experiment import ExperimentOptions
 
     paper = len(args.target) == 2 and args.target[0] == "paper"
     if len(args.target) != 1 and not paper:
         raise UserError("experiment: give DATA, or `paper DATA`")
-    results = api.experiment(
-        args.target[-1],
-        args.out,
-        conditions=args.conditions,
-        seeds=args.seeds,
-        folds=args.folds,
-        groups=args.groups,
-        group_column=args.group_column,
-        recipe=args.recipe,
-        model=args.model,
-        classes=args.classes,
-        min_image_size=args.min_image_size,
-        jobs=args.jobs,
-        eval_every=args.eval_every,
-        quiet=args.quiet,
-        paper=paper,
-        force=args.force,
-        device=args.device,
-        command=args.command_line,
-        dry_run=args.dry_run,
-        engine=args.engine,
-        ray_address=args.ray_address,
-        threads_per_run=args.threads_per_run,
-    )
+    results = api.experiment(args.target[-1], args.out, options_from_args(ExperimentOptions, args, paper=paper))
     if args.dry_run:
         print(results["plan_text"])
         return 0

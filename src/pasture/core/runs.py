@@ -7,6 +7,7 @@ same folder, then rename over the target: a crash leaves the old file or the new
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import fcntl
 import io
 import json
@@ -14,6 +15,7 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -367,3 +369,37 @@ def prepare_run_dir(
             return "resume"
     check_writable(out)
     return "new"
+
+
+def open_run_dir(
+    out: Path,
+    identity: dict,
+    config: dict,
+    *,
+    what: str,
+    result_file: str,
+    done_check,
+    resume: bool,
+    force: bool,
+    command: list[str] | None,
+    warn: Callable[[str], None],
+) -> tuple[str, dict | None]:
+    """Prepare a run folder (new, resume or done; see prepare_run_dir). A new run gets
+    config.json: `config` plus the identity, versions, command and time. Returns (state, the finished
+    run's `result_file` contents when state is "done", else None)."""
+    state = prepare_run_dir(out, identity, resume=resume, force=force, done_check=done_check, warn=warn)
+    if state == "done":
+        warn(f"{out}: this {what} had already finished; nothing to resume")
+        return state, read_checked_json(out / result_file, done_check, what=what)
+    if state == "new":
+        atomic_write_json(
+            out / "config.json",
+            {
+                **config,
+                "identity": identity,
+                "versions": versions(),
+                "command": command,  # None: called from Python
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            },
+        )
+    return state, None

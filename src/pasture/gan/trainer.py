@@ -34,7 +34,7 @@ from pasture.core.device import (
 )
 from pasture.core.errors import UserError
 from pasture.core.plots import pyplot, save_figure
-from pasture.core.runs import atomic_torch_save, atomic_write_bytes, load_checkpoint, write_jsonl
+from pasture.core.runs import atomic_torch_save, atomic_write_bytes, is_whole_number, load_checkpoint, write_jsonl
 from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything
 from pasture.data import ImageSet
 from pasture.gan.diffaugment import diff_augment, parse_policy
@@ -458,3 +458,29 @@ def generate(
         labels = torch.full((n,), class_index, dtype=torch.long, device=device) if preset.conditional else None
         chunks.append(to_uint8(network(z.to(device), labels)).cpu())  # latents drawn on the CPU (seeded)
     return torch.cat(chunks) if chunks else torch.empty(0, 3, preset.image_size, preset.image_size, dtype=torch.uint8)
+
+
+def summary_problem(summary: dict) -> str | None:
+    """The schema of a finished GAN folder's summary.json."""
+    if not is_whole_number(summary.get("units"), 1, 10_000) or not isinstance(summary.get("final"), dict):
+        return "is not the summary of a finished GAN"
+    return None
+
+
+def gan_summary(result: dict, chosen: GanPreset, dataset) -> dict:
+    """summary.json of a finished GAN folder: the last log row of each unit, diversity and time."""
+    last = {}
+    for unit in range(len(result["units"])):
+        rows = [row for row in result["log"] if row["unit"] == unit]
+        if rows:
+            last[str(unit)] = {key: rows[-1][key] for key in ("loss_d", "loss_g", "d_real", "d_fake", "p_aug")}
+    return {
+        "preset": chosen.name,
+        "units": len(result["units"]),
+        "iterations": chosen.iterations,
+        "diversity_vs_real": result["diversity"],
+        "final": last,
+        "seconds": result["seconds"],
+        "n_train": len(dataset.train),
+        "classes": dataset.classes,
+    }

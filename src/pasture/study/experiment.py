@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pasture.classify.fit import check_eval_every
 from pasture.classify.recipes import check_synthetic_allowed, resolve_recipe
+from pasture.core.device import resolve_device
 from pasture.core.errors import UserError
 from pasture.core.runs import (
     RUN_FILES,
@@ -37,7 +38,7 @@ from pasture.gan.presets import get_gan_preset
 from pasture.gan.trainer import validate_gan_preset
 from pasture.study.conditions import Condition
 from pasture.study.design import GROUP_FOLDS, Replicate, RunTask, plan_replicates, study_tasks
-from pasture.study.engines import Engine, LocalEngine, effective_threads, run_tasks
+from pasture.study.engines import AUTO_JOBS, Engine, LocalEngine, effective_threads, run_tasks
 from pasture.study.plan import plan_text, study_plan
 from pasture.study.report import write_report
 from pasture.study.run import pending_tasks, read_stored_run, stored_runs
@@ -67,6 +68,49 @@ class ExperimentSpec:
     # (test_fraction, split_seed): replicates are folds of the training split that `train` makes of
     # DATA/<class>/ with these (tuning: its test split is never loaded into a run); None for studies
     split: tuple | None = None
+
+
+@dataclass
+class StudyOptions:
+    """How a study (an experiment or a search) is run, as the api and the CLI take it: on which engine
+    and device, how loud, and whether to start again. Options as data: api.experiment and api.tune take
+    one of these (or a keyword per field), as api.train takes a recipe plus overrides."""
+
+    engine: str = "local"  # local: this machine (`jobs` processes); ray: every run a Ray task
+    jobs: int | str = "auto"
+    ray_address: str | None = None  # with engine="ray": "auto" or HOST:PORT of a cluster
+    threads_per_run: int | None = None  # with engine="ray": CPUs per task (default 1)
+    device: str = "auto"
+    quiet: bool = False
+    force: bool = False  # remove pasture's own files from the folder first (never a user's)
+    command: list[str] | None = None  # the command line, for the record (None: called from Python)
+
+
+@dataclass
+class ExperimentOptions(StudyOptions):
+    """What api.experiment compares, and on which replicates (see its docstring)."""
+
+    conditions: list[str] | None = None
+    paper: bool = False  # the report's table: paper, +transforms, +DCGAN, and pasture's for contrast
+    seeds: int = 5
+    folds: int | str | None = None  # k (repeated stratified k-fold), or "groups" (leave-one-group-out)
+    groups: str | None = None  # a CSV with columns file and group_column, or "subfolders"
+    group_column: str = "group"
+    recipe: str | None = None  # for written conditions that name none
+    model: str | None = None
+    classes: list[str] | None = None
+    min_image_size: int = 16
+    eval_every: int = 1
+    dry_run: bool = False
+
+
+def with_fields(options, function: str, fields: dict):
+    """`options` with keyword shorthands applied: each must be one of its fields."""
+    known = {f.name for f in dataclasses.fields(options)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
+    return dataclasses.replace(options, **fields) if fields else options
 
 
 # What an experiment writes into its folder (glob patterns); --force removes only these.
@@ -237,3 +281,64 @@ def _run_all(spec: ExperimentSpec, out: Path, layout: str, summary_data, replica
     return write_report(
         spec, layout, summary_data, replicates, results, ran=len(todo), seconds=time.perf_counter() - started
     )
+
+
+ENGINES = ("local", "ray")
+
+
+def run_on_engine(run, spec, warn, options: StudyOptions):
+    """run(spec) on the engine `options` names, closed after (a Ray instance started for it stops)."""
+    spec.engine = make_engine(
+        options.engine,
+        jobs=options.jobs,
+        ray_address=options.ray_address,
+        threads_per_run=options.threads_per_run,
+        device=spec.device,
+    )
+    try:
+        return run(spec, warn=warn)
+    finally:
+        spec.engine.close()
+
+
+def study_device(device: str, engine: str) -> str:
+    """The device a study's runs use: --device auto resolves to what the engine accepts (the Ray engine
+    runs on CPUs, so auto on a GPU machine is the CPU there, not a refusal naming a --device never given)."""
+    if device == "auto" and engine == "ray":
+        return "cpu"
+    return str(resolve_device(device))
+
+
+def make_engine(
+    name: str,
+    *,
+    jobs: int | str = "auto",
+    ray_address: str | None = None,
+    threads_per_run: int | None = None,
+    device: str = "cpu",
+):
+    """The engine that executes a study's runs: LocalEngine(jobs) or a RayEngine (imported only here,
+    so a plain install never needs Ray)."""
+    if name not in ENGINES:
+        raise UserError(f"--engine {name}: choose local or ray")
+    if name == "local":
+        if ray_address is not None:
+            raise UserError("--ray-address: give --engine ray too")
+        if threads_per_run is not None:
+            raise UserError(
+                "--threads-per-run: applies to --engine ray; the local engine gives each of --jobs "
+                "workers cores/jobs threads"
+            )
+        return LocalEngine(jobs)
+    if jobs not in (1, AUTO_JOBS):
+        raise UserError(
+            "--jobs: applies to --engine local; Ray runs as many runs at once as the cluster has "
+            "CPUs / --threads-per-run"
+        )
+    if device != "cpu":
+        raise UserError(
+            f"--device {device}: --engine ray runs on CPUs in this version; on a GPU machine use --engine local"
+        )
+    from pasture.study.ray_engine import RayEngine
+
+    return RayEngine(ray_address, threads=threads_per_run or 1)

@@ -36,7 +36,7 @@ from pasture.data import load_dataset
 from pasture.study.conditions import Condition, recipe_and_overrides
 from pasture.study.design import kfold_replicates, study_tasks
 from pasture.study.engines import Engine, run_tasks
-from pasture.study.experiment import ExperimentSpec, open_study_folder, start_engine
+from pasture.study.experiment import ExperimentSpec, StudyOptions, open_study_folder, start_engine
 from pasture.study.report import summarise
 from pasture.study.run import pending_tasks, stored_runs
 
@@ -67,6 +67,23 @@ class TuneSpec:
     quiet: bool = False
     force: bool = False
     command: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TuneOptions(StudyOptions):
+    """What api.tune searches, from where, on which folds (see its docstring)."""
+
+    space: str | None = None  # SPACE.json (required)
+    recipe: str = "scratch"
+    trials: int = 20
+    folds: int = 3
+    seeds: int = 2
+    batch: int | None = None
+    seed: int = 0
+    classes: list[str] | None = None
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    split_seed: int = 0
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE
 
 
 def _optuna():
