@@ -138,23 +138,23 @@ def test_a_model_mismatch_is_one_line_naming_the_model_the_weights_fit(trained_r
 
 
 def test_the_machines_state_is_one_line_and_a_bug_shows_itself(split_data, tmp_path, capsys, monkeypatch):
-    from pasture import cli
+    from pasture.cli import runs, studies
 
     def full_disk(args):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".report.md.a1b2c3d4.tmp"))
 
-    monkeypatch.setattr(cli, "_run_experiment", full_disk)
+    monkeypatch.setattr(studies, "_run_experiment", full_disk)
     assert main(["experiment", str(split_data), "--out", str(tmp_path / "s")]) == 2
     line = error_line(capsys)
     assert f"{tmp_path / 'report.md'}: No space left on device" in line and "finished runs are kept" in line
-    monkeypatch.setattr(cli, "_run_recipes", full_disk)
+    monkeypatch.setattr(runs, "_run_recipes", full_disk)
     assert main(["recipes"]) == 2
     assert "resume" not in error_line(capsys) and "kept" not in capsys.readouterr().err  # not true there
 
     def bug(args):
         raise OSError(errno.EBADF, "Bad file descriptor")  # an OSError that is pasture's own mistake
 
-    monkeypatch.setattr(cli, "_run_recipes", bug)
+    monkeypatch.setattr(runs, "_run_recipes", bug)
     assert main(["recipes"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "Bad file descriptor" in err and "please report it" in err

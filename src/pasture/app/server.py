@@ -24,10 +24,11 @@ import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -203,49 +204,40 @@ def _staging(runs: Path, kind: str) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=staging_prefix(kind), dir=runs, ignore_cleanup_errors=True)
 
 
-def create_app(
-    runs: str | Path,
-    max_file_bytes: int | None = None,
-    *,
-    token: str | None = None,
-    hosts: set[str] | None = None,
-    limits: Limits | None = None,
-):
-    """The app over the run folders in `runs` (created if needed), behind the guard (app/guard.py):
-    `token` is the launch token (None: no token, the Host and Origin checks stay), `hosts` the names
-    besides 127.0.0.1, localhost and [::1] it answers to. What a killed app left in `runs` is removed."""
-    runs = Path(runs).resolve()
-    runs.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(runs)
-    limits = limits or Limits()
-    if max_file_bytes is not None:
-        limits = dataclasses.replace(limits, file_bytes=max_file_bytes)
-    app = FastAPI(title="pasture", docs_url=None, redoc_url=None, openapi_url=None)
-    jobs = Jobs(runs)
-    explanations = runs / ".explanations"
-    explanations.mkdir(exist_ok=True)
+@dataclass(frozen=True)
+class _State:
+    """What every route of one app shares."""
 
-    @app.exception_handler(UserError)
-    async def user_error(request: Request, error: UserError):
-        status = 409 if isinstance(error, (Busy, FolderBusy)) else 413 if isinstance(error, TooLarge) else 400
-        return _problem(status, str(error))
+    runs: Path  # the folder of run folders
+    jobs: Jobs  # the training jobs (one at a time)
+    explanations: Path  # the Test page's heatmaps
+    limits: Limits  # what an upload may hold
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, error: NotFound):
-        return _problem(404, str(error))
 
-    @app.get("/", response_class=HTMLResponse)
+def _page_routes(state: _State) -> APIRouter:
+    """The page and its two static files (no CDN, no inline script: the CSP forbids both)."""
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse)
     def page():
         return (STATIC / "page.html").read_text(encoding="utf-8")
 
-    @app.get("/static/{file}")
+    @router.get("/static/{file}")
     def static(file: str):
         kinds = {"page.js": "text/javascript", "page.css": "text/css"}
         if file not in kinds:
             return _problem(404, f"{file}: no such file")
         return FileResponse(STATIC / file, media_type=kinds[file])
 
-    @app.get("/api/runs")
+    return router
+
+
+def _run_routes(state: _State) -> APIRouter:
+    """Runs: list, details, files, export, delete, resume."""
+    router = APIRouter()
+    runs, jobs = state.runs, state.jobs
+
+    @router.get("/api/runs")
     def list_runs():
         rows = []
         for folder in sorted(runs.iterdir()):
@@ -256,7 +248,7 @@ def create_app(
                     continue  # a damaged folder is left out of the list, not a crash
         return rows
 
-    @app.get("/api/runs/{name}")
+    @router.get("/api/runs/{name}")
     def run_details(name: str):
         folder = _existing_run(runs, name)
         summary = _run_summary(folder, jobs)
@@ -264,7 +256,7 @@ def create_app(
         summary["card"] = card.read_text(encoding="utf-8") if card.is_file() else ""
         return summary
 
-    @app.get("/api/runs/{name}/files/{file}")
+    @router.get("/api/runs/{name}/files/{file}")
     def run_file(name: str, file: str):
         folder = _run_folder(runs, name)
         if file not in RUN_FILES_SHOWN or not (folder / file).is_file():
@@ -273,7 +265,7 @@ def create_app(
         download = {"filename": re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".onnx"} if file == "model.onnx" else {}
         return FileResponse(folder / file, media_type=RUN_FILES_SHOWN[file], **download)
 
-    @app.post("/api/runs/{name}/export")
+    @router.post("/api/runs/{name}/export")
     def export(name: str):
         # A POST: it writes model.onnx (a GET that writes could be triggered by any page's <img>).
         folder = _existing_run(runs, name)
@@ -286,13 +278,13 @@ def create_app(
             "bytes": (folder / "model.onnx").stat().st_size,
         }
 
-    @app.delete("/api/runs/{name}")
+    @router.delete("/api/runs/{name}")
     def delete(name: str):
         folder = _existing_run(runs, name)
         jobs.delete(folder)
         return {"deleted": name}
 
-    @app.post("/api/runs/{name}/resume")
+    @router.post("/api/runs/{name}/resume")
     def resume(name: str):
         folder = _existing_run(runs, name)
         if (folder / "metrics.json").is_file():
@@ -305,7 +297,15 @@ def create_app(
         job = jobs.start(folder, resume=True)
         return {"job": job["id"], "run": name, "epochs": job["epochs"]}
 
-    @app.post("/api/teach")
+    return router
+
+
+def _teach_routes(state: _State) -> APIRouter:
+    """Teach: photos in, a training job out; its job's status and cancel."""
+    router = APIRouter()
+    runs, jobs, limits = state.runs, state.jobs, state.limits
+
+    @router.post("/api/teach")
     async def teach(request: Request):
         jobs.check_free()  # before reading the photos: a refused teach stores nothing
         with _staging(runs, ".upload-") as staged:
@@ -325,24 +325,25 @@ def create_app(
                 raise
             return {"job": job["id"], "run": run.name, "epochs": settings.get("epochs")}
 
-    @app.get("/api/explanations/{batch}/{file}")
-    def heatmap(batch: str, file: str):
-        path = ensure_under(explanations / safe_path_part(batch, "batch") / safe_path_part(file, "file"), explanations)
-        if path.suffix != ".png" or not path.is_file():
-            return _problem(404, f"{file}: no such heatmap")
-        return FileResponse(path, media_type="image/png")
-
-    @app.get("/api/jobs/{job_id}")
+    @router.get("/api/jobs/{job_id}")
     def job_status(job_id: str):
         status = jobs.status(job_id)
         return status if status is not None else _problem(404, f"{job_id}: no such job")
 
-    @app.post("/api/jobs/{job_id}/cancel")
+    @router.post("/api/jobs/{job_id}/cancel")
     def cancel(job_id: str):
         status = jobs.cancel(job_id)
         return status if status is not None else _problem(404, f"{job_id}: no such job")
 
-    @app.post("/api/runs/{name}/predict")
+    return router
+
+
+def _test_routes(state: _State) -> APIRouter:
+    """Test: labels, probabilities and heatmaps of dropped photos."""
+    router = APIRouter()
+    runs, explanations, limits = state.runs, state.explanations, state.limits
+
+    @router.post("/api/runs/{name}/predict")
     async def predict(name: str, request: Request):
         folder = _existing_run(runs, name)
         if not (folder / "metrics.json").is_file():
@@ -355,7 +356,49 @@ def create_app(
                 raise UserError("drop at least one photo to test")
             return await run_in_threadpool(_label_photos, folder, photos, explanations)
 
-    app.state.jobs = jobs
+    @router.get("/api/explanations/{batch}/{file}")
+    def heatmap(batch: str, file: str):
+        path = ensure_under(explanations / safe_path_part(batch, "batch") / safe_path_part(file, "file"), explanations)
+        if path.suffix != ".png" or not path.is_file():
+            return _problem(404, f"{file}: no such heatmap")
+        return FileResponse(path, media_type="image/png")
+
+    return router
+
+
+def create_app(
+    runs: str | Path,
+    max_file_bytes: int | None = None,
+    *,
+    token: str | None = None,
+    hosts: set[str] | None = None,
+    limits: Limits | None = None,
+):
+    """The app over the run folders in `runs` (created if needed), behind the guard (app/guard.py):
+    `token` is the launch token (None: no token, the Host and Origin checks stay), `hosts` the names
+    besides 127.0.0.1, localhost and [::1] it answers to. What a killed app left in `runs` is removed."""
+    runs = Path(runs).resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(runs)
+    limits = limits or Limits()
+    if max_file_bytes is not None:
+        limits = dataclasses.replace(limits, file_bytes=max_file_bytes)
+    state = _State(runs, Jobs(runs), runs / ".explanations", limits)
+    state.explanations.mkdir(exist_ok=True)
+    app = FastAPI(title="pasture", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, error: UserError):
+        status = 409 if isinstance(error, (Busy, FolderBusy)) else 413 if isinstance(error, TooLarge) else 400
+        return _problem(status, str(error))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, error: NotFound):
+        return _problem(404, str(error))
+
+    for routes in (_page_routes, _run_routes, _teach_routes, _test_routes):
+        app.include_router(routes(state))
+    app.state.jobs = state.jobs
     return Guard(app, token=token, hosts=hosts)
 
 

@@ -9,8 +9,10 @@ An ensemble trains its members one after another (seeds seed, seed+1000, ...); t
 the finished members too, so an interrupted ensemble resumes inside the member it was training.
 Recipes with pretrained="probe" are handed to pasture.classify.probe (frozen backbone, cached features).
 
-The step (`_train_epoch`) knows nothing of checkpoints; `_start_member` builds or restores a member's
-state and `_save_checkpoint` writes it, so resume logic lives apart from the arithmetic.
+The step (`_train_epoch`) knows nothing of checkpoints: it runs on pasture.core.loop's Loop, with the
+evaluation, the history, the checkpoint and the progress bar as events; `_start_member` builds or
+restores a member's state and `_save_checkpoint` writes it, so resume logic lives apart from the
+arithmetic.
 """
 
 from __future__ import annotations
@@ -33,14 +35,13 @@ from pasture.classify.selfsup import pretrain
 from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, TrainResult, build_members
 from pasture.core.device import (
     autocast,
-    device_rng_state,
     effective_precision,
     fits_on_device,
     grad_scaler,
-    set_device_rng_state,
 )
 from pasture.core.errors import UserError
-from pasture.core.runs import atomic_torch_save, load_checkpoint, write_jsonl
+from pasture.core.loop import Checkpoint, Loop, progress, restore_rng_states, rng_states
+from pasture.core.runs import load_checkpoint
 from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything, stop_point
 from pasture.data import Dataset, ImageSet
 from pasture.models import WeightEMA, create_model
@@ -130,7 +131,7 @@ class _Context:
     synthetic: ImageSet | None
     synthetic_ratio: float
     eval_every: int
-    checkpoint_path: Path | None
+    checkpoint: Checkpoint  # writes nothing without a run folder
     bar: object
     bank: TeacherBank | None = None  # distillation: train on the teacher's views and outputs instead
 
@@ -185,6 +186,9 @@ def train_classifier(
     started = time.perf_counter()
     done_epochs = len(finished) * recipe.epochs + (int(in_progress["epoch"]) if in_progress else 0)
     bar = progress_bar(recipe.epochs * recipe.ensemble, done_epochs, quiet)
+    checkpoint = Checkpoint(
+        checkpoint_path, CHECKPOINT_FORMAT, parts="members", log="history", log_file="history.jsonl"
+    )
     if bank is not None:
         context = _Context(
             dataset,
@@ -196,7 +200,7 @@ def train_classifier(
             None,
             0.0,
             eval_every,
-            checkpoint_path,
+            checkpoint,
             bar,
             bank=TeacherBank(bank.views, bank.teacher_log_probs.to(device), bank.label_targets.to(device)),
         )
@@ -211,7 +215,7 @@ def train_classifier(
             synthetic,
             synthetic_ratio,
             eval_every,
-            checkpoint_path,
+            checkpoint,
             bar,
         )
     nonfinite = False
@@ -225,11 +229,9 @@ def train_classifier(
             in_progress = None
     finally:
         bar.close()
-    if checkpoint_path is not None:
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, "members": finished, "history": history}, checkpoint_path)
-        # Again from the checkpoint's own copy: a process killed between the last epoch's checkpoint and
-        # its history line resumes straight to here, and the line must not be lost.
-        write_jsonl(checkpoint_path.parent / "history.jsonl", history)
+    # The history again from the checkpoint's own copy: a process killed between the last epoch's
+    # checkpoint and its history line resumes straight to here, and the line must not be lost.
+    checkpoint.save(finished, history)
     return TrainResult(
         model=build_members(recipe, len(dataset.classes), finished, device),
         history=history,
@@ -310,9 +312,7 @@ def _start_member(context: _Context, seed: int, state: dict | None) -> _Member:
         return member
     model.load_state_dict(state["model"])
     member.optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["rng_data"])
-    torch.set_rng_state(state["rng_torch"])
-    set_device_rng_state(device, state.get("rng_device"))
+    restore_rng_states(state, generator, device)
     if member.ema is not None:
         member.ema.load_state_dict(state["ema"])
     if state.get("scaler"):
@@ -324,24 +324,20 @@ def _start_member(context: _Context, seed: int, state: dict | None) -> _Member:
 def _save_checkpoint(
     context: _Context, finished: list[dict], index: int, epoch: int, member: _Member, history: list[dict]
 ) -> None:
-    atomic_torch_save(
+    """The checkpoint after `epoch` epochs of member `index`: what _start_member restores."""
+    context.checkpoint.save(
+        finished,
+        history,
         {
-            "format": CHECKPOINT_FORMAT,
-            "members": finished,
             "member": index,
             "epoch": epoch,
             "model": member.model.state_dict(),
             "optimizer": member.optimizer.state_dict(),
             "ema": member.ema.state_dict() if member.ema is not None else {},
-            "rng_data": member.generator.get_state(),
-            "rng_torch": torch.get_rng_state(),
-            "rng_device": device_rng_state(context.device),
+            **rng_states(member.generator, context.device),
             "scaler": member.scaler.state_dict() if member.scaler.is_enabled() else {},
-            "history": history,
         },
-        context.checkpoint_path,
     )
-    write_jsonl(context.checkpoint_path.parent / "history.jsonl", history)
 
 
 def _train_epoch(
@@ -420,26 +416,34 @@ def _train_member(
     loss_weights = class_weights(dataset.train.labels, len(dataset.classes), recipe)  # None unless balancing
     if loss_weights is not None:
         loss_weights = loss_weights.to(context.device)
-    nonfinite = False
-    for epoch in range(member.start_epoch, recipe.epochs):
+
+    def step(epoch: int) -> dict:
         record = _train_epoch(context, member, epoch, preset, loss_weights)
         if recipe.ensemble > 1:
             record["member"] = index + 1
-        nonfinite |= not math.isfinite(record["train_loss"])
-        if dataset.test is not None and evaluate_after(epoch + 1, recipe.epochs, context.eval_every):
+        return record
+
+    def evaluate(epochs_done: int, record: dict) -> None:  # recorded only: nothing is chosen on it
+        if dataset.test is not None and evaluate_after(epochs_done, recipe.epochs, context.eval_every):
             record["test_accuracy"] = evaluate_model(
                 member.final, dataset.test.images, dataset.test.labels, dataset.classes
             )["accuracy"]
-        history.append(record)
-        if context.checkpoint_path is not None:
-            _save_checkpoint(context, finished, index, epoch + 1, member, history)
-        postfix = {"loss": f"{record['train_loss']:.3f}", "acc": f"{record['train_accuracy']:.2f}"}
+
+    def postfix(record: dict) -> dict:
+        shown = {"loss": f"{record['train_loss']:.3f}", "acc": f"{record['train_accuracy']:.2f}"}
         if "test_accuracy" in record:
-            postfix["test"] = f"{record['test_accuracy']:.2f}"
+            shown["test"] = f"{record['test_accuracy']:.2f}"
         if recipe.ensemble > 1:
-            postfix["member"] = f"{index + 1}/{recipe.ensemble}"
-        context.bar.set_postfix(postfix, refresh=False)
-        context.bar.update(1)
+            shown["member"] = f"{index + 1}/{recipe.ensemble}"
+        return shown
+
+    def save(epochs_done: int, record: dict) -> None:
+        if context.checkpoint.path is not None:
+            _save_checkpoint(context, finished, index, epochs_done, member, history)
+
+    events = [evaluate, lambda epochs_done, record: history.append(record), save, progress(context.bar, postfix)]
+    rows = Loop(step, events).run(member.start_epoch, recipe.epochs)
+    nonfinite = any(not math.isfinite(record["train_loss"]) for record in rows)
     if recipe.pretrained == "finetune" and recipe.wise_alpha < 1:
         return wise_ft(member.final, _linear_probe_start(context, seed), recipe.wise_alpha), nonfinite
     return member.final.state_dict(), nonfinite

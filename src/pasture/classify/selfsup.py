@@ -24,6 +24,7 @@ from pasture.classify.augment import augment_batch, get_augment
 from pasture.classify.evaluate import to_float
 from pasture.classify.recipes import Recipe, apply_schedule
 from pasture.core.device import model_device
+from pasture.core.loop import Loop
 from pasture.core.runtime import stop_point
 
 # -- settings (as in the exploration that measured it; SimCLR's defaults, scaled to tiny datasets) --
@@ -76,7 +77,6 @@ def pretrain(
         raise ValueError("self-supervised pretraining needs at least 2 training images")
     batches = math.ceil(n / images_per_batch(size))
     batch = math.ceil(n / batches)  # equal batches: a last batch of a few images has too few negatives
-    losses = []
     with encoder_of(model) as (encoder, width):
         device = model_device(encoder)
         projection = nn.Sequential(
@@ -86,7 +86,8 @@ def pretrain(
         optimizer = torch.optim.AdamW(parameters, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)
         encoder.train()
         schedule = Recipe("selfsup", epochs=epochs, schedule="cosine")  # cosine decay to 0, no warm-up
-        for epoch in range(epochs):
+
+        def step(epoch: int) -> dict:
             order = torch.randperm(n, generator=generator)
             loss_sum = 0.0
             for index in range(batches):
@@ -102,7 +103,8 @@ def pretrain(
                 loss.backward()
                 optimizer.step()
                 loss_sum += float(loss.detach()) * chosen.numel()
-            losses.append(loss_sum / n)
-            if on_epoch is not None:
-                on_epoch(epoch + 1, losses[-1])
-    return losses
+            return {"epoch": epoch + 1, "loss": loss_sum / n}
+
+        events = [] if on_epoch is None else [lambda done, row: on_epoch(done, row["loss"])]
+        rows = Loop(step, events).run(0, epochs)
+    return [row["loss"] for row in rows]

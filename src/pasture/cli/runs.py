@@ -234,8 +234,7 @@ def _run_recipes(args) -> int:
     return 0
 
 
-def add_commands(commands) -> None:
-    """train, evaluate, predict, explain, export, recipes."""
+def _add_train(commands) -> None:
     train = commands.add_parser(
         "train",
         usage="pasture train DATA --out RUN [--recipe RECIPE] [recipe fields] [options]",
@@ -296,6 +295,8 @@ def add_commands(commands) -> None:
     add_device_flag(train)
     add_run_folder_flags(train, "RUN")
 
+
+def _add_evaluate(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate",
         help="accuracy of a trained run on labelled images",
@@ -335,6 +336,8 @@ def add_commands(commands) -> None:
     )
     add_device_flag(evaluate)
 
+
+def _add_predict(commands) -> None:
     predict = commands.add_parser(
         "predict",
         help="label new images with a trained run",
@@ -354,6 +357,9 @@ def add_commands(commands) -> None:
     )
     predict.add_argument("--quiet", action="store_true", help="no progress bar (with --csv)")
     add_device_flag(predict)
+
+
+def _add_explain(commands) -> None:
     explain = commands.add_parser(
         "explain",
         help="where a run's model looked, per image",
@@ -368,6 +374,9 @@ def add_commands(commands) -> None:
     explain.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     explain.add_argument("--out", required=True, metavar="DIR", help="folder for the heatmaps and explanations.json")
     add_device_flag(explain)
+
+
+def _add_export(commands) -> None:
     export = commands.add_parser(
         "export",
         help="write a run's model as one ONNX file, checked against the run",
@@ -382,6 +391,9 @@ def add_commands(commands) -> None:
     export.add_argument("run", metavar="RUN", help="a finished run folder")
     export.add_argument("--format", default="onnx", choices=["onnx"], help="the file format")
     export.add_argument("--out", metavar="FILE", help="the file to write (default: RUN/model.onnx)")
+
+
+def _add_recipes(commands) -> None:
     recipes = commands.add_parser(
         "recipes",
         help="list recipes, models, augmentations, GAN presets and conditions",
@@ -389,3 +401,9 @@ def add_commands(commands) -> None:
         description="Every named preset pasture has, with what it is.",
     )
     recipes.set_defaults(command_handler=_run_recipes)  # the command's handler, beside its parser
+
+
+def add_commands(commands) -> None:
+    """train, evaluate, predict, explain, export, recipes."""
+    for add in (_add_train, _add_evaluate, _add_predict, _add_explain, _add_export, _add_recipes):
+        add(commands)

@@ -12,6 +12,7 @@ cache      the one content-keyed disk cache (decoded images, probe features, dis
 record     RunRecord: what one finished run scored (metrics.json and experiment results alike)
 runtime    seeding, progress bars, malloc tuning, usable cores
 device     the device (CUDA, MPS, CPU), precision and autocast, reproducible CUDA
+loop       the one training loop: a step function, events after each step, the checkpoint of a loop
 stats      intervals, paired comparisons (pure Python; scipy's t distribution where needed)
 plots      learning curves and confusion matrices (matplotlib, imported lazily)
 """

@@ -26,15 +26,14 @@ from pasture.classify.recipes import PRECISIONS
 from pasture.core.defaults import field_type_problem
 from pasture.core.device import (
     autocast,
-    device_rng_state,
     effective_precision,
     grad_scaler,
     model_device,
-    set_device_rng_state,
 )
 from pasture.core.errors import UserError
+from pasture.core.loop import Checkpoint, Loop, every, progress, restore_rng_states, rng_states
 from pasture.core.plots import pyplot, save_figure
-from pasture.core.runs import atomic_torch_save, atomic_write_bytes, is_whole_number, load_checkpoint, write_jsonl
+from pasture.core.runs import atomic_write_bytes, is_whole_number, load_checkpoint
 from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything
 from pasture.data import ImageSet
 from pasture.gan.diffaugment import diff_augment, parse_policy
@@ -204,9 +203,7 @@ def _start_unit(
     )
     if state is not None:
         unit.load_state_dict(state["unit"])
-        generator.set_state(state["rng_data"])
-        torch.set_rng_state(state["rng_torch"])
-        set_device_rng_state(device, state.get("rng_device"))
+        restore_rng_states(state, generator, device)
         run.p_aug, run.sign_sum, run.sign_count = (
             float(state["p_aug"]),
             float(state["sign_sum"]),
@@ -218,27 +215,23 @@ def _start_unit(
 
 
 def _save_gan_checkpoint(
-    path: Path, finished: list[dict], run: _UnitRun, iteration: int, log: list[dict], diversity: dict
+    checkpoint: Checkpoint, finished: list[dict], run: _UnitRun, iteration: int, log: list[dict], diversity: dict
 ) -> None:
-    atomic_torch_save(
+    """The checkpoint after `iteration` iterations of unit `run`: what _start_unit restores."""
+    checkpoint.save(
+        finished,
+        log,
         {
-            "format": 1,
-            "units": finished,
             "unit": run.unit.state_dict(),
             "iteration": iteration,
-            "rng_data": run.generator.get_state(),
-            "rng_torch": torch.get_rng_state(),
-            "rng_device": device_rng_state(run.device),
+            **rng_states(run.generator, run.device),
             "p_aug": run.p_aug,
             "sign_sum": run.sign_sum,
             "sign_count": run.sign_count,
             "fixed_z": run.fixed_z,
-            "log": log,
-            "diversity": diversity,
         },
-        path,
+        diversity=diversity,
     )
-    write_jsonl(path.parent / "gan_log.jsonl", log)
 
 
 def _gan_step(
@@ -346,6 +339,7 @@ def train_gan(
     )
     plan = unit_plan(preset, num_classes)
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
+    checkpoint = Checkpoint(checkpoint_path, 1, parts="units", log="log", log_file="gan_log.jsonl")
     state = load_checkpoint(checkpoint_path) if resume and checkpoint_path is not None else None
     finished = list(state["units"]) if state else []
     log: list[dict] = list(state["log"]) if state else []
@@ -366,19 +360,25 @@ def train_gan(
             batch = min(preset.batch_size, len(real))
             if preset.channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)
-            for iteration in range(run.start, preset.iterations):
-                record = _gan_step(run, preset, real, labels, batch, iteration)
-                log.append(record)
-                bar.set_postfix(
-                    {"D": f"{record['loss_d']:.2f}", "G": f"{record['loss_g']:.2f}", "p": f"{run.p_aug:.2f}"},
-                    refresh=False,
-                )
-                bar.update(1)
-                if (iteration + 1) % preset.sample_every == 0 or iteration + 1 == preset.iterations:
-                    samples = _sample_point(run, preset, iteration + 1, fixed_labels, real_spread, diversity, warn)
-                    if out is not None:
-                        save_grid(samples, out / f"samples_u{unit_index}_{iteration + 1:05d}.png", nrow=8)
-                        _save_gan_checkpoint(checkpoint_path, finished, run, iteration + 1, log, diversity)
+
+            def step(iteration: int, run=run, real=real, labels=labels, batch=batch) -> dict:
+                return _gan_step(run, preset, real, labels, batch, iteration)
+
+            def sample_point(done: int, record: dict, run=run, fixed_labels=fixed_labels, unit_index=unit_index):
+                samples = _sample_point(run, preset, done, fixed_labels, real_spread, diversity, warn)
+                if out is not None:
+                    save_grid(samples, out / f"samples_u{unit_index}_{done:05d}.png", nrow=8)
+                    _save_gan_checkpoint(checkpoint, finished, run, done, log, diversity)
+
+            def postfix(record: dict, run=run) -> dict:
+                return {"D": f"{record['loss_d']:.2f}", "G": f"{record['loss_g']:.2f}", "p": f"{run.p_aug:.2f}"}
+
+            events = [
+                lambda done, record: log.append(record),
+                progress(bar, postfix),
+                every(preset.sample_every, preset.iterations, sample_point),
+            ]
+            Loop(step, events).run(run.start, preset.iterations)
             # D is kept too: its features are a from-scratch start worth probing (benchmarks/gan_features.py)
             finished.append(
                 {
@@ -389,9 +389,8 @@ def train_gan(
             )
     finally:
         bar.close()
+    checkpoint.save(finished, log, diversity=diversity)
     if out is not None:
-        atomic_torch_save({"format": 1, "units": finished, "log": log, "diversity": diversity}, checkpoint_path)
-        write_jsonl(out / "gan_log.jsonl", log)
         plot_gan_losses(log, out / "gan_losses.png")
     return {"units": finished, "log": log, "diversity": diversity, "seconds": time.perf_counter() - started}
 
