@@ -219,3 +219,13 @@ def test_every_run_gets_a_model_card_with_its_honest_figures(split_data, tmp_pat
         assert f"- {name}: {row['accuracy']:.1%}" in card and "| cow | 8 | 6 |" in card
     assert "never saw" in card and "pasture evaluate RUN NEW_PHOTOS/" in card  # the source caveat, in words
     assert " ".join(["pasture", *argv]) in card  # how to reproduce it
+
+
+def test_no_help_text_shows_an_escaped_percent_sign():
+    """argparse %-formats option help but prints descriptions as written: `evaluate --help` said
+    "95%% interval" for years."""
+    from pasture.cli import command_parsers
+
+    shown = {name: parser.format_help() for name, parser in command_parsers()}
+    assert len(shown) > 10 and not [name for name, text in shown.items() if "%%" in text]
+    assert "95% interval" in shown["pasture evaluate"]

@@ -195,13 +195,7 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         help="images with a shorter side below this many px are unusable",
     )
     parser.add_argument("--strict", action="store_true", help="unusable files are an error instead of a warning")
-    parser.add_argument(
-        "--groups",
-        metavar="FILE.csv|subfolders",
-        help="the group (photo source) of each image: a CSV with columns file (relative to DATA) and "
-        "--group-column, or subfolders for DATA/<class>/<group>/*",
-    )
-    parser.add_argument("--group-column", default="group", metavar="COLUMN", help="the --groups table's column")
+    add_group_flags(parser)
     parser.add_argument(
         "--split-by-group",
         action="store_true",
@@ -241,3 +235,19 @@ def options_from_args(options_type, args, **given):
     names = {f.name for f in dataclasses.fields(options_type)} - {"command"}
     values = {name: getattr(args, name) for name in names if hasattr(args, name)}
     return options_type(**{**values, "command": args.command_line, **given})
+
+
+def add_group_flags(parser: argparse.ArgumentParser, purpose: str = "") -> None:
+    """--groups and --group-column: which photo source (group) each image comes from."""
+    parser.add_argument(
+        "--groups",
+        metavar="FILE.csv|subfolders",
+        help="the group (photo source) of each image: a CSV with columns file (relative to DATA) and "
+        "--group-column, or subfolders for DATA/<class>/<group>/*" + (f"; {purpose}" if purpose else ""),
+    )
+    parser.add_argument(
+        "--group-column",
+        default="group",
+        metavar="COLUMN",
+        help="the --groups table's column (e.g. source, or source_repo in MANIFEST.csv)",
+    )

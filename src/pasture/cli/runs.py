@@ -12,6 +12,7 @@ from pasture.cli.options import (
     accuracy_line,
     add_data_options,
     add_device_flag,
+    add_group_flags,
     add_run_folder_flags,
     add_settings_flags,
     data_options,
@@ -302,7 +303,7 @@ def _add_evaluate(commands) -> None:
         help="accuracy of a trained run on labelled images",
         epilog=EVALUATE_EXAMPLES,
         formatter_class=HelpFormatter,
-        description="Accuracy with its 95%% interval and n, per class, and the confusion matrix. Class "
+        description="Accuracy with its 95% interval and n, per class, and the confusion matrix. Class "
         "folders are matched to the model's classes by name.",
     )
     evaluate.set_defaults(command_handler=_run_evaluate)  # the command's handler, beside its parser
@@ -322,18 +323,7 @@ def _add_evaluate(commands) -> None:
         help="pixels: smaller images are skipped",
     )
     evaluate.add_argument("--strict", action="store_true", help="unusable files are an error")
-    evaluate.add_argument(
-        "--groups",
-        metavar="FILE.csv|subfolders",
-        help="the photo source (group) of each image: a CSV with columns file (relative to DATA) and "
-        "--group-column, or subfolders for DATA/<class>/<group>/*; adds accuracy per group",
-    )
-    evaluate.add_argument(
-        "--group-column",
-        default="group",
-        metavar="COLUMN",
-        help="the CSV column that holds the group (e.g. source, source_repo in MANIFEST.csv)",
-    )
+    add_group_flags(evaluate, "adds accuracy per group")
     add_device_flag(evaluate)
 
 

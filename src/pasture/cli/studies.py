@@ -9,6 +9,7 @@ from pasture.cli.options import (
     HelpFormatter,
     add_device_flag,
     add_engine_flags,
+    add_group_flags,
     class_list,
     folds,
     fraction,
@@ -71,13 +72,7 @@ def _add_experiment_commands(commands) -> None:
         help="k of the stratified k-fold, or groups: leave each group (photo source, see --groups) "
         "out in turn (DATA/<class>/ only)",
     )
-    experiment.add_argument(
-        "--groups",
-        metavar="FILE.csv|subfolders",
-        help="the group (photo source) of each image: a CSV with columns file (relative to DATA) "
-        "and --group-column, or subfolders for DATA/<class>/<group>/*",
-    )
-    experiment.add_argument("--group-column", default="group", metavar="COLUMN", help="the --groups table's column")
+    add_group_flags(experiment)
     experiment.add_argument(
         "--recipe",
         type=recipe_choice,
