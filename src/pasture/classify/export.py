@@ -78,18 +78,11 @@ def _check_images(run: Path, config: dict, count: int = 32) -> tuple[torch.Tenso
     return images, f"{count} generated images (the run's data folder {data} is not here)"
 
 
-def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
-    """Write RUN's model as an ONNX file (default RUN/model.onnx) and check it against the run on its
-    test images with ONNX Runtime. Returns what was written and measured; a parity error above
-    PARITY_LIMIT is a UserError (and nothing is left behind)."""
-    onnx = _onnx()
-    run = Path(run)
+def fp32_export(run: Path) -> tuple[nn.Module, dict, bool, bytes, dict]:
+    """(the run's model, its config, whether it uses TTA, the fp32 ONNX file's bytes, its metadata)."""
+    _onnx()  # the extra, said before any work
     model, config = load_run(run)
     metrics = read_checked_json(run / "metrics.json", what="finished run")
-    out = Path(out) if out is not None else run / "model.onnx"
-    if out.suffix != ".onnx":
-        raise UserError(f"--out {out}: name the file *.onnx")
-    check_output_file(out, "--out")  # before the export's work, naming the user's file
     tta = bool(config["recipe"].get("tta", False))
     graph = ExportGraph(model, tta).eval()
     size = config["image_size"]
@@ -106,7 +99,6 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
             opset_version=OPSET,
             dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
         )
-    proto = onnx.load_from_string(buffer.getvalue())
     metadata = {
         "classes": json.dumps(config["classes"]),
         "image_size": str(size),
@@ -117,15 +109,43 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
         "ensemble": str(config["recipe"].get("ensemble", 1)),
         "input": f"uint8 RGB, N x 3 x {size} x {size}: shorter side resized to {size} (bicubic) and centre-cropped",
         "output": "class probabilities, N x classes, in the order of 'classes'",
+        "precision": "fp32",
         "test_accuracy": str(metrics.get("test_accuracy")),
         "test_ci95": json.dumps(metrics.get("test_ci95")),
         "n_test": str(metrics.get("n_test")),
     }
+    return model, config, tta, buffer.getvalue(), metadata
+
+
+def with_metadata(data: bytes, metadata: dict) -> bytes:
+    """The ONNX file `data` with `metadata` as its metadata_props, checked."""
+    onnx = _onnx()
+    proto = onnx.load_from_string(data)
+    del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
-    data = proto.SerializeToString()
+    return proto.SerializeToString()
+
+
+def output_file(run: Path, out: str | os.PathLike | None, default_name: str) -> Path:
+    """--out (default RUN/<default_name>), which must be an .onnx file pasture may write."""
+    path = Path(out) if out is not None else run / default_name
+    if path.suffix != ".onnx":
+        raise UserError(f"--out {path}: name the file *.onnx")
+    check_output_file(path, "--out")  # before the export's work, naming the user's file
+    return path
+
+
+def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
+    """Write RUN's model as an ONNX file (default RUN/model.onnx) and check it against the run on its
+    test images with ONNX Runtime. Returns what was written and measured; a parity error above
+    PARITY_LIMIT is a UserError (and nothing is left behind)."""
+    run = Path(run)
+    out = output_file(run, out, "model.onnx")
+    model, config, tta, exported, metadata = fp32_export(run)
+    data = with_metadata(exported, metadata)
     atomic_write_bytes(out, data)
     try:
         images, where = _check_images(run, config)
@@ -142,6 +162,7 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
         raise
     return {
         "file": str(out),
+        "format": "onnx",
         "bytes": len(data),
         "parity_max_abs": parity,
         "checked_on": where,

@@ -27,13 +27,17 @@ def onnxruntime_module():
 class OnnxClassifier:
     """An exported pasture model: `.classes`, `.image_size`, `.metadata`, and probabilities()."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        """`threads`: ONNX Runtime's intra-op threads (None: its default, every core)."""
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such file; give the file `pasture export` wrote")
         ort = onnxruntime_module()
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
             self.classes = json.loads(self.metadata["classes"])
             self.image_size = int(self.metadata["image_size"])
