@@ -1,9 +1,10 @@
 """Exported models, every format: file size, agreement with the run, and latency at batch 1 on the CPU.
 
 For each model a run is trained on cowhorse-dev at its recipe's input size (latency and size do not
-depend on how long it trained; the probe trains to convergence anyway), exported as fp32 ONNX and as
-int8 ONNX (calibrated on the run's training photos), and timed on decoded test photos at batch 1:
-p50 and p95 over repeats, with ONNX Runtime on one thread and on every core, and torch for reference
+depend on how long it trained; the probe trains to convergence anyway), exported as fp32 ONNX, as
+int8 ONNX (calibrated on the run's training photos) and as OpenVINO IR (when installed), and timed on
+decoded test photos at batch 1: p50 and p95 over repeats, with the format's runtime on one thread and
+on every core, and torch for reference
 (decoding excluded: it is the same for all). Agreement: the share of the run's test photos on which the
 file gives the fp32 model's label (fp32 ONNX: also its largest probability difference).
 
@@ -15,6 +16,7 @@ Prints a table and writes JSON to benchmarks/results/export.json, with the CPU i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import statistics
@@ -34,7 +36,7 @@ MODELS = {
     "paper-cnn (scratch)": dict(recipe="scratch", epochs=1),
     "resnet-small (small-data, TTA)": dict(recipe="small-data", epochs=1),
 }
-FORMATS = ("onnx", "onnx-int8")
+FORMATS = ("onnx", "onnx-int8", "openvino")  # openvino: only when its extra is installed
 
 
 def latency_ms(call, repeats: int) -> tuple[float, float]:
@@ -76,6 +78,7 @@ def main() -> int:
     from pasture import api
     from pasture.classify.evaluate import predict_probabilities
     from pasture.classify.onnx_runner import OnnxClassifier
+    from pasture.classify.openvino_runner import OpenVinoClassifier
     from pasture.data import load_dataset
 
     cores = os.cpu_count() or 1
@@ -89,8 +92,11 @@ def main() -> int:
             tta = config["recipe"]["tta"]
             torch_p50, torch_p95 = latency_ms(lambda: predict_probabilities(model, image, tta=tta), args.repeats)
             for format in FORMATS:
+                if format == "openvino" and importlib.util.find_spec("openvino") is None:
+                    continue
+                target = run / "openvino" if format == "openvino" else run / f"model.{format}.onnx"
                 try:
-                    info = api.export(run, run / f"model.{format}.onnx", format=format)
+                    info = api.export(run, target, format=format)
                 except api.UserError as refused:  # int8 below the agreement gate: said, not timed
                     rows.append({"model": name, "format": format, "refused": str(refused)})
                     print(f"{name:32s} {format:10s} refused: {refused}", flush=True)
@@ -107,7 +113,8 @@ def main() -> int:
                     "torch_1_thread_default_ms": [torch_p50, torch_p95],
                 }
                 for threads in sorted({1, cores}):
-                    exported = OnnxClassifier(info["file"], threads=threads)
+                    runner = OpenVinoClassifier if format == "openvino" else OnnxClassifier
+                    exported = runner(info["file"], threads=threads)
                     row[f"onnx_{threads}_threads_ms"] = list(
                         latency_ms(lambda exported=exported: exported.probabilities(image.numpy()), args.repeats)
                     )

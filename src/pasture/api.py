@@ -34,6 +34,7 @@ from pasture.classify.finish import finish_run
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.int8 import export_onnx_int8
 from pasture.classify.onnx_runner import predict_onnx
+from pasture.classify.openvino_export import export_openvino
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import (
     Recipe,
@@ -338,7 +339,7 @@ def predict(
 
     With `csv`, any number of images are streamed to that CSV file with bounded memory (one row per
     image, or the reason it was skipped) and a progress bar unless `quiet`; returns the counts."""
-    if str(run).endswith(".onnx"):
+    if str(run).endswith((".onnx", ".xml")):  # an exported file: its runtime alone, no torch
         return predict_onnx(run, paths, csv=csv, quiet=quiet)
     model, config = load_run(run, resolve_device(device))
     files = image_files_in(paths)
@@ -406,7 +407,7 @@ def doctor(
     )
 
 
-EXPORT_FORMATS = {"onnx": export_onnx, "onnx-int8": export_onnx_int8}
+EXPORT_FORMATS = {"onnx": export_onnx, "onnx-int8": export_onnx_int8, "openvino": export_openvino}
 
 
 def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, format: str = "onnx") -> dict:
@@ -414,7 +415,8 @@ def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, form
     classes, input size, precision and the test accuracy with its interval in its metadata), checked
     against the run with ONNX Runtime on its test images. `format`: onnx (fp32, RUN/model.onnx: the
     same probabilities to 1e-4) or onnx-int8 (RUN/model.int8.onnx: calibrated on the run's training
-    photos, written only when it gives the fp32 model's label on at least 99% of its test photos).
+    photos, written only when it gives the fp32 model's label on at least 99% of its test photos) or
+    openvino (RUN/openvino/model.xml + model.bin, checked to 1e-4 with the OpenVINO runtime).
     Returns file, format, bytes, what it was checked on and how, metadata."""
     if format not in EXPORT_FORMATS:
         raise UserError(f"--format {format}: choose one of {', '.join(EXPORT_FORMATS)}")

@@ -56,7 +56,7 @@ def _onnx():
     return optional_import("onnx", "pasture export", "export")
 
 
-def _check_images(run: Path, config: dict, count: int = 32) -> tuple[torch.Tensor, str]:
+def check_images(run: Path, config: dict, count: int = 32) -> tuple[torch.Tensor, str]:
     """The run's own test images for the parity check (its data folder, read again), else generated
     images with photo-like structure (smooth colour fields and edges) when the data has moved."""
     identity = config.get("identity", {})
@@ -148,7 +148,7 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
     data = with_metadata(exported, metadata)
     atomic_write_bytes(out, data)
     try:
-        images, where = _check_images(run, config)
+        images, where = check_images(run, config)
         expected = predict_probabilities(model, images, tta=tta).numpy()
         got = OnnxClassifier(out).probabilities(images.numpy())
         parity = float(np.abs(expected - got).max())

@@ -73,9 +73,15 @@ def decode_for(model: OnnxClassifier, files: list[Path]) -> np.ndarray:
 def predict_onnx(
     file: str | os.PathLike, paths: list[str | os.PathLike], csv: str | os.PathLike | None = None, quiet: bool = True
 ) -> list[dict] | dict:
-    """The rows of `pasture predict` (file, label, probability, probabilities) from an exported model;
+    """The rows of `pasture predict` (file, label, probability, probabilities) from an exported model
+    (FILE.onnx, or an OpenVINO model.xml);
     with `csv`, streamed to that file instead (pasture.classify.predictions.write_predictions_csv)."""
-    model = OnnxClassifier(file)
+    if str(file).endswith(".xml"):  # an OpenVINO export (its runner imports openvino only then)
+        from pasture.classify.openvino_runner import OpenVinoClassifier
+
+        model: OnnxClassifier | OpenVinoClassifier = OpenVinoClassifier(file)
+    else:
+        model = OnnxClassifier(file)
     files = image_files_in(paths)
     if not files:
         raise UserError("predict: give at least one image file or folder")

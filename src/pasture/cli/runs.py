@@ -67,6 +67,7 @@ EXPORT_EXAMPLES = """examples:
   pasture export runs/default                         # runs/default/model.onnx
   pasture export runs/probe --out cowhorse.onnx
   pasture export runs/probe --format onnx-int8        # runs/probe/model.int8.onnx, checked against fp32
+  pasture export runs/probe --format openvino         # runs/probe/openvino/model.xml + model.bin
   pasture predict cowhorse.onnx field/                # ONNX Runtime alone, no torch
 """
 
@@ -158,7 +159,7 @@ def _run_evaluate(args) -> int:
 
 
 def _run_predict(args) -> int:
-    if args.run.endswith(".onnx"):  # ONNX Runtime alone: torch is never imported
+    if args.run.endswith((".onnx", ".xml")):  # an exported file, its runtime alone: torch is never imported
         from pasture.classify.onnx_runner import predict_onnx
 
         rows = predict_onnx(args.run, args.paths, csv=args.csv, quiet=args.quiet)
@@ -346,7 +347,9 @@ def _add_predict(commands) -> None:
         description="Label and probability for each image.",
     )
     predict.set_defaults(command_handler=_run_predict)  # the command's handler, beside its parser
-    predict.add_argument("run", metavar="RUN", help="a finished run folder, or FILE.onnx from `pasture export`")
+    predict.add_argument(
+        "run", metavar="RUN", help="a finished run folder, or FILE.onnx or model.xml (OpenVINO) from `pasture export`"
+    )
     predict.add_argument("paths", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
     predict.add_argument("--json", action="store_true", help="print JSON (a list of objects)")
     predict.add_argument(
@@ -392,13 +395,15 @@ def _add_export(commands) -> None:
     export.add_argument(
         "--format",
         default="onnx",
-        choices=["onnx", "onnx-int8"],
+        choices=["onnx", "onnx-int8", "openvino"],
         help="onnx: fp32, the run's probabilities to 1e-4; onnx-int8: about 4x smaller and faster on a CPU, "
         "calibrated on the run's training photos, written only if it gives the fp32 label on >= 99%% of its "
-        "test photos",
+        "test photos; openvino: OpenVINO IR (model.xml + model.bin) for Intel CPUs, GPUs and NPUs (the openvino extra)",
     )
     export.add_argument(
-        "--out", metavar="FILE", help="the file to write (default: RUN/model.onnx, RUN/model.int8.onnx for int8)"
+        "--out",
+        metavar="FILE",
+        help="the file to write (default: RUN/model.onnx, RUN/model.int8.onnx; for openvino a folder, RUN/openvino)",
     )
 
 

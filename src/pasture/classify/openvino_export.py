@@ -1,0 +1,75 @@
+"""OpenVINO export: the run's fp32 ONNX graph converted to OpenVINO's IR (model.xml + model.bin, in one
+folder), for Intel CPUs, GPUs and NPUs, checked against the run with the OpenVINO runtime, and run by it
+(`pasture predict RUN/openvino/model.xml`) without torch.
+
+Why through ONNX: the ONNX file is already the checked, self-contained graph (uint8 in, probabilities
+out, TTA and ensembles inside); OpenVINO reads it directly, so both formats describe the same model.
+The CPU plugin is told to compute in f32 (on CPUs with bf16 it would otherwise pick bf16 and drift from
+the run). pasture's metadata (classes, size, accuracy with its interval) is in the IR's rt_info.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from pasture.classify.evaluate import predict_probabilities
+from pasture.classify.export import PARITY_LIMIT, check_images, fp32_export
+from pasture.classify.openvino_runner import OpenVinoClassifier, openvino_module
+from pasture.core.errors import UserError
+from pasture.core.paths import check_output_file
+
+
+def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
+    """Write RUN's model as OpenVINO IR into the folder `out` (default RUN/openvino/: model.xml and
+    model.bin), checked against the run on its test images; a difference above PARITY_LIMIT is a
+    UserError and nothing is left behind."""
+    ov = openvino_module()
+    run = Path(run)
+    folder = Path(out) if out is not None else run / "openvino"
+    if folder.suffix:
+        raise UserError(f"--out {folder}: give a folder for model.xml and model.bin (no file name)")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder}: is a file; give a folder for model.xml and model.bin")
+    if folder.is_dir():  # exported before: the files in it are replaced
+        for name in ("model.xml", "model.bin"):
+            check_output_file(folder / name, "--out")
+    else:
+        check_output_file(folder, "--out")  # its parent exists and can be written
+    model, config, tta, exported, metadata = fp32_export(run)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".openvino-", dir=folder.parent) as staging:
+        staged = Path(staging)
+        (staged / "model.onnx").write_bytes(exported)
+        converted = ov.convert_model(str(staged / "model.onnx"))
+        for key, value in {**metadata, "format": "openvino"}.items():
+            converted.set_rt_info(value, ["pasture", key])
+        ov.save_model(converted, str(staged / "model.xml"), compress_to_fp16=False)
+        (staged / "model.onnx").unlink()
+        images, where = check_images(run, config)
+        expected = predict_probabilities(model, images, tta=tta).numpy()
+        got = OpenVinoClassifier(staged / "model.xml").probabilities(images.numpy())
+        parity = float(np.abs(expected - got).max())
+        if not parity < PARITY_LIMIT:
+            raise UserError(
+                f"{folder}: OpenVINO differs from the run by {parity:.2e} (limit {PARITY_LIMIT:g}); the export "
+                "is not faithful, so nothing was written"
+            )
+        folder.mkdir(exist_ok=True)
+        # model.bin first, model.xml last: an .xml is only there with its weights beside it
+        for name in ("model.bin", "model.xml"):
+            os.replace(staged / name, folder / name)
+        size = sum((folder / name).stat().st_size for name in ("model.xml", "model.bin"))
+    return {
+        "file": str(folder / "model.xml"),
+        "format": "openvino",
+        "bytes": size,
+        "parity_max_abs": parity,
+        "checked_on": where,
+        "n_checked": int(len(images)),
+        "opset": f"OpenVINO IR {ov.__version__.split('-')[0]}",
+        "metadata": metadata,
+    }

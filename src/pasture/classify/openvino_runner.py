@@ -1,0 +1,55 @@
+"""Run an OpenVINO export (pasture export --format openvino) with the OpenVINO runtime alone: no torch,
+no pasture run folder. The same contract as an ONNX export (uint8 N x 3 x S x S in, probabilities out;
+classes, size and the run's accuracy with its interval in the model's rt_info).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pasture.core.errors import UserError
+from pasture.core.extras import optional_import
+
+PRECISION = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def openvino_module():
+    return optional_import("openvino", "export --format openvino / predict MODEL.xml", "openvino")
+
+
+class OpenVinoClassifier:
+    """An exported OpenVINO IR (model.xml beside model.bin): `.classes`, `.image_size`, `.metadata`,
+    probabilities(), as pasture.classify.onnx_runner.OnnxClassifier."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        path = Path(path)
+        if not path.is_file() or not path.with_suffix(".bin").is_file():
+            raise UserError(f"{path}: no such model; give the model.xml `pasture export --format openvino` wrote")
+        ov = openvino_module()
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+            info = model.get_rt_info()
+            self.metadata = {key: value.astype(str) for key, value in info["pasture"].items()}
+            self.classes = json.loads(self.metadata["classes"])
+            self.image_size = int(self.metadata["image_size"])
+        except (KeyError, ValueError, TypeError, RuntimeError):
+            raise UserError(
+                f"{path}: an OpenVINO model without pasture's metadata; export it with "
+                "`pasture export --format openvino`"
+            ) from None
+        config = dict(PRECISION)
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(model, "CPU", config)
+
+    def probabilities(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        chunks = [
+            np.asarray(self.compiled(images_uint8[start : start + batch_size])[0])
+            for start in range(0, len(images_uint8), batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)), dtype=np.float32)
