@@ -265,10 +265,10 @@ def test_a_decode_cache_entry_of_the_wrong_shape_is_decoded_again(split_data, ca
 
 
 def test_history_keeps_the_last_epoch_when_killed_before_its_line(split_data, tmp_path, monkeypatch):
-    import pasture.classify.fit as fit_module
+    import pasture.core.loop as loop_module  # the one checkpoint writer (classifier and GAN)
 
     run = tmp_path / "run"
-    restore = interrupt_on_call(monkeypatch, fit_module, "write_jsonl", 2)  # epoch 2's line, after its checkpoint
+    restore = interrupt_on_call(monkeypatch, loop_module, "write_jsonl", 2)  # epoch 2's line, after its checkpoint
     assert main(["train", str(split_data), "--out", str(run), *TRAIN]) == 130
     restore()
     assert main(["train", str(split_data), "--out", str(run), *TRAIN, "--resume"]) == 0

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from pasture.classify.coreml_export import export_coreml
 from pasture.classify.evaluate import (
     accuracy_report,
     group_reports,
@@ -407,7 +408,12 @@ def doctor(
     )
 
 
-EXPORT_FORMATS = {"onnx": export_onnx, "onnx-int8": export_onnx_int8, "openvino": export_openvino}
+EXPORT_FORMATS = {
+    "onnx": export_onnx,
+    "onnx-int8": export_onnx_int8,
+    "openvino": export_openvino,
+    "coreml": export_coreml,
+}
 
 
 def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, format: str = "onnx") -> dict:
@@ -416,7 +422,9 @@ def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, form
     against the run with ONNX Runtime on its test images. `format`: onnx (fp32, RUN/model.onnx: the
     same probabilities to 1e-4) or onnx-int8 (RUN/model.int8.onnx: calibrated on the run's training
     photos, written only when it gives the fp32 model's label on at least 99% of its test photos) or
-    openvino (RUN/openvino/model.xml + model.bin, checked to 1e-4 with the OpenVINO runtime).
+    openvino (RUN/openvino/model.xml + model.bin, checked to 1e-4 with the OpenVINO runtime) or coreml
+    (RUN/model.mlpackage: an image in, probabilities out; checked against the run on Apple systems, as a
+    specification elsewhere).
     Returns file, format, bytes, what it was checked on and how, metadata."""
     if format not in EXPORT_FORMATS:
         raise UserError(f"--format {format}: choose one of {', '.join(EXPORT_FORMATS)}")

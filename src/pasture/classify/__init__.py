@@ -14,7 +14,11 @@
     explain      Grad-CAM and occlusion maps, top losses
     predictions  predictions for any number of files, streamed to CSV (torch-free)
     export       one self-contained ONNX file, checked against the run
+    int8         the ONNX file quantized to int8, calibrated on the run's photos, gated on agreement
+    openvino_export  OpenVINO IR from the checked ONNX graph, checked with the OpenVINO runtime
+    coreml_export    a Core ML package (image in, probabilities out), checked as a spec off Apple systems
     onnx_runner  an exported file run by ONNX Runtime alone (torch-free)
+    openvino_runner  an OpenVINO export run by the OpenVINO runtime alone (torch-free)
 
 Kept torch-free at import: modules are imported by name (`from pasture.classify.fit import ...`).
 """

@@ -27,7 +27,7 @@ from torch import nn
 from pasture import __version__
 from pasture.classify.evaluate import predict_probabilities, tta_views
 from pasture.classify.onnx_runner import OnnxClassifier
-from pasture.classify.trained import load_run
+from pasture.classify.trained import finished_run_config, load_run
 from pasture.core.defaults import DataOptions
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
@@ -143,6 +143,7 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
     test images with ONNX Runtime. Returns what was written and measured; a parity error above
     PARITY_LIMIT is a UserError (and nothing is left behind)."""
     run = Path(run)
+    finished_run_config(run)  # a folder that is not a finished run is said before --out
     out = output_file(run, out, "model.onnx")
     model, config, tta, exported, metadata = fp32_export(run)
     data = with_metadata(exported, metadata)
@@ -167,6 +168,7 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
         "parity_max_abs": parity,
         "checked_on": where,
         "n_checked": int(len(images)),
-        "opset": OPSET,
+        "opset": f"ONNX opset {OPSET}",
+        "runtime": "onnxruntime",
         "metadata": metadata,
     }

@@ -22,6 +22,7 @@ import numpy as np
 from pasture.classify.evaluate import predict_probabilities
 from pasture.classify.export import fp32_export, output_file, with_metadata
 from pasture.classify.onnx_runner import OnnxClassifier, onnxruntime_module
+from pasture.classify.trained import finished_run_config
 from pasture.core.defaults import DataOptions
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
@@ -116,6 +117,7 @@ def export_onnx_int8(run: str | os.PathLike, out: str | os.PathLike | None = Non
     MIN_AGREEMENT is a UserError and nothing is written."""
     onnxruntime_module()  # the extra, said before any work
     run = Path(run)
+    finished_run_config(run)  # a folder that is not a finished run is said before --out
     out = output_file(run, out, "model.int8.onnx")
     model, config, tta, exported, metadata = fp32_export(run)
     dataset = _run_split(run, config)

@@ -19,6 +19,7 @@ import numpy as np
 from pasture.classify.evaluate import predict_probabilities
 from pasture.classify.export import PARITY_LIMIT, check_images, fp32_export
 from pasture.classify.openvino_runner import OpenVinoClassifier, openvino_module
+from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
 from pasture.core.paths import check_output_file
 
@@ -29,6 +30,7 @@ def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None
     UserError and nothing is left behind."""
     ov = openvino_module()
     run = Path(run)
+    finished_run_config(run)  # a folder that is not a finished run is said before --out
     folder = Path(out) if out is not None else run / "openvino"
     if folder.suffix:
         raise UserError(f"--out {folder}: give a folder for model.xml and model.bin (no file name)")
@@ -71,5 +73,6 @@ def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None
         "checked_on": where,
         "n_checked": int(len(images)),
         "opset": f"OpenVINO IR {ov.__version__.split('-')[0]}",
+        "runtime": "openvino",
         "metadata": metadata,
     }

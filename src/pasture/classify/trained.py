@@ -85,16 +85,21 @@ def run_config_problem(config: dict) -> str | None:
     return None
 
 
+def finished_run_config(run: Path) -> dict:
+    """config.json of a finished run folder, checked (a UserError naming the folder otherwise)."""
+    if not (run / "config.json").is_file():
+        raise UserError(f"{run}: not a pasture run folder (no config.json); give the --out of a `pasture train`")
+    if not (run / "metrics.json").is_file():
+        raise UserError(f"{run}: this run has not finished; continue it with `pasture train ... --resume`")
+    return read_checked_json(run / "config.json", run_config_problem, what="run folder")
+
+
 def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """(model in eval mode on `device`, config dict) of a finished run folder, wherever it was trained
     (the checkpoint is read onto the CPU first); an ensemble comes back as one module whose output
     averages its members' probabilities."""
     run = Path(run)
-    if not (run / "config.json").is_file():
-        raise UserError(f"{run}: not a pasture run folder (no config.json); give the --out of a `pasture train`")
-    if not (run / "metrics.json").is_file():
-        raise UserError(f"{run}: this run has not finished; continue it with `pasture train ... --resume`")
-    config = read_checked_json(run / "config.json", run_config_problem, what="run folder")
+    config = finished_run_config(run)
     state = load_checkpoint(run / "checkpoint.pt")
     try:
         model = build_members(Recipe(**config["recipe"]), len(config["classes"]), state["members"], device)

@@ -68,6 +68,7 @@ EXPORT_EXAMPLES = """examples:
   pasture export runs/probe --out cowhorse.onnx
   pasture export runs/probe --format onnx-int8        # runs/probe/model.int8.onnx, checked against fp32
   pasture export runs/probe --format openvino         # runs/probe/openvino/model.xml + model.bin
+  pasture export runs/probe --format coreml           # runs/probe/model.mlpackage (iPhone, iPad, Mac)
   pasture predict cowhorse.onnx field/                # ONNX Runtime alone, no torch
 """
 
@@ -204,10 +205,12 @@ def _run_export(args) -> int:
             f"{info['int8_test_accuracy']:.1%} (95% CI {low:.1%}-{high:.1%}, n={info['n_checked']}; in-source: "
             "on photo sources it never saw, see pasture experiment --folds groups)"
         )
+    elif info["parity_max_abs"] is None:  # Core ML off Apple systems: the spec only
+        print(f"{info['file']}: {info['bytes'] / 1e6:.2f} MB, {info['opset']}; {info['checked_on']}")
     else:
         print(
-            f"{info['file']}: {info['bytes'] / 1e6:.2f} MB, ONNX opset {info['opset']}; max |p_torch - "
-            f"p_onnxruntime| = {info['parity_max_abs']:.1e} on {info['checked_on']}"
+            f"{info['file']}: {info['bytes'] / 1e6:.2f} MB, {info['opset']}; max |p_torch - p_{info['runtime']}| = "
+            f"{info['parity_max_abs']:.1e} on {info['checked_on']}"
         )
     print(f"input: {info['metadata']['input']}; classes: {', '.join(json.loads(info['metadata']['classes']))}")
     return 0
@@ -395,15 +398,15 @@ def _add_export(commands) -> None:
     export.add_argument(
         "--format",
         default="onnx",
-        choices=["onnx", "onnx-int8", "openvino"],
+        choices=["onnx", "onnx-int8", "openvino", "coreml"],
         help="onnx: fp32, the run's probabilities to 1e-4; onnx-int8: about 4x smaller and faster on a CPU, "
         "calibrated on the run's training photos, written only if it gives the fp32 label on >= 99%% of its "
-        "test photos; openvino: OpenVINO IR (model.xml + model.bin) for Intel CPUs, GPUs and NPUs (the openvino extra)",
+        "test photos; openvino: OpenVINO IR (model.xml + model.bin) for Intel CPUs, GPUs and NPUs (the openvino extra); coreml: an ML Program for iPhones and Macs (the coreml extra)",
     )
     export.add_argument(
         "--out",
         metavar="FILE",
-        help="the file to write (default: RUN/model.onnx, RUN/model.int8.onnx; for openvino a folder, RUN/openvino)",
+        help="the file to write (default: RUN/model.onnx, RUN/model.int8.onnx, RUN/openvino/, RUN/model.mlpackage)",
     )
 
 
