@@ -33,11 +33,13 @@ CONDITIONS = {
     "small-data": "small-data",
     "finetune": "finetune",
     "finetune-wise": "finetune-wise:recipe=finetune,wise_alpha=0.5",
-    # Candidates for a tiny deployable model (issue 29): one backbone at lower input sizes.
+    # Candidates for a tiny deployable model (issue 29): Lite0 alone, and the default pair, at lower
+    # input sizes (the default reads 260 px).
     **{
         f"probe-lite0-{size}": f"probe-lite0-{size}:recipe=probe,model=effnet-lite0,image_size={size}"
         for size in (224, 192, 160, 128)
     },
+    **{f"probe-{size}": f"probe-{size}:recipe=probe,image_size={size}" for size in (192, 160)},
 }
 DEFAULT_CONDITIONS = ["probe", "probe-lite0", "probe-lite1", "probe-lite2", "scratch"]
 

@@ -13,6 +13,8 @@ from pasture import api
 from pasture.cli import main
 
 pytest.importorskip("openvino", reason='the openvino extra is not installed (pip install -e ".[openvino]")')
+# Each test trains and exports a run (5-20 s): the thorough layer (pytest -m "not slow" skips it).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
