@@ -31,6 +31,7 @@ from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 MODELS = {
     "probe (default: Lite0+Lite2)": dict(recipe="probe"),
     "effnet-lite0 probe 224": dict(model="effnet-lite0", pretrained="probe", image_size=224),
+    "effnet-lite0 probe 192": dict(model="effnet-lite0", pretrained="probe", image_size=192),
     "effnet-lite0 probe 160": dict(model="effnet-lite0", pretrained="probe", image_size=160),
     "effnet-lite0 probe 128": dict(model="effnet-lite0", pretrained="probe", image_size=128),
     "paper-cnn (scratch)": dict(recipe="scratch", epochs=1),

@@ -37,6 +37,16 @@ def test_an_int8_file_agrees_with_the_run_says_so_and_predicts(probe_run, split_
     assert json.loads(meta["classes"]) == ["cow", "horse"] and meta["image_size"] == "32"
     low, high = json.loads(meta["int8_test_ci95"])
     assert low <= float(meta["int8_test_accuracy"]) <= high
+    # quantized convolutions, and the padding arithmetic left exact (issue 29: it was rounded away)
+    import onnx
+
+    from pasture.classify.int8 import size_arithmetic
+
+    quantized = onnx.load(str(int8))
+    assert sum(node.op_type == "DequantizeLinear" for node in quantized.graph.node) > 20
+    sizes = {node.name: node.op_type for node in quantized.graph.node if node.name in set(size_arithmetic(quantized))}
+    # nothing computed on the way to a padding is rounded (a shared constant such as 0 may be dequantized)
+    assert sizes and "QuantizeLinear" not in sizes.values()
     # quantized: its weights are int8, and the file is smaller than the fp32 export
     fp32 = api.export(probe_run)
     assert int8.stat().st_size < 0.5 * fp32["bytes"]
