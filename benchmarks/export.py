@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from pathlib import Path
 
 import torch
 from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
+
+from pasture.core.device import cpu_model
 
 MODELS = {
     "probe (default: Lite0+Lite2)": dict(recipe="probe"),
@@ -51,16 +52,6 @@ def latency_ms(call, repeats: int) -> tuple[float, float]:
         times.append(1000 * (time.perf_counter() - started))
     times.sort()
     return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
@@ -126,7 +117,7 @@ def main() -> int:
                     f"{cores} threads p50 {row[f'onnx_{cores}_threads_ms'][0]:.2f} ms; torch p50 {torch_p50:.1f} ms",
                     flush=True,
                 )
-    print(f"\nCPU: {cpu_name()}, {cores} cores; batch 1; decoding excluded\n")
+    print(f"\nCPU: {cpu_model()}, {cores} cores; batch 1; decoding excluded\n")
     print(f"| model | input | format | file | same label as fp32 | 1 thread p50 / p95 | {cores} threads p50 / p95 |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
@@ -140,7 +131,7 @@ def main() -> int:
         )
     write_results(
         args.out,
-        {"data": str(data), "cpu": cpu_name(), "cores": cores, "torch_threads": torch.get_num_threads(), "rows": rows},
+        {"data": str(data), "cpu": cpu_model(), "cores": cores, "torch_threads": torch.get_num_threads(), "rows": rows},
     )
     return 0
 
