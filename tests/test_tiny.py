@@ -23,3 +23,10 @@ def test_the_tiny_recipe_is_one_small_backbone_and_trains_like_any_run(split_dat
     assert low <= metrics["test_accuracy"] <= high and metrics["n_test"] == 12
     assert len(api.predict(run, [split_data / "test" / "cow"])) == 6
     assert main(["recipes"]) == 0 and "tiny" in capsys.readouterr().out
+
+
+def test_tiny_is_a_named_condition_for_studies():
+    from pasture.study.conditions import parse_condition
+
+    condition = parse_condition("tiny")
+    assert condition.recipe == "tiny" and condition.overrides == ()

@@ -80,6 +80,9 @@ CONDITIONS: dict[str, Condition] = {
         ),
         Condition("finetune", recipe="finetune", description="EfficientNet-Lite0 fine-tuned (LP-FT)"),
         Condition(
+            "tiny", recipe="tiny", description="EfficientNet-Lite0 features at 192 px + logistic head (small, fast)"
+        ),
+        Condition(
             "distill",
             recipe="distill",
             teacher="probe",
