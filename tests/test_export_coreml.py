@@ -49,3 +49,7 @@ def test_a_coreml_export_names_its_package(run, tmp_path, capsys):
     assert "*.mlpackage" in capsys.readouterr().err
     assert main(["export", str(run), "--format", "coreml", "--out", str(tmp_path / "nowhere" / "m.mlpackage")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "taken.mlpackage").write_text("a file, not a package")
+    assert main(["export", str(run), "--format", "coreml", "--out", str(tmp_path / "taken.mlpackage")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert (tmp_path / "taken.mlpackage").read_text() == "a file, not a package"

@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pasture.classify.evaluate import predict_probabilities
-from pasture.classify.export import PARITY_LIMIT, ExportGraph, check_images, fp32_export
+from pasture.classify.export import ExportGraph, checked_parity, fp32_export
 from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
-from pasture.core.paths import check_output_file
+from pasture.core.paths import check_output_package
 
 OUTPUT = "probabilities"
 
@@ -87,7 +86,7 @@ def export_coreml(run: str | os.PathLike, out: str | os.PathLike | None = None) 
     package = Path(out) if out is not None else run / "model.mlpackage"
     if package.suffix != ".mlpackage":
         raise UserError(f"--out {package}: name the package *.mlpackage")
-    check_output_file(package.parent / (package.name + ".check"), "--out")  # its folder exists and is writable
+    check_output_package(package, "--out")  # an earlier package is replaced
     model, config, tta, _, metadata = fp32_export(run)
     size = config["image_size"]
     with tempfile.TemporaryDirectory(prefix=".coreml-", dir=package.parent) as staging:
@@ -102,19 +101,17 @@ def export_coreml(run: str | os.PathLike, out: str | os.PathLike | None = None) 
         if platform.system() == "Darwin":
             from PIL import Image
 
-            images, where = check_images(run, config)
-            expected = predict_probabilities(model, images, tta=tta).numpy()
             loaded = ct.models.MLModel(str(staged))
-            got = np.stack(
-                [
-                    loaded.predict({"image": Image.fromarray(image.permute(1, 2, 0).numpy())})[OUTPUT][0]
-                    for image in images
-                ]
-            )
-            parity = float(np.abs(expected - got).max())
-            if not parity < PARITY_LIMIT:
-                raise UserError(f"{package}: Core ML differs from the run by {parity:.2e}; nothing was written")
-            checked = where
+
+            def probabilities(images: np.ndarray) -> np.ndarray:
+                return np.stack(
+                    [
+                        loaded.predict({"image": Image.fromarray(image.transpose(1, 2, 0))})[OUTPUT][0]
+                        for image in images
+                    ]
+                )
+
+            parity, checked, _ = checked_parity(run, config, model, tta, probabilities, "Core ML", package)
         if package.exists():
             shutil.rmtree(package)
         os.replace(staged, package)

@@ -56,19 +56,27 @@ def _onnx():
     return optional_import("onnx", "pasture export", "export")
 
 
+def run_split(config: dict):
+    """The run's own train/test split, read again from its data folder with the run's data options
+    (groups and a grouped split included), or None when that folder is not here or no longer reads."""
+    identity = config.get("identity", {})
+    data = identity.get("data")
+    if not data or not Path(data).is_dir():
+        return None
+    try:
+        options = DataOptions.from_identity({**identity, "classes": config["classes"], "strict": False})
+        return load_dataset(data, config["image_size"], warn=lambda message: None, **options.load_kwargs())
+    except UserError:
+        return None
+
+
 def check_images(run: Path, config: dict, count: int = 32) -> tuple[torch.Tensor, str]:
     """The run's own test images for the parity check (its data folder, read again), else generated
     images with photo-like structure (smooth colour fields and edges) when the data has moved."""
-    identity = config.get("identity", {})
-    data = identity.get("data")
-    if data and Path(data).is_dir():
-        try:
-            # The run's own split: groups and a grouped split included, so these are its test images.
-            options = DataOptions.from_identity({**identity, "classes": config["classes"], "strict": False})
-            dataset = load_dataset(data, config["image_size"], warn=lambda message: None, **options.load_kwargs())
-            return dataset.test.images, f"the run's {len(dataset.test)} test images"
-        except UserError:
-            pass
+    dataset = run_split(config)
+    if dataset is not None:
+        return dataset.test.images, f"the run's {len(dataset.test)} test images"
+    data = config.get("identity", {}).get("data")
     generator = torch.Generator().manual_seed(0)
     size = config["image_size"]
     coarse = torch.rand(count, 3, 4, 4, generator=generator)
@@ -76,6 +84,22 @@ def check_images(run: Path, config: dict, count: int = 32) -> tuple[torch.Tensor
     edges = (torch.rand(count, 1, size, size, generator=generator) > 0.97).float()
     images = ((0.8 * smooth + 0.2 * edges).clamp(0, 1) * 255).round().to(torch.uint8)
     return images, f"{count} generated images (the run's data folder {data} is not here)"
+
+
+def checked_parity(run: Path, config: dict, model: nn.Module, tta: bool, probabilities, what: str, where: Path):
+    """(max |p_torch - p_export|, what it was checked on, how many images): `probabilities` (uint8
+    images N x 3 x S x S as numpy -> N x classes) of an exported model against the run's own on
+    check_images; a difference of PARITY_LIMIT or more is a UserError naming `where` and the runtime
+    (`what`)."""
+    images, checked_on = check_images(run, config)
+    expected = predict_probabilities(model, images, tta=tta).numpy()
+    parity = float(np.abs(expected - probabilities(images.numpy())).max())
+    if not parity < PARITY_LIMIT:
+        raise UserError(
+            f"{where}: {what} differs from the run by {parity:.2e} (limit {PARITY_LIMIT:g}); the export is not "
+            "faithful, so it was not kept"
+        )
+    return parity, checked_on, int(len(images))
 
 
 def fp32_export(run: Path) -> tuple[nn.Module, dict, bool, bytes, dict]:
@@ -149,15 +173,9 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
     data = with_metadata(exported, metadata)
     atomic_write_bytes(out, data)
     try:
-        images, where = check_images(run, config)
-        expected = predict_probabilities(model, images, tta=tta).numpy()
-        got = OnnxClassifier(out).probabilities(images.numpy())
-        parity = float(np.abs(expected - got).max())
-        if not parity < PARITY_LIMIT:
-            raise UserError(
-                f"{out}: ONNX Runtime differs from the run by {parity:.2e} (limit {PARITY_LIMIT:g}); "
-                "the export is not faithful, so it was removed"
-            )
+        parity, where, checked = checked_parity(
+            run, config, model, tta, OnnxClassifier(out).probabilities, "ONNX Runtime", out
+        )
     except BaseException:
         out.unlink(missing_ok=True)
         raise
@@ -167,7 +185,7 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
         "bytes": len(data),
         "parity_max_abs": parity,
         "checked_on": where,
-        "n_checked": int(len(images)),
+        "n_checked": checked,
         "opset": f"ONNX opset {OPSET}",
         "runtime": "onnxruntime",
         "metadata": metadata,

@@ -25,15 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from pasture.classify.evaluate import predict_probabilities
-from pasture.classify.export import fp32_export, output_file, with_metadata
+from pasture.classify.export import fp32_export, output_file, run_split, with_metadata
 from pasture.classify.onnx_runner import OnnxClassifier, onnxruntime_module
 from pasture.classify.trained import finished_run_config
-from pasture.core.defaults import DataOptions
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.runs import atomic_write_bytes
 from pasture.core.stats import wilson_interval
-from pasture.data import load_dataset
 
 # Inputs that hold sizes, not pixels: {op type: their positions} (a Pad's value, input 2, is a pixel). The graph computes them from the
 # activations' shapes (timm's SAME padding, traced); quantizing that arithmetic rounds the paddings
@@ -52,16 +50,15 @@ CALIBRATION_BATCH = 8
 
 
 def _run_split(run: Path, config: dict):
-    """The run's own train/test split, read again from its data folder (calibration needs its photos)."""
-    identity = config.get("identity", {})
-    data = identity.get("data")
-    if not data or not Path(data).is_dir():
+    """The run's own split (calibration needs its training photos), or a UserError saying why not."""
+    dataset = run_split(config)
+    if dataset is None:
+        data = config.get("identity", {}).get("data")
         raise UserError(
             f"{run}: onnx-int8 calibrates on the run's training photos, and its data folder {data} is not "
-            "here; export on the machine that has it (or export --format onnx, which needs no photos)"
+            "here (or no longer reads as the run's split); export on the machine that has it (or export --format onnx, which needs no photos)"
         )
-    options = DataOptions.from_identity({**identity, "classes": config["classes"], "strict": False})
-    return load_dataset(data, config["image_size"], warn=lambda message: None, **options.load_kwargs())
+    return dataset
 
 
 def size_arithmetic(model) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pasture.classify.predictions import prediction_rows, write_predictions_csv
+from pasture.classify.predictions import in_batches, prediction_rows, write_predictions_csv
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.imagefile import BadImage, decode_array, image_files_in
@@ -52,11 +52,12 @@ class OnnxClassifier:
 
     def probabilities(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N x classes, float32) of uint8 images N x 3 x S x S."""
-        chunks = [
-            self.session.run(None, {self.input_name: images_uint8[start : start + batch_size]})[0]
-            for start in range(0, len(images_uint8), batch_size)
-        ]
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)), dtype=np.float32)
+        return in_batches(
+            lambda batch: self.session.run(None, {self.input_name: batch})[0],
+            images_uint8,
+            batch_size,
+            len(self.classes),
+        )
 
 
 def decode_for(model: OnnxClassifier, files: list[Path]) -> np.ndarray:

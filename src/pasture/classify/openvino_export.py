@@ -14,14 +14,11 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from pasture.classify.evaluate import predict_probabilities
-from pasture.classify.export import PARITY_LIMIT, check_images, fp32_export
+from pasture.classify.export import checked_parity, fp32_export
 from pasture.classify.openvino_runner import OpenVinoClassifier, openvino_module
 from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
-from pasture.core.paths import check_output_file
+from pasture.core.paths import check_output_package
 
 
 def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
@@ -34,13 +31,7 @@ def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None
     folder = Path(out) if out is not None else run / "openvino"
     if folder.suffix:
         raise UserError(f"--out {folder}: give a folder for model.xml and model.bin (no file name)")
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--out {folder}: is a file; give a folder for model.xml and model.bin")
-    if folder.is_dir():  # exported before: the files in it are replaced
-        for name in ("model.xml", "model.bin"):
-            check_output_file(folder / name, "--out")
-    else:
-        check_output_file(folder, "--out")  # its parent exists and can be written
+    check_output_package(folder, "--out")  # model.xml and model.bin in it are replaced
     model, config, tta, exported, metadata = fp32_export(run)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".openvino-", dir=folder.parent) as staging:
@@ -51,15 +42,8 @@ def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None
             converted.set_rt_info(value, ["pasture", key])
         ov.save_model(converted, str(staged / "model.xml"), compress_to_fp16=False)
         (staged / "model.onnx").unlink()
-        images, where = check_images(run, config)
-        expected = predict_probabilities(model, images, tta=tta).numpy()
-        got = OpenVinoClassifier(staged / "model.xml").probabilities(images.numpy())
-        parity = float(np.abs(expected - got).max())
-        if not parity < PARITY_LIMIT:
-            raise UserError(
-                f"{folder}: OpenVINO differs from the run by {parity:.2e} (limit {PARITY_LIMIT:g}); the export "
-                "is not faithful, so nothing was written"
-            )
+        runner = OpenVinoClassifier(staged / "model.xml")
+        parity, where, checked = checked_parity(run, config, model, tta, runner.probabilities, "OpenVINO", folder)
         folder.mkdir(exist_ok=True)
         # model.bin first, model.xml last: an .xml is only there with its weights beside it
         for name in ("model.bin", "model.xml"):
@@ -71,7 +55,7 @@ def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None
         "bytes": size,
         "parity_max_abs": parity,
         "checked_on": where,
-        "n_checked": int(len(images)),
+        "n_checked": checked,
         "opset": f"OpenVINO IR {ov.__version__.split('-')[0]}",
         "runtime": "openvino",
         "metadata": metadata,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pasture.classify.predictions import in_batches
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 
@@ -48,8 +49,5 @@ class OpenVinoClassifier:
         self.compiled = core.compile_model(model, "CPU", config)
 
     def probabilities(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        chunks = [
-            np.asarray(self.compiled(images_uint8[start : start + batch_size])[0])
-            for start in range(0, len(images_uint8), batch_size)
-        ]
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)), dtype=np.float32)
+        """Class probabilities (N x classes, float32) of uint8 images N x 3 x S x S."""
+        return in_batches(lambda batch: self.compiled(batch)[0], images_uint8, batch_size, len(self.classes))

@@ -144,3 +144,12 @@ def write_predictions_csv(
             raise failed from None
         raise
     return {**counts, "csv": str(out)}
+
+
+def in_batches(run, images_uint8: np.ndarray, batch_size: int, classes: int) -> np.ndarray:
+    """`run` (a batch of images -> its probabilities) over `images_uint8` in batches of `batch_size`,
+    concatenated (N x classes; 0 x classes for no images). Every exported model's runner uses it."""
+    chunks = [
+        np.asarray(run(images_uint8[start : start + batch_size])) for start in range(0, len(images_uint8), batch_size)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros((0, classes), dtype=np.float32)

@@ -87,15 +87,31 @@ def check_output_file(out: str | os.PathLike, option: str) -> Path:
             f"{option} {printable_name(out)}: is a folder; give a file name in it, such as "
             f"{printable_name(out / ('predictions.csv' if option == '--csv' else 'model.onnx'))}"
         )
+    _check_parent(out, option, replaced_needs=os.W_OK)
+    return out
+
+
+def check_output_package(out: str | os.PathLike, option: str) -> Path:
+    """A folder pasture writes whole, replacing an earlier one (an OpenVINO IR folder, a Core ML
+    package), checked before any work as check_output_file checks a file: not a file, and its folder
+    exists and can be written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{option} {printable_name(out)}: is a file; give a folder (a name without a file in it)")
+    _check_parent(out, option, replaced_needs=os.W_OK | os.X_OK)
+    return out
+
+
+def _check_parent(out: Path, option: str, replaced_needs: int) -> None:
+    """`out`'s folder exists and can be written, and `out` itself, where it exists, allows `replaced_needs`."""
     parent = out.parent
     if not parent.is_dir():
         raise UserError(
             f"{option} {printable_name(out)}: the folder {printable_name(parent)} does not exist; "
             "create it or choose another place"
         )
-    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, replaced_needs)):
         raise UserError(f"{option} {printable_name(out)}: cannot write there (permission denied); choose another place")
-    return out
 
 
 # mkstemp's names for an atomic write: "." + target + "." + 8 random characters + ".tmp" (core.runs);

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, without_labels
 from pasture.core.errors import UserError
 from pasture.study.conditions import Condition
 
@@ -78,7 +79,7 @@ class RunTask:
     replicate: Replicate
     fingerprint: str = ""  # the data's file names and sizes: a changed folder is read again
     classes: tuple[str, ...] | None = None
-    min_image_size: int = 16
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE
     groups: str | None = None  # a CSV or "subfolders"
     group_column: str = "group"
     threads: int = 0  # torch threads for this run (a --jobs share); 0: the process's own
@@ -90,11 +91,7 @@ class RunTask:
     @property
     def condition_settings(self) -> dict:
         """The condition as stored with the run and as timings are keyed (all fields, labels excluded)."""
-        data = {
-            key: value
-            for key, value in dataclasses.asdict(self.condition).items()
-            if key not in ("name", "description")
-        }
+        data = without_labels(dataclasses.asdict(self.condition))
         data["overrides"] = list(self.condition.overrides)
         data["gan_overrides"] = list(self.condition.gan_overrides)
         return data

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pasture.classify.fit import check_eval_every
 from pasture.classify.recipes import check_synthetic_allowed, resolve_recipe
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE
 from pasture.core.device import resolve_device
 from pasture.core.errors import UserError
 from pasture.core.runs import (
@@ -52,7 +53,7 @@ class ExperimentSpec:
     seeds: int = 5
     folds: int | str | None = None  # k, or "groups" (leave-one-group-out)
     classes: list[str] | None = None
-    min_image_size: int = 16
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE
     groups: str | None = None  # a CSV or "subfolders" (pasture.data.groups)
     group_column: str = "group"
     jobs: int | str = 1  # runs at once on this machine, or "auto" (auto_jobs)
@@ -99,7 +100,7 @@ class ExperimentOptions(StudyOptions):
     recipe: str | None = None  # for written conditions that name none
     model: str | None = None
     classes: list[str] | None = None
-    min_image_size: int = 16
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE
     eval_every: int = 1
     dry_run: bool = False
 
