@@ -83,8 +83,32 @@ def live(app):
         thread.join(timeout=10)
 
 
+def fake_camera_video(path, segments: list[tuple[str, int]], fps: int = 10, width: int = 160, height: int = 120):
+    """A Y4M video for Chromium's fake camera (--use-file-for-fake-video-capture), which plays it in a
+    loop: `segments` are (label, seconds) of generated photos (make_image, a new one each second).
+    Cows are red and horses blue, so a test can tell from the picture which one the camera shows."""
+    import numpy as np
+
+    frames = []
+    for label, seconds in segments:
+        for second in range(seconds):
+            rgb = np.asarray(make_image(label, 500 + second, SIZE).resize((width, height)), dtype=np.float32)
+            r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # BT.601 full range, as C420jpeg means
+            y = 0.299 * r + 0.587 * g + 0.114 * b
+            u = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+            v = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+            planes = [y] + [(c.reshape(height // 2, 2, width // 2, 2).mean((1, 3))) for c in (u, v)]
+            frame = b"FRAME\n" + b"".join(np.clip(p, 0, 255).round().astype(np.uint8).tobytes() for p in planes)
+            frames += [frame] * fps
+    header = f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode()
+    path.write_bytes(header + b"".join(frames))
+    return path
+
+
 @contextmanager
-def chromium_browser():
+def chromium_browser(camera_video=None):
+    """Debian's chromium; with `camera_video` (a Y4M file), its fake camera plays that video and pages
+    get the camera without a permission prompt."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -99,6 +123,15 @@ def chromium_browser():
                 "--disable-component-update",
                 "--no-first-run",
                 "--disable-sync",
+                *(
+                    [
+                        "--use-fake-device-for-media-stream",
+                        "--use-fake-ui-for-media-stream",
+                        f"--use-file-for-fake-video-capture={camera_video}",
+                    ]
+                    if camera_video
+                    else []
+                ),
             ],
         )
         try:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import time
 
 import pytest
 
 pytest.importorskip("fastapi", reason='the app extra is not installed (pip install -e ".[app]")')
 
-from appkit import TOKEN, chromium_browser, client_for, live, photos, png, wait_for
+from appkit import TOKEN, chromium_browser, client_for, fake_camera_video, live, photos, png, wait_for
 
 from pasture.app.server import create_app
 
@@ -78,6 +79,60 @@ def test_runs_details_files_predict_and_export(client, taught, tmp_path):
     assert 'filename="first.onnx"' in onnx.headers["content-disposition"]
     assert (tmp_path / "runs" / "first" / "model.onnx").is_file()
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [".explanations", "first"]  # no staging left
+
+
+def test_live_frames_are_labelled_by_one_loaded_model(client, taught):
+    """The Test page's camera: one frame per request, answered with the label and probabilities, and the
+    run loaded once for all frames (loading is most of a frame's time)."""
+    live_model = client.app.app.state.live
+    rows = []
+    for index in range(3):
+        response = client.post(
+            "/api/runs/first/live", files=[("frame", ("frame.jpg", png("horse", 700 + index), "image/jpeg"))]
+        )
+        assert response.status_code == 200, response.text
+        rows.append(response.json())
+    assert live_model.loads == 1
+    assert all(
+        row["label"] in ("cow", "horse") and sum(row["probabilities"].values()) == pytest.approx(1.0) for row in rows
+    )
+    # the same answer as predict gives for the same photo
+    [predicted] = client.post(
+        "/api/runs/first/predict", files=[("photos", ("same.png", png("horse", 700), "image/png"))]
+    ).json()
+    assert predicted["probabilities"] == pytest.approx(rows[0]["probabilities"], abs=1e-5)
+    two = [("frame", ("a.jpg", png("cow", 1), "image/jpeg")), ("frame", ("b.jpg", png("cow", 2), "image/jpeg"))]
+    assert client.post("/api/runs/first/live", files=two).status_code in (400, 413)
+    broken = client.post("/api/runs/first/live", files=[("frame", ("frame.jpg", b"not a picture", "image/jpeg"))])
+    assert broken.status_code == 400 and "the camera frame" in broken.json()["error"]
+    assert (
+        client.post("/api/runs/nothing/live", files=[("frame", ("f.jpg", png("cow", 1), "image/jpeg"))]).status_code
+        == 404
+    )
+    assert client.delete("/api/runs/first").status_code == 200
+    assert live_model._model is None  # a deleted run's model is not kept in memory
+
+
+def test_downloads_offer_each_installed_format(client, taught, tmp_path):
+    import zipfile
+
+    offered = [row["name"] for row in client.get("/api/formats").json()]
+    assert offered[0] == "onnx" and set(offered) <= {"onnx", "onnx-int8", "openvino", "coreml"}
+    refused = client.post("/api/runs/first/export?format=tflite")
+    assert refused.status_code == 400 and "choose one of onnx" in refused.json()["error"]
+    if "openvino" not in offered:
+        pytest.skip("OpenVINO is not installed (the openvino extra)")
+    made = client.post("/api/runs/first/export?format=openvino").json()
+    assert made["name"] == "first.openvino.zip" and made["file"] == "/api/runs/first/files/openvino.zip"
+    answer = client.get(made["file"])
+    assert 'filename="first.openvino.zip"' in answer.headers["content-disposition"]
+    (tmp_path / "got.zip").write_bytes(answer.content)
+    with zipfile.ZipFile(tmp_path / "got.zip") as archive:
+        assert sorted(archive.namelist()) == ["openvino/model.bin", "openvino/model.xml"]
+    # asked again: served from the folder, not exported again
+    before = (tmp_path / "runs" / "first" / "openvino.zip").stat().st_mtime_ns
+    assert client.post("/api/runs/first/export?format=openvino").json()["bytes"] == made["bytes"]
+    assert (tmp_path / "runs" / "first" / "openvino.zip").stat().st_mtime_ns == before
 
 
 LONG = "x" * 300
@@ -207,6 +262,11 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         names.nth(1).fill("horse")
         inputs.nth(0).set_input_files([str(p) for p in sorted(folder.glob("cow_*"))])
         inputs.nth(1).set_input_files([str(p) for p in sorted(folder.glob("horse_*"))])
+        inputs.nth(1).set_input_files([str(folder / "cow_0.png")])  # a wrong photo, added to the horses...
+        cards = page.locator(".card")
+        assert cards.nth(1).locator(".thumb img").count() == 7 and "7 photos" in cards.nth(1).inner_text()
+        cards.nth(1).locator(".thumb button.remove").nth(6).click()  # ...and removed with a click
+        assert cards.nth(1).locator(".thumb img").count() == 6 and "6 photos" in cards.nth(1).inner_text()
         page.fill("#run-name", "browser-run")
         assert page.locator("input[name=mode]:checked").get_attribute("value") == "accurate"  # the default
         assert page.locator("#epochs").is_disabled()  # the accurate mode has no epochs
@@ -217,6 +277,7 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         page.click("#tab-test")
         page.wait_for_selector("#test-run option", state="attached")
         page.set_input_files("#test-files", [str(folder / "cow_0.png"), str(folder / "horse_0.png")])
+        assert page.inner_text("#test-count") == "cow_0.png, horse_0.png"
         page.click("#predict")
         page.wait_for_selector("td.label", timeout=120_000)  # two backbones, Grad-CAM and occlusion per photo
         assert page.locator("td.label").count() == 2
@@ -234,11 +295,105 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         page.screenshot(path=str(shots / "runs.png"), full_page=True)
         # bad input in the page: one class only, and the server keeps serving
         page.click("#tab-teach")
-        names.nth(1).fill("")
-        inputs.nth(1).set_input_files([])
+        page.locator(".card button.remove-class").nth(1).click()
+        assert page.locator(".card").count() == 1
         page.fill("#run-name", "second")
         page.click("#train")
         page.wait_for_selector(".message.error")
         assert "at least two classes" in page.inner_text("#teach-message")
         assert not [text for text in errors if "Content Security Policy" in text]  # the page obeys its own CSP
     assert all((shots / name).stat().st_size > 5_000 for name in ("teach.png", "test.png", "runs.png"))
+
+
+def _shown_colour(page, video: str) -> str:
+    """ "cow" (red) or "horse" (blue): what the fake camera shows now in the <video> `video`."""
+    return page.evaluate(
+        """video => {
+            const v = document.querySelector(video), c = document.createElement("canvas");
+            c.width = 16; c.height = 12;
+            const g = c.getContext("2d"); g.drawImage(v, 0, 0, 16, 12);
+            const d = g.getImageData(0, 0, 16, 12).data;
+            let r = 0, b = 0;
+            for (let i = 0; i < d.length; i += 4) { r += d[i]; b += d[i + 2]; }
+            return r > b ? "cow" : "horse";
+        }""",
+        video,
+    )
+
+
+def _wait_until(condition, limit: float = 20) -> None:
+    """Poll `condition` (page.wait_for_function would evaluate a string: the page's CSP forbids eval)."""
+    deadline = time.time() + limit
+    while not condition():
+        assert time.time() < deadline, "the page never got there"
+        time.sleep(0.1)
+
+
+def _wait_for_colour(page, video: str, label: str) -> None:
+    _wait_until(lambda: _shown_colour(page, video) == label)
+
+
+def _fits_the_width(page, width: int) -> None:
+    """No sideways scrollbar: the page is no wider than the screen."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+@pytest.mark.slow
+def test_camera_records_two_classes_trains_and_labels_live(tmp_path):
+    """Teachable Machine's gesture in Chromium's fake camera: hold to record frames into two classes,
+    train, then watch the live label follow what the camera shows (the video alternates cow and horse).
+    Screenshots of each page at desktop and phone width go to the test's tmp folder."""
+    video = fake_camera_video(tmp_path / "camera.y4m", [("cow", 3), ("horse", 3)])
+    shots = tmp_path / "screenshots"
+    served = create_app(tmp_path / "runs", token=TOKEN)
+    with live(served) as base, chromium_browser(camera_video=video) as browser:
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        errors = []
+        page.on("console", lambda m: errors.append(f"{m.text} {m.location.get('url')}") if m.type == "error" else None)
+        page.goto(f"{base}/?token={TOKEN}")
+        cards = page.locator(".card")
+        for index, label in enumerate(("cow", "horse")):
+            card = cards.nth(index)
+            card.locator(".class-name").fill(label)
+            card.locator("button.use-camera").click()
+            card_video = f".card:nth-child({index + 1}) video"
+            _wait_until(lambda v=card_video: page.evaluate("v => document.querySelector(v).videoWidth", v) > 0)
+            _wait_for_colour(page, card_video, label)
+            record = card.locator("button.record")
+            record.hover()
+            page.mouse.down()
+            page.wait_for_timeout(1200)  # about 4 frames a second
+            page.mouse.up()
+            frames = card.locator(".thumb img").count()
+            assert 3 <= frames <= 7, frames
+            page.wait_for_timeout(400)
+            assert card.locator(".thumb img").count() == frames  # released: recording stopped
+        page.screenshot(path=str(shots / "teach-camera.png"), full_page=True)
+        page.fill("#run-name", "camera-run")
+        page.click("#train")
+        page.wait_for_selector("text=Test accuracy", timeout=180_000)
+        page.screenshot(path=str(shots / "teach-desktop.png"), full_page=True)
+        page.click("#tab-test")
+        page.wait_for_selector("#test-run option", state="attached")
+        page.click("#test-camera")
+        page.wait_for_selector(".live-class", timeout=60_000)
+        seen = set()
+        deadline = time.time() + 30
+        while seen != {"cow", "horse"} and time.time() < deadline:
+            seen.add(page.inner_text(".live-class"))
+            page.wait_for_timeout(150)
+        assert seen == {"cow", "horse"}, seen  # the label changed with what the camera showed
+        page.screenshot(path=str(shots / "test-desktop.png"), full_page=True)
+        page.click("#test-camera-stop")
+        assert page.locator("#live").is_hidden()
+        page.click("#tab-runs")
+        page.wait_for_selector("#runs-table >> text=camera-run")
+        page.screenshot(path=str(shots / "runs-desktop.png"), full_page=True)
+        # the same pages at a phone's width: no sideways scrolling
+        page.set_viewport_size({"width": 390, "height": 844})
+        for tab in ("teach", "test", "runs"):
+            page.click(f"#tab-{tab}")
+            _fits_the_width(page, 390)
+            page.screenshot(path=str(shots / f"{tab}-phone.png"), full_page=True)
+        assert not errors, errors
+    assert served.app.state.live.loads == 1  # every frame was labelled by the one loaded model

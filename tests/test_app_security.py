@@ -98,12 +98,14 @@ def test_opening_the_link_sets_a_strict_http_only_cookie_and_drops_the_token_fro
     assert browser_like.get("/api/runs").status_code == 200  # the cookie now carries it
 
 
-def test_every_answer_forbids_inline_script_and_framing(app):
+def test_every_answer_forbids_inline_script_framing_and_others_cameras(app):
     client = client_for(app)
     for response in (client.get("/"), client.get("/api/runs"), client_for(app, token=None).get("/api/runs")):
         policy = response.headers["content-security-policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
         assert response.headers["x-content-type-options"] == "nosniff"
+        # the camera for the app's own page only; never the microphone
+        assert response.headers["permissions-policy"] == "camera=(self), microphone=(), geolocation=()"
 
 
 @pytest.mark.parametrize(

@@ -23,19 +23,16 @@ from pathlib import Path
 
 import torch
 
-from pasture.classify.coreml_export import export_coreml
 from pasture.classify.evaluate import (
     accuracy_report,
     group_reports,
     predict_probabilities,
 )
 from pasture.classify.explain import explain_images, plot_top_losses
-from pasture.classify.export import export_onnx
 from pasture.classify.finish import finish_run
 from pasture.classify.fit import check_eval_every, train_classifier
-from pasture.classify.int8 import export_onnx_int8
+from pasture.classify.formats import EXPORT_FORMATS, export_format
 from pasture.classify.onnx_runner import predict_onnx
-from pasture.classify.openvino_export import export_openvino
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import (
     Recipe,
@@ -44,7 +41,7 @@ from pasture.classify.recipes import (
     resolve_recipe,
     scratch_warning,
 )
-from pasture.classify.trained import load_run, run_config_problem
+from pasture.classify.trained import Classifier, load_run, run_config_problem
 from pasture.classify.transfer import synthetic_for_run, teacher_bank_for_run
 from pasture.core.defaults import (
     DEFAULT_MIN_IMAGE_SIZE,
@@ -92,6 +89,8 @@ from pasture.study.experiment import (
 from pasture.study.tune import TuneOptions, TuneSpec, run_tune
 
 __all__ = [
+    "EXPORT_FORMATS",
+    "Classifier",
     "DataOptions",
     "ExperimentOptions",
     "TuneOptions",
@@ -106,6 +105,7 @@ __all__ = [
     "gan_sample",
     "gan_score",
     "gan_train",
+    "load",
     "load_run",
     "predict",
     "resolve_recipe",
@@ -342,19 +342,23 @@ def predict(
     image, or the reason it was skipped) and a progress bar unless `quiet`; returns the counts."""
     if str(run).endswith((".onnx", ".xml")):  # an exported file: its runtime alone, no torch
         return predict_onnx(run, paths, csv=csv, quiet=quiet)
-    model, config = load_run(run, resolve_device(device))
+    model = load(run, device=device)
     files = image_files_in(paths)
     if not files:
         raise UserError("predict: give at least one image file or folder")
-    tta = config["recipe"].get("tta", False)
     if csv is not None:
 
         def probabilities_of(images_uint8):
-            return predict_probabilities(model, torch.from_numpy(images_uint8), tta=tta).numpy()
+            return model.probabilities(torch.from_numpy(images_uint8)).numpy()
 
-        return write_predictions_csv(files, config["classes"], config["image_size"], probabilities_of, csv, quiet)
-    probabilities = predict_probabilities(model, decode_files(files, config["image_size"]), tta=tta)
-    return prediction_rows(files, probabilities.tolist(), config["classes"])
+        return write_predictions_csv(files, model.classes, model.image_size, probabilities_of, csv, quiet)
+    return prediction_rows(files, model.probabilities(decode_files(files, model.image_size)).tolist(), model.classes)
+
+
+def load(run: str | os.PathLike, *, device: str = "auto") -> Classifier:
+    """A finished run loaded once, for many predictions: `.label(uint8 N x 3 x S x S, names)` gives
+    predict's rows, `.probabilities(images)` the array; `.classes`, `.image_size` (S)."""
+    return Classifier(run, resolve_device(device))
 
 
 def explain(
@@ -408,14 +412,6 @@ def doctor(
     )
 
 
-EXPORT_FORMATS = {
-    "onnx": export_onnx,
-    "onnx-int8": export_onnx_int8,
-    "openvino": export_openvino,
-    "coreml": export_coreml,
-}
-
-
 def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, format: str = "onnx") -> dict:
     """Write RUN's model as one self-contained file (ONNX: uint8 images in, class probabilities out, with
     classes, input size, precision and the test accuracy with its interval in its metadata), checked
@@ -426,9 +422,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, form
     (RUN/model.mlpackage: an image in, probabilities out; checked against the run on Apple systems, as a
     specification elsewhere).
     Returns file, format, bytes, what it was checked on and how, metadata."""
-    if format not in EXPORT_FORMATS:
-        raise UserError(f"--format {format}: choose one of {', '.join(EXPORT_FORMATS)}")
-    return EXPORT_FORMATS[format](run, out)
+    return export_format(format).export(run, out)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,4 +5,6 @@ server   the FastAPI app: the pages' endpoints and the static page
 guard    who may use it: Host check, launch token, Origin checks, security headers
 jobs     the trainings: one at a time, cancellable, resumable
 uploads  photos streamed to disk with a cap per file and per request
+live     the Test page's camera: frames labelled by a run kept loaded
+downloads  a file per export format, exported on first request and served from the run folder
 """

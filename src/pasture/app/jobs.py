@@ -25,7 +25,7 @@ from pasture.core.runs import atomic_write_json, folder_lock, read_json
 from pasture.core.runtime import StopRequested, stoppable
 
 DATA_PREFIX = ".data-"  # + run name: the photos a run trains on, kept until it finishes
-STAGING_PREFIXES = (".upload-", ".predict-")  # + owner pid + "-" + random: one request's files
+STAGING_PREFIXES = (".upload-", ".predict-", ".live-")  # + owner pid + "-" + random: one request's files
 OWNER_FILE = "owner.pid"
 SETTINGS_FILE = "settings.json"
 

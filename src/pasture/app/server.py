@@ -1,6 +1,7 @@
-"""pasture's local web app: teach (name classes, drop photos, train with live progress, cancel), test (drop
-new photos, see labels, probabilities and where the model looked), runs (accuracy with its interval,
-curves, model card, ONNX, resume or delete).
+"""pasture's local web app: teach (a card per class: drop photos or record them with the camera; train
+with live progress, cancel), test (drop new photos and see labels, probabilities and where the model
+looked, or watch live predictions from the camera), runs (accuracy with its interval, curves, model card,
+a download per export format, resume or delete).
 
 FastAPI with one static page of plain HTML and JavaScript, chosen over Gradio because it is light
 (FastAPI + uvicorn + python-multipart: about 20 MB, against 341 MB measured for gradio), works with no
@@ -19,20 +20,19 @@ import gc
 import importlib
 import importlib.util
 import json
-import re
 import shutil
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from pasture import api
+from pasture.app.downloads import download_name, export_for_download, installed_formats, served_file
 from pasture.app.guard import LOCAL_HOSTS, Guard, local_url, new_token
 from pasture.app.jobs import (
     Busy,
@@ -42,6 +42,7 @@ from pasture.app.jobs import (
     resumable,
     staging_prefix,
 )
+from pasture.app.live import LiveModel
 from pasture.app.uploads import MAX_NAME_CHARACTERS, Limits, TooLarge, receive_form
 from pasture.classify.trained import run_config_problem
 from pasture.core.errors import FolderBusy, UserError
@@ -62,8 +63,9 @@ RUN_FILES_SHOWN = {
     "confusion.png": "image/png",
     "top_losses.png": "image/png",
     "MODEL_CARD.md": "text/markdown",
-    "model.onnx": "application/octet-stream",
+    **{served_file(name): "application/octet-stream" for name in api.EXPORT_FORMATS},  # the downloads
 }
+DOWNLOADS = {served_file(name): name for name in api.EXPORT_FORMATS}
 KEEP_EXPLANATIONS = 20  # heatmap batches of the Test page; the newest stay
 
 
@@ -122,6 +124,9 @@ def _run_summary(folder: Path, jobs: Jobs) -> dict:
         "finished": (folder / "metrics.json").is_file(),
         "training": jobs.training(folder.name),
         "resumable": resumable(folder.parent, folder.name),
+        "figures": [
+            name for name, kind in RUN_FILES_SHOWN.items() if kind == "image/png" and (folder / name).is_file()
+        ],
     }
     if row["finished"]:
         metrics = read_checked_json(folder / "metrics.json", record_problem, what="finished run")
@@ -212,10 +217,11 @@ class _State:
     jobs: Jobs  # the training jobs (one at a time)
     explanations: Path  # the Test page's heatmaps
     limits: Limits  # what an upload may hold
+    live: LiveModel  # the run the Test page's camera uses, kept loaded
 
 
 def _page_routes(state: _State) -> APIRouter:
-    """The page and its two static files (no CDN, no inline script: the CSP forbids both)."""
+    """The page and its static files (no CDN, no inline script: the CSP forbids both)."""
     router = APIRouter()
 
     @router.get("/", response_class=HTMLResponse)
@@ -224,7 +230,7 @@ def _page_routes(state: _State) -> APIRouter:
 
     @router.get("/static/{file}")
     def static(file: str):
-        kinds = {"page.js": "text/javascript", "page.css": "text/css"}
+        kinds = {"page.js": "text/javascript", "page.css": "text/css", "icon.svg": "image/svg+xml"}
         if file not in kinds:
             return _problem(404, f"{file}: no such file")
         return FileResponse(STATIC / file, media_type=kinds[file])
@@ -261,27 +267,26 @@ def _run_routes(state: _State) -> APIRouter:
         folder = _run_folder(runs, name)
         if file not in RUN_FILES_SHOWN or not (folder / file).is_file():
             return _problem(404, f"{name}/{file}: not a file the app shows")
-        # A plain ASCII file name in Content-Disposition: quotes, '%' or '?' in a run name made it unreadable
-        download = {"filename": re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".onnx"} if file == "model.onnx" else {}
+        download = {"filename": download_name(name, DOWNLOADS[file])} if file in DOWNLOADS else {}
         return FileResponse(folder / file, media_type=RUN_FILES_SHOWN[file], **download)
 
+    @router.get("/api/formats")
+    def formats():
+        return installed_formats()
+
     @router.post("/api/runs/{name}/export")
-    def export(name: str):
-        # A POST: it writes model.onnx (a GET that writes could be triggered by any page's <img>).
+    def export(name: str, format: str = "onnx"):
+        # A POST: it writes the export (a GET that writes could be triggered by any page's <img>).
         folder = _existing_run(runs, name)
         if not (folder / "metrics.json").is_file():
             raise UserError(f"{name}: not finished; resume it first")
-        if not (folder / "model.onnx").is_file():
-            api.export(folder)
-        return {
-            "file": f"/api/runs/{quote(name, safe='')}/files/model.onnx",
-            "bytes": (folder / "model.onnx").stat().st_size,
-        }
+        return export_for_download(folder, format)
 
     @router.delete("/api/runs/{name}")
     def delete(name: str):
         folder = _existing_run(runs, name)
         jobs.delete(folder)
+        state.live.forget(folder)
         return {"deleted": name}
 
     @router.post("/api/runs/{name}/resume")
@@ -356,6 +361,18 @@ def _test_routes(state: _State) -> APIRouter:
                 raise UserError("drop at least one photo to test")
             return await run_in_threadpool(_label_photos, folder, photos, explanations)
 
+    @router.post("/api/runs/{name}/live")
+    async def live(name: str, request: Request):
+        folder = _existing_run(runs, name)
+        if not (folder / "metrics.json").is_file():
+            return _problem(404, f"{name}: no finished run of that name")
+        with _staging(runs, ".live-") as staged:
+            _, files = await receive_form(request, Path(staged), dataclasses.replace(limits, files=1))
+            frames = [path for group in files.values() for path in group]
+            if len(frames) != 1:
+                raise UserError("send one camera frame, as the page does")
+            return await run_in_threadpool(state.live.label, folder, frames[0])
+
     @router.get("/api/explanations/{batch}/{file}")
     def heatmap(batch: str, file: str):
         path = ensure_under(explanations / safe_path_part(batch, "batch") / safe_path_part(file, "file"), explanations)
@@ -383,7 +400,7 @@ def create_app(
     limits = limits or Limits()
     if max_file_bytes is not None:
         limits = dataclasses.replace(limits, file_bytes=max_file_bytes)
-    state = _State(runs, Jobs(runs), runs / ".explanations", limits)
+    state = _State(runs, Jobs(runs), runs / ".explanations", limits, LiveModel())
     state.explanations.mkdir(exist_ok=True)
     app = FastAPI(title="pasture", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -398,7 +415,7 @@ def create_app(
 
     for routes in (_page_routes, _run_routes, _teach_routes, _test_routes):
         app.include_router(routes(state))
-    app.state.jobs = state.jobs
+    app.state.jobs, app.state.live = state.jobs, state.live
     return Guard(app, token=token, hosts=hosts)
 
 

@@ -7,7 +7,7 @@
     selfsup      SimCLR pretraining on the training images
     distill      a small student that learns to match a teacher run (the cached teacher bank)
     transfer     what a run trains on besides its photos: a synthetic set, or a teacher run's bank
-    trained      TrainResult, ensemble members, load_run (a finished run folder -> model)
+    trained      TrainResult, ensemble members, load_run and Classifier (a finished run folder -> model)
     evaluate     probabilities, TTA, accuracy with intervals, score_run -> RunRecord
     card         MODEL_CARD.md of a run folder
     finish       a trained run's folder finished: scores, figures, model card, metrics.json last
@@ -17,6 +17,7 @@
     int8         the ONNX file quantized to int8, calibrated on the run's photos, gated on agreement
     openvino_export  OpenVINO IR from the checked ONNX graph, checked with the OpenVINO runtime
     coreml_export    a Core ML package (image in, probabilities out), checked as a spec off Apple systems
+    formats      the export formats as data: exporter, default output, needed modules
     onnx_runner  an exported file run by ONNX Runtime alone (torch-free)
     openvino_runner  an OpenVINO export run by the OpenVINO runtime alone (torch-free)
 

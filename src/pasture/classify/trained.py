@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pasture.classify.evaluate import predict_probabilities
+from pasture.classify.predictions import prediction_rows
 from pasture.classify.recipes import Recipe, validate_recipe
 from pasture.core.errors import UserError
 from pasture.core.paths import class_names_problem
@@ -110,3 +112,22 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
         ) from None
     model.eval()
     return model, config
+
+
+class Classifier:
+    """A finished run loaded once for many predictions: the app's live camera sends a frame every few
+    hundred milliseconds, and loading the backbones again for each (about a second) would be most of the
+    time. `api.load(RUN)` makes one."""
+
+    def __init__(self, run: str | os.PathLike, device: str | torch.device = "cpu"):
+        self.model, self.config = load_run(run, device)
+        self.classes: list[str] = self.config["classes"]
+        self.image_size: int = self.config["image_size"]
+
+    def probabilities(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 N x 3 x S x S (S = image_size) -> N x classes, with the run's test-time augmentation."""
+        return predict_probabilities(self.model, images_uint8, tta=self.config["recipe"].get("tta", False))
+
+    def label(self, images_uint8: torch.Tensor, names: list[str]) -> list[dict]:
+        """One row per image as `pasture predict` gives it: file (from `names`), label, probabilities."""
+        return prediction_rows([Path(name) for name in names], self.probabilities(images_uint8).tolist(), self.classes)

@@ -40,13 +40,139 @@ function show(name) {
     $(id).classList.toggle("on", id === name);
     $("tab-" + id).classList.toggle("on", id === name);
   }
+  stopCamera();  // a camera runs only while its page is shown
   if (name !== "teach") loadRuns();
 }
 
+// ------------------------------------------------------------------------------------------- the camera
+// One stream at a time, shared by Teach (hold to record frames into a class) and Test (live labels).
+// Frames are JPEGs drawn from the <video> on a canvas, at most 640 px wide.
+
+let stream = null, cameraUser = null;  // the stream, and the <video> showing it
+const FRAME_EVERY_MS = 250;  // recording: 4 frames a second
+const LIVE_EVERY_MS = 300;  // live labels: at most about 3 a second, one request at a time
+
+async function openCamera(video) {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw new Error("this browser gives pages a camera only on a secure page: open the app at 127.0.0.1 " +
+                    "(or localhost) on this machine, or over HTTPS");
+  }
+  stopCamera();
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({video: {width: {ideal: 640}, height: {ideal: 480}}, audio: false});
+  } catch (error) {
+    throw new Error(error.name === "NotAllowedError" ? "the camera was not allowed: allow it in the browser's address bar and try again"
+                                                     : `no camera could be opened (${error.name}): check that one is connected and free`);
+  }
+  cameraUser = video;
+  video.srcObject = stream;
+  await video.play();
+}
+
+function stopCamera() {
+  if (stream) for (const track of stream.getTracks()) track.stop();
+  if (cameraUser) cameraUser.srcObject = null;
+  stream = null; cameraUser = null; live = null;
+  for (const panel of document.querySelectorAll(".camera")) panel.hidden = true;
+  for (const use of document.querySelectorAll(".use-camera")) use.hidden = false;
+}
+
+function frame(video) {
+  const scale = Math.min(1, 640 / (video.videoWidth || 640));
+  const canvas = el("canvas", {width: Math.round((video.videoWidth || 640) * scale), height: Math.round((video.videoHeight || 480) * scale)});
+  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve, reject) => canvas.toBlob(
+    blob => blob ? resolve(blob) : reject(new Error("the camera gave no picture yet; try again")), "image/jpeg", 0.9));
+}
+
+const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
+
+// -------------------------------------------------------------------------------------- Teach's cards
+
+function classCard() {
+  const files = [];  // this class's photos (File objects), in the order added
+  const name = el("input", {className: "class-name", placeholder: "class name", maxLength: 100});
+  name.setAttribute("aria-label", "class name");
+  const picker = el("input", {className: "class-files", type: "file", accept: "image/*", multiple: true, hidden: true});
+  const count = el("p", {className: "count"}), thumbs = el("div", {className: "thumbs"});
+  const card = el("div", {className: "card"});
+  card.photos = files;
+  const label = () => name.value.trim() || "this class";
+
+  function refresh() {
+    count.textContent = files.length ? `${files.length} photo${files.length === 1 ? "" : "s"}` : "no photos yet";
+  }
+  function add(newFiles) {
+    for (const file of newFiles) {
+      if (!file.type.startsWith("image/") && file.type) continue;  // a dropped text file is not a photo
+      files.push(file);
+      const url = URL.createObjectURL(file);
+      const remove = button("\u00d7", () => {
+        files.splice(files.indexOf(file), 1); URL.revokeObjectURL(url); thumb.remove(); refresh();
+      }, {className: "remove", title: `remove ${file.name}`});
+      remove.setAttribute("aria-label", `remove ${file.name} from ${label()}`);
+      const thumb = el("figure", {className: "thumb"}, el("img", {src: url, alt: file.name}), remove);
+      thumbs.append(thumb);
+    }
+    refresh();
+  }
+  picker.addEventListener("change", () => { add(picker.files); picker.value = ""; });
+
+  const drop = el("div", {className: "drop"},
+    el("p", {}, "Drop photos here, or ", button("choose photos", () => picker.click(), {type: "button", className: "choose"}), picker),
+    count, thumbs);
+  dropTarget(drop, add);
+
+  // the camera: hold the record button (mouse, touch, or Space/Enter held down) to add frames
+  const video = el("video", {muted: true, playsInline: true});
+  const record = el("button", {className: "record", type: "button"}, "Hold to record");
+  const panel = el("div", {className: "camera", hidden: true}, video,
+    el("div", {className: "camera-controls"}, record, button("Stop camera", stopCamera, {type: "button"})));
+  let recording = null;
+  const startRecording = async () => {
+    if (recording || cameraUser !== video) return;
+    record.classList.add("on"); record.textContent = "Recording...";
+    const me = recording = {};
+    let n = 0;
+    while (recording === me) {
+      try { add([new File([await frame(video)], `camera-${Date.now()}-${n++}.jpg`, {type: "image/jpeg"})]); }
+      catch (error) { say("teach-message", error.message, "error"); break; }
+      await sleep(FRAME_EVERY_MS);
+    }
+  };
+  const stopRecording = () => { recording = null; record.classList.remove("on"); record.textContent = "Hold to record"; };
+  // the pointer is captured, so the recording ends where the finger or button is released, wherever that is
+  record.addEventListener("pointerdown", event => {
+    event.preventDefault(); record.setPointerCapture(event.pointerId); startRecording();
+  });
+  for (const type of ["pointerup", "pointercancel", "lostpointercapture", "blur"]) record.addEventListener(type, stopRecording);
+  record.addEventListener("keydown", event => {
+    if ((event.key === " " || event.key === "Enter") && !event.repeat) { event.preventDefault(); startRecording(); }
+  });
+  record.addEventListener("keyup", event => { if (event.key === " " || event.key === "Enter") stopRecording(); });
+  const use = button("Use camera", async () => {
+    say("teach-message", "", "");
+    try { await openCamera(video); panel.hidden = false; use.hidden = true; record.focus(); }
+    catch (error) { say("teach-message", error.message, "error"); }
+  }, {type: "button", className: "use-camera"});
+
+  card.append(
+    el("header", {}, name, button("remove class", () => { if (cameraUser === video) stopCamera(); card.remove(); },
+                                  {type: "button", className: "remove-class"})),
+    drop, use, panel);
+  refresh();
+  return card;
+}
+
+// Drag and drop onto `zone`: `add(files)` with what was dropped.
+function dropTarget(zone, add) {
+  zone.addEventListener("dragover", event => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", event => { event.preventDefault(); zone.classList.remove("over"); add(event.dataTransfer.files); });
+}
+
 function addClass() {
-  $("classes").append(el("div", {className: "class-row"},
-    el("input", {className: "class-name", placeholder: "class name", maxLength: 100}),
-    el("input", {className: "class-files", type: "file", accept: "image/*", multiple: true})));
+  $("classes").append(classCard());
 }
 
 let watching = null;  // the job this page follows
@@ -83,11 +209,10 @@ async function watch(job) {
 async function teach() {
   say("teach-message", "", ""); $("teach-result").replaceChildren();
   const form = new FormData(), names = [];
-  for (const row of document.querySelectorAll(".class-row")) {
-    const name = row.querySelector(".class-name").value.trim();
-    const files = row.querySelector(".class-files").files;
-    if (!name && !files.length) continue;
-    for (const file of files) form.append("class_" + names.length, file);
+  for (const card of document.querySelectorAll(".card")) {
+    const name = card.querySelector(".class-name").value.trim();
+    if (!name && !card.photos.length) continue;  // an empty card is ignored
+    for (const file of card.photos) form.append("class_" + names.length, file);
     names.push(name);
   }
   form.append("classes", JSON.stringify(names));
@@ -113,27 +238,41 @@ async function cancelTraining() {
 }
 
 function showResult(where, run, metrics) {
-  const testLink = el("a", {className: "link"}, "Test");
-  testLink.addEventListener("click", () => show("test"));
+  const testLink = button("Test", () => show("test"), {className: "link", type: "button"});
   const header = el("tr", {}, el("th", {}, "true \\ predicted"), metrics.classes.map(c => el("th", {}, c)));
   const rows = metrics.confusion.map((counts, i) => el("tr", {}, el("th", {}, metrics.classes[i]),
                                                         counts.map(v => el("td", {}, v))));
+  const [low, high] = metrics.test_ci95;
   $(where).replaceChildren(
     el("p", {}, el("b", {}, `Test accuracy: ${accuracy(metrics)}`),
-       " on photos kept aside from the same uploads. Photos from elsewhere (another camera, place or season) are the " +
-       "honest test: drop some in ", testLink, "."),
-    el("table", {}, header, rows),
-    el("img", {className: "figure", src: runPath(run) + "/files/curves.png", alt: "learning curves"}));
+       ` on photos kept aside from the same uploads. What it means: on more photos like these, the accuracy ` +
+       `would very likely (95%) lie between ${pct(low)} and ${pct(high)}; ${metrics.n_test} test photos cannot ` +
+       "say more. Photos from elsewhere (another camera, place or season) are the honest test: drop some in ",
+       testLink, "."),
+    el("div", {className: "scroll"}, el("table", {}, header, rows)),
+    el("div", {className: "figures"}));
+  call(runPath(run)).then(row => $(where).querySelector(".figures").replaceChildren(...figures(run, row, ["curves.png"])));
 }
 
-async function exportRun(name) {
-  say("runs-message", `exporting ${name}...`, "info");
+const FIGURES = {"curves.png": "learning curves", "confusion.png": "confusion matrix", "top_losses.png": "top losses"};
+
+// The run's figures among `wanted` that it has (the server lists them: a probe has no learning curves,
+// as its head is solved, not trained in epochs).
+function figures(run, row, wanted) {
+  return wanted.filter(file => row.figures.includes(file))
+    .map(file => el("img", {className: "figure", src: `${runPath(run)}/files/${file}`, alt: FIGURES[file]}));
+}
+
+let formats = null;  // a promise of the export formats this machine can write: [{name, title}]
+
+async function exportRun(name, format) {
+  say("runs-message", `exporting ${name} as ${format}...`, "info");
   try {
-    const made = await call(runPath(name) + "/export", {method: "POST"});
+    const made = await call(runPath(name) + "/export?format=" + encodeURIComponent(format), {method: "POST"});
     // the file name as the server gives it (plain characters): quotes or '?' in a download name cancel it
     const link = el("a", {href: made.file, download: "", hidden: true});
     document.body.append(link); link.click(); link.remove();
-    say("runs-message", `${name}.onnx: ${(made.bytes / 1e6).toFixed(1)} MB`, "info");
+    say("runs-message", `${made.name}: ${(made.bytes / 1e6).toFixed(1)} MB`, "info");
   } catch (error) { say("runs-message", error.message, "error"); }
 }
 
@@ -157,7 +296,7 @@ async function deleteRun(name) {
 
 async function loadRuns() {
   try {
-    const runs = await call("/api/runs");
+    const runs = await call("/api/runs"), downloads = await formats;
     const select = $("test-run"), chosen = select.value;
     select.replaceChildren(...runs.filter(r => r.finished).map(r => el("option", {value: r.name}, r.name)));
     if (chosen) select.value = chosen;
@@ -166,14 +305,19 @@ async function loadRuns() {
       const actions = el("td", {});
       if (r.finished) {
         actions.append(button("open", () => details(r.name), {className: "open"}),
-                       button("ONNX", () => exportRun(r.name), {className: "onnx"}));
+                       ...downloads.map(f => button(f.title, () => exportRun(r.name, f.name), {className: "download " + f.name})));
       } else if (r.resumable && !r.training) {
         actions.append(button("resume", () => resumeRun(r.name), {className: "resume"}));
       }
       if (!r.training) actions.append(button("delete", () => deleteRun(r.name), {className: "delete"}));
-      return el("tr", {}, el("td", {className: "run-name"}, r.name), el("td", {}, `${r.recipe} (${r.model})`),
-                el("td", {}, r.classes.join(", ")),
-                el("td", {}, r.finished ? accuracy(r) : r.training ? "training..." : "not finished"), actions);
+      const cell = (label, text, props = {}) => {
+        const node = el("td", props, text);
+        node.dataset.label = label;  // the heading shown beside the value at phone width
+        return node;
+      };
+      return el("tr", {}, el("td", {className: "run-name"}, el("b", {}, r.name)), cell("recipe", `${r.recipe} (${r.model})`),
+                cell("classes", r.classes.join(", ")),
+                cell("test accuracy", r.finished ? accuracy(r) : r.training ? "training..." : "not finished"), actions);
     });
     $("runs-table").replaceChildren(header, ...rows);
     say("runs-message", runs.length ? "" : "No runs yet: teach one.", "info");
@@ -183,22 +327,24 @@ async function loadRuns() {
 async function details(name) {
   try {
     const run = await call(runPath(name));
-    const figure = (file, alt) => {
-      const image = el("img", {className: "figure", src: `${runPath(name)}/files/${file}`, alt});
-      image.addEventListener("error", () => image.remove());
-      return image;
-    };
-    $("run-details").replaceChildren(el("h3", {}, name), figure("curves.png", "learning curves"),
-      figure("confusion.png", "confusion matrix"), figure("top_losses.png", "top losses"), el("pre", {}, run.card));
+    $("run-details").replaceChildren(el("h3", {}, name), ...figures(name, run, Object.keys(FIGURES)), el("pre", {}, run.card));
   } catch (error) { say("runs-message", error.message, "error"); }
+}
+
+let testFiles = [];  // the photos the Test page will label
+
+function setTestFiles(files) {
+  testFiles = [...files].filter(file => !file.type || file.type.startsWith("image/"));
+  $("test-count").textContent = testFiles.length ? testFiles.map(file => file.name).join(", ") : "no photos yet";
 }
 
 async function predict() {
   say("test-message", "", ""); $("test-result").replaceChildren();
-  const run = $("test-run").value, files = $("test-files").files;
+  const run = $("test-run").value;
   if (!run) return say("test-message", "teach a run first", "error");
+  if (!testFiles.length) return say("test-message", "drop or choose at least one photo first", "error");
   const form = new FormData();
-  for (const file of files) form.append("photos", file);
+  for (const file of testFiles) form.append("photos", file);
   $("predict").disabled = true;
   try {
     const rows = await call(runPath(run) + "/predict", {method: "POST", body: form});
@@ -221,13 +367,48 @@ async function predict() {
   finally { $("predict").disabled = false; }
 }
 
+let live = null;  // the live-labelling loop running now (stopCamera ends it)
+
+async function startLive() {
+  say("test-message", "", "");
+  const run = $("test-run").value;
+  if (!run) return say("test-message", "teach a run first", "error");
+  try { await openCamera($("test-video")); }
+  catch (error) { return say("test-message", error.message, "error"); }
+  $("live").hidden = false; $("test-camera").hidden = true;
+  $("live-label").textContent = "looking...";
+  const me = live = {run};
+  while (live === me) {
+    const started = performance.now();
+    try {
+      const form = new FormData();
+      form.append("frame", await frame($("test-video")), "frame.jpg");
+      const row = await call(runPath(run) + "/live", {method: "POST", body: form});
+      if (live !== me) break;
+      $("live-label").replaceChildren(el("b", {className: "live-class"}, row.label), " " + pct(row.probability),
+        el("span", {className: "count"}, "  " + Object.entries(row.probabilities).map(([c, p]) => `${c} ${pct(p)}`).join(", ")));
+    } catch (error) {
+      if (live === me) { say("test-message", error.message, "error"); stopCamera(); }
+      break;
+    }
+    await sleep(Math.max(0, LIVE_EVERY_MS - (performance.now() - started)));
+  }
+}
+
 for (const tab of document.querySelectorAll("nav button")) tab.addEventListener("click", () => show(tab.dataset.tab));
 $("add-class").addEventListener("click", addClass);
 $("train").addEventListener("click", teach);
 $("cancel").addEventListener("click", cancelTraining);
 $("predict").addEventListener("click", predict);
+$("test-choose").addEventListener("click", () => $("test-files").click());
+$("test-files").addEventListener("change", () => setTestFiles($("test-files").files));
+dropTarget($("test-drop"), setTestFiles);
+$("test-camera").addEventListener("click", startLive);
+$("test-camera-stop").addEventListener("click", stopCamera);
+$("test-camera").classList.add("use-camera");
 // epochs belong to the tiny mode only: the accurate mode's head is solved to convergence
 const epochsForMode = () => { $("epochs").disabled = document.querySelector("input[name=mode]:checked").value !== "tiny"; };
 for (const choice of document.querySelectorAll("input[name=mode]")) choice.addEventListener("change", epochsForMode);
 epochsForMode();
 addClass(); addClass();
+formats = call("/api/formats");

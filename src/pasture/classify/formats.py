@@ -1,0 +1,45 @@
+"""The export formats as data (a registry, as timm's models are): the exporter, where it writes inside a
+run folder, and the modules it needs, so the CLI, the API and the app's download buttons read one table
+and the app offers only what this machine can write."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pasture.classify.coreml_export import export_coreml
+from pasture.classify.export import export_onnx
+from pasture.classify.int8 import export_onnx_int8
+from pasture.classify.openvino_export import export_openvino
+from pasture.core.errors import UserError
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    export: Callable[[str | os.PathLike, str | os.PathLike | None], dict]
+    output: str  # where it writes inside the run folder by default: a file, or a folder ending in /
+    needs: tuple[str, ...]  # the modules its converter and its check import
+    title: str  # as the app's download button names it
+
+    def installed(self) -> bool:
+        return all(importlib.util.find_spec(module) is not None for module in self.needs)
+
+
+EXPORT_FORMATS = {
+    entry.name: entry
+    for entry in (
+        ExportFormat("onnx", export_onnx, "model.onnx", ("onnx", "onnxruntime"), "ONNX"),
+        ExportFormat("onnx-int8", export_onnx_int8, "model.int8.onnx", ("onnx", "onnxruntime"), "ONNX int8"),
+        ExportFormat("openvino", export_openvino, "openvino/", ("onnx", "openvino"), "OpenVINO"),
+        ExportFormat("coreml", export_coreml, "model.mlpackage/", ("coremltools",), "Core ML"),
+    )
+}
+
+
+def export_format(name: str) -> ExportFormat:
+    if name not in EXPORT_FORMATS:
+        raise UserError(f"--format {name}: choose one of {', '.join(EXPORT_FORMATS)}")
+    return EXPORT_FORMATS[name]
