@@ -360,10 +360,16 @@ def test_camera_records_two_classes_trains_and_labels_live(tmp_path):
             _wait_until(lambda v=card_video: page.evaluate("v => document.querySelector(v).videoWidth", v) > 0)
             _wait_for_colour(page, card_video, label)
             record = card.locator("button.record")
-            record.hover()
-            page.mouse.down()
-            page.wait_for_timeout(1200)  # about 4 frames a second
-            page.mouse.up()
+            if label == "cow":  # held with the mouse
+                record.hover()
+                page.mouse.down()
+                page.wait_for_timeout(1200)  # about 4 frames a second
+                page.mouse.up()
+            else:  # held with the keyboard: Space down on the focused button, then up
+                record.focus()
+                page.keyboard.down(" ")
+                page.wait_for_timeout(1200)
+                page.keyboard.up(" ")
             frames = card.locator(".thumb img").count()
             assert 3 <= frames <= 7, frames
             page.wait_for_timeout(400)
