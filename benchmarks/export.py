@@ -16,7 +16,6 @@ Prints a table and writes JSON to benchmarks/results/export.json, with the CPU i
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -38,7 +37,7 @@ MODELS = {
     "paper-cnn (scratch)": dict(recipe="scratch", epochs=1),
     "resnet-small (small-data, TTA)": dict(recipe="small-data", epochs=1),
 }
-FORMATS = ("onnx", "onnx-int8", "openvino")  # openvino: only when its extra is installed
+FORMATS = ("onnx", "onnx-int8", "openvino", "tflite")  # each only where its extra is installed
 
 
 def latency_ms(call, repeats: int) -> tuple[float, float]:
@@ -71,6 +70,9 @@ def main() -> int:
     from pasture.classify.evaluate import predict_probabilities
     from pasture.classify.onnx_runner import OnnxClassifier
     from pasture.classify.openvino_runner import OpenVinoClassifier
+    from pasture.classify.tflite_runner import TfliteClassifier
+
+    runners = {"openvino": OpenVinoClassifier, "tflite": TfliteClassifier}
     from pasture.data import load_dataset
 
     cores = os.cpu_count() or 1
@@ -84,11 +86,10 @@ def main() -> int:
             tta = config["recipe"]["tta"]
             torch_p50, torch_p95 = latency_ms(lambda: predict_probabilities(model, image, tta=tta), args.repeats)
             for format in FORMATS:
-                if format == "openvino" and importlib.util.find_spec("openvino") is None:
+                if not api.EXPORT_FORMATS[format].installed():  # tflite: its own environment (README)
                     continue
-                target = run / "openvino" if format == "openvino" else run / f"model.{format}.onnx"
                 try:
-                    info = api.export(run, target, format=format)
+                    info = api.export(run, format=format)
                 except api.UserError as refused:  # int8 below the agreement gate: said, not timed
                     rows.append({"model": name, "format": format, "refused": str(refused)})
                     print(f"{name:32s} {format:10s} refused: {refused}", flush=True)
@@ -105,8 +106,7 @@ def main() -> int:
                     "torch_1_thread_default_ms": [torch_p50, torch_p95],
                 }
                 for threads in sorted({1, cores}):
-                    runner = OpenVinoClassifier if format == "openvino" else OnnxClassifier
-                    exported = runner(info["file"], threads=threads)
+                    exported = runners.get(format, OnnxClassifier)(info["file"], threads=threads)
                     row[f"onnx_{threads}_threads_ms"] = list(
                         latency_ms(lambda exported=exported: exported.probabilities(image.numpy()), args.repeats)
                     )

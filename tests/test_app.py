@@ -117,9 +117,12 @@ def test_downloads_offer_each_installed_format(client, taught, tmp_path):
     import zipfile
 
     offered = [row["name"] for row in client.get("/api/formats").json()]
-    assert offered[0] == "onnx" and set(offered) <= {"onnx", "onnx-int8", "openvino", "coreml"}
-    refused = client.post("/api/runs/first/export?format=tflite")
+    assert offered[0] == "onnx" and set(offered) <= {"onnx", "onnx-int8", "openvino", "coreml", "tflite"}
+    refused = client.post("/api/runs/first/export?format=onnx.zip")
     assert refused.status_code == 400 and "choose one of onnx" in refused.json()["error"]
+    if "tflite" not in offered:  # an installed format only: the page shows no button for the others
+        missing = client.post("/api/runs/first/export?format=tflite")
+        assert missing.status_code == 400 and "TFLite export needs litert_torch" in missing.json()["error"]
     if "openvino" not in offered:
         pytest.skip("OpenVINO is not installed (the openvino extra)")
     made = client.post("/api/runs/first/export?format=openvino").json()

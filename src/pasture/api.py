@@ -32,7 +32,7 @@ from pasture.classify.explain import explain_images, plot_top_losses
 from pasture.classify.finish import finish_run
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.formats import EXPORT_FORMATS, export_format
-from pasture.classify.onnx_runner import predict_onnx
+from pasture.classify.onnx_runner import EXPORTED_SUFFIXES, predict_onnx
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import (
     Recipe,
@@ -340,7 +340,7 @@ def predict(
 
     With `csv`, any number of images are streamed to that CSV file with bounded memory (one row per
     image, or the reason it was skipped) and a progress bar unless `quiet`; returns the counts."""
-    if str(run).endswith((".onnx", ".xml")):  # an exported file: its runtime alone, no torch
+    if str(run).endswith(EXPORTED_SUFFIXES):  # an exported file: its runtime alone, no torch
         return predict_onnx(run, paths, csv=csv, quiet=quiet)
     model = load(run, device=device)
     files = image_files_in(paths)

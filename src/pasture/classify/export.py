@@ -49,7 +49,10 @@ class ExportGraph(nn.Module):
     def forward(self, images_uint8: torch.Tensor) -> torch.Tensor:
         images = images_uint8.float() / 255.0
         views = tta_views(images) if self.tta else [images]
-        return torch.stack([torch.softmax(self.model(view), dim=1) for view in views]).mean(0)
+        return torch.stack([self.softmax(self.model(view)) for view in views]).mean(0)
+
+    def softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=1)
 
 
 def _onnx():
@@ -106,7 +109,6 @@ def fp32_export(run: Path) -> tuple[nn.Module, dict, bool, bytes, dict]:
     """(the run's model, its config, whether it uses TTA, the fp32 ONNX file's bytes, its metadata)."""
     _onnx()  # the extra, said before any work
     model, config = load_run(run)
-    metrics = read_checked_json(run / "metrics.json", what="finished run")
     tta = bool(config["recipe"].get("tta", False))
     graph = ExportGraph(model, tta).eval()
     size = config["image_size"]
@@ -123,7 +125,15 @@ def fp32_export(run: Path) -> tuple[nn.Module, dict, bool, bytes, dict]:
             opset_version=OPSET,
             dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
         )
-    metadata = {
+    return model, config, tta, buffer.getvalue(), run_metadata(run, config, tta)
+
+
+def run_metadata(run: Path, config: dict, tta: bool, precision: str = "fp32") -> dict:
+    """What every export carries (strings): classes, input size and preprocessing, output, precision,
+    and the run's test accuracy with its interval and n."""
+    size = config["image_size"]
+    metrics = read_checked_json(run / "metrics.json", what="finished run")
+    return {
         "classes": json.dumps(config["classes"]),
         "image_size": str(size),
         "pasture_version": __version__,
@@ -133,12 +143,11 @@ def fp32_export(run: Path) -> tuple[nn.Module, dict, bool, bytes, dict]:
         "ensemble": str(config["recipe"].get("ensemble", 1)),
         "input": f"uint8 RGB, N x 3 x {size} x {size}: shorter side resized to {size} (bicubic) and centre-cropped",
         "output": "class probabilities, N x classes, in the order of 'classes'",
-        "precision": "fp32",
+        "precision": precision,
         "test_accuracy": str(metrics.get("test_accuracy")),
         "test_ci95": json.dumps(metrics.get("test_ci95")),
         "n_test": str(metrics.get("n_test")),
     }
-    return model, config, tta, buffer.getvalue(), metadata
 
 
 def with_metadata(data: bytes, metadata: dict) -> bytes:

@@ -13,6 +13,7 @@ from pasture.classify.coreml_export import export_coreml
 from pasture.classify.export import export_onnx
 from pasture.classify.int8 import export_onnx_int8
 from pasture.classify.openvino_export import export_openvino
+from pasture.classify.tflite_export import export_tflite
 from pasture.core.errors import UserError
 
 
@@ -35,6 +36,7 @@ EXPORT_FORMATS = {
         ExportFormat("onnx-int8", export_onnx_int8, "model.int8.onnx", ("onnx", "onnxruntime"), "ONNX int8"),
         ExportFormat("openvino", export_openvino, "openvino/", ("onnx", "openvino"), "OpenVINO"),
         ExportFormat("coreml", export_coreml, "model.mlpackage/", ("coremltools",), "Core ML"),
+        ExportFormat("tflite", export_tflite, "model.tflite", ("litert_torch", "ai_edge_litert"), "TFLite"),
     )
 }
 

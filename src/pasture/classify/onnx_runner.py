@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,13 @@ from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.imagefile import BadImage, decode_array, image_files_in
 from pasture.core.paths import printable_name
+
+if TYPE_CHECKING:  # the runners of other formats import their runtime only when used
+    from pasture.classify.openvino_runner import OpenVinoClassifier
+    from pasture.classify.tflite_runner import TfliteClassifier
+
+
+EXPORTED_SUFFIXES = (".onnx", ".xml", ".tflite")  # files `predict` runs with their own runtime, without torch
 
 
 def onnxruntime_module():
@@ -75,12 +83,16 @@ def predict_onnx(
     file: str | os.PathLike, paths: list[str | os.PathLike], csv: str | os.PathLike | None = None, quiet: bool = True
 ) -> list[dict] | dict:
     """The rows of `pasture predict` (file, label, probability, probabilities) from an exported model
-    (FILE.onnx, or an OpenVINO model.xml);
+    (FILE.onnx, an OpenVINO model.xml, or a .tflite file);
     with `csv`, streamed to that file instead (pasture.classify.predictions.write_predictions_csv)."""
     if str(file).endswith(".xml"):  # an OpenVINO export (its runner imports openvino only then)
         from pasture.classify.openvino_runner import OpenVinoClassifier
 
-        model: OnnxClassifier | OpenVinoClassifier = OpenVinoClassifier(file)
+        model: OnnxClassifier | OpenVinoClassifier | TfliteClassifier = OpenVinoClassifier(file)
+    elif str(file).endswith(".tflite"):  # a TFLite export, run by the LiteRT interpreter
+        from pasture.classify.tflite_runner import TfliteClassifier
+
+        model = TfliteClassifier(file)
     else:
         model = OnnxClassifier(file)
     files = image_files_in(paths)

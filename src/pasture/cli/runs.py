@@ -160,7 +160,9 @@ def _run_evaluate(args) -> int:
 
 
 def _run_predict(args) -> int:
-    if args.run.endswith((".onnx", ".xml")):  # an exported file, its runtime alone: torch is never imported
+    from pasture.classify.onnx_runner import EXPORTED_SUFFIXES
+
+    if args.run.endswith(EXPORTED_SUFFIXES):  # an exported file, its runtime alone: torch is never imported
         from pasture.classify.onnx_runner import predict_onnx
 
         rows = predict_onnx(args.run, args.paths, csv=args.csv, quiet=args.quiet)
@@ -398,15 +400,15 @@ def _add_export(commands) -> None:
     export.add_argument(
         "--format",
         default="onnx",
-        choices=["onnx", "onnx-int8", "openvino", "coreml"],
+        choices=["onnx", "onnx-int8", "openvino", "coreml", "tflite"],  # classify.formats (torch-free here)
         help="onnx: fp32, the run's probabilities to 1e-4; onnx-int8: about 4x smaller and faster on a CPU, "
         "calibrated on the run's training photos, written only if it gives the fp32 label on >= 99%% of its "
-        "test photos; openvino: OpenVINO IR (model.xml + model.bin) for Intel CPUs, GPUs and NPUs (the openvino extra); coreml: an ML Program for iPhones and Macs (the coreml extra)",
+        "test photos; openvino: OpenVINO IR (model.xml + model.bin) for Intel CPUs, GPUs and NPUs (the openvino extra); coreml: an ML Program for iPhones and Macs (the coreml extra); tflite: LiteRT for Android, iOS and small boards (the tflite extra, in its own environment)",
     )
     export.add_argument(
         "--out",
         metavar="FILE",
-        help="the file to write (default: RUN/model.onnx, RUN/model.int8.onnx, RUN/openvino/, RUN/model.mlpackage)",
+        help="the file to write (default: RUN/model.onnx, RUN/model.int8.onnx, RUN/openvino/, RUN/model.mlpackage, RUN/model.tflite)",
     )
 
 
