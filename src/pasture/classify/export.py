@@ -49,10 +49,7 @@ class ExportGraph(nn.Module):
     def forward(self, images_uint8: torch.Tensor) -> torch.Tensor:
         images = images_uint8.float() / 255.0
         views = tta_views(images) if self.tta else [images]
-        return torch.stack([self.softmax(self.model(view)) for view in views]).mean(0)
-
-    def softmax(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits, dim=1)
+        return torch.stack([torch.softmax(self.model(view), dim=1) for view in views]).mean(0)
 
 
 def _onnx():
