@@ -146,3 +146,17 @@ def held_by_another_process(folder: Path, last: str | None = None):
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
+
+
+def predict_without_torch(model_file: Path, folder: Path) -> list[dict]:
+    """`pasture predict MODEL_FILE FOLDER --json` in a fresh interpreter, checked to have imported no
+    torch (an exported model runs with its own runtime alone); returns the rows."""
+    import json
+
+    code = (
+        "import sys; from pasture.cli import main; code = main(['predict', sys.argv[1], sys.argv[2], '--json']);"
+        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(model_file), str(folder)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

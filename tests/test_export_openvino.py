@@ -4,10 +4,9 @@ the OpenVINO runtime, carrying pasture's metadata, and predicted from without to
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import predict_without_torch
 
 from pasture import api
 from pasture.cli import main
@@ -43,17 +42,7 @@ def test_openvino_matches_the_run_carries_its_metadata_and_predicts(run, split_d
 
 def test_predict_from_an_openvino_model_imports_no_torch(run, split_data):
     api.export(run, format="openvino")
-    code = (
-        "import sys; from pasture.cli import main; code = main(['predict', sys.argv[1], sys.argv[2], '--json']);"
-        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(run / "openvino" / "model.xml"), str(split_data / "test" / "cow")],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    assert len(json.loads(done.stdout)) == 6
+    assert len(predict_without_torch(run / "openvino" / "model.xml", split_data / "test" / "cow")) == 6
 
 
 def test_openvino_errors_are_one_line_and_leave_nothing(run, tmp_path, capsys):

@@ -6,10 +6,9 @@ one and runs this file there; in the main environment it is skipped with that re
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import predict_without_torch
 
 from pasture import api
 from pasture.cli import main
@@ -47,17 +46,7 @@ def test_tflite_matches_the_run_carries_its_metadata_and_predicts(run, split_dat
 
 def test_predict_from_a_tflite_model_imports_no_torch(run, split_data):
     api.export(run, format="tflite")
-    code = (
-        "import sys; from pasture.cli import main; code = main(['predict', sys.argv[1], sys.argv[2], '--json']);"
-        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(run / "model.tflite"), str(split_data / "test" / "cow")],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    assert len(json.loads(done.stdout)) == 6
+    assert len(predict_without_torch(run / "model.tflite", split_data / "test" / "cow")) == 6
 
 
 def test_tflite_errors_are_one_line_and_leave_nothing(run, tmp_path, capsys):
