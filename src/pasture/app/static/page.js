@@ -134,7 +134,7 @@ function classCard() {
     record.classList.add("on"); record.textContent = "Recording...";
     const me = recording = {};
     let n = 0;
-    while (recording === me) {
+    while (recording === me && cameraUser === video) {  // a stopped camera ends the recording too
       try { add([new File([await frame(video)], `camera-${Date.now()}-${n++}.jpg`, {type: "image/jpeg"})]); }
       catch (error) { say("teach-message", error.message, "error"); break; }
       await sleep(FRAME_EVERY_MS);
