@@ -38,7 +38,7 @@ class LiveModel:
             except BadImage as error:
                 raise UserError(f"the camera frame: {error}; try again") from None
             [row] = self._model.label(torch.from_numpy(image)[None], ["frame"])
-        return {key: row[key] for key in ("label", "probability", "probabilities")}
+        return {field: row[field] for field in ("label", "probability", "probabilities")}
 
     def forget(self, run: Path) -> None:
         """Drop `run`'s model (deleted: its memory goes with it)."""

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,14 @@ def _existing_run(runs: Path, name: str) -> Path:
     folder = _run_folder(runs, name)
     if not (folder / "config.json").is_file():
         raise NotFound(f"{name}: no such run")
+    return folder
+
+
+def _finished_run(runs: Path, name: str) -> Path:
+    """RUNS/<name> of a finished run (what Test labels with), else NotFound."""
+    folder = _existing_run(runs, name)
+    if not (folder / "metrics.json").is_file():
+        raise NotFound(f"{name}: no finished run of that name")
     return folder
 
 
@@ -207,6 +216,15 @@ def _label_photos(run: Path, photos: list[Path], explanations: Path) -> list[dic
 def _staging(runs: Path, kind: str) -> tempfile.TemporaryDirectory:
     """A request's staging folder RUNS/.<kind><pid>-<random>, removed on every path out."""
     return tempfile.TemporaryDirectory(prefix=staging_prefix(kind), dir=runs, ignore_cleanup_errors=True)
+
+
+@asynccontextmanager
+async def _uploaded_files(request: Request, runs: Path, kind: str, limits: Limits):
+    """The files of a request's form (every field), staged in a RUNS/.<kind> folder that is removed when
+    the block ends."""
+    with _staging(runs, kind) as staged:
+        _, files = await receive_form(request, Path(staged), limits)
+        yield [path for group in files.values() for path in group]
 
 
 @dataclass(frozen=True)
@@ -350,25 +368,16 @@ def _test_routes(state: _State) -> APIRouter:
 
     @router.post("/api/runs/{name}/predict")
     async def predict(name: str, request: Request):
-        folder = _existing_run(runs, name)
-        if not (folder / "metrics.json").is_file():
-            return _problem(404, f"{name}: no finished run of that name")
-        with _staging(runs, ".predict-") as staged:
-            staging = Path(staged)
-            _, files = await receive_form(request, staging, limits)
-            photos = [path for group in files.values() for path in group]
+        folder = _finished_run(runs, name)
+        async with _uploaded_files(request, runs, ".predict-", limits) as photos:
             if not photos:
                 raise UserError("drop at least one photo to test")
             return await run_in_threadpool(_label_photos, folder, photos, explanations)
 
     @router.post("/api/runs/{name}/live")
     async def live(name: str, request: Request):
-        folder = _existing_run(runs, name)
-        if not (folder / "metrics.json").is_file():
-            return _problem(404, f"{name}: no finished run of that name")
-        with _staging(runs, ".live-") as staged:
-            _, files = await receive_form(request, Path(staged), dataclasses.replace(limits, files=1))
-            frames = [path for group in files.values() for path in group]
+        folder = _finished_run(runs, name)
+        async with _uploaded_files(request, runs, ".live-", dataclasses.replace(limits, files=1)) as frames:
             if len(frames) != 1:
                 raise UserError("send one camera frame, as the page does")
             return await run_in_threadpool(state.live.label, folder, frames[0])
