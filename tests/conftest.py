@@ -160,3 +160,13 @@ def predict_without_torch(model_file: Path, folder: Path) -> list[dict]:
     done = subprocess.run([sys.executable, "-c", code, str(model_file), str(folder)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def assert_predicts_as_the_run(model_file: Path, run: Path, folder: Path) -> None:
+    """An exported model gives the run's labels on `folder`, and its probabilities to 1e-4."""
+    from pasture import api
+
+    rows, from_run = api.predict(model_file, [folder]), api.predict(run, [folder])
+    assert [row["label"] for row in rows] == [row["label"] for row in from_run]
+    for ours, theirs in zip(rows, from_run):
+        assert abs(ours["probability"] - theirs["probability"]) < 1e-4

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import predict_without_torch
+from conftest import assert_predicts_as_the_run, predict_without_torch
 
 from pasture import api
 from pasture.cli import main
@@ -28,11 +28,7 @@ def test_openvino_matches_the_run_carries_its_metadata_and_predicts(run, split_d
     assert "max |p_torch" in capsys.readouterr().out
     xml = run / "openvino" / "model.xml"
     assert xml.is_file() and (run / "openvino" / "model.bin").is_file()
-    rows = api.predict(xml, [split_data / "test"])
-    from_run = api.predict(run, [split_data / "test"])
-    assert [row["label"] for row in rows] == [row["label"] for row in from_run]
-    for ours, theirs in zip(rows, from_run):
-        assert abs(ours["probability"] - theirs["probability"]) < 1e-4
+    assert_predicts_as_the_run(xml, run, split_data / "test")
     from pasture.classify.openvino_runner import OpenVinoClassifier
 
     model = OpenVinoClassifier(xml, threads=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import predict_without_torch
+from conftest import assert_predicts_as_the_run, predict_without_torch
 
 from pasture import api
 from pasture.cli import main
@@ -32,11 +32,7 @@ def test_tflite_matches_the_run_carries_its_metadata_and_predicts(run, split_dat
     assert main(["export", str(run), "--format", "tflite"]) == 0
     assert "max |p_torch" in capsys.readouterr().out
     model_file = run / "model.tflite"
-    rows = api.predict(model_file, [split_data / "test"])
-    from_run = api.predict(run, [split_data / "test"])
-    assert [row["label"] for row in rows] == [row["label"] for row in from_run]
-    for ours, theirs in zip(rows, from_run):
-        assert abs(ours["probability"] - theirs["probability"]) < 1e-4
+    assert_predicts_as_the_run(model_file, run, split_data / "test")
     from pasture.classify.tflite_runner import TfliteClassifier
 
     model = TfliteClassifier(model_file, threads=1)

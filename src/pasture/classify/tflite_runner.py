@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pasture.classify.predictions import in_batches
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 
@@ -74,11 +75,11 @@ class TfliteClassifier:
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.output = self.interpreter.get_output_details()[0]["index"]
 
+    def _one(self, image: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input, np.ascontiguousarray(image))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output).copy()
+
     def probabilities(self, images_uint8: np.ndarray, batch_size: int = 1) -> np.ndarray:
-        """Class probabilities (N x classes, float32) of uint8 images N x 3 x S x S."""
-        rows = []
-        for image in images_uint8:
-            self.interpreter.set_tensor(self.input, np.ascontiguousarray(image[None]))
-            self.interpreter.invoke()
-            rows.append(self.interpreter.get_tensor(self.output)[0].copy())
-        return np.stack(rows) if rows else np.zeros((0, len(self.classes)), dtype=np.float32)
+        """Class probabilities (N x classes, float32) of uint8 images N x 3 x S x S, one image a call."""
+        return in_batches(self._one, images_uint8, 1, len(self.classes))
