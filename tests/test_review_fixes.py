@@ -41,7 +41,7 @@ def test_fixture_images_are_the_same_in_every_process():
     assert runs == {hashlib.sha256(make_image("cow", 3, 24).tobytes()).hexdigest()}
 
 
-def test_an_experiment_refuses_synthetic_images_for_a_probe(split_data, tmp_path, capsys):
+def test_an_experiment_refuses_synthetic_images_for_an_ensemble_of_probes(split_data, tmp_path, capsys):
     out = tmp_path / "study"
     assert (
         main(
@@ -53,16 +53,37 @@ def test_an_experiment_refuses_synthetic_images_for_a_probe(split_data, tmp_path
                 "--quiet",
                 "--conditions",
                 f"a:{QUICK}",
-                "x:recipe=probe,image_size=48,gan=default",
+                "x:recipe=probe,image_size=48,ensemble=3,gan=default",
             ]
         )
         == 2
     )
     err = capsys.readouterr().err
-    assert "--conditions x" in err and "probe" in err and len(err.strip().splitlines()) == 1
+    assert "--conditions x" in err and "ensemble" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()  # refused before any run or GAN was trained
-    with pytest.raises(UserError, match="probe"):
-        api.train(split_data, tmp_path / "run", recipe="probe", image_size=48, synthetic=tmp_path)
+    with pytest.raises(UserError, match="ensemble"):
+        api.train(split_data, tmp_path / "run", recipe="probe", image_size=48, ensemble=3, synthetic=tmp_path)
+
+
+def test_a_probe_fits_synthetic_images_as_extra_rows_with_their_share(split_data, tmp_path):
+    # Issue 30: a probe once dropped synthetic images (refused them). The training photos with their
+    # labels swapped, given as synthetic rows, must pull the probe toward "cow" on horse photos, more so
+    # with a larger share.
+    from pasture.data import ImageSet
+    from pasture.gan.synth import write_synthetic
+
+    dataset = load_dataset(split_data, 48)
+    mislabelled = ImageSet(dataset.train.images, 1 - dataset.train.labels, [], dataset.classes, split="synthetic")
+    write_synthetic(mislabelled, {"image_size": 48, "classes": dataset.classes}, tmp_path / "synth")
+    horse_test = dataset.test.images[dataset.test.labels == 1]
+    cow_share = {}
+    for name, ratio in (("plain", None), ("small", 0.1), ("large", 0.5)):
+        extra = {} if ratio is None else {"synthetic": tmp_path / "synth", "synthetic_ratio": ratio}
+        api.train(split_data, tmp_path / name, recipe="probe", image_size=48, head_c=1.0, quiet=True, **extra)
+        cow_share[name] = float(api.load(tmp_path / name).probabilities(horse_test)[:, 0].mean())
+    assert cow_share["plain"] < cow_share["small"] < cow_share["large"]
+    config = json.loads((tmp_path / "large" / "config.json").read_text())
+    assert config["identity"]["synthetic"]["ratio"] == 0.5
 
 
 def test_the_reports_chance_line_follows_the_number_of_classes(tmp_path, monkeypatch):

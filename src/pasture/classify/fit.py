@@ -176,7 +176,16 @@ def train_classifier(
     device = torch.device(device)
     precision = precision or effective_precision(recipe.precision, device)
     if recipe.pretrained == "probe":
-        return train_probe(dataset, recipe, seed, run_dir=run_dir, quiet=quiet, device=device)
+        return train_probe(
+            dataset,
+            recipe,
+            seed,
+            run_dir=run_dir,
+            quiet=quiet,
+            device=device,
+            synthetic=synthetic,
+            synthetic_ratio=synthetic_ratio,
+        )
     keep_freed_memory()  # see pasture.core.runtime: same numbers, far fewer page faults per step
     checkpoint_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
     state = load_checkpoint(checkpoint_path) if resume and checkpoint_path is not None else None

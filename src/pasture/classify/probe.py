@@ -25,7 +25,7 @@ from pasture.core.cache import ContentCache
 from pasture.core.device import model_device
 from pasture.core.runs import atomic_torch_save, write_jsonl
 from pasture.core.runtime import progress_bar, seed_everything, stop_point
-from pasture.data import Dataset
+from pasture.data import Dataset, ImageSet
 from pasture.data.splits import stratified_folds
 from pasture.models import create_model
 from pasture.models.pretrained import imagenet_identity
@@ -115,6 +115,7 @@ def fit_logistic_head(
     balance: bool,
     start: nn.Linear | None = None,
     on_iteration=None,
+    row_weights: torch.Tensor | None = None,
 ) -> nn.Linear:
     """Multinomial logistic regression with an L2 penalty, solved to convergence by L-BFGS (float64).
 
@@ -130,6 +131,8 @@ def fit_logistic_head(
     n = len(labels)
     per_class = class_weights(labels, num_classes, balance_classes=balance)
     weights = per_class.double()[labels] if per_class is not None else torch.ones(n, dtype=torch.float64)
+    if row_weights is not None:  # e.g. synthetic rows weighted to their share of the training signal
+        weights = weights * row_weights.double()
     # Two classes: softmax's two weight rows hold one direction twice (w and -w at the optimum), so the
     # penalty is doubled to equal scikit-learn's binary model exactly (its C then means the same here).
     penalty = (2.0 if num_classes == 2 else 1.0) / (c * n)
@@ -237,15 +240,23 @@ def fit_linear_head(
     test_features: torch.Tensor | None = None,
     test_labels: torch.Tensor | None = None,
     on_epoch=None,
+    extra: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[nn.Linear, list[dict], dict]:
     """The probe's head on features: C from the recipe, or chosen by cross-validation when the recipe's
     head_c is 0. Returns the head, one history record per L-BFGS round (loss, train accuracy, test
-    accuracy when given) and how C was chosen."""
+    accuracy when given) and how C was chosen.
+
+    `extra` (features, labels, row weights), e.g. of GAN samples, join the final fit but not the choice
+    of C: C is chosen on held-out folds of the real photos only, which is what it must do well on."""
     if recipe.head_c > 0:
         c, choice = recipe.head_c, {"chosen_c": recipe.head_c, "folds": "none (head_c given)"}
     else:
         c, choice = choose_head_c(features, labels, num_classes, recipe.balance_classes, groups, seed)
     history: list[dict] = []
+    fit_features, fit_labels, row_weights = features, labels, None
+    if extra is not None:  # the history's train accuracy stays that of the real photos
+        fit_features, fit_labels = torch.cat([features, extra[0]]), torch.cat([labels, extra[1]])
+        row_weights = torch.cat([torch.ones(len(labels)), extra[2]])
 
     def record(iteration, loss, head):
         with torch.no_grad():
@@ -260,7 +271,9 @@ def fit_linear_head(
         if on_epoch is not None:
             on_epoch(entry)
 
-    head = fit_logistic_head(features, labels, num_classes, c, recipe.balance_classes, on_iteration=record)
+    head = fit_logistic_head(
+        fit_features, fit_labels, num_classes, c, recipe.balance_classes, on_iteration=record, row_weights=row_weights
+    )
     return head, history, choice
 
 
@@ -298,11 +311,17 @@ def train_probe(
     run_dir: str | Path | None = None,
     quiet: bool = True,
     device: str | torch.device = "cpu",
+    synthetic: ImageSet | None = None,
+    synthetic_ratio: float = 0.0,
 ) -> TrainResult:
     """Fit the logistic head on frozen, cached backbone features; the backbone runs on `device`, the
     head (a few thousand weights) on the CPU. The head is convex and solved to convergence, so it does
     not depend on the seed; an ensemble's members are fitted on bootstrap resamples of the photos
-    (seeded), with the C chosen once, on the first member's resample, and kept for the others."""
+    (seeded), with the C chosen once, on the first member's resample, and kept for the others.
+
+    `synthetic` images (GAN samples) become extra rows of the head's fit, weighted so that they carry
+    `synthetic_ratio` of the total weight (as they would fill that share of each batch of a network
+    trained on images); C is still chosen on the real photos alone."""
     started = time.perf_counter()
     backbone = create_model(
         recipe.model, len(dataset.classes), recipe.image_size, weights=recipe.weights or "imagenet"
@@ -311,6 +330,15 @@ def train_probe(
     labels = dataset.train.labels
     test_features = cache.features(backbone, dataset.test.images) if dataset.test is not None else None
     test_labels = dataset.test.labels if dataset.test is not None else None
+    extra = None
+    if synthetic is not None and len(synthetic) and synthetic_ratio > 0:
+        # each synthetic row weighs ratio/(1 - ratio) x n_real / n_synthetic: together, `ratio` of the total
+        per_row = synthetic_ratio / (1 - synthetic_ratio) * len(labels) / len(synthetic)
+        extra = (
+            cache.features(backbone, synthetic.images),
+            synthetic.labels,
+            torch.full((len(synthetic),), per_row),
+        )
     bar = progress_bar(recipe.ensemble, 0, quiet, desc="probe head")
     history: list[dict] = []
     member_states = []
@@ -335,6 +363,7 @@ def train_probe(
                 seed=seed,
                 test_features=test_features,
                 test_labels=test_labels,
+                extra=extra,
             )
             choice = choice or member_choice
             for record in member_history:

@@ -433,13 +433,12 @@ def resolve_recipe(recipe: str | None = None, pretrained: str | None = None, **o
 
 
 def check_synthetic_allowed(recipe: Recipe, option: str = "--synthetic") -> None:
-    """Synthetic images need a recipe that trains on images: a probe trains a head on cached features
-    of the real images only, so it would silently drop them. The one check, for train and experiments."""
-    if recipe.pretrained == "probe":
-        raise UserError(
-            f"{option}: the {recipe.name} recipe is a probe, which trains on cached features of real "
-            "images only and would drop synthetic ones; use --pretrained finetune or a from-scratch recipe"
-        )
+    """Synthetic images reach every recipe: a network trained on images mixes them into its batches, a
+    probe fits its head on their features as extra rows (since issue 30). The one check, for train and
+    experiments: an ensemble of probes would fit every bootstrap member on the same synthetic rows,
+    which pasture has not measured, so it is refused."""
+    if recipe.pretrained == "probe" and recipe.ensemble > 1:
+        raise UserError(f"{option}: synthetic images with an ensemble of probes are not supported; use --ensemble 1")
 
 
 def synthetic_share(n_synthetic: int, n_train: int) -> float:
