@@ -74,7 +74,7 @@ from pasture.data import (
 )
 from pasture.doctor.examine import examine
 from pasture.gan.presets import GanPreset, get_gan_preset
-from pasture.gan.synth import SCORING_RECIPE, sample_images, score_synthetic, write_synthetic
+from pasture.gan.synth import SCORING_RECIPE, sample_images, score_synthetic, write_class_grids, write_synthetic
 from pasture.gan.trainer import gan_summary, summary_problem, train_gan, validate_gan_preset
 from pasture.study.conditions import PAPER_EXPERIMENT, REPORT_NUMBERS, parse_condition
 from pasture.study.demo import write_demo_data
@@ -450,7 +450,7 @@ def gan_train(
     `overrides` (or keyword shorthands such as iterations=300, conditional=False) replace fields of the
     GAN preset (pasture.gan.trainer.GanPreset). GAN_DIR holds config.json, checkpoint.pt,
     gan_log.jsonl (losses, D(x), D(G(z)) per iteration), gan_losses.png, samples_uN_XXXXX.png (fixed
-    noise) and summary.json (diversity, time).
+    noise), grid_<class>.png (32 samples of each class) and summary.json (diversity, time).
     """
     check_outside(out, data)
     overrides, options = _options("gan_train", GanPreset, overrides, data_options, fields)
@@ -503,6 +503,7 @@ def gan_train(
                 f"interrupted; {out / 'checkpoint.pt'} holds the last sample point. Run the same command with "
                 "--resume to continue"
             ) from None
+        write_class_grids(out, chosen, dataset.classes, result["units"], seed)
         summary = gan_summary(result, chosen, dataset)
         atomic_write_json(out / "summary.json", summary)
         return summary
@@ -563,14 +564,20 @@ def gan_score(
     dataset = load_dataset(data, size, warn=warn)
     if (source / "synth.json").is_file():
         synthetic, _ = load_synthetic(source, dataset.classes, size, warn)
+        made_at = read_checked_json(source / "synth.json", what="synthetic set").get("image_size")
         origin = {"synthetic_set": str(source.resolve())}
     else:
         count = per_class or max(dataset.train.counts().values())
         synthetic, info = sample_images(source, count, seed=seed, warn=warn, device=where)
         if synthetic.classes != dataset.classes:
             raise UserError(f"{source}: the GAN's classes {synthetic.classes} differ from DATA's {dataset.classes}")
-        origin = {"gan": info["gan"], "per_class": count}
-    score = {**origin, **score_synthetic(synthetic, dataset, run=run, seed=seed, device=where)}
+        origin, made_at = {"gan": info["gan"], "per_class": count}, info["image_size"]
+    if not isinstance(made_at, int) or not 16 <= made_at <= size:
+        made_at = size  # a synthetic set without a readable size: compare at the scoring size
+    score = {
+        **origin,
+        **score_synthetic(synthetic, dataset, run=run, seed=seed, device=where, gan_image_size=made_at),
+    }
     if write:
         atomic_write_json(source / "score.json", score)
     return score

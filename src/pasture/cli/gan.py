@@ -24,7 +24,7 @@ GAN_EXAMPLES = """examples:
   pasture gan train photos/ --out gans/cond                      # conditional + DiffAugment + EMA
   pasture gan sample gans/cond --per-class 500 --out synth/cond
   pasture gan sample gans/cond --per-class 200 --out synth/kept --filter-run runs/default --min-confidence 0.8
-  pasture gan score gans/cond photos/ --json                     # GAN-test, GAN-train, memorisation
+  pasture gan score gans/cond photos/ --json                     # KID, GAN-test, GAN-train, memorisation
   pasture train photos/ --out runs/with-gan --synthetic synth/cond --synthetic-ratio 0.3
 """
 
@@ -148,6 +148,13 @@ def _run_gan(args) -> int:
         ):
             row = score[key]
             print(accuracy_line(f"{label}: ", row["accuracy"], row["ci95"], row["n"]))
+        per_class = ", ".join(f"{name} {accuracy:.0%}" for name, accuracy in score["gan_test_per_class"].items())
+        print(f"GAN-test per class: {per_class}")
+        detail = score["kid_detail"]
+        print(
+            f"KID vs real test photos: {score['kid'] * 1000:.1f} x 10^-3 (SE {score['kid_se'] * 1000:.1f}; "
+            f"n={detail['n_synthetic']} samples, {detail['n_real']} photos; {detail['features']}; lower is closer)"
+        )
         memo = score["memorisation"]
         print(
             f"near-copies of training images: {memo['near_copy_fraction']:.1%} "

@@ -10,12 +10,21 @@ from pasture.core.defaults import setting
 from pasture.core.errors import UserError
 
 LOSSES = ("bce", "hinge")
+ARCHITECTURES = ("dcgan", "projected")
 
 
 @dataclass(frozen=True)
 class GanPreset:
     name: str
     image_size: int = setting(64, "generated image side in px: a power of two >= 16", minimum=16)
+    architecture: str = setting(
+        "dcgan",
+        "dcgan (the report's G and D, from scratch) or projected (light G; D on frozen EfficientNet-Lite0 features)",
+        ARCHITECTURES,
+    )
+    feature_size: int = setting(
+        128, "projected: px at which the frozen network reads D's input (a multiple of 32)", minimum=32
+    )
     nz: int = setting(100, "latent length (the report: 10)", minimum=1)
     ngf: int = setting(64, "generator width", minimum=1)
     ndf: int = setting(64, "discriminator width", minimum=1)
@@ -40,7 +49,10 @@ class GanPreset:
     description: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.architecture == "dcgan":  # DCGAN configs and GAN-store keys stay as they were before it
+            del data["architecture"], data["feature_size"]
+        return data
 
 
 GAN_PRESETS: dict[str, GanPreset] = {
@@ -81,6 +93,28 @@ GAN_PRESETS: dict[str, GanPreset] = {
             ema_decay=0.999,
             sample_every=250,
             description="conditional DCGAN with DiffAugment (color,translation,cutout), hinge loss, G EMA",
+        ),
+        # Projected GAN (issue 30): the discriminator reads frozen EfficientNet-Lite0 features at 128 px
+        # (2x the image: at 64 px Lite0's last stage is 2x2), a FastGAN-style generator, DiffAugment, hinge.
+        GanPreset(
+            name="projected",
+            architecture="projected",
+            feature_size=128,
+            image_size=64,
+            nz=64,
+            ngf=16,
+            ndf=32,
+            conditional=True,
+            loss="hinge",
+            iterations=1000,
+            batch_size=16,
+            lr_g=2e-4,
+            lr_d=2e-4,
+            diffaugment="color,translation,cutout",
+            ema_decay=0.999,
+            sample_every=100,
+            channels_last=True,  # 0.73 s per iteration against 1.06 s (2-core AVX2 EPYC, 20 iterations)
+            description="projected GAN: light G, D on frozen EfficientNet-Lite0 features, DiffAugment, hinge, G EMA",
         ),
     )
 }

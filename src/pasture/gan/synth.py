@@ -19,7 +19,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from pasture.classify.evaluate import evaluate_model, predict_probabilities
@@ -39,8 +38,16 @@ from pasture.core.runs import (
 )
 from pasture.core.stats import wilson_interval
 from pasture.data import Dataset, ImageSet, class_index_map
+from pasture.gan.kid import kid_score
 from pasture.gan.presets import GanPreset
-from pasture.gan.trainer import build_samplers, generate, to_gan_range, validate_gan_preset
+from pasture.gan.trainer import (
+    build_samplers,
+    generate,
+    resize_uint8,
+    save_grid,
+    to_gan_range,
+    validate_gan_preset,
+)
 
 MAX_FILTER_ATTEMPTS = 20  # sample at most 20x the asked count per class when filtering
 
@@ -83,13 +90,23 @@ def load_gan(gan_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     return preset, config["classes"], samplers, config
 
 
-def resize_uint8(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
-    if images_uint8.shape[-1] == size:
-        return images_uint8
-    resized = F.interpolate(
-        images_uint8.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )
-    return resized.round().clamp(0, 255).to(torch.uint8)
+CLASS_GRID_SAMPLES = 32  # per class: 4 rows of 8 in grid_<class>.png
+
+
+def write_class_grids(
+    gan_dir: Path, preset: GanPreset, classes: list[str], units: list[dict], seed: int = 0
+) -> list[Path]:
+    """grid_<class>.png in a finished GAN folder: the sampler's images of each class (fixed seed), so a
+    user sees at a glance what each class's samples look like."""
+    samplers = build_samplers(preset, len(classes), units)
+    generator = torch.Generator().manual_seed(seed)
+    written = []
+    for class_index, name in enumerate(classes):
+        images = generate(preset, samplers, class_index, CLASS_GRID_SAMPLES, generator)
+        path = ensure_under(gan_dir / f"grid_{safe_path_part(name, 'class name')}.png", gan_dir)
+        save_grid(to_gan_range(images), path, nrow=8)
+        written.append(path)
+    return written
 
 
 def _png_bytes(image_uint8: torch.Tensor) -> bytes:
@@ -253,10 +270,13 @@ def score_synthetic(
     recipe_name: str = SCORING_RECIPE,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    gan_image_size: int | None = None,
 ) -> dict:
-    """GAN-test, GAN-train (with the same recipe trained on real images for reference) and memorisation.
+    """KID, GAN-test (overall and per class), GAN-train (with the same recipe trained on real images for
+    reference) and memorisation.
 
     `dataset` is the real data at the classifier's input size; its test split is only evaluated on.
+    KID compares at `gan_image_size` (the size the GAN made; default: the samples' size).
     """
     recipe = resolve_recipe(recipe_name)
     size = dataset.image_size
@@ -290,7 +310,13 @@ def score_synthetic(
     def brief(report):
         return {key: report[key] for key in ("accuracy", "ci95", "n", "per_class")}
 
+    # KID against the real TEST photos (never trained on, by the GAN or anything here), at the GAN's size.
+    kid = kid_score(synthetic.images, dataset.test.images, gan_image_size or synthetic.images.shape[-1], device)
     return {
+        "kid": kid["kid"],
+        "kid_se": kid["kid_se"],
+        "kid_detail": kid,
+        "gan_test_per_class": {name: row["accuracy"] for name, row in gan_test["per_class"].items()},
         "gan_test": {**brief(gan_test), "classifier": gan_test_classifier},
         "gan_train": {**brief(gan_train), "recipe": recipe.name, "n_synthetic_train": len(synthetic)},
         "real_train_reference": {**brief(real_train), "recipe": recipe.name},

@@ -38,7 +38,8 @@ from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everythin
 from pasture.data import ImageSet
 from pasture.gan.diffaugment import diff_augment, parse_policy
 from pasture.gan.nets import Discriminator, Generator, upsampling_blocks
-from pasture.gan.presets import LOSSES, GanPreset
+from pasture.gan.presets import ARCHITECTURES, LOSSES, GanPreset
+from pasture.gan.projected import LiteGenerator, ProjectedDiscriminator
 from pasture.models import WeightEMA
 
 ADA_INTERVAL = 4  # iterations between adjustments of the augmentation probability
@@ -61,6 +62,14 @@ def validate_gan_preset(preset: GanPreset) -> None:
         (preset.iterations >= 1, f"--iterations {preset.iterations}: must be at least 1"),
         (preset.batch_size >= 2, f"--batch-size {preset.batch_size}: GAN batches need at least 2 images"),
         (preset.loss in LOSSES, f"loss {preset.loss}: choose one of {', '.join(LOSSES)}"),
+        (
+            preset.architecture in ARCHITECTURES,
+            f"architecture {preset.architecture}: choose one of {', '.join(ARCHITECTURES)}",
+        ),
+        (
+            preset.feature_size >= 32 and preset.feature_size % 32 == 0,
+            f"--feature-size {preset.feature_size}: give a multiple of 32 (64, 128, 224, ...)",
+        ),
         (preset.ngf >= 1 and preset.ndf >= 1, "ngf/ndf: must be at least 1"),
         (preset.sample_every >= 1, "sample_every: must be at least 1"),
         (preset.precision in PRECISIONS, f"--precision {preset.precision}: choose one of {', '.join(PRECISIONS)}"),
@@ -76,6 +85,15 @@ def to_gan_range(images_uint8: torch.Tensor) -> torch.Tensor:
 
 def to_uint8(images_m11: torch.Tensor) -> torch.Tensor:
     return ((images_m11.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def resize_uint8(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
+    if images_uint8.shape[-1] == size:
+        return images_uint8
+    resized = F.interpolate(
+        images_uint8.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized.round().clamp(0, 255).to(torch.uint8)
 
 
 def mean_pairwise_distance(images_m11: torch.Tensor, limit: int = 64) -> float:
@@ -102,6 +120,18 @@ def generator_loss(preset: GanPreset, fake_logits) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()  # non-saturating: -log D(G(z))
 
 
+def build_generator(preset: GanPreset, conditional_classes: int) -> torch.nn.Module:
+    """The preset's generator, built on the CPU; conditional_classes 0 = unconditional."""
+    network = LiteGenerator if preset.architecture == "projected" else Generator
+    return network(preset.nz, preset.image_size, preset.ngf, conditional_classes)
+
+
+def build_discriminator(preset: GanPreset, conditional_classes: int) -> torch.nn.Module:
+    if preset.architecture == "projected":
+        return ProjectedDiscriminator(preset.image_size, preset.ndf, conditional_classes, preset.feature_size)
+    return Discriminator(preset.image_size, preset.ndf, conditional_classes)
+
+
 class GanUnit:
     """G, D, optional G EMA and their optimisers, for the classes in `class_ids`."""
 
@@ -111,19 +141,20 @@ class GanUnit:
         conditional_classes = num_classes if preset.conditional else 0
         self.preset, self.class_ids = preset, class_ids
         # Built on the CPU (the same initial weights from a seed on every device), then moved.
-        self.generator = Generator(preset.nz, preset.image_size, preset.ngf, conditional_classes).to(device)
-        self.discriminator = Discriminator(preset.image_size, preset.ndf, conditional_classes).to(device)
+        self.generator = build_generator(preset, conditional_classes).to(device)
+        self.discriminator = build_discriminator(preset, conditional_classes).to(device)
         if preset.channels_last:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
         self.ema = WeightEMA(self.generator, preset.ema_decay) if preset.ema_decay else None
         betas = (preset.beta1, 0.999)
         self.optimizer_g = torch.optim.Adam(self.generator.parameters(), lr=preset.lr_g, betas=betas)
-        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(), lr=preset.lr_d, betas=betas)
+        trainable = [weight for weight in self.discriminator.parameters() if weight.requires_grad]  # not CCM/CSM
+        self.optimizer_d = torch.optim.Adam(trainable, lr=preset.lr_d, betas=betas)
         self.scaler_g, self.scaler_d = grad_scaler(precision, device), grad_scaler(precision, device)  # fp16 only
 
     @property
-    def sampler(self) -> Generator:
+    def sampler(self) -> torch.nn.Module:
         return self.ema.model if self.ema is not None else self.generator
 
     def state_dict(self) -> dict:
@@ -267,7 +298,7 @@ def _gan_step(
         unit.ema.update(unit.generator)
     if preset.ada and parse_policy(policy):
         run.sign_sum += float(torch.sign(real_logits.detach()).sum())
-        run.sign_count += batch
+        run.sign_count += real_logits.numel()  # one logit per image (dcgan) or per patch (projected)
         if (iteration + 1) % ADA_INTERVAL == 0:
             overfit = run.sign_sum / run.sign_count  # E[sign D(x)]: near 1 when D memorises reals
             run.p_aug = min(1.0, max(0.0, run.p_aug + ADA_STEP * (1 if overfit > preset.ada_target else -1)))
@@ -416,11 +447,11 @@ def plot_gan_losses(log: list[dict], path: Path) -> None:
 
 def build_samplers(
     preset: GanPreset, num_classes: int, units: list[dict], device: str | torch.device = "cpu"
-) -> list[tuple[list[int], Generator]]:
+) -> list[tuple[list[int], torch.nn.Module]]:
     """(class ids, generator in eval mode on `device`) for each trained unit."""
     samplers = []
     for unit in units:
-        generator = Generator(preset.nz, preset.image_size, preset.ngf, num_classes if preset.conditional else 0)
+        generator = build_generator(preset, num_classes if preset.conditional else 0)
         generator.load_state_dict(unit["generator"])
         samplers.append((list(unit["class_ids"]), generator.to(device).eval()))
     return samplers

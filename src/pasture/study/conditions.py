@@ -72,7 +72,23 @@ CONDITIONS: dict[str, Condition] = {
             synthetic_ratio=0.3,
             description="pasture's conditional DiffAugment GAN, 30% of each batch synthetic",
         ),
+        Condition(
+            "scratch+projected",
+            recipe="scratch",
+            gan_preset="projected",
+            synthetic_per_class=500,
+            synthetic_ratio=0.3,
+            description="scratch with the projected GAN's samples, 30% of each batch synthetic",
+        ),
         Condition("small-data", recipe="small-data", description="best from-scratch recipe (small ResNet)"),
+        Condition(
+            "small-data+projected",
+            recipe="small-data",
+            gan_preset="projected",
+            synthetic_per_class=500,
+            synthetic_ratio=0.3,
+            description="small-data with the projected GAN's samples, 30% of each batch synthetic",
+        ),
         Condition(
             "probe",
             recipe="probe",
@@ -95,6 +111,14 @@ CONDITIONS: dict[str, Condition] = {
             gan_preset="default",
             synthetic_per_class=250,
             description="distill, with the default GAN's samples (labelled by the teacher) in the transfer set",
+        ),
+        Condition(
+            "distill+projected",
+            recipe="distill",
+            teacher="probe",
+            gan_preset="projected",
+            synthetic_per_class=250,
+            description="distill, with the projected GAN's samples (labelled by the teacher) in the transfer set",
         ),
         Condition(
             "distill-resnet",

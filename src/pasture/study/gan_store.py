@@ -23,13 +23,13 @@ from pasture.core.runs import atomic_write_bytes, atomic_write_json, load_checkp
 from pasture.core.store import build_once
 from pasture.data import ImageSet
 from pasture.gan.presets import GanPreset
-from pasture.gan.synth import resize_uint8
-from pasture.gan.trainer import build_samplers, generate, train_gan
+from pasture.gan.synth import write_class_grids
+from pasture.gan.trainer import build_samplers, generate, resize_uint8, train_gan
 from pasture.study.design import Replicate, RunTask, content_hash
 from pasture.study.inputs import RunInputs, gan_preset_of, task_device
 from pasture.study.timings import remember, timing_key
 
-GAN_STORE_FORMAT = 1  # bump when GAN training changes, so stored GANs are not reused
+GAN_STORE_FORMAT = 2  # bump when GAN training changes, so stored GANs are not reused (2: loud class code)
 
 
 def gan_seed(replicate: Replicate) -> int:
@@ -132,6 +132,7 @@ def train_task_gan(task: RunTask, location: GanLocation, folder: Path, resume: b
     result = train_gan(
         train_part, location.preset, location.seed, out=folder, resume=resume, quiet=True, device=task_device(task)
     )
+    write_class_grids(folder, location.preset, train_part.classes, result["units"], location.seed)
     summary = {
         "preset": location.preset.to_dict(),
         "seed": location.seed,

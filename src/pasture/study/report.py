@@ -297,7 +297,10 @@ def _first_run_blocks(rows, replicates, results, figures: Path) -> list:
             blocks.append(("h3", f"GAN of {row['condition']} (first run)"))
             if (gan_dir / "gan_losses.png").is_file():
                 blocks.append(("img", gan_dir / "gan_losses.png", "G and D losses"))
-            grids = sorted(gan_dir.glob("samples_*.png"))
+            per_class = sorted(gan_dir.glob("grid_*.png"))  # GANs trained since issue 30
+            for grid in per_class:
+                blocks.append(("img", grid, f"samples of class {grid.stem.removeprefix('grid_')}"))
+            grids = [] if per_class else sorted(gan_dir.glob("samples_*.png"))
             for unit in sorted({path.name.split("_")[1] for path in grids}):
                 last = [path for path in grids if path.name.split("_")[1] == unit][-1]
                 blocks.append(("img", last, f"samples, {last.stem}"))
