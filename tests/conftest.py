@@ -118,6 +118,23 @@ def interrupt_on_call(monkeypatch, module, name: str, call: int):
     return lambda: monkeypatch.setattr(module, name, real)
 
 
+def gan_trained_whole_and_resumed(data, tmp_path, monkeypatch, settings: dict, interrupt_at_grid: int):
+    """The GAN units of `api.gan_train(data, **settings)` run whole, and run again interrupted at its
+    `interrupt_at_grid`-th sample grid (Ctrl-C) and resumed: (whole, resumed). They must be equal."""
+    import pasture.gan.trainer as trainer
+    from pasture import api
+    from pasture.core.errors import Interrupted
+    from pasture.core.runs import load_checkpoint
+
+    api.gan_train(data, tmp_path / "whole", **settings)
+    restore = interrupt_on_call(monkeypatch, trainer, "save_grid", interrupt_at_grid)
+    with pytest.raises(Interrupted):
+        api.gan_train(data, tmp_path / "cut", **settings)
+    restore()
+    api.gan_train(data, tmp_path / "cut", resume=True, **settings)
+    return tuple(load_checkpoint(tmp_path / name / "checkpoint.pt")["units"] for name in ("whole", "cut"))
+
+
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import interrupt_on_call
+from conftest import gan_trained_whole_and_resumed
 
 from pasture import api
 from pasture.classify.fit import mix_in_synthetic
@@ -129,19 +129,9 @@ def test_paper_preset_trains_one_gan_per_class(split_data, tmp_path):
 
 
 def test_gan_resume_equals_uninterrupted(split_data, tmp_path, monkeypatch):
-    import pasture.gan.trainer as trainer
-    from pasture.core.errors import Interrupted
-
     settings = dict(preset="paper", iterations=6, sample_every=2, seed=3, **TINY)
-    api.gan_train(split_data, tmp_path / "whole", **settings)
     # the 5th grid: unit 1, after its first sample point was checkpointed
-    restore = interrupt_on_call(monkeypatch, trainer, "save_grid", 5)
-    with pytest.raises(Interrupted):
-        api.gan_train(split_data, tmp_path / "cut", **settings)
-    restore()
-    api.gan_train(split_data, tmp_path / "cut", resume=True, **settings)
-    a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["units"]
-    b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["units"]
+    a, b = gan_trained_whole_and_resumed(split_data, tmp_path, monkeypatch, settings, 5)
     assert all(torch.equal(a[u]["generator"][k], b[u]["generator"][k]) for u in range(2) for k in a[u]["generator"])
 
 

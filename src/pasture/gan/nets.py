@@ -36,13 +36,13 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
 
 
-def loud_class_code(generator: nn.Module) -> None:
-    """A generator's class embedding drawn like its noise, N(0, 1). At DCGAN's N(0, 0.02) the class code
-    was 50x quieter than z, and Adam (about lr per step) needs thousands of steps to raise it: the
-    `default` GAN's samples were called "cow" whatever their label (GAN-test 0.50, issue 30), and the
-    projected GAN's first run gave a probe 61% / 50% per class."""
-    if getattr(generator, "embed", None) is not None:
-        nn.init.normal_(generator.embed.weight, 0.0, 1.0)
+def generator_input(embed: nn.Embedding | None, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """A generator's N x C x 1 x 1 input: z, with the class code beside it when conditional."""
+    if embed is not None:
+        if labels is None:
+            raise ValueError("a conditional generator needs labels")
+        z = torch.cat([z, embed(labels)], dim=1)
+    return z.view(z.shape[0], -1, 1, 1)
 
 
 class Generator(nn.Module):
@@ -67,15 +67,10 @@ class Generator(nn.Module):
         layers += [nn.ConvTranspose2d(width, 3, 4, 2, 1, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
         self.apply(dcgan_init)
-        loud_class_code(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """z: N x nz -> images N x 3 x S x S in [-1, 1]."""
-        if self.embed is not None:
-            if labels is None:
-                raise ValueError("a conditional generator needs labels")
-            z = torch.cat([z, self.embed(labels)], dim=1)
-        return self.main(z.view(z.shape[0], -1, 1, 1))
+        return self.main(generator_input(self.embed, z, labels))
 
 
 class Discriminator(nn.Module):

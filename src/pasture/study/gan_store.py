@@ -29,7 +29,7 @@ from pasture.study.design import Replicate, RunTask, content_hash
 from pasture.study.inputs import RunInputs, gan_preset_of, task_device
 from pasture.study.timings import remember, timing_key
 
-GAN_STORE_FORMAT = 2  # bump when GAN training changes, so stored GANs are not reused (2: loud class code)
+GAN_STORE_FORMAT = 1  # bump when GAN training changes, so stored GANs are not reused
 
 
 def gan_seed(replicate: Replicate) -> int:
