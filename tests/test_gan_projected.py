@@ -186,6 +186,7 @@ def test_projected_preset_options_are_checked(split_data, tmp_path, capsys):
     assert code == 2 and "--feature-size 100" in capsys.readouterr().err and not (tmp_path / "g").exists()
 
 
+@pytest.mark.slow
 def test_an_experiment_trains_the_projected_gan_and_its_report_shows_each_class(split_data, tmp_path, monkeypatch):
     monkeypatch.setenv("PASTURE_CACHE_DIR", str(tmp_path / "cache"))
     quick = "recipe=scratch,epochs=1,image_size=16,batch_size=8"

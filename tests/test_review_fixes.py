@@ -65,6 +65,7 @@ def test_an_experiment_refuses_synthetic_images_for_an_ensemble_of_probes(split_
         api.train(split_data, tmp_path / "run", recipe="probe", image_size=48, ensemble=3, synthetic=tmp_path)
 
 
+@pytest.mark.slow
 def test_a_probe_fits_synthetic_images_as_extra_rows_with_their_share(split_data, tmp_path):
     # Issue 30: a probe once dropped synthetic images (refused them). The training photos with their
     # labels swapped, given as synthetic rows, must pull the probe toward "cow" on horse photos, more so
