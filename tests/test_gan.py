@@ -180,6 +180,15 @@ def test_score_json_shape(trained_gan, split_data, capsys):
     assert copies == round(copies)
     assert memo["near_copy_ci95"] == pytest.approx(list(wilson_interval(round(copies), 12)))
     assert (trained_gan / "score.json").is_file()
+    # issue 30: KID with its standard error, and GAN-test per class (the overall accuracy is their mean here)
+    assert score["kid_se"] > 0 and score["kid"] > -3 * score["kid_se"]
+    assert score["kid_detail"]["n_real"] == 12 and score["kid_detail"]["n_synthetic"] == 12
+    per_class = score["gan_test_per_class"]
+    assert set(per_class) == {"cow", "horse"}
+    assert sum(per_class.values()) / 2 == pytest.approx(score["gan_test"]["accuracy"])
+    assert main(["gan", "score", str(trained_gan), str(split_data), "--per-class", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "KID vs real test photos" in printed and "GAN-test per class: cow" in printed
 
 
 def test_score_without_a_run_trains_the_scoring_cnn_at_its_own_size(trained_gan, split_data, monkeypatch):

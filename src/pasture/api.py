@@ -548,7 +548,8 @@ def gan_score(
     device: str = "auto",
     warn: Warn = warn_to_stderr,
 ) -> dict:
-    """GAN-test, GAN-train and memorisation of a GAN folder (sampled here) or a synthetic set folder.
+    """KID, GAN-test (per class too), GAN-train and memorisation of a GAN folder (sampled here) or a
+    synthetic set folder.
 
     Writes SOURCE/score.json. The real test split of DATA is only evaluated on.
     """

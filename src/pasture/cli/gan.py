@@ -151,10 +151,15 @@ def _run_gan(args) -> int:
         per_class = ", ".join(f"{name} {accuracy:.0%}" for name, accuracy in score["gan_test_per_class"].items())
         print(f"GAN-test per class: {per_class}")
         detail = score["kid_detail"]
-        print(
-            f"KID vs real test photos: {score['kid'] * 1000:.1f} x 10^-3 (SE {score['kid_se'] * 1000:.1f}; "
-            f"n={detail['n_synthetic']} samples, {detail['n_real']} photos; {detail['features']}; lower is closer)"
-        )
+        if score["kid"] is None:
+            print(
+                f"KID: needs at least 3 real test photos and 3 samples (n={detail['n_real']} and {detail['n_synthetic']})"
+            )
+        else:
+            print(
+                f"KID vs real test photos: {score['kid'] * 1000:.1f} x 10^-3 (SE {score['kid_se'] * 1000:.1f}; "
+                f"n={detail['n_synthetic']} samples, {detail['n_real']} photos; {detail['features']}; lower is closer)"
+            )
         memo = score["memorisation"]
         print(
             f"near-copies of training images: {memo['near_copy_fraction']:.1%} "

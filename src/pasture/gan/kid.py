@@ -64,9 +64,13 @@ class KidFeatures:
 
 
 def kid_score(synthetic_uint8: torch.Tensor, real_uint8: torch.Tensor, image_size: int, device="cpu") -> dict:
-    """KID of samples against real photos at the GAN's `image_size`, with its standard error and n."""
-    features = KidFeatures(device)
-    value, se = kernel_distance(features(real_uint8, image_size), features(synthetic_uint8, image_size))
+    """KID of samples against real photos at the GAN's `image_size`, with its standard error and n
+    (kid and kid_se None, with a note, when either set has fewer than 3 images)."""
+    if min(len(real_uint8), len(synthetic_uint8)) < 3:
+        value, se = None, None
+    else:
+        features = KidFeatures(device)
+        value, se = kernel_distance(features(real_uint8, image_size), features(synthetic_uint8, image_size))
     return {
         "kid": value,
         "kid_se": se,
