@@ -88,10 +88,10 @@ def in_source(args, data: Path, gans: Path, out: Path) -> dict:
         )
         verdict[recipe] = {
             "conditions": {row["condition"]: row["test"] for row in results["conditions"]},
-            "comparisons": {row["condition"]: row for row in results["comparisons"]},
+            "comparisons": {f"{row['condition']} vs {row['baseline']}": row for row in results["comparisons"]},
         }
         for row in results["comparisons"]:
-            print(line(f"in-source {row['condition']} vs {recipe}", row), flush=True)
+            print(line(f"in-source {row['condition']} vs {row['baseline']}", row), flush=True)
     return verdict
 
 
