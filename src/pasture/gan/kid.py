@@ -65,7 +65,7 @@ class KidFeatures:
 
 def kid_score(synthetic_uint8: torch.Tensor, real_uint8: torch.Tensor, image_size: int, device="cpu") -> dict:
     """KID of samples against real photos at the GAN's `image_size`, with its standard error and n
-    (kid and kid_se None, with a note, when either set has fewer than 3 images)."""
+    (kid and kid_se None when either set has fewer than 3 images; `gan score` says why)."""
     if min(len(real_uint8), len(synthetic_uint8)) < 3:
         value, se = None, None
     else:
