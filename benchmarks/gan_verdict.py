@@ -2,7 +2,7 @@
 
 Needs the sampled sets that benchmarks/gan.py writes (DIR/synth_projected, DIR/synth_default: 500 per
 class from GANs trained on cowhorse-dev's TRAIN split only). For each recipe (scratch, small-data,
-probe), the same recipe without samples is the baseline, paired run by run:
+probe, distill), the same recipe without samples is the baseline, paired run by run:
 
   in-source   cowhorse-dev's fixed split, `--seeds` seeds (default 10): the 100 test photos come from
               the same sources as the training photos (not the figure users need; printed for
@@ -16,13 +16,15 @@ probe), the same recipe without samples is the baseline, paired run by run:
               --no-sources-gan (13 minutes less), over the 5 sources the cowhorse-dev GAN never saw.
 
 The samples take 30% of each batch (`ratio=0.3`, as the `scratch+gan` condition); for the probe they
-are extra rows of the head's fit carrying 30% of its weight. One GAN (seed 0) serves every seed: the
+are extra rows of the head's fit carrying 30% of its weight. For `distill` they join the transfer set,
+labelled by the teacher (the probe), 250 per class as in the `distill+projected` condition: passed as
+`unlabeled=DIR`, since the teacher's labels, not the GAN's, are what the student learns. One GAN (seed 0) serves every seed: the
 spread is the classifiers', not the GAN's (a GAN per seed and per held-out source would be 10 + 8 GANs
 of about 10 minutes each on 2 cores; `pasture experiment --conditions scratch scratch+projected` trains
 one per replicate where the time exists).
 
     python benchmarks/gan_verdict.py [--gans benchmarks/results/gan] [--seeds 10] [--loso-seeds 2]
-                                     [--recipes scratch small-data probe] [--out DIR]
+                                     [--recipes scratch small-data probe distill] [--out DIR]
 
 Prints one table and writes DIR/gan_verdict.json.
 """
@@ -30,6 +32,7 @@ Prints one table and writes DIR/gan_verdict.json.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -37,7 +40,7 @@ from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 from loso import SHARED, run_loso
 
 from pasture import api
-from pasture.core.stats import paired_comparison
+from pasture.core.stats import difference_interval_text, paired_comparison
 
 
 def dev_sources(data: Path) -> set[str]:
@@ -47,8 +50,27 @@ def dev_sources(data: Path) -> set[str]:
         return {row["source_repo"].replace("/", "__") for row in csv.DictReader(handle)}
 
 
+RECIPES = ("scratch", "small-data", "probe", "distill")
+TRANSFER_PER_CLASS = 250  # GAN samples per class in a student's transfer set, as `distill+projected`
+
+
+def transfer_set(synth: Path) -> Path:
+    """The same GAN's samples, TRANSFER_PER_CLASS per class (seed 0), for a distillation transfer set."""
+    smaller = synth.with_name(f"{synth.name}_{TRANSFER_PER_CLASS}")
+    if not (smaller / "synth.json").is_file():
+        gan_dir = json.loads((synth / "synth.json").read_text())["gan"]
+        api.gan_sample(gan_dir, smaller, per_class=TRANSFER_PER_CLASS, seed=0, force=True)
+    return smaller
+
+
 def conditions_for(recipe: str, synthetic: dict[str, Path]) -> list[str]:
-    """The recipe alone, then with each named synthetic set taking 30% of each batch."""
+    """The recipe alone, then with each named synthetic set: 30% of each batch (or of the probe head's
+    weight); for `distill`, in the transfer set the teacher labels."""
+    if recipe == "distill":
+        return [recipe] + [
+            f"distill+{name}:recipe=distill,teacher=probe,unlabeled={transfer_set(path)}"
+            for name, path in synthetic.items()
+        ]
     return [recipe] + [
         f"{recipe}+{name}:recipe={recipe},synthetic={path},ratio=0.3" for name, path in synthetic.items()
     ]
@@ -56,8 +78,9 @@ def conditions_for(recipe: str, synthetic: dict[str, Path]) -> list[str]:
 
 def line(label: str, comparison: dict) -> str:
     return (
-        f"{label}: {comparison['mean_difference']:+.1%} (95% CI {comparison['ci95'][0]:+.1%} to "
-        f"{comparison['ci95'][1]:+.1%}, p={comparison['p_value']:.3f}, n={comparison['n_pairs']} pairs)"
+        f"{label}: {comparison['mean_difference']:+.1%} (95% CI {difference_interval_text(comparison['ci95'])}, "
+        f"p={comparison['p_value']:.3f}, n={comparison['n_pairs']} pairs)"
+        + (" [every seed the same run in both: one pair]" if comparison.get("same_every_seed") else "")
     )
 
 
@@ -141,7 +164,7 @@ def main() -> int:
     parser.add_argument("--gans", default=str(RESULTS / "gan"))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--loso-seeds", type=int, default=2)
-    parser.add_argument("--recipes", nargs="+", default=["scratch", "small-data", "probe"])
+    parser.add_argument("--recipes", nargs="+", default=["scratch", "small-data", "probe", "distill"], choices=RECIPES)
     parser.add_argument("--out", default=str(RESULTS / "gan_verdict"))
     parser.add_argument("--only", choices=["in-source", "unseen"], help="run one of the two parts")
     parser.add_argument(

@@ -90,35 +90,83 @@ def test_the_k_fold_comparison_finds_no_difference_where_there_is_none_at_about_
     assert plain / trials >= 2 * corrected / trials  # the situation is one where the unit matters
 
 
+class _Condition:
+    def __init__(self, name):
+        self.name, self.description = name, ""
+
+
+def _study_results(replicates, accuracies_of: dict, n_test: int) -> list[dict]:
+    """What summarise reads of each run: one stored result per condition and replicate."""
+    return [
+        {
+            "condition": condition,
+            "replicate": {"index": replicate.index},
+            "seconds": 1.0,
+            "record": {
+                "test_accuracy": accuracy,
+                "train_accuracy": 1.0,
+                "test_correct": round(accuracy * n_test),
+                "n_test": n_test,
+                "per_class": {"x": {"accuracy": accuracy}},
+            },
+        }
+        for condition, accuracies in accuracies_of.items()
+        for replicate, accuracy in zip(replicates, accuracies)
+    ]
+
+
 def test_a_k_fold_study_reports_the_fold_as_its_unit_and_the_corrected_test():
     from pasture.study.design import Replicate
     from pasture.study.report import summarise
 
-    class Condition:
-        def __init__(self, name):
-            self.name, self.description = name, ""
-
     replicates = [Replicate(index=r * 3 + f, seed=r, repeat=r, fold=f, folds=3) for r in range(2) for f in range(3)]
-    results = []
-    for condition, accuracies in (("a", [0.5, 0.6, 0.7, 0.5, 0.6, 0.7]), ("b", [0.6, 0.7, 0.8, 0.6, 0.7, 0.9])):
-        for replicate, accuracy in zip(replicates, accuracies):
-            results.append(
-                {
-                    "condition": condition,
-                    "replicate": {"index": replicate.index},
-                    "seconds": 1.0,
-                    "record": {
-                        "test_accuracy": accuracy,
-                        "train_accuracy": 1.0,
-                        "test_correct": 1,
-                        "n_test": 2,
-                        "per_class": {"x": {"accuracy": accuracy}},
-                    },
-                }
-            )
-    _, [comparison] = summarise([Condition("a"), Condition("b")], replicates, results)
+    results = _study_results(replicates, {"a": [0.5, 0.6, 0.7, 0.5, 0.6, 0.7], "b": [0.6, 0.7, 0.8, 0.6, 0.7, 0.9]}, 2)
+    _, [comparison] = summarise([_Condition("a"), _Condition("b")], replicates, results)
     assert comparison["unit"].startswith("fold of 3-fold") and "corrected resampled" in comparison["test"]
     differences = [0.1, 0.1, 0.1, 0.1, 0.1, 0.2]
     expected_se = (statistics.variance(differences) * (1 / 6 + 1 / 2)) ** 0.5  # Nadeau-Bengio with k=3
     low, high = comparison["ci95"]
     assert (high - low) / 2 == pytest.approx(2.5706 * expected_se, rel=1e-3)  # t(0.975, 5 df)
+
+
+def test_seeds_that_change_nothing_count_as_one_pair_not_ten():
+    # A probe's head is fitted deterministically: 10 seeds on one split give the same run 10 times. Taken
+    # as 10 pairs, 98% vs 97% came out "p=0.002, 95% CI -1.0% to -1.0%" (the issue-30 verdict), a
+    # certainty one photo on one test split cannot give.
+    repeated = paired_comparison([0.97] * 10, [0.98] * 10, seeds_of_one_split=True)
+    assert repeated["n_pairs"] == 1 and repeated["runs_per_condition"] == 10 and repeated["same_every_seed"]
+    assert repeated["p_value"] == 1.0 and all(math.isnan(bound) for bound in repeated["ci95"])
+    assert repeated["mean_difference"] == pytest.approx(-0.01)
+    assert "seed does not change these runs" in repeated["verdict"] and "--folds" in repeated["verdict"]
+    # Held-out groups (or seeds whose runs differ) stay pairs: equal numbers there are separate sources.
+    groups = paired_comparison([0.97] * 10, [0.98] * 10)
+    assert groups["n_pairs"] == 10 and groups["p_value"] < 0.01 and "same_every_seed" not in groups
+    varying = paired_comparison([0.9, 0.8, 0.85, 0.9, 0.8, 0.85], [0.7] * 6, seeds_of_one_split=True)
+    assert varying["n_pairs"] == 6 and varying["verdict"] == "helps"
+
+
+def test_a_fixed_split_study_reports_a_seed_independent_condition_as_one_run(capsys):
+    from pasture.cli.studies import _print_experiment
+    from pasture.study.design import Replicate
+    from pasture.study.report import _comparison_blocks, summarise
+
+    replicates = [Replicate(index=seed, seed=seed) for seed in range(10)]
+    scratch = [0.70, 0.72, 0.68, 0.75, 0.71, 0.69, 0.73, 0.70, 0.74, 0.72]
+    accuracies = {"probe": [0.98] * 10, "probe+gan": [0.97] * 10, "scratch": scratch}
+    rows, comparisons = summarise(
+        [_Condition(name) for name in accuracies], replicates, _study_results(replicates, accuracies, 100)
+    )
+    probe, _, varied = rows
+    assert probe["same_every_seed"] and "same_every_seed" not in varied
+    # the one run's Wilson interval on its 100 photos, not ten times the photos
+    assert probe["pooled_wilson95"] == pytest.approx(list(wilson_interval(98, 100)))
+    assert varied["pooled_wilson95"] == pytest.approx(list(wilson_interval(sum(round(a * 100) for a in scratch), 1000)))
+    by_pair = {(c["condition"], c["baseline"]): c for c in comparisons}
+    assert by_pair["probe+gan", "probe"]["n_pairs"] == 1 and by_pair["probe+gan", "probe"]["p_value"] == 1.0
+    assert by_pair["scratch", "probe"]["n_pairs"] == 10  # one side varies with the seed: ten real pairs
+    table = _comparison_blocks(rows, comparisons)[2][2]
+    assert table[0][3] == "no interval (one pair)"
+    _print_experiment({"conditions": rows, "comparisons": comparisons}, "OUT")
+    printed = capsys.readouterr().out.splitlines()
+    assert "every one of 10 seeds the same run; 95% CI 93.0%-99.4%, n=100" in printed[0]
+    assert "[no interval (one pair)]" in printed[3]

@@ -24,6 +24,7 @@ from pasture.core.defaults import (
     DEFAULT_TEST_FRACTION,
 )
 from pasture.core.errors import UserError
+from pasture.core.stats import difference_interval_text
 
 EXPERIMENT_EXAMPLES = """examples:
   pasture experiment paper photos/ --out study/paper --seeds 10     # the report's table, with intervals
@@ -207,10 +208,12 @@ def _run_tune(args) -> int:
 def _print_experiment(results: dict, out: str) -> None:
     for row in results["conditions"]:
         low, high = row["test"]["ci95"]
-        print(
-            f"{row['condition']:>20}: {row['test']['mean']:.1%} +/- {row['test']['std']:.1%} "
-            f"(95% CI {low:.1%}-{high:.1%}, {row['runs']} runs x {row['n_per_run']} test images)"
-        )
+        if row.get("same_every_seed"):  # one run repeated: the interval of its test images, not of n equal numbers
+            low, high = row["pooled_wilson95"]
+            spread = f"every one of {row['runs']} seeds the same run; 95% CI {low:.1%}-{high:.1%}, n={row['n_per_run']}"
+        else:
+            spread = f"95% CI {low:.1%}-{high:.1%}, {row['runs']} runs x {row['n_per_run']} test images"
+        print(f"{row['condition']:>20}: {row['test']['mean']:.1%} +/- {row['test']['std']:.1%} ({spread})")
         if row.get("per_group"):
             groups = ", ".join(f"{name} {cell['mean']:.0%}" for name, cell in row["per_group"].items())
             print(
@@ -222,7 +225,7 @@ def _print_experiment(results: dict, out: str) -> None:
             continue  # the other pairs are in the report
         print(
             f"{comparison['condition']:>20} vs {comparison['baseline']}: {comparison['mean_difference']:+.1%} "
-            f"[{comparison['ci95'][0]:+.1%}, {comparison['ci95'][1]:+.1%}], p={comparison['p_value']:.3f}: "
+            f"[{difference_interval_text(comparison['ci95'], ', ')}], p={comparison['p_value']:.3f}: "
             f"{comparison['verdict']}"
         )
     print(f"report: {Path(out) / 'report.html'} (and report.md, results.csv, results.json)")

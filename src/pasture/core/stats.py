@@ -152,7 +152,22 @@ def corrected_resampled_t(differences: list[float], folds: int) -> tuple[float, 
     return p_value, float(scipy_stats.t.ppf(0.975, df=n - 1)) * se, se
 
 
-def paired_comparison(candidate: list[float], baseline: list[float], seed: int = 0, folds: int | None = None) -> dict:
+def difference_interval_text(ci95: list[float], separator: str = " to ") -> str:
+    """A paired difference's interval as text ('+1.0% to +3.0%'); 'no interval (one pair)' when it has
+    none (one pair has no spread to resample)."""
+    low, high = ci95
+    if math.isnan(low) or math.isnan(high):
+        return "no interval (one pair)"
+    return f"{low:+.1%}{separator}{high:+.1%}"
+
+
+def paired_comparison(
+    candidate: list[float],
+    baseline: list[float],
+    seed: int = 0,
+    folds: int | None = None,
+    seeds_of_one_split: bool = False,
+) -> dict:
     """Compare two conditions run on the same seeds/folds (pair i shares its split and seed).
 
     Pairs that are independent (seeds on a fixed split, held-out groups): the mean difference, its 95%
@@ -160,9 +175,18 @@ def paired_comparison(candidate: list[float], baseline: list[float], seed: int =
     cross-validation (`folds=k`): the corrected resampled t-test's p-value and t-interval, whose unit is
     the fold with the overlap of training parts accounted for. Both with the smallest difference this
     design could detect (80% power, 5% two-sided) and a plain-words verdict.
+
+    `seeds_of_one_split`: the pairs differ only by seed. When every seed gave the same accuracy in both
+    conditions (a recipe the seed does not change, such as a probe's deterministic head), the n pairs
+    are one pair repeated: a sign-flip test over them would report p = 2/2^n and a zero-width interval
+    for what is one comparison on one test split, so they count as one pair.
     """
     if len(candidate) != len(baseline):
         raise ValueError("paired comparison needs the same number of runs in both conditions")
+    runs = len(candidate)
+    repeated = seeds_of_one_split and runs > 1 and len(set(candidate)) == 1 and len(set(baseline)) == 1
+    if repeated:
+        candidate, baseline = candidate[:1], baseline[:1]
     differences = [a - b for a, b in zip(candidate, baseline)]
     n = len(differences)
     mean = statistics.fmean(differences) if n else float("nan")
@@ -174,7 +198,8 @@ def paired_comparison(candidate: list[float], baseline: list[float], seed: int =
         can_reach = n >= 2
         test = "corrected resampled t-test (Nadeau and Bengio 2003) over folds"
     else:
-        low, high = bootstrap_interval(differences, seed=seed)
+        # One pair has no spread to resample: no interval rather than a zero-width one.
+        low, high = bootstrap_interval(differences, seed=seed) if n > 1 else (float("nan"), float("nan"))
         p_value = sign_flip_p_value(differences, seed=seed)
         detectable = (t_quantile_95(n - 1) + Z80) * sd / math.sqrt(n) if n > 1 else float("nan")
         # The smallest p-value a sign-flip test can reach with n pairs is 2 / 2^n: below 6 pairs it can
@@ -186,7 +211,13 @@ def paired_comparison(candidate: list[float], baseline: list[float], seed: int =
     elif can_reach and p_value <= 0.05 and high < 0:
         verdict = "hurts"
     else:
-        if not can_reach:
+        if repeated:
+            reason = (
+                f"every one of the {runs} seeds gave the same accuracy in both conditions: the seed does not "
+                "change these runs, so they are one pair on one test split; compare over folds (--folds 5) "
+                "or held-out sources (--folds groups)"
+            )
+        elif not can_reach:
             reason = f"{n} paired runs cannot reach p <= 0.05; use at least 6 seeds or folds"
         elif math.isfinite(detectable) and detectable > 0:
             reason = f"this design detects differences of about {detectable:.1%} or more"
@@ -198,6 +229,7 @@ def paired_comparison(candidate: list[float], baseline: list[float], seed: int =
         "ci95": [low, high],
         "p_value": p_value,
         "n_pairs": n,
+        **({"runs_per_condition": runs, "same_every_seed": True} if repeated else {}),
         "test": test,
         "sd_difference": sd,
         "detectable_difference": detectable,

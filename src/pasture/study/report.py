@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pasture.core.plots import plot_confusion, plot_curves, pyplot, save_figure
 from pasture.core.runs import atomic_write_json, atomic_write_text, versions
-from pasture.core.stats import mean_interval, paired_comparison, wilson_interval
+from pasture.core.stats import difference_interval_text, mean_interval, paired_comparison, wilson_interval
 
 
 def _pct(value: float) -> str:
@@ -28,6 +28,7 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
     by_condition: dict[str, dict[int, dict]] = {}
     for row in results:
         by_condition.setdefault(row["condition"], {})[row["replicate"]["index"]] = row
+    one_split = bool(replicates) and replicates[0].fold is None  # seeds on a fixed train/test split
     rows = []
     for condition in conditions:
         runs = [by_condition[condition.name][r.index] for r in replicates]
@@ -50,6 +51,12 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
         # its photos and its training part, so 3 seeds x 8 sources are 8 samples of "a new source", not
         # 24; intervals and paired tests are taken over the groups' means.
         units = [sum(values) / len(values) for _, values in sorted(balanced_by_group.items())]
+        # Seeds on one split that all gave the same accuracy (a recipe the seed does not change): one
+        # run repeated, not n. Its interval is the one run's Wilson interval on its test images, not the
+        # zero-width interval of n equal numbers, nor a pooled one n times too narrow.
+        same_every_seed = one_split and len(records) > 1 and len(set(accuracies)) == 1
+        if same_every_seed:
+            correct, n = records[0]["test_correct"], records[0]["n_test"]
         rows.append(
             {
                 "condition": condition.name,
@@ -61,6 +68,7 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
                 "pooled_wilson95": list(wilson_interval(correct, n)),
                 "n_per_run": records[0]["n_test"],
                 "runs": len(runs),
+                **({"same_every_seed": True} if same_every_seed else {}),
                 "accuracies": accuracies,
                 "seconds_per_run": sum(run["seconds"] for run in runs) / len(runs),
                 **({"balanced_over_groups": mean_interval(units), "group_means": units} if units else {}),
@@ -82,7 +90,7 @@ def summarise(conditions, replicates, results) -> tuple[list[dict], list[dict]]:
             "condition": rows[j]["condition"],
             "baseline": rows[i]["condition"],
             "unit": unit,
-            **paired_comparison(rows[j][paired], rows[i][paired], folds=folds),
+            **paired_comparison(rows[j][paired], rows[i][paired], folds=folds, seeds_of_one_split=one_split),
         }
         for i in range(len(rows))
         for j in range(i + 1, len(rows))
@@ -158,7 +166,11 @@ def _summary_blocks(spec, layout, data, replicates, rows) -> list:
         cells = [
             row["condition"],
             f"{_pct(row['test']['mean'])} +/- {_pct(row['test']['std'])}",
-            f"{_pct(low)}-{_pct(high)}" if row["runs"] > 1 else "-",
+            "- (every seed the same run)"
+            if row.get("same_every_seed")
+            else f"{_pct(low)}-{_pct(high)}"
+            if row["runs"] > 1
+            else "-",
             f"{_pct(row['pooled_wilson95'][0])}-{_pct(row['pooled_wilson95'][1])}",
             _pct(row["train"]["mean"]),
             f"{row['runs']} x {row['n_per_run']}",
@@ -182,6 +194,16 @@ def _summary_blocks(spec, layout, data, replicates, rows) -> list:
             f"mean over runs reflects {varies}.",
         )
     )
+    if any(row.get("same_every_seed") for row in rows):
+        blocks.append(
+            (
+                "p",
+                "A condition marked 'every seed the same run' gave the same accuracy with every seed: the "
+                "seed does not change it (a probe's head is fitted deterministically). Its runs are one "
+                "run repeated, so its pooled Wilson interval is that one run's, and a comparison of two "
+                "such conditions counts one pair, not one per seed.",
+            )
+        )
     if rows[0]["per_group"]:
         groups = list(rows[0]["per_group"])
         blocks.append(("h2", "On groups the model never saw (each held out in turn)"))
@@ -226,7 +248,7 @@ def _comparison_blocks(rows, comparisons) -> list:
                 c["condition"],
                 c["baseline"],
                 f"{c['mean_difference']:+.1%}",
-                f"{c['ci95'][0]:+.1%} to {c['ci95'][1]:+.1%}",
+                difference_interval_text(c["ci95"]),
                 f"{c['p_value']:.3f}",
                 f"{c['n_pairs']} {unit_word(c)}",
                 c["verdict"],
