@@ -1,4 +1,4 @@
-"""GAN quality benchmark: every preset on cowhorse-dev's TRAIN split at 64 px (issue 30).
+"""GAN quality benchmark: every preset on cowhorse-dev's TRAIN split at 64 px, or `--image-size 128` (issue 30).
 
 For each GAN preset (the report's `paper` DCGAN, pasture's `default` conditional DiffAugment DCGAN,
 the `projected` GAN): training time (seconds per iteration, minutes), then on `--per-class` samples
@@ -12,12 +12,13 @@ per class (seed 0):
   near-copies  samples much closer to one training photo than real photos are to each other.
 
     python benchmarks/gan.py [--data ../shared/data/cowhorse-dev] [--presets paper default projected]
-                             [--per-class 100] [--out DIR]
+                             [--per-class 100] [--image-size 64] [--out DIR]
 
 Prints a table, writes DIR/gan_quality.json, and keeps the GAN folders (grid_<class>.png per class,
 samples_*.png through training, gan_losses.png) and a 500-per-class sampled set of each GAN
-(DIR/synth_<preset>, for `pasture experiment ... synthetic=DIR`). A finished GAN folder is reused;
-an interrupted one resumes.
+(DIR/synth_<preset>, for `pasture experiment ... synthetic=DIR`); at another size than 64 px the
+folders are named gan_<preset>_<size>px and the JSON gan_quality_<size>px.json. A finished GAN folder
+is reused; an interrupted one resumes.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pasture.gan.kid import KidFeatures, kernel_distance
 from pasture.gan.synth import sample_images, score_synthetic
 from pasture.gan.trainer import resize_uint8
 
-GAN_SIZE = 64
+GAN_SIZE = 64  # the report's size and every preset's
 
 
 def probe_gan_test(run_dir: Path, samples) -> dict:
@@ -56,12 +57,19 @@ def probe_gan_test(run_dir: Path, samples) -> dict:
     return per_class
 
 
-def train_or_reuse(data: str, gan_dir: Path, preset: str) -> dict:
+def train_or_reuse(data: str, gan_dir: Path, preset: str, image_size: int) -> dict:
     if (gan_dir / "summary.json").is_file():
         return json.loads((gan_dir / "summary.json").read_text())  # finished before: reused
     resume = (gan_dir / "checkpoint.pt").is_file()
+    overrides = {} if image_size == GAN_SIZE else {"image_size": image_size}
     return api.gan_train(
-        data, gan_dir, preset=preset, quiet=False, resume=resume, command=["python", "benchmarks/gan.py"]
+        data,
+        gan_dir,
+        preset=preset,
+        overrides=overrides,
+        quiet=False,
+        resume=resume,
+        command=["python", "benchmarks/gan.py"],
     )
 
 
@@ -70,15 +78,18 @@ def main() -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--presets", nargs="+", default=["paper", "default", "projected"])
     parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--image-size", type=int, default=GAN_SIZE, choices=[32, 64, 128])
     parser.add_argument("--out", default=str(RESULTS / "gan"))
     args = parser.parse_args()
+    size = args.image_size
+    suffix = "" if size == GAN_SIZE else f"_{size}px"
     data_or_exit(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(args.data, GAN_SIZE)
+    dataset = load_dataset(args.data, size)
     kid_features = KidFeatures()
     real_kid, real_kid_se = kernel_distance(
-        kid_features(dataset.test.images, GAN_SIZE), kid_features(dataset.train.images, GAN_SIZE)
+        kid_features(dataset.test.images, size), kid_features(dataset.train.images, size)
     )
     print(
         f"KID real train vs real test photos (the floor): {real_kid * 1000:.1f} x 10^-3 (SE {real_kid_se * 1000:.1f})"
@@ -88,13 +99,13 @@ def main() -> int:
         api.train(args.data, probe_dir, recipe="probe", seed=0, quiet=True, force=True)
     rows = {}
     for preset in args.presets:
-        gan_dir = out / f"gan_{preset}"
-        summary = train_or_reuse(args.data, gan_dir, preset)
+        gan_dir = out / f"gan_{preset}{suffix}"
+        summary = train_or_reuse(args.data, gan_dir, preset, size)
         iterations = summary["iterations"] * summary["units"]
         samples, _ = sample_images(gan_dir, args.per_class, seed=0)
         started = time.perf_counter()
         score = score_synthetic(samples, dataset, seed=0)
-        api.gan_sample(gan_dir, out / f"synth_{preset}", per_class=500, seed=0, force=True)
+        api.gan_sample(gan_dir, out / f"synth_{preset}{suffix}", per_class=500, seed=0, force=True)
         rows[preset] = {
             "seconds": summary["seconds"],
             "iterations": iterations,
@@ -117,7 +128,7 @@ def main() -> int:
         )
     print()
     print(
-        f"cowhorse-dev, {GAN_SIZE} px, {args.per_class} samples per class; KID x 10^3 against the "
+        f"cowhorse-dev, {size} px, {args.per_class} samples per class; KID x 10^3 against the "
         f"{len(dataset.test)} real test photos (real train vs test: {real_kid * 1000:.1f} +/- {real_kid_se * 1000:.1f})"
     )
     print("| preset | s/it | minutes | KID (SE) | GAN-test per class (probe) | GAN-train [95% CI], n | near-copies |")
@@ -132,8 +143,9 @@ def main() -> int:
             f"{row['memorisation']['near_copy_fraction']:.1%} |"
         )
     write_results(
-        out / "gan_quality.json",
+        out / f"gan_quality{suffix}.json",
         {
+            "image_size": size,
             "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),
             "per_class": args.per_class,
