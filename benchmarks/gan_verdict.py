@@ -18,7 +18,9 @@ probe, distill), the same recipe without samples is the baseline, paired run by 
 The samples take 30% of each batch (`ratio=0.3`, as the `scratch+gan` condition); for the probe they
 are extra rows of the head's fit carrying 30% of its weight. For `distill` they join the transfer set,
 labelled by the teacher (the probe), 250 per class as in the `distill+projected` condition: passed as
-`unlabeled=DIR`, since the teacher's labels, not the GAN's, are what the student learns. One GAN (seed 0) serves every seed: the
+`unlabeled=DIR`, since the teacher's labels, not the GAN's, are what the student learns. Its unseen
+part computes two teacher banks (Lite0 + Lite2 at 260 px over every view) per held-out source: hours on
+a 2-core CPU without bf16. One GAN (seed 0) serves every seed: the
 spread is the classifiers', not the GAN's (a GAN per seed and per held-out source would be 10 + 8 GANs
 of about 10 minutes each on 2 cores; `pasture experiment --conditions scratch scratch+projected` trains
 one per replicate where the time exists).
