@@ -211,7 +211,7 @@ def test_a_page_from_another_origin_cannot_make_the_browser_write(runs):
             page = browser.new_page()
             page.goto(f"{base}/?token={TOKEN}")  # the user has the app open: the browser holds its cookie
             page.goto(evil_url)  # ...then visits another page on this machine (same site: the cookie is sent)
-            page.wait_for_function("document.title === 'sent'", timeout=30_000)
+            page.wait_for_function("document.title === 'sent'")
             time.sleep(0.5)
         finally:
             stop()

@@ -5,10 +5,12 @@ lock admits exactly one process however the two race. Each case runs a real seco
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,25 +21,31 @@ from pasture.core.runs import folder_lock, lock_holder
 TRAIN = ["--recipe", "scratch", "--image-size", "16", "--batch-size", "8"]
 QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
 
-# A live command, slowed so that it is surely running while the test acts: each checkpoint (run) or
-# stored run (study) waits a little, and the process says when it has written its first one.
+# A live command held at its first checkpoint (run) or stored run (study) until the test has acted: the
+# process says when it has written that one, then waits for the test to create its release file. Held by
+# the event, not by a sleep, so the test's refusals meet it live however slow the machine is (issue 39).
 SLOW_CLI = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     import pasture.classify.fit as fit
     import pasture.study.run as run
     from pasture.cli import main
 
     real_save, real_store = fit._save_checkpoint, run.store_run
+    release = os.environ["PASTURE_TEST_RELEASE"]
+
+    def held():
+        print("checkpoint", flush=True)
+        deadline = time.time() + 600
+        while not os.path.exists(release) and time.time() < deadline:
+            time.sleep(0.05)
 
     def slow_save(*args, **kwargs):
         real_save(*args, **kwargs)
-        print("checkpoint", flush=True)
-        time.sleep(0.4)
+        held()
 
     def slow_store(*args, **kwargs):
         stored = real_store(*args, **kwargs)
-        print("checkpoint", flush=True)
-        time.sleep(1.0)
+        held()
         return stored
 
     fit._save_checkpoint, run.store_run = slow_save, slow_store
@@ -45,23 +53,30 @@ SLOW_CLI = textwrap.dedent("""
 """)
 
 
-def start_live(arguments: list[str]) -> subprocess.Popen:
+def start_live(arguments: list[str], release: Path) -> subprocess.Popen:
+    """The command, running under SLOW_CLI, stopped at its first checkpoint until `release` exists."""
     live = subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLI, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", SLOW_CLI, *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PASTURE_TEST_RELEASE": str(release)},
     )
     assert live.stdout.readline().strip() == "checkpoint", live.stderr.read()
     return live
 
 
-def finish(live: subprocess.Popen) -> None:
-    _, err = live.communicate(timeout=300)
+def finish(live: subprocess.Popen, release: Path) -> None:
+    release.touch()
+    _, err = live.communicate(timeout=600)
     assert live.returncode == 0, err  # the live one finished as if nobody had come
 
 
 @pytest.mark.slow
 def test_a_second_train_on_a_live_run_touches_nothing(split_data, tmp_path, capsys):
     run = tmp_path / "run"
-    live = start_live(["train", str(split_data), "--out", str(run), *TRAIN, "--epochs", "12", "--quiet"])
+    release = tmp_path / "release"
+    live = start_live(["train", str(split_data), "--out", str(run), *TRAIN, "--epochs", "12", "--quiet"], release)
     try:
         config = (run / "config.json").read_text()
         # A temp file of a write in progress (as the live process's atomic writes leave for a moment):
@@ -76,7 +91,7 @@ def test_a_second_train_on_a_live_run_touches_nothing(split_data, tmp_path, caps
         assert live.poll() is None  # still running: the refusals above met it live
         in_progress.unlink()
     finally:
-        finish(live)
+        finish(live, release)
     assert json.loads((run / "config.json").read_text())["recipe"]["epochs"] == 12
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["history"]) == 12
@@ -100,7 +115,8 @@ def test_experiment_force_on_a_live_study_deletes_nothing(split_data, tmp_path, 
         "--conditions",
         f"a:{QUICK}",
     ]
-    live = start_live(arguments)
+    release = tmp_path / "release"
+    live = start_live(arguments, release)
     try:
         stored = sorted(study.glob("runs/*/result.json"))
         assert stored  # the first run is stored
@@ -109,7 +125,7 @@ def test_experiment_force_on_a_live_study_deletes_nothing(split_data, tmp_path, 
         assert all(path.is_file() for path in stored) and (study / "experiment.json").is_file()
         assert live.poll() is None
     finally:
-        finish(live)
+        finish(live, release)
     assert len(list(study.glob("runs/*/result.json"))) == 3 and (study / "report.md").is_file()
 
 

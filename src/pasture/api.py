@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -329,7 +330,7 @@ def evaluate(
 
 def predict(
     run: str | os.PathLike,
-    paths: list[str | os.PathLike],
+    paths: Sequence[str | os.PathLike],
     *,
     device: str = "auto",
     csv: str | os.PathLike | None = None,
@@ -362,7 +363,7 @@ def load(run: str | os.PathLike, *, device: str = "auto") -> Classifier:
 
 
 def explain(
-    run: str | os.PathLike, paths: list[str | os.PathLike], out: str | os.PathLike, *, device: str = "auto"
+    run: str | os.PathLike, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, device: str = "auto"
 ) -> list[dict]:
     """Where the model looked, for each image: its label and probability, and OUT/<n>_<name>.png with the
     photo, its Grad-CAM heatmap (last convolutional layer) and its occlusion map (no gradients), written
@@ -566,7 +567,7 @@ def gan_score(
     if (source / "synth.json").is_file():
         synthetic, _ = load_synthetic(source, dataset.classes, size, warn)
         made_at = read_checked_json(source / "synth.json", what="synthetic set").get("image_size")
-        origin = {"synthetic_set": str(source.resolve())}
+        origin: dict[str, object] = {"synthetic_set": str(source.resolve())}
     else:
         count = per_class or max(dataset.train.counts().values())
         synthetic, info = sample_images(source, count, seed=seed, warn=warn, device=where)

@@ -159,7 +159,7 @@ class Jobs:
         return self.status(job_id)
 
     def _train(self, job: dict, run: Path, home: Path, settings: dict, resume: bool) -> None:
-        outcome = {"state": "error", "error": "training stopped unexpectedly; please report it"}
+        outcome: dict[str, object] = {"state": "error", "error": "training stopped unexpectedly; please report it"}
         try:
             with stoppable(self.stops[job["id"]]):
                 metrics = api.train(

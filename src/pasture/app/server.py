@@ -27,6 +27,7 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -165,7 +166,7 @@ def _teach_request(fields: dict, files: dict[str, list[Path]]) -> tuple[str | No
     mode = fields.get("mode", "accurate")
     if mode not in MODES:
         raise UserError(f"mode {printable_name(mode[:20])!r}: choose accurate or tiny")
-    settings = dict(MODES[mode])
+    settings: dict[str, Any] = dict(MODES[mode])
     epochs = _whole_number(fields, "epochs", EPOCHS)
     if api.resolve_recipe(settings["recipe"]).pretrained == "probe":
         if epochs is not None:  # refused, not ignored: the page sends none in this mode
@@ -285,8 +286,8 @@ def _run_routes(state: _State) -> APIRouter:
         folder = _run_folder(runs, name)
         if file not in RUN_FILES_SHOWN or not (folder / file).is_file():
             return _problem(404, f"{name}/{file}: not a file the app shows")
-        download = {"filename": download_name(name, DOWNLOADS[file])} if file in DOWNLOADS else {}
-        return FileResponse(folder / file, media_type=RUN_FILES_SHOWN[file], **download)
+        download = download_name(name, DOWNLOADS[file]) if file in DOWNLOADS else None
+        return FileResponse(folder / file, media_type=RUN_FILES_SHOWN[file], filename=download)
 
     @router.get("/api/formats")
     def formats():
@@ -465,7 +466,7 @@ def serve(
         name = socket.gethostname()
         hosts |= {name, socket.getfqdn()}
         try:
-            hosts |= {info[4][0] for info in socket.getaddrinfo(name, None)}
+            hosts |= {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
         except OSError:
             pass
     if host not in LOCAL_HOSTS:

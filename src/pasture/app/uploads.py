@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
@@ -59,7 +60,7 @@ class _Part:
     headers: dict = field(default_factory=dict)
     name: str = ""
     data: bytearray | None = None  # a text field's bytes
-    file: object = None  # an open file for a file part
+    file: BinaryIO | None = None  # an open file for a file part
     path: Path | None = None
     size: int = 0
 
@@ -117,6 +118,7 @@ class _Receiver:
                 raise UserError(f"form field {part.name}: longer than {megabytes(self.limits.field_bytes)}")
             part.data += data[start:end]
             return
+        assert part.file is not None and part.path is not None  # a file part: on_headers_finished opened it
         if part.size > self.limits.file_bytes:
             raise TooLarge(
                 f"{part.path.name}: above the {megabytes(self.limits.file_bytes)} limit per photo; downscale it"
@@ -127,7 +129,7 @@ class _Receiver:
         part = self.part
         if part.data is not None:
             self.fields[part.name] = part.data.decode("utf-8", "replace")
-        elif part.file is not None:
+        elif part.file is not None and part.path is not None:
             part.file.close()
             self.files.setdefault(part.name, []).append(part.path)
 
@@ -149,7 +151,7 @@ async def receive_form(request: Request, staging: Path, limits: Limits) -> tuple
             "limit per request; send fewer photos at a time"
         )
     receiver = _Receiver(staging, limits)
-    callbacks = {
+    callbacks: Any = {  # python-multipart's MultipartCallbacks (a TypedDict of these names)
         name: getattr(receiver, name)
         for name in (
             "on_part_begin",

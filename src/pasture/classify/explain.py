@@ -206,9 +206,9 @@ def plot_top_losses(
         )
     if not chosen:
         axes.flat[0].text(0.5, 0.5, "no test images", ha="center", va="center")
-    wrong = sum(1 for row in shown if row["true"] != row["predicted"])
+    n_wrong = sum(1 for row in shown if row["true"] != row["predicted"])
     figure.suptitle(
-        f"top losses, highest first: {wrong} of the {len(shown)} shown are wrong (red titles)"
+        f"top losses, highest first: {n_wrong} of the {len(shown)} shown are wrong (red titles)"
         + ("" if heat is not None or not chosen else '; heatmaps: pip install -e ".[explain]"'),
         fontsize=9,
     )

@@ -115,7 +115,7 @@ def fp32_export(run: Path) -> tuple[nn.Module, dict, bool, bytes, dict]:
         torch.onnx.export(
             graph,
             (torch.zeros(2, 3, size, size, dtype=torch.uint8),),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to a file object; the signature names paths only
             dynamo=False,
             input_names=["images"],
             output_names=["probabilities"],

@@ -44,14 +44,14 @@ from pasture.core.loop import Checkpoint, Loop, progress, restore_rng_states, rn
 from pasture.core.runs import load_checkpoint
 from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything, stop_point
 from pasture.data import Dataset, ImageSet
-from pasture.models import WeightEMA, create_model
+from pasture.models import WeightEMA, create_model, timm_net
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The classifier layer's parameters (timm's get_classifier(), else the last Linear layer)."""
     net = getattr(model, "net", model)
     if hasattr(net, "get_classifier"):
-        return list(net.get_classifier().parameters())
+        return list(timm_net(model).get_classifier().parameters())
     linears = [module for module in net.modules() if isinstance(module, nn.Linear)]
     return list(linears[-1].parameters()) if linears else []
 

@@ -94,7 +94,9 @@ def quantize_int8(fp32: bytes, calibration: np.ndarray, folder: Path) -> bytes:
     onnx = optional_import("onnx", "export --format onnx-int8", "export")
     excluded = size_arithmetic(onnx.load(str(prepared)))
 
-    class Reader(quantization.CalibrationDataReader):
+    calibration_reader: type = quantization.CalibrationDataReader  # the optional import's class, as a base
+
+    class Reader(calibration_reader):
         def __init__(self):
             self.batches = iter(
                 [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,7 @@ class OnnxClassifier:
         )
 
 
-def decode_for(model: OnnxClassifier, files: list[Path]) -> np.ndarray:
+def decode_for(model: OnnxClassifier | OpenVinoClassifier | TfliteClassifier, files: list[Path]) -> np.ndarray:
     """uint8 N x 3 x S x S at the model's input size; a file that is not a usable image is a UserError."""
     arrays = []
     for path in files:
@@ -80,7 +81,10 @@ def decode_for(model: OnnxClassifier, files: list[Path]) -> np.ndarray:
 
 
 def predict_onnx(
-    file: str | os.PathLike, paths: list[str | os.PathLike], csv: str | os.PathLike | None = None, quiet: bool = True
+    file: str | os.PathLike,
+    paths: Sequence[str | os.PathLike],
+    csv: str | os.PathLike | None = None,
+    quiet: bool = True,
 ) -> list[dict] | dict:
     """The rows of `pasture predict` (file, label, probability, probabilities) from an exported model
     (FILE.onnx, an OpenVINO model.xml, or a .tflite file);

@@ -43,7 +43,7 @@ class OpenVinoClassifier:
                 f"{path}: an OpenVINO model without pasture's metadata; export it with "
                 "`pasture export --format openvino`"
             ) from None
-        config = dict(PRECISION)
+        config: dict[str, str | int] = dict(PRECISION)
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(model, "CPU", config)

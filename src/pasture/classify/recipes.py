@@ -477,7 +477,11 @@ def class_weights(labels, num_classes: int, recipe: Recipe | None = None, *, bal
 
     Weight n / (num_classes x n_c): the weighted loss is what it would be with equal class counts.
     A class without training images gets weight 1 (it never appears in the loss)."""
-    if not (recipe.balance_classes if balance_classes is None else balance_classes):
+    if balance_classes is None:
+        if recipe is None:
+            raise TypeError("class_weights: give a recipe or balance_classes")
+        balance_classes = recipe.balance_classes
+    if not balance_classes:
         return None
     import torch
 

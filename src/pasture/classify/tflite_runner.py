@@ -63,7 +63,7 @@ class TfliteClassifier:
         litert = litert_module()
         data = path.read_bytes()
         try:
-            self.metadata = read_metadata(data)
+            self.metadata = read_metadata(data) or {}  # none: the KeyError below says so
             self.classes = json.loads(self.metadata["classes"])
             self.image_size = int(self.metadata["image_size"])
         except (TypeError, KeyError, ValueError):

@@ -170,7 +170,7 @@ def _run_predict(args) -> int:
         from pasture import api
 
         rows = api.predict(args.run, args.paths, device=args.device, csv=args.csv, quiet=args.quiet)
-    if args.csv is not None:
+    if isinstance(rows, dict):  # with --csv: the summary of what was written
         print(
             f"{rows['images']} images: {rows['predicted']} predicted, {rows['skipped']} skipped (reason in the "
             f"CSV) -> {args.csv}"
@@ -243,8 +243,8 @@ def _run_recipes(args) -> int:
     for name, preset in AUGMENT_PRESETS.items():
         print(f"  {name:12} {preset.description}")
     print("GAN presets (pasture gan train --preset NAME):")
-    for name, preset in GAN_PRESETS.items():
-        print(f"  {name:12} {preset.description}")
+    for name, gan_preset in GAN_PRESETS.items():
+        print(f"  {name:12} {gan_preset.description}")
     print("experiment conditions (pasture experiment --conditions NAME ...):")
     for name, condition in CONDITIONS.items():
         print(f"  {name:17} {condition.description}")

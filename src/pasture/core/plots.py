@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 from pasture.core.runs import atomic_write_bytes
@@ -18,7 +19,7 @@ def pyplot():
     return plt
 
 
-def save_figure(figure, path: str | Path) -> None:
+def save_figure(figure, path: str | os.PathLike) -> None:
     """Write `figure` as PNG atomically."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)

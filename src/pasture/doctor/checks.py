@@ -14,6 +14,8 @@ stratified folds in one call, so no fold logic lives here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from pasture.core.stats import wilson_interval
@@ -75,7 +77,7 @@ def near_duplicates(
 
     `inflation`: test images with a same-class copy in train, the most the test accuracy could owe to them.
     """
-    pairs = []
+    pairs: list[dict[str, Any]] = []
     for i, j, distance in close_pairs(hashes, max_distance):
         if labels[i] != labels[j]:
             kind = "label conflict"
@@ -176,10 +178,10 @@ def shortcut_probe(families: dict[str, np.ndarray], labels: np.ndarray, seed: in
         "families": per_family,
         "descriptions": FAMILIES,
         "flagged": flagged,
-        "strong": flagged and combined["accuracy"] >= 0.8,
+        "strong": combined is not None and flagged and combined["accuracy"] >= 0.8,
         "best_family": max(
-            (name for name in FAMILIES if per_family[name] is not None),
-            key=lambda name: per_family[name]["accuracy"],
+            (name for name, row in per_family.items() if row is not None),
+            key=lambda name: (per_family[name] or {})["accuracy"],
             default=None,
         ),
     }

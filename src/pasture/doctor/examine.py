@@ -44,7 +44,7 @@ def _everything(dataset) -> tuple[ImageSet, list[str]]:
 
 
 def _counts(images: ImageSet, splits: list[str]) -> dict:
-    counts = {name: {} for name in images.classes}
+    counts: dict[str, dict[str, int]] = {name: {} for name in images.classes}
     for label, split in zip(images.labels.tolist(), splits):
         row = counts[images.classes[label]]
         row[split] = row.get(split, 0) + 1

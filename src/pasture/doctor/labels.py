@@ -72,6 +72,7 @@ def _scratch_probabilities(images: ImageSet, seed: int, device, quiet: bool) -> 
     probabilities = np.zeros((len(images), len(images.classes)))
     for test_indices in stratified_folds(images.labels, folds_for(images.labels.numpy()), seed):
         fold = fold_dataset(pool, test_indices)
+        assert fold.test is not None  # a fold always has its held-out part
         result = train_classifier(fold, recipe, seed, quiet=quiet, device=device)
         probabilities[test_indices.numpy()] = predict_probabilities(result.model, fold.test.images).numpy()
     return probabilities

@@ -193,8 +193,8 @@ def text_report(report: dict) -> str:
 
 def _thumbnail(path: str) -> str:
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
             image.thumbnail((THUMBNAIL, THUMBNAIL))
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=80)

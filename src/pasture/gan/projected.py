@@ -25,6 +25,8 @@ no checkpoint carries its 14 MB, and it always runs in eval mode (its BatchNorm 
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import timm
 import torch
 import torch.nn.functional as F
@@ -118,16 +120,18 @@ class FrozenFeatures(nn.Module):
         missing, _ = net.load_state_dict(full.state_dict(), strict=False)  # the head is dropped
         if missing:
             raise RuntimeError(f"the feature network lacks ImageNet weights for {missing[:3]}")
+        self.net: nn.Module  # set past nn.Module's registration (see the class docstring)
         object.__setattr__(self, "net", net.eval().requires_grad_(False))
-        self.channels = list(net.feature_info.channels())
-        self.reductions = list(net.feature_info.reduction())
+        info = cast(Any, net.feature_info)  # timm's FeatureInfo, reached through nn.Module's attribute lookup
+        self.channels: list[int] = list(info.channels())
+        self.reductions: list[int] = list(info.reduction())
 
     def _apply(self, fn, recurse=True):
         self.net._apply(fn, recurse)
         return super()._apply(fn, recurse)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.net(images)
+        return cast(list[torch.Tensor], self.net(images))
 
 
 class PatchHead(nn.Module):

@@ -133,25 +133,29 @@ def sample_images(
         raise UserError(f"--min-confidence {min_confidence}: must be between 0 and 1")
     preset, classes, samplers, config = load_gan(gan_dir, device)
     generator = torch.Generator().manual_seed(seed)
-    classifier, classifier_config = None, None
+    # The filter: the run's classifier, its input size, and each GAN class's index in its output.
+    filtering: tuple[torch.nn.Module, int, torch.Tensor] | None = None
     if filter_run is not None:
         classifier, classifier_config = load_run(filter_run, device)
         to_classifier = class_index_map(
             classes, classifier_config["classes"], f"--filter-run {filter_run}: the GAN's classes"
         )
+        filtering = classifier, classifier_config["image_size"], to_classifier
     images, labels, counts, attempts = [], [], {}, {}
     for class_index, name in enumerate(classes):
-        kept, tried = [], 0
+        kept: list[torch.Tensor] = []
+        tried = 0
         while sum(len(batch) for batch in kept) < per_class:
-            if classifier is not None and tried >= MAX_FILTER_ATTEMPTS * per_class:
+            if filtering is not None and tried >= MAX_FILTER_ATTEMPTS * per_class:
                 break
             need = per_class - sum(len(batch) for batch in kept)
             batch = generate(
-                preset, samplers, class_index, need if classifier is None else max(need, 32), generator, truncation
+                preset, samplers, class_index, need if filtering is None else max(need, 32), generator, truncation
             )
             tried += len(batch)
-            if classifier is not None:
-                probabilities = predict_probabilities(classifier, resize_uint8(batch, classifier_config["image_size"]))
+            if filtering is not None:
+                classifier, size, to_classifier = filtering
+                probabilities = predict_probabilities(classifier, resize_uint8(batch, size))
                 batch = batch[probabilities[:, to_classifier[class_index]] >= min_confidence][:need]
             kept.append(batch)
         made = torch.cat(kept) if kept else torch.empty(0, 3, preset.image_size, preset.image_size, dtype=torch.uint8)

@@ -17,6 +17,7 @@ from pasture.models.registry import (
     get_spec,
     list_models,
     register_model,
+    timm_net,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "get_spec",
     "list_models",
     "register_model",
+    "timm_net",
 ]

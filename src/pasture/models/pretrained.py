@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ from torch import nn
 
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
-from pasture.models.registry import ModelSpec, register_model
+from pasture.models.registry import ModelSpec, TimmNet, register_model
 
 IMAGENET_OX, IMAGENET_SORREL = 345, 339
 
@@ -174,9 +175,9 @@ class ConcatenatedBackbones(nn.Module):
         super().__init__()
         self.nets = nn.ModuleList(nets)
         self.sizes = list(sizes)
-        for net in self.nets:
-            net.reset_classifier(0)  # timm: the pooled features come out
-        self.num_features = sum(net.num_features for net in self.nets)
+        for net in nets:
+            cast(TimmNet, net).reset_classifier(0)  # timm: the pooled features come out
+        self.num_features = sum(cast(TimmNet, net).num_features for net in nets)
         self.classifier = nn.Linear(self.num_features, num_classes)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -187,7 +188,8 @@ class ConcatenatedBackbones(nn.Module):
             if images.shape[-1] != size or images.shape[-2] != size:
                 # Plain bilinear: a mild downscale (260 -> 224 px), and exportable at ONNX opset 17.
                 view = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-            parts.append(net.forward_head(net.forward_features(view), pre_logits=True))
+            backbone = cast(TimmNet, net)
+            parts.append(backbone.forward_head(backbone.forward_features(view), pre_logits=True))
         return torch.cat(parts, dim=1)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

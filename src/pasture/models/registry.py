@@ -7,8 +7,9 @@ can never disagree about it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -18,6 +19,9 @@ from pasture.core.errors import UserError
 
 class InputNormalize(nn.Module):
     """(x - mean) / std per channel, with the constants stored as buffers (saved with the weights)."""
+
+    mean: torch.Tensor  # buffers, declared for the type checker (nn.Module.__getattr__ is Tensor | Module)
+    std: torch.Tensor
 
     def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]):
         super().__init__()
@@ -62,6 +66,25 @@ def _uniform_int16_like(x: torch.Tensor) -> torch.Tensor:
     dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
     # Same strides as x (e.g. channels-last), so the product below runs without a layout change.
     return values.as_strided(x.shape, x.stride()) if dense else values.view(x.shape)
+
+
+class TimmNet(Protocol):
+    """What pasture calls on a timm network (or ConcatenatedBackbones, which offers the same): typed here
+    because nn.Module's attribute lookup gives mypy only "Tensor | Module"."""
+
+    num_features: int
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+    def reset_classifier(self, num_classes: int) -> None: ...
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor: ...
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor: ...
+    def get_classifier(self) -> nn.Module: ...
+
+
+def timm_net(model: nn.Module) -> TimmNet:
+    """The timm network inside a pasture Classifier (or `model` itself when it is one): the one place such a
+    network is fetched by attribute, cast to what pasture calls on it."""
+    return cast(TimmNet, getattr(model, "net", model))
 
 
 class Classifier(nn.Module):
@@ -141,7 +164,7 @@ class Ensemble(nn.Module):
     """Averages the members' softmax probabilities; returns their log so that a softmax of the output
     (what evaluation applies) gives back exactly the mean probability."""
 
-    def __init__(self, members: list[nn.Module]):
+    def __init__(self, members: Sequence[nn.Module]):
         super().__init__()
         self.members = nn.ModuleList(members)
 

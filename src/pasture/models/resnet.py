@@ -24,7 +24,7 @@ class BasicBlock(nn.Module):
         # Zero-init the last BN's scale: each block starts as the identity, which trains more stably
         # from very few images (Goyal et al. 2017).
         nn.init.zeros_(self.bn2.weight)
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
