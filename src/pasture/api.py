@@ -32,7 +32,7 @@ from pasture.classify.evaluate import (
 from pasture.classify.explain import explain_images, plot_top_losses
 from pasture.classify.finish import finish_run
 from pasture.classify.fit import check_eval_every, train_classifier
-from pasture.classify.formats import EXPORT_FORMATS, export_format
+from pasture.classify.formats import EXPORT_FORMATS, export_run
 from pasture.classify.onnx_runner import EXPORTED_SUFFIXES, predict_onnx
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import (
@@ -53,6 +53,7 @@ from pasture.core.defaults import (
 )
 from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import Interrupted, UserError
+from pasture.core.imagefile import datasets_holding
 from pasture.core.paths import check_outside
 from pasture.core.plots import plot_confusion
 from pasture.core.record import record_problem
@@ -368,7 +369,7 @@ def explain(
     """Where the model looked, for each image: its label and probability, and OUT/<n>_<name>.png with the
     photo, its Grad-CAM heatmap (last convolutional layer) and its occlusion map (no gradients), written
     with OUT/explanations.json. Needs the extra .[explain] (Captum)."""
-    check_outside(out, paths)
+    check_outside(out, [*paths, *datasets_holding(paths)])
     model, config = load_run(run, resolve_device(device))
     files = image_files_in(paths)
     if not files:
@@ -422,8 +423,9 @@ def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, form
     openvino (RUN/openvino/model.xml + model.bin, checked to 1e-4 with the OpenVINO runtime) or coreml
     (RUN/model.mlpackage: an image in, probabilities out; checked against the run on Apple systems, as a
     specification elsewhere).
-    Returns file, format, bytes, what it was checked on and how, metadata."""
-    return export_format(format).export(run, out)
+    Returns file, format, bytes, what it was checked on and how, metadata (classify.formats.export_run:
+    never inside the run's data folder, under a reader's lock on the run)."""
+    return export_run(run, out, format)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,8 +17,6 @@ import io
 import json
 import os
 import platform
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -29,9 +27,10 @@ from pasture.classify.export import ExportGraph, checked_parity, fp32_export
 from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
-from pasture.core.paths import check_output_package
+from pasture.core.paths import check_output_package, replace_package, staging_folder
 
 OUTPUT = "probabilities"
+PACKAGE_FILES = frozenset({"Manifest.json", "Data"})  # what coremltools writes into a .mlpackage
 
 
 def coremltools_module():
@@ -86,11 +85,11 @@ def export_coreml(run: str | os.PathLike, out: str | os.PathLike | None = None) 
     package = Path(out) if out is not None else run / "model.mlpackage"
     if package.suffix != ".mlpackage":
         raise UserError(f"--out {package}: name the package *.mlpackage")
-    check_output_package(package, "--out")  # an earlier package is replaced
+    check_output_package(package, "--out", PACKAGE_FILES, "Core ML package")  # only pasture's own is replaced
     model, config, tta, _, metadata = fp32_export(run)
     size = config["image_size"]
-    with tempfile.TemporaryDirectory(prefix=".coreml-", dir=package.parent) as staging:
-        staged = Path(staging) / package.name
+    with staging_folder(package.parent, "coreml") as staging:
+        staged = staging / package.name
         converted = _converted(model, size, tta)
         for key, value in {**metadata, "format": "coreml", "input": f"RGB image {size} x {size}, values 0-255"}.items():
             converted.user_defined_metadata[key] = value
@@ -112,9 +111,7 @@ def export_coreml(run: str | os.PathLike, out: str | os.PathLike | None = None) 
                 )
 
             parity, checked, _ = checked_parity(run, config, model, tta, probabilities, "Core ML", package)
-        if package.exists():
-            shutil.rmtree(package)
-        os.replace(staged, package)
+        replace_package(staged, package, PACKAGE_FILES, "Core ML package")
     size_bytes = sum(path.stat().st_size for path in package.rglob("*") if path.is_file())
     return {
         "file": str(package),

@@ -8,13 +8,17 @@ import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pasture.classify.coreml_export import export_coreml
 from pasture.classify.export import export_onnx
 from pasture.classify.int8 import export_onnx_int8
 from pasture.classify.openvino_export import export_openvino
 from pasture.classify.tflite_export import export_tflite
+from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
+from pasture.core.paths import check_outside
+from pasture.core.runs import folder_lock
 
 
 @dataclass(frozen=True)
@@ -45,3 +49,16 @@ def export_format(name: str) -> ExportFormat:
     if name not in EXPORT_FORMATS:
         raise UserError(f"--format {name}: choose one of {', '.join(EXPORT_FORMATS)}")
     return EXPORT_FORMATS[name]
+
+
+def export_run(run: str | os.PathLike, out: str | os.PathLike | None, format_name: str) -> dict:
+    """Export RUN in `format_name` (pasture.api.export). `out` may not lie inside the run's data folder
+    (the next train would read pasture's files there as a class), and the run is held with a reader's lock
+    meanwhile: a train --force or a delete of it (another process, or the app) is refused while it exports,
+    and an export waits for no training (issue 40)."""
+    exporter = export_format(format_name)
+    data = finished_run_config(Path(run)).get("identity", {}).get("data")
+    if data:
+        check_outside(out, [data])
+    with folder_lock(Path(run), "run", shared=True):
+        return exporter.export(run, out)

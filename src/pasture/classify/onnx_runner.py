@@ -19,7 +19,6 @@ from pasture.classify.predictions import in_batches, prediction_rows, write_pred
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.imagefile import BadImage, decode_array, image_files_in
-from pasture.core.paths import printable_name
 
 if TYPE_CHECKING:  # the runners of other formats import their runtime only when used
     from pasture.classify.openvino_runner import OpenVinoClassifier
@@ -76,7 +75,7 @@ def decode_for(model: OnnxClassifier | OpenVinoClassifier | TfliteClassifier, fi
         try:
             arrays.append(decode_array(path, model.image_size)[0])
         except BadImage as error:
-            raise UserError(f"{printable_name(path)}: {error}; give image files only") from None
+            raise UserError(error.line(path)) from None
     return np.stack(arrays)
 
 

@@ -11,14 +11,15 @@ the run). pasture's metadata (classes, size, accuracy with its interval) is in t
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from pasture.classify.export import checked_parity, fp32_export
 from pasture.classify.openvino_runner import OpenVinoClassifier, openvino_module
 from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
-from pasture.core.paths import check_output_package
+from pasture.core.paths import check_output_package, replace_package, staging_folder
+
+IR_FILES = frozenset({"model.xml", "model.bin"})
 
 
 def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
@@ -31,11 +32,12 @@ def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None
     folder = Path(out) if out is not None else run / "openvino"
     if folder.suffix:
         raise UserError(f"--out {folder}: give a folder for model.xml and model.bin (no file name)")
-    check_output_package(folder, "--out")  # model.xml and model.bin in it are replaced
+    check_output_package(folder, "--out", IR_FILES, "OpenVINO folder")  # only pasture's own is replaced
     model, config, tta, exported, metadata = fp32_export(run)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".openvino-", dir=folder.parent) as staging:
-        staged = Path(staging)
+    with staging_folder(folder.parent, "openvino") as staging:
+        staged = staging / folder.name
+        staged.mkdir()
         (staged / "model.onnx").write_bytes(exported)
         converted = ov.convert_model(str(staged / "model.onnx"))
         for key, value in {**metadata, "format": "openvino"}.items():
@@ -44,10 +46,7 @@ def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None
         (staged / "model.onnx").unlink()
         runner = OpenVinoClassifier(staged / "model.xml")
         parity, where, checked = checked_parity(run, config, model, tta, runner.probabilities, "OpenVINO", folder)
-        folder.mkdir(exist_ok=True)
-        # model.bin first, model.xml last: an .xml is only there with its weights beside it
-        for name in ("model.bin", "model.xml"):
-            os.replace(staged / name, folder / name)
+        replace_package(staged, folder, IR_FILES, "OpenVINO folder")
         size = sum((folder / name).stat().st_size for name in ("model.xml", "model.bin"))
     return {
         "file": str(folder / "model.xml"),

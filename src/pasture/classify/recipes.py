@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pasture.core.defaults import DEFAULT_RECIPE, field_type_problem, setting
+from pasture.core.defaults import DEFAULT_RECIPE, MAX_IMAGE_SIZE, field_type_problem, setting
 from pasture.core.errors import UserError
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -508,6 +508,11 @@ def validate_recipe(recipe: Recipe) -> None:
         (recipe.batch_size >= 1, f"--batch-size {recipe.batch_size}: must be at least 1"),
         (recipe.lr > 0, f"--lr {recipe.lr}: must be positive"),
         (recipe.image_size >= 1, f"--image-size {recipe.image_size}: must be a positive number of pixels"),
+        (
+            recipe.image_size <= MAX_IMAGE_SIZE,
+            f"--image-size {recipe.image_size}: at most {MAX_IMAGE_SIZE} px (pasture's models read 64-384 px; "
+            "a larger side costs memory as its square)",
+        ),
         (recipe.weight_decay >= 0, f"weight_decay {recipe.weight_decay}: must not be negative"),
         (0 <= recipe.label_smoothing < 1, f"label_smoothing {recipe.label_smoothing}: must be in [0, 1)"),
         (recipe.optimizer in OPTIMIZERS, f"optimizer {recipe.optimizer}: choose one of {', '.join(OPTIMIZERS)}"),

@@ -17,7 +17,6 @@ check would catch it, but a format that fails half the time is not one to offer.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ from pasture.classify.tflite_runner import TfliteClassifier, litert_module, with
 from pasture.classify.trained import finished_run_config, load_run
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
-from pasture.core.paths import check_output_file
+from pasture.core.paths import check_output_file, staging_folder
 from pasture.core.runs import atomic_write_bytes
 
 
@@ -52,8 +51,8 @@ def export_tflite(run: str | os.PathLike, out: str | os.PathLike | None = None) 
     tta = bool(config["recipe"].get("tta", False))
     size = config["image_size"]
     graph = ExportGraph(model, tta).eval()
-    with tempfile.TemporaryDirectory(prefix=".tflite-", dir=path.parent) as staging:
-        staged = Path(staging) / "model.tflite"
+    with staging_folder(path.parent, "tflite") as staging:
+        staged = staging / "model.tflite"
         converter.convert(graph, (torch.zeros(1, 3, size, size, dtype=torch.uint8),)).export(str(staged))
         metadata = {**run_metadata(run, config, tta), "format": "tflite", "batch": "1"}
         data = with_metadata(staged.read_bytes(), metadata)

@@ -32,6 +32,11 @@ def cache_enabled() -> bool:
     return os.environ.get("PASTURE_NO_CACHE", "") in ("", "0")
 
 
+# The largest input side pasture accepts (--image-size, a recipe's or GAN preset's image_size): its models
+# read 64-384 px; 20,000 px ran out of memory with a traceback, 100,000 decoded for minutes (issue 40).
+MAX_IMAGE_SIZE = 1024
+
+
 def setting(default, help: str, choices: tuple | None = None, minimum: int | None = None):
     """A field of a settings dataclass (Recipe, GanPreset) with what the CLI needs to offer it as a
     flag: pasture.cli builds those flags from the fields, so a new field is a one-place change."""

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from pasture.core.errors import UserError
+from pasture.core.processes import process_alive
 
 
 def display_name(path: str | os.PathLike) -> str:
@@ -91,15 +95,82 @@ def check_output_file(out: str | os.PathLike, option: str) -> Path:
     return out
 
 
-def check_output_package(out: str | os.PathLike, option: str) -> Path:
-    """A folder pasture writes whole, replacing an earlier one (an OpenVINO IR folder, a Core ML
-    package), checked before any work as check_output_file checks a file: not a file, and its folder
-    exists and can be written."""
+def check_output_package(out: str | os.PathLike, option: str, made_of: frozenset[str], what: str) -> Path:
+    """A folder pasture writes whole (an OpenVINO IR folder, a Core ML package), checked before any work
+    as check_output_file checks a file: not a file, and its folder exists and can be written.
+
+    An existing folder is replaced only when it is one pasture wrote: a real folder (not a symbolic link)
+    holding nothing but `made_of` (what pasture puts in such a package). A folder of the user's files, a
+    run folder, a link: a UserError, and nothing is touched (issue 40: `--out X.mlpackage` once deleted
+    whatever folder stood at X)."""
     out = Path(out)
+    if out.is_symlink():
+        raise UserError(
+            f"{option} {printable_name(out)}: is a symbolic link; pasture replaces only a {what} it wrote there. "
+            "Give a new name"
+        )
     if out.exists() and not out.is_dir():
         raise UserError(f"{option} {printable_name(out)}: is a file; give a folder (a name without a file in it)")
+    if out.is_dir():
+        others = sorted(entry.name for entry in out.iterdir() if entry.name not in made_of)
+        if others:
+            shown = ", ".join(printable_name(name) for name in others[:3]) + (", ..." if len(others) > 3 else "")
+            raise UserError(
+                f"{option} {printable_name(out)}: a folder that is not a {what} pasture wrote (it holds {shown}); "
+                "pasture replaces only its own. Give a new name"
+            )
     _check_parent(out, option, replaced_needs=os.W_OK | os.X_OK)
     return out
+
+
+def replace_package(staged: Path, target: Path, made_of: frozenset[str], what: str) -> None:
+    """Move the finished folder `staged` to `target` (same file system), replacing an earlier one only
+    when it is still one pasture wrote (checked again: it may have changed while the export ran)."""
+    if not (target.exists() or target.is_symlink()):
+        os.replace(staged, target)
+        return
+    check_output_package(target, "--out", made_of, what)
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    os.replace(target, old)
+    os.replace(staged, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staging_folder(parent: Path, kind: str):
+    """A temporary folder in `parent` for work that moves into place when done, named
+    .<kind>-<pid>-<random> and removed on the way out; folders of that kind left by a killed process
+    (kill -9 skips every cleanup) are removed first, when their process is gone (issue 40)."""
+    for leftover in parent.glob(f".{kind}-*-*"):
+        pid = leftover.name[len(kind) + 2 :].split("-", 1)[0]
+        if leftover.is_dir() and not leftover.is_symlink() and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{kind}-{os.getpid()}-", dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# The files that mark a folder as pasture's output, and what wrote it: such a folder inside DATA is not a
+# class of photos (issue 40: `explain --out DATA/why` made the next `train DATA` learn a class "why").
+PASTURE_MADE = {
+    "config.json": "a run, a GAN or a study",
+    "explanations.json": "explanations from `pasture explain`",
+    "evaluation.json": "an evaluation from `pasture evaluate --out`",
+    "doctor.json": "a report from `pasture doctor`",
+    "synth.json": "samples from `pasture gan sample`",
+    "model.xml": "an OpenVINO export",
+    "Manifest.json": "a Core ML export",
+}
+
+
+def pasture_made(folder: Path) -> str | None:
+    """What pasture wrote `folder` as (PASTURE_MADE), or None when it holds none of pasture's marks."""
+    for name, what in PASTURE_MADE.items():
+        if (folder / name).is_file():
+            return what
+    return None
 
 
 def _check_parent(out: Path, option: str, replaced_needs: int) -> None:

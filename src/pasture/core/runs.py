@@ -228,12 +228,16 @@ def check_output_folder(out: Path, marker: str | None, what: str) -> bool:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, what: str):
+def folder_lock(folder: Path, what: str, shared: bool = False):
     """Hold `folder`/.pasture.lock while pasture writes into it, so a second process on the same folder
     stops with a message (FolderBusy) instead of computing everything twice or deleting the first one's
     files. The lock is an flock on the file, taken in one atomic step and released by the kernel when
     its process ends (killed too), so there is no stale lock to guess at; the file holds the owner's pid
-    only to name it in messages. Two threads of one process exclude each other too."""
+    only to name it in messages. Two threads of one process exclude each other too.
+
+    `shared`: a reader's lock (an export reads the run and adds a file beside it): any number of readers
+    at once, none while a writer (train, delete) holds it, and no writer while one reads. A reader leaves
+    the file in place (another reader may hold it) and does not write its pid."""
     lock = Path(folder) / LOCK_NAME
     while True:
         try:
@@ -241,13 +245,14 @@ def folder_lock(folder: Path, what: str):
         except OSError as error:  # a read-only or vanished folder: said before any work
             raise UserError(f"{folder}: cannot write here ({error.strerror}); choose another --out") from None
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = _pid_in(handle)
             os.close(handle)
             holder = f"another pasture process (pid {owner})" if owner else "another pasture process"
+            doing = "writing" if shared or owner else "reading"  # a reader leaves no pid
             raise FolderBusy(
-                f"{folder}: {holder} is writing this {what}; wait for it to finish, or stop it first"
+                f"{folder}: {holder} is {doing} this {what}; wait for it to finish, or stop it first"
             ) from None
         # The previous holder may have removed the file between our open and our flock: then we hold a
         # lock on a file nobody else can see, so open the path again.
@@ -259,11 +264,13 @@ def folder_lock(folder: Path, what: str):
             break
         os.close(handle)
     try:
-        os.ftruncate(handle, 0)
-        os.write(handle, f"{os.getpid()}\n".encode())
+        if not shared:
+            os.ftruncate(handle, 0)
+            os.write(handle, f"{os.getpid()}\n".encode())
         yield
     finally:
-        lock.unlink(missing_ok=True)  # while still held: a process that opened it meanwhile sees it gone
+        if not shared:
+            lock.unlink(missing_ok=True)  # while still held: a process that opened it meanwhile sees it gone
         os.close(handle)
 
 

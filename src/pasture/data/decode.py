@@ -14,7 +14,7 @@ import torch
 from pasture.core.cache import ContentCache
 from pasture.core.imagefile import BadImage, decode_array, too_small
 
-DECODE_CACHE_FORMAT = "v1"  # bump when decoding changes, so old cache entries are not reused
+DECODE_CACHE_FORMAT = "v2"  # v2: large photos reduced before the fit (core.imagefile.DECODE_SIDE)  # bump when decoding changes, so old cache entries are not reused
 
 
 def decode_image_and_size(
@@ -58,14 +58,16 @@ def cached_decode(path: Path, image_size: int, min_image_size: int) -> torch.Ten
     return image
 
 
-def decode_many(paths: list[Path], image_size: int, min_image_size: int) -> list[tuple[torch.Tensor | None, str]]:
-    """Decode in a small thread pool (Pillow releases the GIL). Returns [(tensor or None, reason)]."""
+def decode_many(
+    paths: list[Path], image_size: int, min_image_size: int
+) -> list[tuple[torch.Tensor | None, BadImage | None]]:
+    """Decode in a small thread pool (Pillow releases the GIL). Returns [(tensor, None) or (None, why)]."""
 
-    def one(path: Path):
+    def one(path: Path) -> tuple[torch.Tensor | None, BadImage | None]:
         try:
-            return cached_decode(path, image_size, min_image_size), ""
+            return cached_decode(path, image_size, min_image_size), None
         except BadImage as error:
-            return None, str(error)
+            return None, error
 
     workers = max(1, min(4, os.cpu_count() or 1))
     if len(paths) < 8:

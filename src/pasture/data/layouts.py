@@ -21,7 +21,7 @@ import torch
 
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_TEST_FRACTION, Warn, warn_to_stderr
 from pasture.core.errors import UserError
-from pasture.core.paths import display_name, path_part_problem, printable_name
+from pasture.core.paths import display_name, pasture_made, path_part_problem, printable_name
 from pasture.data.decode import decode_many
 from pasture.data.groups import SUBFOLDERS, groups_of
 from pasture.data.images import Dataset, ImageSet, class_index_map, subset_images
@@ -50,6 +50,12 @@ def find_class_folders(folder: Path, nested: bool = False) -> dict[str, list[Pat
             problem = path_part_problem(entry.name)  # class names are printed, plotted and name output folders
             if problem is not None:
                 raise UserError(f"{printable_name(entry)}: class folder name {problem}; rename it")
+            made = pasture_made(entry)
+            if made is not None:
+                raise UserError(
+                    f"{printable_name(entry)}: {made}, not a class of photos; move it out of "
+                    f"{printable_name(folder)} (pasture writes its outputs outside the data)"
+                )
             inside = _visible_entries(entry)
             classes[entry.name] = [p for p in inside if p.is_file()]
             if nested:
@@ -103,9 +109,10 @@ def _load_split(
     for label, name in enumerate(classes):
         usable = 0
         for path in files_by_class[name]:
-            tensor, reason = decoded[cursor]
+            tensor, error = decoded[cursor]
             cursor += 1
             if tensor is None:
+                reason = str(error)
                 if strict:
                     raise UserError(f"{printable_name(path)}: {reason}; remove or fix it (or drop --strict to skip it)")
                 warn(f"skipping {printable_name(path)}: {reason}")
@@ -336,7 +343,7 @@ def load_synthetic(
 def decode_files(paths: list[Path], image_size: int) -> torch.Tensor:
     """Decode given files for prediction -> uint8 N x 3 x S x S; any bad file is a UserError."""
     decoded = decode_many(paths, image_size, 0)
-    for path, (tensor, reason) in zip(paths, decoded):
-        if tensor is None:
-            raise UserError(f"{printable_name(path)}: {reason}; give image files only")
+    for path, (_, error) in zip(paths, decoded):
+        if error is not None:
+            raise UserError(error.line(path))
     return torch.stack([tensor for tensor, _ in decoded if tensor is not None])

@@ -23,7 +23,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from pasture.classify.recipes import PRECISIONS
-from pasture.core.defaults import field_type_problem
+from pasture.core.defaults import MAX_IMAGE_SIZE, field_type_problem
 from pasture.core.device import (
     autocast,
     effective_precision,
@@ -58,6 +58,7 @@ def validate_gan_preset(preset: GanPreset) -> None:
         option = "--image-size" if "size" in str(error) else "--diffaugment"
         raise UserError(f"{option}: {error}") from None
     checks = [
+        (preset.image_size <= MAX_IMAGE_SIZE, f"--image-size {preset.image_size}: at most {MAX_IMAGE_SIZE} px"),
         (preset.nz >= 1, f"--nz {preset.nz}: must be at least 1"),
         (preset.iterations >= 1, f"--iterations {preset.iterations}: must be at least 1"),
         (preset.batch_size >= 2, f"--batch-size {preset.batch_size}: GAN batches need at least 2 images"),
