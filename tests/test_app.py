@@ -258,8 +258,8 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         page = browser.new_page(viewport={"width": 1000, "height": 900})
         errors = []
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.goto(f"{base}/?token={TOKEN}")
-        assert page.url == f"{base}/"  # the token went into a cookie and out of the address bar
+        page.goto(f"{base}/#token={TOKEN}")
+        assert page.url == f"{base}/"  # the token went into the tab's storage and out of the address bar
         names, inputs = page.locator(".class-name"), page.locator(".class-files")
         names.nth(0).fill("cow")
         names.nth(1).fill("horse")
@@ -356,7 +356,7 @@ def test_camera_records_two_classes_trains_and_labels_live(tmp_path):
         page = browser.new_page(viewport={"width": 1000, "height": 900})
         errors = []
         page.on("console", lambda m: errors.append(f"{m.text} {m.location.get('url')}") if m.type == "error" else None)
-        page.goto(f"{base}/?token={TOKEN}")
+        page.goto(f"{base}/#token={TOKEN}")
         cards = page.locator(".card")
         for index, label in enumerate(("cow", "horse")):
             card = cards.nth(index)

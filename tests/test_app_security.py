@@ -76,26 +76,23 @@ def test_without_the_token_the_api_answers_401(app):
     anonymous = client_for(app, token=None)
     assert anonymous.get("/api/runs").status_code == 401
     assert anonymous.get("/api/runs", headers={"X-Pasture-Token": "wrong"}).status_code == 401
-    assert anonymous.get("/api/runs?token=wrong").status_code == 401
-    anonymous.cookies.set("pasture_token_7860", "wrong")
-    assert anonymous.get("/api/runs").status_code == 401
     page = anonymous.get("/")
-    assert page.status_code == 401 and "?token=" in page.text  # says how to open it
-    assert anonymous.get("/static/page.js").status_code == 200  # code, no data
-    # each of the three places the token may come from
-    assert anonymous.get(f"/api/runs?token={TOKEN}").status_code == 200
-    assert anonymous.get("/api/runs", headers={"X-Pasture-Token": TOKEN}).status_code == 200
+    assert page.status_code == 200 and "/static/page.js" in page.text  # the page: code, no data
+    assert anonymous.get("/static/page.js").status_code == 200
+    assert anonymous.get("/api/runs", headers={"X-Pasture-Token": TOKEN}).status_code == 200  # the one way in
+
+
+def test_the_token_is_accepted_only_in_its_header_never_from_a_cookie_or_the_address(app):
+    """A cookie reaches every server on 127.0.0.1 (cookies ignore ports), which could replay it; a token
+    in the address lands in logs and history (issue 40)."""
+    anonymous = client_for(app, token=None)
     anonymous.cookies.set("pasture_token_7860", TOKEN)
-    assert anonymous.get("/api/runs").status_code == 200
-
-
-def test_opening_the_link_sets_a_strict_http_only_cookie_and_drops_the_token_from_the_url(app):
-    browser_like = client_for(app, token=None)
-    response = browser_like.get(f"/?token={TOKEN}", follow_redirects=False)
-    assert response.status_code == 303 and response.headers["location"] == "/"
-    cookie = response.headers["set-cookie"]
-    assert cookie.startswith(f"pasture_token_7860={TOKEN};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert browser_like.get("/api/runs").status_code == 200  # the cookie now carries it
+    anonymous.cookies.set("pasture_token", TOKEN)
+    assert anonymous.get("/api/runs").status_code == 401
+    assert anonymous.delete("/api/runs/first").status_code == 401
+    assert anonymous.get(f"/api/runs?token={TOKEN}").status_code == 401
+    opened = anonymous.get(f"/?token={TOKEN}", follow_redirects=False)
+    assert opened.status_code == 200 and "set-cookie" not in opened.headers  # an old link: no cookie set
 
 
 def test_every_answer_forbids_inline_script_framing_and_others_cameras(app):
@@ -159,9 +156,9 @@ def test_without_a_token_the_host_and_origin_checks_stay(runs):
 
 
 def test_the_printed_link_holds_the_token():
-    assert local_url("127.0.0.1", 7860, "abc") == "http://127.0.0.1:7860/?token=abc"
+    assert local_url("127.0.0.1", 7860, "abc") == "http://127.0.0.1:7860/#token=abc"  # no server sees a fragment
     assert local_url("0.0.0.0", 80, None) == "http://127.0.0.1:80/"
-    assert local_url("::1", 7860, "t") == "http://[::1]:7860/?token=t"
+    assert local_url("::1", 7860, "t") == "http://[::1]:7860/#token=t"
 
 
 # ---------------------------------------------------------------------------------------- the browser
@@ -179,11 +176,14 @@ Promise.allSettled([
 </script></body>"""
 
 
-def serve_page(html: str):
-    """A second local web server (another origin: another port) serving one page; returns (url, stop)."""
+def serve_page(html: str, seen: list | None = None):
+    """A second local web server (another origin: another port) serving one page; returns (url, stop).
+    With `seen`, the headers of every request it receives are appended there."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if seen is not None:
+                seen.append({"path": self.path, **dict(self.headers)})
             body = html.encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
@@ -209,14 +209,48 @@ def test_a_page_from_another_origin_cannot_make_the_browser_write(runs):
         evil_url, stop = serve_page(EVIL_PAGE.replace("APP", base))
         try:
             page = browser.new_page()
-            page.goto(f"{base}/?token={TOKEN}")  # the user has the app open: the browser holds its cookie
-            page.goto(evil_url)  # ...then visits another page on this machine (same site: the cookie is sent)
+            page.goto(f"{base}/#token={TOKEN}")  # the user has the app open
+            page.goto(evil_url)  # ...then visits another page on this machine
             page.wait_for_function("document.title === 'sent'")
             time.sleep(0.5)
         finally:
             stop()
     assert written(runs) == ["first"]  # no run "pwned", no staged photos
     assert sorted(path.name for path in (runs / "first").iterdir()) == before  # no model.onnx
+
+
+PROBE_PAGE = """<!doctype html><title></title><body>
+<img src="APP/api/runs/first/files/confusion.png" onload="document.title='loaded'" onerror="document.title='refused'">
+</body>"""
+
+
+@pytest.mark.slow
+def test_no_other_local_server_receives_the_token_and_its_pages_cannot_read_the_apps_files(runs):
+    """Issue 40: the token lived in a cookie, which the browser sent to every server on 127.0.0.1 (cookies
+    ignore ports); a page there could also show the app's figures. Now the token stays in the tab."""
+    app = create_app(runs, token=TOKEN)
+    client = client_for(app)
+    assert wait_for(client, teach(client)["job"])["state"] == "done"
+    seen: list[dict] = []
+    with live(app) as base, chromium_browser() as browser:
+        other, stop = serve_page(PROBE_PAGE.replace("APP", base), seen)
+        try:
+            page = browser.new_page()
+            page.goto(f"{base}/#token={TOKEN}")
+            assert page.url == f"{base}/"  # out of the address bar and history
+            page.click("#tab-runs")
+            page.wait_for_selector("#runs-table td.run-name")  # the page's own calls carry the token
+            page.locator("#runs-table button.open").first.click()
+            page.wait_for_selector("#run-details img.figure[src^='blob:']")  # figures fetched with the header
+            assert page.context.cookies() == []  # no cookie at all
+            page.goto(other)  # the user visits another server on this machine
+            page.wait_for_function("document.title !== ''")
+            assert page.title() == "refused"  # its page cannot show the app's files
+            page.goto(f"{other}again")
+        finally:
+            stop()
+    assert len(seen) >= 2
+    assert not [headers for headers in seen if any(TOKEN in str(value) for value in headers.values())]
 
 
 @pytest.mark.slow
@@ -234,7 +268,7 @@ def test_a_run_named_with_quotes_and_markup_is_shown_as_text_and_runs_no_script(
     shutil.copytree(runs / hostile[0], runs / hostile[2])
     with live(app) as base, chromium_browser() as browser:
         page = browser.new_page()
-        page.goto(f"{base}/?token={TOKEN}")
+        page.goto(f"{base}/#token={TOKEN}")
         page.click("#tab-runs")
         page.wait_for_selector("#runs-table td.run-name")
         shown = page.locator("#runs-table td.run-name").all_inner_texts()
@@ -310,7 +344,7 @@ def test_an_oversized_upload_is_refused_without_the_server_holding_it(tmp_path):
     )
     try:
         line = server.stdout.readline()  # printed once the app is built, before it listens
-        token = re.search(r"\?token=(\S+)", line).group(1)
+        token = re.search(r"#token=(\S+)", line).group(1)
         deadline = time.time() + 60
         while True:
             try:

@@ -8,14 +8,15 @@ of bug):
 
 - Host allowlist: a request whose Host is not 127.0.0.1, localhost, [::1] (any port) or a name the user
   gave with --host/--allow-host gets 403. A rebinding page's requests carry its own name as Host.
-- Launch token: `pasture app` makes a random token per launch and prints the URL with it. Opening
-  `/?token=...` sets an HttpOnly, SameSite=Strict cookie and redirects to `/` (the token leaves the address
-  bar). Every other path except the static assets (code, no data) needs the token: the cookie, the header
-  X-Pasture-Token or the query parameter `token`. Without it: 401.
+- Launch token: `pasture app` makes a random token per launch and prints the URL with it in the fragment
+  (`/#token=...`), which a browser never sends to any server. The page (`/`, code and no data, like the
+  static assets) keeps it for its tab and sends it as the header X-Pasture-Token on every request;
+  figures, heatmaps and downloads are fetched with the header and shown from blob: URLs. Every other
+  path needs that header: no cookie (cookies ignore ports, so a cookie reached every other server on
+  127.0.0.1, which could then replay it: issue 40) and no query parameter (it lands in logs and history).
+  Without it: 401.
 - No cross-site writes: a request that changes anything (every method but GET and HEAD) with an Origin
   other than this app's, or Sec-Fetch-Site other than same-origin/none, gets 403 even with the token.
-  This matters because the cookie is sent by a page on another port of 127.0.0.1 (same-site: ports do
-  not count for SameSite).
 - Headers on every answer: a Content-Security-Policy with no inline script (so a mistake in the page
   that builds markup from data cannot run script), no framing, no sniffing, no Referer.
 """
@@ -24,14 +25,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from http.cookies import SimpleCookie
-from urllib.parse import parse_qs
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_PARAMETER = "token"
 TOKEN_HEADER = "x-pasture-token"
 READ_METHODS = {"GET", "HEAD"}
 OPEN_PATHS = ("/static/",)  # the page's script and style: code, no data; served to an allowed Host without a token
+OPEN_PAGES = {"/", "/favicon.ico"}  # the page itself (code, no data): it reads the token from its own address
 SECURITY_HEADERS = [
     (
         b"content-security-policy",
@@ -49,12 +49,6 @@ SECURITY_HEADERS = [
 
 def new_token() -> str:
     return secrets.token_urlsafe(24)
-
-
-def cookie_name(port: int | None) -> str:
-    """pasture_token_<port>: cookies ignore ports, so two apps on one machine (two --runs folders) would
-    otherwise overwrite each other's cookie and each log the other out (Jupyter names its cookie by port too)."""
-    return f"pasture_token_{port}" if port else "pasture_token"
 
 
 def host_name(host_header: str | None) -> str | None:
@@ -114,39 +108,12 @@ class Guard:
             if origin is not None and origin != f"{scope.get('scheme', 'http')}://{host}":
                 return 403, {"error": f"a request from {origin} cannot change anything here"}, []
         path = scope["path"]
-        if self.token is None or path.startswith(OPEN_PATHS):
+        if self.token is None or path.startswith(OPEN_PATHS) or path in OPEN_PAGES:
             return None
-        port = (scope.get("server") or (None, None))[1]
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        from_query = query.get(TOKEN_PARAMETER, [None])[0]
-        cookies = SimpleCookie()
-        try:
-            cookies.load(headers.get("cookie", ""))
-        except Exception:  # a malformed Cookie header is no token, not a crash
-            cookies = SimpleCookie()
-        candidates = [
-            from_query,
-            headers.get(TOKEN_HEADER),
-            cookies[cookie_name(port)].value if cookie_name(port) in cookies else None,
-        ]
-        if any(
-            given is not None and secrets.compare_digest(given.encode(), self.token.encode()) for given in candidates
-        ):
-            if path == "/" and from_query is not None and scope["method"] in READ_METHODS:
-                # Keep the token in an HttpOnly cookie and take it out of the address bar and history.
-                cookie = f"{cookie_name(port)}={self.token}; HttpOnly; SameSite=Strict; Path=/"
-                return 303, None, [(b"location", b"/"), (b"set-cookie", cookie.encode())]
+        given = headers.get(TOKEN_HEADER)
+        if given is not None and secrets.compare_digest(given.encode(), self.token.encode()):
             return None
-        if path.startswith("/api/"):
-            return 401, {"error": "this app needs its launch token: open the link that pasture app printed"}, []
-        return (
-            401,
-            (
-                "<!doctype html><title>pasture</title><p>This is a pasture app. Open it with the link that "
-                "<code>pasture app</code> printed in its terminal (it ends in <code>?token=...</code>).</p>"
-            ),
-            [],
-        )
+        return 401, {"error": "this app needs its launch token: open the link that pasture app printed"}, []
 
 
 async def _answer(send, status: int, body, headers: list) -> None:
@@ -170,4 +137,4 @@ def local_url(host: str, port: int, token: str | None) -> str:
     """The URL `pasture app` prints: with the token, and a host a browser can open."""
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     shown = f"[{shown}]" if ":" in shown else shown
-    return f"http://{shown}:{port}/" + (f"?{TOKEN_PARAMETER}={token}" if token else "")
+    return f"http://{shown}:{port}/" + (f"#{TOKEN_PARAMETER}={token}" if token else "")

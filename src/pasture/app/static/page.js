@@ -28,8 +28,40 @@ function accuracy(row) {
 }
 const runPath = name => "/api/runs/" + encodeURIComponent(name);
 
+// The launch token: from the link's fragment (#token=..., which no browser sends to any server; an older
+// link's ?token= is read too), kept for this tab only (sessionStorage), taken out of the address bar and
+// history, and sent as the X-Pasture-Token header on every request. No cookie carries it: a cookie would
+// reach every other server on 127.0.0.1 (cookies ignore ports).
+const TOKEN = (() => {
+  const given = new URLSearchParams(location.hash.slice(1)).get("token") ||
+                new URLSearchParams(location.search).get("token");
+  if (given) {
+    sessionStorage.setItem("pasture-token", given);
+    history.replaceState(null, "", "/");
+  }
+  return sessionStorage.getItem("pasture-token") || "";
+})();
+
+function authorised(options = {}) {
+  return {...options, headers: {...(options.headers || {}), "X-Pasture-Token": TOKEN}};
+}
+
+// A file of the app (a figure, a heatmap, a download) fetched with the token, as a blob: URL.
+async function fileUrl(url) {
+  const response = await fetch(url, authorised());
+  if (!response.ok) throw new Error(`${url}: the server answered ${response.status}`);
+  return URL.createObjectURL(await response.blob());
+}
+
+// An <img> whose picture is fetched with the token (an <img src> request could carry no header).
+function appImage(url, props) {
+  const image = el("img", props);
+  fileUrl(url).then(blob => { image.src = blob; }, () => { image.alt = `${props.alt || url}: not available`; });
+  return image;
+}
+
 async function call(url, options) {
-  const response = await fetch(url, options);
+  const response = await fetch(url, authorised(options));
   const body = await response.json().catch(() => ({error: `the server answered ${response.status}`}));
   if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
   return body;
@@ -260,7 +292,7 @@ const FIGURES = {"curves.png": "learning curves", "confusion.png": "confusion ma
 // as its head is solved, not trained in epochs).
 function figures(run, row, wanted) {
   return wanted.filter(file => row.figures.includes(file))
-    .map(file => el("img", {className: "figure", src: `${runPath(run)}/files/${file}`, alt: FIGURES[file]}));
+    .map(file => appImage(`${runPath(run)}/files/${file}`, {className: "figure", alt: FIGURES[file]}));
 }
 
 let formats = null;  // a promise of the export formats this machine can write: [{name, title}]
@@ -269,9 +301,12 @@ async function exportRun(name, format) {
   say("runs-message", `exporting ${name} as ${format}...`, "info");
   try {
     const made = await call(runPath(name) + "/export?format=" + encodeURIComponent(format), {method: "POST"});
-    // the file name as the server gives it (plain characters): quotes or '?' in a download name cancel it
-    const link = el("a", {href: made.file, download: "", hidden: true});
+    // fetched with the token, saved under the server's plain-character name (quotes or '?' in a download
+    // name cancel it)
+    const url = await fileUrl(made.file);
+    const link = el("a", {href: url, download: made.name, hidden: true});
     document.body.append(link); link.click(); link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
     say("runs-message", `${made.name}: ${(made.bytes / 1e6).toFixed(1)} MB`, "info");
   } catch (error) { say("runs-message", error.message, "error"); }
 }
@@ -359,7 +394,7 @@ async function predict() {
         el("td", {}, Object.entries(r.probabilities).map(([c, p]) => `${c} ${pct(p)}`).join(", "))));
       if (r.heatmap) {
         table.append(el("tr", {}, el("td", {colSpan: 3},
-          el("img", {className: "figure heatmap", src: r.heatmap, alt: "where the model looked"}))));
+          appImage(r.heatmap, {className: "figure heatmap", alt: "where the model looked"}))));
       }
     }
     $("test-result").replaceChildren(table);
@@ -412,3 +447,7 @@ for (const choice of document.querySelectorAll("input[name=mode]")) choice.addEv
 epochsForMode();
 addClass(); addClass();
 formats = call("/api/formats");
+if (!TOKEN) {
+  say("teach-message", "This app needs its launch token: open it with the link that `pasture app` printed in its " +
+      "terminal (it ends in #token=...).", "error");
+}
