@@ -20,6 +20,8 @@ from appkit import TOKEN, client_for, live, photos, png, teach, wait_for
 
 from pasture import api
 from pasture.app import jobs as jobs_module
+from pasture.app import live as live_module
+from pasture.app.live import LiveModel
 from pasture.app.server import create_app
 from pasture.classify import fit
 
@@ -165,14 +167,14 @@ def test_the_app_answers_while_a_test_runs(runs, split_data, monkeypatch):
     waited for the whole Test (24.9 s for 100 photos)."""
     api.train(split_data, runs / "done", recipe="scratch", epochs=1, quiet=True)
     entered, release = threading.Event(), threading.Event()
-    real = api.predict
+    real = LiveModel.label_photos
 
-    def slow_predict(*args, **kwargs):
+    def slow_labels(*args, **kwargs):
         entered.set()
         release.wait(timeout=60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(api, "predict", slow_predict)
+    monkeypatch.setattr(LiveModel, "label_photos", slow_labels)
     headers = {"X-Pasture-Token": TOKEN}
     with live(create_app(runs, token=TOKEN)) as base:
         answers = {}
@@ -200,14 +202,22 @@ def test_the_app_answers_while_a_test_runs(runs, split_data, monkeypatch):
         print(f"/api/runs answered in {1000 * (time.perf_counter() - started):.0f} ms during a Test")
 
 
-def test_predict_loads_the_model_once_for_all_photos(client, runs, monkeypatch):
+def test_predict_loads_the_model_once_and_keeps_it_for_the_next_test(client, runs, monkeypatch):
     assert wait_for(client, teach(client)["job"])["state"] == "done"
     calls = []
-    real = api.predict
-    monkeypatch.setattr(api, "predict", lambda run, paths, **kw: calls.append(len(paths)) or real(run, paths, **kw))
+    real = api.load
+    monkeypatch.setattr(api, "load", lambda run, **kw: calls.append(run) or real(run, **kw))
+    decoded = []
+    real_decode = live_module.decode_array
+    monkeypatch.setattr(
+        live_module, "decode_array", lambda path, size: decoded.append(path.name) or real_decode(path, size)
+    )
     files = [("photos", (f"p{i}.png", png("cow", 100 + i), "image/png")) for i in range(5)]
     rows = client.post("/api/runs/first/predict", files=files).json()
-    assert calls == [5] and [row["file"] for row in rows] == [f"p{i}.png" for i in range(5)]
+    assert len(calls) == 1 and [row["file"] for row in rows] == [f"p{i}.png" for i in range(5)]
+    assert sorted(decoded) == [f"p{i}.png" for i in range(5)]  # each photo decoded once (it was three times)
+    again = client.post("/api/runs/first/predict", files=files[:2]).json()
+    assert len(calls) == 1 and len(again) == 2  # the loaded model is kept
     assert kept(runs) == ["first"]
 
 

@@ -96,13 +96,17 @@ def prepare_data(runs: Path, run_name: str, class_folders: dict[str, list[Path]]
             raise Busy(f"{run_name}: a training of that name is starting; choose another name")
         shutil.rmtree(home)
     (home / "data").mkdir(parents=True)
-    for class_name, photos in class_folders.items():
-        target = home / "data" / class_name
-        target.mkdir()
-        for photo in photos:
-            photo.rename(target / f"{photo.parent.name}_{photo.name}")
-    atomic_write_json(home / SETTINGS_FILE, settings)
-    (home / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    try:
+        for class_name, photos in class_folders.items():
+            target = home / "data" / class_name
+            target.mkdir()
+            for photo in photos:
+                photo.rename(target / f"{photo.parent.name}_{photo.name}")
+        atomic_write_json(home / SETTINGS_FILE, settings)
+        (home / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    except BaseException:  # nothing half-made left behind (a class folder the disk refused, Ctrl-C)
+        shutil.rmtree(home, ignore_errors=True)
+        raise
     return home
 
 

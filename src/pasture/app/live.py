@@ -4,16 +4,18 @@ Loading a run (its backbones and head) takes about a second; scoring one frame w
 takes about 40 ms on one core (benchmarks/export.py). So the last run the camera used is kept, and
 loaded again only when another run is asked for or the run was trained again (metrics.json changed).
 One lock: frames arrive on worker threads, and a model switches between train and eval mode inside
-predict_probabilities."""
+predict_probabilities. The Test page's photos go through the same kept model (label_photos)."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pasture import api
+from pasture.classify.explain import explain_images
 from pasture.core.errors import UserError
 from pasture.core.imagefile import BadImage, decode_array
 
@@ -25,20 +27,59 @@ class LiveModel:
         self._model: api.Classifier | None = None
         self.loads = 0  # how many times a run was loaded (the tests check frames do not reload it)
 
+    def _loaded(self, run: Path) -> api.Classifier:
+        """`run`'s model, loaded again only when another run is asked for or it was trained again (hold
+        the lock)."""
+        key = (run, (run / "metrics.json").stat().st_mtime_ns)
+        if key != self._key or self._model is None:
+            self._model, self._key = None, None  # the old model goes before the new one loads
+            self._model, self._key = api.load(run, device="auto"), key
+            self.loads += 1
+        return self._model
+
     def label(self, run: Path, frame: Path) -> dict:
         """The label and probabilities of one frame, by the finished run `run`."""
-        key = (run, (run / "metrics.json").stat().st_mtime_ns)
         with self._lock:
-            if key != self._key or self._model is None:
-                self._model, self._key = None, None  # the old model goes before the new one loads
-                self._model, self._key = api.load(run, device="auto"), key
-                self.loads += 1
+            model = self._loaded(run)
             try:
-                image, _ = decode_array(frame, self._model.image_size)
+                image, _ = decode_array(frame, model.image_size)
             except BadImage as error:
                 raise UserError(f"the camera frame: {error}; try again") from None
-            [row] = self._model.label(torch.from_numpy(image)[None], ["frame"])
+            [row] = model.label(torch.from_numpy(image)[None], ["frame"])
         return {field: row[field] for field in ("label", "probability", "probabilities")}
+
+    def label_photos(self, run: Path, photos: list[Path], heatmaps: Path | None) -> list[dict]:
+        """A row per photo of a Test: its label and probabilities, or why it is not usable; with
+        `heatmaps` (a new folder), Grad-CAM and occlusion written there and named in `heatmap`. Each
+        photo is decoded once, at the run's size (a Test decoded it three times: check, predict,
+        heatmap), by the kept model; one Test or frame at a time holds the model, so decoding memory is
+        one request's (issue 40)."""
+        with self._lock:
+            model = self._loaded(run)
+            rows, images, usable = [], [], []
+            for photo in photos:
+                try:
+                    image, _ = decode_array(photo, model.image_size)
+                except BadImage as error:
+                    rows.append({"file": photo.name, "error": str(error)})
+                    continue
+                rows.append({"file": photo.name})
+                images.append(image)
+                usable.append(photo)
+            if not usable:
+                return rows
+            batch = torch.from_numpy(np.stack(images))
+            good = [row for row in rows if "error" not in row]
+            for row, labelled in zip(good, model.label(batch, [photo.name for photo in usable])):
+                row.update({**labelled, "file": row["file"]})
+            if heatmaps is not None:
+                for row, explained in zip(good, explain_images(model.model, model.config, usable, batch, heatmaps)):
+                    row["heatmap"] = explained["heatmap"]
+        return rows
+
+    def busy(self) -> threading.Lock:
+        """The model's lock, for work that must not overlap a Test or a frame (pruning the heatmaps)."""
+        return self._lock
 
     def forget(self, run: Path) -> None:
         """Drop `run`'s model (deleted: its memory goes with it)."""

@@ -20,11 +20,15 @@ import gc
 import importlib
 import importlib.util
 import json
+import os
+import re
 import shutil
 import tempfile
+import threading
 import time
+import unicodedata
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +49,7 @@ from pasture.app.jobs import (
     staging_prefix,
 )
 from pasture.app.live import LiveModel
-from pasture.app.uploads import MAX_NAME_CHARACTERS, Limits, TooLarge, receive_form
+from pasture.app.uploads import MAX_NAME_BYTES, MAX_NAME_CHARACTERS, Limits, TooLarge, receive_form
 from pasture.classify.trained import run_config_problem
 from pasture.core.errors import FolderBusy, UserError
 from pasture.core.imagefile import BadImage, decode_array
@@ -69,6 +73,33 @@ RUN_FILES_SHOWN = {
 }
 DOWNLOADS = {served_file(name): name for name in api.EXPORT_FORMATS}
 KEEP_EXPLANATIONS = 20  # heatmap batches of the Test page; the newest stay
+# Tests labelled or waiting for the model at once; past it a 429 says to wait (45 at once held the server
+# for minutes and made GET /api/runs wait 23 s: issue 40). Their uploads wait on disk, not in memory.
+MAX_TESTS = 4
+
+
+class TooBusy(UserError):
+    """Answered 429: more requests of a kind than the app takes at once."""
+
+
+class Admission:
+    """At most `limit` requests of one kind inside at once (threads and the event loop alike)."""
+
+    def __init__(self, limit: int, what: str):
+        self.limit, self.what, self.inside = limit, what, 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def entered(self):
+        with self._lock:
+            if self.inside >= self.limit:
+                raise TooBusy(f"{self.inside} {self.what} are being worked on; try again when they finish")
+            self.inside += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.inside -= 1
 
 
 def _problem(status: int, message: str) -> JSONResponse:
@@ -76,12 +107,17 @@ def _problem(status: int, message: str) -> JSONResponse:
 
 
 def _name(value: object, what: str) -> str:
-    """A class or run name from a form: stripped, at most MAX_NAME_CHARACTERS, one safe path part that is
-    not hidden (".data-x" would pass for the app's own folders)."""
-    name = str(value).strip()
-    if len(name) > MAX_NAME_CHARACTERS:
+    """A class or run name from a form: text, stripped, NFC-normalised (café typed on a Mac and on Linux is
+    one name, not two that look alike), at most MAX_NAME_CHARACTERS and MAX_NAME_BYTES in UTF-8 (the disk
+    counts bytes: 96 CJK characters were 288 bytes, "File name too long"), one safe path part that is not
+    hidden (".data-x" would pass for the app's own folders)."""
+    if not isinstance(value, str):
+        raise UserError(f"{what}: give each as text (got {type(value).__name__}); send the form as the page does")
+    name = unicodedata.normalize("NFC", value.strip())
+    if len(name) > MAX_NAME_CHARACTERS or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise UserError(
-            f"{what} {printable_name(name[:40])}...: longer than {MAX_NAME_CHARACTERS} characters; shorten it"
+            f"{what} {printable_name(name[:40])}...: longer than {MAX_NAME_CHARACTERS} characters or "
+            f"{MAX_NAME_BYTES} bytes; shorten it"
         )
     safe_path_part(name, what)
     if name.startswith("."):
@@ -89,12 +125,23 @@ def _name(value: object, what: str) -> str:
     return name
 
 
+# A request's staging folder inside RUNS (.upload-<pid>-<random>/00001/, app.jobs.staging_prefix): the
+# page knows a photo by its own name, not by where the server put it.
+STAGED_PART = re.compile(r"\.(?:upload|predict|live)-\d+-[A-Za-z0-9_]+/(?:\d{5}/)?")
+
+
+def _as_shown(message: str, runs: Path) -> str:
+    """An error message as the page shows it: without the server's absolute paths (the runs folder and
+    a request's staging folders), which tell a browser nothing it needs and the machine's layout."""
+    return STAGED_PART.sub("", message.replace(f"{runs}{os.sep}", "").replace(str(runs), "RUNS"))
+
+
 def _whole_number(fields: dict, key: str, bounds: tuple[int, int]) -> int | None:
     text = fields.get(key, "").strip()
     if not text:
         return None
     low, high = bounds
-    if not (text.isdigit() and low <= int(text) <= high):
+    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):  # "²" is a digit to isdigit()
         raise UserError(f"{key} {printable_name(text[:20])!r}: give a whole number from {low} to {high}")
     return int(text)
 
@@ -148,7 +195,7 @@ def _teach_request(fields: dict, files: dict[str, list[Path]]) -> tuple[str | No
     """(run name or None, {class name: photos}, training settings) of a Teach form, every field checked."""
     try:
         names = json.loads(fields.get("classes", "[]"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # a list nested 30,000 deep is no list of names
         raise UserError("classes: not a JSON list of class names; send the form as the page does") from None
     if not isinstance(names, list) or len(names) < 2:
         raise UserError("name at least two classes, each with its photos")
@@ -187,29 +234,23 @@ def _check_images(files: list[Path]) -> None:
             raise UserError(f"{path.name}: {error}; remove it and try again") from None
 
 
-def _label_photos(run: Path, photos: list[Path], explanations: Path) -> list[dict]:
-    """A row per photo: its label and probabilities (the model loaded once for all of them), or why it
-    is not usable; with the explain extra, a heatmap URL too."""
-    rows, usable = [], []
-    for photo in photos:
-        try:
-            decode_array(photo, 16)
-        except BadImage as error:
-            rows.append({"file": photo.name, "error": str(error)})
-            continue
-        rows.append({"file": photo.name})
-        usable.append(photo)
-    if not usable:
-        return rows
-    labelled = iter(api.predict(run, usable, device="auto"))
-    good = [row for row in rows if "error" not in row]
-    for row in good:
-        row.update({**next(labelled), "file": row["file"]})
-    if importlib.util.find_spec("captum") is not None:  # without the explain extra: labels only
-        batch = uuid.uuid4().hex[:12]
-        for row, explained in zip(good, api.explain(run, usable, explanations / batch, device="auto")):
-            row["heatmap"] = f"/api/explanations/{batch}/{explained['heatmap']}"
-        for old in sorted(explanations.iterdir(), key=lambda path: path.stat().st_mtime)[:-KEEP_EXPLANATIONS]:
+def _label_photos(live: LiveModel, run: Path, photos: list[Path], explanations: Path) -> list[dict]:
+    """A row per photo (LiveModel.label_photos): with the explain extra, a heatmap URL too. The newest
+    KEEP_EXPLANATIONS batches of heatmaps stay; older ones are removed once this one is written, while this
+    request still holds the model, so no batch being written is ever removed (45 Tests at once answered
+    26 errors when one request's pruning removed another's batch mid-write: issue 40)."""
+    if importlib.util.find_spec("captum") is None:  # without the explain extra: labels only
+        return live.label_photos(run, photos, None)
+    batch = uuid.uuid4().hex[:12]
+    rows = live.label_photos(run, photos, explanations / batch)
+    for row in rows:
+        if "heatmap" in row:
+            row["heatmap"] = f"/api/explanations/{batch}/{row['heatmap']}"
+    with live.busy():
+        finished = [path for path in explanations.iterdir() if path.name != batch]
+        for old in sorted(finished, key=lambda path: path.stat().st_mtime)[
+            : max(0, len(finished) + 1 - KEEP_EXPLANATIONS)
+        ]:
             shutil.rmtree(old, ignore_errors=True)
     return rows
 
@@ -236,7 +277,8 @@ class _State:
     jobs: Jobs  # the training jobs (one at a time)
     explanations: Path  # the Test page's heatmaps
     limits: Limits  # what an upload may hold
-    live: LiveModel  # the run the Test page's camera uses, kept loaded
+    live: LiveModel  # the run the Test page's camera and photos use, kept loaded
+    tests: Admission  # the Tests in progress
 
 
 def _page_routes(state: _State) -> APIRouter:
@@ -370,10 +412,11 @@ def _test_routes(state: _State) -> APIRouter:
     @router.post("/api/runs/{name}/predict")
     async def predict(name: str, request: Request):
         folder = _finished_run(runs, name)
-        async with _uploaded_files(request, runs, ".predict-", limits) as photos:
-            if not photos:
-                raise UserError("drop at least one photo to test")
-            return await run_in_threadpool(_label_photos, folder, photos, explanations)
+        with state.tests.entered():
+            async with _uploaded_files(request, runs, ".predict-", limits) as photos:
+                if not photos:
+                    raise UserError("drop at least one photo to test")
+                return await run_in_threadpool(_label_photos, state.live, folder, photos, explanations)
 
     @router.post("/api/runs/{name}/live")
     async def live(name: str, request: Request):
@@ -410,14 +453,22 @@ def create_app(
     limits = limits or Limits()
     if max_file_bytes is not None:
         limits = dataclasses.replace(limits, file_bytes=max_file_bytes)
-    state = _State(runs, Jobs(runs), runs / ".explanations", limits, LiveModel())
+    state = _State(runs, Jobs(runs), runs / ".explanations", limits, LiveModel(), Admission(MAX_TESTS, "Tests"))
     state.explanations.mkdir(exist_ok=True)
     app = FastAPI(title="pasture", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, error: UserError):
-        status = 409 if isinstance(error, (Busy, FolderBusy)) else 413 if isinstance(error, TooLarge) else 400
-        return _problem(status, str(error))
+        status = (
+            409
+            if isinstance(error, (Busy, FolderBusy))
+            else 413
+            if isinstance(error, TooLarge)
+            else 429
+            if isinstance(error, TooBusy)
+            else 400
+        )
+        return _problem(status, _as_shown(str(error), runs))
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, error: NotFound):
@@ -425,7 +476,7 @@ def create_app(
 
     for routes in (_page_routes, _run_routes, _teach_routes, _test_routes):
         app.include_router(routes(state))
-    app.state.jobs, app.state.live = state.jobs, state.live
+    app.state.jobs, app.state.live, app.state.tests = state.jobs, state.live, state.tests
     return Guard(app, token=token, hosts=hosts)
 
 

@@ -12,17 +12,23 @@ connection.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from pasture.core.errors import UserError
 from pasture.core.paths import path_part_problem
 
-MAX_NAME_CHARACTERS = 100  # an uploaded file's name is shortened to this (the disk allows 255 bytes)
+MAX_NAME_CHARACTERS = 100  # an uploaded file's name is shortened to this
+# ...and to this many bytes in UTF-8: the disk allows 255 bytes a name, and the app's folders add prefixes
+# (a staging folder's number, a run's name); 100 CJK characters are 300 bytes.
+MAX_NAME_BYTES = 180
 
 
 class TooLarge(UserError):
@@ -33,7 +39,7 @@ class TooLarge(UserError):
 class Limits:
     file_bytes: int = 20 * 1024 * 1024  # per photo; a phone's photo is 2-8 MB
     request_bytes: int = 1024 * 1024 * 1024  # per request: about 200 phone photos; the disk, not memory, holds them
-    files: int = 2000
+    files: int = 1000  # per request: the page sends a Teach's classes in one request
     fields: int = 50
     field_bytes: int = 64 * 1024  # a text field (class names, run name, numbers)
 
@@ -48,10 +54,14 @@ def upload_name(raw: str, index: int) -> str:
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     if path_part_problem(name) is not None or name.startswith("."):
         return f"upload_{index}.jpg"
-    if len(name) > MAX_NAME_CHARACTERS:
+    name = unicodedata.normalize("NFC", name)
+    if len(name) > MAX_NAME_CHARACTERS or len(name.encode()) > MAX_NAME_BYTES:
         stem, dot, suffix = name.rpartition(".")
         suffix = f".{suffix[:10]}" if dot and stem else ""
-        name = (stem if dot and stem else name)[: MAX_NAME_CHARACTERS - len(suffix)] + suffix
+        stem = (stem if dot and stem else name)[: MAX_NAME_CHARACTERS - len(suffix)]
+        while len((stem + suffix).encode()) > MAX_NAME_BYTES:  # whole characters, never half a UTF-8 one
+            stem = stem[:-1]
+        name = stem + suffix
     return name
 
 
@@ -163,10 +173,10 @@ async def receive_form(request: Request, staging: Path, limits: Limits) -> tuple
             "on_part_end",
         )
     }
-    parser = MultipartParser(options[b"boundary"], callbacks)
     received = 0
     stream = request.stream()
     try:
+        parser = MultipartParser(options[b"boundary"], callbacks)
         async for chunk in stream:
             received += len(chunk)
             if received > limits.request_bytes:
@@ -174,8 +184,15 @@ async def receive_form(request: Request, staging: Path, limits: Limits) -> tuple
                     f"the upload is above the {megabytes(limits.request_bytes)} limit per request; "
                     "send fewer photos at a time"
                 )
-            parser.write(chunk)
-        parser.finalize()
+            # parsed in a worker thread: a request of thousands of tiny parts froze every other request
+            # for seconds when its callbacks ran on the event loop (issue 40)
+            await run_in_threadpool(parser.write, chunk)
+        await run_in_threadpool(parser.finalize)
+    except (MultipartParseError, FormParserError) as error:
+        receiver.close()
+        raise UserError(
+            f"the upload is not a well-formed form ({type(error).__name__}); send the photos as the page does"
+        ) from None
     except UserError:
         receiver.close()
         if received <= limits.request_bytes:  # read the rest to nowhere, so the browser gets the message
