@@ -199,3 +199,90 @@ def test_the_server_answers_while_an_upload_is_parsed(runs, monkeypatch):
         finally:
             release.set()
             upload.join(timeout=60)
+
+
+def deep_png(path: Path) -> Path:
+    """The issue's photo: 9400 x 9500 grey at 16 bits (89.3 Mpx, under pasture's pixel limit), 174 KB."""
+    import numpy as np
+    from PIL import Image
+
+    values = np.zeros((9500, 9400), dtype=np.uint16)
+    values[::97, :] = 40000
+    Image.fromarray(values).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_three_tests_of_a_huge_16_bit_png_at_once_stay_within_a_memory_bound(runs, tmp_path):
+    """A real `pasture app` process: three Tests of the 89 Mpx 16-bit PNG at once. Before, each decode
+    went through float64 arrays (+2.3 GB for one camera frame, +5.7 GB for three Tests); now a Test decodes
+    each photo once, in integer bands, one Test at a time."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from pasture import api
+
+    api.train(_data(tmp_path), runs / "first", recipe="scratch", epochs=1, image_size=16, quiet=True)
+    photo = deep_png(tmp_path / "deep.png").read_bytes()
+    from appkit import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pasture.cli", "app", "--runs", str(runs), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        token = re.search(r"#token=(\S+)", server.stdout.readline()).group(1)
+        base, headers = f"http://127.0.0.1:{port}", {"X-Pasture-Token": token}
+        deadline = time.time() + 120
+        while True:
+            try:
+                httpx.get(f"{base}/static/page.css", timeout=5)
+                break
+            except httpx.HTTPError:
+                assert time.time() < deadline, "the app never answered"
+                time.sleep(0.2)
+        small = [("photos", ("a.png", png("cow", 1), "image/png"))]
+        assert httpx.post(f"{base}/api/runs/first/predict", headers=headers, files=small, timeout=600).is_success
+        before = _peak_kib(server.pid)
+        answers: list[httpx.Response] = []
+
+        def one() -> None:
+            answers.append(
+                httpx.post(
+                    f"{base}/api/runs/first/predict",
+                    headers=headers,
+                    files=[("photos", ("deep.png", photo, "image/png"))],
+                    timeout=600,
+                )
+            )
+
+        threads = [threading.Thread(target=one) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=600)
+        grown_mib = (_peak_kib(server.pid) - before) / 1024
+        assert [answer.status_code for answer in answers] == [200] * 3, [answer.text[:200] for answer in answers]
+        assert all(answer.json()[0]["label"] in ("cow", "horse") for answer in answers)
+        assert grown_mib < 1024, f"three Tests of the 16-bit PNG grew the app's peak memory by {grown_mib:.0f} MiB"
+        print(f"three Tests of the 89 Mpx 16-bit PNG: peak memory +{grown_mib:.0f} MiB")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _data(tmp_path: Path) -> Path:
+    from conftest import write_split_data
+
+    return write_split_data(tmp_path / "photos")
+
+
+def _peak_kib(pid: int) -> int:
+    import re
+
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1))

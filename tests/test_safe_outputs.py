@@ -173,6 +173,13 @@ def test_a_run_being_exported_by_another_process_cannot_be_retrained_but_can_be_
         assert forced.returncode == 2 and "reading this run" in forced.stderr, forced.stderr
         assert (run / "config.json").read_text() == config
         assert main(["export", str(run), "--out", str(tmp_path / "other.onnx")]) == 0  # readers share it
+        from appkit import TOKEN, client_for
+
+        from pasture.app.server import create_app
+
+        deleted = client_for(create_app(tmp_path, token=TOKEN)).delete(f"/api/runs/{run.name}")
+        assert deleted.status_code == 409 and "reading this run" in deleted.json()["error"]  # was a 500
+        assert (run / "checkpoint.pt").is_file()
     finally:
         release.touch()
         _, err = exporter.communicate(timeout=600)
@@ -231,3 +238,33 @@ def test_predicting_a_16_bit_png_near_the_pixel_limit_stays_under_1_5_gb(run, tm
     code, peak = done.stdout.split()[:2]
     assert code == "0", done.stdout
     assert int(peak) < 1.5 * 2**30, f"peak RSS {int(peak) / 2**30:.2f} GB"
+
+
+def test_an_experiment_of_one_seed_prints_its_runs_interval_not_nan(capsys):
+    from pasture.cli.studies import _print_experiment
+    from pasture.core.stats import mean_interval, wilson_interval
+
+    row = {
+        "condition": "probe",
+        "test": mean_interval([0.9]),
+        "pooled_wilson95": list(wilson_interval(90, 100)),
+        "runs": 1,
+        "n_per_run": 100,
+    }
+    _print_experiment({"conditions": [row], "comparisons": []}, "out")
+    shown = capsys.readouterr().out
+    assert "nan" not in shown and "one run; 95% CI 82.6%-94.5%, n=100" in shown
+
+
+def test_a_photo_above_the_pixel_limit_is_named_with_pasture_s_limit_and_no_wrong_advice(run, tmp_path, monkeypatch):
+    import pasture.core.imagefile as imagefile
+    from pasture import api
+    from pasture.core.errors import UserError
+
+    monkeypatch.setattr(imagefile, "MAX_PIXELS", 100)
+    photo = tmp_path / "big.png"
+    Image.new("RGB", (20, 20)).save(photo)
+    with pytest.raises(UserError) as refused:
+        api.predict(run, [photo])
+    message = str(refused.value)
+    assert message == f"{photo}: is 20x20 px (0.0 Mpx), above pasture's limit of 0.0 Mpx; downscale it to use it"

@@ -121,7 +121,7 @@ def _name(value: object, what: str) -> str:
         )
     safe_path_part(name, what)
     if name.startswith("."):
-        raise UserError(f"{what} {printable_name(name)!r}: cannot start with a dot; rename it")
+        raise UserError(f"{what} '{printable_name(name)}': cannot start with a dot; rename it")
     return name
 
 
@@ -142,7 +142,7 @@ def _whole_number(fields: dict, key: str, bounds: tuple[int, int]) -> int | None
         return None
     low, high = bounds
     if not (text.isascii() and text.isdigit() and low <= int(text) <= high):  # "²" is a digit to isdigit()
-        raise UserError(f"{key} {printable_name(text[:20])!r}: give a whole number from {low} to {high}")
+        raise UserError(f"{key} '{printable_name(text[:20])}': give a whole number from {low} to {high}")
     return int(text)
 
 
@@ -212,7 +212,7 @@ def _teach_request(fields: dict, files: dict[str, list[Path]]) -> tuple[str | No
         classes[class_name] = photos
     mode = fields.get("mode", "accurate")
     if mode not in MODES:
-        raise UserError(f"mode {printable_name(mode[:20])!r}: choose accurate or tiny")
+        raise UserError(f"mode '{printable_name(mode[:20])}': choose accurate or tiny")
     settings: dict[str, Any] = dict(MODES[mode])
     epochs = _whole_number(fields, "epochs", EPOCHS)
     if api.resolve_recipe(settings["recipe"]).pretrained == "probe":

@@ -211,6 +211,9 @@ def _print_experiment(results: dict, out: str) -> None:
         if row.get("same_every_seed"):  # one run repeated: the interval of its test images, not of n equal numbers
             low, high = row["pooled_wilson95"]
             spread = f"every one of {row['runs']} seeds the same run; 95% CI {low:.1%}-{high:.1%}, n={row['n_per_run']}"
+        elif row["runs"] == 1:  # no spread over one run ("nan%-nan%" before): its test images' interval
+            low, high = row["pooled_wilson95"]
+            spread = f"one run; 95% CI {low:.1%}-{high:.1%}, n={row['n_per_run']}"
         else:
             spread = f"95% CI {low:.1%}-{high:.1%}, {row['runs']} runs x {row['n_per_run']} test images"
         print(f"{row['condition']:>20}: {row['test']['mean']:.1%} +/- {row['test']['std']:.1%} ({spread})")

@@ -54,7 +54,7 @@ def safe_path_part(name: object, what: str) -> str:
     starts with `what` (e.g. "GAN_DIR/config.json: class name '../x'")."""
     problem = path_part_problem(name)
     if problem is not None:
-        raise UserError(f"{what} {printable_name(str(name))!r} {problem}; it cannot name a folder or file")
+        raise UserError(f"{what} '{printable_name(str(name))}' {problem}; it cannot name a folder or file")
     return str(name)
 
 
@@ -198,7 +198,7 @@ def class_names_problem(classes: object) -> str | None:
     for name in classes:
         problem = path_part_problem(name)
         if problem is not None:
-            return f"class name {printable_name(str(name))!r} {problem}"
+            return f"class name '{printable_name(str(name))}' {problem}"
     if len(set(classes)) != len(classes):
         return "classes: a class is named twice"
     return None

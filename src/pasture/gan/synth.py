@@ -190,6 +190,8 @@ def write_synthetic(synthetic: ImageSet, info: dict, out: str | os.PathLike, for
     """Write SYNTH/<class>/*.png + synth.json. Built in a temporary folder and moved into place, so an
     interrupted write leaves nothing half-written."""
     out = Path(out)
+    if out.is_symlink():  # --force would remove the link's target's files: only a folder pasture wrote is replaced
+        raise UserError(f"{out}: is a symbolic link; give a new --out (pasture replaces only its own folders)")
     if check_output_folder(out, "synth.json", "synthetic set") and not force:
         raise UserError(f"{out}: already holds a synthetic set; choose a new --out or use --force to replace it")
     for name in synthetic.classes:  # each becomes a folder name: nothing may steer a write outside `out`
