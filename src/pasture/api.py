@@ -22,8 +22,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from pasture.classify.evaluate import (
     accuracy_report,
     group_reports,
@@ -34,7 +32,6 @@ from pasture.classify.finish import finish_run
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.formats import EXPORT_FORMATS, export_run
 from pasture.classify.onnx_runner import EXPORTED_SUFFIXES, predict_onnx
-from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import (
     Recipe,
     recipe_alias_note,
@@ -42,7 +39,7 @@ from pasture.classify.recipes import (
     resolve_recipe,
     scratch_warning,
 )
-from pasture.classify.trained import Classifier, load_run, run_config_problem
+from pasture.classify.trained import Classifier, load_run, predict_files, run_config_problem
 from pasture.classify.transfer import synthetic_for_run, teacher_bank_for_run
 from pasture.core.defaults import (
     DEFAULT_MIN_IMAGE_SIZE,
@@ -336,25 +333,18 @@ def predict(
     device: str = "auto",
     csv: str | os.PathLike | None = None,
     quiet: bool = True,
+    unknown: bool = False,
 ) -> list[dict] | dict:
     """Label and probabilities for each image file (folders are searched for images). `run` is a run
-    folder, or a file written by `export` (run with ONNX Runtime alone).
+    folder, or a file written by `export` (run with ONNX Runtime alone). A run that keeps its training
+    photos' features (the default probe) adds familiarity and familiar (classify.familiarity); with
+    `unknown`, an unfamiliar photo is labelled "unknown".
 
     With `csv`, any number of images are streamed to that CSV file with bounded memory (one row per
     image, or the reason it was skipped) and a progress bar unless `quiet`; returns the counts."""
     if str(run).endswith(EXPORTED_SUFFIXES):  # an exported file: its runtime alone, no torch
         return predict_onnx(run, paths, csv=csv, quiet=quiet)
-    model = load(run, device=device)
-    files = image_files_in(paths)
-    if not files:
-        raise UserError("predict: give at least one image file or folder")
-    if csv is not None:
-
-        def probabilities_of(images_uint8):
-            return model.probabilities(torch.from_numpy(images_uint8)).numpy()
-
-        return write_predictions_csv(files, model.classes, model.image_size, probabilities_of, csv, quiet)
-    return prediction_rows(files, model.probabilities(decode_files(files, model.image_size)).tolist(), model.classes)
+    return predict_files(load(run, device=device), image_files_in(paths), csv, quiet, unknown)
 
 
 def load(run: str | os.PathLike, *, device: str = "auto") -> Classifier:

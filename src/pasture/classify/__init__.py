@@ -4,6 +4,7 @@
     augment      batched augmentation presets, MixUp/CutMix
     fit          the training loop: members, EMA, synthetic mixing, checkpoints and resume
     probe        logistic head on frozen pretrained features (cached), LP-FT's start
+    familiarity  pooled backbone features; how familiar a photo is (kNN to the training photos, a threshold)
     selfsup      SimCLR pretraining on the training images
     distill      a small student that learns to match a teacher run (the cached teacher bank)
     transfer     what a run trains on besides its photos: a synthetic set, or a teacher run's bank

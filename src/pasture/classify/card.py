@@ -95,6 +95,17 @@ def model_card(config: dict, record: dict) -> str:
                 ),
             ]
         lines.append("")
+    familiar = (record.get("notes") or {}).get("familiarity")
+    if familiar:
+        lines += [
+            "## Photos unlike anything it was taught",
+            "",
+            f"Each prediction says how familiar the photo is: {familiar['method']}. A photo farther than "
+            f"{familiar['threshold']:.3f} is unfamiliar (`pasture predict --unknown` labels it unknown); that "
+            f"threshold keeps {familiar['kept']:.0%} of the training photos familiar, measured on {familiar['chosen_on']}. "
+            "Photos of other things, and photos from a camera or place it never saw, are flagged alike.",
+            "",
+        ]
     lines += [
         "## Where the test figure can mislead",
         "",

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -20,6 +21,7 @@ from pasture.core.imagefile import BadImage, decode_array
 from pasture.core.paths import check_output_file, display_name, new_file_mode
 from pasture.core.processes import process_alive
 
+UNKNOWN = "unknown"  # the label of a photo unlike every training photo, with --unknown (classify.familiarity)
 BATCH = 64  # images decoded and scored at once at 96 px or less: memory stays at one batch, whatever the count
 
 
@@ -29,19 +31,32 @@ def batch_size_for(image_size: int) -> int:
     return max(8, min(BATCH, int(BATCH * (96 / image_size) ** 2)))
 
 
-def prediction_rows(files: list[Path], probabilities: list[list[float]], classes: list[str]) -> list[dict]:
-    """One row per image, as `pasture predict` prints them (the same for a run folder and an ONNX file)."""
+def prediction_rows(
+    files: list[Path],
+    probabilities: list[list[float]],
+    classes: list[str],
+    familiarity: list[tuple[float, bool]] | None = None,
+    unknown: bool = False,
+) -> list[dict]:
+    """One row per image, as `pasture predict` prints them (the same for a run folder and an ONNX file).
+    With `familiarity` ((share, familiar) per image, classify.familiarity), the columns familiarity and
+    familiar; with `unknown` too, an unfamiliar photo's label is UNKNOWN and its best class is kept in
+    best_class."""
     rows = []
-    for path, probs in zip(files, probabilities):
+    for index, (path, probs) in enumerate(zip(files, probabilities)):
         best = max(range(len(probs)), key=probs.__getitem__)
-        rows.append(
-            {
-                "file": display_name(path),  # printable: bytes that are not UTF-8 appear as \xff escapes
-                "label": classes[best],
-                "probability": probs[best],
-                "probabilities": dict(zip(classes, probs)),
-            }
-        )
+        row = {
+            "file": display_name(path),  # printable: bytes that are not UTF-8 appear as \xff escapes
+            "label": classes[best],
+            "probability": probs[best],
+            "probabilities": dict(zip(classes, probs)),
+        }
+        if familiarity is not None:
+            share, familiar = familiarity[index]
+            row.update({"familiarity": share, "familiar": bool(familiar), "best_class": classes[best]})
+            if unknown and not familiar:
+                row["label"] = UNKNOWN
+        rows.append(row)
     return rows
 
 
@@ -77,11 +92,15 @@ def write_predictions_csv(
     probabilities_of: Callable[[np.ndarray], np.ndarray],
     out: str | os.PathLike,
     quiet: bool = False,
+    familiarity: bool = False,
+    unknown: bool = False,
 ) -> dict:
     """Decode, score and write `files` a batch at a time (batch_size_for) to the CSV `out`: one row per image (file, label,
     probability, one p_<class> column per class), or its file and the reason it was skipped. Written to
     a temporary file renamed over `out` at the end, so an interrupted run leaves no half CSV.
-    `probabilities_of` maps uint8 N x 3 x S x S to N x classes. Returns counts."""
+    `probabilities_of` maps uint8 N x 3 x S x S to N x classes; with `familiarity`, to (N x classes,
+    [(familiarity, familiar)] per image), written as two more columns (and with `unknown`, an unfamiliar
+    photo's label is "unknown"). Returns counts."""
     out = check_output_file(out, "--csv")
     remove_stale_temp_files(out)
     counts = {"images": len(files), "predicted": 0, "skipped": 0}
@@ -102,14 +121,17 @@ def write_predictions_csv(
         ):
             os.fchmod(handle.fileno(), new_file_mode())
             writer = csv.writer(handle)
-            writer.writerow(["file", "label", "probability", *(f"p_{name}" for name in classes), "skipped"])
+            extra = ["familiarity", "familiar"] if familiarity else []
+            writer.writerow(["file", "label", "probability", *(f"p_{name}" for name in classes), *extra, "skipped"])
             classes = [spreadsheet_cell(name) for name in classes]  # labels are cells too
             step = batch_size_for(image_size)
             for start in range(0, len(files), step):
                 batch = files[start : start + step]
                 decoded = list(pool.map(lambda path: _decode(path, image_size), batch))  # Pillow frees the GIL
                 usable = [array for array, _ in decoded if array is not None]
-                scores = iter(probabilities_of(np.stack(usable)).tolist() if usable else [])
+                scored: Any = probabilities_of(np.stack(usable)) if usable else (np.zeros((0, 1)), [])
+                probabilities, familiar = scored if familiarity else (scored, None)
+                scores = iter(zip(np.asarray(probabilities).tolist(), familiar or [None] * len(usable)))
                 for path, (array, reason) in zip(batch, decoded):
                     if array is None:
                         writer.writerow(
@@ -117,20 +139,23 @@ def write_predictions_csv(
                                 spreadsheet_cell(display_name(path)),
                                 "",
                                 "",
-                                *([""] * len(classes)),
+                                *([""] * (len(classes) + len(extra))),
                                 spreadsheet_cell(reason),
                             ]
                         )
                         counts["skipped"] += 1
                         continue
-                    probs = next(scores)
+                    probs, known = next(scores)
                     best = max(range(len(probs)), key=probs.__getitem__)
+                    label = UNKNOWN if unknown and known is not None and not known[1] else classes[best]
+                    columns = [f"{known[0]:.4f}", "yes" if known[1] else "no"] if known is not None else []
                     writer.writerow(
                         [
                             spreadsheet_cell(display_name(path)),
-                            classes[best],
+                            label,
                             f"{probs[best]:.6f}",
                             *(f"{p:.6f}" for p in probs),
+                            *columns,
                             "",
                         ]
                     )

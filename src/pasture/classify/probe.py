@@ -18,11 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pasture.classify.evaluate import to_float
+from pasture.classify.familiarity import Familiarity, backbone_features
 from pasture.classify.recipes import Recipe, class_weights, with_overrides
 from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, TrainResult, build_members
 from pasture.core.cache import ContentCache
-from pasture.core.device import model_device
 from pasture.core.runs import atomic_torch_save, write_jsonl
 from pasture.core.runtime import progress_bar, seed_everything, stop_point
 from pasture.data import Dataset, ImageSet
@@ -42,20 +41,6 @@ def weights_identity(weights: str, model: str = "effnet-lite0") -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-@torch.no_grad()
-def backbone_features(model: Classifier, images_uint8: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """Pooled features (N x D, on the CPU) of a timm backbone inside a pasture Classifier, in eval mode,
-    computed in batches on the model's device."""
-    model.eval()
-    device = model_device(model)
-    chunks = []
-    for start in range(0, images_uint8.shape[0], batch_size):
-        normalised = model.normalize(to_float(images_uint8[start : start + batch_size].to(device)))
-        net = timm_net(model)
-        chunks.append(net.forward_head(net.forward_features(normalised), pre_logits=True).cpu())
-    return torch.cat(chunks)
 
 
 class FeatureCache:
@@ -382,11 +367,15 @@ def train_probe(
             bar.update(1)
     finally:
         bar.close()
+    # The training photos' features, kept to say how familiar a new photo is (classify.familiarity): the
+    # real photos only, never GAN samples.
+    familiarity = Familiarity.fit(features, labels, seed)
     if run_dir is not None:
         atomic_torch_save(
             {"format": CHECKPOINT_FORMAT, "members": member_states, "history": history}, Path(run_dir) / "checkpoint.pt"
         )
         write_jsonl(Path(run_dir) / "history.jsonl", history)
+        familiarity.save(run_dir)
     # The head on the cached features gives the probabilities the whole model would (an ensemble's are
     # the mean over members, as Ensemble averages them); with TTA the model must see the shifted views.
     from_features = not recipe.tta
@@ -394,7 +383,12 @@ def train_probe(
         model=build_members(recipe, len(dataset.classes), member_states, device),
         history=history,
         seconds=time.perf_counter() - started,
-        notes={"features_computed": cache.computed, "features_reused": cache.reused, "head": choice},
+        notes={
+            "features_computed": cache.computed,
+            "features_reused": cache.reused,
+            "head": choice,
+            "familiarity": familiarity.summary(),
+        },
         train_probabilities=torch.stack(train_scored).mean(0) if from_features else None,
         test_probabilities=torch.stack(test_scored).mean(0) if from_features and test_scored else None,
     )

@@ -5,17 +5,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
 
 from pasture.classify.evaluate import predict_probabilities
-from pasture.classify.predictions import prediction_rows
+from pasture.classify.familiarity import Familiarity, backbone_features
+from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import Recipe, validate_recipe
 from pasture.core.errors import UserError
 from pasture.core.paths import class_names_problem
 from pasture.core.runs import is_whole_number, load_checkpoint, read_checked_json, stored_settings
-from pasture.models import Ensemble, create_model, list_models
+from pasture.data.layouts import decode_files
+from pasture.models import Classifier as Network
+from pasture.models import Ensemble, create_model, list_models, timm_net
 
 MEMBER_SEED_STRIDE = 1000  # member i of an ensemble trains with seed + 1000 * i
 CHECKPOINT_FORMAT = 1
@@ -123,11 +127,60 @@ class Classifier:
         self.model, self.config = load_run(run, device)
         self.classes: list[str] = self.config["classes"]
         self.image_size: int = self.config["image_size"]
+        self.familiarity = Familiarity.load(run)  # None for runs that keep no training features
 
     def probabilities(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 N x 3 x S x S (S = image_size) -> N x classes, with the run's test-time augmentation."""
         return predict_probabilities(self.model, images_uint8, tta=self.config["recipe"].get("tta", False))
 
-    def label(self, images_uint8: torch.Tensor, names: list[str]) -> list[dict]:
-        """One row per image as `pasture predict` gives it: file (from `names`), label, probabilities."""
-        return prediction_rows([Path(name) for name in names], self.probabilities(images_uint8).tolist(), self.classes)
+    def scores(self, images_uint8: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """(probabilities, familiarity or None): for a run that keeps its training photos' features (a
+        probe), the backbone runs once and both come from its features (the head's probabilities are the
+        model's, to float rounding); with TTA, the model sees the shifted views for its probabilities."""
+        if self.familiarity is None:
+            return self.probabilities(images_uint8), None
+        members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
+        features = backbone_features(cast(Network, members[0]), images_uint8)
+        found = self.familiarity.score(features)
+        if self.config["recipe"].get("tta", False):
+            return self.probabilities(images_uint8), found
+        with torch.no_grad():
+            heads = [timm_net(member).get_classifier() for member in members]
+            probabilities = torch.stack(
+                [torch.softmax(head(features.to(next(head.parameters()).device)).float().cpu(), 1) for head in heads]
+            ).mean(0)
+        return probabilities, found
+
+    def label(self, images_uint8: torch.Tensor, names: list[str], unknown: bool = False) -> list[dict]:
+        """One row per image as `pasture predict` gives it: file (from `names`), label, probabilities, and
+        for a run that keeps them, familiarity and familiar; with `unknown`, an unfamiliar photo's label is
+        "unknown" (its best class stays in `best_class`)."""
+        probabilities, found = self.scores(images_uint8)
+        return prediction_rows(
+            [Path(name) for name in names], probabilities.tolist(), self.classes, familiarity_columns(found), unknown
+        )
+
+
+def familiarity_columns(found: dict[str, torch.Tensor] | None) -> list[tuple[float, bool]] | None:
+    """(familiarity, familiar) per image, as prediction_rows takes them."""
+    if found is None:
+        return None
+    return list(zip(found["familiarity"].tolist(), found["familiar"].tolist()))
+
+
+def predict_files(
+    model: Classifier, files: list[Path], csv: str | os.PathLike | None, quiet: bool, unknown: bool
+) -> list[dict] | dict:
+    """pasture.api.predict on a loaded run: rows, or with `csv` the counts of the CSV written."""
+    if not files:
+        raise UserError("predict: give at least one image file or folder")
+    if csv is not None:
+
+        def scores_of(images_uint8):
+            probabilities, found = model.scores(torch.from_numpy(images_uint8))
+            return (probabilities.numpy(), familiarity_columns(found)) if found is not None else probabilities.numpy()
+
+        return write_predictions_csv(
+            files, model.classes, model.image_size, scores_of, csv, quiet, model.familiarity is not None, unknown
+        )
+    return model.label(decode_files(files, model.image_size), [str(path) for path in files], unknown)

@@ -25,6 +25,7 @@ from pasture.core.defaults import (
     DEFAULT_MIN_IMAGE_SIZE,
     DEFAULT_RECIPE,
 )
+from pasture.core.errors import UserError
 from pasture.core.paths import printable_name
 from pasture.gan.presets import GAN_PRESETS
 
@@ -165,11 +166,18 @@ def _run_predict(args) -> int:
     if args.run.endswith(EXPORTED_SUFFIXES):  # an exported file, its runtime alone: torch is never imported
         from pasture.classify.onnx_runner import predict_onnx
 
+        if args.unknown:
+            raise UserError(
+                f"--unknown: {args.run} carries no training photos' features yet; predict with the run folder"
+            )
+
         rows = predict_onnx(args.run, args.paths, csv=args.csv, quiet=args.quiet)
     else:
         from pasture import api
 
-        rows = api.predict(args.run, args.paths, device=args.device, csv=args.csv, quiet=args.quiet)
+        rows = api.predict(
+            args.run, args.paths, device=args.device, csv=args.csv, quiet=args.quiet, unknown=args.unknown
+        )
     if isinstance(rows, dict):  # with --csv: the summary of what was written
         print(
             f"{rows['images']} images: {rows['predicted']} predicted, {rows['skipped']} skipped (reason in the "
@@ -180,7 +188,9 @@ def _run_predict(args) -> int:
         print(json.dumps(rows))
         return 0
     for row in rows:
-        print(f"{printable_name(row['file'])}\t{row['label']}\t{row['probability']:.3f}")
+        familiar = f"\tfamiliarity {row['familiarity']:.2f}" if "familiarity" in row else ""
+        unfamiliar = "" if row.get("familiar", True) else " (unlike every photo it was taught on)"
+        print(f"{printable_name(row['file'])}\t{row['label']}\t{row['probability']:.3f}{familiar}{unfamiliar}")
     return 0
 
 
@@ -362,6 +372,12 @@ def _add_predict(commands) -> None:
         metavar="OUT.csv",
         help="stream any number of images to this CSV (bounded memory, a progress bar): one row per "
         "image with its label and a probability per class, or the reason it was skipped",
+    )
+    predict.add_argument(
+        "--unknown",
+        action="store_true",
+        help="label a photo unlike every training photo 'unknown' (its best class stays in best_class); "
+        "runs of the default probe say how familiar each photo is either way",
     )
     predict.add_argument("--quiet", action="store_true", help="no progress bar (with --csv)")
     add_device_flag(predict)

@@ -1,0 +1,138 @@
+"""How familiar a photo is (issue 41, first part): a probe run keeps its training photos' features, and
+predict says for each photo how familiar it is; with --unknown, a photo unlike every training photo is
+labelled "unknown" instead of being called a cow with 99% confidence."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_image, write_split_data
+from PIL import Image
+
+from pasture import api
+from pasture.classify.familiarity import FAMILIARITY_FILE, KEPT, Familiarity, knn_distance
+from pasture.cli import main
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    """A probe run on the generated cows (red) and horses (blue), new photos of both, and photos of none
+    of the classes: green noise (the same 'camera', another animal) and black-and-white checkerboards."""
+    root = tmp_path_factory.mktemp("familiar")
+    data = write_split_data(root / "data")
+    run = root / "run"
+    api.train(data, run, recipe="probe", image_size=48, quiet=True)
+    known, others = root / "known", root / "others"
+    known.mkdir()
+    others.mkdir()
+    for index in range(6):
+        make_image("cow", 300 + index).save(known / f"cow_{index}.png")
+        make_image("horse", 300 + index).save(known / f"horse_{index}.png")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:24, 0:24]
+    for index in range(6):
+        green = rng.integers(0, 60, size=(24, 24, 3)).astype(np.int16)
+        green[..., 1] += 150
+        Image.fromarray(green.astype(np.uint8)).save(others / f"green_{index}.png")
+        checker = (((xx // (2 + index % 3)) + (yy // 4)) % 2 * 255).astype(np.uint8)
+        Image.fromarray(np.stack([checker] * 3, -1)).save(others / f"checker_{index}.png")
+    return run, known, others
+
+
+def test_a_planted_far_away_class_is_flagged_and_labelled_unknown(taught):
+    run, _, others = taught
+    plain = api.predict(run, [others])
+    assert all(row["label"] in ("cow", "horse") for row in plain)  # the head alone calls them cow or horse...
+    assert np.mean([row["probability"] for row in plain]) > 0.9  # ...and is sure of it
+    assert [row["familiar"] for row in plain] == [False] * 12
+    assert max(row["familiarity"] for row in plain) < 0.05
+    flagged = api.predict(run, [others], unknown=True)
+    assert {row["label"] for row in flagged} == {"unknown"}
+    assert [row["best_class"] for row in flagged] == [row["label"] for row in plain]
+
+
+def test_new_photos_of_the_known_classes_stay_familiar_and_keep_their_label(taught):
+    run, known, _ = taught
+    rows = api.predict(run, [known], unknown=True)
+    familiar = [row for row in rows if row["familiar"]]
+    assert len(familiar) >= 10  # the threshold keeps 95% of held-out training photos; 12 new ones here
+    assert all(row["label"] == row["file"].rsplit("/", 1)[-1].split("_")[0] for row in familiar)
+    assert np.mean([row["familiarity"] for row in rows]) > 0.3
+
+
+def test_the_run_keeps_a_small_float16_bank_and_states_its_threshold(taught):
+    run, _, _ = taught
+    familiarity = Familiarity.load(run)
+    assert familiarity is not None and familiarity.bank.dtype == torch.float16
+    assert familiarity.bank.shape[0] == 16 and (run / FAMILIARITY_FILE).stat().st_size < 200_000
+    assert familiarity.kept == KEPT and familiarity.folds == "5 stratified folds"
+    kept = float((familiarity.held_out <= familiarity.threshold).float().mean())
+    assert kept >= KEPT  # the threshold keeps 95% of the held-out training photos
+    notes = json.loads((run / "metrics.json").read_text())["notes"]["familiarity"]
+    assert notes["threshold"] == pytest.approx(familiarity.threshold) and "held out" in notes["chosen_on"]
+    card = (run / "MODEL_CARD.md").read_text()
+    assert f"farther than {familiarity.threshold:.3f} is unfamiliar" in card and "keeps 95% of the training" in card
+
+
+def test_predict_shows_familiarity_in_text_json_and_csv(taught, tmp_path, capsys):
+    run, known, others = taught
+    assert main(["predict", str(run), str(others / "green_0.png"), "--unknown"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "\tunknown\t" in line and "familiarity 0.00" in line and "unlike every photo it was taught on" in line
+    out = tmp_path / "labels.csv"
+    assert main(["predict", str(run), str(known), str(others), "--csv", str(out), "--unknown", "--quiet"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 24 and {"familiarity", "familiar"} <= set(rows[0])
+    by_name = {row["file"].rsplit("/", 1)[-1]: row for row in rows}
+    assert by_name["checker_0.png"]["label"] == "unknown" and by_name["checker_0.png"]["familiar"] == "no"
+    assert api.predict(run, [known / "cow_1.png"])[0]["probability"] == pytest.approx(
+        float(by_name["cow_1.png"]["probability"]), abs=1e-5
+    )
+
+
+def test_a_run_without_a_bank_predicts_as_before(split_data, tmp_path):
+    api.train(split_data, tmp_path / "scratch", recipe="scratch", epochs=1, image_size=16, quiet=True)
+    [row] = api.predict(tmp_path / "scratch", [split_data / "test" / "cow" / "cow_100.png"], unknown=True)
+    assert "familiarity" not in row and row["label"] in ("cow", "horse")
+
+
+def test_the_probability_from_shared_features_is_the_models(taught):
+    """The backbone runs once for both the familiarity and the probabilities: they must be the model's."""
+    run, known, _ = taught
+    loaded = api.load(run, device="cpu")
+    images = torch.stack(
+        [
+            torch.from_numpy(np.asarray(Image.open(p).resize((48, 48))).transpose(2, 0, 1).copy())
+            for p in sorted(known.iterdir())
+        ]
+    )
+    shared, found = loaded.scores(images)
+    assert found is not None
+    assert torch.allclose(shared, loaded.probabilities(images), atol=1e-5)
+
+
+def test_knn_distance_and_familiarity_on_planted_features():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.eye(8)[:2] * 10
+    features = torch.cat(
+        [centres[0] + torch.randn(20, 8, generator=generator), centres[1] + torch.randn(20, 8, generator=generator)]
+    )
+    labels = torch.tensor([0] * 20 + [1] * 20)
+    familiarity = Familiarity.fit(features, labels)
+    near = centres + 0.1 * torch.randn(2, 8, generator=generator)
+    far = torch.eye(8)[5:7] * 10  # another direction: another kind of thing
+    scored = familiarity.score(torch.cat([near, far]))
+    assert scored["familiar"].tolist() == [True, True, False, False]
+    assert scored["familiarity"][2:].max() == 0 and scored["familiarity"][:2].min() > 0.5
+    same = torch.nn.functional.normalize(features, dim=1)
+    assert torch.allclose(knn_distance(same, same, 1), torch.zeros(40), atol=1e-5)  # each is its own nearest
+
+
+def test_an_exported_file_refuses_unknown_with_one_line(taught, tmp_path, capsys):
+    run, known, _ = taught
+    assert main(["predict", str(tmp_path / "model.onnx"), str(known), "--unknown"]) == 2
+    assert "--unknown" in capsys.readouterr().err
