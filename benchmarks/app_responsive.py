@@ -89,7 +89,7 @@ def main() -> None:
         text=True,
     )
     try:
-        token = re.search(r"\?token=(\S+)", server.stdout.readline()).group(1)
+        token = re.search(r"#token=(\S+)", server.stdout.readline()).group(1)
         base = f"http://127.0.0.1:{port}"
         for _ in range(200):
             try:

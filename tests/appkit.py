@@ -83,6 +83,46 @@ def live(app):
         thread.join(timeout=10)
 
 
+@contextmanager
+def app_process(runs):
+    """A real `pasture app` process on a free port serving `runs`, once it answers; yields (process,
+    port, token). Stopped on the way out."""
+    import re
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pasture.cli", "app", "--runs", str(runs), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline()  # printed once the app is built, before it listens
+        token = re.search(r"#token=(\S+)", line).group(1)
+        deadline = time.time() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "the app never answered"
+                time.sleep(0.2)
+        yield server, port, token
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The peak resident memory of process `pid` so far (Linux's VmHWM)."""
+    import re
+    from pathlib import Path
+
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1))
+
+
 def fake_camera_video(path, segments: list[tuple[str, int]], fps: int = 10, width: int = 160, height: int = 120):
     """A Y4M video for Chromium's fake camera (--use-file-for-fake-video-capture), which plays it in a
     loop: `segments` are (label, seconds) of generated photos (make_image, a new one each second).

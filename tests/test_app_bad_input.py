@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from appkit import TOKEN, client_for, live, png, teach, wait_for
+from appkit import TOKEN, app_process, client_for, live, peak_rss_kib, png, teach, wait_for
 
 from pasture.app import server as server_module
 from pasture.app.server import Admission, TooBusy, create_app
@@ -217,38 +217,16 @@ def test_three_tests_of_a_huge_16_bit_png_at_once_stay_within_a_memory_bound(run
     """A real `pasture app` process: three Tests of the 89 Mpx 16-bit PNG at once. Before, each decode
     went through float64 arrays (+2.3 GB for one camera frame, +5.7 GB for three Tests); now a Test decodes
     each photo once, in integer bands, one Test at a time."""
-    import re
-    import subprocess
-    import sys
-    import time
 
     from pasture import api
 
     api.train(_data(tmp_path), runs / "first", recipe="scratch", epochs=1, image_size=16, quiet=True)
     photo = deep_png(tmp_path / "deep.png").read_bytes()
-    from appkit import free_port
-
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pasture.cli", "app", "--runs", str(runs), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        token = re.search(r"#token=(\S+)", server.stdout.readline()).group(1)
+    with app_process(runs) as (server, port, token):
         base, headers = f"http://127.0.0.1:{port}", {"X-Pasture-Token": token}
-        deadline = time.time() + 120
-        while True:
-            try:
-                httpx.get(f"{base}/static/page.css", timeout=5)
-                break
-            except httpx.HTTPError:
-                assert time.time() < deadline, "the app never answered"
-                time.sleep(0.2)
         small = [("photos", ("a.png", png("cow", 1), "image/png"))]
         assert httpx.post(f"{base}/api/runs/first/predict", headers=headers, files=small, timeout=600).is_success
-        before = _peak_kib(server.pid)
+        before = peak_rss_kib(server.pid)
         answers: list[httpx.Response] = []
 
         def one() -> None:
@@ -266,23 +244,14 @@ def test_three_tests_of_a_huge_16_bit_png_at_once_stay_within_a_memory_bound(run
             thread.start()
         for thread in threads:
             thread.join(timeout=600)
-        grown_mib = (_peak_kib(server.pid) - before) / 1024
+        grown_mib = (peak_rss_kib(server.pid) - before) / 1024
         assert [answer.status_code for answer in answers] == [200] * 3, [answer.text[:200] for answer in answers]
         assert all(answer.json()[0]["label"] in ("cow", "horse") for answer in answers)
         assert grown_mib < 1024, f"three Tests of the 16-bit PNG grew the app's peak memory by {grown_mib:.0f} MiB"
         print(f"three Tests of the 89 Mpx 16-bit PNG: peak memory +{grown_mib:.0f} MiB")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def _data(tmp_path: Path) -> Path:
     from conftest import write_split_data
 
     return write_split_data(tmp_path / "photos")
-
-
-def _peak_kib(pid: int) -> int:
-    import re
-
-    return int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1))

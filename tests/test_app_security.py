@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
-import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +15,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason='the app extra is not installed (pip install -e ".[app]")')
 
-from appkit import TOKEN, chromium_browser, client_for, free_port, live, photos, teach, wait_for
+from appkit import TOKEN, app_process, chromium_browser, client_for, live, peak_rss_kib, photos, teach, wait_for
 
 from pasture.app.guard import host_name, local_url
 from pasture.app.server import create_app
@@ -292,11 +289,6 @@ def test_a_run_named_with_quotes_and_markup_is_shown_as_text_and_runs_no_script(
 # --------------------------------------------------------------------------------------- big uploads
 
 
-def _peak_rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
-
-
 def _post_streamed(port: int, token: str, size: int, declared: int | None = None) -> tuple[int, bytes]:
     """POST a multipart upload of one `size`-byte file, generated chunk by chunk (the client never holds it)."""
     boundary = "pasture-test-boundary"
@@ -335,36 +327,15 @@ def _post_streamed(port: int, token: str, size: int, declared: int | None = None
 def test_an_oversized_upload_is_refused_without_the_server_holding_it(tmp_path):
     """A real `pasture app` process: a 400 MB "photo" is refused at the 20 MiB limit per photo while the
     server's peak memory grows by far less than the upload (before: by the whole upload)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pasture.cli", "app", "--runs", str(tmp_path / "runs"), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = server.stdout.readline()  # printed once the app is built, before it listens
-        token = re.search(r"#token=(\S+)", line).group(1)
-        deadline = time.time() + 60
-        while True:
-            try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=5).request("GET", "/static/page.css")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)
+    with app_process(tmp_path / "runs") as (server, port, token):
         status, _ = _post_streamed(port, token, 1 << 20)  # warm-up: a 1 MB non-image, refused as no classes
         assert status == 400
-        before = _peak_rss_kib(server.pid)
+        before = peak_rss_kib(server.pid)
         status, answer = _post_streamed(port, token, 400 << 20)
-        grown_mib = (_peak_rss_kib(server.pid) - before) / 1024
+        grown_mib = (peak_rss_kib(server.pid) - before) / 1024
         assert status == 413 and b"huge.png: above the 20 MiB limit per photo" in answer, answer
         assert grown_mib < 100, f"the server's peak memory grew by {grown_mib:.0f} MiB for a 400 MiB upload"
         # a Content-Length over the limit per request is refused before the body is read
         status, answer = _post_streamed(port, token, 0, declared=5 << 30)
         assert status == 413 and b"limit per request" in answer
         assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [".explanations"]  # nothing left
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
