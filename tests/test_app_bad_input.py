@@ -82,6 +82,7 @@ def test_a_malformed_form_is_a_one_line_400(app, runs, case):
         ({"classes": '["cow", "horse"]', "mode": "tiny", "epochs": "٣"}, "give a whole number"),
         ({"classes": f'["{"牛" * 96}", "horse"]'}, "180 bytes"),
         ({"classes": '["cow", "horse"]', "name": "馬" * 96}, "180 bytes"),
+        ({"classes": '["a\\nb", "horse"]'}, "class name 'a\\nb' holds a control character"),  # escaped once
     ],
 )
 def test_bad_fields_are_one_line_400s_and_leave_nothing(app, runs, fields, said):
