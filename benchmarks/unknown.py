@@ -80,9 +80,12 @@ def main() -> None:
                 "predicted": model.classes[int(p.argmax())],
                 "max_probability": float(p.max()),
                 "familiarity": float(f),
+                "distance": float(d),
                 "familiar": bool(k),
             }
-            for (_, label, group), p, f, k in zip(rows, probabilities, found["familiarity"], found["familiar"])
+            for (_, label, group), p, f, d, k in zip(
+                rows, probabilities, found["familiarity"], found["distance"], found["familiar"]
+            )
         ]
 
     per_source = {}
@@ -105,8 +108,8 @@ def main() -> None:
     areas = {}
     for against, known in (("web collections", web), ("every new source", scored["sources"])):
         areas[against] = {
-            "familiarity": auroc(
-                [1 - row["familiarity"] for row in scored["others"]], [1 - row["familiarity"] for row in known]
+            "familiarity (k-NN distance)": auroc(
+                [row["distance"] for row in scored["others"]], [row["distance"] for row in known]
             ),
             "max probability (baseline)": auroc(
                 [1 - row["max_probability"] for row in scored["others"]], [1 - row["max_probability"] for row in known]

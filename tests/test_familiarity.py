@@ -136,3 +136,39 @@ def test_an_exported_file_refuses_unknown_with_one_line(taught, tmp_path, capsys
     run, known, _ = taught
     assert main(["predict", str(tmp_path / "model.onnx"), str(known), "--unknown"]) == 2
     assert "--unknown" in capsys.readouterr().err
+
+
+def test_evaluate_reports_familiarity_calibration_and_the_others_caught(taught, tmp_path, capsys):
+    run, known, others = taught
+    labelled = tmp_path / "labelled"
+    for photo in known.iterdir():
+        (labelled / photo.name.split("_")[0]).mkdir(parents=True, exist_ok=True)
+        (labelled / photo.name.split("_")[0] / photo.name).write_bytes(photo.read_bytes())
+    report = api.evaluate(run, labelled, others=others, out=tmp_path / "check")
+    assert report["familiarity"]["flagged"]["n"] == 12 and set(report["familiarity"]["flagged_per_class"]) == {
+        "cow",
+        "horse",
+    }
+    assert report["others"]["caught"]["share"] == 1.0 and report["others"]["caught"]["n"] == 12
+    assert report["others"]["auroc_familiarity"] == 1.0  # every other photo farther than every known one
+    calibration = report["calibration"]
+    assert 0 <= calibration["ece"] <= 1 and sum(row["n"] for row in calibration["bins"]) == 12
+    assert calibration["coverage"]["n"] == 11  # the 90% most confident of 12
+    assert (tmp_path / "check" / "reliability.png").stat().st_size > 5_000
+    assert main(["evaluate", str(run), str(labelled), "--others", str(others)]) == 0
+    shown = capsys.readouterr().out
+    assert "expected calibration error" in shown and "keeping the 90% most confident photos, accuracy is" in shown
+    assert "caught 100.0% (95% CI 75.8%-100.0%, n=12)" in shown and "accuracy on the familiar" in shown
+
+
+def test_calibration_error_and_auroc_on_planted_numbers():
+    from pasture.classify.calibration import auroc, calibration
+
+    labels = torch.tensor([0] * 10)
+    sure_and_right = torch.tensor([[1.0, 0.0]] * 10)
+    assert calibration(sure_and_right, labels)["ece"] == pytest.approx(0.0)
+    sure_and_half_wrong = torch.tensor([[0.95, 0.05]] * 5 + [[0.05, 0.95]] * 5)  # 95% sure, right half the time
+    assert calibration(sure_and_half_wrong, labels)["ece"] == pytest.approx(0.45)
+    assert auroc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 1.0
+    assert auroc(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 0.5
+    assert auroc(torch.tensor([]), torch.tensor([1.0])) is None

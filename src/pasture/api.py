@@ -22,12 +22,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from pasture.classify.calibration import calibration, plot_reliability
 from pasture.classify.evaluate import (
     accuracy_report,
     group_reports,
-    predict_probabilities,
 )
 from pasture.classify.explain import explain_images, plot_top_losses
+from pasture.classify.familiarity import familiarity_report, others_report
 from pasture.classify.finish import finish_run
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.formats import EXPORT_FORMATS, export_run
@@ -281,9 +282,12 @@ def evaluate(
     group_column: str = "group",
     device: str = "auto",
     out: str | os.PathLike | None = None,
+    others: str | os.PathLike | None = None,
     warn: Warn = warn_to_stderr,
 ) -> dict:
-    """Accuracy of a trained run on DATA (its test split, or every image of DATA/<class>/).
+    """Accuracy of a trained run on DATA (its test split, or every image of DATA/<class>/), with its
+    calibration (classify.calibration) and, for a probe run, the familiarity of the photos; `others` (a
+    folder of photos of none of the classes): the share caught as unfamiliar and the AUROC.
 
     Classes are matched by name; a class in DATA that the model does not know is a UserError.
     Returns accuracy, ci95, n, per_class, confusion (over the model's classes) and classes; with
@@ -295,24 +299,31 @@ def evaluate(
     check_outside(out, data)
     if out is not None:
         check_output_folder(Path(out), "evaluation.json", "evaluation")
-    model, config = load_run(run, resolve_device(device))
-    model_classes = config["classes"]
+    loaded = Classifier(run, resolve_device(device))
+    model, config, model_classes = loaded.model, loaded.config, loaded.classes
     images, skipped = load_labelled_folder(
         data, config["image_size"], min_image_size, strict, warn, groups=groups, group_column=group_column
     )
     to_model_index = class_index_map(images.classes, model_classes, f"{data}: class folders")
     labels = to_model_index[images.labels]
-    probabilities = predict_probabilities(model, images.images, tta=config["recipe"].get("tta", False))
+    probabilities, found = loaded.scores(images.images)
     predicted = probabilities.argmax(1)
     report = accuracy_report(predicted, labels, model_classes)
     if images.groups is not None:
         report["per_group"] = group_reports(predicted, labels, images.groups, model_classes)
-    report["skipped"] = skipped
+    report["skipped"], report["calibration"] = skipped, calibration(probabilities, labels)
+    if found is not None:
+        report["familiarity"] = familiarity_report(found, predicted == labels, labels, model_classes, images.groups)
+        if others is not None:
+            report["others"] = others_report(loaded.scores, loaded.image_size, others, found, probabilities)
+    elif others is not None:
+        raise UserError(f"--others: {run} keeps no training photos' features (a probe run does); nothing to compare")
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         check_writable(out)
         with folder_lock(out, "evaluation"):
+            plot_reliability(report["calibration"], out / "reliability.png", Path(data).name)
             plot_confusion(
                 report["confusion"],
                 model_classes,

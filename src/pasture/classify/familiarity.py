@@ -23,9 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pasture.classify.calibration import auroc, proportion
 from pasture.classify.evaluate import to_float
 from pasture.core.device import model_device
+from pasture.core.imagefile import image_files_in
 from pasture.core.runs import atomic_torch_save, load_checkpoint
+from pasture.data.layouts import decode_files
 from pasture.data.splits import stratified_folds
 from pasture.models import Classifier, timm_net
 
@@ -148,3 +151,44 @@ class Familiarity:
             float(stored["kept"]),
             str(stored["folds"]),
         )
+
+
+def familiarity_report(
+    found: dict[str, torch.Tensor], correct: torch.Tensor, labels: torch.Tensor, classes: list[str], groups
+) -> dict:
+    """What `evaluate` says of the familiarity on labelled photos: the share flagged unfamiliar (overall,
+    per class and per group), and the accuracy on the familiar and on the unfamiliar photos, each with its
+    interval and n: flagged photos should be the ones the model gets wrong more often."""
+    familiar = found["familiar"]
+    report = {
+        "flagged": proportion(~familiar),
+        "accuracy_familiar": proportion(correct[familiar]),
+        "accuracy_unfamiliar": proportion(correct[~familiar]),
+        "flagged_per_class": {
+            name: proportion(~familiar[labels == index])
+            for index, name in enumerate(classes)
+            if (labels == index).any()
+        },
+    }
+    if groups is not None:
+        report["flagged_per_group"] = {
+            group: proportion(~familiar[torch.tensor([name == group for name in groups])])
+            for group in sorted(set(groups))
+        }
+    return report
+
+
+def others_report(
+    loaded_scores, image_size: int, others: str | os.PathLike, known_found: dict, known_probabilities: torch.Tensor
+) -> dict:
+    """Photos of none of the classes (`others`, any layout): the share caught (flagged unfamiliar), and how
+    well the familiarity and, for comparison, the head's top probability tell them from the labelled photos
+    (AUROC). `loaded_scores` is trained.Classifier.scores."""
+    files = image_files_in([others])
+    probabilities, found = loaded_scores(decode_files(files, image_size))
+    return {
+        "folder": str(others),
+        "caught": proportion(~found["familiar"]),
+        "auroc_familiarity": auroc(found["distance"], known_found["distance"]),
+        "auroc_max_probability": auroc(-probabilities.max(1).values, -known_probabilities.max(1).values),
+    }

@@ -137,9 +137,11 @@ def _run_evaluate(args) -> int:
         group_column=args.group_column,
         device=args.device,
         out=args.out,
+        others=args.others,
     )
     if args.json:
-        keys = ("accuracy", "ci95", "n", "per_class", "confusion", "classes", "per_group", "top_losses")
+        keys = ["accuracy", "ci95", "n", "per_class", "confusion", "classes", "per_group", "top_losses"]
+        keys += ["calibration", "familiarity", "others"]
         print(json.dumps({key: report[key] for key in keys if key in report}))
         return 0
     print(accuracy_line("accuracy: ", report["accuracy"], report["ci95"], report["n"]))
@@ -155,9 +157,42 @@ def _run_evaluate(args) -> int:
     print(" " * (width + 2) + " ".join(f"{name:>{width}}" for name in report["classes"]))
     for name, row in zip(report["classes"], report["confusion"]):
         print(f"  {name:>{width}}" + " ".join(f"{count:>{width}}" for count in row))
+    _print_trust(report)
     if args.out is not None:
-        print(f"top losses: {Path(args.out) / 'top_losses.png'}")
+        print(
+            f"top losses: {Path(args.out) / 'top_losses.png'}; reliability diagram: {Path(args.out) / 'reliability.png'}"
+        )
     return 0
+
+
+def _share(cell: dict) -> str:
+    if not cell["n"]:
+        return "- (n=0)"
+    return f"{cell['share']:.1%} (95% CI {cell['ci95'][0]:.1%}-{cell['ci95'][1]:.1%}, n={cell['n']})"
+
+
+def _print_trust(report: dict) -> None:
+    """evaluate's calibration, familiarity and --others lines."""
+    calibrated, coverage = report["calibration"], report["calibration"]["coverage"]
+    print(
+        f"confidence: expected calibration error {calibrated['ece']:.1%} (n={calibrated['n']}); keeping the "
+        f"{coverage['kept']:.0%} most confident photos, accuracy is {_share(coverage)}"
+    )
+    familiar = report.get("familiarity")
+    if familiar:
+        print(
+            f"unfamiliar photos (unlike every training photo): {_share(familiar['flagged'])}; accuracy on the "
+            f"familiar {_share(familiar['accuracy_familiar'])}, on the unfamiliar {_share(familiar['accuracy_unfamiliar'])}"
+        )
+        for name, cell in {**familiar["flagged_per_class"], **familiar.get("flagged_per_group", {})}.items():
+            print(f"  flagged in {printable_name(name)}: {_share(cell)}")
+    others = report.get("others")
+    if others:
+        print(
+            f"photos of none of the classes ({printable_name(others['folder'])}): caught {_share(others['caught'])}; "
+            f"AUROC against DATA's photos {others['auroc_familiarity']:.3f} (the head's top probability: "
+            f"{others['auroc_max_probability']:.3f})"
+        )
 
 
 def _run_predict(args) -> int:
@@ -350,6 +385,11 @@ def _add_evaluate(commands) -> None:
     )
     evaluate.add_argument("--strict", action="store_true", help="unusable files are an error")
     add_group_flags(evaluate, "adds accuracy per group")
+    evaluate.add_argument(
+        "--others",
+        metavar="DIR",
+        help="photos of none of the classes (any layout): the share the run flags as unfamiliar, and the AUROC",
+    )
     add_device_flag(evaluate)
 
 
