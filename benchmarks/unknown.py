@@ -127,7 +127,9 @@ def main() -> None:
             timings[name].append((time.perf_counter() - started) / len(batch))
     seconds = {name: statistics.median(values) for name, values in timings.items()}
 
-    print(f"run {run}: threshold {model.familiarity.threshold:.3f} ({model.familiarity.folds}, kept {model.familiarity.kept:.0%})")
+    print(
+        f"run {run}: threshold {model.familiarity.threshold:.3f} ({model.familiarity.folds}, kept {model.familiarity.kept:.0%})"
+    )
     print("\nphotos of other animals caught (flagged unfamiliar):")
     for animal, row in caught.items():
         print(f"  {animal:8} {row['share']:6.1%}  (95% CI {row['ci95'][0]:.1%}-{row['ci95'][1]:.1%}, n={row['n']})")
