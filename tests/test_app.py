@@ -8,11 +8,13 @@ import importlib.util
 import re
 import time
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason='the app extra is not installed (pip install -e ".[app]")')
 
 from appkit import TOKEN, chromium_browser, client_for, fake_camera_video, live, photos, png, wait_for
+from PIL import Image
 
 from pasture.app.server import create_app
 
@@ -279,11 +281,18 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         page.screenshot(path=str(shots / "teach.png"), full_page=True)
         page.click("#tab-test")
         page.wait_for_selector("#test-run option", state="attached")
-        page.set_input_files("#test-files", [str(folder / "cow_0.png"), str(folder / "horse_0.png")])
-        assert page.inner_text("#test-count") == "cow_0.png, horse_0.png"
+        checker = np.kron(np.indices((6, 6)).sum(0) % 2, np.ones((8, 8))) * 255  # none of the classes
+        Image.fromarray(np.stack([checker] * 3, -1).astype(np.uint8)).save(folder / "checker.png")
+        page.set_input_files(
+            "#test-files", [str(folder / name) for name in ("cow_0.png", "horse_0.png", "checker.png")]
+        )
+        assert page.inner_text("#test-count") == "cow_0.png, horse_0.png, checker.png"
         page.click("#predict")
         page.wait_for_selector("td.label")  # two backbones, Grad-CAM and occlusion per photo
-        assert page.locator("td.label").count() == 2
+        assert page.locator("td.label").count() == 3
+        assert page.locator(".unfamiliar").count() == 1  # the checkerboard, and only it
+        assert "unlike anything it was taught" in page.locator("tr", has=page.locator(".unfamiliar")).inner_text()
+        assert "checker.png" in page.locator("tr", has=page.locator(".unfamiliar")).inner_text()
         page.wait_for_selector("img.heatmap")  # where the model looked, when captum is installed (it is in dev)
         page.screenshot(path=str(shots / "test.png"), full_page=True)
         page.click("#tab-runs")

@@ -389,8 +389,12 @@ async function predict() {
         table.append(el("tr", {}, el("td", {}, r.file), el("td", {colSpan: 2, className: "error"}, r.error)));
         continue;
       }
+      // a run of the accurate mode says how familiar each photo is: one unlike every training photo is
+      // said so beside its label (the label alone would look as sure as any other)
+      const unfamiliar = r.familiar === false ?
+        el("div", {className: "unfamiliar"}, `unlike anything it was taught (familiarity ${r.familiarity.toFixed(2)})`) : null;
       table.append(el("tr", {}, el("td", {}, r.file),
-        el("td", {className: "label"}, el("b", {}, r.label), " " + pct(r.probability)),
+        el("td", {className: "label"}, el("b", {}, r.label), " " + pct(r.probability), unfamiliar),
         el("td", {}, Object.entries(r.probabilities).map(([c, p]) => `${c} ${pct(p)}`).join(", "))));
       if (r.heatmap) {
         table.append(el("tr", {}, el("td", {colSpan: 3},
