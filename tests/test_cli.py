@@ -28,7 +28,8 @@ def test_evaluate_json_has_exactly_the_contract_keys(trained_run, split_data, ca
     capsys.readouterr()
     assert main(["evaluate", str(trained_run), str(split_data), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)  # exactly one JSON object
-    assert set(report) == {"accuracy", "ci95", "n", "per_class", "confusion", "classes"}
+    assert set(report) == {"accuracy", "ci95", "n", "per_class", "confusion", "classes", "calibration"}
+    assert 0 <= report["calibration"]["ece"] <= 1 and report["calibration"]["n"] == 12  # a probe run adds familiarity
     assert report["n"] == 12 and report["classes"] == ["cow", "horse"]
     assert sum(map(sum, report["confusion"])) == 12
     assert report["ci95"][0] <= report["accuracy"] <= report["ci95"][1]

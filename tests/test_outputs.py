@@ -61,9 +61,11 @@ def test_an_output_inside_the_data_is_refused_by_every_command_that_writes(
 
 
 def test_predict_csv_checks_its_target_before_any_work(trained_run, split_data, tmp_path, capsys, monkeypatch):
+    from pasture.classify.trained import Classifier
+
     scored = []
-    real = api.predict_probabilities
-    monkeypatch.setattr(api, "predict_probabilities", lambda *a, **k: scored.append(1) or real(*a, **k))
+    real = Classifier.scores
+    monkeypatch.setattr(Classifier, "scores", lambda *a, **k: scored.append(1) or real(*a, **k))
     folder = tmp_path / "somewhere"
     folder.mkdir()
     photos = str(split_data / "test")

@@ -48,12 +48,13 @@ class LiveModel:
             [row] = model.label(torch.from_numpy(image)[None], ["frame"])
         return {field: row[field] for field in ("label", "probability", "probabilities")}
 
-    def label_photos(self, run: Path, photos: list[Path], heatmaps: Path | None) -> list[dict]:
+    def label_photos(self, run: Path, photos: list[Path], heatmaps: Path | None, then=None) -> list[dict]:
         """A row per photo of a Test: its label and probabilities, or why it is not usable; with
         `heatmaps` (a new folder), Grad-CAM and occlusion written there and named in `heatmap`. Each
         photo is decoded once, at the run's size (a Test decoded it three times: check, predict,
         heatmap), by the kept model; one Test or frame at a time holds the model, so decoding memory is
-        one request's (issue 40)."""
+        one request's (issue 40). `then` (no arguments) runs last, still holding the model: the Test page
+        prunes older heatmaps there, so no batch being written is ever removed."""
         with self._lock:
             model = self._loaded(run)
             rows, images, usable = [], [], []
@@ -75,11 +76,9 @@ class LiveModel:
             if heatmaps is not None:
                 for row, explained in zip(good, explain_images(model.model, model.config, usable, batch, heatmaps)):
                     row["heatmap"] = explained["heatmap"]
+            if then is not None:
+                then()
         return rows
-
-    def busy(self) -> threading.Lock:
-        """The model's lock, for work that must not overlap a Test or a frame (pruning the heatmaps)."""
-        return self._lock
 
     def forget(self, run: Path) -> None:
         """Drop `run`'s model (deleted: its memory goes with it)."""

@@ -236,22 +236,22 @@ def _check_images(files: list[Path]) -> None:
 
 def _label_photos(live: LiveModel, run: Path, photos: list[Path], explanations: Path) -> list[dict]:
     """A row per photo (LiveModel.label_photos): with the explain extra, a heatmap URL too. The newest
-    KEEP_EXPLANATIONS batches of heatmaps stay; older ones are removed once this one is written, while this
-    request still holds the model, so no batch being written is ever removed (45 Tests at once answered
-    26 errors when one request's pruning removed another's batch mid-write: issue 40)."""
+    KEEP_EXPLANATIONS batches of heatmaps stay; older ones are removed right after this one is written,
+    while this request still holds the model, so no batch being written is ever removed (45 Tests at
+    once answered 26 errors when one request's pruning removed another's batch mid-write: issue 40)."""
     if importlib.util.find_spec("captum") is None:  # without the explain extra: labels only
         return live.label_photos(run, photos, None)
     batch = uuid.uuid4().hex[:12]
-    rows = live.label_photos(run, photos, explanations / batch)
+
+    def prune() -> None:
+        older = [path for path in explanations.iterdir() if path.name != batch]
+        for old in sorted(older, key=lambda path: path.stat().st_mtime)[: max(0, len(older) + 1 - KEEP_EXPLANATIONS)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    rows = live.label_photos(run, photos, explanations / batch, then=prune)
     for row in rows:
         if "heatmap" in row:
             row["heatmap"] = f"/api/explanations/{batch}/{row['heatmap']}"
-    with live.busy():
-        finished = [path for path in explanations.iterdir() if path.name != batch]
-        for old in sorted(finished, key=lambda path: path.stat().st_mtime)[
-            : max(0, len(finished) + 1 - KEEP_EXPLANATIONS)
-        ]:
-            shutil.rmtree(old, ignore_errors=True)
     return rows
 
 

@@ -10,6 +10,7 @@
     transfer     what a run trains on besides its photos: a synthetic set, or a teacher run's bank
     trained      TrainResult, ensemble members, load_run and Classifier (a finished run folder -> model)
     evaluate     probabilities, TTA, accuracy with intervals, score_run -> RunRecord
+    calibration  expected calibration error, the reliability diagram, risk-coverage, AUROC
     card         MODEL_CARD.md of a run folder
     finish       a trained run's folder finished: scores, figures, model card, metrics.json last
     explain      Grad-CAM and occlusion maps, top losses
