@@ -134,6 +134,7 @@ def test_knn_distance_and_familiarity_on_planted_features():
 
 def test_an_exported_file_refuses_unknown_with_one_line(taught, tmp_path, capsys):
     run, known, _ = taught
+    (tmp_path / "model.onnx").write_bytes(b"")  # refused before it is read
     assert main(["predict", str(tmp_path / "model.onnx"), str(known), "--unknown"]) == 2
     assert "--unknown" in capsys.readouterr().err
 

@@ -11,6 +11,7 @@ gan          gan train, gan sample, gan score
 studies      experiment, demo, tune
 app          the local web app
 options      argument types, the help formatter, and the flags several commands share
+early        the path checks a command makes before it imports torch
 __main__     `python -m pasture.cli`
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from pasture import __version__
 from pasture.cli import app, data, gan, runs, studies
+from pasture.cli.early import check_early
 from pasture.cli.options import HelpFormatter
 from pasture.core.errors import MACHINE_ERRNOS, Interrupted, UserError, WriteFailed
 from pasture.core.paths import TEMP_NAME, printable_name
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
+        check_early(args)  # paths, before any heavy import: a typo answers at once
         return args.command_handler(args)
     except WriteFailed as error:
         print(f"pasture: error: {error}; {_after_write_failure(args)}", file=sys.stderr)
