@@ -72,3 +72,28 @@ def test_an_unfinished_run_is_said_before_torch(tmp_path):
     (run / "config.json").write_text("{}")
     code, imported, err = run_cli("export", str(run))
     assert code == 2 and not imported and "has not finished" in err
+
+
+def test_reading_photos_and_features_show_progress_unless_quiet(tmp_path, capsys):
+    """No silent minutes: train, evaluate and predict show bars for reading photos and for the backbone's
+    features (at 32 photos or more); --quiet and small jobs show none."""
+    from conftest import write_class_folders
+
+    from pasture.cli import main
+
+    data = write_class_folders(tmp_path / "photos", {"cow": 40, "horse": 40})
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", str(data), "--out", str(run), "--recipe", "probe", "--image-size", "48"]) == 0
+    err = capsys.readouterr().err
+    assert "reading photos" in err and "features" in err
+    assert (
+        main(["train", str(data), "--out", str(tmp_path / "q"), "--recipe", "probe", "--image-size", "48", "--quiet"])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "reading photos" not in err and "features" not in err
+    assert main(["predict", str(run), str(data), "--json"]) == 0
+    assert "features" in capsys.readouterr().err
+    assert main(["predict", str(run), str(data / "cow" / "cow_000.png")]) == 0  # one photo: no bar
+    assert "features" not in capsys.readouterr().err

@@ -27,6 +27,7 @@ from pasture.classify.calibration import auroc, proportion
 from pasture.classify.evaluate import to_float
 from pasture.core.device import model_device
 from pasture.core.imagefile import image_files_in
+from pasture.core.progress import work_bar
 from pasture.core.runs import atomic_torch_save, load_checkpoint
 from pasture.data.layouts import decode_files
 from pasture.data.splits import stratified_folds
@@ -45,10 +46,12 @@ def backbone_features(model: Classifier, images_uint8: torch.Tensor, batch_size:
     model.eval()
     device = model_device(model)
     chunks = []
-    for start in range(0, images_uint8.shape[0], batch_size):
-        normalised = model.normalize(to_float(images_uint8[start : start + batch_size].to(device)))
-        net = timm_net(model)
-        chunks.append(net.forward_head(net.forward_features(normalised), pre_logits=True).cpu())
+    with work_bar(images_uint8.shape[0], "features") as bar:
+        for start in range(0, images_uint8.shape[0], batch_size):
+            normalised = model.normalize(to_float(images_uint8[start : start + batch_size].to(device)))
+            net = timm_net(model)
+            chunks.append(net.forward_head(net.forward_features(normalised), pre_logits=True).cpu())
+            bar.update(len(normalised))
     return torch.cat(chunks)
 
 

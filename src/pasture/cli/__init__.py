@@ -28,6 +28,7 @@ from pasture.cli.early import check_early
 from pasture.cli.options import HelpFormatter
 from pasture.core.errors import MACHINE_ERRNOS, Interrupted, UserError, WriteFailed
 from pasture.core.paths import TEMP_NAME, printable_name
+from pasture.core.progress import showing_progress
 
 # The command families, in --help order: each module adds its commands (with their handlers beside them).
 FAMILIES = (data, runs, gan, studies, app)
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         check_early(args)  # paths, before any heavy import: a typo answers at once
-        return args.command_handler(args)
+        with showing_progress(not getattr(args, "quiet", False)):  # bars for reading photos and features
+            return args.command_handler(args)
     except WriteFailed as error:
         print(f"pasture: error: {error}; {_after_write_failure(args)}", file=sys.stderr)
         return EXIT_USER_ERROR

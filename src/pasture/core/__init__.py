@@ -11,6 +11,7 @@ store      things built once and shared by every process that needs them (under 
 cache      the one content-keyed disk cache (decoded images, probe features, distillation banks)
 record     RunRecord: what one finished run scored (metrics.json and experiment results alike)
 runtime    seeding, progress bars, malloc tuning, usable cores
+progress   bars for reading photos and features, shown by the CLI unless --quiet (torch-free)
 device     the device (CUDA, MPS, CPU), precision and autocast, reproducible CUDA
 loop       the one training loop: a step function, events after each step, the checkpoint of a loop
 stats      intervals, paired comparisons (pure Python; scipy's t distribution where needed)

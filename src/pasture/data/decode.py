@@ -13,6 +13,7 @@ import torch
 
 from pasture.core.cache import ContentCache
 from pasture.core.imagefile import BadImage, decode_array, too_small
+from pasture.core.progress import work_bar
 
 DECODE_CACHE_FORMAT = "v2"  # v2: large photos reduced before the fit (core.imagefile.DECODE_SIDE)  # bump when decoding changes, so old cache entries are not reused
 
@@ -72,5 +73,9 @@ def decode_many(
     workers = max(1, min(4, os.cpu_count() or 1))
     if len(paths) < 8:
         return [one(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, paths))
+    results = []
+    with ThreadPoolExecutor(max_workers=workers) as pool, work_bar(len(paths), "reading photos") as bar:
+        for result in pool.map(one, paths):
+            results.append(result)
+            bar.update(1)
+    return results
