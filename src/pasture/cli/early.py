@@ -16,6 +16,11 @@ from pasture.core.paths import printable_name
 # a finished run folder only, photos (files or folders) to label.
 FOLDER, RUN_OR_EXPORT, RUN, PHOTOS = "folder", "run or export", "run", "photos"
 EXPORTED_SUFFIXES = (".onnx", ".xml", ".tflite")  # classify.onnx_runner's, without importing it
+MISSING_EXPORT = {  # what each format's runner says of a missing file, said here before its runtime loads
+    ".onnx": "no such file; give the file `pasture export` wrote",
+    ".xml": "no such model; give the model.xml `pasture export --format openvino` wrote",
+    ".tflite": "no such model; give the .tflite file `pasture export --format tflite` wrote",
+}
 
 CHECKS = {
     "train": {"data": FOLDER, "synthetic": FOLDER, "teacher": RUN, "unlabeled": FOLDER},
@@ -75,6 +80,6 @@ def check_early(args) -> None:
         elif kind == RUN or (kind == RUN_OR_EXPORT and not str(value).endswith(EXPORTED_SUFFIXES)):
             _run(Path(value), option)
         elif kind == RUN_OR_EXPORT and not Path(value).is_file():
-            raise UserError(f"{printable_name(value)}: no such file; give the file `pasture export` wrote")
+            raise UserError(f"{printable_name(value)}: {MISSING_EXPORT[Path(value).suffix]}")
         elif kind == PHOTOS:
             _photos(value)
