@@ -173,3 +173,15 @@ def test_calibration_error_and_auroc_on_planted_numbers():
     assert auroc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 1.0
     assert auroc(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 0.5
     assert auroc(torch.tensor([]), torch.tensor([1.0])) is None
+
+
+def test_a_csv_batch_of_only_unusable_files_writes_their_reasons(split_data, tmp_path):
+    """A batch with no usable photo, on a run without a bank: its rows say why (it raised before)."""
+    api.train(split_data, tmp_path / "scratch", recipe="scratch", epochs=1, image_size=16, quiet=True)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"not an image")
+    counts = api.predict(tmp_path / "scratch", [bad], csv=tmp_path / "out.csv")
+    assert counts["predicted"] == 0 and counts["skipped"] == 1
+    [row] = list(csv.DictReader((tmp_path / "out.csv").open()))
+    assert row["label"] == "" and "not an image Pillow can read" in row["skipped"]

@@ -16,10 +16,25 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pasture.core.errors import write_failed
+from pasture.core.errors import UserError, write_failed
 from pasture.core.imagefile import BadImage, decode_array
-from pasture.core.paths import check_output_file, display_name, new_file_mode
+from pasture.core.paths import check_output_file, display_name, new_file_mode, printable_name
 from pasture.core.processes import process_alive
+
+# The files `predict` runs with their own runtime, without torch, and what each runner says of one that is
+# not there (the CLI says the same before the runtime loads: pasture.cli.early).
+MISSING_EXPORT = {
+    ".onnx": "no such file; give the file `pasture export` wrote",
+    ".xml": "no such model; give the model.xml `pasture export --format openvino` wrote",
+    ".tflite": "no such model; give the .tflite file `pasture export --format tflite` wrote",
+}
+EXPORTED_SUFFIXES = tuple(MISSING_EXPORT)
+
+
+def missing_export(path: str | os.PathLike) -> UserError:
+    """The one-line error for an exported model file that is not there."""
+    return UserError(f"{printable_name(path)}: {MISSING_EXPORT[Path(path).suffix]}")
+
 
 UNKNOWN = "unknown"  # the label of a photo unlike every training photo, with --unknown (classify.familiarity)
 BATCH = 64  # images decoded and scored at once at 96 px or less: memory stays at one batch, whatever the count
@@ -85,6 +100,23 @@ def remove_stale_temp_files(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def _scored_rows(
+    paths: list[Path],
+    arrays: list[np.ndarray],
+    probabilities_of: Callable[[np.ndarray], Any],
+    classes: list[str],
+    familiarity: bool,
+    unknown: bool,
+) -> list[dict]:
+    """prediction_rows of one decoded batch (the one rule for labels, "unknown" included); none for a
+    batch whose every file was unusable."""
+    if not arrays:
+        return []
+    scored = probabilities_of(np.stack(arrays))
+    probabilities, familiar = scored if familiarity else (scored, None)
+    return prediction_rows(paths, np.asarray(probabilities).tolist(), classes, familiar, unknown)
+
+
 def write_predictions_csv(
     files: list[Path],
     classes: list[str],
@@ -123,15 +155,13 @@ def write_predictions_csv(
             writer = csv.writer(handle)
             extra = ["familiarity", "familiar"] if familiarity else []
             writer.writerow(["file", "label", "probability", *(f"p_{name}" for name in classes), *extra, "skipped"])
-            classes = [spreadsheet_cell(name) for name in classes]  # labels are cells too
             step = batch_size_for(image_size)
             for start in range(0, len(files), step):
                 batch = files[start : start + step]
                 decoded = list(pool.map(lambda path: _decode(path, image_size), batch))  # Pillow frees the GIL
-                usable = [array for array, _ in decoded if array is not None]
-                scored: Any = probabilities_of(np.stack(usable)) if usable else (np.zeros((0, 1)), [])
-                probabilities, familiar = scored if familiarity else (scored, None)
-                scores = iter(zip(np.asarray(probabilities).tolist(), familiar or [None] * len(usable)))
+                usable = [path for path, (array, _) in zip(batch, decoded) if array is not None]
+                arrays = [array for array, _ in decoded if array is not None]
+                rows = iter(_scored_rows(usable, arrays, probabilities_of, classes, familiarity, unknown))
                 for path, (array, reason) in zip(batch, decoded):
                     if array is None:
                         writer.writerow(
@@ -145,16 +175,14 @@ def write_predictions_csv(
                         )
                         counts["skipped"] += 1
                         continue
-                    probs, known = next(scores)
-                    best = max(range(len(probs)), key=probs.__getitem__)
-                    label = UNKNOWN if unknown and known is not None and not known[1] else classes[best]
-                    columns = [f"{known[0]:.4f}", "yes" if known[1] else "no"] if known is not None else []
+                    row = next(rows)
+                    columns = [f"{row['familiarity']:.4f}", "yes" if row["familiar"] else "no"] if familiarity else []
                     writer.writerow(
                         [
-                            spreadsheet_cell(display_name(path)),
-                            label,
-                            f"{probs[best]:.6f}",
-                            *(f"{p:.6f}" for p in probs),
+                            spreadsheet_cell(row["file"]),
+                            spreadsheet_cell(row["label"]),  # labels are cells too
+                            f"{row['probability']:.6f}",
+                            *(f"{row['probabilities'][name]:.6f}" for name in classes),
                             *columns,
                             "",
                         ]
