@@ -300,6 +300,8 @@ def evaluate(
     if out is not None:
         check_output_folder(Path(out), "evaluation.json", "evaluation")
     loaded = Classifier(run, resolve_device(device))
+    if others is not None and loaded.familiarity is None:  # said before any photo is read
+        raise UserError(f"--others: {run} keeps no training photos' features (a probe run does); nothing to compare")
     model, config, model_classes = loaded.model, loaded.config, loaded.classes
     images, skipped = load_labelled_folder(
         data, config["image_size"], min_image_size, strict, warn, groups=groups, group_column=group_column
@@ -316,8 +318,6 @@ def evaluate(
         report["familiarity"] = familiarity_report(found, predicted == labels, labels, model_classes, images.groups)
         if others is not None:
             report["others"] = others_report(loaded.scores, loaded.image_size, others, found, probabilities)
-    elif others is not None:
-        raise UserError(f"--others: {run} keeps no training photos' features (a probe run does); nothing to compare")
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -102,6 +102,10 @@ class Admission:
                 self.inside -= 1
 
 
+# The status of a refused request by the kind of its UserError (400 for any other).
+ERROR_STATUS = (((Busy, FolderBusy), 409), (TooLarge, 413), (TooBusy, 429))
+
+
 def _problem(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -459,15 +463,7 @@ def create_app(
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, error: UserError):
-        status = (
-            409
-            if isinstance(error, (Busy, FolderBusy))
-            else 413
-            if isinstance(error, TooLarge)
-            else 429
-            if isinstance(error, TooBusy)
-            else 400
-        )
+        status = next((code for kinds, code in ERROR_STATUS if isinstance(error, kinds)), 400)
         return _problem(status, _as_shown(str(error), runs))
 
     @app.exception_handler(NotFound)

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pasture.classify.predictions import in_batches, prediction_rows, write_predictions_csv
+from pasture.classify.predictions import (  # noqa: F401  (EXPORTED_SUFFIXES: imported from here by api and cli)
+    EXPORTED_SUFFIXES,
+    in_batches,
+    missing_export,
+    prediction_rows,
+    write_predictions_csv,
+)
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.imagefile import BadImage, decode_array, image_files_in
@@ -23,9 +29,6 @@ from pasture.core.imagefile import BadImage, decode_array, image_files_in
 if TYPE_CHECKING:  # the runners of other formats import their runtime only when used
     from pasture.classify.openvino_runner import OpenVinoClassifier
     from pasture.classify.tflite_runner import TfliteClassifier
-
-
-EXPORTED_SUFFIXES = (".onnx", ".xml", ".tflite")  # files `predict` runs with their own runtime, without torch
 
 
 def onnxruntime_module():
@@ -39,7 +42,7 @@ class OnnxClassifier:
         """`threads`: ONNX Runtime's intra-op threads (None: its default, every core)."""
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"{path}: no such file; give the file `pasture export` wrote")
+            raise missing_export(path)
         ort = onnxruntime_module()
         options = ort.SessionOptions()
         if threads is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pasture.classify.predictions import in_batches
+from pasture.classify.predictions import in_batches, missing_export
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 
@@ -29,7 +29,7 @@ class OpenVinoClassifier:
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         path = Path(path)
         if not path.is_file() or not path.with_suffix(".bin").is_file():
-            raise UserError(f"{path}: no such model; give the model.xml `pasture export --format openvino` wrote")
+            raise missing_export(path)
         ov = openvino_module()
         core = ov.Core()
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pasture.classify.predictions import in_batches
+from pasture.classify.predictions import in_batches, missing_export
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 
@@ -59,7 +59,7 @@ class TfliteClassifier:
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"{path}: no such model; give the .tflite file `pasture export --format tflite` wrote")
+            raise missing_export(path)
         litert = litert_module()
         data = path.read_bytes()
         try:

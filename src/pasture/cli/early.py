@@ -15,12 +15,14 @@ from pasture.core.paths import printable_name
 # What an argument must be: a folder of photos, a finished run folder (or an exported file for predict),
 # a finished run folder only, photos (files or folders) to label.
 FOLDER, RUN_OR_EXPORT, RUN, PHOTOS = "folder", "run or export", "run", "photos"
-EXPORTED_SUFFIXES = (".onnx", ".xml", ".tflite")  # classify.onnx_runner's, without importing it
-MISSING_EXPORT = {  # what each format's runner says of a missing file, said here before its runtime loads
-    ".onnx": "no such file; give the file `pasture export` wrote",
-    ".xml": "no such model; give the model.xml `pasture export --format openvino` wrote",
-    ".tflite": "no such model; give the .tflite file `pasture export --format tflite` wrote",
-}
+
+
+def exported_suffixes() -> tuple[str, ...]:
+    """The exported files predict runs with their own runtime (imported here, not at start-up: numpy)."""
+    from pasture.classify.predictions import EXPORTED_SUFFIXES
+
+    return EXPORTED_SUFFIXES
+
 
 CHECKS = {
     "train": {"data": FOLDER, "synthetic": FOLDER, "teacher": RUN, "unlabeled": FOLDER},
@@ -77,9 +79,12 @@ def check_early(args) -> None:
         option = "" if name in ("data", "run", "paths") else f"--{name} "
         if kind == FOLDER:
             _folder(Path(value), option)
-        elif kind == RUN or (kind == RUN_OR_EXPORT and not str(value).endswith(EXPORTED_SUFFIXES)):
+        elif kind == RUN_OR_EXPORT and str(value).endswith(exported_suffixes()):
+            if not Path(value).is_file():
+                from pasture.classify.predictions import missing_export
+
+                raise missing_export(value)
+        elif kind in (RUN, RUN_OR_EXPORT):
             _run(Path(value), option)
-        elif kind == RUN_OR_EXPORT and not Path(value).is_file():
-            raise UserError(f"{printable_name(value)}: {MISSING_EXPORT[Path(value).suffix]}")
         elif kind == PHOTOS:
             _photos(value)

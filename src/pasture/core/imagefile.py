@@ -63,9 +63,7 @@ def _grey_8bit(image: Image.Image) -> Image.Image:
     minimum to their maximum."""
     extrema = image.getextrema()  # (min, max) of a one-band image, computed by Pillow without a copy
     low, high = float(cast(float, extrema[0])), float(cast(float, extrema[1]))
-    factor = max(1, min(image.size) // DECODE_SIDE)
-    if factor < 2:
-        factor = 1
+    factor = _reduction(image.size)
     width, height = image.size
     out = Image.new("L", (-(-width // factor), -(-height // factor)))
     rows = max(factor, ROWS_PER_CHUNK // factor * factor)
@@ -105,10 +103,17 @@ def _on_white(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
 
 
+def _reduction(size: tuple[int, int]) -> int:
+    """The whole factor an image of `size` is box-reduced by: its shorter side stays at least DECODE_SIDE
+    (1: not reduced)."""
+    factor = min(size) // DECODE_SIDE
+    return factor if factor >= 2 else 1
+
+
 def _reduced(image: Image.Image) -> Image.Image:
-    """`image` box-reduced by a whole factor while its shorter side stays at least DECODE_SIDE."""
-    factor = min(image.size) // DECODE_SIDE
-    return image.reduce(factor) if factor >= 2 else image
+    """`image` box-reduced by _reduction's factor."""
+    factor = _reduction(image.size)
+    return image.reduce(factor) if factor > 1 else image
 
 
 def _draft(opened: Image.Image) -> None:

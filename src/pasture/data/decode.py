@@ -15,7 +15,9 @@ from pasture.core.cache import ContentCache
 from pasture.core.imagefile import BadImage, decode_array, too_small
 from pasture.core.progress import work_bar
 
-DECODE_CACHE_FORMAT = "v2"  # v2: large photos reduced before the fit (core.imagefile.DECODE_SIDE)  # bump when decoding changes, so old cache entries are not reused
+# Bump when decoding changes, so old cache entries are not reused (v2: large photos reduced before the fit,
+# core.imagefile.DECODE_SIDE).
+DECODE_CACHE_FORMAT = "v2"
 
 
 def decode_image_and_size(
