@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -132,11 +133,72 @@ def test_knn_distance_and_familiarity_on_planted_features():
     assert torch.allclose(knn_distance(same, same, 1), torch.zeros(40), atol=1e-5)  # each is its own nearest
 
 
-def test_an_exported_file_refuses_unknown_with_one_line(taught, tmp_path, capsys):
+def assert_same_familiarity(exported: list[dict], from_run: list[dict], held_out: int) -> None:
+    """An export's rows say what the run's say: labels ("unknown" included), familiar, and familiarity to
+    one held-out photo's step (a distance that differs by float rounding may cross one of them)."""
+    assert [row["label"] for row in exported] == [row["label"] for row in from_run]
+    assert [row["familiar"] for row in exported] == [row["familiar"] for row in from_run]
+    for ours, theirs in zip(exported, from_run):
+        assert abs(ours["familiarity"] - theirs["familiarity"]) <= 1 / held_out + 1e-9
+        assert abs(ours["probability"] - theirs["probability"]) < 1e-4
+
+
+def test_an_onnx_export_outputs_familiarity_and_predicts_unknown_as_the_run(taught, tmp_path, capsys):
+    run, known, others = taught
+    written = api.export(run, out=tmp_path / "model.onnx")
+    assert written["familiarity_parity_max_abs"] < 1e-4
+    from pasture.classify.onnx_runner import OnnxClassifier
+
+    model = OnnxClassifier(tmp_path / "model.onnx")
+    assert model.threshold == Familiarity.load(run).threshold
+    assert [output.name for output in model.session.get_outputs()] == ["probabilities", "familiarity", "distance"]
+    held_out = len(Familiarity.load(run).held_out)
+    for folder in (known, others):
+        exported = api.predict(tmp_path / "model.onnx", [folder], unknown=True)
+        assert_same_familiarity(exported, api.predict(run, [folder], unknown=True), held_out)
+    assert {row["label"] for row in api.predict(tmp_path / "model.onnx", [others], unknown=True)} == {"unknown"}
+    out = tmp_path / "rows.csv"
+    assert main(["predict", str(tmp_path / "model.onnx"), str(others), "--unknown", "--csv", str(out), "--quiet"]) == 0
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["label"] for row in rows} == {"unknown"} and {row["familiar"] for row in rows} == {"no"}
+
+
+def test_the_onnx_bank_is_small_float16(taught, tmp_path):
+    """The bank adds its float16 bytes to the file, not a float32 copy: the file grows by about the
+    bank's size (the issue's limit: +2 MB for 100 training photos)."""
+    run, _, _ = taught
+    bank = Familiarity.load(run).bank
+    with_bank = api.export(run, out=tmp_path / "with.onnx")["bytes"]
+    from pasture.classify.export import fp32_export
+
+    without = len(fp32_export(run, familiar=False)[3])
+    assert 0 < with_bank - without < bank.numel() * 2 + 64_000
+
+
+def test_an_export_without_familiarity_refuses_unknown_with_one_line(taught, tmp_path, capsys):
     run, known, _ = taught
-    (tmp_path / "model.onnx").write_bytes(b"")  # refused before it is read
-    assert main(["predict", str(tmp_path / "model.onnx"), str(known), "--unknown"]) == 2
-    assert "--unknown" in capsys.readouterr().err
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare)
+    (bare / FAMILIARITY_FILE).unlink()
+    api.export(bare, out=tmp_path / "bare.onnx")
+    rows = api.predict(tmp_path / "bare.onnx", [known])
+    assert "familiarity" not in rows[0]
+    assert main(["predict", str(tmp_path / "bare.onnx"), str(known), "--unknown"]) == 2
+    err = capsys.readouterr().err
+    assert "--unknown" in err and "bare.onnx" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_an_openvino_export_outputs_the_same_familiarity(taught, tmp_path):
+    pytest.importorskip("openvino", reason='the openvino extra is not installed (pip install -e ".[openvino]")')
+    run, known, others = taught
+    written = api.export(run, format="openvino", out=tmp_path / "ov")
+    assert written["familiarity_parity_max_abs"] < 1e-4
+    held_out = len(Familiarity.load(run).held_out)
+    for folder in (known, others):
+        exported = api.predict(tmp_path / "ov" / "model.xml", [folder], unknown=True)
+        assert_same_familiarity(exported, api.predict(run, [folder], unknown=True), held_out)
 
 
 def test_evaluate_reports_familiarity_calibration_and_the_others_caught(taught, tmp_path, capsys):

@@ -354,7 +354,7 @@ def predict(
     With `csv`, any number of images are streamed to that CSV file with bounded memory (one row per
     image, or the reason it was skipped) and a progress bar unless `quiet`; returns the counts."""
     if str(run).endswith(EXPORTED_SUFFIXES):  # an exported file: its runtime alone, no torch
-        return predict_onnx(run, paths, csv=csv, quiet=quiet)
+        return predict_onnx(run, paths, csv=csv, quiet=quiet, unknown=unknown)
     return predict_files(load(run, device=device), image_files_in(paths), csv, quiet, unknown)
 
 

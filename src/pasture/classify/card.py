@@ -103,7 +103,8 @@ def model_card(config: dict, record: dict) -> str:
             f"Each prediction says how familiar the photo is: {familiar['method']}. A photo farther than "
             f"{familiar['threshold']:.3f} is unfamiliar (`pasture predict --unknown` labels it unknown); that "
             f"threshold keeps {familiar['kept']:.0%} of the training photos familiar, measured on {familiar['chosen_on']}. "
-            "Photos of other things, and photos from a camera or place it never saw, are flagged alike.",
+            "Photos of other things, and photos from a camera or place it never saw, are flagged alike. "
+            "The ONNX and OpenVINO exports carry the same familiarity (outputs `familiarity` and `distance`).",
             "",
         ]
     lines += [

@@ -86,7 +86,7 @@ def export_coreml(run: str | os.PathLike, out: str | os.PathLike | None = None) 
     if package.suffix != ".mlpackage":
         raise UserError(f"--out {package}: name the package *.mlpackage")
     check_output_package(package, "--out", PACKAGE_FILES, "Core ML package")  # only pasture's own is replaced
-    model, config, tta, _, metadata = fp32_export(run)
+    model, config, tta, _, metadata = fp32_export(run, familiar=False)  # Core ML: probabilities only
     size = config["image_size"]
     with staging_folder(package.parent, "coreml") as staging:
         staged = staging / package.name

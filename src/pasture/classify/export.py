@@ -19,13 +19,16 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pasture import __version__
 from pasture.classify.evaluate import predict_probabilities, tta_views
+from pasture.classify.familiarity import Familiarity, backbone_features
 from pasture.classify.onnx_runner import OnnxClassifier
 from pasture.classify.trained import finished_run_config, load_run
 from pasture.core.defaults import DataOptions
@@ -34,6 +37,8 @@ from pasture.core.extras import optional_import
 from pasture.core.paths import check_output_file
 from pasture.core.runs import atomic_write_bytes, read_checked_json
 from pasture.data import load_dataset
+from pasture.models import Classifier as Network
+from pasture.models import Ensemble, timm_net
 
 OPSET = 17
 PARITY_LIMIT = 1e-4  # max |p_torch - p_onnxruntime| an export may have
@@ -50,6 +55,39 @@ class ExportGraph(nn.Module):
         images = images_uint8.float() / 255.0
         views = tta_views(images) if self.tta else [images]
         return torch.stack([torch.softmax(self.model(view), dim=1) for view in views]).mean(0)
+
+
+class FamiliarExportGraph(ExportGraph):
+    """uint8 images -> (probabilities, familiarity, distance), as trained.Classifier.scores: one backbone
+    pass gives the features, the heads read them (with TTA, the shifted views give the probabilities),
+    and the k-NN distance to the bank of training features (a float16 constant: 0.5 MB for 100 photos of
+    the default's 2,688 features) is read as the share of held-out training photos at least as far."""
+
+    bank: torch.Tensor
+    held_out: torch.Tensor
+
+    def __init__(self, model: nn.Module, tta: bool, familiarity: Familiarity):
+        super().__init__(model, tta)
+        self.register_buffer("bank", familiarity.bank.half())
+        self.register_buffer("held_out", familiarity.held_out.float())
+        self.k = max(1, min(familiarity.k, len(familiarity.bank)))
+
+    def forward(self, images_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
+        first = cast(Network, members[0])
+        net = timm_net(first)
+        features = net.forward_head(
+            net.forward_features(first.normalize(images_uint8.float() / 255.0)), pre_logits=True
+        )
+        if self.tta:
+            probabilities = super().forward(images_uint8)
+        else:
+            heads = [timm_net(member).get_classifier() for member in members]
+            probabilities = torch.stack([torch.softmax(head(features), dim=1) for head in heads]).mean(0)
+        similarity = F.normalize(features, dim=1) @ self.bank.float().T
+        distance = 1.0 - similarity.topk(self.k, dim=1).values[:, -1]
+        familiarity = (self.held_out[None, :] >= distance[:, None]).float().mean(1)
+        return probabilities, familiarity, distance
 
 
 def _onnx():
@@ -102,12 +140,16 @@ def checked_parity(run: Path, config: dict, model: nn.Module, tta: bool, probabi
     return parity, checked_on, int(len(images))
 
 
-def fp32_export(run: Path) -> tuple[nn.Module, dict, bool, bytes, dict]:
-    """(the run's model, its config, whether it uses TTA, the fp32 ONNX file's bytes, its metadata)."""
+def fp32_export(run: Path, familiar: bool = True) -> tuple[nn.Module, dict, bool, bytes, dict]:
+    """(the run's model, its config, whether it uses TTA, the fp32 ONNX file's bytes, its metadata).
+    With `familiar` and a run that keeps its training photos' features, the graph also outputs each
+    image's familiarity and distance (FamiliarExportGraph) and the metadata says the threshold."""
     _onnx()  # the extra, said before any work
     model, config = load_run(run)
     tta = bool(config["recipe"].get("tta", False))
-    graph = ExportGraph(model, tta).eval()
+    familiarity = Familiarity.load(run) if familiar else None
+    graph = (ExportGraph(model, tta) if familiarity is None else FamiliarExportGraph(model, tta, familiarity)).eval()
+    outputs = ["probabilities"] + ([] if familiarity is None else ["familiarity", "distance"])
     size = config["image_size"]
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -118,11 +160,47 @@ def fp32_export(run: Path) -> tuple[nn.Module, dict, bool, bytes, dict]:
             buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to a file object; the signature names paths only
             dynamo=False,
             input_names=["images"],
-            output_names=["probabilities"],
+            output_names=outputs,
             opset_version=OPSET,
-            dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+            dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]},
         )
-    return model, config, tta, buffer.getvalue(), run_metadata(run, config, tta)
+    metadata = run_metadata(run, config, tta)
+    if familiarity is not None:
+        metadata.update(familiarity_metadata(familiarity))
+    return model, config, tta, buffer.getvalue(), metadata
+
+
+def familiarity_metadata(familiarity: Familiarity) -> dict:
+    """What an export with familiarity outputs says of them (strings, as all metadata)."""
+    summary = familiarity.summary()
+    return {
+        "output": "class probabilities (N x classes, in the order of 'classes'); familiarity (N): the share of "
+        "held-out training photos at least as far from the rest; distance (N): the k-NN cosine distance to the "
+        "training photos, unfamiliar above familiarity_threshold",
+        "familiarity_threshold": repr(float(summary["threshold"])),
+        "familiarity_kept": str(summary["kept"]),
+        "familiarity_method": summary["method"],
+        "familiarity_chosen_on": summary["chosen_on"],
+    }
+
+
+def familiarity_parity(run: Path, config: dict, model: nn.Module, distances, where: Path) -> float | None:
+    """max |distance_torch - distance_export| on check_images, for a run with a familiarity bank (None
+    otherwise); PARITY_LIMIT or more is a UserError naming `where`. `distances`: uint8 images as numpy ->
+    N distances."""
+    familiarity = Familiarity.load(run)
+    if familiarity is None:
+        return None
+    images, _ = check_images(run, config)
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    expected = familiarity.score(backbone_features(cast(Network, members[0]), images))["distance"].numpy()
+    parity = float(np.abs(expected - distances(images.numpy())).max())
+    if not parity < PARITY_LIMIT:
+        raise UserError(
+            f"{where}: its familiarity distances differ from the run's by {parity:.2e} (limit {PARITY_LIMIT:g}); "
+            "the export is not faithful, so it was not kept"
+        )
+    return parity
 
 
 def run_metadata(run: Path, config: dict, tta: bool, precision: str = "fp32") -> dict:
@@ -179,9 +257,9 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
     data = with_metadata(exported, metadata)
     atomic_write_bytes(out, data)
     try:
-        parity, where, checked = checked_parity(
-            run, config, model, tta, OnnxClassifier(out).probabilities, "ONNX Runtime", out
-        )
+        runner = OnnxClassifier(out)
+        parity, where, checked = checked_parity(run, config, model, tta, runner.probabilities, "ONNX Runtime", out)
+        familiar_parity = familiarity_parity(run, config, model, runner.distances, out)
     except BaseException:
         out.unlink(missing_ok=True)
         raise
@@ -190,6 +268,7 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
         "format": "onnx",
         "bytes": len(data),
         "parity_max_abs": parity,
+        "familiarity_parity_max_abs": familiar_parity,
         "checked_on": where,
         "n_checked": checked,
         "opset": f"ONNX opset {OPSET}",

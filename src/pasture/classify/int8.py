@@ -131,7 +131,9 @@ def export_onnx_int8(run: str | os.PathLike, out: str | os.PathLike | None = Non
     run = Path(run)
     finished_run_config(run)  # a folder that is not a finished run is said before --out
     out = output_file(run, out, "model.int8.onnx")
-    model, config, tta, exported, metadata = fp32_export(run)
+    model, config, tta, exported, metadata = fp32_export(
+        run, familiar=False
+    )  # int8 would round the distances: probabilities only
     dataset = _run_split(run, config)
     if len(dataset.test) == 0:
         raise UserError(f"{run}: its split has no test photos to check the int8 file on")

@@ -17,6 +17,9 @@ import numpy as np
 
 from pasture.classify.predictions import (  # noqa: F401  (EXPORTED_SUFFIXES: imported from here by api and cli)
     EXPORTED_SUFFIXES,
+    exported_outputs,
+    exported_scores,
+    familiarity_threshold,
     in_batches,
     missing_export,
     prediction_rows,
@@ -36,7 +39,8 @@ def onnxruntime_module():
 
 
 class OnnxClassifier:
-    """An exported pasture model: `.classes`, `.image_size`, `.metadata`, and probabilities()."""
+    """An exported pasture model: `.classes`, `.image_size`, `.metadata`, `.threshold` (the familiarity
+    threshold, None for a file without familiarity outputs), probabilities() and scores()."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         """`threads`: ONNX Runtime's intra-op threads (None: its default, every core)."""
@@ -60,15 +64,22 @@ class OnnxClassifier:
         except Exception as error:  # onnxruntime's own errors: not an ONNX model, or a damaged one
             raise UserError(f"{path}: ONNX Runtime cannot load it ({type(error).__name__})") from None
         self.input_name = self.session.get_inputs()[0].name
+        self.threshold = familiarity_threshold(self.metadata) if len(self.session.get_outputs()) == 3 else None
+
+    def _outputs(self, batch: np.ndarray) -> list:
+        return self.session.run(None, {self.input_name: batch})
 
     def probabilities(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N x classes, float32) of uint8 images N x 3 x S x S."""
-        return in_batches(
-            lambda batch: self.session.run(None, {self.input_name: batch})[0],
-            images_uint8,
-            batch_size,
-            len(self.classes),
-        )
+        return in_batches(lambda batch: self._outputs(batch)[0], images_uint8, batch_size, len(self.classes))
+
+    def scores(self, images_uint8: np.ndarray, batch_size: int = 64):
+        """(probabilities, [(familiarity, familiar)] per image, or None for a file without them)."""
+        return exported_scores(self._outputs, images_uint8, batch_size, len(self.classes), self.threshold)
+
+    def distances(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """The k-NN distance of each image to the training photos (a file with familiarity outputs)."""
+        return exported_outputs(self._outputs, images_uint8, batch_size)[2]
 
 
 def decode_for(model: OnnxClassifier | OpenVinoClassifier | TfliteClassifier, files: list[Path]) -> np.ndarray:
@@ -87,10 +98,12 @@ def predict_onnx(
     paths: Sequence[str | os.PathLike],
     csv: str | os.PathLike | None = None,
     quiet: bool = True,
+    unknown: bool = False,
 ) -> list[dict] | dict:
-    """The rows of `pasture predict` (file, label, probability, probabilities) from an exported model
-    (FILE.onnx, an OpenVINO model.xml, or a .tflite file);
-    with `csv`, streamed to that file instead (pasture.classify.predictions.write_predictions_csv)."""
+    """The rows of `pasture predict` (file, label, probability, probabilities, and familiarity and familiar
+    for a file that outputs them) from an exported model (FILE.onnx, an OpenVINO model.xml, or a .tflite
+    file); with `unknown`, an unfamiliar photo is labelled "unknown"; with `csv`, streamed to that file
+    instead (pasture.classify.predictions.write_predictions_csv)."""
     if str(file).endswith(".xml"):  # an OpenVINO export (its runner imports openvino only then)
         from pasture.classify.openvino_runner import OpenVinoClassifier
 
@@ -101,9 +114,21 @@ def predict_onnx(
         model = TfliteClassifier(file)
     else:
         model = OnnxClassifier(file)
+    if unknown and model.threshold is None:
+        raise UserError(NO_FAMILIARITY.format(file=file))
     files = image_files_in(paths)
     if not files:
         raise UserError("predict: give at least one image file or folder")
+    familiar = model.threshold is not None
     if csv is not None:
-        return write_predictions_csv(files, model.classes, model.image_size, model.probabilities, csv, quiet)
-    return prediction_rows(files, model.probabilities(decode_for(model, files)).tolist(), model.classes)
+        scores = model.scores if familiar else model.probabilities
+        return write_predictions_csv(files, model.classes, model.image_size, scores, csv, quiet, familiar, unknown)
+    probabilities, columns = model.scores(decode_for(model, files))
+    return prediction_rows(files, probabilities.tolist(), model.classes, columns, unknown)
+
+
+NO_FAMILIARITY = (
+    "--unknown: {file} says nothing of familiarity (from a run without training features, an older export, "
+    "or an int8, TFLite or Core ML file); export the run again with `pasture export`, or predict with the "
+    "run folder"
+)

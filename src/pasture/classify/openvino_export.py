@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pasture.classify.export import checked_parity, fp32_export
+from pasture.classify.export import checked_parity, familiarity_parity, fp32_export
 from pasture.classify.openvino_runner import OpenVinoClassifier, openvino_module
 from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
@@ -46,6 +46,7 @@ def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None
         (staged / "model.onnx").unlink()
         runner = OpenVinoClassifier(staged / "model.xml")
         parity, where, checked = checked_parity(run, config, model, tta, runner.probabilities, "OpenVINO", folder)
+        familiar_parity = familiarity_parity(run, config, model, runner.distances, folder)
         replace_package(staged, folder, IR_FILES, "OpenVINO folder")
         size = sum((folder / name).stat().st_size for name in ("model.xml", "model.bin"))
     return {
@@ -53,6 +54,7 @@ def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None
         "format": "openvino",
         "bytes": size,
         "parity_max_abs": parity,
+        "familiarity_parity_max_abs": familiar_parity,
         "checked_on": where,
         "n_checked": checked,
         "opset": f"OpenVINO IR {ov.__version__.split('-')[0]}",

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pasture.classify.predictions import in_batches, missing_export
+from pasture.classify.predictions import (
+    exported_outputs,
+    exported_scores,
+    familiarity_threshold,
+    in_batches,
+    missing_export,
+)
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 
@@ -47,7 +53,20 @@ class OpenVinoClassifier:
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(model, "CPU", config)
+        self.threshold = familiarity_threshold(self.metadata) if len(model.outputs) == 3 else None
+
+    def _outputs(self, batch: np.ndarray) -> list:
+        results = self.compiled(batch)
+        return [results[index] for index in range(len(self.compiled.outputs))]
 
     def probabilities(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N x classes, float32) of uint8 images N x 3 x S x S."""
         return in_batches(lambda batch: self.compiled(batch)[0], images_uint8, batch_size, len(self.classes))
+
+    def scores(self, images_uint8: np.ndarray, batch_size: int = 64):
+        """(probabilities, [(familiarity, familiar)] per image, or None), as OnnxClassifier.scores."""
+        return exported_scores(self._outputs, images_uint8, batch_size, len(self.classes), self.threshold)
+
+    def distances(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """The k-NN distance of each image to the training photos (a model with familiarity outputs)."""
+        return exported_outputs(self._outputs, images_uint8, batch_size)[2]

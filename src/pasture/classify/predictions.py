@@ -121,7 +121,7 @@ def write_predictions_csv(
     files: list[Path],
     classes: list[str],
     image_size: int,
-    probabilities_of: Callable[[np.ndarray], np.ndarray],
+    probabilities_of: Callable[[np.ndarray], Any],
     out: str | os.PathLike,
     quiet: bool = False,
     familiarity: bool = False,
@@ -206,3 +206,33 @@ def in_batches(run, images_uint8: np.ndarray, batch_size: int, classes: int) -> 
         np.asarray(run(images_uint8[start : start + batch_size])) for start in range(0, len(images_uint8), batch_size)
     ]
     return np.concatenate(chunks) if chunks else np.zeros((0, classes), dtype=np.float32)
+
+
+def familiarity_threshold(metadata: dict) -> float | None:
+    """The distance above which an exported model's photo is unfamiliar, from its metadata (None: the file
+    has no familiarity outputs: a run without a bank, an older export, int8, TFLite or Core ML)."""
+    value = metadata.get("familiarity_threshold")
+    return None if value is None else float(value)
+
+
+def exported_outputs(run, images_uint8: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Every output of an exported model (`run`: a batch -> its outputs, probabilities first) over
+    `images_uint8` in batches, each concatenated; [] for no images."""
+    parts = [
+        [np.asarray(output) for output in run(images_uint8[start : start + batch_size])]
+        for start in range(0, len(images_uint8), batch_size)
+    ]
+    return [np.concatenate(outputs) for outputs in zip(*parts)] if parts else []
+
+
+def exported_scores(
+    run, images_uint8: np.ndarray, batch_size: int, classes: int, threshold: float | None
+) -> tuple[np.ndarray, list[tuple[float, bool]] | None]:
+    """(probabilities N x classes, [(familiarity, familiar)] per image or None) of an exported model:
+    with a threshold, its outputs 1 and 2 are the familiarity and the distance (export.FamiliarExportGraph)."""
+    outputs = exported_outputs(run, images_uint8, batch_size)
+    if not outputs:
+        return np.zeros((0, classes), dtype=np.float32), [] if threshold is not None else None
+    if threshold is None:
+        return outputs[0], None
+    return outputs[0], list(zip(outputs[1].tolist(), (outputs[2].astype(np.float64) <= threshold).tolist()))

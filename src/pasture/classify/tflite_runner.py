@@ -74,6 +74,7 @@ class TfliteClassifier:
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.output = self.interpreter.get_output_details()[0]["index"]
+        self.threshold = None  # TFLite files carry probabilities only
 
     def _one(self, image: np.ndarray) -> np.ndarray:
         self.interpreter.set_tensor(self.input, np.ascontiguousarray(image))
@@ -83,3 +84,7 @@ class TfliteClassifier:
     def probabilities(self, images_uint8: np.ndarray, batch_size: int = 1) -> np.ndarray:
         """Class probabilities (N x classes, float32) of uint8 images N x 3 x S x S, one image a call."""
         return in_batches(self._one, images_uint8, 1, len(self.classes))
+
+    def scores(self, images_uint8: np.ndarray, batch_size: int = 1) -> tuple[np.ndarray, None]:
+        """(probabilities, None): as OnnxClassifier.scores for a file without familiarity outputs."""
+        return self.probabilities(images_uint8), None

@@ -25,7 +25,6 @@ from pasture.core.defaults import (
     DEFAULT_MIN_IMAGE_SIZE,
     DEFAULT_RECIPE,
 )
-from pasture.core.errors import UserError
 from pasture.core.paths import printable_name
 from pasture.gan.presets import GAN_PRESETS
 
@@ -201,12 +200,7 @@ def _run_predict(args) -> int:
     if args.run.endswith(EXPORTED_SUFFIXES):  # an exported file, its runtime alone: torch is never imported
         from pasture.classify.onnx_runner import predict_onnx
 
-        if args.unknown:
-            raise UserError(
-                f"--unknown: {args.run} carries no training photos' features yet; predict with the run folder"
-            )
-
-        rows = predict_onnx(args.run, args.paths, csv=args.csv, quiet=args.quiet)
+        rows = predict_onnx(args.run, args.paths, csv=args.csv, quiet=args.quiet, unknown=args.unknown)
     else:
         from pasture import api
 
