@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from conftest import write_class_folders
 from PIL import Image
 
@@ -229,3 +230,38 @@ def test_doctor_without_its_extra_says_how_to_install_it(tmp_path, capsys, monke
     assert main(["doctor", str(tmp_path / "data"), "--out", str(tmp_path / "out")]) == 2
     assert 'pip install -e ".[doctor]"' in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Strangers: training photos unlike the rest of their class
+
+
+def test_strangers_are_the_planted_far_rows_of_their_class():
+    from pasture.classify.familiarity import strangers_in_class
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(2, 64, generator=generator) * 3
+    labels = torch.tensor([0] * 20 + [1] * 20)
+    features = centres[labels] + 0.3 * torch.randn(40, 64, generator=generator)
+    features[[4, 27]] = torch.randn(2, 64, generator=generator) * 3  # two photos of something else
+    found = strangers_in_class(features, labels)
+    assert [row["index"] for row in found["photos"]] in ([4, 27], [27, 4])
+    assert found["n_judged"] == 40
+    few = strangers_in_class(features[:3], labels[:3])  # a class of 3 photos is not judged
+    assert few["n_judged"] == 0 and few["photos"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="needs the pretrained extra")
+def test_doctor_names_a_planted_stranger_in_its_class(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_class_folders(root, {"cow": 12, "horse": 12}, size=32)
+    yy, xx = np.mgrid[0:32, 0:32]
+    checker = ((xx // 4 + yy // 4) % 2 * 255).astype(np.uint8)
+    Image.fromarray(np.stack([checker] * 3, -1)).save(root / "cow" / "checkerboard.png")
+    assert main(["doctor", str(root), "--label-model", "probe", "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "unlike the rest of their class" in out and "stranger in cow: cow/checkerboard.png" in out
+    report = json.loads((tmp_path / "report" / "doctor.json").read_text())
+    assert report["files"][report["strangers"]["photos"][0]["index"]] == "cow/checkerboard.png"
+    assert "Unlike the rest of their class" in (tmp_path / "report" / "doctor.html").read_text()

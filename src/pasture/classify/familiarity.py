@@ -195,3 +195,40 @@ def others_report(
         "auroc_familiarity": auroc(found["distance"], known_found["distance"]),
         "auroc_max_probability": auroc(-probabilities.max(1).values, -known_probabilities.max(1).values),
     }
+
+
+OUTLIER_Z = 3.0  # robust z (median and MAD) above which a photo is a stranger in its own class
+
+
+def strangers_in_class(features: torch.Tensor, labels: torch.Tensor, k: int = NEIGHBOURS) -> dict:
+    """Training photos unlike the rest of their own class (`pasture doctor`): each photo's k-NN cosine
+    distance to the other photos of its class (leave-one-out), flagged when its robust z-score within
+    the class (median, 1.4826 x MAD) is above OUTLIER_Z. Such a photo is a wrong file, another subject
+    or a rare view the model has few examples of; the head may still fit it, but nothing stands near it.
+    Classes with fewer than 5 photos are not judged (their median says little)."""
+    normalised = F.normalize(features.float(), dim=1)
+    distance = torch.zeros(len(labels))
+    robust_z = torch.zeros(len(labels))
+    judged = torch.zeros(len(labels), dtype=torch.bool)
+    for label in labels.unique():
+        members = (labels == label).nonzero().flatten()
+        if len(members) < 5:
+            continue
+        similarity = normalised[members] @ normalised[members].T
+        similarity.fill_diagonal_(-2.0)  # a photo is not its own neighbour
+        ours = 1.0 - similarity.topk(min(k, len(members) - 1), dim=1).values[:, -1]
+        median = ours.median()
+        spread = 1.4826 * (ours - median).abs().median()
+        distance[members] = ours
+        robust_z[members] = (ours - median) / spread.clamp_min(1e-6)
+        judged[members] = True
+    flagged = (judged & (robust_z > OUTLIER_Z)).nonzero().flatten()
+    order = flagged[robust_z[flagged].argsort(descending=True)]
+    return {
+        "rule": f"k-NN cosine distance (k={k}) to the rest of its class, robust z above {OUTLIER_Z:g}",
+        "n_judged": int(judged.sum()),
+        "photos": [
+            {"index": int(index), "distance": float(distance[index]), "robust_z": float(robust_z[index])}
+            for index in order
+        ],
+    }

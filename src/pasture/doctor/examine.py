@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from pasture.classify.familiarity import strangers_in_class
 from pasture.core.defaults import DataOptions, Warn, warn_to_stderr
 from pasture.core.errors import UserError
 from pasture.core.runs import atomic_write_json, atomic_write_text, check_output_folder, check_writable, folder_lock
@@ -21,7 +22,7 @@ from pasture.data import ImageSet, load_dataset
 from pasture.doctor.checks import DUPLICATE_DISTANCE, group_check, near_duplicates, perceptual_hashes, shortcut_probe
 from pasture.doctor.extra import require_extra
 from pasture.doctor.imagestats import file_families, file_statistics, pixel_statistics, size_summary, to_stats_size
-from pasture.doctor.labels import image_size_for, label_issues, resolve_label_model
+from pasture.doctor.labels import image_size_for, label_issues, probe_features, resolve_label_model
 from pasture.doctor.report import findings, render_html
 
 IMBALANCE_RATIO = 1.5  # largest class / smallest class above this gets a line in the findings
@@ -120,10 +121,13 @@ def examine(
     }
     if not quiet and label_model != "none":
         print(f"doctor: out-of-fold predictions ({label_model}) for label issues ...", flush=True)
-    issues = label_issues(images, label_model, seed, device, quiet)
+    # One pass of the pretrained backbones serves the label check and the strangers check.
+    features = probe_features(images, device) if label_model == "probe" else None
+    issues = label_issues(images, label_model, seed, device, quiet, features)
     if issues is not None:
         issues.pop("probabilities", None)
     report["label_issues"] = issues
+    report["strangers"] = strangers_in_class(features, images.labels) if features is not None else None
     report["findings"] = findings(report)
     if out is not None:
         _write(Path(out), report, images)

@@ -50,10 +50,14 @@ def image_size_for(label_model: str) -> int:
     return get_recipe("probe" if label_model == "probe" else SCRATCH_RECIPE).image_size
 
 
-def _probe_probabilities(images: ImageSet, seed: int, device) -> np.ndarray:
+def probe_features(images: ImageSet, device) -> torch.Tensor:
+    """The default probe's backbone features of every image (cached on disk, shared with `pasture train`)."""
     probe = get_recipe("probe")
     model = create_model(probe.model, len(images.classes), probe.image_size, weights="imagenet").to(device)
-    features = feature_cache(probe).features(model, images.images).numpy()
+    return feature_cache(probe).features(model, images.images)
+
+
+def _probe_probabilities(images: ImageSet, seed: int, features: np.ndarray) -> np.ndarray:
     LogisticRegression, StratifiedKFold, cross_val_predict, _, _ = sklearn_parts()
     labels = images.labels.numpy()
     splitter = StratifiedKFold(n_splits=folds_for(labels), shuffle=True, random_state=seed)
@@ -79,18 +83,24 @@ def _scratch_probabilities(images: ImageSet, seed: int, device, quiet: bool) -> 
 
 
 def label_issues(
-    images: ImageSet, label_model: str, seed: int = 0, device: str | torch.device = "cpu", quiet: bool = True
+    images: ImageSet,
+    label_model: str,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    quiet: bool = True,
+    features: torch.Tensor | None = None,
 ) -> dict | None:
     """Out-of-fold accuracy of `label_model` ("probe" or "scratch"; "none" gives None) and the images
     cleanlab flags, most doubtful first: index, given and suggested class, out-of-fold probability of
-    the given class."""
+    the given class. The probe reads `features` (probe_features) when given."""
     if label_model == "none":
         return None
     labels = images.labels.numpy()
     if folds_for(labels) < 2:
         return {"model": label_model, "skipped": "a class has fewer than 2 images; out-of-fold predictions need 2"}
     if label_model == "probe":
-        probabilities = _probe_probabilities(images, seed, device)
+        chosen = features if features is not None else probe_features(images, device)
+        probabilities = _probe_probabilities(images, seed, chosen.numpy())
     else:
         probabilities = _scratch_probabilities(images, seed, device, quiet)
     require_extra()

@@ -133,6 +133,16 @@ def findings(report: dict) -> list[dict]:
             )
         else:
             add("ok", "labels", f"no likely label errors (out-of-fold {model}: {_interval(issues)})")
+    strangers = report.get("strangers")
+    if strangers is not None and strangers["photos"]:
+        add(
+            "warning",
+            "strangers",
+            f"{len(strangers['photos'])} photo(s) unlike the rest of their class (pretrained features, "
+            f"{strangers['rule']}): a wrong file, another subject, or a view with no company; look at them",
+        )
+    elif strangers is not None:
+        add("ok", "strangers", f"no photo stands far from the rest of its class ({strangers['n_judged']} judged)")
     order = {"problem": 0, "warning": 1, "ok": 2}
     return sorted(lines, key=lambda line: order[line["level"]])
 
@@ -183,6 +193,11 @@ def text_report(report: dict) -> str:
         lines.append(
             f"  look at {printable_name(files[row['index']])}: labelled {row['given']}, out-of-fold "
             f"p({row['given']}) = {row['given_probability']:.2f}"
+        )
+    for row in (report.get("strangers") or {}).get("photos", [])[:LISTED]:
+        lines.append(
+            f"  stranger in {report['classes'][report['labels'][row['index']]]}: "
+            f"{printable_name(files[row['index']])} (distance {row['distance']:.3f}, robust z {row['robust_z']:.1f})"
         )
     return "\n".join(lines)
 
@@ -300,6 +315,17 @@ def render_html(report: dict, paths: list[str]) -> str:
                 f"labelled {row['given']}, p={row['given_probability']:.2f}; maybe {row['suggested']}",
             )
             for row in issues["issues"][:PAGE_LIMIT]
+        ]
+    strangers = (report.get("strangers") or {}).get("photos", [])
+    if strangers:
+        parts.append(f"<h2>Unlike the rest of their class ({len(strangers)}, strangest first)</h2>")
+        parts += [
+            _figure(
+                paths[row["index"]],
+                files[row["index"]],
+                f"{classes[labels[row['index']]]}: distance {row['distance']:.3f}, robust z {row['robust_z']:.1f}",
+            )
+            for row in strangers[:PAGE_LIMIT]
         ]
     parts.append("</body></html>")
     return "\n".join(parts)
