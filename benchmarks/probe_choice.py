@@ -66,7 +66,7 @@ def main() -> int:
         inner_groups = [group for group in groups if group != source]
         chosen = {}
         for name in args.candidates:
-            c, how = choose_head_c(features[name][inside], labels[inside], 2, True, inner_groups, seed=0)
+            c, how, _ = choose_head_c(features[name][inside], labels[inside], 2, True, inner_groups, seed=0)
             chosen[name] = (how["held_out_cross_entropy_by_c"][str(c)], c)
         best = min(args.candidates, key=lambda name: chosen[name])
         head = fit_logistic_head(features[best][inside], labels[inside], 2, chosen[best][1], True)

@@ -175,10 +175,11 @@ def head_folds(labels: torch.Tensor, groups: list[str] | None, seed: int) -> tup
 
 def choose_head_c(
     features: torch.Tensor, labels: torch.Tensor, num_classes: int, balance: bool, groups: list[str] | None, seed: int
-) -> tuple[float, dict]:
+) -> tuple[float, dict, torch.Tensor]:
     """C for the logistic head, by cross-validation on the training photos: the C with the lowest
     cross-entropy on held-out folds (mean over folds; ties: the smaller C, the stronger prior). Returns
-    (C, what was tried, on which folds).
+    (C, what was tried, on which folds, each photo's held-out logits at that C: NaN for a photo no usable
+    fold held out; benchmarks/unknown_loso.py fits a temperature on them, and shows why pasture does not).
 
     Why cross-entropy and not accuracy: on the 8 photo sources (each held out in turn, C chosen by
     leave-one-source-out inside the other 7), choosing by held-out cross-entropy gave 92.7% mean balanced
@@ -186,6 +187,7 @@ def choose_head_c(
     ties often and jumps between the grid's ends)."""
     folds, how = head_folds(labels, groups, seed)
     losses: dict[float, list[float]] = {c: [] for c in HEAD_CS}
+    held_logits = {c: torch.full((len(labels), num_classes), float("nan")) for c in HEAD_CS}
     usable = 0
     for held in folds:
         keep = torch.ones(len(labels), dtype=torch.bool)
@@ -198,22 +200,31 @@ def choose_head_c(
         for c in HEAD_CS:  # warm start along the path: each C starts from the previous solution
             head = fit_logistic_head(train_x, train_y, num_classes, c, balance, start=head)
             with torch.no_grad():
-                losses[c].append(float(F.cross_entropy(head(features[held]), labels[held])))
+                held_logits[c][held] = head(features[held])
+                losses[c].append(float(F.cross_entropy(held_logits[c][held], labels[held])))
     if usable == 0:
-        return DEFAULT_HEAD_C, {
-            "folds": how,
-            "usable_folds": 0,
-            "chosen_c": DEFAULT_HEAD_C,
-            "note": f"no usable fold; C = {DEFAULT_HEAD_C}",
-        }
+        return (
+            DEFAULT_HEAD_C,
+            {
+                "folds": how,
+                "usable_folds": 0,
+                "chosen_c": DEFAULT_HEAD_C,
+                "note": f"no usable fold; C = {DEFAULT_HEAD_C}",
+            },
+            held_logits[HEAD_CS[0]],
+        )
     means = {c: sum(values) / len(values) for c, values in losses.items()}
     best = min(HEAD_CS, key=lambda c: (round(means[c], 9), c))
-    return best, {
-        "folds": how,
-        "usable_folds": usable,
-        "chosen_c": best,
-        "held_out_cross_entropy_by_c": {str(c): round(m, 4) for c, m in means.items()},
-    }
+    return (
+        best,
+        {
+            "folds": how,
+            "usable_folds": usable,
+            "chosen_c": best,
+            "held_out_cross_entropy_by_c": {str(c): round(m, 4) for c, m in means.items()},
+        },
+        held_logits[best],
+    )
 
 
 def fit_linear_head(
@@ -238,7 +249,7 @@ def fit_linear_head(
     if recipe.head_c > 0:
         c, choice = recipe.head_c, {"chosen_c": recipe.head_c, "folds": "none (head_c given)"}
     else:
-        c, choice = choose_head_c(features, labels, num_classes, recipe.balance_classes, groups, seed)
+        c, choice, _ = choose_head_c(features, labels, num_classes, recipe.balance_classes, groups, seed)
     history: list[dict] = []
     fit_features, fit_labels, row_weights = features, labels, None
     if extra is not None:  # the history's train accuracy stays that of the real photos
