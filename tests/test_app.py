@@ -293,6 +293,10 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         assert page.locator(".unfamiliar").count() == 1  # the checkerboard, and only it
         assert "unlike anything it was taught" in page.locator("tr", has=page.locator(".unfamiliar")).inner_text()
         assert "checker.png" in page.locator("tr", has=page.locator(".unfamiliar")).inner_text()
+        # beside each photo, the training photos the model compares it with, as thumbnails
+        assert page.locator("td.nearest").count() == 3 and page.locator("figure.near").count() == 9
+        page.wait_for_function("[...document.querySelectorAll('figure.near img')].every(i => i.naturalWidth > 0)")
+        assert "distance" in page.locator("td.nearest").first.inner_text()
         page.wait_for_selector("img.heatmap")  # where the model looked, when captum is installed (it is in dev)
         page.screenshot(path=str(shots / "test.png"), full_page=True)
         page.click("#tab-runs")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,3 +248,36 @@ def test_a_csv_batch_of_only_unusable_files_writes_their_reasons(split_data, tmp
     assert counts["predicted"] == 0 and counts["skipped"] == 1
     [row] = list(csv.DictReader((tmp_path / "out.csv").open()))
     assert row["label"] == "" and "not an image Pillow can read" in row["skipped"]
+
+
+def test_explain_shows_the_nearest_training_photos(taught, tmp_path):
+    pytest.importorskip("captum", reason='the explain extra is not installed (pip install -e ".[explain]")')
+    run, known, _ = taught
+    rows = api.explain(run, [known / "cow_0.png", known / "horse_0.png"], tmp_path / "why")
+    for row, wanted in zip(rows, ("cow", "horse")):
+        assert len(row["nearest"]) == 3
+        assert [item["class"] for item in row["nearest"]] == [wanted] * 3  # a new red cow's nearest are cows
+        distances = [item["distance"] for item in row["nearest"]]
+        assert distances == sorted(distances) and all(Path(item["file"]).is_file() for item in row["nearest"])
+        assert all(set(item) == {"file", "class", "distance"} for item in row["nearest"])  # JSON: no image bytes
+    saved = json.loads((tmp_path / "why" / "explanations.json").read_text())
+    assert saved[0]["nearest"][0]["class"] == "cow"
+    assert Image.open(tmp_path / "why" / rows[0]["heatmap"]).size[1] > 400  # two rows: maps, then neighbours
+
+
+def test_a_bank_saved_before_files_were_kept_still_loads_and_names_no_neighbours(taught, tmp_path):
+    run, _, _ = taught
+    stored = torch.load(run / FAMILIARITY_FILE, weights_only=True)
+    assert len(stored["files"]) == len(stored["bank"]) and stored["labels"].tolist().count(0) > 0
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    torch.save(
+        {key: value for key, value in stored.items() if key not in ("files", "labels", "thumbnails")},
+        old / FAMILIARITY_FILE,
+    )
+    familiarity = Familiarity.load(old)
+    assert familiarity.files is None
+    assert familiarity.nearest(torch.randn(2, familiarity.bank.shape[1])) == [[], []]
+    assert (
+        api.load(old).label(torch.zeros(1, 3, 48, 48, dtype=torch.uint8), ["x"], nearest=3)[0].get("nearest", []) == []
+    )

@@ -364,19 +364,27 @@ def load(run: str | os.PathLike, *, device: str = "auto") -> Classifier:
     return Classifier(run, resolve_device(device))
 
 
+NEAREST = 3  # training photos shown beside an explanation
+
+
 def explain(
     run: str | os.PathLike, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, device: str = "auto"
 ) -> list[dict]:
     """Where the model looked, for each image: its label and probability, and OUT/<n>_<name>.png with the
-    photo, its Grad-CAM heatmap (last convolutional layer) and its occlusion map (no gradients), written
-    with OUT/explanations.json. Needs the extra .[explain] (Captum)."""
+    photo, its Grad-CAM heatmap (last convolutional layer) and its occlusion map (no gradients), and for a
+    run that keeps its training photos' features, the 3 nearest training photos (class, distance),
+    written with OUT/explanations.json. Needs the extra .[explain] (Captum)."""
     check_outside(out, [*paths, *datasets_holding(paths)])
-    model, config = load_run(run, resolve_device(device))
+    loaded = load(run, device=device)
     files = image_files_in(paths)
     if not files:
         raise UserError("explain: give at least one image file or folder")
     check_output_folder(Path(out), "explanations.json", "explanation folder")
-    return explain_images(model, config, files, decode_files(files, config["image_size"]), out)
+    images = decode_files(files, loaded.image_size)
+    nearest = None
+    if loaded.familiarity is not None:
+        nearest = [row.get("nearest", []) for row in loaded.label(images, [str(f) for f in files], nearest=NEAREST)]
+    return explain_images(loaded.model, loaded.config, files, images, out, nearest=nearest)
 
 
 def doctor(

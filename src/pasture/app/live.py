@@ -19,6 +19,8 @@ from pasture.classify.explain import explain_images
 from pasture.core.errors import UserError
 from pasture.core.imagefile import BadImage, decode_array
 
+NEAREST = 3  # training photos shown beside each Test photo
+
 
 class LiveModel:
     def __init__(self) -> None:
@@ -48,16 +50,21 @@ class LiveModel:
             [row] = model.label(torch.from_numpy(image)[None], ["frame"])
         return {field: row[field] for field in ("label", "probability", "probabilities")}
 
-    def label_photos(self, run: Path, photos: list[Path], heatmaps: Path | None, then=None) -> list[dict]:
-        """A row per photo of a Test: its label and probabilities, or why it is not usable; with
-        `heatmaps` (a new folder), Grad-CAM and occlusion written there and named in `heatmap`. Each
-        photo is decoded once, at the run's size (a Test decoded it three times: check, predict,
-        heatmap), by the kept model; one Test or frame at a time holds the model, so decoding memory is
-        one request's (issue 40). `then` (no arguments) runs last, still holding the model: the Test page
-        prunes older heatmaps there, so no batch being written is ever removed."""
+    def label_photos(
+        self, run: Path, photos: list[Path], folder: Path | None, then=None, explain: bool = True
+    ) -> list[dict]:
+        """A row per photo of a Test: its label and probabilities, or why it is not usable. With `folder`
+        (a new folder): for a run that keeps its training photos' features, each photo's NEAREST training
+        photos as thumbnails there (named in `nearest`), and with `explain`, Grad-CAM and occlusion
+        written there and named in `heatmap`. Each photo is decoded once, at the run's size (a Test
+        decoded it three times: check, predict, heatmap), by the kept model; one Test or frame at a time
+        holds the model, so decoding memory is one request's (issue 40). `then` (no arguments) runs last,
+        still holding the model: the Test page prunes older folders there, so no batch being written is
+        ever removed."""
         with self._lock:
             model = self._loaded(run)
-            rows, images, usable = [], [], []
+            rows: list[dict] = []
+            images, usable = [], []
             for photo in photos:
                 try:
                     image, _ = decode_array(photo, model.image_size)
@@ -71,11 +78,29 @@ class LiveModel:
                 return rows
             batch = torch.from_numpy(np.stack(images))
             good = [row for row in rows if "error" not in row]
-            for row, labelled in zip(good, model.label(batch, [photo.name for photo in usable])):
+            nearest = NEAREST if folder is not None else 0
+            for row, labelled in zip(good, model.label(batch, [photo.name for photo in usable], nearest=nearest)):
                 row.update({**labelled, "file": row["file"]})
-            if heatmaps is not None:
-                for row, explained in zip(good, explain_images(model.model, model.config, usable, batch, heatmaps)):
-                    row["heatmap"] = explained["heatmap"]
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                near: list[list[dict]] = [
+                    list(row.get("nearest", [])) for row in good
+                ]  # training photos' files: never sent to the page
+                for index, row in enumerate(good):
+                    row["nearest"] = []
+                    for number, item in enumerate(near[index]):
+                        (folder / f"near_{index}_{number}.jpg").write_bytes(item["thumbnail"])
+                        row["nearest"].append(
+                            {
+                                "class": item["class"],
+                                "distance": item["distance"],
+                                "thumbnail": f"near_{index}_{number}.jpg",
+                            }
+                        )
+                if explain:
+                    explained = explain_images(model.model, model.config, usable, batch, folder, nearest=near)
+                    for row, done in zip(good, explained):
+                        row["heatmap"] = done["heatmap"]
             if then is not None:
                 then()
         return rows

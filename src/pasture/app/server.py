@@ -239,12 +239,12 @@ def _check_images(files: list[Path]) -> None:
 
 
 def _label_photos(live: LiveModel, run: Path, photos: list[Path], explanations: Path) -> list[dict]:
-    """A row per photo (LiveModel.label_photos): with the explain extra, a heatmap URL too. The newest
-    KEEP_EXPLANATIONS batches of heatmaps stay; older ones are removed right after this one is written,
-    while this request still holds the model, so no batch being written is ever removed (45 Tests at
-    once answered 26 errors when one request's pruning removed another's batch mid-write: issue 40)."""
-    if importlib.util.find_spec("captum") is None:  # without the explain extra: labels only
-        return live.label_photos(run, photos, None)
+    """A row per photo (LiveModel.label_photos): the nearest training photos' thumbnail URLs and, with the
+    explain extra, a heatmap URL too. The newest KEEP_EXPLANATIONS batches stay; older ones are removed
+    right after this one is written, while this request still holds the model, so no batch being written
+    is ever removed (45 Tests at once answered 26 errors when one request's pruning removed another's
+    batch mid-write: issue 40)."""
+    explain = importlib.util.find_spec("captum") is not None  # without the explain extra: no heatmaps
     batch = uuid.uuid4().hex[:12]
 
     def prune() -> None:
@@ -252,10 +252,12 @@ def _label_photos(live: LiveModel, run: Path, photos: list[Path], explanations: 
         for old in sorted(older, key=lambda path: path.stat().st_mtime)[: max(0, len(older) + 1 - KEEP_EXPLANATIONS)]:
             shutil.rmtree(old, ignore_errors=True)
 
-    rows = live.label_photos(run, photos, explanations / batch, then=prune)
+    rows = live.label_photos(run, photos, explanations / batch, then=prune, explain=explain)
     for row in rows:
         if "heatmap" in row:
             row["heatmap"] = f"/api/explanations/{batch}/{row['heatmap']}"
+        for item in row.get("nearest", []):
+            item["thumbnail"] = f"/api/explanations/{batch}/{item['thumbnail']}"
     return rows
 
 
@@ -433,9 +435,10 @@ def _test_routes(state: _State) -> APIRouter:
     @router.get("/api/explanations/{batch}/{file}")
     def heatmap(batch: str, file: str):
         path = ensure_under(explanations / safe_path_part(batch, "batch") / safe_path_part(file, "file"), explanations)
-        if path.suffix != ".png" or not path.is_file():
+        kinds = {".png": "image/png", ".jpg": "image/jpeg"}  # heatmaps; nearest training photos' thumbnails
+        if path.suffix not in kinds or not path.is_file():
             return _problem(404, f"{file}: no such heatmap")
-        return FileResponse(path, media_type="image/png")
+        return FileResponse(path, media_type=kinds[path.suffix])
 
     return router
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from pasture.classify.evaluate import predict_probabilities, score_run, test_probabilities, to_float
@@ -87,16 +88,29 @@ def pointing_game(maps: torch.Tensor, region: torch.Tensor) -> float:
     return float(((hottest & region.flatten()).sum(1) / hottest.sum(1)).mean())
 
 
-def _overlay_png(image_uint8: torch.Tensor, cam: torch.Tensor, occluded: torch.Tensor, title: str) -> bytes:
+def _overlay_png(
+    image_uint8: torch.Tensor, cam: torch.Tensor, occluded: torch.Tensor, title: str, nearest: list[dict]
+) -> bytes:
+    """The photo, its Grad-CAM and occlusion maps; under them, its nearest training photos (class and
+    distance) when the run keeps them."""
     plt = pyplot()
-    figure, axes = plt.subplots(1, 3, figsize=(9, 3.3))
+    rows = 2 if nearest else 1
+    figure, axes = plt.subplots(rows, 3, figsize=(9, 3.3 * rows), squeeze=False)
     picture = image_uint8.permute(1, 2, 0).numpy()
-    for axis, (name, heat) in zip(axes, (("photo", None), ("Grad-CAM", cam), ("occlusion", occluded))):
+    for axis, (name, heat) in zip(axes[0], (("photo", None), ("Grad-CAM", cam), ("occlusion", occluded))):
         axis.imshow(picture)
         if heat is not None:
             axis.imshow(heat.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
         axis.set_title(name, fontsize=9)
         axis.axis("off")
+    if nearest:
+        for axis, item in zip(axes[1], [*nearest, *([None] * 3)]):
+            axis.axis("off")
+            if item is None:
+                continue
+            with Image.open(io.BytesIO(item["thumbnail"])) as thumbnail:
+                axis.imshow(thumbnail.convert("RGB"))
+            axis.set_title(f"nearest training photo: {item['class']}, distance {item['distance']:.2f}", fontsize=8)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -112,10 +126,12 @@ def explain_images(
     images_uint8: torch.Tensor,
     out: str | os.PathLike,
     labels: list[int] | None = None,
+    nearest: list[list[dict]] | None = None,
 ) -> list[dict]:
     """For each image: the predicted label and probability, and OUT/<n>_<name>.png with the photo, its
-    Grad-CAM and its occlusion map. `labels` (true classes), when given, are shown beside. Writes
-    OUT/explanations.json too; returns its rows."""
+    Grad-CAM and its occlusion map. `labels` (true classes), when given, are shown beside; `nearest` (each
+    image's nearest training photos, {file, class, distance}: trained.Classifier.label) are drawn under
+    it and listed in its row. Writes OUT/explanations.json too; returns its rows."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     classes = config["classes"]
@@ -133,9 +149,17 @@ def explain_images(
             title = f"{display_name(Path(path).name)}: {label} {probability:.0%}"
             if labels is not None:
                 title += f" (true: {classes[labels[index]]})"
+            near = nearest[index] if nearest is not None else []
             name = f"{index:04d}_{''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in Path(path).stem)}.png"
-            atomic_write_bytes(out / name, _overlay_png(images_uint8[index], cams[offset], occluded[offset], title))
-            rows.append({"file": display_name(path), "label": label, "probability": probability, "heatmap": name})
+            png = _overlay_png(images_uint8[index], cams[offset], occluded[offset], title, near)
+            atomic_write_bytes(out / name, png)
+            row = {"file": display_name(path), "label": label, "probability": probability, "heatmap": name}
+            if near:
+                row["nearest"] = [
+                    {"file": display_name(item["file"]), "class": item["class"], "distance": item["distance"]}
+                    for item in near
+                ]
+            rows.append(row)
     atomic_write_json(out / "explanations.json", rows)
     return rows
 

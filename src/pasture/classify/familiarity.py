@@ -15,6 +15,7 @@ the threshold. Torch-only arithmetic on features the probe already computes.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from pasture.classify.calibration import auroc, proportion
 from pasture.classify.evaluate import to_float
@@ -55,6 +57,19 @@ def backbone_features(model: Classifier, images_uint8: torch.Tensor, batch_size:
     return torch.cat(chunks)
 
 
+THUMBNAIL = 96  # px: the nearest training photos as the run keeps them (about 3 KB each as JPEG)
+
+
+def jpeg_thumbnail(image_uint8: torch.Tensor) -> torch.Tensor:
+    """A decoded photo (3 x S x S uint8) as the bytes of a THUMBNAIL px JPEG, in a uint8 tensor (what
+    torch.load(weights_only=True) reads back)."""
+    picture = Image.fromarray(image_uint8.permute(1, 2, 0).numpy())
+    picture.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=85)
+    return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+
+
 def knn_distance(bank: torch.Tensor, queries: torch.Tensor, k: int) -> torch.Tensor:
     """1 - cosine similarity to the k-th most similar row of `bank` (both L2-normalised), per query."""
     k = max(1, min(k, len(bank)))
@@ -85,7 +100,8 @@ def held_out_distances(features: torch.Tensor, labels: torch.Tensor, k: int, see
 @dataclass(frozen=True)
 class Familiarity:
     """What a run keeps to say how familiar a photo is: the bank of its training photos' normalised
-    features (float16), k, the sorted held-out distances and the threshold that keeps `kept` of them."""
+    features (float16), k, the sorted held-out distances and the threshold that keeps `kept` of them;
+    and, to show the nearest training photos, their files and classes (None in banks saved before)."""
 
     bank: torch.Tensor
     k: int
@@ -93,16 +109,30 @@ class Familiarity:
     threshold: float
     kept: float
     folds: str
+    files: list[str] | None = None
+    labels: torch.Tensor | None = None
+    thumbnails: list[torch.Tensor] | None = None  # JPEG bytes (uint8) of each training photo, THUMBNAIL px
 
     @classmethod
-    def fit(cls, features: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> Familiarity:
+    def fit(
+        cls,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        seed: int = 0,
+        files: list[str] | None = None,
+        images_uint8: torch.Tensor | None = None,
+    ) -> Familiarity:
+        """The bank of `features`, the threshold from held-out folds, and with `files` and `images_uint8`
+        (the training photos as decoded), what shows the nearest photos: their names and small JPEG
+        thumbnails, so a run shows them after its photos have moved (the app deletes a teach's copies)."""
         distances, how = held_out_distances(features, labels, NEIGHBOURS, seed)
         ordered = distances.sort().values
         # the smallest distance within which at least KEPT of them lie (an interpolated quantile kept 15 of
         # 16 photos, 94%, under a "95%" threshold)
         threshold = float(ordered[min(len(ordered) - 1, max(0, math.ceil(KEPT * len(ordered)) - 1))])
         bank = F.normalize(features.float(), dim=1).half()
-        return cls(bank, NEIGHBOURS, ordered, threshold, KEPT, how)
+        thumbnails = [jpeg_thumbnail(image) for image in images_uint8] if images_uint8 is not None else None
+        return cls(bank, NEIGHBOURS, ordered, threshold, KEPT, how, files, labels.clone(), thumbnails)
 
     def score(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """For each row of `features` (un-normalised backbone features): its distance, its familiarity
@@ -114,6 +144,28 @@ class Familiarity:
             "familiarity": farther.float() / max(1, len(self.held_out)),
             "familiar": distance <= self.threshold,
         }
+
+    def nearest(self, features: torch.Tensor, count: int = 3) -> list[list[dict]]:
+        """For each row of `features`: its `count` nearest training photos, nearest first, as {index,
+        file, label (class index), distance, thumbnail (JPEG bytes)}; empty lists for a bank that keeps
+        no files."""
+        if self.files is None or self.labels is None or self.thumbnails is None:
+            return [[] for _ in range(len(features))]
+        similarities = F.normalize(features.float(), dim=1) @ self.bank.float().T
+        top = similarities.topk(min(count, len(self.bank)), dim=1)
+        return [
+            [
+                {
+                    "index": int(i),
+                    "file": self.files[int(i)],
+                    "label": int(self.labels[int(i)]),
+                    "distance": 1.0 - float(v),
+                    "thumbnail": self.thumbnails[int(i)].numpy().tobytes(),
+                }
+                for v, i in zip(values, indices)
+            ]
+            for values, indices in zip(top.values, top.indices)
+        ]
 
     def summary(self) -> dict:
         """What the run's record and model card say about it."""
@@ -135,6 +187,9 @@ class Familiarity:
                 "threshold": self.threshold,
                 "kept": self.kept,
                 "folds": self.folds,
+                "files": self.files,
+                "labels": self.labels,
+                "thumbnails": self.thumbnails,
             },
             Path(run) / FAMILIARITY_FILE,
         )
@@ -153,6 +208,9 @@ class Familiarity:
             float(stored["threshold"]),
             float(stored["kept"]),
             str(stored["folds"]),
+            [str(name) for name in stored["files"]] if stored.get("files") is not None else None,
+            stored.get("labels"),
+            stored.get("thumbnails"),
         )
 
 

@@ -380,7 +380,9 @@ def train_probe(
         bar.close()
     # The training photos' features, kept to say how familiar a new photo is (classify.familiarity): the
     # real photos only, never GAN samples.
-    familiarity = Familiarity.fit(features, labels, seed)
+    familiarity = Familiarity.fit(
+        features, labels, seed, [str(Path(name).resolve()) for name in dataset.train.files], dataset.train.images
+    )
     if run_dir is not None:
         atomic_torch_save(
             {"format": CHECKPOINT_FORMAT, "members": member_states, "history": history}, Path(run_dir) / "checkpoint.pt"

@@ -133,15 +133,19 @@ class Classifier:
         """uint8 N x 3 x S x S (S = image_size) -> N x classes, with the run's test-time augmentation."""
         return predict_probabilities(self.model, images_uint8, tta=self.config["recipe"].get("tta", False))
 
-    def scores(self, images_uint8: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    def scores(self, images_uint8: torch.Tensor, nearest: int = 0) -> tuple[torch.Tensor, dict | None]:
         """(probabilities, familiarity or None): for a run that keeps its training photos' features (a
         probe), the backbone runs once and both come from its features (the head's probabilities are the
-        model's, to float rounding); with TTA, the model sees the shifted views for its probabilities."""
+        model's, to float rounding); with TTA, the model sees the shifted views for its probabilities.
+        With `nearest`, the familiarity also holds each image's `nearest` training photos
+        (Familiarity.nearest)."""
         if self.familiarity is None:
             return self.probabilities(images_uint8), None
         members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
         features = backbone_features(cast(Network, members[0]), images_uint8)
-        found = self.familiarity.score(features)
+        found: dict = self.familiarity.score(features)
+        if nearest:
+            found["nearest"] = self.familiarity.nearest(features, nearest)
         if self.config["recipe"].get("tta", False):
             return self.probabilities(images_uint8), found
         with torch.no_grad():
@@ -151,14 +155,21 @@ class Classifier:
             ).mean(0)
         return probabilities, found
 
-    def label(self, images_uint8: torch.Tensor, names: list[str], unknown: bool = False) -> list[dict]:
+    def label(
+        self, images_uint8: torch.Tensor, names: list[str], unknown: bool = False, nearest: int = 0
+    ) -> list[dict]:
         """One row per image as `pasture predict` gives it: file (from `names`), label, probabilities, and
         for a run that keeps them, familiarity and familiar; with `unknown`, an unfamiliar photo's label is
-        "unknown" (its best class stays in `best_class`)."""
-        probabilities, found = self.scores(images_uint8)
-        return prediction_rows(
+        "unknown" (its best class stays in `best_class`); with `nearest`, its nearest training photos
+        (Familiarity.nearest's {file, class, distance, thumbnail JPEG bytes, ...}, nearest first)."""
+        probabilities, found = self.scores(images_uint8, nearest)
+        rows = prediction_rows(
             [Path(name) for name in names], probabilities.tolist(), self.classes, familiarity_columns(found), unknown
         )
+        if found is not None and "nearest" in found:
+            for row, near in zip(rows, found["nearest"]):
+                row["nearest"] = [{**item, "class": self.classes[item["label"]]} for item in near]
+        return rows
 
 
 def familiarity_columns(found: dict[str, torch.Tensor] | None) -> list[tuple[float, bool]] | None:

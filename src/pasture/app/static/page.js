@@ -396,6 +396,14 @@ async function predict() {
       table.append(el("tr", {}, el("td", {}, r.file),
         el("td", {className: "label"}, el("b", {}, r.label), " " + pct(r.probability), unfamiliar),
         el("td", {}, Object.entries(r.probabilities).map(([c, p]) => `${c} ${pct(p)}`).join(", "))));
+      // the training photos nearest to this one: what the model compares it with
+      if (r.nearest && r.nearest.length) {
+        table.append(el("tr", {}, el("td", {colSpan: 3, className: "nearest"},
+          el("div", {className: "nearest-title"}, "nearest training photos"),
+          r.nearest.map(n => el("figure", {className: "near"},
+            appImage(n.thumbnail, {alt: `training photo of a ${n.class}`}),
+            el("figcaption", {}, `${n.class}, distance ${n.distance.toFixed(2)}`))))));
+      }
       if (r.heatmap) {
         table.append(el("tr", {}, el("td", {colSpan: 3},
           appImage(r.heatmap, {className: "figure heatmap", alt: "where the model looked"}))));
