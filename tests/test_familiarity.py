@@ -158,6 +158,8 @@ def test_an_onnx_export_outputs_familiarity_and_predicts_unknown_as_the_run(taug
         exported = api.predict(tmp_path / "model.onnx", [folder], unknown=True)
         assert_same_familiarity(exported, api.predict(run, [folder], unknown=True), held_out)
     assert {row["label"] for row in api.predict(tmp_path / "model.onnx", [others], unknown=True)} == {"unknown"}
+    assert main(["export", str(run), "--out", str(tmp_path / "again.onnx")]) == 0
+    assert "familiarity: outputs familiarity and distance" in capsys.readouterr().out
     out = tmp_path / "rows.csv"
     assert main(["predict", str(tmp_path / "model.onnx"), str(others), "--unknown", "--csv", str(out), "--quiet"]) == 0
     with open(out, newline="") as handle:

@@ -253,6 +253,11 @@ def _run_export(args) -> int:
             f"{info['file']}: {info['bytes'] / 1e6:.2f} MB, {info['opset']}; max |p_torch - p_{info['runtime']}| = "
             f"{info['parity_max_abs']:.1e} on {info['checked_on']}"
         )
+    if info.get("familiarity_parity_max_abs") is not None:
+        print(
+            f"familiarity: outputs familiarity and distance (threshold {float(info['metadata']['familiarity_threshold']):.3f}); "
+            f"max |distance difference| = {info['familiarity_parity_max_abs']:.1e}"
+        )
     print(f"input: {info['metadata']['input']}; classes: {', '.join(json.loads(info['metadata']['classes']))}")
     return 0
 
