@@ -304,3 +304,18 @@ def test_a_large_class_keeps_a_k_center_coreset(monkeypatch):
     distances = knn_distance(kept.bank, torch.nn.functional.normalize(features, dim=1), 1)
     assert float(distances.max()) < 0.2  # every photo, kept or not, is near one the bank keeps
     assert Familiarity.fit(features, labels).summary()["bank_photos"] == 20
+
+
+def test_with_photo_sources_the_threshold_holds_each_source_out():
+    """With --groups the held-out distances come from leaving each source out: a photo from a source the
+    bank has not seen is farther than one from a seen source, so the threshold is wider (new cameras are
+    flagged less), and the run says how it was chosen."""
+    generator = torch.Generator().manual_seed(0)
+    sources = torch.randn(4, 32, generator=generator) * 2
+    source_of = torch.arange(80) // 20
+    labels = source_of % 2
+    features = sources[source_of] + 0.4 * torch.randn(80, 32, generator=generator)
+    groups = [f"camera-{int(s)}" for s in source_of]
+    plain, grouped = Familiarity.fit(features, labels), Familiarity.fit(features, labels, groups=groups)
+    assert grouped.folds == "leave-one-source-out over 4 sources" and "stratified" in plain.folds
+    assert grouped.threshold > plain.threshold

@@ -113,13 +113,20 @@ def knn_distance(bank: torch.Tensor, queries: torch.Tensor, k: int) -> torch.Ten
     return 1.0 - similarities.topk(k, dim=1).values[:, -1]
 
 
-def held_out_distances(features: torch.Tensor, labels: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, str]:
-    """Each training photo's k-NN distance to the others when its fold is held out (stratified folds:
-    5, or fewer for a small class; leave-one-out when a class has one photo)."""
+def held_out_distances(
+    features: torch.Tensor, labels: torch.Tensor, k: int, seed: int, groups: list[str] | None = None
+) -> tuple[torch.Tensor, str]:
+    """Each training photo's k-NN distance to the others when its fold is held out: one photo source
+    (group) at a time when `groups` name 2 or more, as new photos will come from sources the bank has not
+    seen; else stratified folds (5, or fewer for a small class; leave-one-out when a class has one photo)."""
     normalised = F.normalize(features.float(), dim=1)
     smallest = int(torch.bincount(labels).min()) if len(labels) else 0
     folds = min(5, smallest)
-    if folds < 2:
+    if groups is not None and len(set(groups)) >= 2:
+        names = sorted(set(groups))
+        held = [torch.tensor([i for i, g in enumerate(groups) if g == name]) for name in names]
+        how = f"leave-one-source-out over {len(names)} sources"
+    elif folds < 2:
         held = [torch.tensor([index]) for index in range(len(labels))]
         how = "leave-one-out"
     else:
@@ -157,16 +164,19 @@ class Familiarity:
         seed: int = 0,
         files: list[str] | None = None,
         images_uint8: torch.Tensor | None = None,
+        groups: list[str] | None = None,
     ) -> Familiarity:
         """The bank of `features`, the threshold from held-out folds, and with `files` and `images_uint8`
         (the training photos as decoded), what shows the nearest photos: their names and small JPEG
-        thumbnails, so a run shows them after its photos have moved (the app deletes a teach's copies)."""
+        thumbnails, so a run shows them after its photos have moved (the app deletes a teach's copies).
+        With `groups` (photo sources), the threshold is chosen with each source held out in turn."""
         kept_rows = coreset_rows(features, labels)
         if kept_rows is not None:  # a large class: the bank keeps a k-center coreset of it, and so does all below
             features, labels = features[kept_rows], labels[kept_rows]
             files = [files[i] for i in kept_rows.tolist()] if files is not None else None
             images_uint8 = images_uint8[kept_rows] if images_uint8 is not None else None
-        distances, how = held_out_distances(features, labels, NEIGHBOURS, seed)
+            groups = [groups[i] for i in kept_rows.tolist()] if groups is not None else None
+        distances, how = held_out_distances(features, labels, NEIGHBOURS, seed, groups)
         ordered = distances.sort().values
         # the smallest distance within which at least KEPT of them lie (an interpolated quantile kept 15 of
         # 16 photos, 94%, under a "95%" threshold)

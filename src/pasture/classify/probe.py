@@ -381,7 +381,12 @@ def train_probe(
     # The training photos' features, kept to say how familiar a new photo is (classify.familiarity): the
     # real photos only, never GAN samples.
     familiarity = Familiarity.fit(
-        features, labels, seed, [str(Path(name).resolve()) for name in dataset.train.files], dataset.train.images
+        features,
+        labels,
+        seed,
+        [str(Path(name).resolve()) for name in dataset.train.files],
+        dataset.train.images,
+        groups=dataset.train.groups,
     )
     if run_dir is not None:
         atomic_torch_save(
