@@ -67,8 +67,10 @@ def test_c_is_chosen_on_held_out_sources_and_a_one_class_source_cannot_judge():
     features, labels = blobs([30, 30], seed=5)
     # Source "cows" holds every cow: leaving it out leaves no cow to train on, so that fold is skipped.
     groups = ["cows"] * 30 + ["h1"] * 10 + ["h2"] * 10 + ["h3"] * 10
-    c, how = choose_head_c(features, labels, 2, True, groups, seed=0)
+    c, how, held_logits = choose_head_c(features, labels, 2, True, groups, seed=0)
     assert how["folds"] == "leave-one-source-out over 4 sources" and how["usable_folds"] == 3
+    # the held-out logits: the cows were never held out by a usable fold (NaN), every horse was
+    assert held_logits[:30].isnan().all() and not held_logits[30:].isnan().any()
     assert c in HEAD_CS and set(how["held_out_cross_entropy_by_c"]) == {str(value) for value in HEAD_CS}
     scores = how["held_out_cross_entropy_by_c"]
     assert scores[str(c)] == min(scores.values())

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pasture import __version__
+from pasture.classify.backbones import backbone_features
 from pasture.classify.evaluate import predict_probabilities, tta_views
-from pasture.classify.familiarity import Familiarity, backbone_features
+from pasture.classify.familiarity import Familiarity
 from pasture.classify.onnx_runner import OnnxClassifier
 from pasture.classify.trained import finished_run_config, load_run
 from pasture.core.defaults import DataOptions
@@ -61,7 +62,7 @@ class FamiliarExportGraph(ExportGraph):
     """uint8 images -> (probabilities, familiarity, distance), as trained.Classifier.scores: one backbone
     pass gives the features, the heads read them (with TTA, the shifted views give the probabilities),
     and the k-NN distance to the bank of training features (a float16 constant: 0.5 MB for 100 photos of
-    the default's 2,688 features) is read as the share of held-out training photos at least as far."""
+    the default's 2,560 features) is read as the share of held-out training photos at least as far."""
 
     bank: torch.Tensor
     held_out: torch.Tensor

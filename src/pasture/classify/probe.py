@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pasture.classify.familiarity import Familiarity, backbone_features
+from pasture.classify.backbones import backbone_features, backbone_key
+from pasture.classify.familiarity import Familiarity
 from pasture.classify.recipes import Recipe, class_weights, with_overrides
 from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, TrainResult, build_members
 from pasture.core.cache import ContentCache
@@ -27,26 +28,15 @@ from pasture.core.runtime import progress_bar, seed_everything, stop_point
 from pasture.data import Dataset, ImageSet
 from pasture.data.splits import stratified_folds
 from pasture.models import Classifier, create_model, timm_net
-from pasture.models.pretrained import imagenet_identity
 
 FEATURE_FORMAT = "v1"  # bump when feature extraction changes, so old cache entries are not reused
-
-
-def weights_identity(weights: str, model: str = "effnet-lite0") -> str:
-    """A short id of a weights source: the package's weights by name and size, a user file by content."""
-    if weights == "imagenet":
-        return f"imagenet-{imagenet_identity(model)}"
-    digest = hashlib.sha256()
-    with open(weights, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 class FeatureCache:
     """Per-image feature files under cache_root()/features/<backbone key>/<image hash>.pt (core.cache)."""
 
     def __init__(self, backbone_key: str, root: Path | None = None):
+        self.backbone_key = backbone_key
         key = hashlib.sha256(f"{FEATURE_FORMAT}|{backbone_key}".encode()).hexdigest()[:20]
         self.cache = ContentCache(f"features/{key}", root=root, what="feature-cache")
         self.folder = self.cache.folder
@@ -66,7 +56,7 @@ class FeatureCache:
                 found[index] = stored
         missing = [index for index in range(len(keys)) if index not in found]
         if missing:
-            fresh = backbone_features(model, images_uint8[missing])
+            fresh = backbone_features(model, images_uint8[missing], key=self.backbone_key)
             for index, feature in zip(missing, fresh):
                 self.cache.write(keys[index], feature.clone())
                 found[index] = feature
@@ -76,11 +66,9 @@ class FeatureCache:
 
 
 def feature_cache(recipe: Recipe) -> FeatureCache:
-    """The feature cache of a recipe's backbone (model, weights, input size): one per backbone, shared
-    by the probe, LP-FT and the doctor's label check."""
-    return FeatureCache(
-        f"{recipe.model}|{weights_identity(recipe.weights or 'imagenet', recipe.model)}|{recipe.image_size}"
-    )
+    """The feature cache of a recipe's frozen backbone (model, weights, input size): one per backbone,
+    shared by the probe, LP-FT and the doctor's label check."""
+    return FeatureCache(backbone_key(with_overrides(recipe, pretrained="probe")) or "")
 
 
 # The head's regularisation strengths tried by cross-validation (scikit-learn's C: larger = weaker L2).

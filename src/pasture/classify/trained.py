@@ -10,8 +10,9 @@ from typing import cast
 import torch
 from torch import nn
 
+from pasture.classify.backbones import backbone_features, backbone_key
 from pasture.classify.evaluate import predict_probabilities
-from pasture.classify.familiarity import Familiarity, backbone_features
+from pasture.classify.familiarity import Familiarity
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import Recipe, validate_recipe
 from pasture.core.errors import UserError
@@ -128,6 +129,8 @@ class Classifier:
         self.classes: list[str] = self.config["classes"]
         self.image_size: int = self.config["image_size"]
         self.familiarity = Familiarity.load(run)  # None for runs that keep no training features
+        # a probe's frozen backbone runs by ONNX Runtime where it can (classify.backbones)
+        self.backbone_key = backbone_key(Recipe(**self.config["recipe"]))
 
     def probabilities(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 N x 3 x S x S (S = image_size) -> N x classes, with the run's test-time augmentation."""
@@ -142,7 +145,7 @@ class Classifier:
         if self.familiarity is None:
             return self.probabilities(images_uint8), None
         members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
-        features = backbone_features(cast(Network, members[0]), images_uint8)
+        features = backbone_features(cast(Network, members[0]), images_uint8, key=self.backbone_key)
         found: dict = self.familiarity.score(features)
         if nearest:
             found["nearest"] = self.familiarity.nearest(features, nearest)

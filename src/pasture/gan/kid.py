@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from pasture.classify.familiarity import backbone_features
+from pasture.classify.backbones import backbone_features
 from pasture.gan.trainer import resize_uint8
 from pasture.models.registry import create_model
 
