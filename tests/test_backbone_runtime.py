@@ -77,3 +77,19 @@ def test_torch_serves_when_the_runtime_cannot(probe, monkeypatch, how):
 def test_a_backbone_that_trains_has_no_key():
     assert backbone_key(get_recipe("probe")) is not None
     assert backbone_key(with_overrides(get_recipe("probe"), pretrained="finetune")) is None
+
+
+def test_a_probe_run_predicts_from_the_cached_graph_without_building_its_backbones(split_data, tmp_path):
+    from pasture import api
+
+    backbones._sessions.clear()
+    api.train(split_data, tmp_path / "run", recipe="probe", image_size=SIZE, quiet=True)  # builds the graph
+    backbones._sessions.clear()  # a new process: the graph is in the cache folder
+    loaded = api.load(tmp_path / "run", device="cpu")
+    images = check_images(SIZE, 5)
+    fast, found = loaded.scores(images)
+    assert loaded._model is None and found is not None  # no torch backbone was built
+    with torch.no_grad():
+        from pasture.classify.evaluate import predict_probabilities
+
+        assert torch.allclose(fast, predict_probabilities(loaded.model, images), atol=1e-4)  # the model's own

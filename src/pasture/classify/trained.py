@@ -10,7 +10,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from pasture.classify.backbones import backbone_features, backbone_key
+from pasture.classify.backbones import backbone_features, backbone_key, cached_session, session_features
 from pasture.classify.evaluate import predict_probabilities
 from pasture.classify.familiarity import Familiarity
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
@@ -125,16 +125,42 @@ class Classifier:
     time. `api.load(RUN)` makes one."""
 
     def __init__(self, run: str | os.PathLike, device: str | torch.device = "cpu"):
-        self.model, self.config = load_run(run, device)
+        self.run, self.device = Path(run), torch.device(device)
+        self.config = finished_run_config(self.run)
         self.classes: list[str] = self.config["classes"]
         self.image_size: int = self.config["image_size"]
         self.familiarity = Familiarity.load(run)  # None for runs that keep no training features
         # a probe's frozen backbone runs by ONNX Runtime where it can (classify.backbones)
         self.backbone_key = backbone_key(Recipe(**self.config["recipe"]))
+        self._model: nn.Module | None = None
+        self._heads: list[nn.Linear] | None = None
+        if self.backbone_key is None or self.device.type != "cpu":
+            self._model = load_run(run, device)[0]  # built now: its weights are the run
+
+    @property
+    def model(self) -> nn.Module:
+        """The run's torch model (built on first use for a probe whose backbone ONNX Runtime runs)."""
+        if self._model is None:
+            self._model = load_run(self.run, self.device)[0]
+        return self._model
 
     def probabilities(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 N x 3 x S x S (S = image_size) -> N x classes, with the run's test-time augmentation."""
         return predict_probabilities(self.model, images_uint8, tta=self.config["recipe"].get("tta", False))
+
+    def _features_and_heads(self, images_uint8: torch.Tensor) -> tuple[torch.Tensor, list[nn.Module]]:
+        """The backbone's features and each member's head: from the cached ONNX Runtime graph and the
+        checkpoint's head weights when they are there (no torch backbone is built), else from the model."""
+        session = None
+        if self.backbone_key is not None and self._model is None:
+            session = cached_session(self.backbone_key, self.image_size)
+        if session is not None and self._heads is None:
+            self._heads = probe_heads(self.run, len(self.classes))
+        if session is not None and self._heads is not None:
+            return session_features(session, images_uint8), list(self._heads)
+        members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
+        features = backbone_features(cast(Network, members[0]), images_uint8, key=self.backbone_key)
+        return features, [timm_net(member).get_classifier() for member in members]
 
     def scores(self, images_uint8: torch.Tensor, nearest: int = 0) -> tuple[torch.Tensor, dict | None]:
         """(probabilities, familiarity or None): for a run that keeps its training photos' features (a
@@ -144,15 +170,13 @@ class Classifier:
         (Familiarity.nearest)."""
         if self.familiarity is None:
             return self.probabilities(images_uint8), None
-        members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
-        features = backbone_features(cast(Network, members[0]), images_uint8, key=self.backbone_key)
+        features, heads = self._features_and_heads(images_uint8)
         found: dict = self.familiarity.score(features)
         if nearest:
             found["nearest"] = self.familiarity.nearest(features, nearest)
         if self.config["recipe"].get("tta", False):
             return self.probabilities(images_uint8), found
         with torch.no_grad():
-            heads = [timm_net(member).get_classifier() for member in members]
             probabilities = torch.stack(
                 [torch.softmax(head(features.to(next(head.parameters()).device)).float().cpu(), 1) for head in heads]
             ).mean(0)
@@ -173,6 +197,27 @@ class Classifier:
             for row, near in zip(rows, found["nearest"]):
                 row["nearest"] = [{**item, "class": self.classes[item["label"]]} for item in near]
         return rows
+
+
+def probe_heads(run: Path, classes: int) -> list[nn.Linear] | None:
+    """Each member's linear head, read from a probe run's checkpoint (its weights named net.classifier.*),
+    or None when they are not there in the expected shape (the model's own path then says what is wrong)."""
+    state = load_checkpoint(run / "checkpoint.pt")
+    heads = []
+    for member in state.get("members", []) if isinstance(state, dict) else []:
+        weight, bias = member.get("net.classifier.weight"), member.get("net.classifier.bias")
+        if (
+            weight is None
+            or bias is None
+            or weight.dim() != 2
+            or weight.shape[0] != classes
+            or bias.shape != (classes,)
+        ):
+            return None
+        head = nn.Linear(weight.shape[1], classes)
+        head.load_state_dict({"weight": weight, "bias": bias})
+        heads.append(head.eval())
+    return heads or None
 
 
 def familiarity_columns(found: dict[str, torch.Tensor] | None) -> list[tuple[float, bool]] | None:
