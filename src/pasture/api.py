@@ -22,16 +22,17 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from pasture.classify.calibration import calibration, plot_reliability
+from pasture.classify.calibration import calibration
 from pasture.classify.evaluate import (
     accuracy_report,
     group_reports,
 )
-from pasture.classify.explain import explain_images, plot_top_losses
+from pasture.classify.explain import explain_images, write_evaluation
 from pasture.classify.familiarity import familiarity_report, others_report
 from pasture.classify.finish import finish_run
 from pasture.classify.fit import check_eval_every, train_classifier
 from pasture.classify.formats import EXPORT_FORMATS, export_run
+from pasture.classify.new_camera import adapt, ask
 from pasture.classify.onnx_runner import EXPORTED_SUFFIXES, predict_onnx
 from pasture.classify.recipes import (
     Recipe,
@@ -53,13 +54,11 @@ from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import Interrupted, UserError
 from pasture.core.imagefile import datasets_holding
 from pasture.core.paths import check_outside
-from pasture.core.plots import plot_confusion
 from pasture.core.record import record_problem
 from pasture.core.runs import (
     atomic_write_json,
     check_output_folder,
     check_writable,
-    folder_lock,
     locked_folder,
     open_run_dir,
     read_checked_json,
@@ -96,6 +95,8 @@ __all__ = [
     "TuneOptions",
     "Interrupted",
     "UserError",
+    "adapt",
+    "ask",
     "demo",
     "doctor",
     "evaluate",
@@ -319,21 +320,7 @@ def evaluate(
         if others is not None:
             report["others"] = others_report(loaded.scores, loaded.image_size, others, found, probabilities)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        check_writable(out)
-        with folder_lock(out, "evaluation"):
-            plot_reliability(report["calibration"], out / "reliability.png", Path(data).name)
-            plot_confusion(
-                report["confusion"],
-                model_classes,
-                out / "confusion.png",
-                title=f"{Path(data).name}: {report['correct']}/{report['n']} correct",
-            )
-            report["top_losses"] = plot_top_losses(
-                model, images.images, labels, probabilities, model_classes, images.files, out / "top_losses.png"
-            )
-            atomic_write_json(out / "evaluation.json", {"run": str(run), "data": str(data), **report})
+        write_evaluation(Path(out), report, model, images, labels, probabilities, {"run": str(run), "data": str(data)})
     return report
 
 

@@ -4,7 +4,10 @@
     augment      batched augmentation presets, MixUp/CutMix
     fit          the training loop: members, EMA, synthetic mixing, checkpoints and resume
     probe        logistic head on frozen pretrained features (cached), LP-FT's start
-    familiarity  pooled backbone features; how familiar a photo is (kNN to the training photos, a threshold)
+    backbones    a frozen backbone's pooled features, by ONNX Runtime (graph cached, checked) or torch
+    familiarity  how familiar a photo is (kNN to the training photos, a threshold)
+    adapt        label spreading to a new camera's photos, the guard, which photos to label first
+    new_camera   `adapt` and `ask`: a probe run fitted to a folder of new photos; LABELS.csv
     selfsup      SimCLR pretraining on the training images
     distill      a small student that learns to match a teacher run (the cached teacher bank)
     transfer     what a run trains on besides its photos: a synthetic set, or a teacher run's bank

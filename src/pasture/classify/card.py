@@ -95,6 +95,7 @@ def model_card(config: dict, record: dict) -> str:
                 ),
             ]
         lines.append("")
+    lines += adapted_section(config.get("adapted"))
     familiar = (record.get("notes") or {}).get("familiarity")
     if familiar:
         lines += [
@@ -134,3 +135,23 @@ def model_card(config: dict, record: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def adapted_section(adapted: dict | None) -> list[str]:
+    """What `pasture adapt` did, for an adapted run's card."""
+    if not adapted:
+        return []
+
+    def shares(values: dict) -> str:
+        return ", ".join(f"{name} {share:.0%}" for name, share in values.items())
+
+    return [
+        "## Adapted to a new camera",
+        "",
+        f"Adapted from `{adapted['from']}` to the {adapted['n']} photos of `{adapted['photos']}` "
+        f"({adapted['labelled']} labelled by hand): {adapted['method']}. On those photos it changed "
+        f"{adapted['changed']:.0%} of the original's labels; estimated classes {shares(adapted['shares_after'])} "
+        f"(the original said {shares(adapted['shares_before'])}). The test figures below are on the original "
+        "split; score the new camera with `pasture evaluate` on labelled photos from it.",
+        "",
+    ]

@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from pasture.classify.calibration import plot_reliability
 from pasture.classify.evaluate import predict_probabilities, score_run, test_probabilities, to_float
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.paths import display_name
-from pasture.core.plots import pyplot, save_figure
-from pasture.core.runs import atomic_write_bytes, atomic_write_json
+from pasture.core.plots import plot_confusion, pyplot, save_figure
+from pasture.core.runs import atomic_write_bytes, atomic_write_json, check_writable, folder_lock
 from pasture.models import Ensemble
 
 
@@ -258,3 +259,25 @@ def score_and_plot_top_losses(result, dataset, recipe, folder: Path):
         folder / "top_losses.png",
     )
     return record
+
+
+def write_evaluation(
+    out: Path, report: dict, model: nn.Module, images, labels: torch.Tensor, probabilities: torch.Tensor, header: dict
+) -> None:
+    """`pasture evaluate --out`: reliability.png, confusion.png, top_losses.png (the photos the model got
+    most confidently wrong) and evaluation.json (`header` and the report, with the top losses)."""
+    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
+    classes, name = report["classes"], Path(header["data"]).name
+    with folder_lock(out, "evaluation"):
+        plot_reliability(report["calibration"], out / "reliability.png", name)
+        plot_confusion(
+            report["confusion"],
+            classes,
+            out / "confusion.png",
+            title=f"{name}: {report['correct']}/{report['n']} correct",
+        )
+        report["top_losses"] = plot_top_losses(
+            model, images.images, labels, probabilities, classes, images.files, out / "top_losses.png"
+        )
+        atomic_write_json(out / "evaluation.json", {**header, **report})

@@ -7,6 +7,7 @@ torch is imported only when a command runs, so `pasture --help` starts fast.
 Each command family is a module that adds its commands, each handler beside its parser (FAMILIES):
 data         doctor
 runs         train, evaluate, predict, explain, export, recipes
+camera       adapt, ask: a run fitted to a new camera's photos
 gan          gan train, gan sample, gan score
 studies      experiment, demo, tune
 app          the local web app
@@ -23,7 +24,7 @@ import traceback
 from pathlib import Path
 
 from pasture import __version__
-from pasture.cli import app, data, gan, runs, studies
+from pasture.cli import app, camera, data, gan, runs, studies
 from pasture.cli.early import check_early
 from pasture.cli.options import HelpFormatter
 from pasture.core.errors import MACHINE_ERRNOS, Interrupted, UserError, WriteFailed
@@ -31,7 +32,7 @@ from pasture.core.paths import TEMP_NAME, printable_name
 from pasture.core.progress import showing_progress
 
 # The command families, in --help order: each module adds its commands (with their handlers beside them).
-FAMILIES = (data, runs, gan, studies, app)
+FAMILIES = (data, runs, camera, gan, studies, app)
 
 EXIT_BUG = 1
 

@@ -31,6 +31,8 @@ CHECKS = {
     "explain": {"run": RUN, "paths": PHOTOS},
     "export": {"run": RUN},
     "doctor": {"data": FOLDER},
+    "adapt": {"run": RUN, "photos": FOLDER},
+    "ask": {"run": RUN, "photos": FOLDER},
 }
 
 
@@ -76,7 +78,7 @@ def check_early(args) -> None:
         value = getattr(args, name, None)
         if value is None:
             continue
-        option = "" if name in ("data", "run", "paths") else f"--{name} "
+        option = "" if name in ("data", "run", "paths", "photos") else f"--{name} "
         if kind == FOLDER:
             _folder(Path(value), option)
         elif kind == RUN_OR_EXPORT and str(value).endswith(exported_suffixes()):

@@ -133,7 +133,7 @@ def _load_split(
     )
 
 
-def _fingerprint(root: Path, paths: Iterable[Path]) -> str:
+def files_fingerprint(root: Path, paths: Iterable[Path]) -> str:
     """What the data is, by content: every file's relative path and the sha256 of its bytes. It gates the
     reuse of stored runs and resumes, so a photo edited to the same size (a crop, a relabel by swapping
     files) must change it; names and sizes alone did not notice."""
@@ -189,7 +189,7 @@ def load_pool(
         train=everything,
         test=None,
         skipped=skipped,
-        fingerprint=_fingerprint(root, [p for group in files.values() for p in group]),
+        fingerprint=files_fingerprint(root, [p for group in files.values() for p in group]),
     )
 
 
@@ -285,7 +285,7 @@ def load_dataset(
         train=train,
         test=test,
         skipped=skipped,
-        fingerprint=_fingerprint(root, every_file),
+        fingerprint=files_fingerprint(root, every_file),
     )
 
 
@@ -337,7 +337,7 @@ def load_synthetic(
     images = _load_split(files, names, image_size, 0, False, warn, folder, [], "synthetic")
     images.labels = to_training_index[images.labels]
     images.classes = list(classes)
-    return images, _fingerprint(folder, [p for group in files.values() for p in group])
+    return images, files_fingerprint(folder, [p for group in files.values() for p in group])
 
 
 def decode_files(paths: list[Path], image_size: int) -> torch.Tensor:

@@ -1,0 +1,257 @@
+"""`pasture adapt` and `pasture ask`: a probe run fitted to a new camera's unlabeled photos (an ordinary new
+run folder), and which of those photos to label first (LABELS.csv, with a contact sheet).
+
+Both read the run's own training photos again (its data folder, as export's parity check does) and the
+target photos, through the backbone's feature cache; the method and its guard are in classify.adapt.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from pasture.classify.adapt import ask_order, class_shares, guard, spread_to_target
+from pasture.classify.export import run_split
+from pasture.classify.finish import finish_run
+from pasture.classify.probe import feature_cache, fit_linear_head, train_probe
+from pasture.classify.recipes import Recipe, with_overrides
+from pasture.classify.trained import Classifier, finished_run_config
+from pasture.core.device import resolve_device
+from pasture.core.errors import UserError
+from pasture.core.imagefile import image_files_in
+from pasture.core.paths import check_output_file, display_name
+from pasture.core.plots import pyplot, save_figure
+from pasture.core.record import record_problem
+from pasture.core.runs import atomic_write_text, locked_folder, open_run_dir, read_checked_json
+from pasture.data import ImageSet
+from pasture.data.layouts import decode_files, files_fingerprint
+from pasture.models import create_model
+
+METHOD = (
+    "label spreading on the k-NN graph of training and target features (k=10), from the original head's "
+    "probabilities, then the head refitted"
+)
+
+
+class Target:
+    """A run, its training photos' and a folder of new photos' features, and the spread labels."""
+
+    def __init__(self, run: str | os.PathLike, photos: str | os.PathLike, device, what: str):
+        self.run, self.photos, self.device = Path(run), Path(photos), device
+        self.config = finished_run_config(self.run)
+        self.recipe = Recipe(**self.config["recipe"])
+        self.classes: list[str] = self.config["classes"]
+        if self.recipe.pretrained != "probe":
+            raise UserError(
+                f"{self.run}: a {self.recipe.name} run trains its backbone; {what} works on probe runs (the "
+                "default recipe) for now; for others, distill with --teacher RUN --unlabeled PHOTOS"
+            )
+        if not self.photos.is_dir():
+            raise UserError(f"{self.photos}: not a folder; give the folder of the new camera's photos")
+        self.files = image_files_in([self.photos])
+        if not self.files:
+            raise UserError(f"{self.photos}: no image files in it")
+        dataset = run_split(self.config)
+        if dataset is None:
+            data = self.config.get("identity", {}).get("data")
+            raise UserError(
+                f"{self.run}: its training photos ({data}) are not here; {what} reads them beside the new ones"
+            )
+        self.dataset = dataset
+        self.images = decode_files(self.files, self.recipe.image_size)
+        model = create_model(
+            self.recipe.model, len(self.classes), self.recipe.image_size, weights=self.recipe.weights or "imagenet"
+        ).to(device)
+        cache = feature_cache(self.recipe)
+        self.train_features = cache.features(model, dataset.train.images)
+        self.features = cache.features(model, self.images)
+        self.original = Classifier(self.run, device)
+        self.original_probabilities: torch.Tensor | None = None
+
+    def names(self) -> list[str]:
+        """Each target file relative to the photos folder, as LABELS.csv names it."""
+        return [os.path.relpath(path, self.photos) for path in self.files]
+
+    def spread(self, labelled: dict[int, int] | None = None) -> torch.Tensor:
+        """Class scores of the target photos (N x classes) by label spreading from the original head's
+        probabilities (classify.adapt)."""
+        if self.original_probabilities is None:
+            self.original_probabilities = self.original.scores(self.images)[0]
+        return spread_to_target(
+            self.train_features,
+            self.dataset.train.labels,
+            self.features,
+            len(self.classes),
+            labelled,
+            self.original_probabilities,
+        )
+
+
+def read_labels(path: str | os.PathLike, target: Target) -> dict[int, int]:
+    """A filled-in LABELS.csv (columns file,label; file relative to the photos folder; an empty label is
+    unlabeled) as target index -> class index; a row naming an unknown file or class is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--labels {path}: no such file; make one with `pasture ask`")
+    index_of = {name: index for index, name in enumerate(target.names())}
+    labelled: dict[int, int] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
+            raise UserError(f"--labels {path}: needs the columns file and label (as `pasture ask` writes them)")
+        for number, row in enumerate(reader, start=2):
+            label = (row.get("label") or "").strip()
+            if not label:
+                continue
+            name = (row.get("file") or "").strip()
+            if name not in index_of:
+                raise UserError(f"--labels {path}, row {number}: no photo {name!r} in {target.photos}")
+            if label not in target.classes:
+                raise UserError(
+                    f"--labels {path}, row {number}: {label!r} is not a class of the run ({', '.join(target.classes)})"
+                )
+            labelled[index_of[name]] = target.classes.index(label)
+    return labelled
+
+
+def adapt(
+    run: str | os.PathLike,
+    photos: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    labels: str | os.PathLike | None = None,
+    device: str = "auto",
+    quiet: bool = True,
+    force: bool = False,
+    command: list[str] | None = None,
+    warn=lambda message: None,
+) -> dict:
+    """A new run folder `out`: RUN's probe fitted again with the photos of `photos` labelled by label
+    spreading (and the labelled ones of LABELS.csv as given). Returns what changed: the share of the
+    target's labels changed and the class shares before and after; when the guard refuses the adaptation,
+    `kept_original` is True and nothing is written."""
+    target = Target(run, photos, resolve_device(device), "adapt")
+    labelled = read_labels(labels, target) if labels is not None else {}
+    pseudo = target.spread(labelled).argmax(1)
+    for index, label in labelled.items():
+        pseudo[index] = label
+    assert target.original_probabilities is not None  # spread() computed them
+    original = target.original_probabilities.argmax(1)
+    recipe = with_overrides(target.recipe, head_c=target.recipe.head_c or _chosen_c(target))
+    head, _, _ = fit_linear_head(
+        torch.cat([target.train_features, target.features]),
+        torch.cat([target.dataset.train.labels, pseudo]),
+        len(target.classes),
+        recipe,
+    )
+    with torch.no_grad():
+        adapted = head(target.features).argmax(1)
+    why, report = guard(original, adapted, target.classes)
+    report = {**report, "labelled": len(labelled), "method": METHOD}
+    if why is not None:
+        warn(f"the adapted model was not kept: {why}; the original run stays as it is")
+        return {**report, "kept_original": True, "why": why}
+    adapted_info = {
+        "from": str(target.run.resolve()),
+        "photos": str(target.photos.resolve()),
+        "fingerprint": files_fingerprint(target.photos, target.files),
+        "n": len(target.files),
+        "labelled": len(labelled),
+        "method": METHOD,
+        "changed": report["changed"],
+        "shares_before": report["shares_before"],
+        "shares_after": report["shares_after"],
+    }
+    identity = {**target.config["identity"], "recipe": recipe.to_dict(), "adapted": adapted_info}
+    carried = ("model", "image_size", "classes", "seed", "data_summary", "eval_every", "device")
+    config = {**{key: target.config[key] for key in carried if key in target.config}, "recipe": recipe.to_dict()}
+    out = Path(out)
+    with locked_folder(out, "run"):
+        _, finished = open_run_dir(
+            out,
+            identity,
+            {**config, "adapted": adapted_info},
+            what="run",
+            result_file="metrics.json",
+            done_check=record_problem,
+            resume=False,
+            force=force,
+            command=command,
+            warn=warn,
+        )
+        if finished is None:
+            new_photos = ImageSet(target.images, pseudo, [str(f) for f in target.files], target.classes, "synthetic")
+            share = len(target.files) / (len(target.files) + len(target.dataset.train))  # each photo weighs 1
+            result = train_probe(
+                target.dataset,
+                recipe,
+                int(target.config.get("seed", 0)),
+                run_dir=out,
+                quiet=quiet,
+                device=target.device,
+                synthetic=new_photos,
+                synthetic_ratio=share,
+            )
+            finished = finish_run(out, result, target.dataset, recipe)
+    return {**report, "kept_original": False, "run": str(out), "metrics": finished}
+
+
+def _chosen_c(target: Target) -> float:
+    """The C the original run's head was fitted with (its metrics' notes; 0, search again, if absent)."""
+    metrics = read_checked_json(target.run / "metrics.json", what="finished run")
+    chosen = (metrics.get("notes") or {}).get("head", {}).get("chosen_c")
+    return float(chosen) if chosen else 0.0
+
+
+def ask(run: str | os.PathLike, photos: str | os.PathLike, k: int, out: str | os.PathLike, device="cpu") -> dict:
+    """Which `k` photos of `photos` to label first (classify.adapt.ask_order), written to the CSV `out`
+    (file,label,guess,confidence, in the order to label; label empty) with a contact sheet ask.png
+    beside it. Returns the rows."""
+    if k < 1:
+        raise UserError(f"--k {k}: ask for at least 1 photo")
+    out = check_output_file(out, "--out")
+    target = Target(run, photos, resolve_device(device), "ask")
+    scores = target.spread()
+    order = ask_order(scores, target.features, k)
+    names = target.names()
+    rows = [
+        {
+            "file": names[index],
+            "label": "",
+            "guess": target.classes[int(scores[index].argmax())],
+            "confidence": float(scores[index].max()),
+        }
+        for index in order
+    ]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["file", "label", "guess", "confidence"])
+    writer.writerows([row["file"], "", row["guess"], f"{row['confidence']:.3f}"] for row in rows)
+    atomic_write_text(out, text.getvalue())
+    sheet = out.with_name("ask.png")
+    _contact_sheet([target.images[index] for index in order], rows, sheet)
+    return {
+        "csv": str(out),
+        "sheet": str(sheet),
+        "rows": rows,
+        "estimated_shares": class_shares(scores.argmax(1), target.classes),
+    }
+
+
+def _contact_sheet(images: list[torch.Tensor], rows: list[dict], path: Path) -> None:
+    plt = pyplot()
+    columns = min(5, len(images))
+    lines = (len(images) + columns - 1) // columns
+    figure, axes = plt.subplots(lines, columns, figsize=(2.2 * columns, 2.5 * lines), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for number, (axis, image, row) in enumerate(zip(axes.flat, images, rows), start=1):
+        axis.imshow(image.permute(1, 2, 0).numpy())
+        axis.set_title(f"{number}. {display_name(Path(row['file']).name)[:22]}\nguess {row['guess']}", fontsize=7)
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
