@@ -71,6 +71,11 @@ def test_runs_details_files_predict_and_export(client, taught, tmp_path):
         heatmap = client.get(good["heatmap"])
         assert heatmap.status_code == 200 and heatmap.headers["content-type"] == "image/png"
         assert client.get("/api/explanations/../../first/files").status_code == 404
+        # occlusion is made on demand, from the photo the Test kept, by the kept model
+        made = client.post(good["occlusion"])
+        assert made.status_code == 200 and client.get(made.json()["image"]).content.startswith(b"\x89PNG")
+        gone = client.post("/api/runs/first/explanations/0123456789ab/0/occlusion")
+        assert gone.status_code == 400 and "test the photo again" in gone.json()["error"]
     assert sum(good["probabilities"].values()) == pytest.approx(1.0)
     assert bad["file"] == "notes.txt" and "not an image" in bad["error"]
     assert client.get("/api/runs/first/files/model.onnx").status_code == 404  # not exported yet
@@ -298,6 +303,8 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         page.wait_for_function("[...document.querySelectorAll('figure.near img')].every(i => i.naturalWidth > 0)")
         assert "distance" in page.locator("td.nearest").first.inner_text()
         page.wait_for_selector("img.heatmap")  # where the model looked, when captum is installed (it is in dev)
+        page.locator("button.occlude").first.click()  # occlusion on demand
+        page.wait_for_selector("img.occlusion")
         page.screenshot(path=str(shots / "test.png"), full_page=True)
         page.click("#tab-runs")
         page.wait_for_selector("#runs-table >> text=browser-run")

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from pasture import api
-from pasture.classify.explain import explain_images
+from pasture.classify.explain import explain_images, occlusion_png
 from pasture.core.errors import UserError
 from pasture.core.imagefile import BadImage, decode_array
 
@@ -97,13 +98,32 @@ class LiveModel:
                                 "thumbnail": f"near_{index}_{number}.jpg",
                             }
                         )
-                if explain:
-                    explained = explain_images(model.model, model.config, usable, batch, folder, nearest=near)
-                    for row, done in zip(good, explained):
-                        row["heatmap"] = done["heatmap"]
+                if explain:  # Grad-CAM now; occlusion (64 passes a photo) only when asked for (occlude)
+                    explained = explain_images(
+                        model.model, model.config, usable, batch, folder, nearest=near, occlusion_maps=False
+                    )
+                    for index, (row, done) in enumerate(zip(good, explained)):
+                        row["heatmap"], row["photo_index"] = done["heatmap"], index
+                        Image.fromarray(images[index].transpose(1, 2, 0)).save(folder / f"photo_{index}.png")
             if then is not None:
                 then()
         return rows
+
+    def occlude(self, run: Path, folder: Path, index: int) -> str:
+        """The occlusion map of photo `index` of a Test whose files are in `folder`, written there by the kept
+        model; its file name. A Test whose photos were pruned since is a UserError."""
+        photo = folder / f"photo_{index}.png"
+        if not photo.is_file():
+            raise UserError("that Test's photos were cleared (newer Tests replace older ones); test the photo again")
+        with self._lock:
+            model = self._loaded(run)
+            with Image.open(photo) as opened:
+                image = torch.from_numpy(np.asarray(opened.convert("RGB")).transpose(2, 0, 1).copy())
+            name = f"occlusion_{index}.png"
+            (folder / name).write_bytes(
+                occlusion_png(model.model, image, "occlusion: where covering the photo lowers its class")
+            )
+        return name
 
     def forget(self, run: Path) -> None:
         """Drop `run`'s model (deleted: its memory goes with it)."""

@@ -256,6 +256,7 @@ def _label_photos(live: LiveModel, run: Path, photos: list[Path], explanations: 
     for row in rows:
         if "heatmap" in row:
             row["heatmap"] = f"/api/explanations/{batch}/{row['heatmap']}"
+            row["occlusion"] = f"/api/runs/{run.name}/explanations/{batch}/{row.pop('photo_index')}/occlusion"
         for item in row.get("nearest", []):
             item["thumbnail"] = f"/api/explanations/{batch}/{item['thumbnail']}"
     return rows
@@ -431,6 +432,16 @@ def _test_routes(state: _State) -> APIRouter:
             if len(frames) != 1:
                 raise UserError("send one camera frame, as the page does")
             return await run_in_threadpool(state.live.label, folder, frames[0])
+
+    @router.post("/api/runs/{name}/explanations/{batch}/{index}/occlusion")
+    async def occlusion(name: str, batch: str, index: int):
+        folder = _finished_run(runs, name)
+        where = ensure_under(explanations / safe_path_part(batch, "batch"), explanations)
+        if not where.is_dir():
+            raise UserError("that Test's photos were cleared (newer Tests replace older ones); test the photo again")
+        with state.tests.entered():
+            made = await run_in_threadpool(state.live.occlude, folder, where, index)
+        return {"image": f"/api/explanations/{batch}/{made}"}
 
     @router.get("/api/explanations/{batch}/{file}")
     def heatmap(batch: str, file: str):

@@ -90,15 +90,21 @@ def pointing_game(maps: torch.Tensor, region: torch.Tensor) -> float:
 
 
 def _overlay_png(
-    image_uint8: torch.Tensor, cam: torch.Tensor, occluded: torch.Tensor, title: str, nearest: list[dict]
+    image_uint8: torch.Tensor, cam: torch.Tensor | None, occluded: torch.Tensor | None, title: str, nearest: list[dict]
 ) -> bytes:
-    """The photo, its Grad-CAM and occlusion maps; under them, its nearest training photos (class and
-    distance) when the run keeps them."""
+    """The photo and its Grad-CAM and occlusion maps (those given); under them, its nearest training
+    photos (class and distance) when the run keeps them."""
     plt = pyplot()
     rows = 2 if nearest else 1
+    maps = [
+        ("photo", None),
+        *((name, heat) for name, heat in (("Grad-CAM", cam), ("occlusion", occluded)) if heat is not None),
+    ]
     figure, axes = plt.subplots(rows, 3, figsize=(9, 3.3 * rows), squeeze=False)
+    for axis in axes[0][len(maps) :]:
+        axis.axis("off")
     picture = image_uint8.permute(1, 2, 0).numpy()
-    for axis, (name, heat) in zip(axes[0], (("photo", None), ("Grad-CAM", cam), ("occlusion", occluded))):
+    for axis, (name, heat) in zip(axes[0], maps):
         axis.imshow(picture)
         if heat is not None:
             axis.imshow(heat.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
@@ -120,6 +126,16 @@ def _overlay_png(
     return buffer.getvalue()
 
 
+def occlusion_png(model: nn.Module, image_uint8: torch.Tensor, title: str) -> bytes:
+    """The photo and its occlusion map for the class the model gives it (the app's button: 64 forward
+    passes, seconds with the default probe, so it is made only when asked for)."""
+    probabilities = predict_probabilities(model, image_uint8[None], tta=False)
+    device = next(model.parameters()).device
+    target = probabilities.argmax(1).to(device)
+    occluded = occlusion(model, to_float(image_uint8[None].to(device)), target).cpu()[0]
+    return _overlay_png(image_uint8, None, occluded, title, [])
+
+
 def explain_images(
     model: nn.Module,
     config: dict,
@@ -128,11 +144,13 @@ def explain_images(
     out: str | os.PathLike,
     labels: list[int] | None = None,
     nearest: list[list[dict]] | None = None,
+    occlusion_maps: bool = True,
 ) -> list[dict]:
     """For each image: the predicted label and probability, and OUT/<n>_<name>.png with the photo, its
-    Grad-CAM and its occlusion map. `labels` (true classes), when given, are shown beside; `nearest` (each
-    image's nearest training photos, {file, class, distance}: trained.Classifier.label) are drawn under
-    it and listed in its row. Writes OUT/explanations.json too; returns its rows."""
+    Grad-CAM and (with `occlusion_maps`) its occlusion map. `labels` (true classes), when given, are shown
+    beside; `nearest` (each image's nearest training photos, {file, class, distance}:
+    trained.Classifier.label) are drawn under it and listed in its row. Writes OUT/explanations.json too;
+    returns its rows."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     classes = config["classes"]
@@ -143,7 +161,8 @@ def explain_images(
     for start in range(0, len(files), 16):
         batch = to_float(images_uint8[start : start + 16].to(device)).requires_grad_(False)
         targets = predicted[start : start + 16].to(device)
-        cams, occluded = gradcam(model, batch, targets).cpu(), occlusion(model, batch, targets).cpu()
+        cams = gradcam(model, batch, targets).cpu()
+        occluded = occlusion(model, batch, targets).cpu() if occlusion_maps else None
         for offset, path in enumerate(files[start : start + 16]):
             index = start + offset
             label, probability = classes[int(predicted[index])], float(probabilities[index].max())
@@ -152,7 +171,8 @@ def explain_images(
                 title += f" (true: {classes[labels[index]]})"
             near = nearest[index] if nearest is not None else []
             name = f"{index:04d}_{''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in Path(path).stem)}.png"
-            png = _overlay_png(images_uint8[index], cams[offset], occluded[offset], title, near)
+            occluded_map = occluded[offset] if occluded is not None else None
+            png = _overlay_png(images_uint8[index], cams[offset], occluded_map, title, near)
             atomic_write_bytes(out / name, png)
             row = {"file": display_name(path), "label": label, "probability": probability, "heatmap": name}
             if near:

@@ -405,8 +405,19 @@ async function predict() {
             el("figcaption", {}, `${n.class}, distance ${n.distance.toFixed(2)}`))))));
       }
       if (r.heatmap) {
-        table.append(el("tr", {}, el("td", {colSpan: 3},
-          appImage(r.heatmap, {className: "figure heatmap", alt: "where the model looked"}))));
+        const cell = el("td", {colSpan: 3},
+          appImage(r.heatmap, {className: "figure heatmap", alt: "where the model looked"}));
+        // occlusion takes 64 passes of the model: made only when asked for
+        const more = button("occlusion map", async () => {
+          more.disabled = true;
+          more.textContent = "working...";
+          try {
+            const made = await call(r.occlusion, {method: "POST"});
+            more.replaceWith(appImage(made.image, {className: "figure occlusion", alt: "where covering the photo lowers its class"}));
+          } catch (error) { more.textContent = error.message; }
+        }, {className: "occlude"});
+        cell.append(more);
+        table.append(el("tr", {}, cell));
       }
     }
     $("test-result").replaceChildren(table);
