@@ -85,6 +85,7 @@ from pasture.study.experiment import (
     study_device,
     with_fields,
 )
+from pasture.study.ray_predict import predict_on_ray
 from pasture.study.tune import TuneOptions, TuneSpec, run_tune
 
 __all__ = [
@@ -332,6 +333,8 @@ def predict(
     csv: str | os.PathLike | None = None,
     quiet: bool = True,
     unknown: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> list[dict] | dict:
     """Label and probabilities for each image file (folders are searched for images). `run` is a run
     folder, or a file written by `export` (run with ONNX Runtime alone). A run that keeps its training
@@ -339,7 +342,10 @@ def predict(
     `unknown`, an unfamiliar photo is labelled "unknown".
 
     With `csv`, any number of images are streamed to that CSV file with bounded memory (one row per
-    image, or the reason it was skipped) and a progress bar unless `quiet`; returns the counts."""
+    image, or the reason it was skipped) and a progress bar unless `quiet`; returns the counts. With
+    `engine="ray"`, in shards on a Ray cluster (`ray_address`), resumable (study.ray_predict)."""
+    if engine != "local":  # the engine's name and what it needs are checked there
+        return predict_on_ray(run, paths, csv, engine=engine, address=ray_address, quiet=quiet, unknown=unknown)
     if str(run).endswith(EXPORTED_SUFFIXES):  # an exported file: its runtime alone, no torch
         return predict_onnx(run, paths, csv=csv, quiet=quiet, unknown=unknown)
     return predict_files(load(run, device=device), image_files_in(paths), csv, quiet, unknown)

@@ -75,7 +75,7 @@ def prediction_rows(
     return rows
 
 
-def _decode(path: Path, image_size: int) -> tuple[np.ndarray | None, str]:
+def decode_or_reason(path: Path, image_size: int) -> tuple[np.ndarray | None, str]:
     try:
         return decode_array(path, image_size)[0], ""
     except BadImage as error:
@@ -117,6 +117,47 @@ def _scored_rows(
     return prediction_rows(paths, np.asarray(probabilities).tolist(), classes, familiar, unknown)
 
 
+def csv_header(classes: list[str], familiarity: bool) -> list[str]:
+    extra = ["familiarity", "familiar"] if familiarity else []
+    return ["file", "label", "probability", *(f"p_{name}" for name in classes), *extra, "skipped"]
+
+
+def batch_cells(
+    names: list[Path],
+    decoded: list[tuple[np.ndarray | None, str]],
+    probabilities_of: Callable[[np.ndarray], Any],
+    classes: list[str],
+    familiarity: bool,
+    unknown: bool,
+) -> list[list[str]]:
+    """The CSV rows (cells, as csv_header) of one batch: `names` the files as the CSV names them, `decoded`
+    each one's (uint8 array, "") or (None, why it was skipped); the last cell is the reason, empty for a
+    predicted photo. The same cells for a local predict and a shard scored on a Ray worker."""
+    usable = [name for name, (array, _) in zip(names, decoded) if array is not None]
+    arrays = [array for array, _ in decoded if array is not None]
+    rows = iter(_scored_rows(usable, arrays, probabilities_of, classes, familiarity, unknown))
+    extra = 2 if familiarity else 0
+    cells = []
+    for name, (array, reason) in zip(names, decoded):
+        if array is None:
+            blank = [""] * (2 + len(classes) + extra)
+            cells.append([spreadsheet_cell(display_name(name)), *blank, spreadsheet_cell(reason)])
+            continue
+        row = next(rows)
+        columns = [f"{row['familiarity']:.4f}", "yes" if row["familiar"] else "no"] if familiarity else []
+        cells.append(
+            [
+                spreadsheet_cell(row["file"]),
+                spreadsheet_cell(row["label"]),  # labels are cells too
+                f"{row['probability']:.6f}",
+                *(f"{row['probabilities'][name]:.6f}" for name in classes),
+                *columns,
+                "",
+            ]
+        )
+    return cells
+
+
 def write_predictions_csv(
     files: list[Path],
     classes: list[str],
@@ -153,41 +194,14 @@ def write_predictions_csv(
         ):
             os.fchmod(handle.fileno(), new_file_mode())
             writer = csv.writer(handle)
-            extra = ["familiarity", "familiar"] if familiarity else []
-            writer.writerow(["file", "label", "probability", *(f"p_{name}" for name in classes), *extra, "skipped"])
+            writer.writerow(csv_header(classes, familiarity))
             step = batch_size_for(image_size)
             for start in range(0, len(files), step):
                 batch = files[start : start + step]
-                decoded = list(pool.map(lambda path: _decode(path, image_size), batch))  # Pillow frees the GIL
-                usable = [path for path, (array, _) in zip(batch, decoded) if array is not None]
-                arrays = [array for array, _ in decoded if array is not None]
-                rows = iter(_scored_rows(usable, arrays, probabilities_of, classes, familiarity, unknown))
-                for path, (array, reason) in zip(batch, decoded):
-                    if array is None:
-                        writer.writerow(
-                            [
-                                spreadsheet_cell(display_name(path)),
-                                "",
-                                "",
-                                *([""] * (len(classes) + len(extra))),
-                                spreadsheet_cell(reason),
-                            ]
-                        )
-                        counts["skipped"] += 1
-                        continue
-                    row = next(rows)
-                    columns = [f"{row['familiarity']:.4f}", "yes" if row["familiar"] else "no"] if familiarity else []
-                    writer.writerow(
-                        [
-                            spreadsheet_cell(row["file"]),
-                            spreadsheet_cell(row["label"]),  # labels are cells too
-                            f"{row['probability']:.6f}",
-                            *(f"{row['probabilities'][name]:.6f}" for name in classes),
-                            *columns,
-                            "",
-                        ]
-                    )
-                    counts["predicted"] += 1
+                decoded = list(pool.map(lambda path: decode_or_reason(path, image_size), batch))  # Pillow frees the GIL
+                for cells in batch_cells(batch, decoded, probabilities_of, classes, familiarity, unknown):
+                    writer.writerow(cells)
+                    counts["skipped" if cells[-1] else "predicted"] += 1
                 bar.update(len(batch))
         os.replace(handle.name, out)
     except BaseException as error:

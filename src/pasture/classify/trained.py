@@ -227,6 +227,17 @@ def familiarity_columns(found: dict[str, torch.Tensor] | None) -> list[tuple[flo
     return list(zip(found["familiarity"].tolist(), found["familiar"].tolist()))
 
 
+def csv_scorer(model: Classifier):
+    """uint8 images (numpy) -> what predictions.batch_cells takes: probabilities, and with a familiarity
+    bank (probabilities, [(familiarity, familiar)])."""
+
+    def scores_of(images_uint8):
+        probabilities, found = model.scores(torch.from_numpy(images_uint8))
+        return (probabilities.numpy(), familiarity_columns(found)) if found is not None else probabilities.numpy()
+
+    return scores_of
+
+
 def predict_files(
     model: Classifier, files: list[Path], csv: str | os.PathLike | None, quiet: bool, unknown: bool
 ) -> list[dict] | dict:
@@ -234,12 +245,14 @@ def predict_files(
     if not files:
         raise UserError("predict: give at least one image file or folder")
     if csv is not None:
-
-        def scores_of(images_uint8):
-            probabilities, found = model.scores(torch.from_numpy(images_uint8))
-            return (probabilities.numpy(), familiarity_columns(found)) if found is not None else probabilities.numpy()
-
         return write_predictions_csv(
-            files, model.classes, model.image_size, scores_of, csv, quiet, model.familiarity is not None, unknown
+            files,
+            model.classes,
+            model.image_size,
+            csv_scorer(model),
+            csv,
+            quiet,
+            model.familiarity is not None,
+            unknown,
         )
     return model.label(decode_files(files, model.image_size), [str(path) for path in files], unknown)

@@ -208,8 +208,21 @@ def _run_predict(args) -> int:
         from pasture.core.device import resolve_device
         from pasture.core.imagefile import image_files_in
 
-        model = Classifier(args.run, resolve_device(args.device))
-        rows = predict_files(model, image_files_in(args.paths), args.csv, args.quiet, args.unknown)
+        if args.engine == "ray":
+            from pasture import api
+
+            rows = api.predict(
+                args.run,
+                args.paths,
+                csv=args.csv,
+                quiet=args.quiet,
+                unknown=args.unknown,
+                engine="ray",
+                ray_address=args.ray_address,
+            )
+        else:
+            model = Classifier(args.run, resolve_device(args.device))
+            rows = predict_files(model, image_files_in(args.paths), args.csv, args.quiet, args.unknown)
     if isinstance(rows, dict):  # with --csv: the summary of what was written
         print(
             f"{rows['images']} images: {rows['predicted']} predicted, {rows['skipped']} skipped (reason in the "
@@ -422,6 +435,15 @@ def _add_predict(commands) -> None:
         "runs of the default probe say how familiar each photo is either way",
     )
     predict.add_argument("--quiet", action="store_true", help="no progress bar (with --csv)")
+    predict.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="ray: score the photos in shards on a Ray cluster (with --csv; resumable after a kill: run the same command)",
+    )
+    predict.add_argument(
+        "--ray-address", metavar="HOST:PORT", help="with --engine ray: a Ray head (default: Ray on this machine)"
+    )
     add_device_flag(predict)
 
 

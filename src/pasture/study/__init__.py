@@ -13,6 +13,7 @@ plan         the plan before a study starts: runs stored and left, GANs to train
 report       report.md, report.html, results.csv and results.json from one list of blocks
 experiment   the spec and run_experiment: check, plan, run, report
 ray_engine   the same runs as Ray tasks, on this machine or a Ray cluster
+ray_predict  `predict --engine ray`: photos in shards on a Ray cluster, one CSV, resumable
 tune         recipe search (Optuna's TPE, ask-and-tell), scored on folds of the training split only
 demo         a two-class image set pasture draws itself, and a short experiment on it
 """
