@@ -293,7 +293,8 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         )
         assert page.inner_text("#test-count") == "cow_0.png, horse_0.png, checker.png"
         page.click("#predict")
-        page.wait_for_selector("td.label")  # two backbones, Grad-CAM and occlusion per photo
+        page.wait_for_selector("td.label")  # the first photo's result shows before the others are done
+        page.wait_for_selector("text=3 of 3 photos labelled")  # one request a photo, with a count
         assert page.locator("td.label").count() == 3
         assert page.locator(".unfamiliar").count() == 1  # the checkerboard, and only it
         assert "unlike anything it was taught" in page.locator("tr", has=page.locator(".unfamiliar")).inner_text()

@@ -373,54 +373,65 @@ function setTestFiles(files) {
   $("test-count").textContent = testFiles.length ? testFiles.map(file => file.name).join(", ") : "no photos yet";
 }
 
+// One Test photo's rows in the results table (a label, its probabilities, how familiar it is, the
+// nearest training photos, Grad-CAM and the occlusion button).
+function addResult(table, r) {
+  if (r.error) {
+    table.append(el("tr", {}, el("td", {}, r.file), el("td", {colSpan: 2, className: "error"}, r.error)));
+    return;
+  }
+  // a run of the accurate mode says how familiar each photo is: one unlike every training photo is
+  // said so beside its label (the label alone would look as sure as any other)
+  const unfamiliar = r.familiar === false ?
+    el("div", {className: "unfamiliar"}, `unlike anything it was taught (familiarity ${r.familiarity.toFixed(2)})`) : null;
+  table.append(el("tr", {}, el("td", {}, r.file),
+    el("td", {className: "label"}, el("b", {}, r.label), " " + pct(r.probability), unfamiliar),
+    el("td", {}, Object.entries(r.probabilities).map(([c, p]) => `${c} ${pct(p)}`).join(", "))));
+  // the training photos nearest to this one: what the model compares it with
+  if (r.nearest && r.nearest.length) {
+    table.append(el("tr", {}, el("td", {colSpan: 3, className: "nearest"},
+      el("div", {className: "nearest-title"}, "nearest training photos"),
+      r.nearest.map(n => el("figure", {className: "near"},
+        appImage(n.thumbnail, {alt: `training photo of a ${n.class}`}),
+        el("figcaption", {}, `${n.class}, distance ${n.distance.toFixed(2)}`))))));
+  }
+  if (r.heatmap) {
+    const cell = el("td", {colSpan: 3},
+      appImage(r.heatmap, {className: "figure heatmap", alt: "where the model looked"}));
+    // occlusion takes 64 passes of the model: made only when asked for
+    const more = button("occlusion map", async () => {
+      more.disabled = true;
+      more.textContent = "working...";
+      try {
+        const made = await call(r.occlusion, {method: "POST"});
+        more.replaceWith(appImage(made.image, {className: "figure occlusion", alt: "where covering the photo lowers its class"}));
+      } catch (error) { more.textContent = error.message; }
+    }, {className: "occlude"});
+    cell.append(more);
+    table.append(el("tr", {}, cell));
+  }
+}
+
 async function predict() {
   say("test-message", "", ""); $("test-result").replaceChildren();
   const run = $("test-run").value;
   if (!run) return say("test-message", "teach a run first", "error");
   if (!testFiles.length) return say("test-message", "drop or choose at least one photo first", "error");
-  const form = new FormData();
-  for (const file of testFiles) form.append("photos", file);
   $("predict").disabled = true;
+  const table = el("table", {}, el("tr", {}, ["photo", "label", "probabilities"].map(h => el("th", {}, h))));
+  $("test-result").replaceChildren(table);
+  // one photo a request: each result shows as soon as it is done, with a count, instead of one long
+  // silent wait for the whole batch (issue 42)
+  let done = 0;
   try {
-    const rows = await call(runPath(run) + "/predict", {method: "POST", body: form});
-    const table = el("table", {}, el("tr", {}, ["photo", "label", "probabilities"].map(h => el("th", {}, h))));
-    for (const r of rows) {
-      if (r.error) {
-        table.append(el("tr", {}, el("td", {}, r.file), el("td", {colSpan: 2, className: "error"}, r.error)));
-        continue;
-      }
-      // a run of the accurate mode says how familiar each photo is: one unlike every training photo is
-      // said so beside its label (the label alone would look as sure as any other)
-      const unfamiliar = r.familiar === false ?
-        el("div", {className: "unfamiliar"}, `unlike anything it was taught (familiarity ${r.familiarity.toFixed(2)})`) : null;
-      table.append(el("tr", {}, el("td", {}, r.file),
-        el("td", {className: "label"}, el("b", {}, r.label), " " + pct(r.probability), unfamiliar),
-        el("td", {}, Object.entries(r.probabilities).map(([c, p]) => `${c} ${pct(p)}`).join(", "))));
-      // the training photos nearest to this one: what the model compares it with
-      if (r.nearest && r.nearest.length) {
-        table.append(el("tr", {}, el("td", {colSpan: 3, className: "nearest"},
-          el("div", {className: "nearest-title"}, "nearest training photos"),
-          r.nearest.map(n => el("figure", {className: "near"},
-            appImage(n.thumbnail, {alt: `training photo of a ${n.class}`}),
-            el("figcaption", {}, `${n.class}, distance ${n.distance.toFixed(2)}`))))));
-      }
-      if (r.heatmap) {
-        const cell = el("td", {colSpan: 3},
-          appImage(r.heatmap, {className: "figure heatmap", alt: "where the model looked"}));
-        // occlusion takes 64 passes of the model: made only when asked for
-        const more = button("occlusion map", async () => {
-          more.disabled = true;
-          more.textContent = "working...";
-          try {
-            const made = await call(r.occlusion, {method: "POST"});
-            more.replaceWith(appImage(made.image, {className: "figure occlusion", alt: "where covering the photo lowers its class"}));
-          } catch (error) { more.textContent = error.message; }
-        }, {className: "occlude"});
-        cell.append(more);
-        table.append(el("tr", {}, cell));
-      }
+    for (const file of testFiles) {
+      say("test-message", `labelling photo ${done + 1} of ${testFiles.length} (${file.name}) ...`, "info");
+      const form = new FormData();
+      form.append("photos", file);
+      for (const r of await call(runPath(run) + "/predict", {method: "POST", body: form})) addResult(table, r);
+      done += 1;
     }
-    $("test-result").replaceChildren(table);
+    say("test-message", `${done} of ${testFiles.length} photos labelled`, "info");
   } catch (error) { say("test-message", error.message, "error"); }
   finally { $("predict").disabled = false; }
 }
