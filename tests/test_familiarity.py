@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -319,3 +320,16 @@ def test_with_photo_sources_the_threshold_holds_each_source_out():
     plain, grouped = Familiarity.fit(features, labels), Familiarity.fit(features, labels, groups=groups)
     assert grouped.folds == "leave-one-source-out over 4 sources" and "stratified" in plain.folds
     assert grouped.threshold > plain.threshold
+
+
+def test_a_probe_run_describes_only_what_it_used(taught):
+    """Its card says C and the folds, not epochs or an optimizer (it has neither), and its curves.png is
+    the C search, not an epoch axis."""
+    run, _, _ = taught
+    card = (run / "MODEL_CARD.md").read_text()
+    recipe = card.split("## Recipe", 1)[1].split("##", 1)[0]
+    assert "C = " in recipe and "held-out cross-entropy" in recipe and "stratified folds" in recipe
+    assert not re.search(r"\d+ epochs", recipe) and " lr " not in recipe and "batch" not in recipe
+    chosen = json.loads((run / "metrics.json").read_text())["notes"]["head"]["chosen_c"]
+    assert f"C = {chosen:g}" in recipe
+    assert Image.open(run / "curves.png").size[0] < 600  # the one-panel C search, not the two epoch panels

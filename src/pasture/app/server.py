@@ -72,7 +72,9 @@ RUN_FILES_SHOWN = {
     **{served_file(name): "application/octet-stream" for name in api.EXPORT_FORMATS},  # the downloads
 }
 DOWNLOADS = {served_file(name): name for name in api.EXPORT_FORMATS}
-KEEP_EXPLANATIONS = 64  # heatmap batches of the Test page (one a photo: the page sends them one by one); the newest stay
+KEEP_EXPLANATIONS = (
+    64  # heatmap batches of the Test page (one a photo: the page sends them one by one); the newest stay
+)
 # Tests labelled or waiting for the model at once; past it a 429 says to wait (45 at once held the server
 # for minutes and made GET /api/runs wait 23 s: issue 40). Their uploads wait on disk, not in memory.
 MAX_TESTS = 4

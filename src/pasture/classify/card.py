@@ -45,19 +45,7 @@ def model_card(config: dict, record: dict) -> str:
         ),
         "",
     ]
-    description = recipe.get("description") or ""
-    lines += [
-        "## Recipe",
-        "",
-        f"`{recipe['name']}`{': ' + description if description else ''}. Model {config['model']} "
-        f"at {config['image_size']} px, {recipe['epochs']} epochs, {recipe['optimizer']} lr {recipe['lr']}, "
-        f"batch {recipe['batch_size']}, augmentation `{recipe['augment']}`"
-        + (f", ensemble of {recipe['ensemble']}" if recipe.get("ensemble", 1) > 1 else "")
-        + (", test-time augmentation" if recipe.get("tta") else "")
-        + (f", pretrained backbone ({recipe['pretrained']})" if recipe.get("pretrained", "none") != "none" else "")
-        + f"; seed {config['seed']}. Every field is in config.json.",
-        "",
-    ]
+    lines += ["## Recipe", "", recipe_line(config, record), ""]
     lines += [
         "## How well it did",
         "",
@@ -155,3 +143,33 @@ def adapted_section(adapted: dict | None) -> list[str]:
         "split; score the new camera with `pasture evaluate` on labelled photos from it.",
         "",
     ]
+
+
+def recipe_line(config: dict, record: dict) -> str:
+    """What the run was trained with, and only what it used: a probe's C and folds (it has no epochs,
+    optimizer or batches), a trained network's schedule."""
+    recipe = config["recipe"]
+    description = recipe.get("description") or ""
+    named = f"`{recipe['name']}`{': ' + description if description else ''}. Model {config['model']} at {config['image_size']} px"
+    extras = (f", ensemble of {recipe['ensemble']}" if recipe.get("ensemble", 1) > 1 else "") + (
+        ", test-time augmentation" if recipe.get("tta") else ""
+    )
+    if recipe.get("pretrained") == "probe":
+        head = (record.get("notes") or {}).get("head") or {}
+        chosen = (
+            f"C = {head['chosen_c']:g}, chosen by held-out cross-entropy on {head['folds']}"
+            if head.get("chosen_c")
+            else "C as given"
+        )
+        balance = ", classes weighted to balance" if recipe.get("balance_classes") else ""
+        return (
+            f"{named}: frozen ImageNet features, read once and cached, and a logistic-regression head solved to "
+            f"convergence (L-BFGS), {chosen}{balance}{extras}; seed {config['seed']}. No epochs, optimizer or "
+            "augmentation: the head sees each training photo's features once. Every field is in config.json."
+        )
+    return (
+        f"{named}, {recipe['epochs']} epochs, {recipe['optimizer']} lr {recipe['lr']}, batch {recipe['batch_size']}, "
+        f"augmentation `{recipe['augment']}`{extras}"
+        + (f", pretrained backbone ({recipe['pretrained']})" if recipe.get("pretrained", "none") != "none" else "")
+        + f"; seed {config['seed']}. Every field is in config.json."
+    )

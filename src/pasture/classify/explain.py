@@ -229,7 +229,11 @@ def plot_top_losses(
     plt = pyplot()
     columns = max(1, min(4, len(chosen)))
     rows_needed = max(1, -(-len(chosen) // columns))
-    figure, axes = plt.subplots(rows_needed, columns, figsize=(2.6 * columns, 2.9 * rows_needed), squeeze=False)
+    # constrained layout: it leaves room for each two-line title and the suptitle (tight_layout drew the
+    # second row's titles over the first row's photos)
+    figure, axes = plt.subplots(
+        rows_needed, columns, figsize=(2.6 * columns, 3.2 * rows_needed), squeeze=False, layout="constrained"
+    )
     shown = []
     for slot, axis in enumerate(axes.flat):
         axis.axis("off")
@@ -265,7 +269,6 @@ def plot_top_losses(
         + ("" if heat is not None or not chosen else '; heatmaps: pip install -e ".[explain]"'),
         fontsize=9,
     )
-    figure.tight_layout()
     save_figure(figure, path)
     plt.close(figure)
     return shown

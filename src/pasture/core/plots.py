@@ -55,6 +55,24 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     plt.close(figure)
 
 
+def plot_c_search(losses_by_c: dict[str, float], chosen: float, folds: str, path: str | Path, title: str = "") -> None:
+    """A probe head's choice of C: held-out cross-entropy against C (log scale), the chosen C marked ->
+    PNG. What a probe run's curves.png shows: it has no epochs, its head is solved to convergence."""
+    plt = pyplot()
+    values = sorted((float(c), loss) for c, loss in losses_by_c.items())
+    figure, axis = plt.subplots(figsize=(5.2, 3.4))
+    axis.plot([c for c, _ in values], [loss for _, loss in values], marker="o", label="held-out cross-entropy")
+    axis.axvline(chosen, color="#a40000", linestyle="--", label=f"chosen C = {chosen:g}")
+    axis.set_xscale("log")
+    axis.set_xlabel("C (weaker regularisation to the right)")
+    axis.set_ylabel("cross-entropy")
+    axis.set_title(f"{title}\nC chosen on {folds}" if title else f"C chosen on {folds}", fontsize=9)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
+
+
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | Path, title: str = "") -> None:
     """Confusion matrix (rows: true class, columns: predicted) with counts in the cells -> PNG."""
     plt = pyplot()
