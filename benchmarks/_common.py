@@ -29,3 +29,21 @@ def write_results(path: str | Path, payload: dict) -> Path:
     out.write_text(json.dumps({**payload, "versions": versions()}, indent=2, default=str))
     print(f"wrote {out}")
     return out
+
+
+def eight_sources() -> tuple[list[Path], list[int], list[str], list[str]]:
+    """(files, labels 0 cow / 1 horse, source, split) of the 440 cow/horse photos of the 8 sources
+    (cowhorse-dev's 3 and cowhorse-sources' 5), from their MANIFEST.csv files; split is e.g.
+    "cowhorse-dev/train"."""
+    import csv
+
+    files, labels, sources, splits = [], [], [], []
+    shared = DEFAULT_DATA.parent
+    for folder, column in ((shared / "cowhorse-dev", "source_repo"), (shared / "cowhorse-sources", "source")):
+        with (folder / "MANIFEST.csv").open() as handle:
+            for row in csv.DictReader(handle):
+                files.append(folder / row["file"])
+                labels.append(("cow", "horse").index(row["label"]))
+                sources.append(row[column].split("/")[-1][:28])
+                splits.append(folder.name + "/" + row["file"].split("/")[0])
+    return files, labels, sources, splits

@@ -19,13 +19,12 @@ default's feature cache.
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import statistics
 import time
 
 import torch
-from _common import DEFAULT_DATA, RESULTS, write_results
+from _common import RESULTS, eight_sources, write_results
 from scipy import stats
 
 from pasture.classify.adapt import ask_order, guard, spread_to_target
@@ -34,7 +33,6 @@ from pasture.classify.recipes import get_recipe
 from pasture.data.layouts import decode_files
 from pasture.models import create_model
 
-SHARED = DEFAULT_DATA.parent
 LABEL_COUNTS = (2, 5, 10, 20)
 DRAWS = 5
 CONFIDENT = 0.9  # self-training keeps pseudo-labels at least this sure
@@ -42,14 +40,7 @@ CONFIDENT = 0.9  # self-training keeps pseudo-labels at least this sure
 
 def sources_and_features():
     """(features, labels, source, split) of the 440 cow/horse photos of the 8 sources."""
-    files, labels, sources, splits = [], [], [], []
-    for folder, column in ((SHARED / "cowhorse-dev", "source_repo"), (SHARED / "cowhorse-sources", "source")):
-        with (folder / "MANIFEST.csv").open() as handle:
-            for row in csv.DictReader(handle):
-                files.append(folder / row["file"])
-                labels.append(("cow", "horse").index(row["label"]))
-                sources.append(row[column].split("/")[-1][:28])
-                splits.append(folder.name + "/" + row["file"].split("/")[0])
+    files, labels, sources, splits = eight_sources()
     recipe = get_recipe("probe")
     model = create_model(recipe.model, 2, recipe.image_size, weights="imagenet")
     features = feature_cache(recipe).features(model, decode_files(files, recipe.image_size))

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import DEFAULT_DATA, RESULTS, write_results
+from _common import DEFAULT_DATA, RESULTS, eight_sources, write_results
 
 from pasture.classify.calibration import auroc, calibration, proportion
 from pasture.classify.familiarity import Familiarity
@@ -64,13 +64,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def photos() -> tuple[list[Path], list[int], list[str], list[Path]]:
     """(files, labels, sources) of the 8 cow/horse sources, and the files of shared/others."""
-    files, labels, sources = [], [], []
-    for folder, column in ((SHARED / "cowhorse-dev", "source_repo"), (SHARED / "cowhorse-sources", "source")):
-        with (folder / "MANIFEST.csv").open() as handle:
-            for row in csv.DictReader(handle):
-                files.append(folder / row["file"])
-                labels.append(("cow", "horse").index(row["label"]))
-                sources.append(row[column].split("/")[-1][:28])
+    files, labels, sources, _ = eight_sources()
     with (SHARED / "others" / "MANIFEST.csv").open() as handle:
         others = [SHARED / "others" / row["file"] for row in csv.DictReader(handle)]
     return files, labels, sources, others

@@ -187,3 +187,37 @@ def assert_predicts_as_the_run(model_file: Path, run: Path, folder: Path) -> Non
     assert [row["label"] for row in rows] == [row["label"] for row in from_run]
     for ours, theirs in zip(rows, from_run):
         assert abs(ours["probability"] - theirs["probability"]) < 1e-4
+
+
+@contextlib.contextmanager
+def local_ray_instance(ray, prefix: str, num_cpus: int, private_cache: bool = False):
+    """A local Ray instance (starting one takes seconds) in its own short temp folder (Ray's socket paths
+    must fit 107 bytes), without the token file Ray would write to ~/.ray; with `private_cache`, its
+    workers keep pasture's caches in that folder too. Shut down, removed and the environment restored after."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    changes = {"RAY_AUTH_MODE": "disabled"}
+    if private_cache:
+        changes["PASTURE_CACHE_DIR"] = os.path.join(folder, "cache")
+    saved = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+        _temp_dir=folder,
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

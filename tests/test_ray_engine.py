@@ -5,14 +5,12 @@ problems are named. The real head node is in test_ray_cluster.py."""
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import interrupt_on_call
+from conftest import interrupt_on_call, local_ray_instance
 
 from pasture import api
 from pasture.cli import main
@@ -28,26 +26,9 @@ GAN = f"g:{QUICK},gan=default,image_size_gan=16,iterations=3,ngf=4,ndf=4,per_cla
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray instance for the module (starting one takes seconds), in its own temp folder and
-    without the token file Ray would write to ~/.ray; shut down and removed after."""
-    folder = tempfile.mkdtemp(prefix="pray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    saved = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(
-        address="local",
-        num_cpus=max(2, os.cpu_count() or 1),
-        include_dashboard=False,
-        logging_level="ERROR",
-        log_to_driver=False,
-        _temp_dir=folder,
-    )
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(folder, ignore_errors=True)
-    if saved is None:
-        os.environ.pop("RAY_AUTH_MODE", None)
-    else:
-        os.environ["RAY_AUTH_MODE"] = saved
+    """One local Ray instance for the module."""
+    with local_ray_instance(ray, "pray", max(2, os.cpu_count() or 1)) as instance:
+        yield instance
 
 
 def _without_times(value):

@@ -2,12 +2,8 @@
 (issue 42): the same rows as a local predict, several shards streamed into one CSV, and a killed predict
 continued by the same command without scoring again the shards it finished."""
 
-import os
-import shutil
-import tempfile
-
 import pytest
-from conftest import make_image, write_split_data
+from conftest import local_ray_instance, make_image, write_split_data
 
 from pasture import api
 from pasture.cli import main
@@ -20,27 +16,9 @@ pytestmark = pytest.mark.slow  # a Ray instance and a probe run: about half a mi
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray instance with 2 CPUs (two worker processes), its workers' cache in a temp folder."""
-    folder = tempfile.mkdtemp(prefix="prp", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    saved = {key: os.environ.get(key) for key in ("RAY_AUTH_MODE", "PASTURE_CACHE_DIR")}
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["PASTURE_CACHE_DIR"] = os.path.join(folder, "cache")
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        logging_level="ERROR",
-        log_to_driver=False,
-        _temp_dir=folder,
-    )
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(folder, ignore_errors=True)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    """A local Ray instance with 2 CPUs (two worker processes), its workers' cache in its own folder."""
+    with local_ray_instance(ray, "prp", 2, private_cache=True) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")

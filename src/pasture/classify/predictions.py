@@ -158,6 +158,22 @@ def batch_cells(
     return cells
 
 
+def temporary_csv(out: Path):
+    """An open text file beside `out` (.<name>.<pid>.<random>.tmp, remove_stale_temp_files' pattern), with
+    the mode of a new file, to be renamed over `out` when whole."""
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (renamed into place or removed by the caller)
+        "w",
+        newline="",
+        encoding="utf-8",
+        dir=out.parent,
+        prefix=f".{out.name}.{os.getpid()}.",
+        suffix=".tmp",
+        delete=False,
+    )
+    os.fchmod(handle.fileno(), new_file_mode())
+    return handle
+
+
 def write_predictions_csv(
     files: list[Path],
     classes: list[str],
@@ -177,22 +193,13 @@ def write_predictions_csv(
     out = check_output_file(out, "--csv")
     remove_stale_temp_files(out)
     counts = {"images": len(files), "predicted": 0, "skipped": 0}
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (renamed into place or removed below)
-        "w",
-        newline="",
-        encoding="utf-8",
-        dir=out.parent,
-        prefix=f".{out.name}.{os.getpid()}.",
-        suffix=".tmp",
-        delete=False,
-    )
+    handle = temporary_csv(out)
     try:
         with (
             handle,
             ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool,
             tqdm(total=len(files), unit="img", desc="predict", disable=quiet, file=sys.stderr, leave=False) as bar,
         ):
-            os.fchmod(handle.fileno(), new_file_mode())
             writer = csv.writer(handle)
             writer.writerow(csv_header(classes, familiarity))
             step = batch_size_for(image_size)

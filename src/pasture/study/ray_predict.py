@@ -24,11 +24,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pasture.classify.predictions import EXPORTED_SUFFIXES, batch_cells, batch_size_for, csv_header, decode_or_reason
+from pasture.classify.predictions import (
+    EXPORTED_SUFFIXES,
+    batch_cells,
+    batch_size_for,
+    csv_header,
+    decode_or_reason,
+    temporary_csv,
+)
 from pasture.classify.trained import Classifier, csv_scorer, finished_run_config
 from pasture.core.errors import UserError
 from pasture.core.imagefile import image_files_in
-from pasture.core.paths import check_output_file, new_file_mode
+from pasture.core.paths import check_output_file
 from pasture.core.runs import atomic_write_json
 from pasture.study.ray_engine import RayEngine
 
@@ -153,16 +160,7 @@ def _assemble(parts: Path, shards: int, out: Path, classes: list[str], familiari
     """OUT from the parts, in the order of the photos, streamed into a temporary file renamed over OUT (a
     part at a time in memory); the parts removed after."""
     counts = {"images": images, "predicted": 0, "skipped": 0}
-    with tempfile.NamedTemporaryFile(
-        "w",
-        newline="",
-        encoding="utf-8",
-        dir=out.parent,
-        prefix=f".{out.name}.{os.getpid()}.",
-        suffix=".tmp",
-        delete=False,
-    ) as handle:
-        os.fchmod(handle.fileno(), new_file_mode())
+    with temporary_csv(out) as handle:
         writer = csv.writer(handle)
         writer.writerow(csv_header(classes, familiarity))
         for index in range(shards):
