@@ -195,12 +195,12 @@ LONG = "x" * 300
         (
             {"classes": '["cow", "horse"]', "mode": "fast"},
             photos("cow", 3) + photos("horse", 3),
-            "choose accurate or tiny",
+            "choose probe or scratch",
         ),
         (
             {"classes": '["cow", "horse"]', "mode": "accurate", "epochs": "3"},
             photos("cow", 3) + photos("horse", 3),
-            "the accurate mode has none",
+            "the probe recipe has none",
         ),
     ],
 )
@@ -278,8 +278,8 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         cards.nth(1).locator(".thumb button.remove").nth(6).click()  # ...and removed with a click
         assert cards.nth(1).locator(".thumb img").count() == 6 and "6 photos" in cards.nth(1).inner_text()
         page.fill("#run-name", "browser-run")
-        assert page.locator("input[name=mode]:checked").get_attribute("value") == "accurate"  # the default
-        assert page.locator("#epochs").is_disabled()  # the accurate mode has no epochs
+        assert page.locator("input[name=mode]:checked").get_attribute("value") == "probe"  # the default recipe
+        assert page.locator("#epochs").is_disabled()  # a probe has no epochs
         page.click("#train")
         page.wait_for_selector("text=Test accuracy")
         assert "95% CI" in page.inner_text("#teach-result") and "n=6" in page.inner_text("#teach-result")

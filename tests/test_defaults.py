@@ -113,7 +113,7 @@ def test_recipes_lists_the_default_and_the_old_name(capsys):
 
 
 @pytest.mark.slow
-def test_the_app_teaches_the_accurate_mode_unless_told(tmp_path):
+def test_the_app_teaches_the_probe_unless_told(tmp_path):
     pytest.importorskip("fastapi")
     from appkit import TOKEN, client_for, photos, wait_for
 
@@ -121,7 +121,7 @@ def test_the_app_teaches_the_accurate_mode_unless_told(tmp_path):
 
     client = client_for(create_app(tmp_path / "runs", token=TOKEN))
     page = client.get("/").text
-    assert '<input type="radio" name="mode" value="accurate" checked>' in page
+    assert '<input type="radio" name="mode" value="probe" checked>' in page
     response = client.post(
         "/api/teach", data={"classes": '["cow", "horse"]', "name": "plain"}, files=photos("cow", 3) + photos("horse", 3)
     )

@@ -58,10 +58,13 @@ from pasture.core.record import record_problem
 from pasture.core.runs import read_checked_json
 
 STATIC = Path(__file__).with_name("static")
-MODES = {  # what "accurate" and "tiny" mean, as recipes
-    "accurate": {"recipe": "probe"},  # pretrained EfficientNet-Lite0 features + a logistic head: seconds
-    "tiny": {"recipe": "scratch"},  # the report's small CNN from scratch: 0.7 ms per image, learns the source
+# The page's choices are recipes, by the names `pasture recipes` and the CLI use (issue 44: the page's
+# "tiny" was the from-scratch CNN while the CLI's `tiny` is a small pretrained probe).
+MODES = {
+    "probe": {"recipe": "probe"},  # pretrained EfficientNet-Lite0 + Lite2 features + a logistic head: seconds
+    "scratch": {"recipe": "scratch"},  # the report's small CNN from scratch: 0.7 ms per image, learns the source
 }
+OLD_MODES = {"accurate": "probe", "tiny": "scratch"}  # the page's names before, still taken from API callers
 EPOCHS = (1, 1000)  # the bounds of a form's epochs: one request must not hold the only training slot for days
 MAX_CLASSES = 100
 RUN_FILES_SHOWN = {
@@ -216,15 +219,16 @@ def _teach_request(fields: dict, files: dict[str, list[Path]]) -> tuple[str | No
         if len(photos) < 2:
             raise UserError(f"class {class_name}: give at least 2 photos (one to train on, one to test)")
         classes[class_name] = photos
-    mode = fields.get("mode", "accurate")
+    mode = fields.get("mode", "probe")
+    mode = OLD_MODES.get(mode, mode)
     if mode not in MODES:
-        raise UserError(f"mode '{printable_name(mode[:20])}': choose accurate or tiny")
+        raise UserError(f"mode '{printable_name(mode[:20])}': choose probe or scratch")
     settings: dict[str, Any] = dict(MODES[mode])
     epochs = _whole_number(fields, "epochs", EPOCHS)
     if api.resolve_recipe(settings["recipe"]).pretrained == "probe":
         if epochs is not None:  # refused, not ignored: the page sends none in this mode
             raise UserError(
-                f"epochs: the {mode} mode has none (its head is solved to convergence); leave it empty or choose tiny"
+                f"epochs: the {mode} recipe has none (its head is solved to convergence); leave it empty or choose scratch"
             )
     else:
         settings["epochs"] = epochs or api.resolve_recipe(settings["recipe"]).epochs

@@ -251,7 +251,7 @@ async function teach() {
   form.append("name", $("run-name").value.trim());
   form.append("mode", document.querySelector("input[name=mode]:checked").value);
   const mode = document.querySelector("input[name=mode]:checked").value;
-  if ($("epochs").value && mode === "tiny") form.append("epochs", $("epochs").value);  // the accurate mode has none
+  if ($("epochs").value && mode === "scratch") form.append("epochs", $("epochs").value);  // a probe has none
   $("train").disabled = true;
   try {
     await watch(await call("/api/teach", {method: "POST", body: form}));
@@ -380,7 +380,7 @@ function addResult(table, r) {
     table.append(el("tr", {}, el("td", {}, r.file), el("td", {colSpan: 2, className: "error"}, r.error)));
     return;
   }
-  // a run of the accurate mode says how familiar each photo is: one unlike every training photo is
+  // a probe run says how familiar each photo is: one unlike every training photo is
   // said so beside its label (the label alone would look as sure as any other)
   const unfamiliar = r.familiar === false ?
     el("div", {className: "unfamiliar"}, `unlike anything it was taught (familiarity ${r.familiarity.toFixed(2)})`) : null;
@@ -475,8 +475,8 @@ dropTarget($("test-drop"), setTestFiles);
 $("test-camera").addEventListener("click", startLive);
 $("test-camera-stop").addEventListener("click", stopCamera);
 $("test-camera").classList.add("use-camera");
-// epochs belong to the tiny mode only: the accurate mode's head is solved to convergence
-const epochsForMode = () => { $("epochs").disabled = document.querySelector("input[name=mode]:checked").value !== "tiny"; };
+// epochs belong to the scratch recipe only: a probe's head is solved to convergence
+const epochsForMode = () => { $("epochs").disabled = document.querySelector("input[name=mode]:checked").value !== "scratch"; };
 for (const choice of document.querySelectorAll("input[name=mode]")) choice.addEventListener("change", epochsForMode);
 epochsForMode();
 addClass(); addClass();
