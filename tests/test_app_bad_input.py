@@ -12,7 +12,7 @@ import httpx
 import pytest
 from appkit import TOKEN, app_process, client_for, live, peak_rss_kib, png, teach, wait_for
 
-from pasture.app import server as server_module
+from pasture.app import live as live_module
 from pasture.app.server import Admission, TooBusy, create_app
 from pasture.app.uploads import MAX_NAME_BYTES, upload_name
 
@@ -141,7 +141,7 @@ def test_admission_counts_in_and_out():
 def test_many_tests_at_once_are_all_answered_while_heatmaps_are_pruned(runs, monkeypatch):
     """45 Tests at once answered 26 errors: each pruned the heatmap batches of the others mid-write."""
     pytest.importorskip("captum")
-    monkeypatch.setattr(server_module, "KEEP_EXPLANATIONS", 1)  # every Test prunes all but the newest
+    monkeypatch.setattr(live_module, "KEEP_EXPLANATIONS", 1)  # every Test prunes all but the newest
     app = create_app(runs, token=TOKEN)
     app.app.state.tests.limit = 8
     client = client_for(app)

@@ -8,7 +8,10 @@ predict_probabilities. The Test page's photos go through the same kept model (la
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from pasture.core.errors import UserError
 from pasture.core.imagefile import BadImage, decode_array
 
 NEAREST = 3  # training photos shown beside each Test photo
+KEEP_EXPLANATIONS = 64  # Test batches of heatmaps kept (one a photo: the page sends them one by one)
 
 
 class LiveModel:
@@ -130,3 +134,27 @@ class LiveModel:
         with self._lock:
             if self._key is not None and self._key[0] == run:
                 self._model, self._key = None, None
+
+
+def label_photos(live: LiveModel, run: Path, photos: list[Path], explanations: Path) -> list[dict]:
+    """A row per photo (LiveModel.label_photos): the nearest training photos' thumbnail URLs and, with the
+    explain extra, a heatmap URL too. The newest KEEP_EXPLANATIONS batches stay; older ones are removed
+    right after this one is written, while this request still holds the model, so no batch being written
+    is ever removed (45 Tests at once answered 26 errors when one request's pruning removed another's
+    batch mid-write: issue 40)."""
+    explain = importlib.util.find_spec("captum") is not None  # without the explain extra: no heatmaps
+    batch = uuid.uuid4().hex[:12]
+
+    def prune() -> None:
+        older = [path for path in explanations.iterdir() if path.name != batch]
+        for old in sorted(older, key=lambda path: path.stat().st_mtime)[: max(0, len(older) + 1 - KEEP_EXPLANATIONS)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    rows = live.label_photos(run, photos, explanations / batch, then=prune, explain=explain)
+    for row in rows:
+        if "heatmap" in row:
+            row["heatmap"] = f"/api/explanations/{batch}/{row['heatmap']}"
+            row["occlusion"] = f"/api/runs/{run.name}/explanations/{batch}/{row.pop('photo_index')}/occlusion"
+        for item in row.get("nearest", []):
+            item["thumbnail"] = f"/api/explanations/{batch}/{item['thumbnail']}"
+    return rows

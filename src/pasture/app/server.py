@@ -27,7 +27,6 @@ import tempfile
 import threading
 import time
 import unicodedata
-import uuid
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ from pasture.app.jobs import (
     resumable,
     staging_prefix,
 )
-from pasture.app.live import LiveModel
+from pasture.app.live import LiveModel, label_photos
 from pasture.app.uploads import MAX_NAME_BYTES, MAX_NAME_CHARACTERS, Limits, TooLarge, receive_form
 from pasture.classify.trained import run_config_problem
 from pasture.core.errors import FolderBusy, UserError
@@ -75,9 +74,6 @@ RUN_FILES_SHOWN = {
     **{served_file(name): "application/octet-stream" for name in api.EXPORT_FORMATS},  # the downloads
 }
 DOWNLOADS = {served_file(name): name for name in api.EXPORT_FORMATS}
-KEEP_EXPLANATIONS = (
-    64  # heatmap batches of the Test page (one a photo: the page sends them one by one); the newest stay
-)
 # Tests labelled or waiting for the model at once; past it a 429 says to wait (45 at once held the server
 # for minutes and made GET /api/runs wait 23 s: issue 40). Their uploads wait on disk, not in memory.
 MAX_TESTS = 4
@@ -244,30 +240,6 @@ def _check_images(files: list[Path]) -> None:
             raise UserError(f"{path.name}: {error}; remove it and try again") from None
 
 
-def _label_photos(live: LiveModel, run: Path, photos: list[Path], explanations: Path) -> list[dict]:
-    """A row per photo (LiveModel.label_photos): the nearest training photos' thumbnail URLs and, with the
-    explain extra, a heatmap URL too. The newest KEEP_EXPLANATIONS batches stay; older ones are removed
-    right after this one is written, while this request still holds the model, so no batch being written
-    is ever removed (45 Tests at once answered 26 errors when one request's pruning removed another's
-    batch mid-write: issue 40)."""
-    explain = importlib.util.find_spec("captum") is not None  # without the explain extra: no heatmaps
-    batch = uuid.uuid4().hex[:12]
-
-    def prune() -> None:
-        older = [path for path in explanations.iterdir() if path.name != batch]
-        for old in sorted(older, key=lambda path: path.stat().st_mtime)[: max(0, len(older) + 1 - KEEP_EXPLANATIONS)]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    rows = live.label_photos(run, photos, explanations / batch, then=prune, explain=explain)
-    for row in rows:
-        if "heatmap" in row:
-            row["heatmap"] = f"/api/explanations/{batch}/{row['heatmap']}"
-            row["occlusion"] = f"/api/runs/{run.name}/explanations/{batch}/{row.pop('photo_index')}/occlusion"
-        for item in row.get("nearest", []):
-            item["thumbnail"] = f"/api/explanations/{batch}/{item['thumbnail']}"
-    return rows
-
-
 def _staging(runs: Path, kind: str) -> tempfile.TemporaryDirectory:
     """A request's staging folder RUNS/.<kind><pid>-<random>, removed on every path out."""
     return tempfile.TemporaryDirectory(prefix=staging_prefix(kind), dir=runs, ignore_cleanup_errors=True)
@@ -429,7 +401,7 @@ def _test_routes(state: _State) -> APIRouter:
             async with _uploaded_files(request, runs, ".predict-", limits) as photos:
                 if not photos:
                     raise UserError("drop at least one photo to test")
-                return await run_in_threadpool(_label_photos, state.live, folder, photos, explanations)
+                return await run_in_threadpool(label_photos, state.live, folder, photos, explanations)
 
     @router.post("/api/runs/{name}/live")
     async def live(name: str, request: Request):
