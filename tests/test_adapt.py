@@ -13,6 +13,7 @@ from conftest import make_image, write_split_data
 
 from pasture import api
 from pasture.classify.adapt import ask_order, guard, label_spreading
+from pasture.classify.familiarity import Familiarity
 from pasture.classify.probe import fit_logistic_head
 from pasture.cli import main
 
@@ -99,6 +100,10 @@ def test_adapt_makes_an_ordinary_run_that_records_what_it_did(camera, tmp_path, 
     assert config["identity"]["adapted"]["fingerprint"]
     rows = api.predict(tmp_path / "adapted", [photos])  # an ordinary run: predict needs nothing new
     assert len(rows) == 18 and sum(row["label"] == "horse" for row in rows) == 12
+    # the new camera's photos join the familiarity bank: the adapted run knows them
+    assert len(Familiarity.load(tmp_path / "adapted").bank) == 16 + 18
+    before = sum(row["familiar"] for row in api.predict(run, [photos]))
+    assert sum(row["familiar"] for row in rows) >= before and all(row["familiar"] for row in rows)
 
 
 def test_ask_writes_labels_csv_and_adapt_reads_it_back(camera, tmp_path, capsys):

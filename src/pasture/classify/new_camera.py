@@ -195,6 +195,7 @@ def adapt(
                 device=target.device,
                 synthetic=new_photos,
                 synthetic_ratio=share,
+                familiar_extra=True,  # the new camera's photos are familiar to the adapted run
             )
             finished = finish_run(out, result, target.dataset, recipe)
     return {**report, "kept_original": False, "run": str(out), "metrics": finished}

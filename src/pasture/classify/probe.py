@@ -298,6 +298,7 @@ def train_probe(
     device: str | torch.device = "cpu",
     synthetic: ImageSet | None = None,
     synthetic_ratio: float = 0.0,
+    familiar_extra: bool = False,
 ) -> TrainResult:
     """Fit the logistic head on frozen, cached backbone features; the backbone runs on `device`, the
     head (a few thousand weights) on the CPU. The head is convex and solved to convergence, so it does
@@ -306,7 +307,8 @@ def train_probe(
 
     `synthetic` images (GAN samples) become extra rows of the head's fit, weighted so that they carry
     `synthetic_ratio` of the total weight (as they would fill that share of each batch of a network
-    trained on images); C is still chosen on the real photos alone."""
+    trained on images); C is still chosen on the real photos alone. With `familiar_extra` (they are real
+    photos: a new camera's, labelled by `pasture adapt`), they join the familiarity bank too."""
     started = time.perf_counter()
     backbone = create_model(
         recipe.model, len(dataset.classes), recipe.image_size, weights=recipe.weights or "imagenet"
@@ -367,15 +369,16 @@ def train_probe(
     finally:
         bar.close()
     # The training photos' features, kept to say how familiar a new photo is (classify.familiarity): the
-    # real photos only, never GAN samples.
-    familiarity = Familiarity.fit(
-        features,
-        labels,
-        seed,
-        [str(Path(name).resolve()) for name in dataset.train.files],
-        dataset.train.images,
-        groups=dataset.train.groups,
-    )
+    # real photos only, never GAN samples (an adapted run's new-camera photos are real: they join).
+    bank_features, bank_labels, bank_images = features, labels, dataset.train.images
+    bank_files = [str(Path(name).resolve()) for name in dataset.train.files]
+    groups = dataset.train.groups
+    if familiar_extra and extra is not None and synthetic is not None:  # an adapted run knows its new camera
+        bank_features, bank_labels = torch.cat([features, extra[0]]), torch.cat([labels, extra[1]])
+        bank_images = torch.cat([dataset.train.images, synthetic.images])
+        bank_files += [str(Path(name).resolve()) for name in synthetic.files]
+        groups = groups + ["new photos"] * len(synthetic) if groups is not None else None
+    familiarity = Familiarity.fit(bank_features, bank_labels, seed, bank_files, bank_images, groups=groups)
     if run_dir is not None:
         atomic_torch_save(
             {"format": CHECKPOINT_FORMAT, "members": member_states, "history": history}, Path(run_dir) / "checkpoint.pt"
