@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pasture.classify.probe import HEAD_CS, choose_head_c, fit_linear_head, fit_logistic_head, head_folds
+from pasture.classify.probe import HEAD_CS, choose_head_c, fit_linear_head, fit_logistic_head
 from pasture.classify.recipes import get_recipe, with_overrides
+from pasture.data.splits import held_out_folds
 
 
 def blobs(n_per_class: list[int], dims: int = 6, seed: int = 0, spread: float = 1.5):
@@ -55,12 +56,12 @@ def test_the_head_is_the_same_whatever_the_seed_and_balancing_counts():
 def test_folds_hold_out_one_source_each_when_sources_are_known():
     labels = torch.tensor([0, 0, 0, 1, 1, 1, 0, 1])
     groups = ["a", "a", "b", "b", "c", "c", "d", "d"]
-    folds, how = head_folds(labels, groups, seed=0)
+    folds, how = held_out_folds(labels, groups, seed=0)
     assert how == "leave-one-source-out over 4 sources"
     assert [sorted(fold.tolist()) for fold in folds] == [[0, 1], [2, 3], [4, 5], [6, 7]]
-    folds, how = head_folds(torch.tensor([0] * 12 + [1] * 3), None, seed=0)
+    folds, how = held_out_folds(torch.tensor([0] * 12 + [1] * 3), None, seed=0)
     assert how == "3 stratified folds" and sorted(torch.cat(folds).tolist()) == list(range(15))
-    assert head_folds(torch.tensor([0, 0, 0, 1]), None, seed=0)[0] == []  # a class of 1 photo: no folds
+    assert held_out_folds(torch.tensor([0, 0, 0, 1]), None, seed=0)[0] == []  # a class of 1 photo: no folds
 
 
 def test_c_is_chosen_on_held_out_sources_and_a_one_class_source_cannot_judge():

@@ -29,7 +29,7 @@ from pasture.classify.calibration import auroc, proportion
 from pasture.core.imagefile import image_files_in
 from pasture.core.runs import atomic_torch_save, load_checkpoint
 from pasture.data.layouts import decode_files
-from pasture.data.splits import stratified_folds
+from pasture.data.splits import held_out_folds
 
 FAMILIARITY_FILE = "familiarity.pt"
 FORMAT = 1
@@ -100,18 +100,9 @@ def held_out_distances(
     (group) at a time when `groups` name 2 or more, as new photos will come from sources the bank has not
     seen; else stratified folds (5, or fewer for a small class; leave-one-out when a class has one photo)."""
     normalised = F.normalize(features.float(), dim=1)
-    smallest = int(torch.bincount(labels).min()) if len(labels) else 0
-    folds = min(5, smallest)
-    if groups is not None and len(set(groups)) >= 2:
-        names = sorted(set(groups))
-        held = [torch.tensor([i for i, g in enumerate(groups) if g == name]) for name in names]
-        how = f"leave-one-source-out over {len(names)} sources"
-    elif folds < 2:
-        held = [torch.tensor([index]) for index in range(len(labels))]
-        how = "leave-one-out"
-    else:
-        held = stratified_folds(labels, folds, seed)
-        how = f"{folds} stratified folds"
+    held, how = held_out_folds(labels, groups, seed)
+    if not held:  # a class of one photo: each photo held out alone
+        held, how = [torch.tensor([index]) for index in range(len(labels))], "leave-one-out"
     distances = torch.empty(len(labels))
     for fold in held:
         keep = torch.ones(len(labels), dtype=torch.bool)

@@ -26,7 +26,7 @@ from pasture.core.cache import ContentCache
 from pasture.core.runs import atomic_torch_save, write_jsonl
 from pasture.core.runtime import progress_bar, seed_everything, stop_point
 from pasture.data import Dataset, ImageSet
-from pasture.data.splits import stratified_folds
+from pasture.data.splits import held_out_folds
 from pasture.models import Classifier, create_model, timm_net
 
 FEATURE_FORMAT = "v1"  # bump when feature extraction changes, so old cache entries are not reused
@@ -146,21 +146,6 @@ def fit_logistic_head(
     return head.float()
 
 
-def head_folds(labels: torch.Tensor, groups: list[str] | None, seed: int) -> tuple[list[torch.Tensor], str]:
-    """Held-out index sets for choosing the head's C, and how they were made: leave one group (photo
-    source) out when groups are known, so C is judged on sources the head did not see, as a user's
-    photos will be; else stratified folds (5, or fewer for a small class)."""
-    if groups is not None and len(set(groups)) >= 2:
-        names = sorted(set(groups))
-        folds = [torch.tensor([i for i, g in enumerate(groups) if g == name]) for name in names]
-        return folds, f"leave-one-source-out over {len(names)} sources"
-    smallest = int(torch.bincount(labels).min()) if len(labels) else 0
-    k = min(5, smallest)
-    if k < 2:
-        return [], "none (a class has fewer than 2 photos)"
-    return stratified_folds(labels, k, seed), f"{k} stratified folds"
-
-
 def choose_head_c(
     features: torch.Tensor, labels: torch.Tensor, num_classes: int, balance: bool, groups: list[str] | None, seed: int
 ) -> tuple[float, dict, torch.Tensor]:
@@ -173,7 +158,7 @@ def choose_head_c(
     leave-one-source-out inside the other 7), choosing by held-out cross-entropy gave 92.7% mean balanced
     accuracy on the outer source, by held-out balanced accuracy 91.1% (accuracy on a few dozen photos
     ties often and jumps between the grid's ends)."""
-    folds, how = head_folds(labels, groups, seed)
+    folds, how = held_out_folds(labels, groups, seed)
     losses: dict[float, list[float]] = {c: [] for c in HEAD_CS}
     held_logits = {c: torch.full((len(labels), num_classes), float("nan")) for c in HEAD_CS}
     usable = 0

@@ -88,6 +88,22 @@ def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> list[torch.
     return [torch.tensor(sorted(fold)) for fold in members_of_fold]
 
 
+def held_out_folds(labels: torch.Tensor, groups: list[str] | None, seed: int) -> tuple[list[torch.Tensor], str]:
+    """Held-out index sets over training photos, and how they were made: leave one group (photo source)
+    out when 2 or more groups are known, so what is chosen on them is judged on sources not seen, as a
+    user's photos will be; else stratified folds (5, or fewer for a small class); none when a class has
+    fewer than 2 photos. The probe's choice of C and the familiarity threshold both use them."""
+    if groups is not None and len(set(groups)) >= 2:
+        names = sorted(set(groups))
+        folds = [torch.tensor([i for i, g in enumerate(groups) if g == name]) for name in names]
+        return folds, f"leave-one-source-out over {len(names)} sources"
+    smallest = int(torch.bincount(labels).min()) if len(labels) else 0
+    k = min(5, smallest)
+    if k < 2:
+        return [], "none (a class has fewer than 2 photos)"
+    return stratified_folds(labels, k, seed), f"{k} stratified folds"
+
+
 def fold_dataset(pool: Dataset, test_indices: torch.Tensor) -> Dataset:
     """A Dataset whose test split is `test_indices` of the pool and whose train split is the rest."""
     everything = pool.train
