@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pasture.classify.familiarity import k_center_greedy
+
 NEIGHBOURS = 10  # k of the graph: the measurement (k=10) gave 97.1% on cowhorse-sources
 ALPHA = 0.99  # how far labels spread along the graph against staying where they were given (Zhou et al.)
 ITERATIONS = 100  # F <- alpha S F + (1 - alpha) Y: 0.99^100 = 0.37 of the start remains; the order settles long before
@@ -124,11 +126,6 @@ def ask_order(probabilities: torch.Tensor, features: torch.Tensor, k: int) -> li
     margin = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0)
     pool = margin.argsort()[: max(k, 4 * k)]
     normalised = F.normalize(features[pool].float(), dim=1)
-    chosen = [0]
-    nearest = 1.0 - normalised @ normalised[0]
-    while len(chosen) < min(k, len(pool)):
-        # farthest from those chosen, the less certain first among near-ties
-        pick = int((nearest - 1e-3 * margin[pool]).argmax())
-        chosen.append(pick)
-        nearest = torch.minimum(nearest, 1.0 - normalised @ normalised[pick])
+    # farthest from those chosen, the less certain first among near-ties
+    chosen = k_center_greedy(normalised, k, first=0, bonus=-1e-3 * margin[pool])
     return [int(pool[index]) for index in chosen]

@@ -56,18 +56,22 @@ def jpeg_thumbnail(image_uint8: torch.Tensor) -> torch.Tensor:
 CORESET_PER_CLASS = 2000
 
 
-def k_center_greedy(points: torch.Tensor, count: int) -> torch.Tensor:
-    """`count` row indices of `points` (L2-normalised) chosen so that every row lies close to one of them:
-    each step adds the row farthest from those chosen (Sener and Savarese 2018). Deterministic: it starts
-    from the row nearest the mean."""
-    first = int((points @ F.normalize(points.mean(0), dim=0)).argmax())
+def k_center_greedy(
+    points: torch.Tensor, count: int, first: int | None = None, bonus: torch.Tensor | None = None
+) -> list[int]:
+    """`count` row indices of `points` (L2-normalised), in the order chosen, so that every row lies close
+    to one of them: each step adds the row farthest (cosine) from those chosen, plus its `bonus` when given
+    (a small tie-break), Sener and Savarese 2018. Deterministic: it starts from row `first`, else from the
+    row nearest the mean."""
+    if first is None:
+        first = int((points @ F.normalize(points.mean(0), dim=0)).argmax())
     chosen = [first]
     nearest = 1.0 - points @ points[first]
-    for _ in range(count - 1):
-        pick = int(nearest.argmax())
+    while len(chosen) < min(count, len(points)):
+        pick = int((nearest + bonus).argmax() if bonus is not None else nearest.argmax())
         chosen.append(pick)
         nearest = torch.minimum(nearest, 1.0 - points @ points[pick])
-    return torch.tensor(sorted(chosen))
+    return chosen
 
 
 def coreset_rows(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
@@ -81,7 +85,7 @@ def coreset_rows(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor |
     for label in range(len(counts)):
         members = (labels == label).nonzero().flatten()
         if len(members) > CORESET_PER_CLASS:
-            members = members[k_center_greedy(normalised[members], CORESET_PER_CLASS)]
+            members = members[torch.tensor(k_center_greedy(normalised[members], CORESET_PER_CLASS))]
         rows.append(members)
     return torch.cat(rows).sort().values
 
