@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pasture.classify import backbones
-from pasture.classify.backbones import backbone_features, backbone_key, check_images
+from pasture.classify.backbones import backbone_features, backbone_key, generated_images
 from pasture.classify.recipes import get_recipe, with_overrides
 from pasture.models import create_model
 
@@ -36,7 +36,7 @@ def torch_only(model, images):
 
 def test_onnxruntime_gives_torchs_features(probe):
     model, key = probe
-    images = check_images(SIZE, 6)
+    images = generated_images(SIZE, 6)
     features = backbone_features(model, images, batch_size=4, key=key)
     assert backbones._sessions  # the runtime served them
     assert features.shape == (6, backbones.timm_net(model).num_features)
@@ -45,7 +45,7 @@ def test_onnxruntime_gives_torchs_features(probe):
 
 def test_the_graph_is_built_once_and_read_back_from_the_cache(probe, monkeypatch):
     model, key = probe
-    images = check_images(SIZE, 2)
+    images = generated_images(SIZE, 2)
     first = backbone_features(model, images, key=key)
     backbones._sessions.clear()  # a new process: the graph comes from the cache folder, not the exporter
 
@@ -65,7 +65,7 @@ def test_torch_serves_when_the_runtime_cannot(probe, monkeypatch, how):
         monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
     else:
         monkeypatch.setattr(backbones, "PARITY_LIMIT", 0.0)  # no graph can pass
-    images = check_images(SIZE, 2)
+    images = generated_images(SIZE, 2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         features = backbone_features(model, images, key=key)
@@ -86,7 +86,7 @@ def test_a_probe_run_predicts_from_the_cached_graph_without_building_its_backbon
     api.train(split_data, tmp_path / "run", recipe="probe", image_size=SIZE, quiet=True)  # builds the graph
     backbones._sessions.clear()  # a new process: the graph is in the cache folder
     loaded = api.load(tmp_path / "run", device="cpu")
-    images = check_images(SIZE, 5)
+    images = generated_images(SIZE, 5)
     fast, found = loaded.scores(images)
     assert loaded._model is None and found is not None  # no torch backbone was built
     with torch.no_grad():

@@ -60,8 +60,9 @@ def _torch_features(model: Classifier, images_uint8: torch.Tensor) -> torch.Tens
     return net.forward_head(net.forward_features(normalised), pre_logits=True).cpu()
 
 
-def check_images(size: int, count: int = 4) -> torch.Tensor:
-    """Generated images with photo-like structure (smooth colour fields and edges) for the parity check."""
+def generated_images(size: int, count: int = 4) -> torch.Tensor:
+    """Generated uint8 images with photo-like structure (smooth colour fields and edges), seeded: what a
+    graph is checked on when no photo is at hand (here, and an export whose run's data has moved)."""
     generator = torch.Generator().manual_seed(0)
     coarse = torch.rand(count, 3, 4, 4, generator=generator)
     smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
@@ -146,7 +147,7 @@ def _session(model: Classifier, key: str, size: int):
         try:
             data = _graph_bytes(model, size)
             session = _new_session(ort, data)
-            images = check_images(size)
+            images = generated_images(size)
             with torch.no_grad():
                 expected = _torch_features(model, images).numpy()
             parity = float(np.abs(expected - session.run(None, {"images": images.numpy()})[0]).max())

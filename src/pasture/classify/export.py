@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pasture import __version__
-from pasture.classify.backbones import backbone_features
+from pasture.classify.backbones import backbone_features, generated_images
 from pasture.classify.evaluate import predict_probabilities, tta_views
 from pasture.classify.familiarity import Familiarity
 from pasture.classify.onnx_runner import OnnxClassifier
@@ -116,21 +116,25 @@ def check_images(run: Path, config: dict, count: int = 32) -> tuple[torch.Tensor
     if dataset is not None:
         return dataset.test.images, f"the run's {len(dataset.test)} test images"
     data = config.get("identity", {}).get("data")
-    generator = torch.Generator().manual_seed(0)
-    size = config["image_size"]
-    coarse = torch.rand(count, 3, 4, 4, generator=generator)
-    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
-    edges = (torch.rand(count, 1, size, size, generator=generator) > 0.97).float()
-    images = ((0.8 * smooth + 0.2 * edges).clamp(0, 1) * 255).round().to(torch.uint8)
+    images = generated_images(config["image_size"], count)
     return images, f"{count} generated images (the run's data folder {data} is not here)"
 
 
-def checked_parity(run: Path, config: dict, model: nn.Module, tta: bool, probabilities, what: str, where: Path):
+def checked_parity(
+    run: Path,
+    config: dict,
+    model: nn.Module,
+    tta: bool,
+    probabilities,
+    what: str,
+    where: Path,
+    checked: tuple[torch.Tensor, str] | None = None,
+):
     """(max |p_torch - p_export|, what it was checked on, how many images): `probabilities` (uint8
     images N x 3 x S x S as numpy -> N x classes) of an exported model against the run's own on
-    check_images; a difference of PARITY_LIMIT or more is a UserError naming `where` and the runtime
-    (`what`)."""
-    images, checked_on = check_images(run, config)
+    check_images (`checked`, when the caller has read them already); a difference of PARITY_LIMIT or
+    more is a UserError naming `where` and the runtime (`what`)."""
+    images, checked_on = checked if checked is not None else check_images(run, config)
     expected = predict_probabilities(model, images, tta=tta).numpy()
     parity = float(np.abs(expected - probabilities(images.numpy())).max())
     if not parity < PARITY_LIMIT:
@@ -185,14 +189,13 @@ def familiarity_metadata(familiarity: Familiarity) -> dict:
     }
 
 
-def familiarity_parity(run: Path, config: dict, model: nn.Module, distances, where: Path) -> float | None:
-    """max |distance_torch - distance_export| on check_images, for a run with a familiarity bank (None
-    otherwise); PARITY_LIMIT or more is a UserError naming `where`. `distances`: uint8 images as numpy ->
-    N distances."""
+def familiarity_parity(run: Path, images: torch.Tensor, model: nn.Module, distances, where: Path) -> float | None:
+    """max |distance_torch - distance_export| on `images` (check_images), for a run with a familiarity bank
+    (None otherwise); PARITY_LIMIT or more is a UserError naming `where`. `distances`: uint8 images as
+    numpy -> N distances."""
     familiarity = Familiarity.load(run)
     if familiarity is None:
         return None
-    images, _ = check_images(run, config)
     members = list(model.members) if isinstance(model, Ensemble) else [model]
     expected = familiarity.score(backbone_features(cast(Network, members[0]), images))["distance"].numpy()
     parity = float(np.abs(expected - distances(images.numpy())).max())
@@ -259,8 +262,11 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None) ->
     atomic_write_bytes(out, data)
     try:
         runner = OnnxClassifier(out)
-        parity, where, checked = checked_parity(run, config, model, tta, runner.probabilities, "ONNX Runtime", out)
-        familiar_parity = familiarity_parity(run, config, model, runner.distances, out)
+        images = check_images(run, config)  # read once for both checks
+        parity, where, checked = checked_parity(
+            run, config, model, tta, runner.probabilities, "ONNX Runtime", out, checked=images
+        )
+        familiar_parity = familiarity_parity(run, images[0], model, runner.distances, out)
     except BaseException:
         out.unlink(missing_ok=True)
         raise

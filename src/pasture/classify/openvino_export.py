@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pasture.classify.export import checked_parity, familiarity_parity, fp32_export
+from pasture.classify.export import check_images, checked_parity, familiarity_parity, fp32_export
 from pasture.classify.openvino_runner import OpenVinoClassifier, openvino_module
 from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
@@ -45,8 +45,11 @@ def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None
         ov.save_model(converted, str(staged / "model.xml"), compress_to_fp16=False)
         (staged / "model.onnx").unlink()
         runner = OpenVinoClassifier(staged / "model.xml")
-        parity, where, checked = checked_parity(run, config, model, tta, runner.probabilities, "OpenVINO", folder)
-        familiar_parity = familiarity_parity(run, config, model, runner.distances, folder)
+        images = check_images(run, config)  # read once for both checks
+        parity, where, checked = checked_parity(
+            run, config, model, tta, runner.probabilities, "OpenVINO", folder, checked=images
+        )
+        familiar_parity = familiarity_parity(run, images[0], model, runner.distances, folder)
         replace_package(staged, folder, IR_FILES, "OpenVINO folder")
         size = sum((folder / name).stat().st_size for name in ("model.xml", "model.bin"))
     return {
