@@ -69,8 +69,8 @@ class Target:
         cache = feature_cache(self.recipe)
         self.train_features = cache.features(model, dataset.train.images)
         self.features = cache.features(model, self.images)
-        self.original = Classifier(self.run, device)
-        self.original_probabilities: torch.Tensor | None = None
+        # the original run's probabilities from the features just read (a second backbone pass took as long)
+        self.original_probabilities = Classifier(self.run, device).head_probabilities(self.features, self.images)
 
     def names(self) -> list[str]:
         """Each target file relative to the photos folder, as LABELS.csv names it."""
@@ -79,8 +79,6 @@ class Target:
     def spread(self, labelled: dict[int, int] | None = None) -> torch.Tensor:
         """Class scores of the target photos (N x classes) by label spreading from the original head's
         probabilities (classify.adapt)."""
-        if self.original_probabilities is None:
-            self.original_probabilities = self.original.scores(self.images)[0]
         return spread_to_target(
             self.train_features,
             self.dataset.train.labels,
@@ -139,7 +137,6 @@ def adapt(
     pseudo = target.spread(labelled).argmax(1)
     for index, label in labelled.items():
         pseudo[index] = label
-    assert target.original_probabilities is not None  # spread() computed them
     original = target.original_probabilities.argmax(1)
     recipe = with_overrides(target.recipe, head_c=target.recipe.head_c or _chosen_c(target))
     head, _, _ = fit_linear_head(

@@ -133,7 +133,7 @@ class Classifier:
         # a probe's frozen backbone runs by ONNX Runtime where it can (classify.backbones)
         self.backbone_key = backbone_key(Recipe(**self.config["recipe"]))
         self._model: nn.Module | None = None
-        self._heads: list[nn.Linear] | None = None
+        self._probe_heads: list[nn.Linear] | None = None
         if self.backbone_key is None or self.device.type != "cpu":
             self._model = load_run(run, device)[0]  # built now: its weights are the run
 
@@ -148,19 +148,39 @@ class Classifier:
         """uint8 N x 3 x S x S (S = image_size) -> N x classes, with the run's test-time augmentation."""
         return predict_probabilities(self.model, images_uint8, tta=self.config["recipe"].get("tta", False))
 
-    def _features_and_heads(self, images_uint8: torch.Tensor) -> tuple[torch.Tensor, list[nn.Module]]:
-        """The backbone's features and each member's head: from the cached ONNX Runtime graph and the
-        checkpoint's head weights when they are there (no torch backbone is built), else from the model."""
-        session = None
+    def _heads(self) -> list[nn.Module]:
+        """Each member's head: read from a probe's checkpoint while its torch model is not built (the
+        weights are the same), else the model's own."""
+        if self._model is None and self.backbone_key is not None:
+            if self._probe_heads is None:
+                self._probe_heads = probe_heads(self.run, len(self.classes))
+            if self._probe_heads is not None:
+                return list(self._probe_heads)
+        members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
+        return [timm_net(member).get_classifier() for member in members]
+
+    def features(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled features: from the cached ONNX Runtime graph while the torch model is not
+        built (no torch backbone is built for it), else through the model (classify.backbones)."""
         if self.backbone_key is not None and self._model is None:
             session = cached_session(self.backbone_key, self.image_size)
-        if session is not None and self._heads is None:
-            self._heads = probe_heads(self.run, len(self.classes))
-        if session is not None and self._heads is not None:
-            return session_features(session, images_uint8), list(self._heads)
+            if session is not None:
+                return session_features(session, images_uint8)
         members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
-        features = backbone_features(cast(Network, members[0]), images_uint8, key=self.backbone_key)
-        return features, [timm_net(member).get_classifier() for member in members]
+        return backbone_features(cast(Network, members[0]), images_uint8, key=self.backbone_key)
+
+    def head_probabilities(self, features: torch.Tensor, images_uint8: torch.Tensor) -> torch.Tensor:
+        """The probabilities of images whose backbone features are at hand (the mean of the members'
+        heads); with TTA the model sees the images' shifted views instead."""
+        if self.config["recipe"].get("tta", False):
+            return self.probabilities(images_uint8)
+        with torch.no_grad():
+            return torch.stack(
+                [
+                    torch.softmax(head(features.to(next(head.parameters()).device)).float().cpu(), 1)
+                    for head in self._heads()
+                ]
+            ).mean(0)
 
     def scores(self, images_uint8: torch.Tensor, nearest: int = 0) -> tuple[torch.Tensor, dict | None]:
         """(probabilities, familiarity or None): for a run that keeps its training photos' features (a
@@ -170,17 +190,11 @@ class Classifier:
         (Familiarity.nearest)."""
         if self.familiarity is None:
             return self.probabilities(images_uint8), None
-        features, heads = self._features_and_heads(images_uint8)
+        features = self.features(images_uint8)
         found: dict = self.familiarity.score(features)
         if nearest:
             found["nearest"] = self.familiarity.nearest(features, nearest)
-        if self.config["recipe"].get("tta", False):
-            return self.probabilities(images_uint8), found
-        with torch.no_grad():
-            probabilities = torch.stack(
-                [torch.softmax(head(features.to(next(head.parameters()).device)).float().cpu(), 1) for head in heads]
-            ).mean(0)
-        return probabilities, found
+        return self.head_probabilities(features, images_uint8), found
 
     def label(
         self, images_uint8: torch.Tensor, names: list[str], unknown: bool = False, nearest: int = 0
