@@ -60,9 +60,10 @@ class LiveModel:
     ) -> list[dict]:
         """A row per photo of a Test: its label and probabilities, or why it is not usable. With `folder`
         (a new folder): for a run that keeps its training photos' features, each photo's NEAREST training
-        photos as thumbnails there (named in `nearest`), and with `explain`, Grad-CAM and occlusion
-        written there and named in `heatmap`. Each photo is decoded once, at the run's size (a Test
-        decoded it three times: check, predict, heatmap), by the kept model; one Test or frame at a time
+        photos as thumbnails there (named in `nearest`), and with `explain`, Grad-CAM written there and
+        named in `heatmap` (occlusion only when asked for: occlude, from the decoded photo kept there).
+        Each photo is decoded once, at the run's size (a Test decoded it three times: check, predict,
+        heatmap), by the kept model; one Test or frame at a time
         holds the model, so decoding memory is one request's (issue 40). `then` (no arguments) runs last,
         still holding the model: the Test page prunes older folders there, so no batch being written is
         ever removed."""
