@@ -202,12 +202,6 @@ def _run_predict(args) -> int:
 
         rows = predict_onnx(args.run, args.paths, csv=args.csv, quiet=args.quiet, unknown=args.unknown)
     else:
-        # api.predict's own two steps, without importing the whole API (studies, GANs, the doctor): about
-        # 2 s of a 10 s predict on 100 photos went to imports it never uses (issue 42)
-        from pasture.classify.trained import Classifier, predict_files
-        from pasture.core.device import resolve_device
-        from pasture.core.imagefile import image_files_in
-
         if args.engine == "ray":
             from pasture import api
 
@@ -221,6 +215,12 @@ def _run_predict(args) -> int:
                 ray_address=args.ray_address,
             )
         else:
+            # api.predict's own two steps, without importing the whole API (studies, GANs, the doctor):
+            # about 2 s of a 10 s predict on 100 photos went to imports it never uses (issue 42)
+            from pasture.classify.trained import Classifier, predict_files
+            from pasture.core.device import resolve_device
+            from pasture.core.imagefile import image_files_in
+
             model = Classifier(args.run, resolve_device(args.device))
             rows = predict_files(model, image_files_in(args.paths), args.csv, args.quiet, args.unknown)
     if isinstance(rows, dict):  # with --csv: the summary of what was written
