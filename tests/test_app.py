@@ -85,7 +85,11 @@ def test_runs_details_files_predict_and_export(client, taught, tmp_path):
     assert onnx.status_code == 200 and len(onnx.content) == made.json()["bytes"] > 10_000
     assert 'filename="first.onnx"' in onnx.headers["content-disposition"]
     assert (tmp_path / "runs" / "first" / "model.onnx").is_file()
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [".explanations", "first"]  # no staging left
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        ".data-first",
+        ".explanations",
+        "first",
+    ]  # no staging
 
 
 def test_live_frames_are_labelled_by_one_loaded_model(client, taught):

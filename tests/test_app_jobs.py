@@ -1,6 +1,6 @@
 """The app's work: a training can be cancelled and resumed or deleted, the server answers while a Test
-or a training runs, and no photo of the user's is left behind on any path (refused, finished, failed,
-killed)."""
+or a training runs, and no photo of the user's is left behind on any path (refused, failed, killed) but
+beside its run, which takes them when it is deleted."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_a_cancelled_training_stops_keeps_its_checkpoint_and_resumes(client, run
     assert resumed.status_code == 200, resumed.text
     status = wait_for(client, resumed.json()["job"])
     assert status["state"] == "done" and status["epoch"] == 5
-    assert kept(runs) == ["slow"]  # finished: the photos are gone
+    assert kept(runs) == [".data-slow", "slow"]  # finished: the photos stay with the run (Improve reads them)
     assert client.post("/api/runs/slow/resume").status_code == 400  # already finished
 
 
@@ -112,7 +112,9 @@ def test_a_teach_refused_while_training_stores_nothing(client, runs, paused_afte
     assert kept(runs) == [".data-first", "first"]  # nothing of the refused teach
     go.set()
     assert wait_for(client, job["job"])["state"] == "done"
-    assert kept(runs) == ["first"]  # and nothing of the finished one
+    assert kept(runs) == [".data-first", "first"]  # the finished run's photos, and only them
+    assert client.delete("/api/runs/first").status_code == 200
+    assert kept(runs) == []  # deleted with their run
 
 
 def test_a_failed_training_leaves_no_photos(client, runs, monkeypatch):
@@ -137,6 +139,7 @@ def test_start_up_removes_what_a_killed_app_left_and_nothing_else(runs, split_da
     for name in (
         f".upload-{dead}-abc",
         f".predict-{dead}-abc",
+        f".target-{dead}-abc",
         ".upload-old",
         f".upload-{alive}-live",
         ".data-gone",
@@ -153,6 +156,7 @@ def test_start_up_removes_what_a_killed_app_left_and_nothing_else(runs, split_da
     (runs / "my-notes").mkdir()  # the user's own folder
     create_app(runs, token=TOKEN)
     assert kept(runs) == [
+        ".data-finished",  # a finished run's photos stay with it (Improve and export's check read them)
         ".data-live",
         ".data-unfinished",
         f".upload-{alive}-live",
@@ -218,7 +222,7 @@ def test_predict_loads_the_model_once_and_keeps_it_for_the_next_test(client, run
     assert sorted(decoded) == [f"p{i}.png" for i in range(5)]  # each photo decoded once (it was three times)
     again = client.post("/api/runs/first/predict", files=files[:2]).json()
     assert len(calls) == 1 and len(again) == 2  # the loaded model is kept
-    assert kept(runs) == ["first"]
+    assert kept(runs) == [".data-first", "first"]  # no staged photos left
 
 
 def test_stale_folder_names_are_the_apps_own(runs):

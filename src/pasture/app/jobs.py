@@ -1,11 +1,13 @@
-"""The app's trainings: one at a time, cancellable, resumable, and nothing of the user's left behind.
+"""The app's work (a training, an adaptation): one at a time, cancellable, resumable, and nothing of the
+user's left behind.
 
 A teach's photos live in RUNS/.data-<run>/ (with settings.json, what to train, and owner.pid, the app
-process that uses them) while the run trains. They go when the run finishes or fails before it has a
-folder; a cancelled or interrupted run keeps them, so the Runs page can resume it (same data, same
-settings: pasture's own --resume) or delete it. At start-up the app removes what a killed app left:
-its staging folders (named with their owner's pid) and the photos of runs that finished or no longer
-exist, never those of a live process.
+process that uses them) beside their run, as a run trained from the command line keeps pointing at its
+folder: a cancelled run resumes from them (same data, same settings: pasture's own --resume), and a
+finished one reads them again to fit a new camera (Improve), for export's parity check and for its
+figures. They go with the run when it is deleted, and at once when a training fails before the run has
+a folder. At start-up the app removes what a killed app left: its staging folders (named with their
+owner's pid) and the photos of runs that no longer exist, never those of a live process.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pasture import api
 from pasture.core.errors import Interrupted, UserError
@@ -25,8 +29,9 @@ from pasture.core.runs import atomic_write_json, folder_lock, read_json
 from pasture.core.runtime import StopRequested, stoppable
 
 DATA_PREFIX = ".data-"  # + run name: the photos a run trains on, kept until it finishes
-STAGING_PREFIXES = (".upload-", ".predict-", ".live-")  # + owner pid + "-" + random: one request's files
+STAGING_PREFIXES = (".upload-", ".predict-", ".live-", ".target-")  # + owner pid + "-" + random: one request's files
 OWNER_FILE = "owner.pid"
+METRICS_SHOWN = ("test_accuracy", "test_ci95", "n_test", "per_class", "confusion", "classes")  # a job's result
 SETTINGS_FILE = "settings.json"
 
 
@@ -79,8 +84,8 @@ def remove_leftovers(runs: Path) -> list[str]:
             owner = _owner(folder)
             if owner == os.getpid() or process_alive(owner):
                 continue
-            if _run_state(runs / name[len(DATA_PREFIX) :]) == "unfinished":
-                continue  # kept: the Runs page can resume the run, or delete it with its photos
+            if _run_state(runs / name[len(DATA_PREFIX) :]) != "missing":
+                continue  # kept with its run: resumed, adapted or deleted with it from the Runs page
         else:
             continue
         shutil.rmtree(folder, ignore_errors=True)
@@ -111,7 +116,8 @@ def prepare_data(runs: Path, run_name: str, class_folders: dict[str, list[Path]]
 
 
 class Jobs:
-    """One training at a time (a laptop's cores are all it has); its progress read from history.jsonl."""
+    """One job (a training, an adaptation) at a time: a laptop's cores are all it has; a training's progress is
+    read from its history.jsonl."""
 
     def __init__(self, runs: Path):
         self.runs = runs
@@ -131,26 +137,45 @@ class Jobs:
         """Train `run` from its RUNS/.data-<run> (resume: continue its checkpoint) in a thread."""
         home = data_home(self.runs, run.name)
         settings = read_json(home / SETTINGS_FILE)
+        history = run / "history.jsonl"
+        start_epoch = len(history.read_text().splitlines()) if resume and history.is_file() else 0
+
+        def train(warnings: list[str]) -> dict:
+            (home / OWNER_FILE).write_text(f"{os.getpid()}\n")
+            try:
+                metrics = api.train(home / "data", run, quiet=True, warn=warnings.append, resume=resume, **settings)
+            finally:
+                # Tidy first, then say it is over: whoever sees the final state sees the folder as it stays.
+                if _run_state(run) == "missing":  # failed before the run had a folder: its photos go
+                    shutil.rmtree(home, ignore_errors=True)
+                else:
+                    (home / OWNER_FILE).unlink(missing_ok=True)  # kept with the run; no live owner now
+            return {"metrics": {key: metrics[key] for key in METRICS_SHOWN}}
+
+        # epochs: None for a probe (no epochs: the page shows a bar without an end)
+        return self.begin(run.name, train, epochs=settings.get("epochs"), start_epoch=start_epoch)
+
+    def begin(
+        self, run_name: str, work: Callable[[list[str]], dict], epochs: int | None = None, start_epoch: int = 0
+    ) -> dict:
+        """Run `work(warnings)` (it returns what the finished job reports) in a thread, in the one slot, as
+        the job of the run `run_name`; refused (Busy) while another job runs."""
         with self.lock:
             self.check_free()
-            history = run / "history.jsonl"
-            # epochs: None for a probe (no epochs: the page shows a bar without an end)
-            job = {
-                "id": uuid.uuid4().hex[:12],
+            job_id = uuid.uuid4().hex[:12]
+            job: dict[str, Any] = {
+                "id": job_id,
                 "state": "running",
-                "run": run.name,
-                "epochs": settings.get("epochs"),
+                "run": run_name,
+                "epochs": epochs,
                 "started": time.time(),
                 "warnings": [],
                 "stopping": False,
-                "start_epoch": len(history.read_text().splitlines()) if resume and history.is_file() else 0,
+                "start_epoch": start_epoch,
             }
-            self.jobs[job["id"]] = job
-            self.stops[job["id"]] = threading.Event()
-        (home / OWNER_FILE).write_text(f"{os.getpid()}\n")
-        threading.Thread(
-            target=self._train, args=(job, run, home, settings, resume), daemon=True, name=f"pasture-train-{run.name}"
-        ).start()
+            self.jobs[job_id] = job
+            self.stops[job_id] = threading.Event()
+        threading.Thread(target=self._work, args=(job, work), daemon=True, name=f"pasture-job-{run_name}").start()
         return job
 
     def cancel(self, job_id: str) -> dict | None:
@@ -162,35 +187,18 @@ class Jobs:
             self.stops[job_id].set()
         return self.status(job_id)
 
-    def _train(self, job: dict, run: Path, home: Path, settings: dict, resume: bool) -> None:
-        outcome: dict[str, object] = {"state": "error", "error": "training stopped unexpectedly; please report it"}
+    def _work(self, job: dict, work: Callable[[list[str]], dict]) -> None:
+        outcome: dict[str, object] = {"state": "error", "error": "the work stopped unexpectedly; please report it"}
         try:
             with stoppable(self.stops[job["id"]]):
-                metrics = api.train(
-                    home / "data", run, quiet=True, warn=job["warnings"].append, resume=resume, **settings
-                )
-            outcome = {
-                "state": "done",
-                "metrics": {
-                    key: metrics[key]
-                    for key in ("test_accuracy", "test_ci95", "n_test", "per_class", "confusion", "classes")
-                },
-            }
+                outcome = {"state": "done", **work(job["warnings"])}
         except (Interrupted, StopRequested):
-            outcome = {"state": "cancelled", "error": f"{run.name}: cancelled; resume or delete it on the Runs page"}
+            outcome = {"state": "cancelled", "error": f"{job['run']}: cancelled; resume or delete it on the Runs page"}
         except UserError as error:
             outcome = {"state": "error", "error": str(error)}
         except Exception as error:  # a bug: the page says so, the server keeps running
-            outcome = {
-                "state": "error",
-                "error": f"training failed ({type(error).__name__}: {error}); please report it",
-            }
+            outcome = {"state": "error", "error": f"it failed ({type(error).__name__}: {error}); please report it"}
         finally:
-            # Tidy first, then say it is over: whoever sees the final state sees the folder as it stays.
-            if _run_state(run) != "unfinished":  # finished, or failed before the run had a folder
-                shutil.rmtree(home, ignore_errors=True)
-            else:
-                (home / OWNER_FILE).unlink(missing_ok=True)  # kept for resume; no live owner now
             job.update(outcome)
 
     def training(self, run_name: str) -> bool:

@@ -23,12 +23,8 @@ import json
 import os
 import re
 import shutil
-import tempfile
-import threading
 import time
-import unicodedata
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +35,31 @@ from starlette.concurrency import run_in_threadpool
 from pasture import api
 from pasture.app.downloads import download_name, export_for_download, installed_formats, served_file
 from pasture.app.guard import LOCAL_HOSTS, Guard, local_url, new_token
+from pasture.app.improve import improve_routes
 from pasture.app.jobs import (
     Busy,
     Jobs,
     prepare_data,
     remove_leftovers,
     resumable,
-    staging_prefix,
 )
 from pasture.app.live import LiveModel, label_photos
-from pasture.app.uploads import MAX_NAME_BYTES, MAX_NAME_CHARACTERS, Limits, TooLarge, receive_form
+from pasture.app.state import (
+    Admission,
+    AppState,
+    NotFound,
+    TooBusy,
+    check_images,
+    existing_run,
+    finished_run,
+    form_name,
+    run_folder,
+    staging,
+    whole_number,
+)
+from pasture.app.uploads import Limits, TooLarge, receive_form
 from pasture.classify.trained import run_config_problem
 from pasture.core.errors import FolderBusy, UserError
-from pasture.core.imagefile import BadImage, decode_array
 from pasture.core.paths import ensure_under, printable_name, safe_path_part
 from pasture.core.record import record_problem
 from pasture.core.runs import read_checked_json
@@ -77,30 +85,7 @@ DOWNLOADS = {served_file(name): name for name in api.EXPORT_FORMATS}
 # Tests labelled or waiting for the model at once; past it a 429 says to wait (45 at once held the server
 # for minutes and made GET /api/runs wait 23 s: issue 40). Their uploads wait on disk, not in memory.
 MAX_TESTS = 4
-
-
-class TooBusy(UserError):
-    """Answered 429: more requests of a kind than the app takes at once."""
-
-
-class Admission:
-    """At most `limit` requests of one kind inside at once (threads and the event loop alike)."""
-
-    def __init__(self, limit: int, what: str):
-        self.limit, self.what, self.inside = limit, what, 0
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def entered(self):
-        with self._lock:
-            if self.inside >= self.limit:
-                raise TooBusy(f"{self.inside} {self.what} are being worked on; try again when they finish")
-            self.inside += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.inside -= 1
+MAX_IMPROVING = 2  # Improve's Asks read a whole batch of photos through the backbones: two at once at most
 
 
 # The status of a refused request by the kind of its UserError (400 for any other).
@@ -111,68 +96,15 @@ def _problem(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _name(value: object, what: str) -> str:
-    """A class or run name from a form: text, stripped, NFC-normalised (café typed on a Mac and on Linux is
-    one name, not two that look alike), at most MAX_NAME_CHARACTERS and MAX_NAME_BYTES in UTF-8 (the disk
-    counts bytes: 96 CJK characters were 288 bytes, "File name too long"), one safe path part that is not
-    hidden (".data-x" would pass for the app's own folders)."""
-    if not isinstance(value, str):
-        raise UserError(f"{what}: give each as text (got {type(value).__name__}); send the form as the page does")
-    name = unicodedata.normalize("NFC", value.strip())
-    if len(name) > MAX_NAME_CHARACTERS or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        raise UserError(
-            f"{what} {printable_name(name[:40])}...: longer than {MAX_NAME_CHARACTERS} characters or "
-            f"{MAX_NAME_BYTES} bytes; shorten it"
-        )
-    safe_path_part(name, what)
-    if name.startswith("."):
-        raise UserError(f"{what} '{printable_name(name)}': cannot start with a dot; rename it")
-    return name
-
-
 # A request's staging folder inside RUNS (.upload-<pid>-<random>/00001/, app.jobs.staging_prefix): the
 # page knows a photo by its own name, not by where the server put it.
-STAGED_PART = re.compile(r"\.(?:upload|predict|live)-\d+-[A-Za-z0-9_]+/(?:\d{5}/)?")
+STAGED_PART = re.compile(r"\.(?:upload|predict|live|target)-\d+-[A-Za-z0-9_]+/(?:photos/)?(?:\d{5}/)?")
 
 
 def _as_shown(message: str, runs: Path) -> str:
     """An error message as the page shows it: without the server's absolute paths (the runs folder and
     a request's staging folders), which tell a browser nothing it needs and the machine's layout."""
     return STAGED_PART.sub("", message.replace(f"{runs}{os.sep}", "").replace(str(runs), "RUNS"))
-
-
-def _whole_number(fields: dict, key: str, bounds: tuple[int, int]) -> int | None:
-    text = fields.get(key, "").strip()
-    if not text:
-        return None
-    low, high = bounds
-    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):  # "²" is a digit to isdigit()
-        raise UserError(f"{key} '{printable_name(text[:20])}': give a whole number from {low} to {high}")
-    return int(text)
-
-
-def _run_folder(runs: Path, name: str) -> Path:
-    """RUNS/<name>, refusing any name that would leave RUNS (separators, .., absolute, NUL) or be hidden."""
-    return ensure_under(runs / _name(name, "run name"), runs)
-
-
-class NotFound(Exception):
-    """Answered 404 with its message."""
-
-
-def _existing_run(runs: Path, name: str) -> Path:
-    folder = _run_folder(runs, name)
-    if not (folder / "config.json").is_file():
-        raise NotFound(f"{name}: no such run")
-    return folder
-
-
-def _finished_run(runs: Path, name: str) -> Path:
-    """RUNS/<name> of a finished run (what Test labels with), else NotFound."""
-    folder = _existing_run(runs, name)
-    if not (folder / "metrics.json").is_file():
-        raise NotFound(f"{name}: no finished run of that name")
-    return folder
 
 
 def _run_summary(folder: Path, jobs: Jobs) -> dict:
@@ -182,6 +114,7 @@ def _run_summary(folder: Path, jobs: Jobs) -> dict:
         "name": folder.name,
         "recipe": config["recipe"]["name"],
         "model": config["model"],
+        "probe": config["recipe"].get("pretrained") == "probe",  # what Improve adapts
         "classes": config["classes"],
         "finished": (folder / "metrics.json").is_file(),
         "training": jobs.training(folder.name),
@@ -208,7 +141,7 @@ def _teach_request(fields: dict, files: dict[str, list[Path]]) -> tuple[str | No
         raise UserError(f"classes: at most {MAX_CLASSES}")
     classes: dict[str, list[Path]] = {}
     for index, raw in enumerate(names):
-        class_name = _name(raw, "class name")
+        class_name = form_name(raw, "class name")
         if class_name in classes:
             raise UserError(f"class {class_name}: named twice")
         photos = files.get(f"class_{index}", [])
@@ -220,7 +153,7 @@ def _teach_request(fields: dict, files: dict[str, list[Path]]) -> tuple[str | No
     if mode not in MODES:
         raise UserError(f"mode '{printable_name(mode[:20])}': choose probe or scratch")
     settings: dict[str, Any] = dict(MODES[mode])
-    epochs = _whole_number(fields, "epochs", EPOCHS)
+    epochs = whole_number(fields, "epochs", EPOCHS)
     if api.resolve_recipe(settings["recipe"]).pretrained == "probe":
         if epochs is not None:  # refused, not ignored: the page sends none in this mode
             raise UserError(
@@ -229,44 +162,19 @@ def _teach_request(fields: dict, files: dict[str, list[Path]]) -> tuple[str | No
     else:
         settings["epochs"] = epochs or api.resolve_recipe(settings["recipe"]).epochs
     run_name = fields.get("name", "").strip()
-    return (_name(run_name, "run name") if run_name else None), classes, settings
-
-
-def _check_images(files: list[Path]) -> None:
-    for path in files:
-        try:
-            decode_array(path, 16)
-        except BadImage as error:
-            raise UserError(f"{path.name}: {error}; remove it and try again") from None
-
-
-def _staging(runs: Path, kind: str) -> tempfile.TemporaryDirectory:
-    """A request's staging folder RUNS/.<kind><pid>-<random>, removed on every path out."""
-    return tempfile.TemporaryDirectory(prefix=staging_prefix(kind), dir=runs, ignore_cleanup_errors=True)
+    return (form_name(run_name, "run name") if run_name else None), classes, settings
 
 
 @asynccontextmanager
 async def _uploaded_files(request: Request, runs: Path, kind: str, limits: Limits):
     """The files of a request's form (every field), staged in a RUNS/.<kind> folder that is removed when
     the block ends."""
-    with _staging(runs, kind) as staged:
+    with staging(runs, kind) as staged:
         _, files = await receive_form(request, Path(staged), limits)
         yield [path for group in files.values() for path in group]
 
 
-@dataclass(frozen=True)
-class _State:
-    """What every route of one app shares."""
-
-    runs: Path  # the folder of run folders
-    jobs: Jobs  # the training jobs (one at a time)
-    explanations: Path  # the Test page's heatmaps
-    limits: Limits  # what an upload may hold
-    live: LiveModel  # the run the Test page's camera and photos use, kept loaded
-    tests: Admission  # the Tests in progress
-
-
-def _page_routes(state: _State) -> APIRouter:
+def _page_routes(state: AppState) -> APIRouter:
     """The page and its static files (no CDN, no inline script: the CSP forbids both)."""
     router = APIRouter()
 
@@ -284,7 +192,7 @@ def _page_routes(state: _State) -> APIRouter:
     return router
 
 
-def _run_routes(state: _State) -> APIRouter:
+def _run_routes(state: AppState) -> APIRouter:
     """Runs: list, details, files, export, delete, resume."""
     router = APIRouter()
     runs, jobs = state.runs, state.jobs
@@ -302,7 +210,7 @@ def _run_routes(state: _State) -> APIRouter:
 
     @router.get("/api/runs/{name}")
     def run_details(name: str):
-        folder = _existing_run(runs, name)
+        folder = existing_run(runs, name)
         summary = _run_summary(folder, jobs)
         card = folder / "MODEL_CARD.md"
         summary["card"] = card.read_text(encoding="utf-8") if card.is_file() else ""
@@ -310,7 +218,7 @@ def _run_routes(state: _State) -> APIRouter:
 
     @router.get("/api/runs/{name}/files/{file}")
     def run_file(name: str, file: str):
-        folder = _run_folder(runs, name)
+        folder = run_folder(runs, name)
         if file not in RUN_FILES_SHOWN or not (folder / file).is_file():
             return _problem(404, f"{name}/{file}: not a file the app shows")
         download = download_name(name, DOWNLOADS[file]) if file in DOWNLOADS else None
@@ -323,21 +231,21 @@ def _run_routes(state: _State) -> APIRouter:
     @router.post("/api/runs/{name}/export")
     def export(name: str, format: str = "onnx"):
         # A POST: it writes the export (a GET that writes could be triggered by any page's <img>).
-        folder = _existing_run(runs, name)
+        folder = existing_run(runs, name)
         if not (folder / "metrics.json").is_file():
             raise UserError(f"{name}: not finished; resume it first")
         return export_for_download(folder, format)
 
     @router.delete("/api/runs/{name}")
     def delete(name: str):
-        folder = _existing_run(runs, name)
+        folder = existing_run(runs, name)
         jobs.delete(folder)
         state.live.forget(folder)
         return {"deleted": name}
 
     @router.post("/api/runs/{name}/resume")
     def resume(name: str):
-        folder = _existing_run(runs, name)
+        folder = existing_run(runs, name)
         if (folder / "metrics.json").is_file():
             raise UserError(f"{name}: already finished")
         if not resumable(runs, name):
@@ -351,7 +259,7 @@ def _run_routes(state: _State) -> APIRouter:
     return router
 
 
-def _teach_routes(state: _State) -> APIRouter:
+def _teach_routes(state: AppState) -> APIRouter:
     """Teach: photos in, a training job out; its job's status and cancel."""
     router = APIRouter()
     runs, jobs, limits = state.runs, state.jobs, state.limits
@@ -359,12 +267,11 @@ def _teach_routes(state: _State) -> APIRouter:
     @router.post("/api/teach")
     async def teach(request: Request):
         jobs.check_free()  # before reading the photos: a refused teach stores nothing
-        with _staging(runs, ".upload-") as staged:
-            staging = Path(staged)
-            fields, files = await receive_form(request, staging, limits)
+        with staging(runs, ".upload-") as staged:
+            fields, files = await receive_form(request, Path(staged), limits)
             run_name, classes, settings = _teach_request(fields, files)
-            await run_in_threadpool(_check_images, [photo for photos in classes.values() for photo in photos])
-            run = _run_folder(runs, run_name or time.strftime("run-%Y%m%d-%H%M%S"))
+            await run_in_threadpool(check_images, [photo for photos in classes.values() for photo in photos])
+            run = run_folder(runs, run_name or time.strftime("run-%Y%m%d-%H%M%S"))
             if run.exists():
                 raise UserError(f"{run.name}: a run of that name exists; choose another name")
             jobs.check_free()
@@ -389,14 +296,14 @@ def _teach_routes(state: _State) -> APIRouter:
     return router
 
 
-def _test_routes(state: _State) -> APIRouter:
+def _test_routes(state: AppState) -> APIRouter:
     """Test: labels, probabilities and heatmaps of dropped photos."""
     router = APIRouter()
     runs, explanations, limits = state.runs, state.explanations, state.limits
 
     @router.post("/api/runs/{name}/predict")
     async def predict(name: str, request: Request):
-        folder = _finished_run(runs, name)
+        folder = finished_run(runs, name)
         with state.tests.entered():
             async with _uploaded_files(request, runs, ".predict-", limits) as photos:
                 if not photos:
@@ -405,7 +312,7 @@ def _test_routes(state: _State) -> APIRouter:
 
     @router.post("/api/runs/{name}/live")
     async def live(name: str, request: Request):
-        folder = _finished_run(runs, name)
+        folder = finished_run(runs, name)
         async with _uploaded_files(request, runs, ".live-", dataclasses.replace(limits, files=1)) as frames:
             if len(frames) != 1:
                 raise UserError("send one camera frame, as the page does")
@@ -413,7 +320,7 @@ def _test_routes(state: _State) -> APIRouter:
 
     @router.post("/api/runs/{name}/explanations/{batch}/{index}/occlusion")
     async def occlusion(name: str, batch: str, index: int):
-        folder = _finished_run(runs, name)
+        folder = finished_run(runs, name)
         where = ensure_under(explanations / safe_path_part(batch, "batch"), explanations)
         if not where.is_dir():
             raise UserError("that Test's photos were cleared (newer Tests replace older ones); test the photo again")
@@ -449,7 +356,15 @@ def create_app(
     limits = limits or Limits()
     if max_file_bytes is not None:
         limits = dataclasses.replace(limits, file_bytes=max_file_bytes)
-    state = _State(runs, Jobs(runs), runs / ".explanations", limits, LiveModel(), Admission(MAX_TESTS, "Tests"))
+    state = AppState(
+        runs,
+        Jobs(runs),
+        runs / ".explanations",
+        limits,
+        LiveModel(),
+        Admission(MAX_TESTS, "Tests"),
+        Admission(MAX_IMPROVING, "batches of new photos"),
+    )
     state.explanations.mkdir(exist_ok=True)
     app = FastAPI(title="pasture", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -462,7 +377,7 @@ def create_app(
     async def not_found(request: Request, error: NotFound):
         return _problem(404, str(error))
 
-    for routes in (_page_routes, _run_routes, _teach_routes, _test_routes):
+    for routes in (_page_routes, _run_routes, _teach_routes, _test_routes, improve_routes):
         app.include_router(routes(state))
     app.state.jobs, app.state.live, app.state.tests = state.jobs, state.live, state.tests
     return Guard(app, token=token, hosts=hosts)

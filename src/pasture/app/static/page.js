@@ -68,7 +68,7 @@ async function call(url, options) {
 }
 
 function show(name) {
-  for (const id of ["teach", "test", "runs"]) {
+  for (const id of ["teach", "test", "improve", "runs"]) {
     $(id).classList.toggle("on", id === name);
     $("tab-" + id).classList.toggle("on", id === name);
   }
@@ -335,6 +335,10 @@ async function loadRuns() {
     const select = $("test-run"), chosen = select.value;
     select.replaceChildren(...runs.filter(r => r.finished).map(r => el("option", {value: r.name}, r.name)));
     if (chosen) select.value = chosen;
+    // Improve adapts probe runs (the default recipe): a run that trains its backbone is not offered
+    const improve = $("improve-run"), improving = improve.value;
+    improve.replaceChildren(...runs.filter(r => r.finished && r.probe).map(r => el("option", {value: r.name}, r.name)));
+    if (improving) improve.value = improving;
     const header = el("tr", {}, ["run", "recipe", "classes", "test accuracy", ""].map(h => el("th", {}, h)));
     const rows = runs.map(r => {
       const actions = el("td", {});
@@ -464,6 +468,118 @@ async function startLive() {
   }
 }
 
+// ------------------------------------------------------------------------------------------- Improve
+// Ask: the new camera's photos go up once; the server keeps them and answers with the few to label, as
+// cards. Adapt: the labels given (none is fine) go back with the batch's name; a job makes the new run.
+
+let improveFiles = [], asked = null;  // asked: {run, target, classes, rows, labels: {file: class}}
+
+function setImproveFiles(files) {
+  improveFiles = [...files].filter(file => !file.type || file.type.startsWith("image/"));
+  $("improve-count").textContent = improveFiles.length ?
+    `${improveFiles.length} photo${improveFiles.length === 1 ? "" : "s"}` : "no photos yet";
+}
+
+const shares = s => Object.entries(s).map(([c, p]) => `${c} ${pct(p)}`).join(", ");
+
+// One photo to label: the photo, the run's guess, and a button per class (keys 1-9 on a focused card).
+function askCard(row, index) {
+  const card = el("div", {className: "ask-card", tabIndex: 0});
+  card.setAttribute("aria-label", `photo ${index + 1}: ${row.file.split("/").pop()}, guess ${row.guess}`);
+  const choose = label => {
+    if (asked.labels[row.file] === label) delete asked.labels[row.file]; else asked.labels[row.file] = label;
+    for (const b of card.querySelectorAll("button.class-choice")) {
+      b.setAttribute("aria-pressed", String(b.dataset.label === asked.labels[row.file]));
+    }
+    card.classList.toggle("labelled", row.file in asked.labels);
+    $("improve-go").textContent = `Adapt (${Object.keys(asked.labels).length} labelled)`;
+  };
+  const choices = asked.classes.map((label, i) => {
+    const b = button(i < 9 ? `${i + 1} ${label}` : label, () => choose(label), {className: "class-choice", type: "button"});
+    b.dataset.label = label;
+    b.setAttribute("aria-pressed", "false");
+    return b;
+  });
+  card.addEventListener("keydown", event => {
+    const i = Number(event.key) - 1;
+    if (event.target !== card || !(i >= 0 && i < Math.min(9, asked.classes.length))) return;
+    event.preventDefault();
+    choose(asked.classes[i]);
+    const next = card.nextElementSibling;
+    if (next) next.focus();
+  });
+  card.append(appImage(row.photo, {alt: row.file.split("/").pop()}),
+    el("p", {className: "guess"}, `${index + 1}. guess ${row.guess} (${pct(row.confidence)})`),
+    el("div", {className: "choices"}, choices));
+  return card;
+}
+
+async function askPhotos() {
+  say("improve-message", "", ""); $("improve-cards").replaceChildren(); $("improve-result").replaceChildren();
+  $("improve-adapt").hidden = true; asked = null;
+  const run = $("improve-run").value;
+  if (!run) return say("improve-message", "train a run with the probe recipe first", "error");
+  if (improveFiles.length < 2) return say("improve-message", "drop or choose at least 2 photos from the new camera", "error");
+  const form = new FormData();
+  for (const file of improveFiles) form.append("photos", file);
+  form.append("k", $("improve-k").value);
+  $("improve-ask").disabled = true;
+  say("improve-message", `reading ${improveFiles.length} photos with ${run}'s networks...`, "info");
+  try {
+    const answer = await call(runPath(run) + "/ask", {method: "POST", body: form});
+    asked = {run, ...answer, labels: {}};
+    say("improve-message", `Of ${answer.n} new photos, ${run} would call ${shares(answer.estimated_shares)}. ` +
+        `Label the ${answer.rows.length} below (any you can; none is fine too), then Adapt.`, "info");
+    $("improve-cards").replaceChildren(...answer.rows.map(askCard));
+    $("improve-name").value = `${run}-adapted`;
+    $("improve-go").textContent = "Adapt (0 labelled)";
+    $("improve-adapt").hidden = false;
+  } catch (error) { say("improve-message", error.message, "error"); }
+  finally { $("improve-ask").disabled = false; }
+}
+
+async function adaptRun() {
+  if (!asked) return;
+  const form = new FormData();
+  form.append("target", asked.target);
+  form.append("name", $("improve-name").value.trim());
+  form.append("labels", JSON.stringify(asked.labels));
+  const bar = $("improve-progress");
+  $("improve-go").disabled = true; $("improve-result").replaceChildren();
+  try {
+    const job = await call(runPath(asked.run) + "/adapt", {method: "POST", body: form});
+    bar.hidden = false; bar.removeAttribute("value");
+    let status;
+    for (;;) {
+      await sleep(500);
+      status = await call("/api/jobs/" + job.job);
+      if (status.state !== "running") break;
+      say("improve-message", `adapting ${asked.run} to the new photos as ${job.run}: ${Math.round(status.elapsed_s)} s`, "info");
+    }
+    if (status.state !== "done") throw new Error(status.error);
+    showAdapted(job.run, status);
+  } catch (error) { say("improve-message", error.message, "error"); }
+  finally { bar.hidden = true; $("improve-go").disabled = false; }
+}
+
+function showAdapted(run, status) {
+  const a = status.adapted;
+  if (a.kept_original) {
+    return say("improve-message", `Not adapted: ${a.why}. ${asked.run} stays as it is; label a few photos and try again.`, "info");
+  }
+  say("improve-message", `${run} is made.` + (status.warnings.length ? " " + status.warnings.join(" ") : ""), "info");
+  const header = el("tr", {}, el("th", {}, "class"), el("th", {}, "before"), el("th", {}, "after"));
+  const rows = Object.keys(a.shares_after).map(c => el("tr", {}, el("th", {}, c), el("td", {}, pct(a.shares_before[c] || 0)), el("td", {}, pct(a.shares_after[c]))));
+  $("improve-result").replaceChildren(
+    el("p", {}, el("b", {}, `${pct(a.changed)} of the ${a.n} new photos changed label`), ` (${a.labelled} labelled by you). ` +
+       "Shares of the new photos by class, before and after:"),
+    el("div", {className: "scroll"}, el("table", {className: "shares"}, header, rows)),
+    el("p", {}, `On the original run's test photos (the same sources it was trained on, not the new camera): ${accuracy(status.metrics)}. ` +
+       "To see how it does on the new camera, test it on labelled photos from it that were not used here: ",
+       button("Test", () => { show("test"); $("test-run").value = run; }, {className: "link", type: "button"}), "."));
+  loadRuns();
+}
+
 for (const tab of document.querySelectorAll("nav button")) tab.addEventListener("click", () => show(tab.dataset.tab));
 $("add-class").addEventListener("click", addClass);
 $("train").addEventListener("click", teach);
@@ -473,6 +589,11 @@ $("test-choose").addEventListener("click", () => $("test-files").click());
 $("test-files").addEventListener("change", () => setTestFiles($("test-files").files));
 dropTarget($("test-drop"), setTestFiles);
 $("test-camera").addEventListener("click", startLive);
+$("improve-choose").addEventListener("click", () => $("improve-files").click());
+$("improve-files").addEventListener("change", () => setImproveFiles($("improve-files").files));
+dropTarget($("improve-drop"), setImproveFiles);
+$("improve-ask").addEventListener("click", askPhotos);
+$("improve-go").addEventListener("click", adaptRun);
 $("test-camera-stop").addEventListener("click", stopCamera);
 $("test-camera").classList.add("use-camera");
 // epochs belong to the scratch recipe only: a probe's head is solved to convergence
