@@ -79,6 +79,25 @@ def test_ask_then_adapt_makes_a_new_run(app_runs):
     assert config["adapted"]["labelled"] == 1 and config["adapted"]["n"] == 6
     names = [row["name"] for row in client.get("/api/runs").json()]
     assert names == ["first", "first-new-camera"]
+    # Check: both runs on labelled photos of the new camera that neither saw, paired
+    check = client.post(
+        "/api/runs/first/check",
+        files=[
+            *form({"other": "first-new-camera"}).items(),
+            *photos("cow", 3, start=40),
+            *photos("horse", 3, start=40),
+        ],
+    )
+    assert check.status_code == 200, check.text
+    result = check.json()
+    assert result["n"] == 6 and [row["run"] for row in result["runs"]] == ["first", "first-new-camera"]
+    for row in result["runs"]:
+        assert row["ci95"][0] <= row["accuracy"] <= row["ci95"][1] and (row["accuracy"] * 6) % 1 == pytest.approx(0)
+    before, after = (row["accuracy"] for row in result["runs"])
+    assert after - before == pytest.approx((result["gained"] - result["lost"]) / 6)
+    assert 0 < result["p_value"] <= 1
+    empty = client.post("/api/runs/first/check", files=form({"other": "first-new-camera"}))
+    assert empty.status_code == 400 and "at least one class" in empty.json()["error"]
     # a run of that name exists now: refused before any work
     again = client.post("/api/runs/first/adapt", files=form({"target": answer["target"], "name": "first-new-camera"}))
     assert again.status_code == 400 and "exists" in again.json()["error"]
@@ -171,6 +190,13 @@ def test_improve_in_a_real_browser(app_runs, tmp_path):
         assert "(2 labelled by you)" in page.inner_text("#improve-result")
         assert page.locator("table.shares tr").count() == 3 and "95% CI" in page.inner_text("#improve-result")
         page.screenshot(path=str(tmp_path / "improve.png"), full_page=True)
+        drops = page.locator(".check-drop input[type=file]")
+        drops.nth(0).set_input_files([str(path) for path in sorted(folder.glob("frame_cow_*"))])
+        drops.nth(1).set_input_files([str(path) for path in sorted(folder.glob("frame_horse_*"))])
+        page.click("button.check-go")
+        page.wait_for_selector("table.check")
+        assert page.locator("table.check tr").count() == 3 and "n=8 photos" in page.inner_text(".check-result")
+        assert "McNemar" in page.inner_text(".check-result")
         page.click("#tab-runs")
         page.wait_for_selector("#runs-table >> text=browser-adapted")
         assert not [text for text in errors if "Content Security Policy" in text]

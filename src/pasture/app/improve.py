@@ -2,7 +2,9 @@
 the app asks for the few worth labelling (`pasture ask`: the least certain, spread over the photos) as
 cards with a button per class; Adapt makes a new run (`pasture adapt`: label spreading over the run's
 training photos and the new ones, the labels given kept) as a job with progress, and answers with how
-many labels changed and the class shares before and after, or why the guard kept the original.
+many labels changed and the class shares before and after, or why the guard kept the original. Check
+scores the original and the adapted run on labelled photos of the new camera that neither saw: accuracy
+with its interval, and the paired test on the photos where they disagree.
 
 The new photos wait in RUNS/.target-<pid>-<random>/photos between the two steps (the last
 MAX_TARGETS batches; a killed app's are removed at start-up like any staging folder), and the adapted
@@ -19,8 +21,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
+from scipy.stats import binomtest
 from starlette.concurrency import run_in_threadpool
 
 from pasture import api
@@ -30,6 +34,8 @@ from pasture.app.uploads import receive_form
 from pasture.core.errors import UserError
 from pasture.core.paths import ensure_under, safe_path_part
 from pasture.core.runs import atomic_write_text
+from pasture.core.stats import wilson_interval
+from pasture.data.layouts import decode_files
 
 TARGET_PREFIX = ".target-"
 MAX_TARGETS = 3  # batches of new photos kept between Ask and Adapt (older ones are removed)
@@ -128,8 +134,7 @@ def improve_routes(state: AppState) -> APIRouter:
             labels = json.loads(fields.get("labels", "{}"))
         except (json.JSONDecodeError, RecursionError):
             raise UserError("labels: not JSON; send the form as the page does") from None
-        classes = json.loads((run / "config.json").read_text(encoding="utf-8"))["classes"]
-        atomic_write_text(target / "labels.csv", labels_csv(labels, target / "photos", classes))
+        atomic_write_text(target / "labels.csv", labels_csv(labels, target / "photos", _classes(run)))
 
         def work(warnings: list[str]) -> dict:
             result = api.adapt(
@@ -144,4 +149,47 @@ def improve_routes(state: AppState) -> APIRouter:
         job = jobs.begin(out.name, work)
         return {"job": job["id"], "run": out.name, "from": name}
 
+    @router.post("/api/runs/{name}/check")
+    async def check(name: str, request: Request):
+        run = finished_run(runs, name)
+        with state.improving.entered(), staging(runs, ".upload-") as staged:
+            fields, files = await receive_form(request, Path(staged), limits)
+            adapted = finished_run(runs, fields.get("other", ""))
+            classes = _classes(run)
+            if _classes(adapted) != classes:
+                raise UserError(f"{adapted.name}: its classes are not {name}'s; compare a run with its adaptation")
+            photos = [path for index in range(len(classes)) for path in files.get(f"class_{index}", [])]
+            truth = [index for index in range(len(classes)) for _ in files.get(f"class_{index}", [])]
+            if not photos:
+                raise UserError("drop labelled photos of the new camera on at least one class to check")
+            await run_in_threadpool(check_images, photos)
+            return await run_in_threadpool(compare_on_photos, [run, adapted], photos, truth)
+
     return router
+
+
+def _classes(run: Path) -> list[str]:
+    return json.loads((run / "config.json").read_text(encoding="utf-8"))["classes"]
+
+
+def compare_on_photos(runs: list[Path], photos: list[Path], truth: list[int]) -> dict:
+    """Each run's accuracy on the labelled `photos` with its 95% interval and n, and (for two runs) the
+    exact McNemar test on the photos where they disagree: the same photos, so the comparison is paired."""
+    right = []
+    for run in runs:
+        model = api.load(run, device="auto")
+        rows = model.label(decode_files(photos, model.image_size), [path.name for path in photos])
+        right.append(torch.tensor([model.classes.index(row["label"]) == label for row, label in zip(rows, truth)]))
+    n = len(photos)
+    shown = {
+        "n": n,
+        "runs": [
+            {"run": run.name, "accuracy": int(hits.sum()) / n, "ci95": list(wilson_interval(int(hits.sum()), n))}
+            for run, hits in zip(runs, right)
+        ],
+    }
+    if len(right) == 2:
+        gained, lost = int((right[1] & ~right[0]).sum()), int((right[0] & ~right[1]).sum())
+        p_value = binomtest(gained, gained + lost, 0.5).pvalue if gained + lost else 1.0
+        shown.update(gained=gained, lost=lost, p_value=float(p_value))
+    return shown

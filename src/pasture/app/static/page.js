@@ -576,8 +576,49 @@ function showAdapted(run, status) {
     el("div", {className: "scroll"}, el("table", {className: "shares"}, header, rows)),
     el("p", {}, `On the original run's test photos (the same sources it was trained on, not the new camera): ${accuracy(status.metrics)}. ` +
        "To see how it does on the new camera, test it on labelled photos from it that were not used here: ",
-       button("Test", () => { show("test"); $("test-run").value = run; }, {className: "link", type: "button"}), "."));
+       button("Test", () => { show("test"); $("test-run").value = run; }, {className: "link", type: "button"}),
+       " one by one, or check both runs on them at once:"),
+    checkBlock(asked.run, run));
   loadRuns();
+}
+
+// Check: labelled photos of the new camera (a drop per class) scored by the original and the adapted run,
+// each with its interval, and the paired test on the photos where the two disagree.
+function checkBlock(original, adapted) {
+  const picked = asked.classes.map(() => []);
+  const drops = asked.classes.map((label, i) => {
+    const picker = el("input", {type: "file", accept: "image/*", multiple: true, hidden: true});
+    const count = el("p", {className: "count"}, "no photos yet");
+    const add = files => {
+      picked[i].push(...[...files].filter(file => !file.type || file.type.startsWith("image/")));
+      count.textContent = `${picked[i].length} photo${picked[i].length === 1 ? "" : "s"}`;
+    };
+    picker.addEventListener("change", () => { add(picker.files); picker.value = ""; });
+    const zone = el("div", {className: "drop check-drop"}, el("p", {}, el("b", {}, label), ": drop photos, or ",
+      button("choose", () => picker.click(), {type: "button"}), picker), count);
+    dropTarget(zone, add);
+    return zone;
+  });
+  const out = el("div", {className: "check-result", ariaLive: "polite"});
+  const go = button("Check", async () => {
+    const form = new FormData();
+    form.append("other", adapted);
+    picked.forEach((files, i) => { for (const file of files) form.append("class_" + i, file); });
+    go.disabled = true;
+    out.replaceChildren(el("div", {className: "message info"}, "scoring both runs..."));
+    try {
+      const r = await call(runPath(original) + "/check", {method: "POST", body: form});
+      const header = el("tr", {}, ["run", "accuracy on these photos", "95% CI"].map(h => el("th", {}, h)));
+      const rows = r.runs.map(x => el("tr", {}, el("th", {}, x.run), el("td", {}, pct(x.accuracy)),
+                                      el("td", {}, `${pct(x.ci95[0])}-${pct(x.ci95[1])}`)));
+      out.replaceChildren(el("table", {className: "check"}, header, rows),
+        el("p", {}, `n=${r.n} photos. On the same photos, ${adapted} is right where ${original} was wrong on ${r.gained} ` +
+           `and wrong where it was right on ${r.lost} (exact McNemar test, p = ${r.p_value.toFixed(3)}` +
+           `${r.p_value <= 0.05 ? "" : ": no detectable difference at this sample size"}).`));
+    } catch (error) { out.replaceChildren(el("div", {className: "message error"}, error.message)); }
+    finally { go.disabled = false; }
+  }, {className: "primary check-go"});
+  return el("div", {className: "check-block"}, el("div", {className: "check-drops"}, drops), go, out);
 }
 
 for (const tab of document.querySelectorAll("nav button")) tab.addEventListener("click", () => show(tab.dataset.tab));
