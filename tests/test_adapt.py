@@ -176,3 +176,25 @@ def test_target_photos_start_from_the_heads_probabilities():
     started = spread_to_target(train, labels, target, 2, head_probabilities=head)
     assert torch.allclose(plain, torch.full((12, 2), 0.5))
     assert (started.argmax(1) == 1).all()
+
+
+def test_an_interrupted_adapt_says_how_to_go_on(camera, tmp_path, monkeypatch):
+    """Ctrl-C inside adapt's work is Interrupted naming what to do (core.runs.opened_run: the one place a
+    run folder's life is written, for train, gan train and adapt); the folder stays unfinished, and
+    --force starts the adaptation over (which a held lock would refuse)."""
+    from pasture.classify import new_camera
+    from pasture.core.errors import Interrupted
+
+    run, photos = camera
+    real = new_camera.finish_run
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(new_camera, "finish_run", stopped)
+    with pytest.raises(Interrupted, match="run the same command with --force"):
+        api.adapt(run, photos, tmp_path / "cut")
+    assert (tmp_path / "cut" / "config.json").is_file() and not (tmp_path / "cut" / "metrics.json").exists()
+    monkeypatch.setattr(new_camera, "finish_run", real)
+    result = api.adapt(run, photos, tmp_path / "cut", force=True)
+    assert not result["kept_original"] and (tmp_path / "cut" / "metrics.json").is_file()

@@ -59,8 +59,7 @@ from pasture.core.runs import (
     atomic_write_json,
     check_output_folder,
     check_writable,
-    locked_folder,
-    open_run_dir,
+    opened_run,
     read_checked_json,
 )
 from pasture.data import (
@@ -220,52 +219,47 @@ def train(
     if teacher_info is not None:  # only when set, so that runs made before distillation keep their identity
         identity["teacher"] = {key: teacher_info[key] for key in ("checkpoint", "transfer")}
     out = Path(out)
-    # The lock first: a second command on a live run's folder is refused before it touches anything.
-    with locked_folder(out, "run"):
-        state, finished = open_run_dir(
-            out,
-            identity,
-            {
-                "model": chosen.model,
-                "image_size": chosen.image_size,
-                "classes": dataset.classes,
-                "seed": seed,
-                "recipe": chosen.to_dict(),
-                "data_summary": dataset.summary(),
-                "eval_every": eval_every,
-                "device": device_info(where, precision),
-                **({"teacher": teacher_info} if teacher_info else {}),
-            },
-            what="run",
-            result_file="metrics.json",
-            done_check=record_problem,
-            resume=resume,
-            force=force,
-            command=command,
-            warn=warn,
+    config = {
+        "model": chosen.model,
+        "image_size": chosen.image_size,
+        "classes": dataset.classes,
+        "seed": seed,
+        "recipe": chosen.to_dict(),
+        "data_summary": dataset.summary(),
+        "eval_every": eval_every,
+        "device": device_info(where, precision),
+        **({"teacher": teacher_info} if teacher_info else {}),
+    }
+    resumable = f"{out / 'checkpoint.pt'} holds the last finished epoch. Run the same command with --resume to continue"
+    with opened_run(
+        out,
+        identity,
+        config,
+        what="run",
+        result_file="metrics.json",
+        done_check=record_problem,
+        resume=resume,
+        force=force,
+        command=command,
+        warn=warn,
+        on_interrupt=resumable,
+    ) as opened:
+        if opened.finished is not None:
+            return opened.finished
+        result = train_classifier(
+            dataset,
+            chosen,
+            seed,
+            run_dir=out,
+            resume=opened.resuming,
+            quiet=quiet,
+            synthetic=synthetic_images,
+            synthetic_ratio=synthetic_ratio or 0.0,
+            eval_every=eval_every,
+            device=where,
+            precision=precision,
+            bank=bank,
         )
-        if finished is not None:
-            return finished
-        try:
-            result = train_classifier(
-                dataset,
-                chosen,
-                seed,
-                run_dir=out,
-                resume=(state == "resume"),
-                quiet=quiet,
-                synthetic=synthetic_images,
-                synthetic_ratio=synthetic_ratio or 0.0,
-                eval_every=eval_every,
-                device=where,
-                precision=precision,
-                bank=bank,
-            )
-        except KeyboardInterrupt:
-            raise Interrupted(
-                f"interrupted; {out / 'checkpoint.pt'} holds the last finished epoch. Run the same command "
-                "with --resume to continue"
-            ) from None
         if result.nonfinite_loss:
             warn(
                 "the training loss became NaN or infinite (the recipe diverged); the accuracies below "
@@ -468,46 +462,42 @@ def gan_train(
     dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
     identity = {"kind": "gan", "preset": chosen.to_dict(), "seed": seed, **options.identity(data, dataset)}
     out = Path(out)
-    with locked_folder(out, "GAN"):  # the lock first, as in train
-        state, finished = open_run_dir(
-            out,
-            identity,
-            {
-                "kind": "gan",
-                "preset": chosen.to_dict(),
-                "classes": dataset.classes,
-                "seed": seed,
-                "data_summary": dataset.summary(),
-                "device": device_info(where, precision),
-            },
-            what="GAN",
-            result_file="summary.json",
-            done_check=summary_problem,
-            resume=resume,
-            force=force,
-            command=command,
+    config = {
+        "kind": "gan",
+        "preset": chosen.to_dict(),
+        "classes": dataset.classes,
+        "seed": seed,
+        "data_summary": dataset.summary(),
+        "device": device_info(where, precision),
+    }
+    resumable = f"{out / 'checkpoint.pt'} holds the last sample point. Run the same command with --resume to continue"
+    with opened_run(
+        out,
+        identity,
+        config,
+        what="GAN",
+        result_file="summary.json",
+        done_check=summary_problem,
+        resume=resume,
+        force=force,
+        command=command,
+        warn=warn,
+        on_interrupt=resumable,
+    ) as opened:
+        if opened.finished is not None:
+            return opened.finished
+        # Only the training split is handed over; train_gan refuses any other split.
+        result = train_gan(
+            dataset.train,
+            chosen,
+            seed,
+            out=out,
+            resume=opened.resuming,
+            quiet=quiet,
             warn=warn,
+            device=where,
+            precision=precision,
         )
-        if finished is not None:
-            return finished
-        try:
-            # Only the training split is handed over; train_gan refuses any other split.
-            result = train_gan(
-                dataset.train,
-                chosen,
-                seed,
-                out=out,
-                resume=(state == "resume"),
-                quiet=quiet,
-                warn=warn,
-                device=where,
-                precision=precision,
-            )
-        except KeyboardInterrupt:
-            raise Interrupted(
-                f"interrupted; {out / 'checkpoint.pt'} holds the last sample point. Run the same command with "
-                "--resume to continue"
-            ) from None
         write_class_grids(out, chosen, dataset.classes, result["units"], seed)
         summary = gan_summary(result, chosen, dataset)
         atomic_write_json(out / "summary.json", summary)

@@ -26,7 +26,7 @@ from pasture.core.imagefile import image_files_in
 from pasture.core.paths import check_output_file, display_name
 from pasture.core.plots import pyplot, save_figure
 from pasture.core.record import record_problem
-from pasture.core.runs import atomic_write_text, locked_folder, open_run_dir, read_checked_json
+from pasture.core.runs import atomic_write_text, opened_run, read_checked_json
 from pasture.data import ImageSet
 from pasture.data.layouts import decode_files, files_fingerprint
 from pasture.models import create_model
@@ -167,19 +167,19 @@ def adapt(
     carried = ("model", "image_size", "classes", "seed", "data_summary", "eval_every", "device")
     config = {**{key: target.config[key] for key in carried if key in target.config}, "recipe": recipe.to_dict()}
     out = Path(out)
-    with locked_folder(out, "run"):
-        _, finished = open_run_dir(
-            out,
-            identity,
-            {**config, "adapted": adapted_info},
-            what="run",
-            result_file="metrics.json",
-            done_check=record_problem,
-            resume=False,
-            force=force,
-            command=command,
-            warn=warn,
-        )
+    with opened_run(
+        out,
+        identity,
+        {**config, "adapted": adapted_info},
+        what="run",
+        result_file="metrics.json",
+        done_check=record_problem,
+        force=force,
+        command=command,
+        warn=warn,
+        on_interrupt=f"{out} is not finished; run the same command with --force to adapt again",
+    ) as opened:
+        finished = opened.finished
         if finished is None:
             new_photos = ImageSet(target.images, pseudo, [str(f) for f in target.files], target.classes, "synthetic")
             share = len(target.files) / (len(target.files) + len(target.dataset.train))  # each photo weighs 1

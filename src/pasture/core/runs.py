@@ -16,13 +16,14 @@ import platform
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
 from pasture import __version__
-from pasture.core.errors import FolderBusy, UserError, write_failed
+from pasture.core.errors import FolderBusy, Interrupted, UserError, write_failed
 from pasture.core.paths import TEMP_NAME, new_file_mode
 
 # Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
@@ -410,3 +411,55 @@ def open_run_dir(
             },
         )
     return state, None
+
+
+@dataclass(frozen=True)
+class OpenedRun:
+    """A run folder held and opened by opened_run: its state ("new", "resume" or "done") and, when done,
+    its result file's contents (return them: there is nothing to do)."""
+
+    folder: Path
+    state: str
+    finished: dict | None
+
+    @property
+    def resuming(self) -> bool:
+        return self.state == "resume"
+
+
+@contextlib.contextmanager
+def opened_run(
+    out: str | os.PathLike,
+    identity: dict,
+    config: dict,
+    *,
+    what: str,
+    result_file: str,
+    done_check,
+    resume: bool = False,
+    force: bool = False,
+    command: list[str] | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+    on_interrupt: str = "run the same command again to start it over",
+):
+    """A run folder's life in one place, for train, gan train and adapt: its lock first (a second command
+    on a live folder is refused before it touches anything), then open_run_dir (new, resume or done), then
+    the caller's work; Ctrl-C during the work becomes Interrupted, saying `on_interrupt` (how to go on)."""
+    folder = Path(out)
+    with locked_folder(folder, what):
+        state, finished = open_run_dir(
+            folder,
+            identity,
+            config,
+            what=what,
+            result_file=result_file,
+            done_check=done_check,
+            resume=resume,
+            force=force,
+            command=command,
+            warn=warn,
+        )
+        try:
+            yield OpenedRun(folder, state, finished)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; {on_interrupt}") from None
