@@ -28,7 +28,8 @@ from _common import RESULTS, eight_sources, write_results
 from scipy import stats
 
 from pasture.classify.adapt import ask_order, guard, spread_to_target
-from pasture.classify.probe import choose_head_c, feature_cache, fit_logistic_head
+from pasture.classify.features import feature_cache
+from pasture.classify.logistic import choose_head_c, fit_logistic_head
 from pasture.classify.recipes import get_recipe
 from pasture.data.layouts import decode_files
 from pasture.models import create_model

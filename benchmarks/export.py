@@ -68,9 +68,9 @@ def main() -> int:
     os.environ.setdefault("PASTURE_CACHE_DIR", tempfile.mkdtemp(prefix="pasture-cache-"))
     from pasture import api
     from pasture.classify.evaluate import predict_probabilities
-    from pasture.classify.onnx_runner import OnnxClassifier
-    from pasture.classify.openvino_runner import OpenVinoClassifier
-    from pasture.classify.tflite_runner import TfliteClassifier
+    from pasture.export.onnx_runner import OnnxClassifier
+    from pasture.export.openvino_runner import OpenVinoClassifier
+    from pasture.export.tflite_runner import TfliteClassifier
 
     runners = {"openvino": OpenVinoClassifier, "tflite": TfliteClassifier}
     from pasture.data import load_dataset

@@ -28,7 +28,7 @@ from _common import DEFAULT_DATA, RESULTS, data_or_exit, write_results
 
 from pasture.classify.evaluate import evaluate_model
 from pasture.classify.fit import train_classifier
-from pasture.classify.probe import fit_linear_head
+from pasture.classify.logistic import fit_linear_head
 from pasture.classify.recipes import get_recipe
 from pasture.core.stats import mean_interval
 from pasture.data import load_dataset, validation_split

@@ -25,7 +25,8 @@ import torch
 from _common import RESULTS, write_results
 from loso import link_sources
 
-from pasture.classify.probe import choose_head_c, feature_cache, fit_logistic_head
+from pasture.classify.features import feature_cache
+from pasture.classify.logistic import choose_head_c, fit_logistic_head
 from pasture.classify.recipes import resolve_recipe
 from pasture.core.defaults import DEFAULT_RECIPE
 from pasture.data.layouts import load_pool

@@ -33,7 +33,8 @@ from _common import DEFAULT_DATA, RESULTS, eight_sources, write_results
 
 from pasture.classify.calibration import auroc, calibration, proportion
 from pasture.classify.familiarity import Familiarity
-from pasture.classify.probe import choose_head_c, feature_cache, fit_logistic_head
+from pasture.classify.features import feature_cache
+from pasture.classify.logistic import choose_head_c, fit_logistic_head
 from pasture.classify.recipes import get_recipe
 from pasture.data.layouts import decode_files
 from pasture.models import create_model

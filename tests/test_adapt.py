@@ -14,7 +14,7 @@ from conftest import make_image, write_split_data
 from pasture import api
 from pasture.classify.adapt import ask_order, guard, label_spreading
 from pasture.classify.familiarity import Familiarity
-from pasture.classify.probe import fit_logistic_head
+from pasture.classify.logistic import fit_logistic_head
 from pasture.cli import main
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pasture import api
+from pasture.classify.features import feature_cache
 from pasture.classify.fit import wise_ft
-from pasture.classify.probe import feature_cache
 from pasture.classify.recipes import resolve_recipe
 from pasture.data import load_dataset
 from pasture.models import create_model, get_spec

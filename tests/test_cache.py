@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from pasture.classify.probe import FeatureCache
+from pasture.classify.features import FeatureCache
 from pasture.core import cache as cache_module
 from pasture.core.cache import ContentCache
 

@@ -31,7 +31,7 @@ MODELS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_export_matches_the_run_and_carries_its_metadata(split_data, tmp_path, name):
-    from pasture.classify.onnx_runner import OnnxClassifier
+    from pasture.export.onnx_runner import OnnxClassifier
 
     run = tmp_path / "run"
     metrics = api.train(split_data, run, quiet=True, **MODELS[name])

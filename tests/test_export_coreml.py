@@ -25,7 +25,7 @@ def run(split_data, tmp_path):
 
 
 def test_a_coreml_package_has_the_contract_an_app_needs(run, capsys):
-    from pasture.classify.coreml_export import coremltools_module
+    from pasture.export.coreml_export import coremltools_module
 
     assert main(["export", str(run), "--format", "coreml"]) == 0
     said = capsys.readouterr()

@@ -40,7 +40,7 @@ def test_an_int8_file_agrees_with_the_run_says_so_and_predicts(probe_run, split_
     # quantized convolutions, and the padding arithmetic left exact (issue 29: it was rounded away)
     import onnx
 
-    from pasture.classify.int8 import size_arithmetic
+    from pasture.export.int8 import size_arithmetic
 
     quantized = onnx.load(str(int8))
     assert sum(node.op_type == "DequantizeLinear" for node in quantized.graph.node) > 20
@@ -56,7 +56,7 @@ def test_an_int8_file_agrees_with_the_run_says_so_and_predicts(probe_run, split_
 
 
 def test_int8_refuses_a_file_that_disagrees_and_writes_nothing(probe_run, monkeypatch, capsys):
-    import pasture.classify.int8 as int8
+    import pasture.export.int8 as int8
 
     monkeypatch.setattr(int8, "MIN_AGREEMENT", 1.01)  # no file can reach it: the refusal path
     assert main(["export", str(probe_run), "--format", "onnx-int8"]) == 2

@@ -29,7 +29,7 @@ def test_openvino_matches_the_run_carries_its_metadata_and_predicts(run, split_d
     xml = run / "openvino" / "model.xml"
     assert xml.is_file() and (run / "openvino" / "model.bin").is_file()
     assert_predicts_as_the_run(xml, run, split_data / "test")
-    from pasture.classify.openvino_runner import OpenVinoClassifier
+    from pasture.export.openvino_runner import OpenVinoClassifier
 
     model = OpenVinoClassifier(xml, threads=1)
     assert model.classes == ["cow", "horse"] and model.image_size == 16 and model.metadata["tta"] == "true"

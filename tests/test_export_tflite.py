@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # each test trains and converts a run
 def run(split_data, tmp_path):
     folder = tmp_path / "run"
     # one member: litert-torch 0.10 mixes up the weights of an ensemble's look-alike members at random (the
-    # parity gate refuses those exports; see classify/tflite_export.py)
+    # parity gate refuses those exports; see export/tflite_export.py)
     api.train(split_data, folder, recipe="scratch", epochs=1, image_size=16, ensemble=1, tta=True, quiet=True)
     return folder
 
@@ -33,7 +33,7 @@ def test_tflite_matches_the_run_carries_its_metadata_and_predicts(run, split_dat
     assert "max |p_torch" in capsys.readouterr().out
     model_file = run / "model.tflite"
     assert_predicts_as_the_run(model_file, run, split_data / "test")
-    from pasture.classify.tflite_runner import TfliteClassifier
+    from pasture.export.tflite_runner import TfliteClassifier
 
     model = TfliteClassifier(model_file, threads=1)
     assert model.classes == ["cow", "horse"] and model.image_size == 16 and model.metadata["format"] == "tflite"

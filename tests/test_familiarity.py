@@ -149,7 +149,7 @@ def test_an_onnx_export_outputs_familiarity_and_predicts_unknown_as_the_run(taug
     run, known, others = taught
     written = api.export(run, out=tmp_path / "model.onnx")
     assert written["familiarity_parity_max_abs"] < 1e-4
-    from pasture.classify.onnx_runner import OnnxClassifier
+    from pasture.export.onnx_runner import OnnxClassifier
 
     model = OnnxClassifier(tmp_path / "model.onnx")
     assert model.threshold == Familiarity.load(run).threshold
@@ -174,7 +174,7 @@ def test_the_onnx_bank_is_small_float16(taught, tmp_path):
     run, _, _ = taught
     bank = Familiarity.load(run).bank
     with_bank = api.export(run, out=tmp_path / "with.onnx")["bytes"]
-    from pasture.classify.export import fp32_export
+    from pasture.export.onnx_export import fp32_export
 
     without = len(fp32_export(run, familiar=False)[3])
     assert 0 < with_bank - without < bank.numel() * 2 + 64_000

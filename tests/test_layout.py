@@ -10,7 +10,7 @@ import pasture
 
 PACKAGE_ROOT = Path(pasture.__file__).resolve().parent
 # Lower numbers are lower floors; a module may import its own package or any lower floor. data and
-# models share a floor and do not import each other; so do gan and doctor.
+# models share a floor and do not import each other; so do gan, doctor and export.
 FLOORS = {
     "core": 0,
     "data": 1,
@@ -18,6 +18,7 @@ FLOORS = {
     "classify": 2,
     "gan": 3,
     "doctor": 3,
+    "export": 3,
     "study": 4,
     "api": 5,
     "app": 6,

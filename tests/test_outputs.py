@@ -61,11 +61,11 @@ def test_an_output_inside_the_data_is_refused_by_every_command_that_writes(
 
 
 def test_predict_csv_checks_its_target_before_any_work(trained_run, split_data, tmp_path, capsys, monkeypatch):
-    from pasture.classify.trained import Classifier
+    from pasture.classify.trained import LoadedRun
 
     scored = []
-    real = Classifier.scores
-    monkeypatch.setattr(Classifier, "scores", lambda *a, **k: scored.append(1) or real(*a, **k))
+    real = LoadedRun.scores
+    monkeypatch.setattr(LoadedRun, "scores", lambda *a, **k: scored.append(1) or real(*a, **k))
     folder = tmp_path / "somewhere"
     folder.mkdir()
     photos = str(split_data / "test")
@@ -203,3 +203,18 @@ def test_a_file_size_limit_is_one_line_and_keeps_the_config(split_data, tmp_path
     assert "File too large" in line and str(run) in line and "--resume" in line and "Traceback" not in done.stderr
     assert json.loads((run / "config.json").read_text())["seed"] == 0  # what was written is intact
     assert not list(run.glob(".*.tmp"))
+
+
+def test_a_loaded_run_is_a_loaded_run_under_its_old_name_too(trained_run, split_data):
+    """Issue 44: classify.trained.Classifier is LoadedRun now (models.registry's nn.Module is Classifier);
+    the old name stays for a release, so code written against api.Classifier keeps working."""
+    from pasture import api
+    from pasture.data import decode_files
+
+    loaded = api.load(trained_run, device="cpu")
+    assert (
+        type(loaded).__name__ == "LoadedRun" and isinstance(loaded, api.Classifier) and api.Classifier is api.LoadedRun
+    )
+    old = api.Classifier(trained_run, "cpu")
+    images = decode_files(sorted((split_data / "test" / "cow").iterdir())[:2], loaded.image_size)
+    assert old.label(images, ["a", "b"]) == loaded.label(images, ["a", "b"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pasture.classify.probe import HEAD_CS, choose_head_c, fit_linear_head, fit_logistic_head
+from pasture.classify.logistic import HEAD_CS, choose_head_c, fit_linear_head, fit_logistic_head
 from pasture.classify.recipes import get_recipe, with_overrides
 from pasture.data.splits import held_out_folds
 

@@ -138,7 +138,7 @@ def test_image_size_is_bounded_on_the_command_line_and_in_a_recipe_file(split_da
 
 HELD_EXPORT = textwrap.dedent("""
     import os, sys, time
-    import pasture.classify.export as export
+    import pasture.export.onnx_export as export
     from pasture.cli import main
 
     real = export.checked_parity

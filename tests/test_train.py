@@ -193,7 +193,7 @@ def test_balanced_loss_changes_training_only_when_classes_are_unequal(tmp_path):
 
 
 def test_balanced_probe_head_stops_ignoring_the_rare_class():
-    from pasture.classify.probe import fit_linear_head
+    from pasture.classify.logistic import fit_linear_head
 
     generator = torch.Generator().manual_seed(0)
     # Overlapping 1-D classes, 9:1 in training: an unweighted head mostly answers the common class.

@@ -31,9 +31,7 @@ from pasture.classify.explain import explain_images, write_evaluation
 from pasture.classify.familiarity import familiarity_report, others_report
 from pasture.classify.finish import finish_run
 from pasture.classify.fit import check_eval_every, train_classifier
-from pasture.classify.formats import EXPORT_FORMATS, export_run
 from pasture.classify.new_camera import adapt, ask
-from pasture.classify.onnx_runner import EXPORTED_SUFFIXES, predict_onnx
 from pasture.classify.recipes import (
     Recipe,
     recipe_alias_note,
@@ -41,7 +39,7 @@ from pasture.classify.recipes import (
     resolve_recipe,
     scratch_warning,
 )
-from pasture.classify.trained import Classifier, load_run, predict_files, run_config_problem
+from pasture.classify.trained import Classifier, LoadedRun, load_run, predict_files, run_config_problem
 from pasture.classify.transfer import synthetic_for_run, teacher_bank_for_run
 from pasture.core.defaults import (
     DEFAULT_MIN_IMAGE_SIZE,
@@ -71,6 +69,8 @@ from pasture.data import (
     load_synthetic,
 )
 from pasture.doctor.examine import examine
+from pasture.export.formats import EXPORT_FORMATS, export_run
+from pasture.export.onnx_runner import EXPORTED_SUFFIXES, predict_onnx
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.synth import SCORING_RECIPE, sample_images, score_synthetic, write_class_grids, write_synthetic
 from pasture.gan.trainer import gan_summary, summary_problem, train_gan, validate_gan_preset
@@ -89,7 +89,8 @@ from pasture.study.tune import TuneOptions, TuneSpec, run_tune
 
 __all__ = [
     "EXPORT_FORMATS",
-    "Classifier",
+    "Classifier",  # the old name of LoadedRun, kept for a release
+    "LoadedRun",
     "DataOptions",
     "ExperimentOptions",
     "TuneOptions",
@@ -295,7 +296,7 @@ def evaluate(
     check_outside(out, data)
     if out is not None:
         check_output_folder(Path(out), "evaluation.json", "evaluation")
-    loaded = Classifier(run, resolve_device(device))
+    loaded = LoadedRun(run, resolve_device(device))
     if others is not None and loaded.familiarity is None:  # said before any photo is read
         raise UserError(f"--others: {run} keeps no training photos' features (a probe run does); nothing to compare")
     model, config, model_classes = loaded.model, loaded.config, loaded.classes
@@ -345,10 +346,10 @@ def predict(
     return predict_files(load(run, device=device), image_files_in(paths), csv, quiet, unknown)
 
 
-def load(run: str | os.PathLike, *, device: str = "auto") -> Classifier:
+def load(run: str | os.PathLike, *, device: str = "auto") -> LoadedRun:
     """A finished run loaded once, for many predictions: `.label(uint8 N x 3 x S x S, names)` gives
     predict's rows, `.probabilities(images)` the array; `.classes`, `.image_size` (S)."""
-    return Classifier(run, resolve_device(device))
+    return LoadedRun(run, resolve_device(device))
 
 
 NEAREST = 3  # training photos shown beside an explanation
@@ -419,7 +420,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike | None = None, *, form
     openvino (RUN/openvino/model.xml + model.bin, checked to 1e-4 with the OpenVINO runtime) or coreml
     (RUN/model.mlpackage: an image in, probabilities out; checked against the run on Apple systems, as a
     specification elsewhere).
-    Returns file, format, bytes, what it was checked on and how, metadata (classify.formats.export_run:
+    Returns file, format, bytes, what it was checked on and how, metadata (export.formats.export_run:
     never inside the run's data folder, under a reader's lock on the run)."""
     return export_run(run, out, format)
 

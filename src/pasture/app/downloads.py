@@ -1,4 +1,4 @@
-"""The Runs page's downloads: one file per export format (classify/formats.py), written into the run
+"""The Runs page's downloads: one file per export format (export/formats.py), written into the run
 folder on first request and served from there. A format that writes a folder (OpenVINO's model.xml and
 model.bin, Core ML's .mlpackage) is served as one zip beside it, as a browser downloads one file."""
 

@@ -31,10 +31,10 @@ class LiveModel:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple[Path, int] | None = None
-        self._model: api.Classifier | None = None
+        self._model: api.LoadedRun | None = None
         self.loads = 0  # how many times a run was loaded (the tests check frames do not reload it)
 
-    def _loaded(self, run: Path) -> api.Classifier:
+    def _loaded(self, run: Path) -> api.LoadedRun:
         """`run`'s model, loaded again only when another run is asked for or it was trained again (hold
         the lock)."""
         key = (run, (run / "metrics.json").stat().st_mtime_ns)

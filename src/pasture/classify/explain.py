@@ -157,7 +157,7 @@ def explain_images(
     """For each image: the predicted label and probability, and OUT/<n>_<name>.png with the photo, its
     Grad-CAM and (with `occlusion_maps`) its occlusion map. `labels` (true classes), when given, are shown
     beside; `nearest` (each image's nearest training photos, {file, class, distance}:
-    trained.Classifier.label) are drawn under it and listed in its row. Writes OUT/explanations.json too;
+    trained.LoadedRun.label) are drawn under it and listed in its row. Writes OUT/explanations.json too;
     returns its rows."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -272,7 +272,7 @@ def others_report(
 ) -> dict:
     """Photos of none of the classes (`others`, any layout): the share caught (flagged unfamiliar), and how
     well the familiarity and, for comparison, the head's top probability tell them from the labelled photos
-    (AUROC). `loaded_scores` is trained.Classifier.scores."""
+    (AUROC). `loaded_scores` is trained.LoadedRun.scores."""
     files = image_files_in([others])
     probabilities, found = loaded_scores(decode_files(files, image_size))
     return {

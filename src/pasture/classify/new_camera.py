@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 
 from pasture.classify.adapt import ask_order, class_shares, guard, spread_to_target
-from pasture.classify.export import run_split
+from pasture.classify.features import feature_cache
 from pasture.classify.finish import finish_run
-from pasture.classify.probe import feature_cache, fit_linear_head, train_probe
+from pasture.classify.logistic import fit_linear_head
+from pasture.classify.probe import train_probe
 from pasture.classify.recipes import Recipe, with_overrides
-from pasture.classify.trained import Classifier, finished_run_config
+from pasture.classify.trained import LoadedRun, finished_run_config, run_split
 from pasture.core.device import resolve_device
 from pasture.core.errors import UserError
 from pasture.core.imagefile import image_files_in
@@ -70,7 +71,7 @@ class Target:
         self.train_features = cache.features(model, dataset.train.images)
         self.features = cache.features(model, self.images)
         # the original run's probabilities from the features just read (a second backbone pass took as long)
-        self.original_probabilities = Classifier(self.run, device).head_probabilities(self.features, self.images)
+        self.original_probabilities = LoadedRun(self.run, device).head_probabilities(self.features, self.images)
 
     def names(self) -> list[str]:
         """Each target file relative to the photos folder, as LABELS.csv names it."""

@@ -15,9 +15,11 @@ from pasture.classify.evaluate import predict_probabilities
 from pasture.classify.familiarity import Familiarity
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import Recipe, validate_recipe
+from pasture.core.defaults import DataOptions
 from pasture.core.errors import UserError
 from pasture.core.paths import class_names_problem
 from pasture.core.runs import is_whole_number, load_checkpoint, read_checked_json, stored_settings
+from pasture.data import load_dataset
 from pasture.data.layouts import decode_files
 from pasture.models import Classifier as Network
 from pasture.models import Ensemble, create_model, list_models, timm_net
@@ -119,7 +121,7 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
     return model, config
 
 
-class Classifier:
+class LoadedRun:
     """A finished run loaded once for many predictions: the app's live camera sends a frame every few
     hundred milliseconds, and loading the backbones again for each (about a second) would be most of the
     time. `api.load(RUN)` makes one."""
@@ -241,7 +243,11 @@ def familiarity_columns(found: dict[str, torch.Tensor] | None) -> list[tuple[flo
     return list(zip(found["familiarity"].tolist(), found["familiar"].tolist()))
 
 
-def csv_scorer(model: Classifier):
+# The old name, kept for a release (issue 44): models.registry's nn.Module is also called Classifier.
+Classifier = LoadedRun
+
+
+def csv_scorer(model: LoadedRun):
     """uint8 images (numpy) -> what predictions.batch_cells takes: probabilities, and with a familiarity
     bank (probabilities, [(familiarity, familiar)])."""
 
@@ -253,7 +259,7 @@ def csv_scorer(model: Classifier):
 
 
 def predict_files(
-    model: Classifier, files: list[Path], csv: str | os.PathLike | None, quiet: bool, unknown: bool
+    model: LoadedRun, files: list[Path], csv: str | os.PathLike | None, quiet: bool, unknown: bool
 ) -> list[dict] | dict:
     """pasture.api.predict on a loaded run: rows, or with `csv` the counts of the CSV written."""
     if not files:
@@ -270,3 +276,17 @@ def predict_files(
             unknown,
         )
     return model.label(decode_files(files, model.image_size), [str(path) for path in files], unknown)
+
+
+def run_split(config: dict):
+    """The run's own train/test split, read again from its data folder with the run's data options
+    (groups and a grouped split included), or None when that folder is not here or no longer reads."""
+    identity = config.get("identity", {})
+    data = identity.get("data")
+    if not data or not Path(data).is_dir():
+        return None
+    try:
+        options = DataOptions.from_identity({**identity, "classes": config["classes"], "strict": False})
+        return load_dataset(data, config["image_size"], warn=lambda message: None, **options.load_kwargs())
+    except UserError:
+        return None

@@ -195,10 +195,10 @@ def _print_trust(report: dict) -> None:
 
 
 def _run_predict(args) -> int:
-    from pasture.classify.onnx_runner import EXPORTED_SUFFIXES
+    from pasture.export.onnx_runner import EXPORTED_SUFFIXES
 
     if args.run.endswith(EXPORTED_SUFFIXES):  # an exported file, its runtime alone: torch is never imported
-        from pasture.classify.onnx_runner import predict_onnx
+        from pasture.export.onnx_runner import predict_onnx
 
         rows = predict_onnx(args.run, args.paths, csv=args.csv, quiet=args.quiet, unknown=args.unknown)
     else:
@@ -217,11 +217,11 @@ def _run_predict(args) -> int:
         else:
             # api.predict's own two steps, without importing the whole API (studies, GANs, the doctor):
             # about 2 s of a 10 s predict on 100 photos went to imports it never uses (issue 42)
-            from pasture.classify.trained import Classifier, predict_files
+            from pasture.classify.trained import LoadedRun, predict_files
             from pasture.core.device import resolve_device
             from pasture.core.imagefile import image_files_in
 
-            model = Classifier(args.run, resolve_device(args.device))
+            model = LoadedRun(args.run, resolve_device(args.device))
             rows = predict_files(model, image_files_in(args.paths), args.csv, args.quiet, args.unknown)
     if isinstance(rows, dict):  # with --csv: the summary of what was written
         print(

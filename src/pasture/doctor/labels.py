@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from pasture.classify.evaluate import predict_probabilities
+from pasture.classify.features import feature_cache
 from pasture.classify.fit import train_classifier
-from pasture.classify.probe import feature_cache
 from pasture.classify.recipes import get_recipe
 from pasture.core.errors import UserError
 from pasture.core.stats import wilson_interval

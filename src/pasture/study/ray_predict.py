@@ -32,7 +32,7 @@ from pasture.classify.predictions import (
     decode_or_reason,
     temporary_csv,
 )
-from pasture.classify.trained import Classifier, csv_scorer, finished_run_config
+from pasture.classify.trained import LoadedRun, csv_scorer, finished_run_config
 from pasture.core.errors import UserError
 from pasture.core.imagefile import image_files_in
 from pasture.core.paths import check_output_file
@@ -43,16 +43,16 @@ SHARD = 512  # photos a task scores: a multiple of every batch size (8 to 64), a
 RUN_FILES = ("config.json", "metrics.json", "checkpoint.pt", "familiarity.pt")
 IN_FLIGHT = 2  # shards submitted per CPU of the cluster at once: the driver holds only their photos' bytes
 
-_kept: dict[str, Classifier] = {}  # in a worker process: the run it loaded last, by the digest of its files
+_kept: dict[str, LoadedRun] = {}  # in a worker process: the run it loaded last, by the digest of its files
 
 
-def _worker_run(digest: str, run_files: dict[str, bytes]) -> Classifier:
+def _worker_run(digest: str, run_files: dict[str, bytes]) -> LoadedRun:
     if digest not in _kept:
         folder = Path(tempfile.mkdtemp(prefix="pasture-ray-run-"))
         for name, data in run_files.items():
             (folder / name).write_bytes(data)
         _kept.clear()
-        _kept[digest] = Classifier(folder, "cpu")
+        _kept[digest] = LoadedRun(folder, "cpu")
     return _kept[digest]
 
 

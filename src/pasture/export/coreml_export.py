@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pasture.classify.export import ExportGraph, checked_parity, fp32_export
 from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.paths import check_output_package, replace_package, staging_folder
+from pasture.export.onnx_export import ExportGraph, checked_parity, fp32_export
 
 OUTPUT = "probabilities"
 PACKAGE_FILES = frozenset({"Manifest.json", "Data"})  # what coremltools writes into a .mlpackage

@@ -30,7 +30,7 @@ def openvino_module():
 
 class OpenVinoClassifier:
     """An exported OpenVINO IR (model.xml beside model.bin): `.classes`, `.image_size`, `.metadata`,
-    probabilities(), as pasture.classify.onnx_runner.OnnxClassifier."""
+    probabilities(), as pasture.export.onnx_runner.OnnxClassifier."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         path = Path(path)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pasture.classify.export import check_images, checked_parity, familiarity_parity, fp32_export
-from pasture.classify.openvino_runner import OpenVinoClassifier, openvino_module
 from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
 from pasture.core.paths import check_output_package, replace_package, staging_folder
+from pasture.export.onnx_export import check_images, checked_parity, familiarity_parity, fp32_export
+from pasture.export.openvino_runner import OpenVinoClassifier, openvino_module
 
 IR_FILES = frozenset({"model.xml", "model.bin"})
 

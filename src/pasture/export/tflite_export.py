@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from pasture.classify.export import ExportGraph, checked_parity, run_metadata
-from pasture.classify.tflite_runner import TfliteClassifier, litert_module, with_metadata
 from pasture.classify.trained import finished_run_config, load_run
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.paths import check_output_file, staging_folder
 from pasture.core.runs import atomic_write_bytes
+from pasture.export.onnx_export import ExportGraph, checked_parity, run_metadata
+from pasture.export.tflite_runner import TfliteClassifier, litert_module, with_metadata
 
 
 def export_tflite(run: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:

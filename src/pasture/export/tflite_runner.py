@@ -53,7 +53,7 @@ def with_metadata(data: bytes, metadata: dict) -> bytes:
 
 class TfliteClassifier:
     """An exported .tflite file: `.classes`, `.image_size`, `.metadata`, probabilities(), as
-    pasture.classify.onnx_runner.OnnxClassifier. The file takes one image at a time (batch 1, as a phone
+    pasture.export.onnx_runner.OnnxClassifier. The file takes one image at a time (batch 1, as a phone
     or a Raspberry Pi runs it)."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):

@@ -10,15 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pasture.classify.coreml_export import export_coreml
-from pasture.classify.export import export_onnx
-from pasture.classify.int8 import export_onnx_int8
-from pasture.classify.openvino_export import export_openvino
-from pasture.classify.tflite_export import export_tflite
 from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
 from pasture.core.paths import check_outside
 from pasture.core.runs import folder_lock
+from pasture.export.coreml_export import export_coreml
+from pasture.export.int8 import export_onnx_int8
+from pasture.export.onnx_export import export_onnx
+from pasture.export.openvino_export import export_openvino
+from pasture.export.tflite_export import export_tflite
 
 
 @dataclass(frozen=True)

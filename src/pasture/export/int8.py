@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from pasture.classify.evaluate import predict_probabilities
-from pasture.classify.export import fp32_export, output_file, run_split, with_metadata
-from pasture.classify.onnx_runner import OnnxClassifier, onnxruntime_module
-from pasture.classify.trained import finished_run_config
+from pasture.classify.trained import finished_run_config, run_split
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.runs import atomic_write_bytes
 from pasture.core.stats import wilson_interval
+from pasture.export.onnx_export import fp32_export, output_file, with_metadata
+from pasture.export.onnx_runner import OnnxClassifier, onnxruntime_module
 
 # Inputs that hold sizes, not pixels: {op type: their positions} (a Pad's value, input 2, is a pixel). The graph computes them from the
 # activations' shapes (timm's SAME padding, traced); quantizing that arithmetic rounds the paddings

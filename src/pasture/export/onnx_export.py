@@ -30,14 +30,12 @@ from pasture import __version__
 from pasture.classify.backbones import backbone_features, generated_images
 from pasture.classify.evaluate import predict_probabilities, tta_views
 from pasture.classify.familiarity import Familiarity
-from pasture.classify.onnx_runner import OnnxClassifier
-from pasture.classify.trained import finished_run_config, load_run
-from pasture.core.defaults import DataOptions
+from pasture.classify.trained import finished_run_config, load_run, run_split
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.paths import check_output_file
 from pasture.core.runs import atomic_write_bytes, read_checked_json
-from pasture.data import load_dataset
+from pasture.export.onnx_runner import OnnxClassifier
 from pasture.models import Classifier as Network
 from pasture.models import Ensemble, timm_net
 
@@ -59,7 +57,7 @@ class ExportGraph(nn.Module):
 
 
 class FamiliarExportGraph(ExportGraph):
-    """uint8 images -> (probabilities, familiarity, distance), as trained.Classifier.scores: one backbone
+    """uint8 images -> (probabilities, familiarity, distance), as trained.LoadedRun.scores: one backbone
     pass gives the features, the heads read them (with TTA, the shifted views give the probabilities),
     and the k-NN distance to the bank of training features (a float16 constant: 0.5 MB for 100 photos of
     the default's 2,560 features) is read as the share of held-out training photos at least as far."""
@@ -93,20 +91,6 @@ class FamiliarExportGraph(ExportGraph):
 
 def _onnx():
     return optional_import("onnx", "pasture export", "export")
-
-
-def run_split(config: dict):
-    """The run's own train/test split, read again from its data folder with the run's data options
-    (groups and a grouped split included), or None when that folder is not here or no longer reads."""
-    identity = config.get("identity", {})
-    data = identity.get("data")
-    if not data or not Path(data).is_dir():
-        return None
-    try:
-        options = DataOptions.from_identity({**identity, "classes": config["classes"], "strict": False})
-        return load_dataset(data, config["image_size"], warn=lambda message: None, **options.load_kwargs())
-    except UserError:
-        return None
 
 
 def check_images(run: Path, config: dict, count: int = 32) -> tuple[torch.Tensor, str]:

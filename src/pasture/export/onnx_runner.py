@@ -30,8 +30,8 @@ from pasture.core.extras import optional_import
 from pasture.core.imagefile import BadImage, decode_array, image_files_in
 
 if TYPE_CHECKING:  # the runners of other formats import their runtime only when used
-    from pasture.classify.openvino_runner import OpenVinoClassifier
-    from pasture.classify.tflite_runner import TfliteClassifier
+    from pasture.export.openvino_runner import OpenVinoClassifier
+    from pasture.export.tflite_runner import TfliteClassifier
 
 
 def onnxruntime_module():
@@ -105,11 +105,11 @@ def predict_onnx(
     file); with `unknown`, an unfamiliar photo is labelled "unknown"; with `csv`, streamed to that file
     instead (pasture.classify.predictions.write_predictions_csv)."""
     if str(file).endswith(".xml"):  # an OpenVINO export (its runner imports openvino only then)
-        from pasture.classify.openvino_runner import OpenVinoClassifier
+        from pasture.export.openvino_runner import OpenVinoClassifier
 
         model: OnnxClassifier | OpenVinoClassifier | TfliteClassifier = OpenVinoClassifier(file)
     elif str(file).endswith(".tflite"):  # a TFLite export, run by the LiteRT interpreter
-        from pasture.classify.tflite_runner import TfliteClassifier
+        from pasture.export.tflite_runner import TfliteClassifier
 
         model = TfliteClassifier(file)
     else:
