@@ -11,6 +11,7 @@ import torch
 
 from pasture import api
 from pasture.cli import main
+from pasture.core.errors import UserError
 from pasture.study.report import figure_name
 
 QUICK = "recipe=default,epochs=1,image_size=16,batch_size=8"
@@ -142,3 +143,59 @@ def test_conditions_that_differ_only_in_punctuation_keep_their_own_figures(split
         split_data, tmp_path / "s", conditions=[f"a+b:{QUICK}", f"a-b:{QUICK},lr=0.01"], seeds=1, quiet=True, jobs=1
     )
     assert len(list((tmp_path / "s" / "figures").glob("confusion_*.png"))) == 2
+
+
+def _just_outside(meta: dict):
+    """A value just outside a field's declared bounds (core.defaults.setting)."""
+    if meta.get("choices"):
+        return "no-such-choice"
+    if meta.get("positive"):
+        return 0
+    if meta.get("minimum") is not None:
+        return meta["minimum"] - 1
+    if meta.get("maximum") is not None:
+        return meta["maximum"] + 1
+    return meta["below"]
+
+
+@pytest.mark.parametrize("kind", ["recipe", "gan"])
+def test_every_declared_bound_is_checked_by_the_one_checker(kind):
+    """Issue 44: each bound is declared once, on its field, and one checker holds them all: every field
+    with a bound refuses a value just outside it, with a message that names its flag."""
+    import dataclasses
+
+    from pasture.classify.recipes import get_recipe, validate_recipe
+    from pasture.gan.presets import get_gan_preset
+    from pasture.gan.trainer import validate_gan_preset
+
+    base, validate = (
+        (get_recipe("scratch"), validate_recipe)
+        if kind == "recipe"
+        else (get_gan_preset("default"), validate_gan_preset)
+    )
+    keys = ("choices", "minimum", "maximum", "below")
+    bounded = [
+        item
+        for item in dataclasses.fields(base)
+        if item.metadata.get("positive") or any(item.metadata.get(key) is not None for key in keys)
+    ]
+    assert len(bounded) == (22 if kind == "recipe" else 15)
+    for item in bounded:
+        value = _just_outside(item.metadata)
+        if item.name == "image_size" and kind == "gan":
+            value = 2048  # a power of two (checked first), above the most pasture reads
+        with pytest.raises(UserError, match=f"--{item.name.replace('_', '-')} {value}"):
+            validate(dataclasses.replace(base, **{item.name: value}))
+
+
+def test_bounds_that_were_not_checked_before_are_now():
+    """A GAN's learning rates and beta1 had no check: lr_g = -1 trained a GAN that climbed its loss."""
+    import dataclasses
+
+    from pasture.gan.presets import get_gan_preset
+    from pasture.gan.trainer import validate_gan_preset
+
+    with pytest.raises(UserError, match="--lr-g -0.0002: must be positive"):
+        validate_gan_preset(dataclasses.replace(get_gan_preset("default"), lr_g=-2e-4))
+    with pytest.raises(UserError, match=r"--beta1 1.0: must be in \[0, 1\)"):
+        validate_gan_preset(dataclasses.replace(get_gan_preset("default"), beta1=1.0))

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pasture.core.defaults import DEFAULT_RECIPE, MAX_IMAGE_SIZE, field_type_problem, setting
+from pasture.core.defaults import DEFAULT_RECIPE, MAX_IMAGE_SIZE, bounds_problem, field_type_problem, setting
 from pasture.core.errors import UserError
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -30,21 +30,30 @@ class Recipe:
         "paper-cnn",
         "model name: paper-cnn, resnet-small (from scratch); effnet-lite0, effnet-lite1, effnet-lite2 (pretrained)",
     )
-    image_size: int = setting(64, "square input side in px", minimum=1)
+    image_size: int = setting(
+        64,
+        "square input side in px",
+        minimum=1,
+        maximum=MAX_IMAGE_SIZE,
+        unit="px",
+        hint="pasture's models read 64-384 px; a larger side costs memory as its square",
+    )
     augment: str = setting("none", "augmentation preset: none, paper, strong")
     optimizer: str = setting("sgd", "optimiser", OPTIMIZERS)
-    lr: float = setting(0.01, "learning rate (of the head, when fine-tuning)")
+    lr: float = setting(0.01, "learning rate (of the head, when fine-tuning)", positive=True)
     momentum: float = setting(0.9, "SGD momentum")
     nesterov: bool = setting(False, "Nesterov momentum (SGD)")
-    weight_decay: float = setting(0.0, "weight decay (decoupled for AdamW)")
+    weight_decay: float = setting(0.0, "weight decay (decoupled for AdamW)", minimum=0)
     batch_size: int = setting(32, "images per optimiser step", minimum=1)
     epochs: int = setting(20, "passes over the training split", minimum=1)
     schedule: str = setting("constant", "learning-rate schedule after warm-up, per step", SCHEDULES)
     warmup_epochs: int = setting(0, "epochs of linear learning-rate warm-up", minimum=0)
-    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy, in [0, 1)")
-    mixup_alpha: float = setting(0.0, "MixUp Beta(alpha, alpha); 0 = off")
-    cutmix_alpha: float = setting(0.0, "CutMix Beta(alpha, alpha); 0 = off (with both on, one per batch)")
-    ema_decay: float = setting(0.0, "moving average of the weights, used as the final model; 0 = off")
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy, in [0, 1)", minimum=0, below=1)
+    mixup_alpha: float = setting(0.0, "MixUp Beta(alpha, alpha); 0 = off", minimum=0)
+    cutmix_alpha: float = setting(0.0, "CutMix Beta(alpha, alpha); 0 = off (with both on, one per batch)", minimum=0)
+    ema_decay: float = setting(
+        0.0, "moving average of the weights, used as the final model; 0 = off", minimum=0, below=1
+    )
     tta: bool = setting(False, "test-time augmentation (flips and shifts) at evaluation and prediction")
     ensemble: int = setting(
         1, "train N members (seeds seed, seed+1000, ...) and average their probabilities", minimum=1
@@ -64,11 +73,16 @@ class Recipe:
         "probe (and LP-FT's start): inverse L2 strength C of the logistic head, as "
         "scikit-learn's; 0 = chosen by cross-validation on the training photos (leave one "
         "source out with --groups, else stratified folds)",
+        minimum=0,
+        hint="0 = chosen by cross-validation",
     )
     wise_alpha: float = setting(
         1.0,
         "finetune: WiSE-FT, the final weights = (1 - a) x the start (backbone + "
         "probe head) + a x the fine-tuned ones; 1 = off",
+        minimum=0,
+        maximum=1,
+        hint="1 = off",
     )
     freeze_bn: bool = setting(False, "keep BatchNorm statistics fixed while training (fine-tuning on tiny batches)")
     precision: str = setting(
@@ -91,9 +105,14 @@ class Recipe:
         "(cached; extra images share as many views again)",
         minimum=1,
     )
-    distill_temperature: float = setting(2.0, "with --teacher: softmax temperature of the teacher-matching loss")
+    distill_temperature: float = setting(
+        2.0, "with --teacher: softmax temperature of the teacher-matching loss", positive=True
+    )
     distill_weight: float = setting(
-        0.9, "with --teacher: weight of matching the teacher; the rest goes to the true labels (1 = the teacher only)"
+        0.9,
+        "with --teacher: weight of matching the teacher; the rest goes to the true labels (1 = the teacher only)",
+        minimum=0,
+        maximum=1,
     )
     teacher_precision: str = setting(
         "fp32",
@@ -503,45 +522,11 @@ def validate_recipe(recipe: Recipe) -> None:
     problem = field_type_problem(recipe)
     if problem is not None:  # a recipe file's "epochs": 2.0 crashed the training after its folder was made
         raise UserError(f"recipe {recipe.name}: {problem}")
-    checks = [
-        (recipe.epochs >= 1, f"--epochs {recipe.epochs}: must be at least 1"),
-        (recipe.batch_size >= 1, f"--batch-size {recipe.batch_size}: must be at least 1"),
-        (recipe.lr > 0, f"--lr {recipe.lr}: must be positive"),
-        (recipe.image_size >= 1, f"--image-size {recipe.image_size}: must be a positive number of pixels"),
-        (
-            recipe.image_size <= MAX_IMAGE_SIZE,
-            f"--image-size {recipe.image_size}: at most {MAX_IMAGE_SIZE} px (pasture's models read 64-384 px; "
-            "a larger side costs memory as its square)",
-        ),
-        (recipe.weight_decay >= 0, f"weight_decay {recipe.weight_decay}: must not be negative"),
-        (0 <= recipe.label_smoothing < 1, f"label_smoothing {recipe.label_smoothing}: must be in [0, 1)"),
-        (recipe.optimizer in OPTIMIZERS, f"optimizer {recipe.optimizer}: choose one of {', '.join(OPTIMIZERS)}"),
-        (recipe.schedule in SCHEDULES, f"schedule {recipe.schedule}: choose one of {', '.join(SCHEDULES)}"),
-        (recipe.warmup_epochs >= 0, f"warmup_epochs {recipe.warmup_epochs}: must not be negative"),
-        (recipe.ensemble >= 1, f"--ensemble {recipe.ensemble}: must be at least 1"),
-        (0 <= recipe.ema_decay < 1, f"ema_decay {recipe.ema_decay}: must be in [0, 1)"),
-        (recipe.mixup_alpha >= 0 and recipe.cutmix_alpha >= 0, "mixup/cutmix alpha: must not be negative"),
-        (recipe.precision in PRECISIONS, f"--precision {recipe.precision}: choose one of {', '.join(PRECISIONS)}"),
-        (recipe.selfsup_epochs >= 0, f"--selfsup-epochs {recipe.selfsup_epochs}: must not be negative"),
-        (
-            recipe.selfsup_epochs == 0 or recipe.pretrained == "none",
+    problem = bounds_problem(recipe)  # each field's bounds, declared on it
+    if problem is not None:
+        raise UserError(problem)
+    if recipe.selfsup_epochs and recipe.pretrained != "none":  # what involves two fields stays here
+        raise UserError(
             f"--selfsup-epochs {recipe.selfsup_epochs}: self-supervised pretraining is for from-scratch models; "
-            f"drop it or --pretrained {recipe.pretrained}",
-        ),
-        (
-            recipe.pretrained in PRETRAINED_MODES,
-            f"--pretrained {recipe.pretrained}: choose one of {', '.join(PRETRAINED_MODES)}",
-        ),
-        (recipe.distill_views >= 1, f"--distill-views {recipe.distill_views}: must be at least 1"),
-        (recipe.distill_temperature > 0, f"--distill-temperature {recipe.distill_temperature}: must be positive"),
-        (0 <= recipe.distill_weight <= 1, f"--distill-weight {recipe.distill_weight}: must be in [0, 1]"),
-        (recipe.head_c >= 0, f"--head-c {recipe.head_c}: must be positive, or 0 to choose it by cross-validation"),
-        (0 <= recipe.wise_alpha <= 1, f"--wise-alpha {recipe.wise_alpha}: must be in [0, 1] (1 = off)"),
-        (
-            recipe.teacher_precision in PRECISIONS,
-            f"--teacher-precision {recipe.teacher_precision}: choose one of {', '.join(PRECISIONS)}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+            f"drop it or --pretrained {recipe.pretrained}"
+        )

@@ -37,10 +37,61 @@ def cache_enabled() -> bool:
 MAX_IMAGE_SIZE = 1024
 
 
-def setting(default, help: str, choices: tuple | None = None, minimum: int | None = None):
+def setting(
+    default,
+    help: str,
+    choices: tuple | None = None,
+    minimum: float | None = None,
+    *,
+    maximum: float | None = None,
+    below: float | None = None,
+    positive: bool = False,
+    unit: str = "",
+    hint: str = "",
+):
     """A field of a settings dataclass (Recipe, GanPreset) with what the CLI needs to offer it as a
-    flag: pasture.cli builds those flags from the fields, so a new field is a one-place change."""
-    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum})
+    flag (pasture.cli builds those flags from the fields, so a new field is a one-place change) and its
+    bounds, declared once here and checked by bounds_problem: `choices`, `minimum` and `maximum`
+    (inclusive), `below` (exclusive), `positive` (above 0), in `unit`; `hint` is said after the bound."""
+    bounds = {"minimum": minimum, "maximum": maximum, "below": below, "positive": positive, "unit": unit, "hint": hint}
+    return field(default=default, metadata={"help": help, "choices": choices, **bounds})
+
+
+def _bound_problem(value, meta) -> str | None:
+    """What is wrong with `value` against one field's declared bounds, or None."""
+    low, high, below = meta.get("minimum"), meta.get("maximum"), meta.get("below")
+    unit = f" {meta['unit']}" if meta.get("unit") else ""
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        return f"choose one of {', '.join(meta['choices'])}"
+    if meta.get("positive") and not value > 0:
+        return "must be positive"
+    if low is not None and (high is not None or below is not None) and not unit:  # a fraction's range
+        inside = low <= value and (value <= high if high is not None else value < below)
+        return (
+            None if inside else (f"must be in [{low}, {high}]" if high is not None else f"must be in [{low}, {below})")
+        )
+    if low is not None and value < low:
+        return "must not be negative" if low == 0 else f"must be at least {low}{unit}"
+    if high is not None and value > high:
+        return f"at most {high}{unit}"
+    return None
+
+
+def bounds_problem(settings) -> str | None:
+    """The first field of a settings dataclass outside the bounds its `setting()` declares, as the
+    flag's one-line message ("--epochs 0: must be at least 1"), or None. Run after field_type_problem
+    (the values have their types). Checks that involve two fields stay with their dataclass."""
+    for item in fields(settings):
+        if item.metadata.get("help") is None:
+            continue
+        value = getattr(settings, item.name)
+        if value is None:
+            continue
+        problem = _bound_problem(value, item.metadata)
+        if problem is not None:
+            hint = item.metadata.get("hint")
+            return f"--{item.name.replace('_', '-')} {value}: {problem}" + (f" ({hint})" if hint else "")
+    return None
 
 
 # What names a preset or condition without changing what its runs compute.

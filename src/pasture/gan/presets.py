@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from pasture.classify.recipes import PRECISIONS
-from pasture.core.defaults import setting
+from pasture.core.defaults import MAX_IMAGE_SIZE, setting
 from pasture.core.errors import UserError
 
 LOSSES = ("bce", "hinge")
@@ -16,7 +16,9 @@ ARCHITECTURES = ("dcgan", "projected")
 @dataclass(frozen=True)
 class GanPreset:
     name: str
-    image_size: int = setting(64, "generated image side in px: a power of two >= 16", minimum=16)
+    image_size: int = setting(
+        64, "generated image side in px: a power of two >= 16", minimum=16, maximum=MAX_IMAGE_SIZE, unit="px"
+    )
     architecture: str = setting(
         "dcgan",
         "dcgan (the report's G and D, from scratch) or projected (light G; D on frozen EfficientNet-Lite0 features)",
@@ -31,16 +33,16 @@ class GanPreset:
     conditional: bool = setting(False, "one class-conditional GAN for all classes (else one GAN per class)")
     loss: str = setting("bce", "bce (minimax, non-saturating G) or hinge", LOSSES)
     iterations: int = setting(1000, "D+G steps per GAN unit", minimum=1)
-    batch_size: int = setting(32, "images per D+G step", minimum=2)
-    lr_g: float = setting(2e-4, "generator learning rate (Adam)")
-    lr_d: float = setting(2e-4, "discriminator learning rate (Adam)")
-    beta1: float = setting(0.5, "Adam's beta1 for both")
+    batch_size: int = setting(32, "images per D+G step", minimum=2, hint="a GAN batch needs two images or more")
+    lr_g: float = setting(2e-4, "generator learning rate (Adam)", positive=True)
+    lr_d: float = setting(2e-4, "discriminator learning rate (Adam)", positive=True)
+    beta1: float = setting(0.5, "Adam's beta1 for both", minimum=0, below=1)
     diffaugment: str = setting(
         "none", "DiffAugment policy on every D input: color,translation,cutout (any subset) or none"
     )
     ada: bool = setting(False, "adapt the augmentation probability to D's overfitting (ADA-style)")
     ada_target: float = setting(0.6, "ADA's target for E[sign D(x)]")
-    ema_decay: float = setting(0.0, "moving average of G's weights, used for sampling; 0 = off")
+    ema_decay: float = setting(0.0, "moving average of G's weights, used for sampling; 0 = off", minimum=0, below=1)
     sample_every: int = setting(100, "iterations between sample grids, diversity checks and checkpoints", minimum=1)
     precision: str = setting(
         "fp32", "bf16 autocasts forward passes (faster on CPUs with bf16 support; opt-in)", PRECISIONS

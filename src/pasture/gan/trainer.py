@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import make_grid
 
-from pasture.classify.recipes import PRECISIONS
-from pasture.core.defaults import MAX_IMAGE_SIZE, field_type_problem
+from pasture.core.defaults import bounds_problem, field_type_problem
 from pasture.core.device import (
     autocast,
     effective_precision,
@@ -38,7 +37,7 @@ from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everythin
 from pasture.data import ImageSet
 from pasture.gan.diffaugment import diff_augment, parse_policy
 from pasture.gan.nets import Discriminator, Generator, upsampling_blocks
-from pasture.gan.presets import ARCHITECTURES, LOSSES, GanPreset
+from pasture.gan.presets import GanPreset
 from pasture.gan.projected import LiteGenerator, ProjectedDiscriminator
 from pasture.models import WeightEMA
 
@@ -57,27 +56,11 @@ def validate_gan_preset(preset: GanPreset) -> None:
     except ValueError as error:
         option = "--image-size" if "size" in str(error) else "--diffaugment"
         raise UserError(f"{option}: {error}") from None
-    checks = [
-        (preset.image_size <= MAX_IMAGE_SIZE, f"--image-size {preset.image_size}: at most {MAX_IMAGE_SIZE} px"),
-        (preset.nz >= 1, f"--nz {preset.nz}: must be at least 1"),
-        (preset.iterations >= 1, f"--iterations {preset.iterations}: must be at least 1"),
-        (preset.batch_size >= 2, f"--batch-size {preset.batch_size}: GAN batches need at least 2 images"),
-        (preset.loss in LOSSES, f"loss {preset.loss}: choose one of {', '.join(LOSSES)}"),
-        (
-            preset.architecture in ARCHITECTURES,
-            f"architecture {preset.architecture}: choose one of {', '.join(ARCHITECTURES)}",
-        ),
-        (
-            preset.feature_size >= 32 and preset.feature_size % 32 == 0,
-            f"--feature-size {preset.feature_size}: give a multiple of 32 (64, 128, 224, ...)",
-        ),
-        (preset.ngf >= 1 and preset.ndf >= 1, "ngf/ndf: must be at least 1"),
-        (preset.sample_every >= 1, "sample_every: must be at least 1"),
-        (preset.precision in PRECISIONS, f"--precision {preset.precision}: choose one of {', '.join(PRECISIONS)}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+    problem = bounds_problem(preset)  # each field's bounds, declared on it
+    if problem is not None:
+        raise UserError(problem)
+    if preset.feature_size % 32:  # a bound the field cannot declare
+        raise UserError(f"--feature-size {preset.feature_size}: give a multiple of 32 (64, 128, 224, ...)")
 
 
 def to_gan_range(images_uint8: torch.Tensor) -> torch.Tensor:
