@@ -31,7 +31,7 @@ from pasture.data import (
 )
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.synth import SCORING_RECIPE, sample_images, score_synthetic, write_class_grids, write_synthetic
-from pasture.gan.trainer import gan_summary, summary_problem, train_gan, validate_gan_preset
+from pasture.gan.trainer import GAN_FOLDER, gan_summary, train_gan, validate_gan_preset
 
 
 def gan_train(
@@ -81,9 +81,7 @@ def gan_train(
         out,
         identity,
         config,
-        what="GAN",
-        result_file="summary.json",
-        done_check=summary_problem,
+        GAN_FOLDER,
         resume=resume,
         force=force,
         command=command,

@@ -15,7 +15,7 @@ from pasture.classify.recipes import (
     resolve_recipe,
     scratch_warning,
 )
-from pasture.classify.transfer import synthetic_for_run, teacher_bank_for_run
+from pasture.classify.transfer import Transfer, transfer_for_run
 from pasture.core.defaults import (
     DataOptions,
     Warn,
@@ -24,9 +24,8 @@ from pasture.core.defaults import (
 from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import UserError
 from pasture.core.paths import check_outside
-from pasture.core.record import record_problem
+from pasture.core.record import RUN_FOLDER
 from pasture.core.runs import (
-    check_output_folder,
     opened_run,
 )
 from pasture.data import (
@@ -57,88 +56,36 @@ def train(
 ) -> dict:
     """Train a classifier on DATA and write the run folder `out`; returns metrics.json's dict (a RunRecord).
 
-    With `teacher` (a finished run folder: probe, finetune, an ensemble, ...), the model is a student that
-    learns to match the teacher's outputs (pasture.classify.distill; the recipe defaults to "distill");
-    `unlabeled` (a folder of photos, labels ignored) and `synthetic` (GAN samples) then join the transfer
-    set, labelled by the teacher.
-
-    `recipe` names a preset (pasture.classify.recipes.RECIPES); None is the default, the pretrained probe
-    (or the preset that fits what else was asked: finetune, scratch for a from-scratch --model, distill
-    with a teacher). Unless `quiet`, the first line printed names the recipe, model and size. `overrides` (or keyword shorthands such as
-    epochs=3, pretrained="probe") replace its fields; `data_options` (or classes=, test_fraction=, ...)
-    say how DATA is read and split. The test split is evaluated after every epoch for the record
-    (every `eval_every`-th epoch, plus the first and last, when that is more than 1), never used to
-    choose anything. `synthetic` images (a `gan sample` folder) take `synthetic_ratio` of each batch.
-    `device` is auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps.
+    `recipe` names a preset (RECIPES); None is the default, the pretrained probe, or what else asked for
+    needs (finetune, scratch for a from-scratch --model, distill with a teacher). `overrides` (or keyword
+    shorthands: epochs=3, pretrained="probe") replace its fields; `data_options` (or classes=,
+    test_fraction=, ...) say how DATA is read and split. The test split is scored every `eval_every`-th
+    epoch for the record, never used to choose anything. `synthetic` images (a `gan sample` folder) take
+    `synthetic_ratio` of each batch. With `teacher` (a finished run), the model is a student that matches
+    its outputs (classify.distill), and `unlabeled` photos and `synthetic` ones join the transfer set.
+    `device`: auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps.
     """
     check_eval_every(eval_every)
     check_outside(out, data)
     overrides, options = sort_options("train", Recipe, overrides, data_options, fields)
-    if unlabeled is not None and teacher is None:
-        raise UserError("--unlabeled: needs --teacher RUN, which labels those photos")
-    if teacher is not None and recipe is None:
-        recipe = "distill"
-    if recipe is not None and (note := recipe_alias_note(recipe)):
-        warn(note)
-    chosen = resolve_recipe(recipe, **overrides)
+    chosen = _chosen_recipe(recipe, overrides, teacher, unlabeled, warn)
     where = resolve_device(device)
     precision = effective_precision(chosen.precision, where, warn)
     dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
-    # Said once the data loaded: a refused command stays one line.
-    if not quiet:
-        print(recipe_line(chosen, recipe), flush=True)
+    if not quiet:  # said once the data loaded: a refused command stays one line
+        print(recipe_line(chosen, recipe or ("distill" if teacher else None)), flush=True)
     if teacher is None and (warning := scratch_warning(chosen)):
         warn(warning)
-    bank, teacher_info = None, None
-    if teacher is not None:
-        if synthetic_ratio is not None:
-            raise UserError(
-                "--synthetic-ratio: with --teacher, synthetic images join the teacher's transfer set; "
-                "drop --synthetic-ratio"
-            )
-        # A folder that is not ours is refused now, not after minutes of teacher outputs.
-        check_output_folder(Path(out), None if force else "config.json", "run")
-        bank, teacher_info = teacher_bank_for_run(
-            teacher, unlabeled, synthetic, chosen, data, options, dataset, where, quiet, warn
-        )
-        synthetic_images, synthetic_ratio, synthetic_info = None, None, None
-    else:
-        synthetic_images, synthetic_ratio, synthetic_info = synthetic_for_run(
-            synthetic, synthetic_ratio, chosen, dataset, warn
-        )
-    identity = {
-        "synthetic": synthetic_info,
-        "recipe": chosen.to_dict(),
-        "seed": seed,
-        **options.identity(data, dataset),
-    }
-    if teacher_info is not None:  # only when set, so that runs made before distillation keep their identity
-        identity["teacher"] = {key: teacher_info[key] for key in ("checkpoint", "transfer")}
+    extra = transfer_for_run(
+        teacher, unlabeled, synthetic, synthetic_ratio, chosen, data, options, dataset, where, out, force, quiet, warn
+    )
+    identity = {"synthetic": extra.synthetic_info, "recipe": chosen.to_dict(), "seed": seed}
+    identity.update(**options.identity(data, dataset), **extra.teacher_identity())
     out = Path(out)
-    config = {
-        "model": chosen.model,
-        "image_size": chosen.image_size,
-        "classes": dataset.classes,
-        "seed": seed,
-        "recipe": chosen.to_dict(),
-        "data_summary": dataset.summary(),
-        "eval_every": eval_every,
-        "device": device_info(where, precision),
-        **({"teacher": teacher_info} if teacher_info else {}),
-    }
-    resumable = f"{out / 'checkpoint.pt'} holds the last finished epoch. Run the same command with --resume to continue"
+    config = _run_config(chosen, dataset, seed, eval_every, device_info(where, precision), extra)
+    hint = f"{out / 'checkpoint.pt'} holds the last finished epoch. Run the same command with --resume to continue"
     with opened_run(
-        out,
-        identity,
-        config,
-        what="run",
-        result_file="metrics.json",
-        done_check=record_problem,
-        resume=resume,
-        force=force,
-        command=command,
-        warn=warn,
-        on_interrupt=resumable,
+        out, identity, config, RUN_FOLDER, resume=resume, force=force, command=command, warn=warn, on_interrupt=hint
     ) as opened:
         if opened.finished is not None:
             return opened.finished
@@ -149,16 +96,44 @@ def train(
             run_dir=out,
             resume=opened.resuming,
             quiet=quiet,
-            synthetic=synthetic_images,
-            synthetic_ratio=synthetic_ratio or 0.0,
+            synthetic=extra.synthetic,
+            synthetic_ratio=extra.synthetic_ratio,
             eval_every=eval_every,
             device=where,
             precision=precision,
-            bank=bank,
+            bank=extra.bank,
         )
         if result.nonfinite_loss:
-            warn(
-                "the training loss became NaN or infinite (the recipe diverged); the accuracies below "
-                "describe a broken model"
-            )
+            warn(DIVERGED)
         return finish_run(out, result, dataset, chosen)
+
+
+DIVERGED = (
+    "the training loss became NaN or infinite (the recipe diverged); the accuracies below describe a broken model"
+)
+
+
+def _chosen_recipe(recipe: str | None, overrides: dict, teacher, unlabeled, warn: Warn) -> Recipe:
+    """The recipe `train` was asked for: "distill" by default with a teacher, its old name said."""
+    if unlabeled is not None and teacher is None:
+        raise UserError("--unlabeled: needs --teacher RUN, which labels those photos")
+    if teacher is not None and recipe is None:
+        recipe = "distill"
+    if recipe is not None and (note := recipe_alias_note(recipe)):
+        warn(note)
+    return resolve_recipe(recipe, **overrides)
+
+
+def _run_config(chosen: Recipe, dataset, seed: int, eval_every: int, device: dict, extra: Transfer) -> dict:
+    """config.json of a classifier's run (opened_run adds the identity, versions, command and time)."""
+    return {
+        "model": chosen.model,
+        "image_size": chosen.image_size,
+        "classes": dataset.classes,
+        "seed": seed,
+        "recipe": chosen.to_dict(),
+        "data_summary": dataset.summary(),
+        "eval_every": eval_every,
+        "device": device,
+        **({"teacher": extra.teacher_info} if extra.teacher_info else {}),
+    }

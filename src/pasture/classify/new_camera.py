@@ -26,7 +26,7 @@ from pasture.core.errors import UserError
 from pasture.core.imagefile import image_files_in
 from pasture.core.paths import check_output_file, display_name
 from pasture.core.plots import pyplot, save_figure
-from pasture.core.record import record_problem
+from pasture.core.record import RUN_FOLDER
 from pasture.core.runs import atomic_write_text, opened_run, read_checked_json
 from pasture.data import ImageSet
 from pasture.data.layouts import decode_files, files_fingerprint
@@ -172,9 +172,7 @@ def adapt(
         out,
         identity,
         {**config, "adapted": adapted_info},
-        what="run",
-        result_file="metrics.json",
-        done_check=record_problem,
+        RUN_FOLDER,
         force=force,
         command=command,
         warn=warn,

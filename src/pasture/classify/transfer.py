@@ -1,18 +1,21 @@
 """What a run trains on besides its labelled photos: a synthetic set mixed into its batches
 (synthetic_for_run, `train --synthetic`) or a finished run's knowledge as a bank of soft labels
-(teacher_bank_for_run, `train --teacher`), each with what config.json records of it.
+(teacher_bank_for_run, `train --teacher`), each with what config.json records of it; transfer_for_run
+chooses between them as `pasture train` is asked.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from pasture.classify.distill import model_identity, teacher_bank
+from pasture.classify.distill import TeacherBank, model_identity, teacher_bank
 from pasture.classify.recipes import Recipe, check_synthetic_allowed, check_synthetic_ratio, synthetic_share
 from pasture.classify.trained import load_run
 from pasture.core.defaults import DataOptions, Warn
 from pasture.core.errors import UserError
-from pasture.data import class_index_map, decode_files, image_files_in, load_dataset, load_synthetic
+from pasture.core.runs import check_output_folder
+from pasture.data import ImageSet, class_index_map, decode_files, image_files_in, load_dataset, load_synthetic
 
 
 def synthetic_for_run(synthetic, synthetic_ratio, recipe: Recipe, dataset, warn: Warn):
@@ -91,3 +94,54 @@ def teacher_bank_for_run(
         "bank_reused": bank.reused,
     }
     return bank, info
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What a run trains on besides its labelled photos: synthetic images and their share of each batch,
+    or a teacher's bank; with what config.json records of each (None when not used)."""
+
+    synthetic: ImageSet | None = None  # GAN samples
+    synthetic_ratio: float = 0.0
+    synthetic_info: dict | None = None
+    bank: TeacherBank | None = None
+    teacher_info: dict | None = None
+
+    def teacher_identity(self) -> dict:
+        """What of the teacher makes a run another run: nothing without one, so that runs made before
+        distillation keep their identity."""
+        if self.teacher_info is None:
+            return {}
+        return {"teacher": {key: self.teacher_info[key] for key in ("checkpoint", "transfer")}}
+
+
+def transfer_for_run(
+    teacher,
+    unlabeled,
+    synthetic,
+    synthetic_ratio,
+    recipe: Recipe,
+    data,
+    options: DataOptions,
+    dataset,
+    device,
+    out,
+    force: bool,
+    quiet: bool,
+    warn: Warn,
+) -> Transfer:
+    """`train --teacher` (the teacher labels the unlabeled and synthetic photos into its bank) or
+    `train --synthetic` (GAN samples mixed into each batch), each option checked against the other."""
+    if teacher is None:
+        images, ratio, info = synthetic_for_run(synthetic, synthetic_ratio, recipe, dataset, warn)
+        return Transfer(synthetic=images, synthetic_ratio=ratio or 0.0, synthetic_info=info)
+    if synthetic_ratio is not None:
+        raise UserError(
+            "--synthetic-ratio: with --teacher, synthetic images join the teacher's transfer set; drop --synthetic-ratio"
+        )
+    # A folder that is not ours is refused now, not after minutes of teacher outputs.
+    check_output_folder(Path(out), None if force else "config.json", "run")
+    bank, info = teacher_bank_for_run(
+        teacher, unlabeled, synthetic, recipe, data, options, dataset, device, quiet, warn
+    )
+    return Transfer(bank=bank, teacher_info=info)

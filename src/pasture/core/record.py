@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from pasture.core.runs import FolderKind
+
 RECORD_FORMAT = 2  # 1: metrics.json and result.json had different keys (per_class/test_per_class, n_test/n)
 
 
@@ -88,3 +90,6 @@ def record_problem(data: dict) -> str | None:
     except (TypeError, ValueError) as error:
         return str(error)
     return None
+
+
+RUN_FOLDER = FolderKind("run", "metrics.json", record_problem)  # a classifier's run folder, to opened_run

@@ -414,6 +414,16 @@ def open_run_dir(
 
 
 @dataclass(frozen=True)
+class FolderKind:
+    """A kind of run folder to opened_run: what it is called in messages, its result file (written
+    last: the folder is finished when it is there) and how that file is checked."""
+
+    what: str
+    result_file: str
+    done_check: Callable
+
+
+@dataclass(frozen=True)
 class OpenedRun:
     """A run folder held and opened by opened_run: its state ("new", "resume" or "done") and, when done,
     its result file's contents (return them: there is nothing to do)."""
@@ -432,10 +442,8 @@ def opened_run(
     out: str | os.PathLike,
     identity: dict,
     config: dict,
+    kind: FolderKind,
     *,
-    what: str,
-    result_file: str,
-    done_check,
     resume: bool = False,
     force: bool = False,
     command: list[str] | None = None,
@@ -446,14 +454,14 @@ def opened_run(
     on a live folder is refused before it touches anything), then open_run_dir (new, resume or done), then
     the caller's work; Ctrl-C during the work becomes Interrupted, saying `on_interrupt` (how to go on)."""
     folder = Path(out)
-    with locked_folder(folder, what):
+    with locked_folder(folder, kind.what):
         state, finished = open_run_dir(
             folder,
             identity,
             config,
-            what=what,
-            result_file=result_file,
-            done_check=done_check,
+            what=kind.what,
+            result_file=kind.result_file,
+            done_check=kind.done_check,
             resume=resume,
             force=force,
             command=command,

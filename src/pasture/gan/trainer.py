@@ -32,7 +32,7 @@ from pasture.core.device import (
 from pasture.core.errors import UserError
 from pasture.core.loop import Checkpoint, Loop, every, progress, restore_rng_states, rng_states
 from pasture.core.plots import pyplot, save_figure
-from pasture.core.runs import atomic_write_bytes, is_whole_number, load_checkpoint
+from pasture.core.runs import FolderKind, atomic_write_bytes, is_whole_number, load_checkpoint
 from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything
 from pasture.data import ImageSet
 from pasture.gan.diffaugment import diff_augment, parse_policy
@@ -479,6 +479,9 @@ def summary_problem(summary: dict) -> str | None:
     if not is_whole_number(summary.get("units"), 1, 10_000) or not isinstance(summary.get("final"), dict):
         return "is not the summary of a finished GAN"
     return None
+
+
+GAN_FOLDER = FolderKind("GAN", "summary.json", summary_problem)  # a GAN's folder, to opened_run
 
 
 def gan_summary(result: dict, chosen: GanPreset, dataset) -> dict:
