@@ -81,9 +81,15 @@ def labels_csv(labels: object, photos: Path, classes: list[str]) -> str:
 
 
 def improve_routes(state: AppState) -> APIRouter:
-    """Improve: ask which new photos to label, serve them to the page, adapt."""
+    """Improve: ask which new photos to label, serve them to the page, adapt, check."""
     router = APIRouter()
-    runs, jobs, limits = state.runs, state.jobs, state.limits
+    for add in (_ask_routes, _adapt_route, _check_route):
+        add(router, state)
+    return router
+
+
+def _ask_routes(router: APIRouter, state: AppState) -> None:
+    runs, limits = state.runs, state.limits
 
     @router.post("/api/runs/{name}/ask")
     async def ask(name: str, request: Request):
@@ -121,6 +127,10 @@ def improve_routes(state: AppState) -> APIRouter:
             raise NotFound(f"{file}: no such photo")
         return FileResponse(path, media_type=PHOTO_TYPES[path.suffix.lower()])
 
+
+def _adapt_route(router: APIRouter, state: AppState) -> None:
+    runs, jobs, limits = state.runs, state.jobs, state.limits
+
     @router.post("/api/runs/{name}/adapt")
     async def adapt(name: str, request: Request):
         run = finished_run(runs, name)
@@ -149,6 +159,10 @@ def improve_routes(state: AppState) -> APIRouter:
         job = jobs.begin(out.name, work)
         return {"job": job["id"], "run": out.name, "from": name}
 
+
+def _check_route(router: APIRouter, state: AppState) -> None:
+    runs, limits = state.runs, state.limits
+
     @router.post("/api/runs/{name}/check")
     async def check(name: str, request: Request):
         run = finished_run(runs, name)
@@ -164,8 +178,6 @@ def improve_routes(state: AppState) -> APIRouter:
                 raise UserError("drop labelled photos of the new camera on at least one class to check")
             await run_in_threadpool(check_images, photos)
             return await run_in_threadpool(compare_on_photos, [run, adapted], photos, truth)
-
-    return router
 
 
 def _classes(run: Path) -> list[str]:

@@ -16,10 +16,18 @@ def _interval(accuracy: float, ci95: list[float], n: int) -> str:
 
 
 def model_card(config: dict, record: dict) -> str:
-    """The card's Markdown for a run's config.json and its RunRecord (metrics.json) as dicts."""
-    recipe, summary, classes = config["recipe"], config["data_summary"], config["classes"]
+    """The card's Markdown for a run's config.json and its RunRecord (metrics.json) as dicts: its title,
+    then each of SECTIONS in turn (a section with nothing to say gives no lines)."""
+    recipe, classes = config["recipe"], config["classes"]
     lines = [f"# Model card: {' vs '.join(classes)} ({config['model']}, recipe `{recipe['name']}`)", ""]
-    lines += [
+    for section in SECTIONS:
+        lines += section(config, record)
+    return "\n".join(lines)
+
+
+def _purpose(config: dict, record: dict) -> list[str]:
+    classes = config["classes"]
+    return [
         "## What it is for",
         "",
         f"Telling {', '.join(classes[:-1])} and {classes[-1]} apart in photos like the ones it was trained on: "
@@ -28,25 +36,26 @@ def model_card(config: dict, record: dict) -> str:
         "gets one of the classes.",
         "",
     ]
-    lines += ["## Data", "", "| class | training images | test images |", "|---|---|---|"]
-    for name in classes:
+
+
+def _data(config: dict, record: dict) -> list[str]:
+    summary = config["data_summary"]
+    lines = ["## Data", "", "| class | training images | test images |", "|---|---|---|"]
+    for name in config["classes"]:
         test = summary["test_counts"][name] if summary.get("test_counts") else "-"
         lines.append(f"| {name} | {summary['train_counts'][name]} | {test} |")
     skipped = summary.get("skipped") or []
-    lines += [
-        "",
-        f"From `{summary['root']}` ({summary['layout']} layout). "
-        + (
-            f"{len(skipped)} file(s) were skipped: "
-            + "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:10])
-            + (" ..." if len(skipped) > 10 else "")
-            if skipped
-            else "No file was skipped."
-        ),
-        "",
-    ]
-    lines += ["## Recipe", "", recipe_line(config, record), ""]
-    lines += [
+    said = "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+    skipped_text = f"{len(skipped)} file(s) were skipped: {said}" if skipped else "No file was skipped."
+    return [*lines, "", f"From `{summary['root']}` ({summary['layout']} layout). {skipped_text}", ""]
+
+
+def _recipe(config: dict, record: dict) -> list[str]:
+    return ["## Recipe", "", recipe_line(config, record), ""]
+
+
+def _results(config: dict, record: dict) -> list[str]:
+    lines = [
         "## How well it did",
         "",
         f"- Test accuracy: {_interval(record['test_accuracy'], record['test_ci95'], record['n_test'])}.",
@@ -57,46 +66,55 @@ def model_card(config: dict, record: dict) -> str:
     if record.get("diverged"):
         lines.append("- The training loss became NaN or infinite: the figures describe a broken model.")
     low, high = record["test_ci95"]
-    lines += [
+    return [
+        *lines,
         "",
         f"With {record['n_test']} test images, accuracies within about {50 * (high - low):.0f} points of each "
         "other cannot be told apart.",
         "",
     ]
-    if record.get("per_group"):
-        lines += ["## Per photo source (group)", "", "| source | test accuracy | seen in training |", "|---|---|---|"]
-        unseen_groups = set((record.get("unseen") or {}).get("groups", []))
-        for name, row in record["per_group"].items():
-            lines.append(
-                f"| {name} | {_interval(row['accuracy'], row['ci95'], row['n'])} | "
-                f"{'no' if name in unseen_groups else 'yes'} |"
-            )
-        unseen = record.get("unseen")
-        if unseen:
-            lines += [
-                "",
-                f"On sources the model never saw: {_interval(unseen['accuracy'], unseen['ci95'], unseen['n'])}"
-                + (
-                    " — below the interval of the sources it trained on: it learned the sources as well as the classes."
-                    if unseen.get("gap_beyond_intervals")
-                    else "."
-                ),
-            ]
-        lines.append("")
-    lines += adapted_section(config.get("adapted"))
-    familiar = (record.get("notes") or {}).get("familiarity")
-    if familiar:
+
+
+def _per_group(config: dict, record: dict) -> list[str]:
+    if not record.get("per_group"):
+        return []
+    lines = ["## Per photo source (group)", "", "| source | test accuracy | seen in training |", "|---|---|---|"]
+    unseen = record.get("unseen") or {}
+    for name, row in record["per_group"].items():
+        seen = "no" if name in set(unseen.get("groups", [])) else "yes"
+        lines.append(f"| {name} | {_interval(row['accuracy'], row['ci95'], row['n'])} | {seen} |")
+    if unseen:
+        gap = " — below the interval of the sources it trained on: it learned the sources as well as the classes."
         lines += [
-            "## Photos unlike anything it was taught",
             "",
-            f"Each prediction says how familiar the photo is: {familiar['method']}. A photo farther than "
-            f"{familiar['threshold']:.3f} is unfamiliar (`pasture predict --unknown` labels it unknown); that "
-            f"threshold keeps {familiar['kept']:.0%} of the training photos familiar, measured on {familiar['chosen_on']}. "
-            "Photos of other things, and photos from a camera or place it never saw, are flagged alike. "
-            "The ONNX and OpenVINO exports carry the same familiarity (outputs `familiarity` and `distance`).",
-            "",
+            f"On sources the model never saw: {_interval(unseen['accuracy'], unseen['ci95'], unseen['n'])}"
+            + (gap if unseen.get("gap_beyond_intervals") else "."),
         ]
-    lines += [
+    return [*lines, ""]
+
+
+def _adapted(config: dict, record: dict) -> list[str]:
+    return adapted_section(config.get("adapted"))
+
+
+def _familiarity(config: dict, record: dict) -> list[str]:
+    familiar = (record.get("notes") or {}).get("familiarity")
+    if not familiar:
+        return []
+    return [
+        "## Photos unlike anything it was taught",
+        "",
+        f"Each prediction says how familiar the photo is: {familiar['method']}. A photo farther than "
+        f"{familiar['threshold']:.3f} is unfamiliar (`pasture predict --unknown` labels it unknown); that "
+        f"threshold keeps {familiar['kept']:.0%} of the training photos familiar, measured on {familiar['chosen_on']}. "
+        "Photos of other things, and photos from a camera or place it never saw, are flagged alike. "
+        "The ONNX and OpenVINO exports carry the same familiarity (outputs `familiarity` and `distance`).",
+        "",
+    ]
+
+
+def _caveat(config: dict, record: dict) -> list[str]:
+    return [
         "## Where the test figure can mislead",
         "",
         "The test images came from the same folders, and so most likely from the same cameras, places and "
@@ -109,8 +127,11 @@ def model_card(config: dict, record: dict) -> str:
         "`pasture evaluate RUN NEW_PHOTOS/`.",
         "",
     ]
-    command = config.get("command")
-    lines += [
+
+
+def _reproduce(config: dict, record: dict) -> list[str]:
+    command, device = config.get("command"), config.get("device", {})
+    return [
         "## Reproduce",
         "",
         "```",
@@ -118,11 +139,14 @@ def model_card(config: dict, record: dict) -> str:
         "```",
         "",
         f"The same seed and settings give the same numbers on the same machine (trained on "
-        f"{config.get('device', {}).get('name', 'the CPU')}, {config.get('device', {}).get('precision', 'fp32')}; "
+        f"{device.get('name', 'the CPU')}, {device.get('precision', 'fp32')}; "
         f"pasture {config['versions']['pasture']}, torch {config['versions']['torch']}).",
         "",
     ]
-    return "\n".join(lines)
+
+
+# The card's sections in order, each (config, record) -> its Markdown lines.
+SECTIONS = (_purpose, _data, _recipe, _results, _per_group, _adapted, _familiarity, _caveat, _reproduce)
 
 
 def adapted_section(adapted: dict | None) -> list[str]:
