@@ -10,7 +10,8 @@ teachers     the teachers of distillation conditions, stored like GANs, and thei
 run          one run: train and score a RunTask, store it, read stored runs back
 engines      how runs are executed: the Engine protocol, --jobs auto, the local engine, run_tasks
 plan         the plan before a study starts: runs stored and left, GANs to train, the estimate
-report       report.md, report.html, results.csv and results.json from one list of blocks
+documents    blocks rendered as Markdown and self-contained HTML; results.csv
+report       the study's results summarised and compared into blocks; report.md, report.html, results.json
 experiment   the spec and run_experiment: check, plan, run, report
 ray_engine   the same runs as Ray tasks, on this machine or a Ray cluster
 ray_predict  `predict --engine ray`: photos in shards on a Ray cluster, one CSV, resumable

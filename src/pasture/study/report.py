@@ -1,4 +1,5 @@
-"""Experiment reports: report.md, a self-contained report.html, results.csv and results.json.
+"""Experiment reports: the results summarised, compared pair by pair and laid out as blocks, written as
+report.md, a self-contained report.html, results.csv and results.json (study.documents renders them).
 
 Both documents are rendered from one list of blocks (heading, paragraph, table, image), so they never
 disagree. Figures are PNG files in DIR/figures/; the HTML embeds them as data URIs.
@@ -6,17 +7,14 @@ disagree. Figures are PNG files in DIR/figures/; the HTML embeds them as data UR
 
 from __future__ import annotations
 
-import base64
-import csv
 import hashlib
-import html
-import io
 import math
 from pathlib import Path
 
 from pasture.core.plots import plot_confusion, plot_curves, pyplot, save_figure
 from pasture.core.runs import atomic_write_json, atomic_write_text, versions
 from pasture.core.stats import difference_interval_text, mean_interval, paired_comparison, wilson_interval
+from pasture.study.documents import html_document, markdown, results_csv
 
 
 def _pct(value: float) -> str:
@@ -129,6 +127,26 @@ def _figure_accuracy(rows, num_classes: int, path: Path) -> None:
 
 
 def _summary_blocks(spec, layout, data, replicates, rows) -> list:
+    """The study's title, its design, the table of conditions, what its intervals mean, the held-out
+    groups and what each condition is."""
+    blocks: list = [
+        ("h1", spec.title),
+        (
+            "p",
+            f"Data: {data.root}. Design: {_design(spec, layout, replicates)}; every condition runs on the same "
+            f"splits and seeds, and each is compared with {rows[0]['condition']} pair by pair.",
+        ),
+        _conditions_table(spec, rows),
+        *_interval_notes(layout, rows),
+        *_group_blocks(rows),
+    ]
+    described = [[row["condition"], row["description"]] for row in rows if row["description"]]
+    if described:
+        blocks.append(("table", ["condition", "what it is"], described))
+    return blocks
+
+
+def _design(spec, layout, replicates) -> str:
     if layout == "train/test":
         design = f"{len(replicates)} seeds on the fixed train/test split"
     elif replicates[0].group is not None:
@@ -141,14 +159,10 @@ def _summary_blocks(spec, layout, data, replicates, rows) -> list:
             f"{spec.seeds} repeats of stratified {replicates[0].folds}-fold cross-validation "
             f"({len(replicates)} runs per condition)"
         )
-    blocks: list = [
-        ("h1", spec.title),
-        (
-            "p",
-            f"Data: {data.root}. Design: {design}; every condition runs on the same splits and "
-            f"seeds, and each is compared with {rows[0]['condition']} pair by pair.",
-        ),
-    ]
+    return design
+
+
+def _conditions_table(spec, rows) -> tuple:
     headers = [
         "condition",
         "test accuracy (mean +/- std)",
@@ -179,7 +193,11 @@ def _summary_blocks(spec, layout, data, replicates, rows) -> list:
         if spec.report_numbers:
             cells.append(spec.report_numbers.get(row["condition"], "-"))
         table.append(cells)
-    blocks.append(("table", headers, table))
+    return ("table", headers, table)
+
+
+def _interval_notes(layout, rows) -> list:
+    blocks: list = []
     varies = (
         "seed variation only: every run tests on the same split, so it says nothing of how another "
         "split or other photos would score"
@@ -204,37 +222,40 @@ def _summary_blocks(spec, layout, data, replicates, rows) -> list:
                 "such conditions counts one pair, not one per seed.",
             )
         )
-    if rows[0]["per_group"]:
-        groups = list(rows[0]["per_group"])
-        blocks.append(("h2", "On groups the model never saw (each held out in turn)"))
-        blocks.append(
-            (
-                "table",
-                ["condition", f"balanced accuracy, mean over the {len(groups)} groups (95% CI over groups)", *groups],
+    return blocks
+
+
+def _group_blocks(rows) -> list:
+    blocks: list = []
+    if not rows[0]["per_group"]:
+        return blocks
+    groups = list(rows[0]["per_group"])
+    blocks.append(("h2", "On groups the model never saw (each held out in turn)"))
+    blocks.append(
+        (
+            "table",
+            ["condition", f"balanced accuracy, mean over the {len(groups)} groups (95% CI over groups)", *groups],
+            [
                 [
-                    [
-                        row["condition"],
-                        f"{_pct(row['balanced_over_groups']['mean'])} ({_pct(row['balanced_over_groups']['ci95'][0])}"
-                        f"-{_pct(row['balanced_over_groups']['ci95'][1])}, n={len(groups)} groups)",
-                        *[_pct(row["per_group"][group]["mean"]) for group in groups],
-                    ]
-                    for row in rows
-                ],
-            )
+                    row["condition"],
+                    f"{_pct(row['balanced_over_groups']['mean'])} ({_pct(row['balanced_over_groups']['ci95'][0])}"
+                    f"-{_pct(row['balanced_over_groups']['ci95'][1])}, n={len(groups)} groups)",
+                    *[_pct(row["per_group"][group]["mean"]) for group in groups],
+                ]
+                for row in rows
+            ],
         )
-        blocks.append(
-            (
-                "p",
-                "Each group's column is the accuracy on that group's photos when the model was trained "
-                "without any of them (mean over seeds): the figure that says how a model does on photos "
-                "from a new source. A group holding one class only measures that class. The interval is "
-                "over groups, not runs: seeds of one group are not independent new sources, and the "
-                "paired comparisons below pair group means for the same reason.",
-            )
+    )
+    blocks.append(
+        (
+            "p",
+            "Each group's column is the accuracy on that group's photos when the model was trained "
+            "without any of them (mean over seeds): the figure that says how a model does on photos "
+            "from a new source. A group holding one class only measures that class. The interval is "
+            "over groups, not runs: seeds of one group are not independent new sources, and the "
+            "paired comparisons below pair group means for the same reason.",
         )
-    described = [[row["condition"], row["description"]] for row in rows if row["description"]]
-    if described:
-        blocks.append(("table", ["condition", "what it is"], described))
+    )
     return blocks
 
 
@@ -374,98 +395,6 @@ def _blocks(spec, layout, data, replicates, rows, comparisons, results, figures:
     ]
 
 
-def _markdown(blocks, out: Path) -> str:
-    lines = []
-    for block in blocks:
-        kind = block[0]
-        if kind in ("h1", "h2", "h3"):
-            lines += ["#" * int(kind[1]) + " " + block[1], ""]
-        elif kind == "p":
-            lines += [block[1], ""]
-        elif kind == "code":
-            lines += ["```", block[1], "```", ""]
-        elif kind == "table":
-            headers, body = block[1], block[2]
-            lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-            lines += ["| " + " | ".join(cells) + " |" for cells in body] + [""]
-        elif kind == "img":
-            try:
-                target = block[1].relative_to(out)
-            except ValueError:
-                target = block[1]
-            lines += [f"![{block[2]}]({target})", ""]
-    return "\n".join(lines)
-
-
-def _html(blocks, title: str) -> str:
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}"
-        "img{max-width:100%}code,pre{background:#f4f4f4;padding:4px}</style></head><body>",
-    ]
-    for block in blocks:
-        kind = block[0]
-        if kind in ("h1", "h2", "h3"):
-            parts.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{html.escape(block[1])}</p>")
-        elif kind == "code":
-            parts.append(f"<pre>{html.escape(block[1])}</pre>")
-        elif kind == "table":
-            head = "".join(f"<th>{html.escape(cell)}</th>" for cell in block[1])
-            body = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in block[2]
-            )
-            parts.append(f"<table><tr>{head}</tr>{body}</table>")
-        elif kind == "img":
-            data = base64.b64encode(Path(block[1]).read_bytes()).decode()
-            parts.append(
-                f"<figure><img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'>"
-                f"<figcaption>{html.escape(block[2])}</figcaption></figure>"
-            )
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def _csv(results) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(
-        [
-            "condition",
-            "replicate",
-            "seed",
-            "repeat",
-            "fold",
-            "test_accuracy",
-            "correct",
-            "n",
-            "train_accuracy",
-            "n_synthetic",
-            "seconds",
-        ]
-    )
-    for row in results:
-        replicate, record = row["replicate"], row["record"]
-        writer.writerow(
-            [
-                row["condition"],
-                replicate["index"],
-                replicate["seed"],
-                replicate["repeat"],
-                "" if replicate["fold"] is None else replicate["fold"],
-                f"{record['test_accuracy']:.6f}",
-                record["test_correct"],
-                record["n_test"],
-                f"{record['train_accuracy']:.6f}",
-                row["n_synthetic"],
-                f"{row['seconds']:.2f}",
-            ]
-        )
-    return buffer.getvalue()
-
-
 def write_report(spec, layout, data, replicates, results, ran: int, seconds: float) -> dict:
     """Write DIR/report.md, report.html, results.csv, results.json; return the results dict."""
     out = Path(spec.out)
@@ -473,9 +402,9 @@ def write_report(spec, layout, data, replicates, results, ran: int, seconds: flo
     figures.mkdir(exist_ok=True)
     rows, comparisons = summarise(spec.conditions, replicates, results)
     blocks = _blocks(spec, layout, data, replicates, rows, comparisons, results, figures, seconds, ran)
-    atomic_write_text(out / "report.md", _markdown(blocks, out))
-    atomic_write_text(out / "report.html", _html(blocks, spec.title))
-    atomic_write_text(out / "results.csv", _csv(results))
+    atomic_write_text(out / "report.md", markdown(blocks, out))
+    atomic_write_text(out / "report.html", html_document(blocks, spec.title))
+    atomic_write_text(out / "results.csv", results_csv(results))
     summary = {
         "title": spec.title,
         "data": data.root,
