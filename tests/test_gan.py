@@ -10,7 +10,7 @@ import torch
 from conftest import gan_trained_whole_and_resumed
 
 from pasture import api
-from pasture.classify.fit import mix_in_synthetic
+from pasture.classify.steps import mix_in_synthetic
 from pasture.cli import main
 from pasture.core.errors import UserError
 from pasture.core.runs import load_checkpoint

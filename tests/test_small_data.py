@@ -8,8 +8,9 @@ from torch import nn
 from pasture import api
 from pasture.classify.augment import augment_batch, get_augment, mix_batch, trivial_augment
 from pasture.classify.evaluate import predict_probabilities, tta_views
-from pasture.classify.fit import make_optimizer, train_classifier
+from pasture.classify.fit import train_classifier
 from pasture.classify.recipes import get_recipe, with_overrides
+from pasture.classify.steps import make_optimizer
 from pasture.core.runs import load_checkpoint
 from pasture.data import load_dataset
 from pasture.models import Ensemble, WeightEMA, create_model

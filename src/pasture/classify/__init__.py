@@ -2,6 +2,7 @@
 
     recipes      presets as data, resolve_recipe, the learning-rate schedule (torch-free)
     augment      batched augmentation presets, MixUp/CutMix
+    steps        a training step's parts: the optimiser of a recipe, train mode, synthetic images mixed in
     fit          the training loop: members, EMA, synthetic mixing, checkpoints and resume
     features     a frozen backbone's features per image, cached on disk (probe, LP-FT, adapt, doctor)
     logistic     the probe's head: logistic regression solved to convergence, C chosen on held-out folds

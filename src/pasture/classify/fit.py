@@ -32,6 +32,7 @@ from pasture.classify.evaluate import evaluate_model, to_float
 from pasture.classify.probe import init_head_from_probe, train_probe
 from pasture.classify.recipes import Recipe, apply_schedule, class_weights, lr_factor
 from pasture.classify.selfsup import pretrain
+from pasture.classify.steps import make_optimizer, mix_in_synthetic, set_train_mode
 from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, TrainResult, build_members
 from pasture.core.device import (
     autocast,
@@ -44,78 +45,7 @@ from pasture.core.loop import Checkpoint, Loop, progress, restore_rng_states, rn
 from pasture.core.runs import load_checkpoint
 from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything, stop_point
 from pasture.data import Dataset, ImageSet
-from pasture.models import WeightEMA, create_model, timm_net
-
-
-def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The classifier layer's parameters (timm's get_classifier(), else the last Linear layer)."""
-    net = getattr(model, "net", model)
-    if hasattr(net, "get_classifier"):
-        return list(timm_net(model).get_classifier().parameters())
-    linears = [module for module in net.modules() if isinstance(module, nn.Linear)]
-    return list(linears[-1].parameters()) if linears else []
-
-
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """One parameter group, or two when fine-tuning: backbone at lr x backbone_lr_scale, head at lr.
-    Each group carries its "lr_scale"; the schedule multiplies it in at every step."""
-    head = head_parameters(model) if recipe.pretrained == "finetune" else []
-    head_ids = {id(parameter) for parameter in head}
-    groups = [
-        {
-            "params": [p for p in model.parameters() if id(p) not in head_ids],
-            "lr_scale": recipe.backbone_lr_scale if head else 1.0,
-        }
-    ]
-    if head:
-        groups.append({"params": head, "lr_scale": 1.0})
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups,
-            lr=recipe.lr,
-            momentum=recipe.momentum,
-            nesterov=recipe.nesterov and recipe.momentum > 0,
-            weight_decay=recipe.weight_decay,
-        )
-    # fused: one kernel per step instead of a Python loop over parameters (same update rule); the
-    # single-tensor default spent a fifth of paper-cnn's training time in the optimiser.
-    return torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True)
-
-
-def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
-    model.train()
-    if freeze_bn:  # BN statistics of 16 images are noise; keep the pretrained ones
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-
-
-def mix_in_synthetic(
-    images_uint8: torch.Tensor,
-    labels: torch.Tensor,
-    synthetic: ImageSet | None,
-    ratio: float,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Replace each batch slot by a random synthetic image with probability `ratio`.
-
-    Returns (images, labels, mask of synthetic slots). The expected synthetic share of a batch is
-    `ratio`; real images left out of one batch come back in the next epoch's order.
-    """
-    mask = torch.zeros(labels.shape[0], dtype=torch.bool)
-    if synthetic is None or ratio <= 0 or len(synthetic) == 0:
-        return images_uint8, labels, mask
-    mask = torch.rand(labels.shape[0], generator=generator) < ratio
-    count = int(mask.sum())
-    if count:
-        pick = torch.randint(len(synthetic), (count,), generator=generator)
-        images_uint8, labels = images_uint8.clone(), labels.clone()
-        slots = (
-            mask.nonzero().flatten().to(images_uint8.device)
-        )  # drawn on the CPU (seeded), applied where the batch is
-        images_uint8[slots] = synthetic.images[pick].to(images_uint8.device)
-        labels[slots] = synthetic.labels[pick].to(labels.device)
-    return images_uint8, labels, mask
+from pasture.models import WeightEMA, create_model
 
 
 @dataclass
@@ -134,6 +64,21 @@ class _Context:
     checkpoint: Checkpoint  # writes nothing without a run folder
     bar: object
     bank: TeacherBank | None = None  # distillation: train on the teacher's views and outputs instead
+
+
+def _context(dataset, recipe, device, precision, synthetic, synthetic_ratio, eval_every, checkpoint, bar, bank):
+    """The run's shared context: the training photos (or, distilling, the teacher bank's views and its
+    top classes as labels) placed where batches are cut from."""
+    if bank is None:
+        images, labels = _place_images(dataset.train.images, device), dataset.train.labels.to(device)
+        return _Context(
+            dataset, recipe, device, precision, images, labels, synthetic, synthetic_ratio, eval_every, checkpoint, bar
+        )
+    on_device = TeacherBank(bank.views, bank.teacher_log_probs.to(device), bank.label_targets.to(device))
+    images, labels = _place_images(bank.views, device), bank.teacher_log_probs.argmax(1).to(device)
+    return _Context(
+        dataset, recipe, device, precision, images, labels, None, 0.0, eval_every, checkpoint, bar, bank=on_device
+    )
 
 
 def _place_images(images_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -198,35 +143,9 @@ def train_classifier(
     checkpoint = Checkpoint(
         checkpoint_path, CHECKPOINT_FORMAT, parts="members", log="history", log_file="history.jsonl"
     )
-    if bank is not None:
-        context = _Context(
-            dataset,
-            recipe,
-            device,
-            precision,
-            _place_images(bank.views, device),
-            bank.teacher_log_probs.argmax(1).to(device),
-            None,
-            0.0,
-            eval_every,
-            checkpoint,
-            bar,
-            bank=TeacherBank(bank.views, bank.teacher_log_probs.to(device), bank.label_targets.to(device)),
-        )
-    else:
-        context = _Context(
-            dataset,
-            recipe,
-            device,
-            precision,
-            _place_images(dataset.train.images, device),
-            dataset.train.labels.to(device),
-            synthetic,
-            synthetic_ratio,
-            eval_every,
-            checkpoint,
-            bar,
-        )
+    context = _context(
+        dataset, recipe, device, precision, synthetic, synthetic_ratio, eval_every, checkpoint, bar, bank
+    )
     nonfinite = False
     try:
         for member in range(len(finished), recipe.ensemble):

@@ -75,23 +75,55 @@ def train_probe(
     cache, features = _probe_features(backbone, dataset, recipe)
     labels = dataset.train.labels
     test_features = cache.features(backbone, dataset.test.images) if dataset.test is not None else None
-    test_labels = dataset.test.labels if dataset.test is not None else None
-    extra = None
-    if synthetic is not None and len(synthetic) and synthetic_ratio > 0:
-        # each synthetic row weighs ratio/(1 - ratio) x n_real / n_synthetic: together, `ratio` of the total
-        per_row = synthetic_ratio / (1 - synthetic_ratio) * len(labels) / len(synthetic)
-        extra = (
-            cache.features(backbone, synthetic.images),
-            synthetic.labels,
-            torch.full((len(synthetic),), per_row),
+    extra = _synthetic_rows(cache, backbone, synthetic, synthetic_ratio, len(labels))
+    fitted = _fit_members(backbone, features, labels, dataset, recipe, seed, test_features, extra, quiet)
+    member_states, history, choice, train_scored, test_scored = fitted
+    familiarity = _familiarity_bank(dataset, features, seed, extra if familiar_extra else None, synthetic)
+    if run_dir is not None:
+        atomic_torch_save(
+            {"format": CHECKPOINT_FORMAT, "members": member_states, "history": history}, Path(run_dir) / "checkpoint.pt"
         )
+        write_jsonl(Path(run_dir) / "history.jsonl", history)
+        familiarity.save(run_dir)
+    # The head on the cached features gives the probabilities the whole model would (an ensemble's are
+    # the mean over members, as Ensemble averages them); with TTA the model must see the shifted views.
+    from_features = not recipe.tta
+    return TrainResult(
+        model=build_members(recipe, len(dataset.classes), member_states, device),
+        history=history,
+        seconds=time.perf_counter() - started,
+        notes={
+            "features_computed": cache.computed,
+            "features_reused": cache.reused,
+            "head": choice,
+            "familiarity": familiarity.summary(),
+        },
+        train_probabilities=torch.stack(train_scored).mean(0) if from_features else None,
+        test_probabilities=torch.stack(test_scored).mean(0) if from_features and test_scored else None,
+    )
+
+
+def _synthetic_rows(cache: FeatureCache, backbone, synthetic: ImageSet | None, ratio: float, n_real: int):
+    """(features, labels, row weights) of the synthetic images, or None: each synthetic row weighs
+    ratio/(1 - ratio) x n_real / n_synthetic, so that together they carry `ratio` of the total."""
+    if synthetic is None or not len(synthetic) or ratio <= 0:
+        return None
+    per_row = ratio / (1 - ratio) * n_real / len(synthetic)
+    return cache.features(backbone, synthetic.images), synthetic.labels, torch.full((len(synthetic),), per_row)
+
+
+def _fit_members(backbone, features, labels, dataset: Dataset, recipe: Recipe, seed: int, test_features, extra, quiet):
+    """Each ensemble member's head (on a seeded bootstrap resample when there are several, with the C
+    the first one chose): (member state dicts, history, the choice of C, each member's probabilities on
+    the training photos and on the test photos)."""
     bar = progress_bar(recipe.ensemble, 0, quiet, desc="probe head")
     history: list[dict] = []
     member_states = []
     choice: dict = {}
     groups = dataset.train.groups
-    train_scored: list[torch.Tensor] = []  # each member's probabilities on the training photos
-    test_scored: list[torch.Tensor] = []  # and on the test photos, when there are test features
+    test_labels = dataset.test.labels if dataset.test is not None else None
+    train_scored: list[torch.Tensor] = []
+    test_scored: list[torch.Tensor] = []
     try:
         for member in range(recipe.ensemble):
             rows = torch.arange(len(labels))
@@ -127,36 +159,19 @@ def train_probe(
             bar.update(1)
     finally:
         bar.close()
-    # The training photos' features, kept to say how familiar a new photo is (classify.familiarity): the
-    # real photos only, never GAN samples (an adapted run's new-camera photos are real: they join).
-    bank_features, bank_labels, bank_images = features, labels, dataset.train.images
+    return member_states, history, choice, train_scored, test_scored
+
+
+def _familiarity_bank(dataset: Dataset, features, seed: int, new_photos, synthetic: ImageSet | None) -> Familiarity:
+    """The training photos' features, kept to say how familiar a new photo is (classify.familiarity): the
+    real photos only, never GAN samples; `new_photos` (an adapted run's new camera, real photos, as
+    _synthetic_rows made them) join them."""
+    bank_features, bank_labels, bank_images = features, dataset.train.labels, dataset.train.images
     bank_files = [str(Path(name).resolve()) for name in dataset.train.files]
     groups = dataset.train.groups
-    if familiar_extra and extra is not None and synthetic is not None:  # an adapted run knows its new camera
-        bank_features, bank_labels = torch.cat([features, extra[0]]), torch.cat([labels, extra[1]])
+    if new_photos is not None and synthetic is not None:
+        bank_features, bank_labels = torch.cat([features, new_photos[0]]), torch.cat([bank_labels, new_photos[1]])
         bank_images = torch.cat([dataset.train.images, synthetic.images])
         bank_files += [str(Path(name).resolve()) for name in synthetic.files]
         groups = groups + ["new photos"] * len(synthetic) if groups is not None else None
-    familiarity = Familiarity.fit(bank_features, bank_labels, seed, bank_files, bank_images, groups=groups)
-    if run_dir is not None:
-        atomic_torch_save(
-            {"format": CHECKPOINT_FORMAT, "members": member_states, "history": history}, Path(run_dir) / "checkpoint.pt"
-        )
-        write_jsonl(Path(run_dir) / "history.jsonl", history)
-        familiarity.save(run_dir)
-    # The head on the cached features gives the probabilities the whole model would (an ensemble's are
-    # the mean over members, as Ensemble averages them); with TTA the model must see the shifted views.
-    from_features = not recipe.tta
-    return TrainResult(
-        model=build_members(recipe, len(dataset.classes), member_states, device),
-        history=history,
-        seconds=time.perf_counter() - started,
-        notes={
-            "features_computed": cache.computed,
-            "features_reused": cache.reused,
-            "head": choice,
-            "familiarity": familiarity.summary(),
-        },
-        train_probabilities=torch.stack(train_scored).mean(0) if from_features else None,
-        test_probabilities=torch.stack(test_scored).mean(0) if from_features and test_scored else None,
-    )
+    return Familiarity.fit(bank_features, bank_labels, seed, bank_files, bank_images, groups=groups)
