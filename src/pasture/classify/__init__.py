@@ -1,5 +1,6 @@
 """Classifiers: recipes -> a trained model -> one scored run record -> what users do with it.
 
+    recipe_fields  Recipe: a recipe's fields with their help and bounds (torch-free)
     recipes      presets as data, resolve_recipe, the learning-rate schedule (torch-free)
     augment      batched augmentation presets, MixUp/CutMix
     steps        a training step's parts: the optimiser of a recipe, train mode, synthetic images mixed in

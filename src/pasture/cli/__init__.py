@@ -6,7 +6,8 @@ torch is imported only when a command runs, so `pasture --help` starts fast.
 
 Each command family is a module that adds its commands, each handler beside its parser (FAMILIES):
 data         doctor
-runs         train, evaluate, predict, explain, export, recipes
+runs         train, explain, export, recipes (and evaluate, predict from scoring, in that order)
+scoring      evaluate, predict
 camera       adapt, ask: a run fitted to a new camera's photos
 gan          gan train, gan sample, gan score
 studies      experiment, demo, tune

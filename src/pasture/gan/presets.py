@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from pasture.classify.recipes import PRECISIONS
+from pasture.classify.recipe_fields import PRECISIONS
 from pasture.core.defaults import MAX_IMAGE_SIZE, setting
 from pasture.core.errors import UserError
 
