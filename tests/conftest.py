@@ -138,7 +138,7 @@ def gan_trained_whole_and_resumed(data, tmp_path, monkeypatch, settings: dict, i
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from pasture.core.runs import folder_lock
+from pasture.core.locks import folder_lock
 with folder_lock(Path(sys.argv[1]), "test"):
     print("held", flush=True)
     sys.stdin.readline()  # until the test says so (or closes stdin)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pasture.cli import main
-from pasture.core.runs import folder_lock, lock_holder
+from pasture.core.locks import folder_lock, lock_holder
 
 TRAIN = ["--recipe", "scratch", "--image-size", "16", "--batch-size", "8"]
 QUICK = "recipe=default,epochs=2,image_size=16,batch_size=8"
@@ -133,7 +133,7 @@ LOCK_RACE = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     from pasture.core.errors import FolderBusy
-    from pasture.core.runs import folder_lock
+    from pasture.core.locks import folder_lock
 
     folder, rounds = Path(sys.argv[1]), int(sys.argv[2])
     inside = folder / "inside"
@@ -181,7 +181,7 @@ def test_a_lock_whose_process_died_is_free_and_names_nobody(tmp_path):
             textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from pasture.core.runs import folder_lock
+        from pasture.core.locks import folder_lock
         with folder_lock(Path({str(tmp_path)!r}), "test"):
             print("held", flush=True)
             time.sleep(60)

@@ -24,8 +24,9 @@ from typing import Any
 
 from pasture import api
 from pasture.core.errors import Interrupted, UserError
+from pasture.core.locks import folder_lock
 from pasture.core.processes import process_alive
-from pasture.core.runs import atomic_write_json, folder_lock, read_json
+from pasture.core.runs import atomic_write_json, read_json
 from pasture.core.runtime import StopRequested, stoppable
 
 DATA_PREFIX = ".data-"  # + run name: the photos a run trains on, kept until it finishes

@@ -21,9 +21,10 @@ from pasture.classify.calibration import plot_reliability
 from pasture.classify.evaluate import predict_probabilities, score_run, test_probabilities, to_float
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
+from pasture.core.locks import folder_lock
 from pasture.core.paths import display_name
 from pasture.core.plots import plot_confusion, pyplot, save_figure
-from pasture.core.runs import atomic_write_bytes, atomic_write_json, check_writable, folder_lock
+from pasture.core.runs import atomic_write_bytes, atomic_write_json, check_writable
 from pasture.models import Ensemble
 
 

@@ -6,7 +6,8 @@ extras     optional libraries, imported only when a feature needs them, with one
 paths      names from outside turned into paths and printable text, safely
 imagefile  image files -> uint8 arrays (the one decoding rule; torch-free)
 processes  whether a process is alive (whose leftovers a folder holds)
-runs       run folders: atomic writes, checkpoints, folder locks, the "is this folder ours" guard
+locks      folder locks: one writer at a time (flock), shared readers, a folder made and locked
+runs       run folders: atomic writes, checkpoints, the "is this folder ours" guard, a run folder's life
 store      things built once and shared by every process that needs them (under the folder's lock)
 cache      the one content-keyed disk cache (decoded images, probe features, distillation banks)
 record     RunRecord: what one finished run scored (metrics.json and experiment results alike)

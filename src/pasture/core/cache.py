@@ -100,7 +100,7 @@ class ContentCache:
             self.write(key, to_stored(value))
             return value
 
-        if shared:  # the lock is a folder of its own per entry: core.runs.folder_lock locks folders
+        if shared:  # the lock is a folder of its own per entry: core.locks.folder_lock locks folders
             return build_once(self.folder / "locks" / key, read, build_and_store, self.what)
         found = read()
         return found if found is not None else build_and_store()

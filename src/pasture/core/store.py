@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pasture.core.errors import FolderBusy, UserError
-from pasture.core.runs import folder_lock
+from pasture.core.locks import folder_lock
 
 T = TypeVar("T")
 POLL_SECONDS = 0.5

@@ -16,7 +16,8 @@ import torch
 from pasture.classify.familiarity import strangers_in_class
 from pasture.core.defaults import DataOptions, Warn, warn_to_stderr
 from pasture.core.errors import UserError
-from pasture.core.runs import atomic_write_json, atomic_write_text, check_output_folder, check_writable, folder_lock
+from pasture.core.locks import folder_lock
+from pasture.core.runs import atomic_write_json, atomic_write_text, check_output_folder, check_writable
 from pasture.core.runtime import progress_bar
 from pasture.data import ImageSet, load_dataset
 from pasture.doctor.checks import DUPLICATE_DISTANCE, group_check, near_duplicates, perceptual_hashes, shortcut_probe

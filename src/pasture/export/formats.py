@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
+from pasture.core.locks import folder_lock
 from pasture.core.paths import check_outside
-from pasture.core.runs import folder_lock
 from pasture.export.coreml_export import export_coreml
 from pasture.export.int8 import export_onnx_int8
 from pasture.export.onnx_export import export_onnx

@@ -25,12 +25,12 @@ from pasture.classify.recipes import check_synthetic_allowed, resolve_recipe
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE
 from pasture.core.device import resolve_device
 from pasture.core.errors import UserError
+from pasture.core.locks import locked_folder
 from pasture.core.runs import (
     RUN_FILES,
     atomic_write_json,
     check_output_folder,
     check_writable,
-    locked_folder,
     remove_orphan_temp_files,
     versions,
 )

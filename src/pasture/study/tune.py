@@ -31,7 +31,8 @@ from pasture.classify.recipes import Recipe, recipe_file_text, resolve_recipe
 from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_TEST_FRACTION, option_fields
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
-from pasture.core.runs import atomic_write_json, atomic_write_text, locked_folder, read_option_json, versions
+from pasture.core.locks import locked_folder
+from pasture.core.runs import atomic_write_json, atomic_write_text, read_option_json, versions
 from pasture.data import load_dataset
 from pasture.study.conditions import Condition, recipe_and_overrides
 from pasture.study.design import kfold_replicates, study_tasks
