@@ -19,7 +19,8 @@ from pasture.data import ImageSet, load_dataset
 from pasture.gan.diffaugment import POLICIES, diff_augment
 from pasture.gan.nets import Discriminator, Generator
 from pasture.gan.presets import GanPreset
-from pasture.gan.trainer import generate, train_gan
+from pasture.gan.sampling import generate
+from pasture.gan.trainer import train_gan
 
 TINY = dict(image_size=16, nz=8, ngf=4, ndf=4, batch_size=8, quiet=True)
 

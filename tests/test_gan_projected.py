@@ -12,7 +12,8 @@ from pasture.core.runs import load_checkpoint
 from pasture.gan.kid import kernel_distance
 from pasture.gan.presets import get_gan_preset
 from pasture.gan.projected import FrozenFeatures, LiteGenerator, ProjectedDiscriminator
-from pasture.gan.trainer import GanUnit, generate
+from pasture.gan.sampling import generate
+from pasture.gan.trainer import GanUnit
 
 # The projected preset, small: 16 px images, read by the frozen network at 64 px.
 TINY = dict(image_size=16, nz=8, ngf=4, ndf=4, batch_size=4, feature_size=64, quiet=True)

@@ -30,8 +30,9 @@ from pasture.data import (
     load_synthetic,
 )
 from pasture.gan.presets import GanPreset, get_gan_preset
+from pasture.gan.summary import GAN_FOLDER, gan_summary
 from pasture.gan.synth import SCORING_RECIPE, sample_images, score_synthetic, write_class_grids, write_synthetic
-from pasture.gan.trainer import GAN_FOLDER, gan_summary, train_gan, validate_gan_preset
+from pasture.gan.trainer import train_gan, validate_gan_preset
 
 
 def gan_train(

@@ -33,7 +33,7 @@ from pasture.classify.probe import init_head_from_probe, train_probe
 from pasture.classify.recipes import Recipe, apply_schedule, class_weights, lr_factor
 from pasture.classify.selfsup import pretrain
 from pasture.classify.steps import make_optimizer, mix_in_synthetic, set_train_mode
-from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, TrainResult, build_members
+from pasture.classify.trained import MEMBER_SEED_STRIDE, TrainResult, build_members, member_checkpoint
 from pasture.core.device import (
     autocast,
     effective_precision,
@@ -42,7 +42,6 @@ from pasture.core.device import (
 )
 from pasture.core.errors import UserError
 from pasture.core.loop import Checkpoint, Loop, progress, restore_rng_states, rng_states
-from pasture.core.runs import load_checkpoint
 from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything, stop_point
 from pasture.data import Dataset, ImageSet
 from pasture.models import WeightEMA, create_model
@@ -132,17 +131,11 @@ def train_classifier(
             synthetic_ratio=synthetic_ratio,
         )
     keep_freed_memory()  # see pasture.core.runtime: same numbers, far fewer page faults per step
-    checkpoint_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
-    state = load_checkpoint(checkpoint_path) if resume and checkpoint_path is not None else None
-    finished: list[dict] = list(state["members"]) if state else []
-    history: list[dict] = list(state["history"]) if state else []
-    in_progress = state if state and "epoch" in state else None  # a member interrupted mid-way
+    checkpoint = member_checkpoint(run_dir)
+    resumed = checkpoint.load(resume, "epoch")
+    finished, history, in_progress = resumed.finished, resumed.log, resumed.in_progress
     started = time.perf_counter()
-    done_epochs = len(finished) * recipe.epochs + (int(in_progress["epoch"]) if in_progress else 0)
-    bar = progress_bar(recipe.epochs * recipe.ensemble, done_epochs, quiet)
-    checkpoint = Checkpoint(
-        checkpoint_path, CHECKPOINT_FORMAT, parts="members", log="history", log_file="history.jsonl"
-    )
+    bar = progress_bar(recipe.epochs * recipe.ensemble, resumed.steps_done(recipe.epochs), quiet)
     context = _context(
         dataset, recipe, device, precision, synthetic, synthetic_ratio, eval_every, checkpoint, bar, bank
     )

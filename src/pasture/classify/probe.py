@@ -15,8 +15,7 @@ from pasture.classify.familiarity import Familiarity
 from pasture.classify.features import FeatureCache, feature_cache
 from pasture.classify.logistic import fit_linear_head
 from pasture.classify.recipes import Recipe, with_overrides
-from pasture.classify.trained import CHECKPOINT_FORMAT, MEMBER_SEED_STRIDE, TrainResult, build_members
-from pasture.core.runs import atomic_torch_save, write_jsonl
+from pasture.classify.trained import MEMBER_SEED_STRIDE, TrainResult, build_members, member_checkpoint
 from pasture.core.runtime import progress_bar, seed_everything
 from pasture.data import Dataset, ImageSet
 from pasture.models import Classifier, create_model, timm_net
@@ -79,11 +78,8 @@ def train_probe(
     fitted = _fit_members(backbone, features, labels, dataset, recipe, seed, test_features, extra, quiet)
     member_states, history, choice, train_scored, test_scored = fitted
     familiarity = _familiarity_bank(dataset, features, seed, extra if familiar_extra else None, synthetic)
+    member_checkpoint(run_dir).save(member_states, history)  # the one checkpoint format of classify.fit
     if run_dir is not None:
-        atomic_torch_save(
-            {"format": CHECKPOINT_FORMAT, "members": member_states, "history": history}, Path(run_dir) / "checkpoint.pt"
-        )
-        write_jsonl(Path(run_dir) / "history.jsonl", history)
         familiarity.save(run_dir)
     # The head on the cached features gives the probabilities the whole model would (an ensemble's are
     # the mean over members, as Ensemble averages them); with TTA the model must see the shifted views.

@@ -17,6 +17,7 @@ from pasture.classify.predictions import prediction_rows, write_predictions_csv
 from pasture.classify.recipes import Recipe, validate_recipe
 from pasture.core.defaults import DataOptions
 from pasture.core.errors import UserError
+from pasture.core.loop import Checkpoint
 from pasture.core.paths import class_names_problem
 from pasture.core.runs import is_whole_number, load_checkpoint, read_checked_json, stored_settings
 from pasture.data import load_dataset
@@ -26,6 +27,13 @@ from pasture.models import Ensemble, create_model, list_models, timm_net
 
 MEMBER_SEED_STRIDE = 1000  # member i of an ensemble trains with seed + 1000 * i
 CHECKPOINT_FORMAT = 1
+
+
+def member_checkpoint(run_dir: str | os.PathLike | None) -> Checkpoint:
+    """A classifier run's checkpoint.pt (its ensemble members, the history; history.jsonl beside it):
+    one format for the training loop and the probe; writes nothing without a run folder."""
+    path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
+    return Checkpoint(path, CHECKPOINT_FORMAT, parts="members", log="history", log_file="history.jsonl")
 
 
 @dataclass

@@ -17,12 +17,13 @@ per member, seconds, nothing to resume) and keeps its plain loop over members.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pasture.core.device import device_rng_state, set_device_rng_state
-from pasture.core.runs import atomic_torch_save, write_jsonl
+from pasture.core.runs import atomic_torch_save, load_checkpoint, write_jsonl
 from pasture.core.runtime import stop_point
 
 Step = Callable[[int], dict]  # step number -> the step's log row
@@ -85,6 +86,21 @@ def restore_rng_states(state: dict, generator: torch.Generator, device: torch.de
     set_device_rng_state(device, state.get("rng_device"))
 
 
+@dataclass
+class Resumed:
+    """A loop over parts as its checkpoint left it (Checkpoint.load)."""
+
+    finished: list[dict]  # the parts trained to the end
+    log: list[dict]  # every row logged so far
+    in_progress: dict | None  # the state of the part interrupted mid-way, or None
+    state: dict  # everything the checkpoint held (a GAN's diversity checks, ...)
+    position: str  # the key of the step a part reached ("epoch", "iteration")
+
+    def steps_done(self, steps_per_part: int) -> int:
+        """Steps already taken: every finished part's, and the interrupted part's."""
+        return len(self.finished) * steps_per_part + (int(self.in_progress[self.position]) if self.in_progress else 0)
+
+
 class Checkpoint:
     """The checkpoint of a loop over parts (ensemble members, GAN units) trained one after another:
     `path` holds {"format", <parts>: the finished parts, <log>: every row so far, and, mid-part, the
@@ -93,6 +109,16 @@ class Checkpoint:
 
     def __init__(self, path: Path | None, format: int, parts: str, log: str, log_file: str):
         self.path, self.format, self.parts, self.log, self.log_file = path, format, parts, log, log_file
+
+    def load(self, resume: bool, position: str) -> Resumed:
+        """Where a resumed loop starts, in one place for ensemble members, GAN units and the probe: the
+        parts finished, the log so far, and the part interrupted mid-way (its state holds `position`, the
+        step it reached), or a fresh start when not resuming or there is no file to resume."""
+        state = load_checkpoint(self.path) if resume and self.path is not None else None
+        if not state:
+            return Resumed([], [], None, {}, position)
+        in_progress = state if position in state else None
+        return Resumed(list(state[self.parts]), list(state[self.log]), in_progress, state, position)
 
     def save(self, finished: list[dict], rows: list[dict], part_state: dict | None = None, **extra) -> None:
         """Write the loop's state: `part_state` of the part in training (None once every part is done)."""

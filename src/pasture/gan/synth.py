@@ -40,9 +40,8 @@ from pasture.core.stats import wilson_interval
 from pasture.data import Dataset, ImageSet, class_index_map
 from pasture.gan.kid import kid_score
 from pasture.gan.presets import GanPreset
+from pasture.gan.sampling import build_samplers, generate
 from pasture.gan.trainer import (
-    build_samplers,
-    generate,
     resize_uint8,
     save_grid,
     to_gan_range,

@@ -27,18 +27,17 @@ from pasture.core.device import (
     autocast,
     effective_precision,
     grad_scaler,
-    model_device,
 )
 from pasture.core.errors import UserError
 from pasture.core.loop import Checkpoint, Loop, every, progress, restore_rng_states, rng_states
-from pasture.core.plots import pyplot, save_figure
-from pasture.core.runs import FolderKind, atomic_write_bytes, is_whole_number, load_checkpoint
+from pasture.core.runs import atomic_write_bytes
 from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything
 from pasture.data import ImageSet
 from pasture.gan.diffaugment import diff_augment, parse_policy
 from pasture.gan.nets import Discriminator, Generator, upsampling_blocks
 from pasture.gan.presets import GanPreset
 from pasture.gan.projected import LiteGenerator, ProjectedDiscriminator
+from pasture.gan.summary import plot_gan_losses
 from pasture.models import WeightEMA
 
 ADA_INTERVAL = 4  # iterations between adjustments of the augmentation probability
@@ -355,26 +354,22 @@ def train_gan(
     plan = unit_plan(preset, num_classes)
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
     checkpoint = Checkpoint(checkpoint_path, 1, parts="units", log="log", log_file="gan_log.jsonl")
-    state = load_checkpoint(checkpoint_path) if resume and checkpoint_path is not None else None
-    finished = list(state["units"]) if state else []
-    log: list[dict] = list(state["log"]) if state else []
-    diversity: dict = dict(state.get("diversity", {})) if state else {}
-    in_progress = state if state and "iteration" in state else None  # a unit interrupted mid-way
+    resumed = checkpoint.load(resume, "iteration")
+    finished, log, in_progress = resumed.finished, resumed.log, resumed.in_progress
+    diversity: dict = dict(resumed.state.get("diversity", {}))
     started = time.perf_counter()
-    done = len(finished) * preset.iterations + (int(in_progress["iteration"]) if in_progress else 0)
-    bar = progress_bar(preset.iterations * len(plan), done, quiet, desc="gan", unit="it")
+    bar = progress_bar(
+        preset.iterations * len(plan), resumed.steps_done(preset.iterations), quiet, desc="gan", unit="it"
+    )
     try:
         for unit_index in range(len(finished), len(plan)):
             class_ids = plan[unit_index]
             run = _start_unit(preset, num_classes, unit_index, class_ids, seed, in_progress, device, precision)
             in_progress = None
             unit = run.unit
-            member = torch.isin(train.labels, torch.tensor(class_ids))
-            real, labels = real_all[member.to(device)], train.labels[member].to(device)
+            real, labels = _unit_images(train, real_all, class_ids, preset, device)
             fixed_labels = torch.tensor(class_ids).repeat_interleave(16) if preset.conditional else None
             batch = min(preset.batch_size, len(real))
-            if preset.channels_last:
-                real = real.contiguous(memory_format=torch.channels_last)
 
             def step(iteration: int, run=run, real=real, labels=labels, batch=batch) -> dict:
                 return _gan_step(run, preset, real, labels, batch, iteration)
@@ -394,14 +389,7 @@ def train_gan(
                 every(preset.sample_every, preset.iterations, sample_point),
             ]
             Loop(step, events).run(run.start, preset.iterations)
-            # D is kept too: its features are a from-scratch start worth probing (benchmarks/gan_features.py)
-            finished.append(
-                {
-                    "class_ids": class_ids,
-                    "generator": unit.sampler.state_dict(),
-                    "discriminator": unit.discriminator.state_dict(),
-                }
-            )
+            finished.append({"class_ids": class_ids, "generator": unit.sampler.state_dict(), **_kept_d(unit)})
     finally:
         bar.close()
     checkpoint.save(finished, log, diversity=diversity)
@@ -410,94 +398,15 @@ def train_gan(
     return {"units": finished, "log": log, "diversity": diversity, "seconds": time.perf_counter() - started}
 
 
-def plot_gan_losses(log: list[dict], path: Path) -> None:
-    """G and D losses per iteration (the report's Figure 7), one panel per unit."""
-    plt = pyplot()
-    units = sorted({row["unit"] for row in log})
-    figure, axes = plt.subplots(1, len(units), figsize=(5 * len(units), 3.2), squeeze=False)
-    for axis, unit in zip(axes[0], units):
-        rows = [row for row in log if row["unit"] == unit]
-        steps = [row["iteration"] for row in rows]
-        axis.plot(steps, [row["loss_g"] for row in rows], label="G", linewidth=0.8)
-        axis.plot(steps, [row["loss_d"] for row in rows], label="D", linewidth=0.8)
-        axis.set_xlabel("iteration")
-        axis.set_ylabel("loss")
-        axis.set_title(f"unit {unit}")
-        axis.legend()
-    figure.tight_layout()
-    save_figure(figure, path)
-    plt.close(figure)
+def _unit_images(train: ImageSet, real_all: torch.Tensor, class_ids, preset: GanPreset, device):
+    """The real images (in [-1, 1], on the device) and labels one GAN unit trains on: its classes'."""
+    member = torch.isin(train.labels, torch.tensor(class_ids))
+    real, labels = real_all[member.to(device)], train.labels[member].to(device)
+    if preset.channels_last:
+        real = real.contiguous(memory_format=torch.channels_last)
+    return real, labels
 
 
-def build_samplers(
-    preset: GanPreset, num_classes: int, units: list[dict], device: str | torch.device = "cpu"
-) -> list[tuple[list[int], torch.nn.Module]]:
-    """(class ids, generator in eval mode on `device`) for each trained unit."""
-    samplers = []
-    for unit in units:
-        generator = build_generator(preset, num_classes if preset.conditional else 0)
-        generator.load_state_dict(unit["generator"])
-        samplers.append((list(unit["class_ids"]), generator.to(device).eval()))
-    return samplers
-
-
-@torch.no_grad()
-def generate(
-    preset: GanPreset,
-    samplers,
-    class_index: int,
-    count: int,
-    generator: torch.Generator,
-    truncation: float | None = None,
-    batch: int = 64,
-) -> torch.Tensor:
-    """`count` uint8 images of class `class_index` (N x 3 x S x S)."""
-    for class_ids, network in samplers:  # noqa: B007 (the unit found is used after the break)
-        if class_index in class_ids:
-            break
-    else:
-        raise ValueError(f"no GAN unit makes class {class_index}")
-    chunks = []
-    for start in range(0, count, batch):
-        n = min(batch, count - start)
-        z = torch.randn(n, preset.nz, generator=generator)
-        if truncation is not None:  # resample |z| > truncation (the truncation trick)
-            for _ in range(100):
-                outside = z.abs() > truncation
-                if not outside.any():
-                    break
-                z[outside] = torch.randn(int(outside.sum()), generator=generator)
-            z = z.clamp(-truncation, truncation)
-        device = model_device(network)
-        labels = torch.full((n,), class_index, dtype=torch.long, device=device) if preset.conditional else None
-        chunks.append(to_uint8(network(z.to(device), labels)).cpu())  # latents drawn on the CPU (seeded)
-    return torch.cat(chunks) if chunks else torch.empty(0, 3, preset.image_size, preset.image_size, dtype=torch.uint8)
-
-
-def summary_problem(summary: dict) -> str | None:
-    """The schema of a finished GAN folder's summary.json."""
-    if not is_whole_number(summary.get("units"), 1, 10_000) or not isinstance(summary.get("final"), dict):
-        return "is not the summary of a finished GAN"
-    return None
-
-
-GAN_FOLDER = FolderKind("GAN", "summary.json", summary_problem)  # a GAN's folder, to opened_run
-
-
-def gan_summary(result: dict, chosen: GanPreset, dataset) -> dict:
-    """summary.json of a finished GAN folder: the last log row of each unit, diversity and time."""
-    last = {}
-    for unit in range(len(result["units"])):
-        rows = [row for row in result["log"] if row["unit"] == unit]
-        if rows:
-            last[str(unit)] = {key: rows[-1][key] for key in ("loss_d", "loss_g", "d_real", "d_fake", "p_aug")}
-    return {
-        "preset": chosen.name,
-        "units": len(result["units"]),
-        "iterations": chosen.iterations,
-        "diversity_vs_real": result["diversity"],
-        "final": last,
-        "seconds": result["seconds"],
-        "n_train": len(dataset.train),
-        "classes": dataset.classes,
-    }
+def _kept_d(unit) -> dict:
+    """D is kept too: its features are a from-scratch start worth probing (benchmarks/gan_features.py)."""
+    return {"discriminator": unit.discriminator.state_dict()}

@@ -23,8 +23,9 @@ from pasture.core.runs import atomic_write_bytes, atomic_write_json, load_checkp
 from pasture.core.store import build_once
 from pasture.data import ImageSet
 from pasture.gan.presets import GanPreset
+from pasture.gan.sampling import build_samplers, generate
 from pasture.gan.synth import write_class_grids
-from pasture.gan.trainer import build_samplers, generate, resize_uint8, train_gan
+from pasture.gan.trainer import resize_uint8, train_gan
 from pasture.study.design import Replicate, RunTask, content_hash
 from pasture.study.inputs import RunInputs, gan_preset_of, task_device
 from pasture.study.timings import remember, timing_key
