@@ -269,3 +269,18 @@ def test_data_options_survive_the_round_trip_through_a_runs_identity():
     assert DataOptions.from_identity(DataOptions(split_seed=9).identity("/data", fixed_split)) == DataOptions(
         classes=("cow", "horse")
     )
+
+
+def test_load_dataset_takes_its_options_as_one_object_or_as_keywords(flat_data):
+    """Issue 44: load_dataset(root, size, DataOptions(...)) instead of its fields spread by hand in four
+    places; the keywords of before still work, and a keyword overrides the object's field."""
+    from pasture.core.defaults import DataOptions
+    from pasture.data import load_dataset
+
+    options = DataOptions(classes=("horse", "cow"), test_fraction=0.3, split_seed=2)
+    one = load_dataset(flat_data, 16, options, warn=lambda message: None)
+    two = load_dataset(flat_data, 16, classes=["horse", "cow"], test_fraction=0.3, split_seed=2, warn=lambda m: None)
+    assert one.classes == two.classes == ["horse", "cow"]
+    assert one.train.files == two.train.files and one.test.files == two.test.files
+    other = load_dataset(flat_data, 16, options, warn=lambda message: None, split_seed=5)
+    assert other.test.files != one.test.files and len(other.test) == len(one.test)

@@ -66,7 +66,7 @@ def gan_train(
     validate_gan_preset(chosen)
     where = resolve_device(device)
     precision = effective_precision(chosen.precision, where, warn)
-    dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
+    dataset = load_dataset(data, chosen.image_size, options, warn=warn)
     identity = {"kind": "gan", "preset": chosen.to_dict(), "seed": seed, **options.identity(data, dataset)}
     out = Path(out)
     config = {

@@ -71,7 +71,7 @@ def train(
     chosen = _chosen_recipe(recipe, overrides, teacher, unlabeled, warn)
     where = resolve_device(device)
     precision = effective_precision(chosen.precision, where, warn)
-    dataset = load_dataset(data, chosen.image_size, warn=warn, **options.load_kwargs())
+    dataset = load_dataset(data, chosen.image_size, options, warn=warn)
     if not quiet:  # said once the data loaded: a refused command stays one line
         print(recipe_line(chosen, recipe or ("distill" if teacher else None)), flush=True)
     if teacher is None and (warning := scratch_warning(chosen)):

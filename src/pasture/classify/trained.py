@@ -295,6 +295,6 @@ def run_split(config: dict):
         return None
     try:
         options = DataOptions.from_identity({**identity, "classes": config["classes"], "strict": False})
-        return load_dataset(data, config["image_size"], warn=lambda message: None, **options.load_kwargs())
+        return load_dataset(data, config["image_size"], options, warn=lambda message: None)
     except UserError:
         return None

@@ -51,7 +51,7 @@ def teacher_bank_for_run(
     size = teacher_config["image_size"]
     to_teacher = class_index_map(dataset.classes, teacher_config["classes"], f"--teacher {teacher}: the data's classes")
     # The same split at the teacher's size: the same files, in the same order, as the student's split.
-    at_teacher_size = load_dataset(data, size, warn=lambda message: None, **options.load_kwargs())
+    at_teacher_size = load_dataset(data, size, options, warn=lambda message: None)
     if at_teacher_size.train.files != dataset.train.files:
         raise UserError(f"{data}: the files changed while loading; run again")
     unlabelled = []

@@ -156,19 +156,6 @@ class DataOptions:
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(self.classes))
 
-    def load_kwargs(self) -> dict:
-        """The keyword arguments of pasture.data.load_dataset."""
-        return {
-            "classes": list(self.classes) if self.classes is not None else None,
-            "test_fraction": self.test_fraction,
-            "split_seed": self.split_seed,
-            "min_image_size": self.min_image_size,
-            "strict": self.strict,
-            "groups": self.groups,
-            "group_column": self.group_column,
-            "split_by_group": self.split_by_group,
-        }
-
     def identity(self, data, dataset) -> dict:
         """The data side of a run's identity (config.json): which files, which split, which filters.
         `dataset` is what these options loaded from `data` (pasture.data.Dataset)."""

@@ -12,6 +12,7 @@ any training starts, and reported one line per file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_TEST_FRACTION, Warn, warn_to_stderr
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DataOptions, Warn, warn_to_stderr
 from pasture.core.errors import UserError
 from pasture.core.paths import display_name, pasture_made, path_part_problem, printable_name
 from pasture.data.decode import decode_many
@@ -196,87 +197,35 @@ def load_pool(
 def load_dataset(
     root: str | os.PathLike,
     image_size: int,
-    classes: list[str] | None = None,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
-    split_seed: int = 0,
-    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
-    strict: bool = False,
+    options: DataOptions | None = None,
     warn: Warn = warn_to_stderr,
-    groups: str | None = None,
-    group_column: str = "group",
-    split_by_group: bool = False,
+    **fields,
 ) -> Dataset:
-    """Load a train/test layout, or a folder of class folders split stratified by `test_fraction`.
+    """Load a train/test layout, or a folder of class folders split stratified by the options'
+    test_fraction. `options` (DataOptions) say how: class order, the split, what is unusable, the photo
+    sources; its fields may be given as keywords instead (classes=..., test_fraction=...), as before.
 
     With `groups` (a CSV or "subfolders", pasture.data.groups) every image's group (photo source) is
     known; `split_by_group` then holds out whole groups for the test split (class folders only), so the
     test accuracy is accuracy on sources the model never saw. Raises UserError (one line, naming the
     file or option) for everything a user can fix.
     """
+    options = dataclasses.replace(options or DataOptions(), **fields)
     root = Path(root)
     if not root.exists():
         raise UserError(f"{root}: no such folder; give the folder that holds your class folders")
     if image_size < 1:
         raise UserError(f"--image-size {image_size}: must be a positive number of pixels")
-    if not 0.0 < test_fraction < 1.0:
-        raise UserError(f"--test-fraction {test_fraction}: must be between 0 and 1 (exclusive)")
-    layout = detect_layout(root) if root.is_dir() else "class-folders"
-    skipped: list[dict] = []
-    nested = groups == SUBFOLDERS
-    if split_by_group and groups is None:
+    if not 0.0 < options.test_fraction < 1.0:
+        raise UserError(f"--test-fraction {options.test_fraction}: must be between 0 and 1 (exclusive)")
+    if options.split_by_group and options.groups is None:
         raise UserError(
             "--split-by-group: say which photos come from which source with --groups FILE.csv or subfolders"
         )
-    if layout == "train/test":
-        if split_by_group:
-            raise UserError(f"--split-by-group: {root} has a fixed train/test split; give DATA/<class>/ folders")
-        train_files = find_class_folders(root / "train", nested)
-        test_files = find_class_folders(root / "test", nested)
-        if sorted(train_files) != sorted(test_files):
-            raise UserError(
-                f"{root}: train has classes {','.join(sorted(train_files)) or '(none)'} but test has "
-                f"{','.join(sorted(test_files)) or '(none)'}; both splits need the same class folders"
-            )
-        _require_two_classes(sorted(train_files), root / "train")
-        order = _order_classes(train_files, classes, str(root / "train"))
-        train = _load_split(
-            train_files, order, image_size, min_image_size, strict, warn, root / "train", skipped, "train"
-        )
-        test = _load_split(test_files, order, image_size, min_image_size, strict, warn, root / "test", skipped, "test")
-        every_file = [p for files in (*train_files.values(), *test_files.values()) for p in files]
-        if groups is not None:
-            train.groups = groups_of(train.files, root / "train" if nested else root, groups, group_column)
-            test.groups = groups_of(test.files, root / "test" if nested else root, groups, group_column)
-            shared = sorted(set(train.groups) & set(test.groups))
-            if shared:
-                warn(
-                    f"--groups: {len(shared)} group(s) have photos in both train and test ({', '.join(shared[:3])}"
-                    f"{', ...' if len(shared) > 3 else ''}); their test photos do not show how the model does on "
-                    "sources it never saw"
-                )
-    else:
-        files = find_class_folders(root, nested)
-        _require_two_classes(sorted(files), root)
-        order = _order_classes(files, classes, str(root))
-        for name in order:
-            if len(files[name]) < 2:
-                raise UserError(
-                    f"{root / name}: has {len(files[name])} file(s); splitting into train and test needs "
-                    "at least 2 images per class"
-                )
-        everything = _load_split(files, order, image_size, min_image_size, strict, warn, root, skipped, "all")
-        for label, name in enumerate(order):
-            if int((everything.labels == label).sum()) < 2:
-                raise UserError(f"{root / name}: fewer than 2 usable images; a split needs 2 or more per class")
-        if groups is not None:
-            everything.groups = groups_of(everything.files, root, groups, group_column)
-        if split_by_group:
-            assert everything.groups is not None  # split_by_group is only set with groups
-            train_idx, test_idx = group_split(everything.labels, everything.groups, test_fraction, split_seed)
-        else:
-            train_idx, test_idx = stratified_split(everything.labels, test_fraction, split_seed)
-        train, test = subset_images(everything, train_idx, "train"), subset_images(everything, test_idx, "test")
-        every_file = [p for group in files.values() for p in group]
+    layout = detect_layout(root) if root.is_dir() else "class-folders"
+    skipped: list[dict] = []
+    load = _load_train_test if layout == "train/test" else _load_class_folders
+    order, train, test, every_file = load(root, image_size, options, warn, skipped)
     return Dataset(
         root=str(root),
         layout=layout,
@@ -287,6 +236,71 @@ def load_dataset(
         skipped=skipped,
         fingerprint=files_fingerprint(root, every_file),
     )
+
+
+def _load_train_test(root: Path, image_size: int, options: DataOptions, warn: Warn, skipped: list):
+    """DATA/train/<class>/ and DATA/test/<class>/: (class order, train, test, every file)."""
+    if options.split_by_group:
+        raise UserError(f"--split-by-group: {root} has a fixed train/test split; give DATA/<class>/ folders")
+    nested = options.groups == SUBFOLDERS
+    train_files = find_class_folders(root / "train", nested)
+    test_files = find_class_folders(root / "test", nested)
+    if sorted(train_files) != sorted(test_files):
+        raise UserError(
+            f"{root}: train has classes {','.join(sorted(train_files)) or '(none)'} but test has "
+            f"{','.join(sorted(test_files)) or '(none)'}; both splits need the same class folders"
+        )
+    _require_two_classes(sorted(train_files), root / "train")
+    order = _order_classes(train_files, _classes(options), str(root / "train"))
+    size, strict = options.min_image_size, options.strict
+    train = _load_split(train_files, order, image_size, size, strict, warn, root / "train", skipped, "train")
+    test = _load_split(test_files, order, image_size, size, strict, warn, root / "test", skipped, "test")
+    every_file = [p for files in (*train_files.values(), *test_files.values()) for p in files]
+    if options.groups is not None:
+        train.groups = groups_of(train.files, root / "train" if nested else root, options.groups, options.group_column)
+        test.groups = groups_of(test.files, root / "test" if nested else root, options.groups, options.group_column)
+        shared = sorted(set(train.groups) & set(test.groups))
+        if shared:
+            warn(
+                f"--groups: {len(shared)} group(s) have photos in both train and test ({', '.join(shared[:3])}"
+                f"{', ...' if len(shared) > 3 else ''}); their test photos do not show how the model does on "
+                "sources it never saw"
+            )
+    return order, train, test, every_file
+
+
+def _load_class_folders(root: Path, image_size: int, options: DataOptions, warn: Warn, skipped: list):
+    """DATA/<class>/, split here (stratified, or by group): (class order, train, test, every file)."""
+    files = find_class_folders(root, options.groups == SUBFOLDERS)
+    _require_two_classes(sorted(files), root)
+    order = _order_classes(files, _classes(options), str(root))
+    for name in order:
+        if len(files[name]) < 2:
+            raise UserError(
+                f"{root / name}: has {len(files[name])} file(s); splitting into train and test needs "
+                "at least 2 images per class"
+            )
+    everything = _load_split(
+        files, order, image_size, options.min_image_size, options.strict, warn, root, skipped, "all"
+    )
+    for label, name in enumerate(order):
+        if int((everything.labels == label).sum()) < 2:
+            raise UserError(f"{root / name}: fewer than 2 usable images; a split needs 2 or more per class")
+    if options.groups is not None:
+        everything.groups = groups_of(everything.files, root, options.groups, options.group_column)
+    if options.split_by_group:
+        assert everything.groups is not None  # split_by_group is only set with groups
+        train_idx, test_idx = group_split(
+            everything.labels, everything.groups, options.test_fraction, options.split_seed
+        )
+    else:
+        train_idx, test_idx = stratified_split(everything.labels, options.test_fraction, options.split_seed)
+    train, test = subset_images(everything, train_idx, "train"), subset_images(everything, test_idx, "test")
+    return order, train, test, [p for group in files.values() for p in group]
+
+
+def _classes(options: DataOptions) -> list[str] | None:
+    return list(options.classes) if options.classes is not None else None
 
 
 def load_labelled_folder(

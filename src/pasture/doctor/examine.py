@@ -75,19 +75,7 @@ def examine(
         raise UserError(f"--duplicate-distance {duplicate_distance}: give 0 (exact copies) to 32 bits of 64")
     if out is not None:
         check_output_folder(Path(out), "doctor.json", "doctor report")
-    dataset = load_dataset(
-        data,
-        image_size_for(label_model),
-        classes=list(options.classes) if options.classes else None,
-        test_fraction=options.test_fraction,
-        split_seed=options.split_seed,
-        min_image_size=options.min_image_size,
-        strict=options.strict,
-        warn=warn,
-        groups=options.groups,
-        group_column=options.group_column,
-        split_by_group=options.split_by_group,
-    )
+    dataset = load_dataset(data, image_size_for(label_model), options, warn=warn)
     images, splits = _everything(dataset)
     root = Path(data)
     names = [os.path.relpath(file, root) for file in images.files]
