@@ -22,8 +22,8 @@ import torch.nn.functional as F
 import pasture.core.device as device_module
 from pasture import api
 from pasture.classify.augment import augment_batch, get_augment, mix_batch
-from pasture.classify.recipes import class_weights, get_recipe, with_overrides
-from pasture.classify.steps import mix_in_synthetic
+from pasture.classify.recipes import get_recipe, with_overrides
+from pasture.classify.steps import class_weights, mix_in_synthetic
 from pasture.cli import main
 from pasture.core.device import effective_precision, resolve_device
 from pasture.core.errors import UserError

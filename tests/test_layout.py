@@ -146,19 +146,21 @@ def test_every_module_says_what_it_holds_and_its_package_map_lists_it():
 
 
 # A module much longer than this holds more than one job (issue 28: experiment.py held eight in 1,378
-# lines, cli.py every command in 1,231). api.py is the facade: one function per command, each with the
-# docstring a notebook user reads, so it has a limit of its own.
-MODULE_LINES = 550
-MODULE_LINES_OWN = {"pasture.api": 720}
-# A function longer than this is several steps that want names (build_parser was 232 lines).
-FUNCTION_LINES = 140
+# lines, cli.py every command in 1,231). Issue 44 pushed the limits down from where the code stood
+# (550 lines, api.py 720; 140 per function) to where they push: the facade is a package now.
+MODULE_LINES = 450
+# A function longer than this is several steps that want names (api.train was 128 lines, build_parser 232).
+FUNCTION_LINES = 80
+# Imports inside functions hide what a module needs; the ones left keep `pasture --help` and the predict
+# path torch-free or wait for an optional extra. The count only goes down (issue 44: 55 -> 53).
+LOCAL_IMPORTS = 53
 
 
 def test_no_module_holds_more_than_one_job():
     long = {}
     for module, path in all_modules().items():
         lines = len(path.read_text().splitlines())
-        if lines > MODULE_LINES_OWN.get(module, MODULE_LINES):
+        if lines > MODULE_LINES:
             long[module] = lines
     assert not long, f"split these along their seams: {long}"
 
@@ -171,3 +173,18 @@ def test_no_function_is_several_steps_without_names():
             if is_function and node.end_lineno - node.lineno + 1 > FUNCTION_LINES:
                 long.append(f"{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert not long, long
+
+
+def test_local_imports_only_go_down():
+    found = []
+    for module, path in all_modules().items():
+        tree = ast.parse(path.read_text())
+        inside = {
+            id(sub): f"{module}:{sub.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for sub in ast.walk(node)
+            if isinstance(sub, (ast.Import, ast.ImportFrom))
+        }
+        found += inside.values()
+    assert len(found) <= LOCAL_IMPORTS, f"{len(found)} function-local imports (at most {LOCAL_IMPORTS}): {found}"

@@ -163,7 +163,7 @@ def test_bf16_precision_is_opt_in_and_trains(split_data, tmp_path):
 
 
 def test_class_weights_make_each_class_count_equally():
-    from pasture.classify.recipes import class_weights
+    from pasture.classify.steps import class_weights
 
     recipe = get_recipe("scratch")
     assert recipe.balance_classes and not get_recipe("paper").balance_classes  # the report's recipe stays exact

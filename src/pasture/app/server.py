@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -409,8 +410,6 @@ def serve(
     warn=None,
 ) -> None:
     """Run the app until Ctrl-C (uvicorn), printing the URL to open (with the launch token)."""
-    import socket
-
     import uvicorn
 
     warn = warn or (lambda message: None)

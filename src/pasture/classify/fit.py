@@ -30,9 +30,9 @@ from pasture.classify.augment import AugmentPreset, augment_batch, get_augment, 
 from pasture.classify.distill import TeacherBank, distillation_loss
 from pasture.classify.evaluate import evaluate_model, to_float
 from pasture.classify.probe import init_head_from_probe, train_probe
-from pasture.classify.recipes import Recipe, apply_schedule, class_weights, lr_factor
+from pasture.classify.recipes import Recipe, apply_schedule, lr_factor
 from pasture.classify.selfsup import pretrain
-from pasture.classify.steps import make_optimizer, mix_in_synthetic, set_train_mode
+from pasture.classify.steps import class_weights, make_optimizer, mix_in_synthetic, set_train_mode
 from pasture.classify.trained import MEMBER_SEED_STRIDE, TrainResult, build_members, member_checkpoint
 from pasture.core.device import (
     autocast,

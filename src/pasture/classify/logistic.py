@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pasture.classify.recipes import Recipe, class_weights
+from pasture.classify.recipes import Recipe
+from pasture.classify.steps import class_weights
 from pasture.core.runtime import stop_point
 from pasture.data.splits import held_out_folds
 

@@ -381,24 +381,6 @@ def apply_schedule(optimizer, base_lr: float, step: int, steps_per_epoch: int, r
     return factor
 
 
-def class_weights(labels, num_classes: int, recipe: Recipe | None = None, *, balance_classes: bool | None = None):
-    """Loss weights per class (a float tensor), or None when balancing is off (`recipe.balance_classes`,
-    or `balance_classes` when given).
-
-    Weight n / (num_classes x n_c): the weighted loss is what it would be with equal class counts.
-    A class without training images gets weight 1 (it never appears in the loss)."""
-    if balance_classes is None:
-        if recipe is None:
-            raise TypeError("class_weights: give a recipe or balance_classes")
-        balance_classes = recipe.balance_classes
-    if not balance_classes:
-        return None
-    import torch
-
-    counts = torch.bincount(labels, minlength=num_classes).float()
-    return torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), torch.ones_like(counts))
-
-
 def check_synthetic_ratio(ratio, option: str = "--synthetic-ratio") -> float | None:
     """The one rule for a synthetic share of each batch (train's --synthetic-ratio and a condition's
     ratio=): a number strictly between 0 and 1. None stays None (the default share)."""

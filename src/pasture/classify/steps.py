@@ -1,6 +1,6 @@
 """What one training step needs besides the model and the batch: the optimiser a recipe names (two
-parameter groups when fine-tuning), train mode with BatchNorm frozen when asked, and synthetic images
-mixed into a batch's slots."""
+parameter groups when fine-tuning), train mode with BatchNorm frozen when asked, synthetic images
+mixed into a batch's slots, and the loss's class weights."""
 
 from __future__ import annotations
 
@@ -81,3 +81,19 @@ def mix_in_synthetic(
         images_uint8[slots] = synthetic.images[pick].to(images_uint8.device)
         labels[slots] = synthetic.labels[pick].to(labels.device)
     return images_uint8, labels, mask
+
+
+def class_weights(labels, num_classes: int, recipe: Recipe | None = None, *, balance_classes: bool | None = None):
+    """Loss weights per class (a float tensor), or None when balancing is off (`recipe.balance_classes`,
+    or `balance_classes` when given).
+
+    Weight n / (num_classes x n_c): the weighted loss is what it would be with equal class counts.
+    A class without training images gets weight 1 (it never appears in the loss)."""
+    if balance_classes is None:
+        if recipe is None:
+            raise TypeError("class_weights: give a recipe or balance_classes")
+        balance_classes = recipe.balance_classes
+    if not balance_classes:
+        return None
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), torch.ones_like(counts))

@@ -40,7 +40,7 @@ DIR/runs and reused: re-running skips them, adding a condition runs only the new
 """
 
 
-def _add_experiment_commands(commands) -> None:
+def _add_experiment_command(commands) -> None:
     experiment = commands.add_parser(
         "experiment",
         help="compare conditions over seeds/folds, paired, with a report",
@@ -114,6 +114,8 @@ def _add_experiment_commands(commands) -> None:
     add_device_flag(experiment)
     experiment.add_argument("--quiet", action="store_true", help="no plan and no progress bar")
 
+
+def _add_demo_command(commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="the whole study on images pasture draws itself",
@@ -268,5 +270,5 @@ def _run_demo(args) -> int:
 
 def add_commands(commands) -> None:
     """experiment, demo, tune."""
-    _add_experiment_commands(commands)
-    _add_tune_command(commands)
+    for add in (_add_experiment_command, _add_demo_command, _add_tune_command):
+        add(commands)

@@ -174,44 +174,9 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
     layout = detect_layout(root)
     if spec.folds == GROUP_FOLDS and spec.groups is None:
         raise UserError("--folds groups: say which photos come from which source with --groups FILE.csv or subfolders")
-    # Validate every condition before any work starts.
-    for condition in spec.conditions:
-        recipe = resolve_recipe(condition.recipe, **dict(condition.overrides))
-        if condition.gan_preset:  # the preset with the condition's overrides, checked as `gan train` checks it
-            try:
-                validate_gan_preset(
-                    dataclasses.replace(get_gan_preset(condition.gan_preset), **dict(condition.gan_overrides))
-                )
-            except UserError as error:
-                raise UserError(f"--conditions {condition.name}: {error}") from None
-        if condition.gan_preset or condition.synthetic_dir:
-            check_synthetic_allowed(recipe, f"--conditions {condition.name}")
-        if condition.unlabeled_dir is not None and condition.teacher is None:
-            raise UserError(f"--conditions {condition.name}: unlabeled=DIR needs teacher=RECIPE, which labels them")
-        if condition.unlabeled_dir is not None and not Path(condition.unlabeled_dir).is_dir():
-            raise UserError(f"--conditions {condition.name}: unlabeled={condition.unlabeled_dir}: no such folder")
-        if condition.teacher is not None:
-            resolve_recipe(condition.teacher)
-            if condition.synthetic_dir or recipe.pretrained == "probe":
-                raise UserError(
-                    f"--conditions {condition.name}: a distilled student trains on images (not a probe) "
-                    "and takes GAN samples through gan=PRESET, not synthetic=DIR"
-                )
-    size = resolve_recipe(spec.conditions[0].recipe, **dict(spec.conditions[0].overrides)).image_size
-    if layout == "train/test":
-        summary_data = load_dataset(
-            root, size, classes=spec.classes, min_image_size=spec.min_image_size, warn=warn or (lambda m: None)
-        )
-    else:
-        summary_data = load_pool(
-            root,
-            size,
-            classes=spec.classes,
-            min_image_size=spec.min_image_size,
-            warn=warn or (lambda m: None),
-            groups=spec.groups,
-            group_column=spec.group_column,
-        )
+    for condition in spec.conditions:  # every condition checked before any work starts
+        _check_condition(condition)
+    summary_data = _summary_data(spec, root, layout, warn)
     group_names = sorted(set(summary_data.train.groups)) if summary_data.train.groups is not None else None
     replicates = plan_replicates(layout, spec.seeds, spec.folds, group_names)
     out = Path(spec.out)
@@ -227,24 +192,70 @@ def run_experiment(spec: ExperimentSpec, warn=None) -> dict:
         return {"plan": plan, "plan_text": plan_text(plan)}
     with locked_folder(out, "experiment"):  # the lock first: --force on a live study deletes nothing
         open_study_folder(out, spec.force)
-        # experiment.json first: a folder killed during this write holds only a temp file and the lock,
-        # both recognised as leftovers next time.
-        atomic_write_json(
-            out / "experiment.json",
-            {
-                "title": spec.title,
-                "data": str(root.resolve()),
-                "layout": layout,
-                "seeds": spec.seeds,
-                "folds": spec.folds if layout != "train/test" else None,
-                "conditions": [c.name for c in spec.conditions],
-                "command": spec.command,
-                "versions": versions(),
-                "engine": engine_of(spec).name,
-                "threads_per_run": effective_threads(engine_of(spec)),
-            },
-        )
+        atomic_write_json(out / "experiment.json", _study_record(spec, root, layout))
         return _run_all(spec, out, layout, summary_data, replicates, warn)
+
+
+def _check_condition(condition) -> None:
+    """One condition of a study, checked as `train` and `gan train` would check it."""
+    recipe = resolve_recipe(condition.recipe, **dict(condition.overrides))
+    if condition.gan_preset:  # the preset with the condition's overrides, checked as `gan train` checks it
+        try:
+            validate_gan_preset(
+                dataclasses.replace(get_gan_preset(condition.gan_preset), **dict(condition.gan_overrides))
+            )
+        except UserError as error:
+            raise UserError(f"--conditions {condition.name}: {error}") from None
+    if condition.gan_preset or condition.synthetic_dir:
+        check_synthetic_allowed(recipe, f"--conditions {condition.name}")
+    if condition.unlabeled_dir is not None and condition.teacher is None:
+        raise UserError(f"--conditions {condition.name}: unlabeled=DIR needs teacher=RECIPE, which labels them")
+    if condition.unlabeled_dir is not None and not Path(condition.unlabeled_dir).is_dir():
+        raise UserError(f"--conditions {condition.name}: unlabeled={condition.unlabeled_dir}: no such folder")
+    if condition.teacher is not None:
+        resolve_recipe(condition.teacher)
+        if condition.synthetic_dir or recipe.pretrained == "probe":
+            raise UserError(
+                f"--conditions {condition.name}: a distilled student trains on images (not a probe) "
+                "and takes GAN samples through gan=PRESET, not synthetic=DIR"
+            )
+
+
+def _summary_data(spec: ExperimentSpec, root: Path, layout: str, warn):
+    """The data as the report describes it (and as the replicates are planned on): the train/test split,
+    or the whole pool of class folders, at the first condition's image size."""
+    size = resolve_recipe(spec.conditions[0].recipe, **dict(spec.conditions[0].overrides)).image_size
+    if layout == "train/test":
+        return load_dataset(
+            root, size, classes=spec.classes, min_image_size=spec.min_image_size, warn=warn or (lambda m: None)
+        )
+    else:
+        return load_pool(
+            root,
+            size,
+            classes=spec.classes,
+            min_image_size=spec.min_image_size,
+            warn=warn or (lambda m: None),
+            groups=spec.groups,
+            group_column=spec.group_column,
+        )
+
+
+def _study_record(spec: ExperimentSpec, root: Path, layout: str) -> dict:
+    """experiment.json: what the study is, written first (a folder killed during this write holds only
+    a temp file and the lock, both recognised as leftovers next time)."""
+    return {
+        "title": spec.title,
+        "data": str(root.resolve()),
+        "layout": layout,
+        "seeds": spec.seeds,
+        "folds": spec.folds if layout != "train/test" else None,
+        "conditions": [c.name for c in spec.conditions],
+        "command": spec.command,
+        "versions": versions(),
+        "engine": engine_of(spec).name,
+        "threads_per_run": effective_threads(engine_of(spec)),
+    }
 
 
 def engine_of(spec: ExperimentSpec) -> Engine:

@@ -245,10 +245,56 @@ def _score(spec, out, data, conditions, replicates, engine, warn, desc: str) -> 
 
 def _search(spec, optuna, out, data, space, base, file_overrides, engine, warn) -> dict:
     search = kfold_replicates(spec.folds, range(spec.seeds))
-    runs_per_trial = len(search)
-    batch = spec.batch or max(1, math.ceil(engine.parallel() / runs_per_trial))
     start = _condition("start", base, file_overrides, {})
     (start_row,), _ = _score(spec, out, data, [start], search, engine, warn, desc="tune: start")
+    trials = _trials(spec, optuna, out, data, space, base, file_overrides, engine, warn, search, start_row)
+    best = max(trials, key=_rank)
+    # A candidate that does not score above the start on the search folds is not handed over: the
+    # recipe file is then the starting recipe, and the result says so.
+    improved = best["balanced"]["mean"] > start_row["balanced"]["mean"]
+    best_condition = _condition("best", base, file_overrides, best["values"] if improved else {})
+    # The same two on the search folds (where the best was chosen: optimistic) and on fresh folds and
+    # seeds (repeats the search never used): the second is the honest comparison.
+    _, (searched,) = _score(spec, out, data, [start, best_condition], search, engine, warn, "tune: best vs start")
+    fresh = kfold_replicates(spec.folds, range(spec.seeds, 2 * spec.seeds))
+    fresh_rows, (confirmed,) = _score(
+        spec, out, data, [start, best_condition], fresh, engine, warn, "tune: confirming on fresh folds"
+    )
+    best_recipe = _best_recipe(spec, data, base, best_condition, improved, confirmed)
+    atomic_write_text(out / "best_recipe.json", recipe_file_text(best_recipe, base, best_recipe.description))
+    result = {
+        "status": "done",
+        "command": spec.command,
+        "versions": versions(),
+        "data": str(Path(spec.data).resolve()),
+        "recipe": spec.recipe,
+        "space": space,
+        "trials_asked": spec.trials,
+        "folds": spec.folds,
+        "seeds": spec.seeds,
+        "n_train": len(data.train),
+        "n_validation_per_run": len(data.train) // spec.folds,
+        "score": "mean balanced accuracy over the folds x seeds of the training split",
+        "start": {"balanced": start_row["balanced"], "test": start_row["test"]},
+        "trials": trials,
+        "best": best,
+        "improved": improved,
+        "best_vs_start_on_search_folds": searched,
+        "best_vs_start_on_fresh_folds": confirmed,
+        "fresh_folds": {row["condition"]: {"balanced": row["balanced"], "test": row["test"]} for row in fresh_rows},
+        "best_recipe": str(out / "best_recipe.json"),
+    }
+    atomic_write_text(out / "trials.csv", _trials_csv(trials, space))
+    atomic_write_text(out / "tune.md", tune_text(result))
+    atomic_write_json(out / "tune.json", result)  # last: marks the search as done
+    return result
+
+
+def _trials(spec, optuna, out, data, space, base, file_overrides, engine, warn, search, start_row) -> list[dict]:
+    """Optuna's TPE, ask and tell, `batch` trials at a time (each one condition scored on the search
+    folds): one row per trial with its values and scores."""
+    runs_per_trial = len(search)
+    batch = spec.batch or max(1, math.ceil(engine.parallel() / runs_per_trial))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=spec.seed))
     trials: list[dict] = []
     while len(trials) < spec.trials:
@@ -278,18 +324,12 @@ def _search(spec, optuna, out, data, space, base, file_overrides, engine, warn) 
                 file=sys.stderr,
                 flush=True,
             )
-    best = max(trials, key=_rank)
-    # A candidate that does not score above the start on the search folds is not handed over: the
-    # recipe file is then the starting recipe, and the result says so.
-    improved = best["balanced"]["mean"] > start_row["balanced"]["mean"]
-    best_condition = _condition("best", base, file_overrides, best["values"] if improved else {})
-    # The same two on the search folds (where the best was chosen: optimistic) and on fresh folds and
-    # seeds (repeats the search never used): the second is the honest comparison.
-    _, (searched,) = _score(spec, out, data, [start, best_condition], search, engine, warn, "tune: best vs start")
-    fresh = kfold_replicates(spec.folds, range(spec.seeds, 2 * spec.seeds))
-    fresh_rows, (confirmed,) = _score(
-        spec, out, data, [start, best_condition], fresh, engine, warn, "tune: confirming on fresh folds"
-    )
+    return trials
+
+
+def _best_recipe(spec, data, base: str, best_condition, improved: bool, confirmed: dict):
+    """The recipe file's recipe: the best trial's fields (or the start's when none scored above it),
+    named tuned-<base>, its description saying how it was found and how it compared on fresh folds."""
     best_recipe = resolve_recipe(base, **dict(best_condition.overrides))
     if improved:
         note = (
@@ -300,34 +340,7 @@ def _search(spec, optuna, out, data, space, base, file_overrides, engine, warn) 
         )
     else:
         note = f"pasture tune: none of {spec.trials} trials scored above {spec.recipe}; this is {spec.recipe} itself"
-    best_recipe = dataclasses.replace(best_recipe, name=f"tuned-{base}", description=note)
-    atomic_write_text(out / "best_recipe.json", recipe_file_text(best_recipe, base, note))
-    result = {
-        "status": "done",
-        "command": spec.command,
-        "versions": versions(),
-        "data": str(Path(spec.data).resolve()),
-        "recipe": spec.recipe,
-        "space": space,
-        "trials_asked": spec.trials,
-        "folds": spec.folds,
-        "seeds": spec.seeds,
-        "n_train": len(data.train),
-        "n_validation_per_run": len(data.train) // spec.folds,
-        "score": "mean balanced accuracy over the folds x seeds of the training split",
-        "start": {"balanced": start_row["balanced"], "test": start_row["test"]},
-        "trials": trials,
-        "best": best,
-        "improved": improved,
-        "best_vs_start_on_search_folds": searched,
-        "best_vs_start_on_fresh_folds": confirmed,
-        "fresh_folds": {row["condition"]: {"balanced": row["balanced"], "test": row["test"]} for row in fresh_rows},
-        "best_recipe": str(out / "best_recipe.json"),
-    }
-    atomic_write_text(out / "trials.csv", _trials_csv(trials, space))
-    atomic_write_text(out / "tune.md", tune_text(result))
-    atomic_write_json(out / "tune.json", result)  # last: marks the search as done
-    return result
+    return dataclasses.replace(best_recipe, name=f"tuned-{base}", description=note)
 
 
 def _rank(trial: dict) -> tuple:
