@@ -240,6 +240,7 @@ def test_the_page_needs_no_internet_and_holds_no_inline_script(client):
     script = client.get("/static/page.js")
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
     for text in (page.text, script.text, client.get("/static/page.css").text):
+        text = text.replace('"http://www.w3.org/2000/svg"', "")  # SVG's namespace: a name, never fetched
         assert "http://" not in text and "https://" not in text and "//cdn" not in text  # nothing fetched
     assert "<script>" not in page.text and not re.search(r"\son[a-z]+\s*=", page.text)  # no inline code at all
     assert "innerHTML" not in script.text and "onclick" not in script.text  # data never becomes markup
@@ -297,16 +298,17 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         )
         assert page.inner_text("#test-count") == "cow_0.png, horse_0.png, checker.png"
         page.click("#predict")
-        page.wait_for_selector("td.label")  # the first photo's result shows before the others are done
+        page.wait_for_selector("article.result .label")  # the first photo's card shows before the others are done
         page.wait_for_selector("text=3 of 3 photos labelled")  # one request a photo, with a count
-        assert page.locator("td.label").count() == 3
+        assert page.locator("article.result .label").count() == 3
+        assert page.locator("article.result .prob").count() == 6  # a bar per class on each card
         assert page.locator(".unfamiliar").count() == 1  # the checkerboard, and only it
-        assert "unlike anything it was taught" in page.locator("tr", has=page.locator(".unfamiliar")).inner_text()
-        assert "checker.png" in page.locator("tr", has=page.locator(".unfamiliar")).inner_text()
+        flagged = page.locator("article.result", has=page.locator(".unfamiliar"))
+        assert "unlike anything it was taught" in flagged.inner_text() and "checker.png" in flagged.inner_text()
         # beside each photo, the training photos the model compares it with, as thumbnails
-        assert page.locator("td.nearest").count() == 3 and page.locator("figure.near").count() == 9
+        assert page.locator(".result .nearest").count() == 3 and page.locator("figure.near").count() == 9
         page.wait_for_function("[...document.querySelectorAll('figure.near img')].every(i => i.naturalWidth > 0)")
-        assert "distance" in page.locator("td.nearest").first.inner_text()
+        assert "distance" in page.locator(".result .nearest").first.inner_text()
         page.wait_for_selector("img.heatmap")  # where the model looked, when captum is installed (it is in dev)
         page.locator("button.occlude").first.click()  # occlusion on demand
         page.wait_for_selector("img.occlusion")
@@ -320,6 +322,13 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         assert target.stat().st_size > 10_000 and download.value.suggested_filename == "browser-run.onnx"
         page.click("#runs-table button.open")
         page.wait_for_selector("text=Model card")
+        # the card rendered as HTML (headings and tables, not Markdown in a monospace block), and the
+        # run's charts drawn in the page as SVG: the C search and the per-class accuracy
+        assert page.locator("#run-details .model-card h2").count() >= 5
+        assert "## " not in page.inner_text("#run-details .model-card")
+        assert page.locator("#run-details svg.chart").count() == 2
+        assert "chosen C" in page.inner_text("#run-details")
+        assert page.locator("#run-details table.confusion td").count() == 4
         page.screenshot(path=str(shots / "runs.png"), full_page=True)
         # bad input in the page: one class only, and the server keeps serving
         page.click("#tab-teach")
@@ -430,8 +439,9 @@ def test_camera_records_two_classes_trains_and_labels_live(tmp_path):
         page.screenshot(path=str(shots / "runs-desktop.png"), full_page=True)
         # the same pages at a phone's width: no sideways scrolling
         page.set_viewport_size({"width": 390, "height": 844})
-        for tab in ("teach", "test", "runs"):
+        for tab in ("teach", "test", "improve", "runs"):
             page.click(f"#tab-{tab}")
+            assert page.get_attribute(f"#tab-{tab}", "aria-selected") == "true"
             _fits_the_width(page, 390)
             page.screenshot(path=str(shots / f"{tab}-phone.png"), full_page=True)
         assert not errors, errors

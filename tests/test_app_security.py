@@ -339,3 +339,28 @@ def test_an_oversized_upload_is_refused_without_the_server_holding_it(tmp_path):
         status, answer = _post_streamed(port, token, 0, declared=5 << 30)
         assert status == 413 and b"limit per request" in answer
         assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [".explanations"]  # nothing left
+
+
+def test_the_model_card_reaches_the_page_as_elements_and_text_never_markup():
+    """The Runs page shows the card as HTML built by DOM calls from a tree the server parsed (issue 44):
+    markup inside a class or file name, a raw HTML block, a javascript: link all arrive as text."""
+    from pasture.app.runs import CARD_TAGS, card_tree
+
+    tree = card_tree(
+        "# Model card: <img src=x onerror=alert(1)> vs cow\n\n"
+        "| class | n |\n|---|---|\n| <script>alert(2)</script> | 3 |\n\n"
+        "<div onclick=alert(3)>raw block</div>\n\n[click](javascript:alert(4)) and `code`\n"
+    )
+
+    def walk(nodes):
+        for node in nodes:
+            yield node
+            yield from walk(node.get("children", []))
+
+    nodes = list(walk(tree))
+    assert {node["tag"] for node in nodes if "tag" in node} <= CARD_TAGS
+    assert {"h1", "table", "th", "td", "p", "code"} <= {node["tag"] for node in nodes if "tag" in node}
+    text = "".join(node["text"] for node in nodes if "text" in node)
+    assert "<img src=x onerror=alert(1)>" in text and "<script>alert(2)</script>" in text
+    assert "<div onclick=alert(3)>raw block</div>" in text
+    assert "[click](javascript:alert(4))" in text  # refused as a link: shown as the text it is

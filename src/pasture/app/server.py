@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from pasture import api
-from pasture.app.downloads import download_name, export_for_download, installed_formats, served_file
 from pasture.app.guard import LOCAL_HOSTS, Guard, local_url, new_token
 from pasture.app.improve import improve_routes
 from pasture.app.jobs import (
@@ -42,28 +41,25 @@ from pasture.app.jobs import (
     Jobs,
     prepare_data,
     remove_leftovers,
-    resumable,
 )
 from pasture.app.live import LiveModel, label_photos
+from pasture.app.runs import run_routes
 from pasture.app.state import (
     Admission,
     AppState,
     NotFound,
     TooBusy,
     check_images,
-    existing_run,
     finished_run,
     form_name,
+    problem,
     run_folder,
     staging,
     whole_number,
 )
 from pasture.app.uploads import Limits, TooLarge, receive_form
-from pasture.classify.trained import run_config_problem
 from pasture.core.errors import FolderBusy, UserError
 from pasture.core.paths import ensure_under, printable_name, safe_path_part
-from pasture.core.record import record_problem
-from pasture.core.runs import read_checked_json
 
 STATIC = Path(__file__).with_name("static")
 # The page's choices are recipes, by the names `pasture recipes` and the CLI use (issue 44: the page's
@@ -75,14 +71,6 @@ MODES = {
 OLD_MODES = {"accurate": "probe", "tiny": "scratch"}  # the page's names before, still taken from API callers
 EPOCHS = (1, 1000)  # the bounds of a form's epochs: one request must not hold the only training slot for days
 MAX_CLASSES = 100
-RUN_FILES_SHOWN = {
-    "curves.png": "image/png",
-    "confusion.png": "image/png",
-    "top_losses.png": "image/png",
-    "MODEL_CARD.md": "text/markdown",
-    **{served_file(name): "application/octet-stream" for name in api.EXPORT_FORMATS},  # the downloads
-}
-DOWNLOADS = {served_file(name): name for name in api.EXPORT_FORMATS}
 # Tests labelled or waiting for the model at once; past it a 429 says to wait (45 at once held the server
 # for minutes and made GET /api/runs wait 23 s: issue 40). Their uploads wait on disk, not in memory.
 MAX_TESTS = 4
@@ -91,10 +79,6 @@ MAX_IMPROVING = 2  # Improve's Asks read a whole batch of photos through the bac
 
 # The status of a refused request by the kind of its UserError (400 for any other).
 ERROR_STATUS = (((Busy, FolderBusy), 409), (TooLarge, 413), (TooBusy, 429))
-
-
-def _problem(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 # A request's staging folder inside RUNS (.upload-<pid>-<random>/00001/, app.jobs.staging_prefix): the
@@ -106,28 +90,6 @@ def _as_shown(message: str, runs: Path) -> str:
     """An error message as the page shows it: without the server's absolute paths (the runs folder and
     a request's staging folders), which tell a browser nothing it needs and the machine's layout."""
     return STAGED_PART.sub("", message.replace(f"{runs}{os.sep}", "").replace(str(runs), "RUNS"))
-
-
-def _run_summary(folder: Path, jobs: Jobs) -> dict:
-    # The one checked reader of run files: a damaged or hand-edited folder is a message, not a crash.
-    config = read_checked_json(folder / "config.json", run_config_problem, what="run folder")
-    row = {
-        "name": folder.name,
-        "recipe": config["recipe"]["name"],
-        "model": config["model"],
-        "probe": config["recipe"].get("pretrained") == "probe",  # what Improve adapts
-        "classes": config["classes"],
-        "finished": (folder / "metrics.json").is_file(),
-        "training": jobs.training(folder.name),
-        "resumable": resumable(folder.parent, folder.name),
-        "figures": [
-            name for name, kind in RUN_FILES_SHOWN.items() if kind == "image/png" and (folder / name).is_file()
-        ],
-    }
-    if row["finished"]:
-        metrics = read_checked_json(folder / "metrics.json", record_problem, what="finished run")
-        row.update({key: metrics[key] for key in ("test_accuracy", "test_ci95", "n_test", "per_class")})
-    return row
 
 
 def _teach_request(fields: dict, files: dict[str, list[Path]]) -> tuple[str | None, dict[str, list[Path]], dict]:
@@ -187,75 +149,8 @@ def _page_routes(state: AppState) -> APIRouter:
     def static(file: str):
         kinds = {"page.js": "text/javascript", "page.css": "text/css", "icon.svg": "image/svg+xml"}
         if file not in kinds:
-            return _problem(404, f"{file}: no such file")
+            return problem(404, f"{file}: no such file")
         return FileResponse(STATIC / file, media_type=kinds[file])
-
-    return router
-
-
-def _run_routes(state: AppState) -> APIRouter:
-    """Runs: list, details, files, export, delete, resume."""
-    router = APIRouter()
-    runs, jobs = state.runs, state.jobs
-
-    @router.get("/api/runs")
-    def list_runs():
-        rows = []
-        for folder in sorted(runs.iterdir()):
-            if folder.is_dir() and not folder.name.startswith(".") and (folder / "config.json").is_file():
-                try:
-                    rows.append(_run_summary(folder, jobs))
-                except UserError:
-                    continue  # a damaged folder is left out of the list, not a crash
-        return rows
-
-    @router.get("/api/runs/{name}")
-    def run_details(name: str):
-        folder = existing_run(runs, name)
-        summary = _run_summary(folder, jobs)
-        card = folder / "MODEL_CARD.md"
-        summary["card"] = card.read_text(encoding="utf-8") if card.is_file() else ""
-        return summary
-
-    @router.get("/api/runs/{name}/files/{file}")
-    def run_file(name: str, file: str):
-        folder = run_folder(runs, name)
-        if file not in RUN_FILES_SHOWN or not (folder / file).is_file():
-            return _problem(404, f"{name}/{file}: not a file the app shows")
-        download = download_name(name, DOWNLOADS[file]) if file in DOWNLOADS else None
-        return FileResponse(folder / file, media_type=RUN_FILES_SHOWN[file], filename=download)
-
-    @router.get("/api/formats")
-    def formats():
-        return installed_formats()
-
-    @router.post("/api/runs/{name}/export")
-    def export(name: str, format: str = "onnx"):
-        # A POST: it writes the export (a GET that writes could be triggered by any page's <img>).
-        folder = existing_run(runs, name)
-        if not (folder / "metrics.json").is_file():
-            raise UserError(f"{name}: not finished; resume it first")
-        return export_for_download(folder, format)
-
-    @router.delete("/api/runs/{name}")
-    def delete(name: str):
-        folder = existing_run(runs, name)
-        jobs.delete(folder)
-        state.live.forget(folder)
-        return {"deleted": name}
-
-    @router.post("/api/runs/{name}/resume")
-    def resume(name: str):
-        folder = existing_run(runs, name)
-        if (folder / "metrics.json").is_file():
-            raise UserError(f"{name}: already finished")
-        if not resumable(runs, name):
-            raise UserError(
-                f"{name}: the app does not hold this run's photos (it was trained elsewhere, or they "
-                "were removed); resume it with pasture train DATA --out RUN --resume"
-            )
-        job = jobs.start(folder, resume=True)
-        return {"job": job["id"], "run": name, "epochs": job["epochs"]}
 
     return router
 
@@ -287,12 +182,12 @@ def _teach_routes(state: AppState) -> APIRouter:
     @router.get("/api/jobs/{job_id}")
     def job_status(job_id: str):
         status = jobs.status(job_id)
-        return status if status is not None else _problem(404, f"{job_id}: no such job")
+        return status if status is not None else problem(404, f"{job_id}: no such job")
 
     @router.post("/api/jobs/{job_id}/cancel")
     def cancel(job_id: str):
         status = jobs.cancel(job_id)
-        return status if status is not None else _problem(404, f"{job_id}: no such job")
+        return status if status is not None else problem(404, f"{job_id}: no such job")
 
     return router
 
@@ -334,7 +229,7 @@ def _test_routes(state: AppState) -> APIRouter:
         path = ensure_under(explanations / safe_path_part(batch, "batch") / safe_path_part(file, "file"), explanations)
         kinds = {".png": "image/png", ".jpg": "image/jpeg"}  # heatmaps; nearest training photos' thumbnails
         if path.suffix not in kinds or not path.is_file():
-            return _problem(404, f"{file}: no such heatmap")
+            return problem(404, f"{file}: no such heatmap")
         return FileResponse(path, media_type=kinds[path.suffix])
 
     return router
@@ -372,13 +267,13 @@ def create_app(
     @app.exception_handler(UserError)
     async def user_error(request: Request, error: UserError):
         status = next((code for kinds, code in ERROR_STATUS if isinstance(error, kinds)), 400)
-        return _problem(status, _as_shown(str(error), runs))
+        return problem(status, _as_shown(str(error), runs))
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, error: NotFound):
-        return _problem(404, str(error))
+        return problem(404, str(error))
 
-    for routes in (_page_routes, _run_routes, _teach_routes, _test_routes, improve_routes):
+    for routes in (_page_routes, run_routes, _teach_routes, _test_routes, improve_routes):
         app.include_router(routes(state))
     app.state.jobs, app.state.live, app.state.tests = state.jobs, state.live, state.tests
     return Guard(app, token=token, hosts=hosts)

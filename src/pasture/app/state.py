@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastapi.responses import JSONResponse
+
 from pasture.app.jobs import Jobs, staging_prefix
 from pasture.app.live import LiveModel
 from pasture.app.uploads import MAX_NAME_BYTES, MAX_NAME_CHARACTERS, Limits
@@ -119,3 +121,8 @@ def whole_number(fields: dict, key: str, bounds: tuple[int, int]) -> int | None:
     if not (text.isascii() and text.isdigit() and low <= int(text) <= high):  # "²" is a digit to isdigit()
         raise UserError(f"{key} '{printable_name(text[:20])}': give a whole number from {low} to {high}")
     return int(text)
+
+
+def problem(status: int, message: str) -> JSONResponse:
+    """An answer the page shows as a message: {"error": message} with `status`."""
+    return JSONResponse({"error": message}, status_code=status)

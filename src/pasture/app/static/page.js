@@ -71,6 +71,7 @@ function show(name) {
   for (const id of ["teach", "test", "improve", "runs"]) {
     $(id).classList.toggle("on", id === name);
     $("tab-" + id).classList.toggle("on", id === name);
+    $("tab-" + id).setAttribute("aria-selected", String(id === name));
   }
   stopCamera();  // a camera runs only while its page is shown
   if (name !== "teach") loadRuns();
@@ -283,7 +284,10 @@ function showResult(where, run, metrics) {
        testLink, "."),
     el("div", {className: "scroll"}, el("table", {}, header, rows)),
     el("div", {className: "figures"}));
-  call(runPath(run)).then(row => $(where).querySelector(".figures").replaceChildren(...figures(run, row, ["curves.png"])));
+  call(runPath(run)).then(row => {
+    const curve = curveChart(row);
+    $(where).querySelector(".figures").replaceChildren(classChart(row.per_class), ...(curve ? [curve] : []));
+  });
 }
 
 const FIGURES = {"curves.png": "learning curves", "confusion.png": "confusion matrix", "top_losses.png": "top losses"};
@@ -363,10 +367,130 @@ async function loadRuns() {
   } catch (error) { say("runs-message", error.message, "error"); }
 }
 
+// ------------------------------------------------------------------------------------ a run's page
+// Its charts are drawn here as SVG from the run's numbers (they scale to any width and follow the
+// page's colours); its model card comes as a tree of elements and text the server parsed its Markdown into.
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attributes = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
+  for (const child of children.flat()) if (child) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+// A line chart of `series` ([{name, className, points: [[x, y], ...]}]) over x and y in [lo, hi]; `mark`
+// highlights one point ([x, y, label]). `xLabel`, `yLabel` name the axes; `xLog` plots log10(x).
+function lineChart({series, xLabel, yLabel, yRange, xLog = false, mark = null, title, yFormat = pct}) {
+  const W = 560, H = 260, L = 52, R = 16, T = 16, B = 44;
+  const fx = x => xLog ? Math.log10(x) : x;
+  const xs = series.flatMap(s => s.points.map(p => fx(p[0])));
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs) === Math.min(...xs) ? Math.min(...xs) + 1 : Math.max(...xs)];
+  const [y0, y1] = yRange;
+  const px = x => L + (fx(x) - x0) / (x1 - x0) * (W - L - R), py = y => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
+  const chart = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": title});
+  chart.append(svg("title", {}, title));
+  for (let i = 0; i <= 4; i++) {
+    const y = y0 + (y1 - y0) * i / 4;
+    chart.append(svg("line", {x1: L, x2: W - R, y1: py(y), y2: py(y), class: "axis"}),
+                 svg("text", {x: L - 6, y: py(y) + 4, "text-anchor": "end"}, yFormat(y)));
+  }
+  const ticks = [...new Set(series.flatMap(s => s.points.map(p => p[0])))];
+  const every = Math.ceil(ticks.length / 8);
+  ticks.forEach((x, i) => { if (i % every === 0) chart.append(svg("text", {x: px(x), y: H - B + 16, "text-anchor": "middle"}, x)); });
+  chart.append(svg("text", {x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle"}, xLabel),
+               svg("text", {x: 12, y: T + (H - T - B) / 2, transform: `rotate(-90 12 ${T + (H - T - B) / 2})`, "text-anchor": "middle"}, yLabel));
+  for (const s of series) {
+    chart.append(svg("polyline", {points: s.points.map(p => `${px(p[0])},${py(p[1])}`).join(" "), class: s.className}));
+    if (s.points.length <= 12) for (const p of s.points) chart.append(svg("circle", {cx: px(p[0]), cy: py(p[1]), r: 3.5, class: "dot"}));
+  }
+  if (mark) chart.append(svg("circle", {cx: px(mark[0]), cy: py(mark[1]), r: 6, class: "chosen"}),
+                         svg("text", {x: px(mark[0]), y: py(mark[1]) - 10, "text-anchor": px(mark[0]) > W - 120 ? "end" : "middle"}, mark[2]));
+  return chart;
+}
+
+// Per-class accuracy as bars with their 95% intervals (whiskers), 0-100%.
+function classChart(perClass) {
+  const names = Object.keys(perClass), W = 560, row = 34, L = 110, R = 120, H = names.length * row + 28;
+  const x = v => L + v * (W - L - R);
+  const chart = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": "test accuracy per class with 95% intervals"});
+  chart.append(svg("title", {}, "test accuracy per class with 95% intervals"));
+  names.forEach((name, i) => {
+    const c = perClass[name], y = 8 + i * row;
+    chart.append(svg("text", {x: L - 8, y: y + 16, "text-anchor": "end"}, name.length > 14 ? name.slice(0, 13) + "…" : name),
+                 svg("rect", {x: L, y: y + 4, width: x(c.accuracy) - L, height: 16, rx: 4, class: "barfill"}),
+                 svg("line", {x1: x(c.ci95[0]), x2: x(c.ci95[1]), y1: y + 12, y2: y + 12, class: "ci"}),
+                 svg("line", {x1: x(c.ci95[0]), x2: x(c.ci95[0]), y1: y + 6, y2: y + 18, class: "ci"}),
+                 svg("line", {x1: x(c.ci95[1]), x2: x(c.ci95[1]), y1: y + 6, y2: y + 18, class: "ci"}),
+                 svg("text", {x: W - R + 6, y: y + 16}, `${pct(c.accuracy)} n=${c.n}`));
+  });
+  [0, 0.5, 1].forEach(v => chart.append(svg("text", {x: x(v), y: H - 4, "text-anchor": "middle"}, pct(v))));
+  return chart;
+}
+
+// The confusion matrix as a table, each cell shaded by its share of its true class.
+function confusionTable(classes, confusion) {
+  const header = el("tr", {}, el("th", {}, "true \\ predicted"), classes.map(c => el("th", {}, c)));
+  const rows = confusion.map((counts, i) => {
+    const total = counts.reduce((a, b) => a + b, 0) || 1;
+    return el("tr", {}, el("th", {}, classes[i]), counts.map((v, j) => {
+      const cell = el("td", {}, v);
+      cell.style.background = `color-mix(in srgb, ${i === j ? "var(--accent)" : "var(--warn)"} ${Math.round(60 * v / total)}%, transparent)`;
+      return cell;
+    }));
+  });
+  return el("div", {className: "scroll"}, el("table", {className: "confusion"}, header, rows));
+}
+
+// What the run's training curve is: a probe's is its search for C (held-out cross-entropy per C, the one
+// chosen marked); a trained network's, accuracy per epoch.
+function curveChart(run) {
+  if (run.head && run.head.held_out_cross_entropy_by_c) {
+    const points = Object.entries(run.head.held_out_cross_entropy_by_c).map(([c, loss]) => [Number(c), loss]);
+    const top = Math.max(...points.map(p => p[1])) * 1.1;
+    const chosen = points.find(p => p[0] === run.head.chosen_c);
+    return lineChart({series: [{name: "held-out cross-entropy", className: "line-a", points}], xLog: true,
+      xLabel: `C (inverse L2 strength), ${run.head.folds}`, yLabel: "held-out cross-entropy", yRange: [0, top],
+      mark: chosen ? [chosen[0], chosen[1], `chosen C = ${chosen[0]}`] : null, title: "the probe's choice of C",
+      yFormat: y => y.toFixed(2)});
+  }
+  const rows = (run.history || []).filter(r => r.epoch !== undefined);
+  if (rows.length < 2) return null;
+  const series = [{name: "train accuracy", className: "line-b", points: rows.filter(r => r.train_accuracy !== undefined).map(r => [r.epoch, r.train_accuracy])},
+                  {name: "test accuracy", className: "line-a", points: rows.filter(r => r.test_accuracy !== undefined).map(r => [r.epoch, r.test_accuracy])}];
+  return lineChart({series: series.filter(s => s.points.length), xLabel: "epoch", yLabel: "accuracy", yRange: [0, 1],
+                    title: "accuracy per epoch: test (solid), train (dashed)"});
+}
+
+// The model card, from the tree the server parsed its Markdown into: elements by DOM calls, text as text.
+const CARD_TAGS = new Set(["h1", "h2", "h3", "h4", "p", "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td", "pre", "code", "strong", "em"]);
+function cardNode(node) {
+  if (node.text !== undefined) return document.createTextNode(node.text);
+  const children = (node.children || []).map(cardNode);
+  return CARD_TAGS.has(node.tag) ? el(node.tag, {}, children) : el("span", {}, children);
+}
+
+function stat(title, big, note) {
+  return el("div", {className: "stat"}, el("div", {className: "count"}, title), el("div", {className: "big"}, big), el("div", {className: "note"}, note));
+}
+
 async function details(name) {
   try {
     const run = await call(runPath(name));
-    $("run-details").replaceChildren(el("h3", {}, name), ...figures(name, run, Object.keys(FIGURES)), el("pre", {}, run.card));
+    const parts = [el("h3", {}, name)];
+    if (run.finished) {
+      const [low, high] = run.test_ci95;
+      parts.push(el("div", {className: "stats"},
+        stat("Test accuracy", pct(run.test_accuracy), `95% CI ${pct(low)}-${pct(high)}, n=${run.n_test}: photos kept aside from the same sources`),
+        run.unseen ? stat("On sources it never saw", pct(run.unseen.accuracy), `95% CI ${pct(run.unseen.ci95[0])}-${pct(run.unseen.ci95[1])}, n=${run.unseen.n}: the figure that matters`) : null,
+        stat("Recipe", run.recipe, run.model)));
+      parts.push(el("h3", {}, "Per class"), classChart(run.per_class), confusionTable(run.classes, run.confusion));
+    }
+    const curve = curveChart(run);
+    if (curve) parts.push(el("h3", {}, run.head ? "How C was chosen" : "Training"), curve);
+    parts.push(...figures(name, run, ["top_losses.png"]));
+    if (run.card_tree && run.card_tree.length) parts.push(el("div", {className: "model-card"}, run.card_tree.map(cardNode)));
+    $("run-details").replaceChildren(...parts);
   } catch (error) { say("runs-message", error.message, "error"); }
 }
 
@@ -377,31 +501,43 @@ function setTestFiles(files) {
   $("test-count").textContent = testFiles.length ? testFiles.map(file => file.name).join(", ") : "no photos yet";
 }
 
-// One Test photo's rows in the results table (a label, its probabilities, how familiar it is, the
-// nearest training photos, Grad-CAM and the occlusion button).
-function addResult(table, r) {
+// The probabilities as bars, most likely first: a label and how sure, readable at a phone's width.
+function probabilityBars(probabilities) {
+  return el("div", {className: "probs"}, Object.entries(probabilities).sort((x, y) => y[1] - x[1]).map(([c, p]) => {
+    const fill = el("div", {className: "fill"});
+    fill.style.width = pct(p);
+    const track = el("div", {className: "track"}, fill);
+    track.setAttribute("role", "img");
+    track.setAttribute("aria-label", `${c} ${pct(p)}`);
+    return el("div", {className: "prob"}, el("span", {}, c), track, el("span", {className: "value"}, pct(p)));
+  }));
+}
+
+// One Test photo's card: the photo, its label and probabilities, how familiar it is, the training photos
+// nearest to it, and where the model looked (Grad-CAM; occlusion on demand).
+function addResult(where, r, file) {
+  const head = el("div", {className: "result-head"},
+    file ? el("img", {src: URL.createObjectURL(file), alt: ""}) : null,
+    el("div", {}, el("div", {className: "file"}, r.file),
+       r.error ? null : el("div", {className: "label"}, r.label, " ", el("span", {className: "count"}, pct(r.probability)))));
   if (r.error) {
-    table.append(el("tr", {}, el("td", {}, r.file), el("td", {colSpan: 2, className: "error"}, r.error)));
+    where.append(el("article", {className: "result failed"}, head, el("div", {className: "message error"}, r.error)));
     return;
   }
-  // a probe run says how familiar each photo is: one unlike every training photo is
-  // said so beside its label (the label alone would look as sure as any other)
-  const unfamiliar = r.familiar === false ?
-    el("div", {className: "unfamiliar"}, `unlike anything it was taught (familiarity ${r.familiarity.toFixed(2)})`) : null;
-  table.append(el("tr", {}, el("td", {}, r.file),
-    el("td", {className: "label"}, el("b", {}, r.label), " " + pct(r.probability), unfamiliar),
-    el("td", {}, Object.entries(r.probabilities).map(([c, p]) => `${c} ${pct(p)}`).join(", "))));
-  // the training photos nearest to this one: what the model compares it with
-  if (r.nearest && r.nearest.length) {
-    table.append(el("tr", {}, el("td", {colSpan: 3, className: "nearest"},
-      el("div", {className: "nearest-title"}, "nearest training photos"),
+  const card = el("article", {className: "result"}, head);
+  // a probe run says how familiar each photo is: one unlike every training photo is said so beside its
+  // label (the label alone would look as sure as any other)
+  if (r.familiar === false) {
+    card.append(el("div", {className: "badge unfamiliar"}, `unlike anything it was taught (familiarity ${r.familiarity.toFixed(2)})`));
+  }
+  card.append(probabilityBars(r.probabilities));
+  if (r.nearest && r.nearest.length) {  // the training photos nearest to this one: what the model compares it with
+    card.append(el("div", {className: "nearest"}, el("div", {className: "nearest-title"}, "nearest training photos"),
       r.nearest.map(n => el("figure", {className: "near"},
         appImage(n.thumbnail, {alt: `training photo of a ${n.class}`}),
-        el("figcaption", {}, `${n.class}, distance ${n.distance.toFixed(2)}`))))));
+        el("figcaption", {}, `${n.class}, distance ${n.distance.toFixed(2)}`)))));
   }
   if (r.heatmap) {
-    const cell = el("td", {colSpan: 3},
-      appImage(r.heatmap, {className: "figure heatmap", alt: "where the model looked"}));
     // occlusion takes 64 passes of the model: made only when asked for
     const more = button("occlusion map", async () => {
       more.disabled = true;
@@ -411,9 +547,10 @@ function addResult(table, r) {
         more.replaceWith(appImage(made.image, {className: "figure occlusion", alt: "where covering the photo lowers its class"}));
       } catch (error) { more.textContent = error.message; }
     }, {className: "occlude"});
-    cell.append(more);
-    table.append(el("tr", {}, cell));
+    card.append(el("details", {className: "explain", open: true}, el("summary", {}, "Where it looked"),
+      appImage(r.heatmap, {className: "figure heatmap", alt: "where the model looked"}), el("div", {className: "actions"}, more)));
   }
+  where.append(card);
 }
 
 async function predict() {
@@ -422,8 +559,7 @@ async function predict() {
   if (!run) return say("test-message", "teach a run first", "error");
   if (!testFiles.length) return say("test-message", "drop or choose at least one photo first", "error");
   $("predict").disabled = true;
-  const table = el("table", {}, el("tr", {}, ["photo", "label", "probabilities"].map(h => el("th", {}, h))));
-  $("test-result").replaceChildren(table);
+  const cards = $("test-result");
   // one photo a request: each result shows as soon as it is done, with a count, instead of one long
   // silent wait for the whole batch (issue 42)
   let done = 0;
@@ -432,7 +568,7 @@ async function predict() {
       say("test-message", `labelling photo ${done + 1} of ${testFiles.length} (${file.name}) ...`, "info");
       const form = new FormData();
       form.append("photos", file);
-      for (const r of await call(runPath(run) + "/predict", {method: "POST", body: form})) addResult(table, r);
+      for (const r of await call(runPath(run) + "/predict", {method: "POST", body: form})) addResult(cards, r, file);
       done += 1;
     }
     say("test-message", `${done} of ${testFiles.length} photos labelled`, "info");
