@@ -58,3 +58,58 @@ def test_a_dry_run_from_an_options_object_plans_what_the_object_says(split_data,
     plan = api.experiment(split_data, tmp_path / "s", options, seeds=3)["plan"]  # the keyword wins
     assert plan["replicates"] == 3 and plan["conditions"] == ["a"] and plan["to_run"] == 3
     assert not (tmp_path / "s").exists()  # a dry run writes nothing
+
+
+def test_a_study_spec_is_built_from_its_options_not_copied_by_hand():
+    """Issue 44: every field ExperimentOptions/TuneOptions share with their spec reaches it, so a field
+    added to both cannot be forgotten in a hand-written copy; what the caller resolved wins."""
+    import dataclasses
+
+    from pasture.study.experiment import NOT_COPIED, ExperimentOptions, ExperimentSpec, spec_from_options
+    from pasture.study.tune import TuneOptions, TuneSpec
+
+    for options_type, spec_type, given in (
+        (
+            ExperimentOptions,
+            ExperimentSpec,
+            {
+                "seeds": 7,
+                "folds": 4,
+                "groups": "subfolders",
+                "group_column": "src",
+                "classes": ["horse", "cow"],
+                "min_image_size": 20,
+                "eval_every": 3,
+                "dry_run": True,
+                "jobs": 3,
+                "quiet": True,
+                "force": True,
+            },
+        ),
+        (
+            TuneOptions,
+            TuneSpec,
+            {
+                "space": "s.json",
+                "recipe": "paper",
+                "trials": 9,
+                "folds": 4,
+                "seeds": 3,
+                "batch": 2,
+                "seed": 5,
+                "classes": ["a", "b"],
+                "test_fraction": 0.3,
+                "split_seed": 4,
+                "min_image_size": 20,
+                "quiet": True,
+                "force": True,
+            },
+        ),
+    ):
+        shared = {f.name for f in dataclasses.fields(options_type)} & {f.name for f in dataclasses.fields(spec_type)}
+        assert set(given) == shared - NOT_COPIED  # the test sets every field that is copied
+        options = options_type(**given, command=["pasture", "x"])
+        extra = {"conditions": []} if spec_type is ExperimentSpec else {}
+        spec = spec_from_options(spec_type, options, data="D", out="O", device="cpu", **extra)
+        assert all(getattr(spec, name) == value for name, value in given.items())
+        assert spec.command == ["pasture", "x"] and spec.device == "cpu" and spec.data == "D"

@@ -18,6 +18,7 @@ from pasture.study.experiment import (
     ExperimentSpec,
     run_experiment,
     run_on_engine,
+    spec_from_options,
     study_device,
     with_fields,
 )
@@ -58,25 +59,15 @@ def experiment(
     else:
         names = list(chosen.conditions or ["scratch", "small-data"])
         title, numbers = "pasture experiment", {}
-    spec = ExperimentSpec(
+    spec = spec_from_options(
+        ExperimentSpec,
+        chosen,
         data=str(data),
         out=str(out),
         conditions=[parse_condition(name, recipe=chosen.recipe, model=chosen.model) for name in names],
-        seeds=chosen.seeds,
-        folds=chosen.folds,
-        groups=chosen.groups,
-        group_column=chosen.group_column,
-        classes=chosen.classes,
-        min_image_size=chosen.min_image_size,
-        jobs=chosen.jobs,
-        eval_every=chosen.eval_every,
-        quiet=chosen.quiet,
         title=title,
         report_numbers=numbers,
-        command=list(chosen.command or []),
-        force=chosen.force,
         device=study_device(chosen.device, chosen.engine),
-        dry_run=chosen.dry_run,
     )
     return run_on_engine(run_experiment, spec, warn, chosen)
 
@@ -98,24 +89,15 @@ def tune(
     if chosen.space is None:
         raise UserError("--space: give SPACE.json, the fields to search and their ranges")
     check_outside(out, data)
-    spec = TuneSpec(
+    device = study_device(chosen.device, chosen.engine)
+    spec = spec_from_options(
+        TuneSpec,
+        chosen,
         data=str(data),
         out=str(out),
         space=str(chosen.space),
         recipe=str(chosen.recipe),
-        trials=chosen.trials,
-        folds=chosen.folds,
-        seeds=chosen.seeds,
-        batch=chosen.batch,
-        seed=chosen.seed,
-        classes=chosen.classes,
-        min_image_size=chosen.min_image_size,
-        test_fraction=chosen.test_fraction,
-        split_seed=chosen.split_seed,
-        device=study_device(chosen.device, chosen.engine),
-        quiet=chosen.quiet,
-        force=chosen.force,
-        command=list(chosen.command or []),
+        device=device,
     )
     return run_on_engine(run_tune, spec, warn, chosen)
 

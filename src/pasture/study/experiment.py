@@ -105,6 +105,24 @@ class ExperimentOptions(StudyOptions):
     dry_run: bool = False
 
 
+# Fields a study's options and its spec share by name but not by meaning: the spec's engine is an Engine
+# (the options name one), its conditions are parsed, its command and device resolved.
+NOT_COPIED = {"engine", "conditions", "command", "device"}
+
+
+def spec_from_options(spec_type, options: StudyOptions, **resolved):
+    """A study's spec (ExperimentSpec, TuneSpec) from its options object: every field the two share by
+    name, copied, then what the caller resolved (data, out, conditions, the device, ...; these win),
+    instead of each field copied by hand. The command line defaults to none (called from Python)."""
+    names = {item.name for item in dataclasses.fields(spec_type)}
+    shared = {
+        item.name: getattr(options, item.name)
+        for item in dataclasses.fields(options)
+        if item.name in names and item.name not in NOT_COPIED
+    }
+    return spec_type(**{**shared, "command": list(options.command or []), **resolved})
+
+
 def with_fields(options, function: str, fields: dict):
     """`options` with keyword shorthands applied: each must be one of its fields."""
     known = {f.name for f in dataclasses.fields(options)}
