@@ -26,9 +26,16 @@ def test_train_without_options_trains_the_pretrained_probe_and_says_so(split_dat
     config = json.loads((run / "config.json").read_text())
     assert config["recipe"]["name"] == DEFAULT_RECIPE == "probe"
     assert config["model"] == "effnet-lite0+lite2" and config["recipe"]["pretrained"] == "probe"
+    # it records only what a probe uses (issue 44): its backbone, C and members, no optimiser or epochs
+    assert "head_c" in config["recipe"] and not {"epochs", "optimizer", "lr", "momentum", "augment"} & set(
+        config["recipe"]
+    )
+    assert "epochs" not in config["identity"]["recipe"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["notes"]["head"]["folds"] == "5 stratified folds"  # no sources known: stratified folds
     assert len(api.predict(run, [split_data / "test" / "cow"])) == 6
+    assert main(["train", str(split_data), "--out", str(run), "--resume"]) == 0  # the same identity: finished
+    assert "already finished" in capsys.readouterr().err
 
 
 def test_a_from_scratch_model_warns_that_it_learns_the_photo_source(split_data, tmp_path, capsys):

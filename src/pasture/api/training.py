@@ -79,7 +79,7 @@ def train(
     extra = transfer_for_run(
         teacher, unlabeled, synthetic, synthetic_ratio, chosen, data, options, dataset, where, out, force, quiet, warn
     )
-    identity = {"synthetic": extra.synthetic_info, "recipe": chosen.to_dict(), "seed": seed}
+    identity = {"synthetic": extra.synthetic_info, "recipe": chosen.recorded(), "seed": seed}
     identity.update(**options.identity(data, dataset), **extra.teacher_identity())
     out = Path(out)
     config = _run_config(chosen, dataset, seed, eval_every, device_info(where, precision), extra)
@@ -131,7 +131,7 @@ def _run_config(chosen: Recipe, dataset, seed: int, eval_every: int, device: dic
         "image_size": chosen.image_size,
         "classes": dataset.classes,
         "seed": seed,
-        "recipe": chosen.to_dict(),
+        "recipe": chosen.recorded(),
         "data_summary": dataset.summary(),
         "eval_every": eval_every,
         "device": device,

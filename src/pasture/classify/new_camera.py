@@ -164,9 +164,9 @@ def adapt(
         "shares_before": report["shares_before"],
         "shares_after": report["shares_after"],
     }
-    identity = {**target.config["identity"], "recipe": recipe.to_dict(), "adapted": adapted_info}
+    identity = {**target.config["identity"], "recipe": recipe.recorded(), "adapted": adapted_info}
     carried = ("model", "image_size", "classes", "seed", "data_summary", "eval_every", "device")
-    config = {**{key: target.config[key] for key in carried if key in target.config}, "recipe": recipe.to_dict()}
+    config = {**{key: target.config[key] for key in carried if key in target.config}, "recipe": recipe.recorded()}
     out = Path(out)
     with opened_run(
         out,

@@ -14,6 +14,19 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
 PRETRAINED_MODES = ("none", "probe", "finetune")
 PRECISIONS = ("fp32", "bf16")
+# What a probe reads of its recipe (classify.probe, features, logistic, backbones): the rest trains weights.
+PROBE_FIELDS = (
+    "name",
+    "description",
+    "model",
+    "image_size",
+    "pretrained",
+    "weights",
+    "head_c",
+    "tta",
+    "ensemble",
+    "balance_classes",
+)
 
 
 @dataclass(frozen=True)
@@ -117,3 +130,13 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def recorded(self) -> dict:
+        """The fields this recipe's run uses, as its folder records them (config.json, its identity): a
+        probe's backbone, input, C, class weighting, members and TTA, not an optimiser, schedule or
+        augmentation it never runs (issue 44); every field for a network it trains. Recipe(**recorded())
+        reads back as the same run (the fields left out keep their defaults, and nothing reads them)."""
+        every = self.to_dict()
+        if self.pretrained != "probe":
+            return every
+        return {key: every[key] for key in PROBE_FIELDS}
