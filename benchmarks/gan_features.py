@@ -56,7 +56,7 @@ def probe_accuracy(discriminator: Discriminator, dataset, seed: int) -> float:
     test_features = discriminator_features(discriminator, dataset.test.images)
     mean, std = train_features.mean(0), train_features.std(0) + 1e-6
     head, _, _ = fit_linear_head(
-        (train_features - mean) / std, dataset.train.labels, len(dataset.classes), get_recipe("probe"), seed=seed
+        (train_features - mean) / std, dataset.train.labels, len(dataset.classes), 0.0, True, seed=seed
     )
     with torch.no_grad():
         predicted = head((test_features - mean) / std).argmax(1)

@@ -43,10 +43,10 @@ def test_the_head_is_scikit_learns_logistic_regression(counts, c):
 def test_the_head_is_the_same_whatever_the_seed_and_balancing_counts():
     features, labels = blobs([45, 8], seed=3, spread=0.8)
     probe = with_overrides(get_recipe("probe"), head_c=0.3)
-    first, _, _ = fit_linear_head(features, labels, 2, probe, seed=0)
-    again, _, _ = fit_linear_head(features, labels, 2, probe, seed=123)
+    first, _, _ = fit_linear_head(features, labels, 2, probe.head_c, probe.balance_classes, seed=0)
+    again, _, _ = fit_linear_head(features, labels, 2, probe.head_c, probe.balance_classes, seed=123)
     assert torch.equal(first.weight, again.weight) and torch.equal(first.bias, again.bias)
-    unbalanced, _, _ = fit_linear_head(features, labels, 2, with_overrides(probe, balance_classes=False))
+    unbalanced, _, _ = fit_linear_head(features, labels, 2, probe.head_c, False)
     with torch.no_grad():
         rare_balanced = int((first(features).argmax(1) == 1).sum())
         rare_unbalanced = int((unbalanced(features).argmax(1) == 1).sum())
@@ -82,6 +82,6 @@ def test_c_is_chosen_on_held_out_sources_and_a_one_class_source_cannot_judge():
 
 def test_a_given_c_skips_the_search():
     features, labels = blobs([20, 20])
-    _, history, how = fit_linear_head(features, labels, 2, with_overrides(get_recipe("probe"), head_c=2.0))
+    _, history, how = fit_linear_head(features, labels, 2, 2.0, get_recipe("probe").balance_classes)
     assert how == {"chosen_c": 2.0, "folds": "none (head_c given)"}
     assert history and history[-1]["train_loss"] < history[0]["train_loss"] + 1e-12

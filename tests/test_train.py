@@ -204,7 +204,7 @@ def test_balanced_probe_head_stops_ignoring_the_rare_class():
     recipe = with_overrides(get_recipe("probe"), head_c=1.0)
     recalls = {}
     for balance in (False, True):
-        head, _, _ = fit_linear_head(features, labels, 2, with_overrides(recipe, balance_classes=balance))
+        head, _, _ = fit_linear_head(features, labels, 2, recipe.head_c, balance)
         predicted = head(test).argmax(1)
         recalls[balance] = [float((predicted[test_labels == c] == c).float().mean()) for c in (0, 1)]
     assert recalls[False][1] < 0.3  # the rare class is mostly missed

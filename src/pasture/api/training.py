@@ -82,7 +82,7 @@ def train(
     identity = {"synthetic": extra.synthetic_info, "recipe": chosen.recorded(), "seed": seed}
     identity.update(**options.identity(data, dataset), **extra.teacher_identity())
     out = Path(out)
-    config = _run_config(chosen, dataset, seed, eval_every, device_info(where, precision), extra)
+    config = _run_config(chosen.recorded(), dataset, seed, eval_every, device_info(where, precision), extra)
     hint = f"{out / 'checkpoint.pt'} holds the last finished epoch. Run the same command with --resume to continue"
     with opened_run(
         out, identity, config, RUN_FOLDER, resume=resume, force=force, command=command, warn=warn, on_interrupt=hint
@@ -124,14 +124,14 @@ def _chosen_recipe(recipe: str | None, overrides: dict, teacher, unlabeled, warn
     return resolve_recipe(recipe, **overrides)
 
 
-def _run_config(chosen: Recipe, dataset, seed: int, eval_every: int, device: dict, extra: Transfer) -> dict:
+def _run_config(recipe: dict, dataset, seed: int, eval_every: int, device: dict, extra: Transfer) -> dict:
     """config.json of a classifier's run (opened_run adds the identity, versions, command and time)."""
     return {
-        "model": chosen.model,
-        "image_size": chosen.image_size,
+        "model": recipe["model"],
+        "image_size": recipe["image_size"],
         "classes": dataset.classes,
         "seed": seed,
-        "recipe": chosen.recorded(),
+        "recipe": recipe,
         "data_summary": dataset.summary(),
         "eval_every": eval_every,
         "device": device,

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pasture.classify.recipes import Recipe
 from pasture.classify.steps import class_weights
 from pasture.core.runtime import stop_point
 from pasture.data.splits import held_out_folds
@@ -149,7 +148,8 @@ def fit_linear_head(
     features: torch.Tensor,
     labels: torch.Tensor,
     num_classes: int,
-    recipe: Recipe,
+    head_c: float,
+    balance_classes: bool,
     *,
     groups: list[str] | None = None,
     seed: int = 0,
@@ -158,16 +158,17 @@ def fit_linear_head(
     on_epoch=None,
     extra: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[nn.Linear, list[dict], dict]:
-    """The probe's head on features: C from the recipe, or chosen by cross-validation when the recipe's
-    head_c is 0. Returns the head, one history record per L-BFGS round (loss, train accuracy, test
+    """The probe's head on features: C as given (`head_c`, a recipe's), or chosen by cross-validation
+    when it is 0; classes weighted to balance with `balance_classes` (two numbers, not the recipe: the
+    solver knows nothing of optimisers or epochs). Returns the head, one history record per L-BFGS round (loss, train accuracy, test
     accuracy when given) and how C was chosen.
 
     `extra` (features, labels, row weights), e.g. of GAN samples, join the final fit but not the choice
     of C: C is chosen on held-out folds of the real photos only, which is what it must do well on."""
-    if recipe.head_c > 0:
-        c, choice = recipe.head_c, {"chosen_c": recipe.head_c, "folds": "none (head_c given)"}
+    if head_c > 0:
+        c, choice = head_c, {"chosen_c": head_c, "folds": "none (head_c given)"}
     else:
-        c, choice, _ = choose_head_c(features, labels, num_classes, recipe.balance_classes, groups, seed)
+        c, choice, _ = choose_head_c(features, labels, num_classes, balance_classes, groups, seed)
     history: list[dict] = []
     fit_features, fit_labels, row_weights = features, labels, None
     if extra is not None:  # the history's train accuracy stays that of the real photos
@@ -188,6 +189,6 @@ def fit_linear_head(
             on_epoch(entry)
 
     head = fit_logistic_head(
-        fit_features, fit_labels, num_classes, c, recipe.balance_classes, on_iteration=record, row_weights=row_weights
+        fit_features, fit_labels, num_classes, c, balance_classes, on_iteration=record, row_weights=row_weights
     )
     return head, history, choice

@@ -144,7 +144,8 @@ def adapt(
         torch.cat([target.train_features, target.features]),
         torch.cat([target.dataset.train.labels, pseudo]),
         len(target.classes),
-        recipe,
+        recipe.head_c,
+        recipe.balance_classes,
     )
     with torch.no_grad():
         adapted = head(target.features).argmax(1)

@@ -14,7 +14,7 @@ from torch import nn
 from pasture.classify.familiarity import Familiarity
 from pasture.classify.features import FeatureCache, feature_cache
 from pasture.classify.logistic import fit_linear_head
-from pasture.classify.recipes import Recipe, with_overrides
+from pasture.classify.recipes import Recipe
 from pasture.classify.trained import MEMBER_SEED_STRIDE, TrainResult, build_members, member_checkpoint
 from pasture.core.runtime import progress_bar, seed_everything
 from pasture.data import Dataset, ImageSet
@@ -41,7 +41,13 @@ def init_head_from_probe(model: Classifier, dataset: Dataset, recipe: Recipe, se
     pretrained backbone. Returns how the head's C was chosen."""
     _, features = _probe_features(model, dataset, recipe)
     head, _, choice = fit_linear_head(
-        features, dataset.train.labels, len(dataset.classes), recipe, groups=dataset.train.groups, seed=seed
+        features,
+        dataset.train.labels,
+        len(dataset.classes),
+        recipe.head_c,
+        recipe.balance_classes,
+        groups=dataset.train.groups,
+        seed=seed,
     )
     _copy_head(model, head)
     return choice
@@ -123,17 +129,18 @@ def _fit_members(backbone, features, labels, dataset: Dataset, recipe: Recipe, s
     try:
         for member in range(recipe.ensemble):
             rows = torch.arange(len(labels))
-            member_recipe = recipe
+            head_c = recipe.head_c
             if recipe.ensemble > 1:
                 generator = seed_everything(seed + MEMBER_SEED_STRIDE * member)
                 rows = torch.randint(len(labels), (len(labels),), generator=generator)
                 if member > 0:
-                    member_recipe = with_overrides(recipe, head_c=choice["chosen_c"])
+                    head_c = choice["chosen_c"]  # chosen once, on the first member's resample
             head, member_history, member_choice = fit_linear_head(
                 features[rows],
                 labels[rows],
                 len(dataset.classes),
-                member_recipe,
+                head_c,
+                recipe.balance_classes,
                 groups=[groups[i] for i in rows.tolist()] if groups is not None else None,
                 seed=seed,
                 test_features=test_features,
