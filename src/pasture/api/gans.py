@@ -7,28 +7,14 @@ import os
 from pathlib import Path
 
 from pasture.api.options import sort_options
-from pasture.classify.recipes import (
-    resolve_recipe,
-)
+from pasture.classify.recipes import resolve_recipe
 from pasture.classify.trained import run_config_problem
-from pasture.core.defaults import (
-    DataOptions,
-    Warn,
-    warn_to_stderr,
-)
+from pasture.core.defaults import DataOptions, Warn, warn_to_stderr
 from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import UserError
 from pasture.core.paths import check_outside
-from pasture.core.runs import (
-    atomic_write_json,
-    check_writable,
-    opened_run,
-    read_checked_json,
-)
-from pasture.data import (
-    load_dataset,
-    load_synthetic,
-)
+from pasture.core.runs import atomic_write_json, check_writable, opened_run, read_checked_json
+from pasture.data import load_dataset, load_synthetic
 from pasture.gan.presets import GanPreset, get_gan_preset
 from pasture.gan.summary import GAN_FOLDER, gan_summary
 from pasture.gan.synth import SCORING_RECIPE, sample_images, score_synthetic, write_class_grids, write_synthetic

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pasture.core.defaults import (
-    DataOptions,
-    option_fields,
-)
+from pasture.core.defaults import DataOptions, option_fields
 
 _DATA_FIELDS = {f.name for f in dataclasses.fields(DataOptions)}
 

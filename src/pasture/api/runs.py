@@ -8,32 +8,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pasture.classify.calibration import calibration
-from pasture.classify.evaluate import (
-    accuracy_report,
-    group_reports,
-)
+from pasture.classify.evaluate import accuracy_report, group_reports
 from pasture.classify.explain import explain_images, write_evaluation
 from pasture.classify.familiarity import familiarity_report, others_report
 from pasture.classify.trained import LoadedRun, predict_files
-from pasture.core.defaults import (
-    DEFAULT_MIN_IMAGE_SIZE,
-    DataOptions,
-    Warn,
-    warn_to_stderr,
-)
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DataOptions, Warn, warn_to_stderr
 from pasture.core.device import resolve_device
 from pasture.core.errors import UserError
 from pasture.core.imagefile import datasets_holding
 from pasture.core.paths import check_outside
-from pasture.core.runs import (
-    check_output_folder,
-)
-from pasture.data import (
-    class_index_map,
-    decode_files,
-    image_files_in,
-    load_labelled_folder,
-)
+from pasture.core.runs import check_output_folder
+from pasture.data import class_index_map, decode_files, image_files_in, load_labelled_folder
 from pasture.doctor.examine import examine
 from pasture.export.formats import export_run
 from pasture.export.onnx_runner import EXPORTED_SUFFIXES, predict_onnx

@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pasture.core.defaults import (
-    Warn,
-    warn_to_stderr,
-)
+from pasture.core.defaults import Warn, warn_to_stderr
 from pasture.core.errors import UserError
 from pasture.core.paths import check_outside
 from pasture.study.conditions import PAPER_EXPERIMENT, REPORT_NUMBERS, parse_condition

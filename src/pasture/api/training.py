@@ -8,29 +8,15 @@ from pathlib import Path
 from pasture.api.options import sort_options
 from pasture.classify.finish import finish_run
 from pasture.classify.fit import check_eval_every, train_classifier
-from pasture.classify.recipes import (
-    Recipe,
-    recipe_alias_note,
-    recipe_line,
-    resolve_recipe,
-    scratch_warning,
-)
+from pasture.classify.recipes import Recipe, recipe_alias_note, recipe_line, resolve_recipe, scratch_warning
 from pasture.classify.transfer import Transfer, transfer_for_run
-from pasture.core.defaults import (
-    DataOptions,
-    Warn,
-    warn_to_stderr,
-)
+from pasture.core.defaults import DataOptions, Warn, warn_to_stderr
 from pasture.core.device import device_info, effective_precision, resolve_device
 from pasture.core.errors import UserError
 from pasture.core.paths import check_outside
 from pasture.core.record import RUN_FOLDER
-from pasture.core.runs import (
-    opened_run,
-)
-from pasture.data import (
-    load_dataset,
-)
+from pasture.core.runs import opened_run
+from pasture.data import load_dataset
 
 
 def train(

@@ -12,10 +12,7 @@ from markdown_it.tree import SyntaxTreeNode
 
 from pasture import api
 from pasture.app.downloads import download_name, export_for_download, installed_formats, served_file
-from pasture.app.jobs import (
-    Jobs,
-    resumable,
-)
+from pasture.app.jobs import Jobs, resumable
 from pasture.app.state import AppState, existing_run, problem, run_folder
 from pasture.classify.trained import run_config_problem
 from pasture.core.errors import UserError

@@ -36,12 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from pasture import api
 from pasture.app.guard import LOCAL_HOSTS, Guard, local_url, new_token
 from pasture.app.improve import improve_routes
-from pasture.app.jobs import (
-    Busy,
-    Jobs,
-    prepare_data,
-    remove_leftovers,
-)
+from pasture.app.jobs import Busy, Jobs, prepare_data, remove_leftovers
 from pasture.app.live import LiveModel, label_photos
 from pasture.app.runs import run_routes
 from pasture.app.state import (

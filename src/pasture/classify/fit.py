@@ -34,12 +34,7 @@ from pasture.classify.recipes import Recipe, apply_schedule, lr_factor
 from pasture.classify.selfsup import pretrain
 from pasture.classify.steps import class_weights, make_optimizer, mix_in_synthetic, set_train_mode
 from pasture.classify.trained import MEMBER_SEED_STRIDE, TrainResult, build_members, member_checkpoint
-from pasture.core.device import (
-    autocast,
-    effective_precision,
-    fits_on_device,
-    grad_scaler,
-)
+from pasture.core.device import autocast, effective_precision, fits_on_device, grad_scaler
 from pasture.core.errors import UserError
 from pasture.core.loop import Checkpoint, Loop, progress, restore_rng_states, rng_states
 from pasture.core.runtime import keep_freed_memory, progress_bar, seed_everything, stop_point

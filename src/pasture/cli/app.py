@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pasture.cli.options import (
-    HelpFormatter,
-    int_at_least,
-)
+from pasture.cli.options import HelpFormatter, int_at_least
 
 
 def _run_app(args) -> int:

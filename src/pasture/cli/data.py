@@ -5,13 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pasture.cli.options import (
-    HelpFormatter,
-    add_data_options,
-    add_device_flag,
-    data_options,
-    nonnegative_int,
-)
+from pasture.cli.options import HelpFormatter, add_data_options, add_device_flag, data_options, nonnegative_int
 
 DOCTOR_EXAMPLES = """examples:
   pasture doctor photos/                              # before the first pasture train photos/

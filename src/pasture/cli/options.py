@@ -8,12 +8,7 @@ import argparse
 import dataclasses
 
 from pasture.classify.recipes import RECIPE_ALIASES, RECIPES
-from pasture.core.defaults import (
-    DEFAULT_MIN_IMAGE_SIZE,
-    DEFAULT_TEST_FRACTION,
-    DataOptions,
-    option_fields,
-)
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_TEST_FRACTION, DataOptions, option_fields
 
 
 def int_at_least(minimum: int):

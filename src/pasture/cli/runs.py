@@ -22,9 +22,7 @@ from pasture.cli.options import (
     settings_overrides,
 )
 from pasture.cli.scoring import add_evaluate, add_predict
-from pasture.core.defaults import (
-    DEFAULT_RECIPE,
-)
+from pasture.core.defaults import DEFAULT_RECIPE
 from pasture.core.paths import printable_name
 from pasture.gan.presets import GAN_PRESETS
 

@@ -6,16 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pasture.cli.options import (
-    HelpFormatter,
-    accuracy_line,
-    add_device_flag,
-    add_group_flags,
-    positive_int,
-)
-from pasture.core.defaults import (
-    DEFAULT_MIN_IMAGE_SIZE,
-)
+from pasture.cli.options import HelpFormatter, accuracy_line, add_device_flag, add_group_flags, positive_int
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE
 from pasture.core.paths import printable_name
 
 EVALUATE_EXAMPLES = """examples:

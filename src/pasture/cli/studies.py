@@ -19,10 +19,7 @@ from pasture.cli.options import (
     positive_int,
     recipe_choice,
 )
-from pasture.core.defaults import (
-    DEFAULT_MIN_IMAGE_SIZE,
-    DEFAULT_TEST_FRACTION,
-)
+from pasture.core.defaults import DEFAULT_MIN_IMAGE_SIZE, DEFAULT_TEST_FRACTION
 from pasture.core.errors import UserError
 from pasture.core.stats import difference_interval_text
 

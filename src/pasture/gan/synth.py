@@ -41,12 +41,7 @@ from pasture.data import Dataset, ImageSet, class_index_map
 from pasture.gan.kid import kid_score
 from pasture.gan.presets import GanPreset
 from pasture.gan.sampling import build_samplers, generate
-from pasture.gan.trainer import (
-    resize_uint8,
-    save_grid,
-    to_gan_range,
-    validate_gan_preset,
-)
+from pasture.gan.trainer import resize_uint8, save_grid, to_gan_range, validate_gan_preset
 
 MAX_FILTER_ATTEMPTS = 20  # sample at most 20x the asked count per class when filtering
 

@@ -23,11 +23,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from pasture.core.defaults import bounds_problem, field_type_problem
-from pasture.core.device import (
-    autocast,
-    effective_precision,
-    grad_scaler,
-)
+from pasture.core.device import autocast, effective_precision, grad_scaler
 from pasture.core.errors import UserError
 from pasture.core.loop import Checkpoint, Loop, every, progress, restore_rng_states, rng_states
 from pasture.core.runs import atomic_write_bytes

@@ -11,11 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pasture.classify.recipes import (
-    Recipe,
-    check_synthetic_ratio,
-    get_recipe,
-)
+from pasture.classify.recipes import Recipe, check_synthetic_ratio, get_recipe
 from pasture.core.defaults import option_fields, without_labels
 from pasture.core.errors import UserError
 from pasture.gan.presets import GanPreset
