@@ -103,10 +103,10 @@ class LiveModel:
                                 "thumbnail": f"near_{index}_{number}.jpg",
                             }
                         )
-                if explain:  # Grad-CAM now; occlusion (64 passes a photo) only when asked for (occlude)
-                    explained = explain_images(
-                        model.model, model.config, usable, batch, folder, nearest=near, occlusion_maps=False
-                    )
+                # Grad-CAM now; occlusion (64 passes a photo) only when asked for (occlude). The figure without
+                # the nearest training photos: the page's card shows them already, as thumbnails.
+                if explain:
+                    explained = explain_images(model.model, model.config, usable, batch, folder, occlusion_maps=False)
                     for index, (row, done) in enumerate(zip(good, explained)):
                         row["heatmap"], row["photo_index"] = done["heatmap"], index
                         Image.fromarray(images[index].transpose(1, 2, 0)).save(folder / f"photo_{index}.png")
