@@ -31,6 +31,7 @@ from pasture import api
 from pasture.app.jobs import METRICS_SHOWN, staging_prefix
 from pasture.app.state import AppState, NotFound, check_images, finished_run, run_folder, staging, whole_number
 from pasture.app.uploads import receive_form
+from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
 from pasture.core.paths import ensure_under, safe_path_part
 from pasture.core.runs import atomic_write_text
@@ -181,16 +182,18 @@ def _check_route(router: APIRouter, state: AppState) -> None:
 
 
 def _classes(run: Path) -> list[str]:
-    return json.loads((run / "config.json").read_text(encoding="utf-8"))["classes"]
+    return finished_run_config(run)["classes"]  # the checked reader: a damaged config.json is a message
 
 
 def compare_on_photos(runs: list[Path], photos: list[Path], truth: list[int]) -> dict:
     """Each run's accuracy on the labelled `photos` with its 95% interval and n, and (for two runs) the
     exact McNemar test on the photos where they disagree: the same photos, so the comparison is paired."""
-    right = []
+    right, decoded = [], {}  # decoded once per input size (an adapted run has its original's)
     for run in runs:
         model = api.load(run, device="auto")
-        rows = model.label(decode_files(photos, model.image_size), [path.name for path in photos])
+        if model.image_size not in decoded:
+            decoded[model.image_size] = decode_files(photos, model.image_size)
+        rows = model.label(decoded[model.image_size], [path.name for path in photos])
         right.append(torch.tensor([model.classes.index(row["label"]) == label for row, label in zip(rows, truth)]))
     n = len(photos)
     shown = {

@@ -30,8 +30,10 @@ RUN_FILES_SHOWN = {
 DOWNLOADS = {served_file(name): name for name in api.EXPORT_FORMATS}
 
 
-def _run_summary(folder: Path, jobs: Jobs) -> dict:
-    # The one checked reader of run files: a damaged or hand-edited folder is a message, not a crash.
+def _run_summary(folder: Path, jobs: Jobs, charts: bool = False) -> dict:
+    """A run's row on the Runs page; with `charts`, also what its page draws (_charts), from the same
+    read of metrics.json. The one checked reader of run files: a damaged or hand-edited folder is a
+    message, not a crash."""
     config = read_checked_json(folder / "config.json", run_config_problem, what="run folder")
     row = {
         "name": folder.name,
@@ -49,6 +51,8 @@ def _run_summary(folder: Path, jobs: Jobs) -> dict:
     if row["finished"]:
         metrics = read_checked_json(folder / "metrics.json", record_problem, what="finished run")
         row.update({key: metrics[key] for key in ("test_accuracy", "test_ci95", "n_test", "per_class")})
+        if charts:
+            row.update(_charts(metrics))
     return row
 
 
@@ -104,13 +108,9 @@ def _tree_children(node) -> list:
     return out
 
 
-def _run_charts(folder: Path) -> dict:
+def _charts(metrics: dict) -> dict:
     """What a finished run's page draws: the confusion matrix, its curve (epochs: accuracy per epoch; a
     probe: held-out loss per C) and the accuracy on sources it never saw, when it has them."""
-    metrics_file = folder / "metrics.json"
-    if not metrics_file.is_file():
-        return {}
-    metrics = read_checked_json(metrics_file, record_problem, what="finished run")
     keep = ("epoch", "train_accuracy", "test_accuracy")
     history = [{key: row[key] for key in keep if key in row} for row in metrics.get("history") or []]
     return {
@@ -140,11 +140,11 @@ def run_routes(state: AppState) -> APIRouter:
     @router.get("/api/runs/{name}")
     def run_details(name: str):
         folder = existing_run(runs, name)
-        summary = _run_summary(folder, jobs)
+        summary = _run_summary(folder, jobs, charts=True)
         card = folder / "MODEL_CARD.md"
         summary["card"] = card.read_text(encoding="utf-8") if card.is_file() else ""
         summary["card_tree"] = card_tree(summary["card"])
-        return {**summary, **_run_charts(folder)}
+        return summary
 
     @router.get("/api/runs/{name}/files/{file}")
     def run_file(name: str, file: str):

@@ -385,7 +385,7 @@ def train_gan(
                 every(preset.sample_every, preset.iterations, sample_point),
             ]
             Loop(step, events).run(run.start, preset.iterations)
-            finished.append({"class_ids": class_ids, "generator": unit.sampler.state_dict(), **_kept_d(unit)})
+            finished.append(_finished_unit(class_ids, unit))
     finally:
         bar.close()
     checkpoint.save(finished, log, diversity=diversity)
@@ -403,6 +403,11 @@ def _unit_images(train: ImageSet, real_all: torch.Tensor, class_ids, preset: Gan
     return real, labels
 
 
-def _kept_d(unit) -> dict:
-    """D is kept too: its features are a from-scratch start worth probing (benchmarks/gan_features.py)."""
-    return {"discriminator": unit.discriminator.state_dict()}
+def _finished_unit(class_ids, unit) -> dict:
+    """What the checkpoint keeps of a trained unit: its classes, G's sampler and D (its features are a
+    from-scratch start worth probing: benchmarks/gan_features.py)."""
+    return {
+        "class_ids": class_ids,
+        "generator": unit.sampler.state_dict(),
+        "discriminator": unit.discriminator.state_dict(),
+    }
