@@ -272,9 +272,6 @@ async function cancelTraining() {
 
 function showResult(where, run, metrics) {
   const testLink = button("Test", () => show("test"), {className: "link", type: "button"});
-  const header = el("tr", {}, el("th", {}, "true \\ predicted"), metrics.classes.map(c => el("th", {}, c)));
-  const rows = metrics.confusion.map((counts, i) => el("tr", {}, el("th", {}, metrics.classes[i]),
-                                                        counts.map(v => el("td", {}, v))));
   const [low, high] = metrics.test_ci95;
   $(where).replaceChildren(
     el("p", {}, el("b", {}, `Test accuracy: ${accuracy(metrics)}`),
@@ -282,7 +279,7 @@ function showResult(where, run, metrics) {
        `would very likely (95%) lie between ${pct(low)} and ${pct(high)}; ${metrics.n_test} test photos cannot ` +
        "say more. Photos from elsewhere (another camera, place or season) are the honest test: drop some in ",
        testLink, "."),
-    el("div", {className: "scroll"}, el("table", {}, header, rows)),
+    confusionTable(metrics.classes, metrics.confusion),
     el("div", {className: "figures"}));
   call(runPath(run)).then(row => {
     const curve = curveChart(row);
@@ -290,10 +287,10 @@ function showResult(where, run, metrics) {
   });
 }
 
-const FIGURES = {"curves.png": "learning curves", "confusion.png": "confusion matrix", "top_losses.png": "top losses"};
+// The PNG figures the page shows as pictures (the others, curves and the confusion matrix, it draws
+// itself); the server lists which a run has.
+const FIGURES = {"top_losses.png": "top losses"};
 
-// The run's figures among `wanted` that it has (the server lists them: a probe has no learning curves,
-// as its head is solved, not trained in epochs).
 function figures(run, row, wanted) {
   return wanted.filter(file => row.figures.includes(file))
     .map(file => appImage(`${runPath(run)}/files/${file}`, {className: "figure", alt: FIGURES[file]}));
