@@ -156,8 +156,7 @@ def _adapt_route(router: APIRouter, state: AppState) -> None:
                 shown["metrics"] = {key: result["metrics"][key] for key in METRICS_SHOWN}
             return shown
 
-        jobs.check_free()
-        job = jobs.begin(out.name, work)
+        job = jobs.begin(out.name, work)  # refused (Busy, 409) while a training or another adaptation runs
         return {"job": job["id"], "run": out.name, "from": name}
 
 
