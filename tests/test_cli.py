@@ -230,3 +230,18 @@ def test_no_help_text_shows_an_escaped_percent_sign():
     shown = {name: parser.format_help() for name, parser in command_parsers()}
     assert len(shown) > 10 and not [name for name, text in shown.items() if "%%" in text]
     assert "95% interval" in shown["pasture evaluate"]
+
+
+def test_a_reader_that_stops_early_is_not_a_bug():
+    """`pasture recipes | head -1`: the closed pipe ends the command quietly with 141 (128 + SIGPIPE), as
+    a shell's own tools do; it was a traceback and "this is a bug in pasture"."""
+    import os
+
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader has gone before pasture writes: every write meets a closed pipe
+    command = subprocess.Popen([sys.executable, "-m", "pasture.cli", "recipes"], stdout=writer, stderr=subprocess.PIPE)
+    os.close(writer)
+    assert command.stderr is not None
+    error = command.stderr.read().decode()
+    assert command.wait(timeout=60) == 141, error
+    assert "bug" not in error and "Traceback" not in error

@@ -20,6 +20,7 @@ __main__     `python -m pasture.cli`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -40,6 +41,8 @@ EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 
 EXIT_INTERRUPTED = 130
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader went away
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pasture: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `pasture predict ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not fail again
+        return EXIT_BROKEN_PIPE
     except OSError as error:
         if error.errno not in MACHINE_ERRNOS:
             return _bug()
