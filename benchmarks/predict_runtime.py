@@ -1,6 +1,8 @@
 """`pasture predict RUN` against `pasture predict RUN.onnx` on the same photos (issue 42): whole processes,
-alternating, wall time; and RUN with the frozen backbones forced back to torch
-(PASTURE_BACKBONE_RUNTIME=torch), what predict did before classify/backbones.py.
+alternating, wall time; against a plain ONNX Runtime script over the same photos (decode included:
+plain_onnx_predict.py); and RUN with the frozen backbones forced back to torch
+(PASTURE_BACKBONE_RUNTIME=torch), what predict did before classify/backbones.py. A probe run trained since
+classify/probe_file.py predicts without torch; the torch case shows the old path.
 
     python benchmarks/predict_runtime.py --run RUN [--photos DIR] [--pairs 3] [--out benchmarks/results/predict_runtime.json]
 
@@ -53,6 +55,15 @@ def main() -> None:
             base + [str(run / "model.onnx"), args.photos, "--csv", "/tmp/pasture-predict-onnx.csv", "--quiet"],
             {},
         ),
+        "plain ONNX Runtime script": (
+            [
+                sys.executable,
+                str(Path(__file__).with_name("plain_onnx_predict.py")),
+                str(run / "model.onnx"),
+                args.photos,
+            ],
+            {},
+        ),
         "run folder, torch backbones": (
             base + [str(run), args.photos, "--csv", "/tmp/pasture-predict-torch.csv", "--quiet"],
             {"PASTURE_BACKBONE_RUNTIME": "torch"},
@@ -65,11 +76,14 @@ def main() -> None:
             seconds[name].append(timed(command, {**os.environ, **extra}))
     photos = sum(1 for _ in Path(args.photos).rglob("*.jpg")) + sum(1 for _ in Path(args.photos).rglob("*.png"))
     rows = {name: {"median_s": statistics.median(values), "all_s": values} for name, values in seconds.items()}
-    onnx = rows["ONNX file"]["median_s"]
+    onnx, plain = rows["ONNX file"]["median_s"], rows["plain ONNX Runtime script"]["median_s"]
     print(f"{photos} photos, {args.pairs} alternating rounds, {os.cpu_count()} cores ({cpu_name()}):")
     for name, row in rows.items():
-        row["ratio_to_onnx"] = row["median_s"] / onnx
-        print(f"  {name:30s} median {row['median_s']:5.2f} s  ({row['ratio_to_onnx']:.2f}x the ONNX file)")
+        row["ratio_to_onnx"], row["ratio_to_plain"] = row["median_s"] / onnx, row["median_s"] / plain
+        print(
+            f"  {name:30s} median {row['median_s']:5.2f} s  ({row['ratio_to_onnx']:.2f}x the ONNX file, "
+            f"{row['ratio_to_plain']:.2f}x the plain script)"
+        )
     write_results(args.out, {"photos": photos, "pairs": args.pairs, "cpu": cpu_name(), "cases": rows})
 
 

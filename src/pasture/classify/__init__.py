@@ -8,6 +8,7 @@
     features     a frozen backbone's features per image, cached on disk (probe, LP-FT, adapt, doctor)
     logistic     the probe's head: logistic regression solved to convergence, C chosen on held-out folds
     probe        the probe run: features, the head (an ensemble's members), the familiarity bank; LP-FT's start
+    probe_file   probe.npz: a probe run's heads and bank as numpy arrays; the run scored without torch
     backbones    a frozen backbone's pooled features, by ONNX Runtime (graph cached, checked) or torch
     familiarity  how familiar a photo is (kNN to the training photos, a threshold)
     adapt        label spreading to a new camera's photos, the guard, which photos to label first

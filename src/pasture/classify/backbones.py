@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from pasture.classify.evaluate import to_float
+from pasture.classify.probe_file import ORT_BATCH, RUNTIME_VARIABLE
 from pasture.classify.recipes import Recipe
 from pasture.core.defaults import cache_enabled, cache_root
 from pasture.core.device import model_device
@@ -30,7 +31,6 @@ from pasture.core.runs import atomic_write_bytes
 from pasture.models import Classifier, timm_net
 from pasture.models.pretrained import imagenet_identity
 
-RUNTIME_VARIABLE = "PASTURE_BACKBONE_RUNTIME"  # "torch": never ONNX Runtime
 GRAPH_FORMAT = "v1"  # bump when the exported graph changes, so old cached graphs are not reused
 PARITY_LIMIT = 1e-3  # max |feature_torch - feature_onnxruntime| (features of order 0.1-5) a graph may have
 OPSET = 17
@@ -93,6 +93,13 @@ def _graph_key(key: str, size: int) -> str:
 
 def _graph_path(full: str):
     return cache_root() / "backbones" / f"{hashlib.sha256(full.encode()).hexdigest()[:20]}.onnx"
+
+
+def graph_file(key: str, size: int):
+    """The cached ONNX graph of a frozen backbone, checked when it was built, or None when it is not in
+    the cache (never built here, the cache off, or torch serving)."""
+    path = _graph_path(_graph_key(key, size))
+    return path if cache_enabled() and path.is_file() and _runtime() is not None else None
 
 
 def _runtime():
@@ -163,11 +170,6 @@ def _session(model: Classifier, key: str, size: int):
             atomic_write_bytes(path, data)
         _sessions[full] = session
         return session
-
-
-ORT_BATCH = 8  # photos a session runs at once. A cold `pasture train` on cowhorse-dev (2 cores): batch 32
-# peaked at 2.84 GB in 14.6 s, 16 at 2.32 GB in 15.7-16.7 s, 8 at 2.06 GB in 16.3 s: ONNX Runtime's
-# arena grows with the batch, the time hardly does.
 
 
 def session_features(session, images_uint8: torch.Tensor, batch_size: int = ORT_BATCH) -> torch.Tensor:

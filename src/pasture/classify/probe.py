@@ -11,9 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pasture.classify.backbones import backbone_key, graph_file
 from pasture.classify.familiarity import Familiarity
 from pasture.classify.features import FeatureCache, feature_cache
 from pasture.classify.logistic import fit_linear_head
+from pasture.classify.probe_file import write_probe_file
 from pasture.classify.recipes import Recipe
 from pasture.classify.trained import MEMBER_SEED_STRIDE, TrainResult, build_members, member_checkpoint
 from pasture.core.runtime import progress_bar, seed_everything
@@ -87,6 +89,7 @@ def train_probe(
     member_checkpoint(run_dir).save(member_states, history)  # the one checkpoint format of classify.fit
     if run_dir is not None:
         familiarity.save(run_dir)
+        _write_probe_file(run_dir, recipe, member_states, familiarity)
     # The head on the cached features gives the probabilities the whole model would (an ensemble's are
     # the mean over members, as Ensemble averages them); with TTA the model must see the shifted views.
     from_features = not recipe.tta
@@ -102,6 +105,28 @@ def train_probe(
         },
         train_probabilities=torch.stack(train_scored).mean(0) if from_features else None,
         test_probabilities=torch.stack(test_scored).mean(0) if from_features and test_scored else None,
+    )
+
+
+def _write_probe_file(run_dir: str | Path, recipe: Recipe, member_states: list[dict], familiarity: Familiarity) -> None:
+    """RUN/probe.npz (classify.probe_file), after the checkpoint it names, when the backbone's ONNX graph
+    is in the cache: `pasture predict RUN` then scores the run without torch. Test-time augmentation needs
+    the model's shifted views: no file."""
+    key = backbone_key(recipe)
+    graph = graph_file(key, recipe.image_size) if key is not None and not recipe.tta else None
+    if graph is None:
+        return
+    write_probe_file(
+        run_dir,
+        torch.stack([state["net.classifier.weight"] for state in member_states]).float().numpy(),
+        torch.stack([state["net.classifier.bias"] for state in member_states]).float().numpy(),
+        {
+            "bank": familiarity.bank.numpy(),
+            "k": familiarity.k,
+            "held_out": familiarity.held_out.numpy(),
+            "threshold": familiarity.threshold,
+        },
+        graph,
     )
 
 

@@ -97,25 +97,26 @@ def _print_trust(report: dict) -> None:
 
 
 def _run_predict(args) -> int:
-    from pasture.export.onnx_runner import EXPORTED_SUFFIXES
+    from pasture.export.onnx_runner import EXPORTED_SUFFIXES, predict_onnx, predict_probe_run
 
     if args.run.endswith(EXPORTED_SUFFIXES):  # an exported file, its runtime alone: torch is never imported
-        from pasture.export.onnx_runner import predict_onnx
-
         rows = predict_onnx(args.run, args.paths, csv=args.csv, quiet=args.quiet, unknown=args.unknown)
-    else:
-        if args.engine == "ray":
-            from pasture import api
+    elif args.engine == "ray":
+        from pasture import api
 
-            rows = api.predict(
-                args.run,
-                args.paths,
-                csv=args.csv,
-                quiet=args.quiet,
-                unknown=args.unknown,
-                engine="ray",
-                ray_address=args.ray_address,
-            )
+        rows = api.predict(
+            args.run,
+            args.paths,
+            csv=args.csv,
+            quiet=args.quiet,
+            unknown=args.unknown,
+            engine="ray",
+            ray_address=args.ray_address,
+        )
+    else:  # a finished probe run by ONNX Runtime and numpy (classify.probe_file): torch is never imported
+        fast = predict_probe_run(args.run, args.paths, args.csv, args.quiet, args.unknown, args.device)
+        if fast is not None:
+            rows = fast
         else:
             # api.predict's own two steps, without importing the whole API (studies, GANs, the doctor):
             # about 2 s of a 10 s predict on 100 photos went to imports it never uses (issue 42)

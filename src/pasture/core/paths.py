@@ -13,7 +13,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from pasture.core.errors import UserError
+from pasture.core.errors import UserError, write_failed
 from pasture.core.processes import process_alive
 
 
@@ -219,3 +219,25 @@ def new_file_mode() -> int:
 
 def new_folder_mode() -> int:
     return 0o777 & ~_umask()
+
+
+TEMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the target's folder
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            os.fchmod(temp.fileno(), new_file_mode())
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException as error:
+        if os.path.exists(temp_name):
+            os.unlink(temp_name)
+        failed = write_failed(error, path) if isinstance(error, OSError) else None
+        if failed is not None:  # a full disk, a read-only folder: said with the file it hit
+            raise failed from None
+        raise

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from pasture import __version__
-from pasture.core.errors import Interrupted, UserError, write_failed
+from pasture.core.errors import Interrupted, UserError
 from pasture.core.locks import LOCK_NAME, lock_holder, locked_folder
-from pasture.core.paths import TEMP_NAME, new_file_mode
+from pasture.core.paths import TEMP_NAME, TEMP_SUFFIX, atomic_write_bytes, new_file_mode  # noqa: F401  (re-exported)
 
 # Files pasture itself writes into a run or GAN folder (glob patterns); --force removes only these,
 # never a user's own files.
@@ -38,6 +38,8 @@ RUN_FILES = (
     "top_losses.png",
     "MODEL_CARD.md",
     "model.onnx",
+    "familiarity.pt",
+    "probe.npz",
     "gan_log.jsonl",
     "gan_losses.png",
     "samples_*.png",
@@ -45,28 +47,6 @@ RUN_FILES = (
     "score.json",
 )
 DONE_MARKERS = ("metrics.json", "summary.json")  # written last by a finished classifier / GAN run
-
-
-TEMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" in the target's folder
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            os.fchmod(temp.fileno(), new_file_mode())
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException as error:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        failed = write_failed(error, path) if isinstance(error, OSError) else None
-        if failed is not None:  # a full disk, a read-only folder: said with the file it hit
-            raise failed from None
-        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

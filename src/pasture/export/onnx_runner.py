@@ -1,4 +1,5 @@
-"""Run an exported model (pasture export) with ONNX Runtime alone: no torch, no pasture run folder.
+"""Run an exported model (pasture export) with ONNX Runtime alone: no torch, no pasture run folder; and
+a finished probe run folder the same way (its probe.npz: classify.probe_file).
 
 The file takes uint8 RGB images N x 3 x S x S (S, the classes and the run's honest test accuracy are in
 its metadata) and returns class probabilities; pasture.core.imagefile decodes files exactly as
@@ -25,6 +26,7 @@ from pasture.classify.predictions import (  # noqa: F401  (EXPORTED_SUFFIXES: im
     prediction_rows,
     write_predictions_csv,
 )
+from pasture.classify.probe_file import ProbeRunScorer, probe_run_scorer
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.imagefile import BadImage, decode_array, image_files_in
@@ -82,7 +84,9 @@ class OnnxClassifier:
         return exported_outputs(self._outputs, images_uint8, batch_size)[2]
 
 
-def decode_for(model: OnnxClassifier | OpenVinoClassifier | TfliteClassifier, files: list[Path]) -> np.ndarray:
+def decode_for(
+    model: OnnxClassifier | OpenVinoClassifier | TfliteClassifier | ProbeRunScorer, files: list[Path]
+) -> np.ndarray:
     """uint8 N x 3 x S x S at the model's input size; a file that is not a usable image is a UserError."""
     arrays = []
     for path in files:
@@ -116,6 +120,32 @@ def predict_onnx(
         model = OnnxClassifier(file)
     if unknown and model.threshold is None:
         raise UserError(NO_FAMILIARITY.format(file=file))
+    return predict_with(model, paths, csv, quiet, unknown)
+
+
+def predict_probe_run(
+    run: str | os.PathLike,
+    paths: Sequence[str | os.PathLike],
+    csv: str | os.PathLike | None,
+    quiet: bool,
+    unknown: bool,
+    device: str | None = "auto",
+) -> list[dict] | dict | None:
+    """predict_onnx's rows for a finished probe run folder, by ONNX Runtime and numpy (classify.probe_file),
+    or None where the run must be read by torch (classify.trained)."""
+    scorer = probe_run_scorer(run, device)
+    return None if scorer is None else predict_with(scorer, paths, csv, quiet, unknown)
+
+
+def predict_with(
+    model: OnnxClassifier | OpenVinoClassifier | TfliteClassifier | ProbeRunScorer,
+    paths: Sequence[str | os.PathLike],
+    csv: str | os.PathLike | None,
+    quiet: bool,
+    unknown: bool,
+) -> list[dict] | dict:
+    """predict_onnx's rows (or with `csv`, the counts of the CSV written) from a model already loaded:
+    an exported file's runner, or a probe run scored without torch (classify.probe_file)."""
     files = image_files_in(paths)
     if not files:
         raise UserError("predict: give at least one image file or folder")
