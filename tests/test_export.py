@@ -8,10 +8,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import make_image
 
 from pasture import api
 from pasture.cli import main
+from pasture.core.errors import UserError
 
 onnxruntime = pytest.importorskip(
     "onnxruntime", reason='the export extra is not installed (pip install -e ".[export]")'
@@ -150,3 +152,38 @@ def test_batch_predict_streams_a_csv_with_skipped_files_and_the_same_numbers(spl
         assert float(by_run[name]["p_cow"]) == pytest.approx(row["probabilities"]["cow"], abs=1e-6)
     assert predictions.batch_size_for(16) < 150  # the stream really went through several batches
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_check_takes_photos_spread_over_the_test_set_and_refuses_an_unfaithful_export(
+    split_data, tmp_path, monkeypatch
+):
+    """An export is checked on CHECK_PHOTOS of the run's test photos, evenly spaced (every class), its
+    probabilities and familiarity distances from one backbone pass each side; a graph that differs from
+    the run is refused and removed, whichever output differs."""
+    import numpy as np
+
+    from pasture.classify.trained import finished_run_config, run_split
+    from pasture.export import onnx_export
+    from pasture.export.onnx_runner import OnnxClassifier
+
+    run = tmp_path / "run"
+    api.train(split_data, run, recipe="probe", image_size=48, quiet=True)
+    config = finished_run_config(run)
+    images, checked_on = onnx_export.check_images(run, config, count=4)
+    test = run_split(config).test
+    assert checked_on == "4 of the run's 12 test images"
+    assert torch.equal(images, test.images[[0, 4, 7, 11]]) and set(test.labels[[0, 4, 7, 11]].tolist()) == {0, 1}
+    info = api.export(run)
+    assert info["parity_max_abs"] < 1e-4 and info["familiarity_parity_max_abs"] < 1e-4
+    real_outputs = OnnxClassifier.outputs
+    for wrong, said in ((0, "ONNX Runtime differs from the run"), (2, "its familiarity distances differ")):
+
+        def shifted(self, images, batch_size=64, wrong=wrong):
+            outputs = real_outputs(self, images, batch_size)
+            outputs[wrong] = outputs[wrong] + np.float32(0.01)
+            return outputs
+
+        monkeypatch.setattr(OnnxClassifier, "outputs", shifted)
+        with pytest.raises(UserError, match=said):
+            api.export(run, out=tmp_path / "wrong.onnx")
+        assert not (tmp_path / "wrong.onnx").exists()

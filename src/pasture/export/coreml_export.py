@@ -110,7 +110,9 @@ def export_coreml(run: str | os.PathLike, out: str | os.PathLike | None = None) 
                     ]
                 )
 
-            parity, checked, _ = checked_parity(run, config, model, tta, probabilities, "Core ML", package)
+            parity, _, checked, _ = checked_parity(
+                run, config, model, tta, lambda images: [probabilities(images)], "Core ML", package
+            )
         replace_package(staged, package, PACKAGE_FILES, "Core ML package")
     size_bytes = sum(path.stat().st_size for path in package.rglob("*") if path.is_file())
     return {

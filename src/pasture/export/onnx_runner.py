@@ -79,9 +79,9 @@ class OnnxClassifier:
         """(probabilities, [(familiarity, familiar)] per image, or None for a file without them)."""
         return exported_scores(self._outputs, images_uint8, batch_size, len(self.classes), self.threshold)
 
-    def distances(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """The k-NN distance of each image to the training photos (a file with familiarity outputs)."""
-        return exported_outputs(self._outputs, images_uint8, batch_size)[2]
+    def outputs(self, images_uint8: np.ndarray, batch_size: int = 64) -> list[np.ndarray]:
+        """Every output (probabilities, and familiarity and distance where it has them), in one pass."""
+        return exported_outputs(self._outputs, images_uint8, batch_size)
 
 
 def decode_for(

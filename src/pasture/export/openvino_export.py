@@ -16,7 +16,7 @@ from pathlib import Path
 from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
 from pasture.core.paths import check_output_package, replace_package, staging_folder
-from pasture.export.onnx_export import check_images, checked_parity, familiarity_parity, fp32_export
+from pasture.export.onnx_export import checked_parity, fp32_export
 from pasture.export.openvino_runner import OpenVinoClassifier, openvino_module
 
 IR_FILES = frozenset({"model.xml", "model.bin"})
@@ -45,11 +45,9 @@ def export_openvino(run: str | os.PathLike, out: str | os.PathLike | None = None
         ov.save_model(converted, str(staged / "model.xml"), compress_to_fp16=False)
         (staged / "model.onnx").unlink()
         runner = OpenVinoClassifier(staged / "model.xml")
-        images = check_images(run, config)  # read once for both checks
-        parity, where, checked = checked_parity(
-            run, config, model, tta, runner.probabilities, "OpenVINO", folder, checked=images
+        parity, familiar_parity, where, checked = checked_parity(
+            run, config, model, tta, runner.outputs, "OpenVINO", folder
         )
-        familiar_parity = familiarity_parity(run, images[0], model, runner.distances, folder)
         replace_package(staged, folder, IR_FILES, "OpenVINO folder")
         size = sum((folder / name).stat().st_size for name in ("model.xml", "model.bin"))
     return {

@@ -58,7 +58,9 @@ def export_tflite(run: str | os.PathLike, out: str | os.PathLike | None = None) 
         data = with_metadata(staged.read_bytes(), metadata)
         staged.write_bytes(data)
         runner = TfliteClassifier(staged, threads=1)
-        parity, where, checked = checked_parity(run, config, model, tta, runner.probabilities, "LiteRT", path)
+        parity, _, where, checked = checked_parity(
+            run, config, model, tta, lambda images: [runner.probabilities(images)], "LiteRT", path
+        )
     atomic_write_bytes(path, data)
     return {
         "file": str(path),
