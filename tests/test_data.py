@@ -284,3 +284,18 @@ def test_load_dataset_takes_its_options_as_one_object_or_as_keywords(flat_data):
     assert one.train.files == two.train.files and one.test.files == two.test.files
     other = load_dataset(flat_data, 16, options, warn=lambda message: None, split_seed=5)
     assert other.test.files != one.test.files and len(other.test) == len(one.test)
+
+
+def test_decoded_photos_are_stacked_in_place_of_their_list():
+    """stacked copies each decoded photo into one tensor and drops it from the list as it goes (the list
+    and torch.stack of it held every photo twice: 1 GB more for 5,000 photos at 260 px)."""
+    import torch
+
+    from pasture.data.layouts import stacked
+
+    images = [torch.full((3, 4, 4), value, dtype=torch.uint8) for value in range(5)]
+    decoded = [(image, None) for image in images]
+    decoded[2] = (None, None)  # an unusable file: not among the rows
+    out = stacked(decoded, [0, 1, 3, 4])
+    assert torch.equal(out, torch.stack([images[0], images[1], images[3], images[4]]))
+    assert all(image is None for image, _ in decoded)
