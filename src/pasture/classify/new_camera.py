@@ -49,7 +49,9 @@ class Target:
         if self.recipe.pretrained != "probe":
             raise UserError(
                 f"{self.run}: a {self.recipe.name} run trains its backbone; {what} works on probe runs (the "
-                "default recipe) for now; for others, distill with --teacher RUN --unlabeled PHOTOS"
+                "default recipe). For a small network, adapt a probe run and distill from it: `pasture adapt "
+                f"PROBE_RUN {self.photos} --out ADAPTED`, then `pasture train DATA --teacher ADAPTED --unlabeled "
+                f"{self.photos} --out STUDENT` (docs/results/adapt.md)"
             )
         if not self.photos.is_dir():
             raise UserError(f"{self.photos}: not a folder; give the folder of the new camera's photos")

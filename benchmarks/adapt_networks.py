@@ -1,0 +1,131 @@
+"""Fit a new camera with networks that train their weights (issue 43): a from-scratch run and a distilled
+student, trained on cowhorse-dev and scored on all 240 photos of cowhorse-sources (a new camera; its
+labels are hidden from every method and used only to score).
+
+What it measures:
+- the from-scratch run (`--recipe scratch`) unadapted, and the premise of consistency self-training
+  (FixMatch) on it: how many of the new camera's photos it labels with confidence >= 0.8, 0.9 and 0.95
+  (FixMatch's threshold), and how many of those labels are right;
+- students (`--recipe distill`, the report's CNN) of the default probe with the new photos as
+  `--unlabeled`: of the probe as trained, and of the probe after `pasture adapt` to the same photos.
+Accuracies with their 95% Wilson interval and n; students against the scratch run and against each other
+with the exact McNemar test on the same photos (paired). The new photos are the students' unlabeled pool
+and their test set (transductive, as benchmarks/adapt.py's (a)).
+
+    python benchmarks/adapt_networks.py [--work /tmp/pasture-adapt-networks] [--out benchmarks/results/adapt_networks.json]
+
+About 7 minutes on 2 cores (two students of 3 minutes each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+from _common import DEFAULT_DATA, RESULTS, write_results
+from scipy.stats import binomtest
+
+from pasture import api
+from pasture.core.stats import wilson_interval
+
+TARGET = DEFAULT_DATA.parent / "cowhorse-sources"
+THRESHOLDS = (0.8, 0.9, 0.95)  # FixMatch keeps a pseudo-label at 0.95 (Sohn et al. 2020)
+
+
+def scored(run: Path) -> tuple[list[dict], list[bool]]:
+    """The run's rows on the new camera's photos, and whether each is right (its class folder)."""
+    rows = api.predict(run, [TARGET])
+    return rows, [row["label"] == Path(row["file"]).parent.name for row in rows]
+
+
+def accuracy(right: list[bool]) -> dict:
+    hits, n = sum(right), len(right)
+    return {"accuracy": hits / n, "ci95": list(wilson_interval(hits, n)), "n": n}
+
+
+def mcnemar(before: list[bool], after: list[bool]) -> dict:
+    """Exact McNemar: photos `after` gets right that `before` did not, and the other way round."""
+    gained = sum(a and not b for a, b in zip(after, before))
+    lost = sum(b and not a for a, b in zip(after, before))
+    p_value = binomtest(gained, gained + lost, 0.5).pvalue if gained + lost else 1.0
+    return {"gained": gained, "lost": lost, "p_value": float(p_value)}
+
+
+def pseudo_labels(rows: list[dict], right: list[bool]) -> list[dict]:
+    """What a confidence threshold keeps of the run's own labels on the new photos, and how many are right."""
+    table = []
+    for threshold in THRESHOLDS:
+        kept = [(row, ok) for row, ok in zip(rows, right) if row["probability"] >= threshold]
+        labels = [row["label"] for row, _ in kept]
+        table.append(
+            {
+                "threshold": threshold,
+                "kept": len(kept),
+                "right": sum(ok for _, ok in kept),
+                "shares": {name: labels.count(name) for name in sorted(set(labels))},
+            }
+        )
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", default="/tmp/pasture-adapt-networks")
+    parser.add_argument("--out", default=str(RESULTS / "adapt_networks.json"))
+    args = parser.parse_args()
+    work = Path(args.work)
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, call) -> None:
+        started = time.perf_counter()
+        call()
+        seconds[name] = time.perf_counter() - started
+
+    common = {"quiet": True, "force": True}
+    timed("scratch", lambda: api.train(DEFAULT_DATA, work / "scratch", recipe="scratch", **common))
+    timed("probe", lambda: api.train(DEFAULT_DATA, work / "probe", **common))
+    timed("adapt", lambda: api.adapt(work / "probe", TARGET, work / "adapted", force=True))
+    for teacher in ("probe", "adapted"):
+        timed(
+            f"student of {teacher}",
+            lambda teacher=teacher: api.train(
+                DEFAULT_DATA, work / f"student-{teacher}", teacher=work / teacher, unlabeled=TARGET, **common
+            ),
+        )
+    names = ["scratch", "probe", "adapted", "student-probe", "student-adapted"]
+    results = {name: scored(work / name) for name in names}
+    right = {name: hits for name, (_, hits) in results.items()}
+    payload = {
+        "cpu": platform.processor() or platform.machine(),
+        "target": str(TARGET),
+        "accuracy": {name: accuracy(hits) for name, hits in right.items()},
+        "scratch_pseudo_labels": pseudo_labels(*results["scratch"]),
+        "paired": {
+            "student of the adapted probe vs scratch": mcnemar(right["scratch"], right["student-adapted"]),
+            "student of the adapted probe vs student of the probe": mcnemar(
+                right["student-probe"], right["student-adapted"]
+            ),
+            "student of the probe vs scratch": mcnemar(right["scratch"], right["student-probe"]),
+        },
+        "seconds": seconds,
+    }
+    print(f"new camera: {TARGET} (labels used only to score)")
+    for name, row in payload["accuracy"].items():
+        low, high = row["ci95"]
+        print(f"  {name:16s} {row['accuracy']:6.1%}  (95% CI {low:.1%}-{high:.1%}, n={row['n']})")
+    print("the scratch run's own labels on the new photos, kept by confidence (FixMatch's premise):")
+    for row in payload["scratch_pseudo_labels"]:
+        share = row["right"] / row["kept"] if row["kept"] else float("nan")
+        print(
+            f"  >= {row['threshold']:.2f}: {row['kept']:3d} kept, {row['right']:3d} right ({share:.0%}), {row['shares']}"
+        )
+    for name, row in payload["paired"].items():
+        print(f"  {name}: +{row['gained']} / -{row['lost']} photos, exact McNemar p = {row['p_value']:.2g}")
+    print("seconds: " + ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()))
+    write_results(args.out, payload)
+
+
+if __name__ == "__main__":
+    main()
