@@ -299,3 +299,53 @@ def test_decoded_photos_are_stacked_in_place_of_their_list():
     out = stacked(decoded, [0, 1, 3, 4])
     assert torch.equal(out, torch.stack([images[0], images[1], images[3], images[4]]))
     assert all(image is None for image, _ in decoded)
+
+
+def _backing_file(tensor: torch.Tensor) -> str | None:
+    """The file behind a tensor's memory (/proc/self/maps), or None for anonymous memory."""
+    address = tensor.untyped_storage().data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        low, high = (int(part, 16) for part in fields[0].split("-"))
+        if low <= address < high:
+            return fields[5] if len(fields) > 5 and fields[5].startswith("/") else None
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux's /proc/self/maps")
+def test_large_splits_are_file_backed_and_train_the_same(flat_data, tmp_path, monkeypatch):
+    """Above MAPPED_BYTES a split's photos live in a file-backed map under the cache folder (the kernel can
+    page them out: a large training set need not fit in RAM); what is trained from them is the same."""
+    from pasture import api
+    from pasture.data import images
+
+    in_memory = load_dataset(flat_data, 24)
+    assert _backing_file(in_memory.train.images) is None
+    monkeypatch.setattr(images, "MAPPED_BYTES", 0)
+    mapped = load_dataset(flat_data, 24)  # class folders: stacked, then split by copying
+    for split, memory in ((mapped.train, in_memory.train), (mapped.test, in_memory.test)):
+        assert "/mapped/" in (_backing_file(split.images) or "")
+        assert torch.equal(split.images, memory.images) and split.files == memory.files
+    settings = dict(recipe="probe", image_size=48, quiet=True)
+    from_map = api.train(flat_data, tmp_path / "mapped", **settings)
+    monkeypatch.setattr(images, "MAPPED_BYTES", 2**62)
+    from_memory = api.train(flat_data, tmp_path / "memory", **settings)
+    assert (
+        from_map["test_accuracy"] == from_memory["test_accuracy"] and from_map["confusion"] == from_memory["confusion"]
+    )
+
+
+def test_a_full_disk_keeps_the_photos_in_memory(flat_data, monkeypatch):
+    """The map's blocks are reserved before any is written: no room means memory, not a SIGBUS later."""
+    import errno
+    import os
+
+    from pasture.data import images
+
+    def no_room(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(images, "MAPPED_BYTES", 0)
+    monkeypatch.setattr(os, "posix_fallocate", no_room, raising=False)
+    loaded = load_dataset(flat_data, 24)
+    assert loaded.train.images.shape == (10, 3, 24, 24) and int(loaded.train.images.sum()) > 0

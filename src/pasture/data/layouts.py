@@ -26,7 +26,7 @@ from pasture.core.imagefile import BadImage
 from pasture.core.paths import display_name, pasture_made, path_part_problem, printable_name
 from pasture.data.decode import decode_many
 from pasture.data.groups import SUBFOLDERS, groups_of
-from pasture.data.images import Dataset, ImageSet, class_index_map, subset_images
+from pasture.data.images import Dataset, ImageSet, class_index_map, image_storage, subset_images
 from pasture.data.splits import group_split, stratified_split
 
 SPLIT_NAMES = ("train", "test")
@@ -93,12 +93,12 @@ def _order_classes(found: Iterable[str], requested: list[str] | None, where: str
 
 
 def stacked(decoded: list[tuple[torch.Tensor | None, BadImage | None]], rows: list[int]) -> torch.Tensor:
-    """The decoded images at `rows` as one tensor, each dropped from `decoded` once copied: the photos are
-    held once while they are stacked, not twice as torch.stack of their list held them (5,000 photos at
-    260 px are 1 GB)."""
+    """The decoded images at `rows` as one tensor (file-backed when large: data.images.image_storage), each
+    dropped from `decoded` once copied: the photos are held once while they are stacked, not twice as
+    torch.stack of their list held them (5,000 photos at 260 px are 1 GB)."""
     first = decoded[rows[0]][0]
     assert first is not None
-    out = torch.empty((len(rows), *first.shape), dtype=first.dtype)
+    out = image_storage((len(rows), *first.shape))
     for index, row in enumerate(rows):
         image = decoded[row][0]
         assert image is not None  # rows name decoded images only
