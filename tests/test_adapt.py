@@ -157,7 +157,7 @@ def test_the_guard_keeps_the_original_and_writes_nothing(camera, tmp_path, capsy
 def test_adapt_refuses_a_run_that_is_not_a_probe(split_data, tmp_path, capsys):
     api.train(split_data, tmp_path / "cnn", recipe="scratch", epochs=1, image_size=16, quiet=True)
     assert main(["adapt", str(tmp_path / "cnn"), str(split_data), "--out", str(tmp_path / "new")]) == 2
-    assert "works on probe runs" in capsys.readouterr().err
+    assert "works on probe and finetune runs" in capsys.readouterr().err
 
 
 def test_target_photos_start_from_the_heads_probabilities():
@@ -198,3 +198,77 @@ def test_an_interrupted_adapt_says_how_to_go_on(camera, tmp_path, monkeypatch):
     monkeypatch.setattr(new_camera, "finish_run", real)
     result = api.adapt(run, photos, tmp_path / "cut", force=True)
     assert not result["kept_original"] and (tmp_path / "cut" / "metrics.json").is_file()
+
+
+# ------------------------------------------------------------------ a fine-tuned run: self-training
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """A fine-tuned run (EfficientNet-Lite0 end to end, 32 px, one epoch) and a folder of new photos."""
+    from conftest import write_class_folders
+
+    root = tmp_path_factory.mktemp("finetuned")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PASTURE_CACHE_DIR", str(root / "cache"))
+        data = write_split_data(root / "data")
+        api.train(data, root / "run", recipe="finetune", image_size=32, epochs=1, quiet=True)
+    photos = write_class_folders(root / "new-camera" / "any-layout", {"a": 3, "b": 3}, size=40, start=70)
+    return root / "run", photos.parent
+
+
+def _count_train(run) -> int:
+    return json.loads((run / "metrics.json").read_text())["n_train"]
+
+
+def test_a_finetuned_run_is_trained_again_with_the_photos_it_labels_surely(finetuned, tmp_path, monkeypatch):
+    from pasture.classify import self_training
+
+    run, photos = finetuned
+    monkeypatch.setattr(self_training, "CONFIDENT", 0.0)  # every new photo counts as sure
+    monkeypatch.setattr(self_training, "guard", lambda before, after, classes: guard(before, before, classes))
+    result = api.adapt(run, photos, tmp_path / "adapted")
+    assert not result["kept_original"] and result["confident"] == 6 and result["method"] == self_training.METHOD
+    adapted = tmp_path / "adapted"
+    assert _count_train(adapted) == _count_train(run) + 6  # the 16 training photos and the 6 new ones
+    config = json.loads((adapted / "config.json").read_text())
+    assert config["adapted"]["confident"] == 6 and config["recipe"]["pretrained"] == "finetune"
+    assert len(api.predict(adapted, [photos])) == 6  # an ordinary run
+    assert "0% of the original's labels" in (adapted / "MODEL_CARD.md").read_text()  # the guard's report
+
+
+def test_a_finetuned_run_with_no_sure_label_keeps_the_original_unless_photos_are_labelled(
+    finetuned, tmp_path, monkeypatch, capsys
+):
+    from pasture.classify import self_training
+
+    run, photos = finetuned
+    monkeypatch.setattr(self_training, "CONFIDENT", 1.01)  # no probability reaches it
+    assert main(["adapt", str(run), str(photos), "--out", str(tmp_path / "none"), "--quiet"]) == 1
+    assert "labels none of these photos" in capsys.readouterr().out and not (tmp_path / "none").exists()
+    names = sorted(path.relative_to(photos).as_posix() for path in photos.rglob("*.png"))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n" + f"{names[0]},cow\n{names[-1]},horse\n{names[1]},\n")
+    monkeypatch.setattr(self_training, "guard", lambda before, after, classes: guard(before, before, classes))
+    result = api.adapt(run, photos, tmp_path / "labelled", labels=labels)
+    assert result["labelled"] == 2 and result["confident"] == 0
+    assert _count_train(tmp_path / "labelled") == _count_train(run) + 2
+
+
+def test_the_guard_leaves_no_adapted_finetuned_run(finetuned, tmp_path, monkeypatch):
+    from pasture.classify import self_training
+
+    run, photos = finetuned
+    monkeypatch.setattr(self_training, "CONFIDENT", 0.0)
+    monkeypatch.setattr(self_training, "guard", lambda before, after, classes: ("it changes too much", {"n": 6}))
+    result = api.adapt(run, photos, tmp_path / "refused")
+    assert result["kept_original"] and result["why"] == "it changes too much"
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_student_is_not_adapted_and_is_told_the_route(split_data, tmp_path, capsys):
+    api.train(split_data, tmp_path / "teacher", recipe="scratch", epochs=1, image_size=16, quiet=True)
+    api.train(split_data, tmp_path / "student", teacher=tmp_path / "teacher", epochs=1, quiet=True)
+    assert main(["adapt", str(tmp_path / "student"), str(split_data), "--out", str(tmp_path / "new")]) == 2
+    error = capsys.readouterr().err
+    assert "learns from a teacher" in error and "--teacher ADAPTED --unlabeled" in error

@@ -13,6 +13,7 @@
     familiarity  how familiar a photo is (kNN to the training photos, a threshold)
     adapt        label spreading to a new camera's photos, the guard, which photos to label first
     new_camera   `adapt` and `ask`: a probe run fitted to a folder of new photos; LABELS.csv
+    self_training  `adapt` of a fine-tuned run: its sure labels of the new photos join its training photos
     selfsup      SimCLR pretraining on the training images
     distill      a small student that learns to match a teacher run (the cached teacher bank)
     transfer     what a run trains on besides its photos: a synthetic set, or a teacher run's bank

@@ -161,10 +161,15 @@ def adapted_section(adapted: dict | None) -> list[str]:
         "## Adapted to a new camera",
         "",
         f"Adapted from `{adapted['from']}` to the {adapted['n']} photos of `{adapted['photos']}` "
-        f"({adapted['labelled']} labelled by hand): {adapted['method']}. On those photos it changed "
-        f"{adapted['changed']:.0%} of the original's labels; estimated classes {shares(adapted['shares_after'])} "
-        f"(the original said {shares(adapted['shares_before'])}). The test figures below are on the original "
-        "split; score the new camera with `pasture evaluate` on labelled photos from it.",
+        f"({adapted['labelled']} labelled by hand): {adapted['method']}."
+        + (
+            f" On those photos it changed {adapted['changed']:.0%} of the original's labels; estimated classes "
+            f"{shares(adapted['shares_after'])} (the original said {shares(adapted['shares_before'])})."
+            if "changed" in adapted
+            else ""
+        )
+        + " The test figures below are on the original split; score the new camera with `pasture evaluate` on "
+        "labelled photos from it.",
         "",
     ]
 

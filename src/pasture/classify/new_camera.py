@@ -20,6 +20,7 @@ from pasture.classify.finish import finish_run
 from pasture.classify.logistic import fit_linear_head
 from pasture.classify.probe import train_probe
 from pasture.classify.recipes import Recipe, with_overrides
+from pasture.classify.self_training import adapt_network
 from pasture.classify.trained import LoadedRun, finished_run_config, run_split
 from pasture.core.device import resolve_device
 from pasture.core.errors import UserError
@@ -32,26 +33,29 @@ from pasture.data import ImageSet
 from pasture.data.layouts import decode_files, files_fingerprint
 from pasture.models import create_model
 
+ADAPTS = ("probe", "finetune")  # the runs `adapt` takes: a fine-tuned one by classify.self_training
 METHOD = (
     "label spreading on the k-NN graph of training and target features (k=10), from the original head's "
     "probabilities, then the head refitted"
 )
 
 
-class Target:
-    """A run, its training photos' and a folder of new photos' features, and the spread labels."""
+class NewPhotos:
+    """A finished run, its own train/test split read again, and a folder of a new camera's photos, decoded
+    at the run's input size. `adapts`: the kinds of run the caller can adapt ("probe", and for `adapt`
+    also "finetune": classify.self_training)."""
 
-    def __init__(self, run: str | os.PathLike, photos: str | os.PathLike, device, what: str):
+    def __init__(self, run: str | os.PathLike, photos: str | os.PathLike, device, what: str, adapts=("probe",)):
         self.run, self.photos, self.device = Path(run), Path(photos), device
         self.config = finished_run_config(self.run)
         self.recipe = Recipe(**self.config["recipe"])
         self.classes: list[str] = self.config["classes"]
-        if self.recipe.pretrained != "probe":
+        if self.recipe.pretrained not in adapts or "teacher" in self.config:
             raise UserError(
-                f"{self.run}: a {self.recipe.name} run trains its backbone; {what} works on probe runs (the "
-                "default recipe). For a small network, adapt a probe run and distill from it: `pasture adapt "
-                f"PROBE_RUN {self.photos} --out ADAPTED`, then `pasture train DATA --teacher ADAPTED --unlabeled "
-                f"{self.photos} --out STUDENT` (docs/results/adapt.md)"
+                f"{self.run}: a {self.recipe.name} run {'learns from a teacher' if 'teacher' in self.config else 'trains from scratch' if self.recipe.pretrained == 'none' else 'trains its backbone'}; "
+                f"{what} works on {' and '.join(adapts)} runs. For a small network, adapt a probe run and distill "
+                f"from it: `pasture adapt PROBE_RUN {self.photos} --out ADAPTED`, then `pasture train DATA "
+                f"--teacher ADAPTED --unlabeled {self.photos} --out STUDENT` (docs/results/adapt.md)"
             )
         if not self.photos.is_dir():
             raise UserError(f"{self.photos}: not a folder; give the folder of the new camera's photos")
@@ -66,18 +70,41 @@ class Target:
             )
         self.dataset = dataset
         self.images = decode_files(self.files, self.recipe.image_size)
-        model = create_model(
-            self.recipe.model, len(self.classes), self.recipe.image_size, weights=self.recipe.weights or "imagenet"
-        ).to(device)
-        cache = feature_cache(self.recipe)
-        self.train_features = cache.features(model, dataset.train.images)
-        self.features = cache.features(model, self.images)
-        # the original run's probabilities from the features just read (a second backbone pass took as long)
-        self.original_probabilities = LoadedRun(self.run, device).head_probabilities(self.features, self.images)
 
     def names(self) -> list[str]:
         """Each target file relative to the photos folder, as LABELS.csv names it."""
         return [os.path.relpath(path, self.photos) for path in self.files]
+
+    def adapted_config(self, recipe: Recipe, method: str, labelled: int, report: dict) -> tuple[dict, dict]:
+        """(config, identity) of the adapted run: the original's, with what was adapted to and how."""
+        adapted_info = {
+            "from": str(self.run.resolve()),
+            "photos": str(self.photos.resolve()),
+            "fingerprint": files_fingerprint(self.photos, self.files),
+            "n": len(self.files),
+            "labelled": labelled,
+            "method": method,
+            **{key: report[key] for key in ("changed", "shares_before", "shares_after", "confident") if key in report},
+        }
+        identity = {**self.config["identity"], "recipe": recipe.recorded(), "adapted": adapted_info}
+        carried = ("model", "image_size", "classes", "seed", "data_summary", "eval_every", "device")
+        config = {**{key: self.config[key] for key in carried if key in self.config}, "recipe": recipe.recorded()}
+        return {**config, "adapted": adapted_info}, identity
+
+
+class Target(NewPhotos):
+    """A probe run, its training photos' and a folder of new photos' features, and the spread labels."""
+
+    def __init__(self, run: str | os.PathLike, photos: str | os.PathLike, device, what: str, adapts=("probe",)):
+        super().__init__(run, photos, device, what, adapts)
+        model = create_model(
+            self.recipe.model, len(self.classes), self.recipe.image_size, weights=self.recipe.weights or "imagenet"
+        ).to(device)
+        cache = feature_cache(self.recipe)
+        self.train_features = cache.features(model, self.dataset.train.images)
+        self.features = cache.features(model, self.images)
+        # the original run's probabilities from the features just read (a second backbone pass took as long)
+        self.original_probabilities = LoadedRun(self.run, device).head_probabilities(self.features, self.images)
 
     def spread(self, labelled: dict[int, int] | None = None) -> torch.Tensor:
         """Class scores of the target photos (N x classes) by label spreading from the original head's
@@ -92,7 +119,7 @@ class Target:
         )
 
 
-def read_labels(path: str | os.PathLike, target: Target) -> dict[int, int]:
+def read_labels(path: str | os.PathLike, target: NewPhotos) -> dict[int, int]:
     """A filled-in LABELS.csv (columns file,label; file relative to the photos folder; an empty label is
     unlabeled) as target index -> class index; a row naming an unknown file or class is a UserError."""
     path = Path(path)
@@ -132,10 +159,18 @@ def adapt(
     warn=lambda message: None,
 ) -> dict:
     """A new run folder `out`: RUN's probe fitted again with the photos of `photos` labelled by label
-    spreading (and the labelled ones of LABELS.csv as given). Returns what changed: the share of the
+    spreading (and the labelled ones of LABELS.csv as given); a fine-tuned RUN trained again with the
+    photos it labels surely (classify.self_training). Returns what changed: the share of the
     target's labels changed and the class shares before and after; when the guard refuses the adaptation,
     `kept_original` is True and nothing is written."""
-    target = Target(run, photos, resolve_device(device), "adapt")
+    where, out = resolve_device(device), Path(out)
+    config = finished_run_config(Path(run))
+    if Recipe(**config["recipe"]).pretrained == "finetune" and "teacher" not in config:  # its backbone trains
+        photos_of = NewPhotos(run, photos, where, "adapt", ADAPTS)
+        labelled = read_labels(labels, photos_of) if labels is not None else {}
+        options = {"quiet": quiet, "force": force, "command": command, "warn": warn}
+        return adapt_network(photos_of, labelled, out, photos_of.recipe, options)
+    target = Target(run, photos, where, "adapt", ADAPTS)
     labelled = read_labels(labels, target) if labels is not None else {}
     pseudo = target.spread(labelled).argmax(1)
     for index, label in labelled.items():
@@ -156,25 +191,12 @@ def adapt(
     if why is not None:
         warn(f"the adapted model was not kept: {why}; the original run stays as it is")
         return {**report, "kept_original": True, "why": why}
-    adapted_info = {
-        "from": str(target.run.resolve()),
-        "photos": str(target.photos.resolve()),
-        "fingerprint": files_fingerprint(target.photos, target.files),
-        "n": len(target.files),
-        "labelled": len(labelled),
-        "method": METHOD,
-        "changed": report["changed"],
-        "shares_before": report["shares_before"],
-        "shares_after": report["shares_after"],
-    }
-    identity = {**target.config["identity"], "recipe": recipe.recorded(), "adapted": adapted_info}
-    carried = ("model", "image_size", "classes", "seed", "data_summary", "eval_every", "device")
-    config = {**{key: target.config[key] for key in carried if key in target.config}, "recipe": recipe.recorded()}
+    config, identity = target.adapted_config(recipe, METHOD, len(labelled), report)
     out = Path(out)
     with opened_run(
         out,
         identity,
-        {**config, "adapted": adapted_info},
+        config,
         RUN_FOLDER,
         force=force,
         command=command,

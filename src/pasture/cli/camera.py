@@ -29,6 +29,7 @@ def _run_adapt(args) -> int:
         f"{result['n']} new photos: estimated classes {_shares(result['shares_after'])} (the original said "
         f"{_shares(result['shares_before'])}); {result['changed']:.0%} of their labels changed"
         + (f"; {result['labelled']} labelled by you" if result["labelled"] else "")
+        + (f"; {result['confident']} labelled surely by the run itself" if "confident" in result else "")
     )
     if result["kept_original"]:
         print(f"not adapted: {result['why']}; {args.run} stays as it is")
@@ -59,19 +60,22 @@ def add_commands(commands) -> None:
     """adapt, ask."""
     adapt = commands.add_parser(
         "adapt",
-        help="fit a probe run to a new camera's unlabeled photos (a new run)",
+        help="fit a probe or fine-tuned run to a new camera's unlabeled photos (a new run)",
         formatter_class=HelpFormatter,
         description="A new run: RUN's head fitted again on its training photos and the photos in PHOTOS (any "
         "layout, labels unknown), labelled by label spreading on the graph of their features; with --labels, "
         "the photos you labelled join as given. It says the estimated class shares and how many labels "
         "changed, and keeps the original when the adapted model changes most labels or puts every photo in "
-        "one class (exit 1).",
+        "one class (exit 1). A fine-tuned run (--recipe finetune) is trained again with the new photos it "
+        "labels with probability 0.95 or more added to its training photos (self-training).",
         epilog="examples:\n  pasture adapt runs/first ../new-camera/ --out runs/first-adapted\n"
         "  pasture ask runs/first ../new-camera/ --k 10 --out labels.csv   # fill in labels.csv, then\n"
         "  pasture adapt runs/first ../new-camera/ --labels labels.csv --out runs/first-adapted\n",
     )
     adapt.set_defaults(command_handler=_run_adapt)
-    adapt.add_argument("run", metavar="RUN", help="a finished run folder of the probe recipe (the default)")
+    adapt.add_argument(
+        "run", metavar="RUN", help="a finished run folder of the probe recipe (the default) or of finetune"
+    )
     adapt.add_argument("photos", metavar="PHOTOS", help="a folder of the new camera's photos (any layout)")
     adapt.add_argument("--out", required=True, metavar="NEW_RUN", help="the adapted run's folder")
     adapt.add_argument(
@@ -89,7 +93,9 @@ def add_commands(commands) -> None:
         "order to label) and ask.png beside it; fill in the labels and give it to `pasture adapt --labels`.",
     )
     ask.set_defaults(command_handler=_run_ask)
-    ask.add_argument("run", metavar="RUN", help="a finished run folder of the probe recipe (the default)")
+    ask.add_argument(
+        "run", metavar="RUN", help="a finished run folder of the probe recipe (the default) or of finetune"
+    )
     ask.add_argument("photos", metavar="PHOTOS", help="a folder of the new camera's photos (any layout)")
     ask.add_argument("--k", type=int, default=10, metavar="K", help="how many photos to ask for (default 10)")
     ask.add_argument("--out", required=True, metavar="LABELS.csv", help="the CSV to write")
