@@ -49,6 +49,16 @@ def wait_for(client, job: str, limit: float = 600) -> dict:
     raise AssertionError("the training did not finish")
 
 
+def wait_in_page(page, expression: str, limit: float = 60) -> None:
+    """Until `expression` is true in the page, polled from here. Not page.wait_for_function: it polls
+    inside the page by evaluating the string, which the app's CSP forbids (an EvalError whenever the
+    condition was not already true at its first look, so it failed on a slower machine only)."""
+    deadline = time.time() + limit
+    while not page.evaluate(expression):
+        assert time.time() < deadline, f"the page never got to {expression}"
+        time.sleep(0.1)
+
+
 def teach(client, name: str = "first", epochs: int = 2, mode: str = "tiny") -> dict:
     response = client.post(
         "/api/teach",

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason='the app extra is not installed (pip install -e ".[app]")')
 
-from appkit import TOKEN, chromium_browser, client_for, fake_camera_video, live, photos, png, wait_for
+from appkit import TOKEN, chromium_browser, client_for, fake_camera_video, live, photos, png, wait_for, wait_in_page
 from PIL import Image
 
 from pasture.app.server import create_app
@@ -307,7 +307,7 @@ def test_teach_train_test_export_in_a_real_browser(tmp_path):
         assert "unlike anything it was taught" in flagged.inner_text() and "checker.png" in flagged.inner_text()
         # beside each photo, the training photos the model compares it with, as thumbnails
         assert page.locator(".result .nearest").count() == 3 and page.locator("figure.near").count() == 9
-        page.wait_for_function("[...document.querySelectorAll('figure.near img')].every(i => i.naturalWidth > 0)")
+        wait_in_page(page, "[...document.querySelectorAll('figure.near img')].every(i => i.naturalWidth > 0)")
         assert "distance" in page.locator(".result .nearest").first.inner_text()
         page.wait_for_selector("img.heatmap")  # where the model looked, when captum is installed (it is in dev)
         page.locator("button.occlude").first.click()  # occlusion on demand

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason='the app extra is not installed (pip install -e ".[app]")')
 
-from appkit import TOKEN, chromium_browser, client_for, live, photos, png, wait_for
+from appkit import TOKEN, chromium_browser, client_for, live, photos, png, wait_for, wait_in_page
 
 from pasture.app.server import create_app
 
@@ -176,7 +176,7 @@ def test_improve_in_a_real_browser(app_runs, tmp_path):
         page.click("#improve-ask")
         page.wait_for_selector(".ask-card")
         assert page.locator(".ask-card").count() == 4
-        page.wait_for_function("[...document.querySelectorAll('.ask-card img')].every(i => i.naturalWidth > 0)")
+        wait_in_page(page, "[...document.querySelectorAll('.ask-card img')].every(i => i.naturalWidth > 0)")
         assert "would call" in page.inner_text("#improve-message")
         page.locator(".ask-card").nth(0).focus()
         page.keyboard.press("2")  # the second class, and the focus moves on to the next card
