@@ -28,10 +28,9 @@ import time
 from pathlib import Path
 
 from _common import DEFAULT_DATA, RESULTS, write_results
-from scipy.stats import binomtest
 
 from pasture import api
-from pasture.core.stats import wilson_interval
+from pasture.core.stats import exact_mcnemar, wilson_interval
 
 TARGET = DEFAULT_DATA.parent / "cowhorse-sources"
 THRESHOLDS = (0.8, 0.9, 0.95)  # FixMatch keeps a pseudo-label at 0.95 (Sohn et al. 2020)
@@ -46,14 +45,6 @@ def scored(run: Path) -> tuple[list[dict], list[bool]]:
 def accuracy(right: list[bool]) -> dict:
     hits, n = sum(right), len(right)
     return {"accuracy": hits / n, "ci95": list(wilson_interval(hits, n)), "n": n}
-
-
-def mcnemar(before: list[bool], after: list[bool]) -> dict:
-    """Exact McNemar: photos `after` gets right that `before` did not, and the other way round."""
-    gained = sum(a and not b for a, b in zip(after, before))
-    lost = sum(b and not a for a, b in zip(after, before))
-    p_value = binomtest(gained, gained + lost, 0.5).pvalue if gained + lost else 1.0
-    return {"gained": gained, "lost": lost, "p_value": float(p_value)}
 
 
 def pseudo_labels(rows: list[dict], right: list[bool]) -> list[dict]:
@@ -109,12 +100,12 @@ def main() -> None:
         "scratch_pseudo_labels": pseudo_labels(*results["scratch"]),
         "finetune_pseudo_labels": pseudo_labels(*results["finetune"]),
         "paired": {
-            "student of the adapted probe vs scratch": mcnemar(right["scratch"], right["student-adapted"]),
-            "student of the adapted probe vs student of the probe": mcnemar(
+            "student of the adapted probe vs scratch": exact_mcnemar(right["scratch"], right["student-adapted"]),
+            "student of the adapted probe vs student of the probe": exact_mcnemar(
                 right["student-probe"], right["student-adapted"]
             ),
-            "student of the probe vs scratch": mcnemar(right["scratch"], right["student-probe"]),
-            "finetune adapted vs finetune": mcnemar(right["finetune"], right["finetune-adapted"]),
+            "student of the probe vs scratch": exact_mcnemar(right["scratch"], right["student-probe"]),
+            "finetune adapted vs finetune": exact_mcnemar(right["finetune"], right["finetune-adapted"]),
         },
         "seconds": seconds,
     }

@@ -170,3 +170,16 @@ def test_a_fixed_split_study_reports_a_seed_independent_condition_as_one_run(cap
     printed = capsys.readouterr().out.splitlines()
     assert "every one of 10 seeds the same run; 95% CI 93.0%-99.4%, n=100" in printed[0]
     assert "[no interval (one pair)]" in printed[3]
+
+
+def test_exact_mcnemar_counts_the_disagreements_and_agrees_with_scipy():
+    from scipy.stats import binomtest
+
+    from pasture.core.stats import exact_mcnemar
+
+    before = [True, True, False, False, False, True, False, False]
+    after = [True, False, True, True, True, True, True, False]
+    result = exact_mcnemar(before, after)
+    assert (result["gained"], result["lost"]) == (4, 1)
+    assert result["p_value"] == pytest.approx(binomtest(4, 5, 0.5).pvalue, abs=1e-12)
+    assert exact_mcnemar([True, False], [True, False])["p_value"] == 1.0  # no disagreement: nothing to test

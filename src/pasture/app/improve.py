@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
-from scipy.stats import binomtest
 from starlette.concurrency import run_in_threadpool
 
 from pasture import api
@@ -35,7 +34,7 @@ from pasture.classify.trained import finished_run_config
 from pasture.core.errors import UserError
 from pasture.core.paths import ensure_under, safe_path_part
 from pasture.core.runs import atomic_write_text
-from pasture.core.stats import wilson_interval
+from pasture.core.stats import exact_mcnemar, wilson_interval
 from pasture.data.layouts import decode_files
 
 TARGET_PREFIX = ".target-"
@@ -203,7 +202,5 @@ def compare_on_photos(runs: list[Path], photos: list[Path], truth: list[int]) ->
         ],
     }
     if len(right) == 2:
-        gained, lost = int((right[1] & ~right[0]).sum()), int((right[0] & ~right[1]).sum())
-        p_value = binomtest(gained, gained + lost, 0.5).pvalue if gained + lost else 1.0
-        shown.update(gained=gained, lost=lost, p_value=float(p_value))
+        shown.update(exact_mcnemar(right[0].tolist(), right[1].tolist()))
     return shown

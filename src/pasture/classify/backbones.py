@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pasture.classify.evaluate import to_float
-from pasture.classify.probe_file import ORT_BATCH, RUNTIME_VARIABLE
+from pasture.classify.probe_file import ORT_BATCH, RUNTIME_VARIABLE, file_digest
 from pasture.classify.recipes import Recipe
 from pasture.core.defaults import cache_enabled, cache_root
 from pasture.core.device import model_device
@@ -187,11 +187,7 @@ def weights_identity(weights: str, model: str = "effnet-lite0") -> str:
     """A short id of a weights source: the package's weights by name and size, a user file by content."""
     if weights == "imagenet":
         return f"imagenet-{imagenet_identity(model)}"
-    digest = hashlib.sha256()
-    with open(weights, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return file_digest(weights)[:16]
 
 
 def backbone_key(recipe: Recipe) -> str | None:

@@ -192,7 +192,6 @@ def adapt(
         warn(f"the adapted model was not kept: {why}; the original run stays as it is")
         return {**report, "kept_original": True, "why": why}
     config, identity = target.adapted_config(recipe, METHOD, len(labelled), report)
-    out = Path(out)
     with opened_run(
         out,
         identity,

@@ -34,11 +34,8 @@ ORT_BATCH = 8  # photos a backbone graph runs at once. A cold `pasture train` on
 
 def file_digest(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes (33 MB of the default's checkpoint: about 30 ms)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def write_probe_file(
@@ -78,8 +75,8 @@ class ProbeRunScorer:
     """A finished probe run scored without torch, with what predict needs of a model (as the exported
     models' runners have it): `.classes`, `.image_size`, `.threshold`, probabilities() and scores()."""
 
-    def __init__(self, run: Path, config: dict, stored, session):
-        self.run, self.session = run, session
+    def __init__(self, config: dict, stored, session):
+        self.session = session
         self.classes: list[str] = config["classes"]
         self.image_size: int = config["image_size"]
         self.weights, self.biases = stored["weights"], stored["biases"]
@@ -151,4 +148,4 @@ def probe_run_scorer(run: str | os.PathLike, device: str | None = "auto") -> Pro
         session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     except Exception:  # a damaged cache file: the torch path builds it again
         return None
-    return ProbeRunScorer(run, config, stored, session)
+    return ProbeRunScorer(config, stored, session)

@@ -184,13 +184,7 @@ class LoadedRun:
         heads); with TTA the model sees the images' shifted views instead."""
         if self.config["recipe"].get("tta", False):
             return self.probabilities(images_uint8)
-        with torch.no_grad():
-            return torch.stack(
-                [
-                    torch.softmax(head(features.to(next(head.parameters()).device)).float().cpu(), 1)
-                    for head in self._heads()
-                ]
-            ).mean(0)
+        return heads_probabilities(self._heads(), features)
 
     def scores(self, images_uint8: torch.Tensor, nearest: int = 0) -> tuple[torch.Tensor, dict | None]:
         """(probabilities, familiarity or None): for a run that keeps its training photos' features (a
@@ -221,6 +215,15 @@ class LoadedRun:
             for row, near in zip(rows, found["nearest"]):
                 row["nearest"] = [{**item, "class": self.classes[item["label"]]} for item in near]
         return rows
+
+
+def heads_probabilities(heads: list[nn.Module], features: torch.Tensor) -> torch.Tensor:
+    """The mean of the heads' softmax on backbone `features` (N x classes, on the CPU), as Ensemble
+    averages its members' probabilities."""
+    with torch.no_grad():
+        return torch.stack(
+            [torch.softmax(head(features.to(next(head.parameters()).device)).float().cpu(), 1) for head in heads]
+        ).mean(0)
 
 
 def probe_heads(run: Path, classes: int) -> list[nn.Linear] | None:

@@ -49,6 +49,13 @@ RUN_FILES = (
 DONE_MARKERS = ("metrics.json", "summary.json")  # written last by a finished classifier / GAN run
 
 
+def remove_own_files(folder: Path, patterns: tuple[str, ...] = RUN_FILES) -> None:
+    """pasture's own files in `folder` (glob `patterns`, by default a run's), never a user's."""
+    for pattern in patterns:
+        for path in folder.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -223,9 +230,7 @@ def prepare_run_dir(
     config_path = out / "config.json"
     if force:
         check_output_folder(out, None, "run")
-        for pattern in RUN_FILES:
-            for path in out.glob(pattern):
-                path.unlink(missing_ok=True)
+        remove_own_files(out)
     elif check_output_folder(out, "config.json", "run"):
         try:
             old = read_checked_json(

@@ -152,6 +152,17 @@ def corrected_resampled_t(differences: list[float], folds: int) -> tuple[float, 
     return p_value, float(scipy_stats.t.ppf(0.975, df=n - 1)) * se, se
 
 
+def exact_mcnemar(before: list[bool], after: list[bool]) -> dict:
+    """The exact McNemar test of two models on the same photos: `gained` (photos `after` gets right and
+    `before` does not), `lost` (the other way round) and the two-sided p-value of that split when neither
+    model is better (each disagreement a fair coin: scipy's binomtest(gained, gained + lost, 0.5))."""
+    gained = sum(now and not then for then, now in zip(before, after))
+    lost = sum(then and not now for then, now in zip(before, after))
+    n = gained + lost
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n
+    return {"gained": gained, "lost": lost, "p_value": min(1.0, 2 * tail)}
+
+
 def difference_interval_text(ci95: list[float], separator: str = " to ") -> str:
     """A paired difference's interval as text ('+1.0% to +3.0%'); 'no interval (one pair)' when it has
     none (one pair has no spread to resample)."""

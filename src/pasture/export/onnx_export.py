@@ -30,7 +30,7 @@ from pasture import __version__
 from pasture.classify.backbones import backbone_features, generated_images
 from pasture.classify.evaluate import predict_probabilities, tta_views
 from pasture.classify.familiarity import Familiarity
-from pasture.classify.trained import finished_run_config, load_run, run_split
+from pasture.classify.trained import finished_run_config, heads_probabilities, load_run, run_split
 from pasture.core.errors import UserError
 from pasture.core.extras import optional_import
 from pasture.core.paths import check_output_file
@@ -126,10 +126,8 @@ def run_reference(run: Path, model: nn.Module, images: torch.Tensor, tta: bool) 
     distances = familiarity.score(features)["distance"].numpy()
     if tta:
         return predict_probabilities(model, images, tta=True).numpy(), distances
-    with torch.no_grad():
-        heads = [timm_net(member).get_classifier() for member in members]
-        probabilities = torch.stack([F.softmax(head(features).float(), 1) for head in heads]).mean(0)
-    return probabilities.numpy(), distances
+    heads = [timm_net(member).get_classifier() for member in members]
+    return heads_probabilities(heads, features).numpy(), distances
 
 
 def checked_parity(
@@ -140,14 +138,13 @@ def checked_parity(
     outputs,
     what: str,
     where: Path,
-    checked: tuple[torch.Tensor, str] | None = None,
 ) -> tuple[float, float | None, str, int]:
     """(max |p_run - p_export|, max |distance_run - distance_export| or None, what it was checked on, how
     many images): `outputs` (uint8 images N x 3 x S x S as numpy -> the exported model's outputs:
-    probabilities, and familiarity and distance where it has them) against the run's own on check_images
-    (`checked`, when the caller has read them already). A difference of PARITY_LIMIT or more is a
+    probabilities, and familiarity and distance where it has them) against the run's own on
+    check_images. A difference of PARITY_LIMIT or more is a
     UserError naming `where` and the runtime (`what`)."""
-    images, checked_on = checked if checked is not None else check_images(run, config)
+    images, checked_on = check_images(run, config)
     expected, expected_distances = run_reference(run, model, images, tta)
     exported = outputs(images.numpy())
     found = [(f"{what} differs from the run", expected, exported[0])]

@@ -32,6 +32,7 @@ from pasture.core.runs import (
     check_output_folder,
     check_writable,
     remove_orphan_temp_files,
+    remove_own_files,
     versions,
 )
 from pasture.data import detect_layout, load_dataset, load_pool
@@ -150,9 +151,7 @@ EXPERIMENT_FILES = (
 
 
 def _remove_own_files(out: Path, patterns: tuple) -> None:
-    for pattern in patterns:
-        for path in out.glob(pattern):
-            path.unlink(missing_ok=True)
+    remove_own_files(out, patterns)
     for pattern in ("runs/*", "gans/*", "teachers/*", "runs", "gans", "teachers", "figures"):  # ours, once emptied
         for folder in out.glob(pattern):
             if folder.is_dir() and not any(folder.iterdir()):
