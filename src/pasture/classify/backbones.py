@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import threading
 import warnings
 
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 
 from pasture.classify.evaluate import to_float
-from pasture.classify.probe_file import ORT_BATCH, RUNTIME_VARIABLE, file_digest
+from pasture.classify.probe_file import ORT_BATCH, file_digest, onnx_runtime
 from pasture.classify.recipes import Recipe
 from pasture.core.defaults import cache_enabled, cache_root
 from pasture.core.device import model_device
@@ -99,18 +98,7 @@ def graph_file(key: str, size: int):
     """The cached ONNX graph of a frozen backbone, checked when it was built, or None when it is not in
     the cache (never built here, the cache off, or torch serving)."""
     path = _graph_path(_graph_key(key, size))
-    return path if cache_enabled() and path.is_file() and _runtime() is not None else None
-
-
-def _runtime():
-    """onnxruntime, or None where torch must serve (not installed, or PASTURE_BACKBONE_RUNTIME=torch)."""
-    if os.environ.get(RUNTIME_VARIABLE) == "torch":
-        return None
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    return ort
+    return path if cache_enabled() and path.is_file() and onnx_runtime() is not None else None
 
 
 def _new_session(ort, data: bytes):
@@ -127,7 +115,7 @@ def cached_session(key: str, size: int):
     with _lock:
         if full in _sessions:
             return _sessions[full]
-        ort, path = _runtime(), _graph_path(full)
+        ort, path = onnx_runtime(), _graph_path(full)
         if ort is None or not (cache_enabled() and path.is_file()):
             return None
         try:
@@ -148,7 +136,7 @@ def _session(model: Classifier, key: str, size: int):
         if full in _sessions:
             return _sessions[full]
         _sessions[full] = None  # until it is shown to work
-        ort = _runtime()
+        ort = onnx_runtime()
         if ort is None or model_device(model).type != "cpu":
             return None
         try:

@@ -199,6 +199,11 @@ def explain_images(
 
 
 TOP_LOSSES = 8
+# A trained run's top_losses.png shows the photos without heatmaps (fastai's plot_top_losses default):
+# Grad-CAM of 8 photos builds the networks, imports Captum and runs them backwards, 3.5 of a warm
+# 9-12 s `pasture train` of the default, which otherwise never builds its networks (classify.probe).
+HEATMAPS_HINT = "where the model looked: pasture evaluate RUN DATA --out DIR"
+HEATMAPS_EXTRA = 'heatmaps: pip install -e ".[explain]"'
 
 
 def top_loss_indices(probabilities: torch.Tensor, labels: torch.Tensor, k: int = TOP_LOSSES) -> list[int]:
@@ -209,7 +214,7 @@ def top_loss_indices(probabilities: torch.Tensor, labels: torch.Tensor, k: int =
 
 
 def plot_top_losses(
-    model: nn.Module,
+    model: nn.Module | None,
     images_uint8: torch.Tensor,
     labels: torch.Tensor,
     probabilities: torch.Tensor,
@@ -219,12 +224,12 @@ def plot_top_losses(
     k: int = TOP_LOSSES,
 ) -> list[dict]:
     """PNG of the k highest-loss images: each photo with its Grad-CAM heatmap (for the predicted class;
-    without Captum the photo alone), true and predicted label, p(predicted) and the loss. Returns the
-    rows shown (file, true, predicted, probability, loss)."""
+    without Captum, or without a `model`, the photo alone), true and predicted label, p(predicted) and
+    the loss. Returns the rows shown (file, true, predicted, probability, loss)."""
     chosen = top_loss_indices(probabilities, labels, k)
     predicted = probabilities.argmax(1)
     heat = None
-    if chosen and importlib.util.find_spec("captum") is not None:
+    if model is not None and chosen and importlib.util.find_spec("captum") is not None:
         device = next(model.parameters()).device
         heat = gradcam(model, to_float(images_uint8[chosen].to(device)), predicted[chosen].to(device)).cpu()
     plt = pyplot()
@@ -267,7 +272,7 @@ def plot_top_losses(
     n_wrong = sum(1 for row in shown if row["true"] != row["predicted"])
     figure.suptitle(
         f"top losses, highest first: {n_wrong} of the {len(shown)} shown are wrong (red titles)"
-        + ("" if heat is not None or not chosen else '; heatmaps: pip install -e ".[explain]"'),
+        + ("" if heat is not None or not chosen else f"; {HEATMAPS_HINT if model is None else HEATMAPS_EXTRA}"),
         fontsize=9,
     )
     save_figure(figure, path)
@@ -282,7 +287,7 @@ def score_and_plot_top_losses(result, dataset, recipe, folder: Path):
     probabilities = test_probabilities(result, dataset, recipe)  # for the record and the top losses
     record = score_run(result, dataset, recipe, probabilities)
     plot_top_losses(
-        result.model,
+        None,  # no heatmaps (HEATMAPS_HINT says where they are)
         dataset.test.images,
         dataset.test.labels,
         probabilities,

@@ -149,7 +149,7 @@ def train_classifier(
     # checkpoint and its history line resumes straight to here, and the line must not be lost.
     checkpoint.save(finished, history)
     return TrainResult(
-        model=build_members(recipe, len(dataset.classes), finished, device),
+        built=build_members(recipe, len(dataset.classes), finished, device),
         history=history,
         seconds=time.perf_counter() - started,
         nonfinite_loss=nonfinite,

@@ -120,6 +120,17 @@ class ProbeRunScorer:
         return self._head(features), self._familiar(features)
 
 
+def onnx_runtime():
+    """onnxruntime, or None where torch must serve (not installed, or PASTURE_BACKBONE_RUNTIME=torch)."""
+    if os.environ.get(RUNTIME_VARIABLE) == "torch":
+        return None
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime
+
+
 def probe_run_scorer(run: str | os.PathLike, device: str | None = "auto") -> ProbeRunScorer | None:
     """The run scored by ONNX Runtime and numpy, or None where classify.trained must serve (see the
     module's docstring: no probe.npz, a changed checkpoint, no cached graph, TTA, a GPU, no ONNX Runtime)."""
@@ -127,7 +138,8 @@ def probe_run_scorer(run: str | os.PathLike, device: str | None = "auto") -> Pro
     device = (device or "auto").strip().lower()
     if device not in ("auto", "cpu") or (device == "auto" and _gpu_for_auto()):
         return None
-    if os.environ.get(RUNTIME_VARIABLE) == "torch" or not cache_enabled() or not (run / PROBE_FILE).is_file():
+    ort = onnx_runtime()
+    if ort is None or not cache_enabled() or not (run / PROBE_FILE).is_file():
         return None
     try:
         config = json.loads((run / "config.json").read_text())
@@ -140,8 +152,7 @@ def probe_run_scorer(run: str | os.PathLike, device: str | None = "auto") -> Pro
             return None
         if str(stored["checkpoint"]) != file_digest(run / "checkpoint.pt"):
             return None
-        import onnxruntime as ort
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # anything unexpected: the torch path reads the run and says what is wrong
     options = ort.SessionOptions()
     try:

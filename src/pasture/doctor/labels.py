@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pasture.classify.evaluate import predict_probabilities
-from pasture.classify.features import feature_cache
+from pasture.classify.features import FrozenBackbone, feature_cache
 from pasture.classify.fit import train_classifier
 from pasture.classify.recipes import get_recipe
 from pasture.core.errors import UserError
@@ -24,7 +24,6 @@ from pasture.data import Dataset, ImageSet
 from pasture.data.splits import fold_dataset, stratified_folds
 from pasture.doctor.checks import folds_for, sklearn_parts
 from pasture.doctor.extra import require_extra
-from pasture.models import create_model
 
 LABEL_MODELS = ("auto", "probe", "scratch", "none")
 SCRATCH_RECIPE = "scratch"
@@ -53,8 +52,7 @@ def image_size_for(label_model: str) -> int:
 def probe_features(images: ImageSet, device) -> torch.Tensor:
     """The default probe's backbone features of every image (cached on disk, shared with `pasture train`)."""
     probe = get_recipe("probe")
-    model = create_model(probe.model, len(images.classes), probe.image_size, weights="imagenet").to(device)
-    return feature_cache(probe).features(model, images.images)
+    return feature_cache(probe).features(FrozenBackbone(probe, len(images.classes), device), images.images)
 
 
 def _probe_probabilities(images: ImageSet, seed: int, features: np.ndarray) -> np.ndarray:

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from pasture.gan.nets import dcgan_init, generator_input, upsampling_blocks
-from pasture.models.pretrained import BACKBONES, build_backbone
+from pasture.models.pretrained import BACKBONES, build_backbone, timm_module
 
 FEATURE_BACKBONE = "effnet-lite0"
 FEATURE_STAGES = (1, 2, 3, 4)  # timm's out_indices: strides 4, 8, 16, 32
@@ -116,7 +115,9 @@ class FrozenFeatures(nn.Module):
     def __init__(self):
         super().__init__()
         full = build_backbone(FEATURE_BACKBONE, 2, BACKBONES[FEATURE_BACKBONE].native_image_size, "imagenet")
-        net = timm.create_model(BACKBONES[FEATURE_BACKBONE].timm_name, features_only=True, out_indices=FEATURE_STAGES)
+        net = timm_module().create_model(
+            BACKBONES[FEATURE_BACKBONE].timm_name, features_only=True, out_indices=FEATURE_STAGES
+        )
         missing, _ = net.load_state_dict(full.state_dict(), strict=False)  # the head is dropped
         if missing:
             raise RuntimeError(f"the feature network lacks ImageNet weights for {missing[:3]}")

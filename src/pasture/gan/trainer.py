@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.utils import make_grid
 
 from pasture.core.defaults import bounds_problem, field_type_problem
 from pasture.core.device import autocast, effective_precision, grad_scaler
@@ -166,6 +165,9 @@ def unit_plan(preset: GanPreset, num_classes: int) -> list[list[int]]:
 
 
 def save_grid(images_m11: torch.Tensor, path: Path, nrow: int) -> None:
+    # here, not at the top: torchvision imports torch._dynamo (1.2 s), which `pasture train` never needs
+    from torchvision.utils import make_grid
+
     grid = to_uint8(make_grid(images_m11, nrow=nrow, padding=2, pad_value=1.0))
     buffer = io.BytesIO()
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")

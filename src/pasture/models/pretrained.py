@@ -71,7 +71,7 @@ BACKBONES = {
 }
 
 
-def _timm(model: str = "effnet-lite0"):
+def timm_module(model: str = "effnet-lite0"):
     return optional_import("timm", model, "")  # a base dependency: missing means a broken install
 
 
@@ -136,7 +136,7 @@ def build_backbone(model: str, num_classes: int, image_size: int, weights: str |
     weights: "imagenet" (the offline package), a path to a state dict (by position), or None.
     """
     backbone = BACKBONES[model]
-    net = _timm(model).create_model(backbone.timm_name, pretrained=False, num_classes=num_classes)
+    net = timm_module(model).create_model(backbone.timm_name, pretrained=False, num_classes=num_classes)
     name = backbone.description.split(",")[0]
     if weights == "imagenet":
         path = imagenet_weights_path(model)
@@ -148,7 +148,7 @@ def build_backbone(model: str, num_classes: int, image_size: int, weights: str |
 
 def imagenet_classifier(model: str = "effnet-lite0") -> nn.Module:
     """The full 1000-class ImageNet model, for checking that the weights really loaded."""
-    net = _timm(model).create_model(BACKBONES[model].timm_name, pretrained=False, num_classes=1000)
+    net = timm_module(model).create_model(BACKBONES[model].timm_name, pretrained=False, num_classes=1000)
     path = imagenet_weights_path(model)
     load_by_position(net, torch.load(path, map_location="cpu", weights_only=True), str(path), False)
     return net.eval()
