@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -272,3 +273,16 @@ def test_a_student_is_not_adapted_and_is_told_the_route(split_data, tmp_path, ca
     assert main(["adapt", str(tmp_path / "student"), str(split_data), "--out", str(tmp_path / "new")]) == 2
     error = capsys.readouterr().err
     assert "learns from a teacher" in error and "--teacher ADAPTED --unlabeled" in error
+
+
+def test_ask_orders_a_finetuned_runs_photos_by_its_own_doubt(finetuned, tmp_path):
+    run, photos = finetuned
+    asked = api.ask(run, photos, 3, tmp_path / "labels.csv")
+    assert len(asked["rows"]) == 3 and len({row["file"] for row in asked["rows"]}) == 3
+    assert (tmp_path / "ask.png").is_file()
+    by_file = {Path(row["file"]).resolve(): row for row in api.predict(run, [photos])}
+    first = by_file[(photos / asked["rows"][0]["file"]).resolve()]
+    # the first to label is the photo the run is least sure of (two classes: the lowest top probability)
+    assert first["probability"] == pytest.approx(min(row["probability"] for row in by_file.values()), abs=1e-6)
+    assert asked["rows"][0]["guess"] == first["label"]
+    assert asked["rows"][0]["confidence"] == pytest.approx(first["probability"], abs=1e-5)

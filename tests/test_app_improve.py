@@ -48,7 +48,7 @@ def test_a_finished_run_keeps_its_photos_for_improve(app_runs):
     client, runs = app_runs
     assert sorted(p.name for p in (runs / ".data-first" / "data").iterdir()) == ["cow", "horse"]
     [row] = client.get("/api/runs").json()
-    assert row["probe"] and row["finished"] and not row["resumable"]
+    assert row["adaptable"] and row["finished"] and not row["resumable"]
 
 
 def test_ask_then_adapt_makes_a_new_run(app_runs):
@@ -150,9 +150,9 @@ def test_a_scratch_run_is_not_offered_and_refused(tmp_path):
         files=photos("cow", 4) + photos("horse", 4),
     )
     assert wait_for(client, response.json()["job"])["state"] == "done"
-    assert client.get("/api/runs").json()[0]["probe"] is False
+    assert client.get("/api/runs").json()[0]["adaptable"] is False
     refused = client.post("/api/runs/small/ask", files=camera_photos(4))
-    assert refused.status_code == 400 and "probe runs" in refused.json()["error"]
+    assert refused.status_code == 400 and "probe and finetune runs" in refused.json()["error"]
     assert not list((tmp_path / "runs").glob(".target-*"))
 
 
@@ -201,3 +201,37 @@ def test_improve_in_a_real_browser(app_runs, tmp_path):
         page.wait_for_selector("#runs-table >> text=browser-adapted")
         assert not [text for text in errors if "Content Security Policy" in text]
     assert (tmp_path / "improve.png").stat().st_size > 5_000
+
+
+def test_a_finetuned_run_is_offered_asked_and_adapted(tmp_path):
+    """A fine-tuned run (trained with the CLI into the app's runs folder) is adaptable: Ask ranks the new
+    photos by its own probabilities, Adapt trains it again as a job (classify.self_training)."""
+    from conftest import write_split_data
+
+    from pasture import api
+    from pasture.classify import self_training
+    from pasture.classify.adapt import guard
+
+    runs = tmp_path / "runs"
+    api.train(
+        write_split_data(tmp_path / "data"), runs / "tuned", recipe="finetune", image_size=32, epochs=1, quiet=True
+    )
+    client = client_for(create_app(runs, token=TOKEN))
+    [row] = client.get("/api/runs").json()
+    assert row["adaptable"] and row["recipe"] == "finetune"
+    asked = client.post("/api/runs/tuned/ask", data={"k": "2"}, files=camera_photos(4))
+    assert asked.status_code == 200, asked.text
+    answer = asked.json()
+    assert answer["n"] == 4 and len(answer["rows"]) == 2
+    with pytest.MonkeyPatch.context() as patch:  # every new photo sure, and a guard that lets it through
+        patch.setattr(self_training, "CONFIDENT", 0.0)
+        patch.setattr(self_training, "guard", lambda before, after, classes: guard(before, before, classes))
+        started = client.post(
+            "/api/runs/tuned/adapt", files=form({"target": answer["target"], "name": "tuned-new", "labels": "{}"})
+        )
+        assert started.status_code == 200, started.text
+        status = wait_for(client, started.json()["job"])
+    assert status["state"] == "done", status
+    assert not status["adapted"]["kept_original"] and status["adapted"]["n"] == 4
+    config = json.loads((runs / "tuned-new" / "config.json").read_text())
+    assert config["adapted"]["method"] == self_training.METHOD and config["recipe"]["pretrained"] == "finetune"

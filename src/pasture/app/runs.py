@@ -14,6 +14,7 @@ from pasture import api
 from pasture.app.downloads import download_name, export_for_download, installed_formats, served_file
 from pasture.app.jobs import Jobs, resumable
 from pasture.app.state import AppState, existing_run, problem, run_folder
+from pasture.classify.new_camera import ADAPTS
 from pasture.classify.trained import run_config_problem
 from pasture.core.errors import UserError
 from pasture.core.record import record_problem
@@ -39,7 +40,8 @@ def _run_summary(folder: Path, jobs: Jobs, charts: bool = False) -> dict:
         "name": folder.name,
         "recipe": config["recipe"]["name"],
         "model": config["model"],
-        "probe": config["recipe"].get("pretrained") == "probe",  # what Improve adapts
+        # what Improve adapts: a probe, or a fine-tuned run (trained again with the photos it labels surely)
+        "adaptable": config["recipe"].get("pretrained") in ADAPTS and "teacher" not in config,
         "classes": config["classes"],
         "finished": (folder / "metrics.json").is_file(),
         "training": jobs.training(folder.name),

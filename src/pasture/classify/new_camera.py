@@ -1,5 +1,5 @@
-"""`pasture adapt` and `pasture ask`: a probe run fitted to a new camera's unlabeled photos (an ordinary new
-run folder), and which of those photos to label first (LABELS.csv, with a contact sheet).
+"""`pasture adapt` and `pasture ask`: a probe or fine-tuned run fitted to a new camera's unlabeled photos (an
+ordinary new run folder), and which of those photos to label first (LABELS.csv, with a contact sheet).
 
 Both read the run's own training photos again (its data folder, as export's parity check does) and the
 target photos, through the backbone's feature cache; the method and its guard are in classify.adapt.
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from pasture.classify.adapt import ask_order, class_shares, guard, spread_to_target
-from pasture.classify.features import feature_cache
+from pasture.classify.features import FrozenBackbone, feature_cache
 from pasture.classify.finish import finish_run
 from pasture.classify.logistic import fit_linear_head
 from pasture.classify.probe import train_probe
@@ -31,7 +31,6 @@ from pasture.core.record import RUN_FOLDER
 from pasture.core.runs import atomic_write_text, opened_run, read_checked_json
 from pasture.data import ImageSet
 from pasture.data.layouts import decode_files, files_fingerprint
-from pasture.models import create_model
 
 ADAPTS = ("probe", "finetune")  # the runs `adapt` takes: a fine-tuned one by classify.self_training
 METHOD = (
@@ -97,9 +96,7 @@ class Target(NewPhotos):
 
     def __init__(self, run: str | os.PathLike, photos: str | os.PathLike, device, what: str, adapts=("probe",)):
         super().__init__(run, photos, device, what, adapts)
-        model = create_model(
-            self.recipe.model, len(self.classes), self.recipe.image_size, weights=self.recipe.weights or "imagenet"
-        ).to(device)
+        model = FrozenBackbone(self.recipe, len(self.classes), device)  # built only for features not cached
         cache = feature_cache(self.recipe)
         self.train_features = cache.features(model, self.dataset.train.images)
         self.features = cache.features(model, self.images)
@@ -164,8 +161,7 @@ def adapt(
     target's labels changed and the class shares before and after; when the guard refuses the adaptation,
     `kept_original` is True and nothing is written."""
     where, out = resolve_device(device), Path(out)
-    config = finished_run_config(Path(run))
-    if Recipe(**config["recipe"]).pretrained == "finetune" and "teacher" not in config:  # its backbone trains
+    if _trains_its_backbone(run):
         photos_of = NewPhotos(run, photos, where, "adapt", ADAPTS)
         labelled = read_labels(labels, photos_of) if labels is not None else {}
         options = {"quiet": quiet, "force": force, "command": command, "warn": warn}
@@ -221,6 +217,26 @@ def adapt(
     return {**report, "kept_original": False, "run": str(out), "metrics": finished}
 
 
+def _trains_its_backbone(run: str | os.PathLike) -> bool:
+    """A fine-tuned run (not a student): adapted by classify.self_training, asked by its own network."""
+    config = finished_run_config(Path(run))
+    return Recipe(**config["recipe"]).pretrained == "finetune" and "teacher" not in config
+
+
+def _ask_scores(
+    run: str | os.PathLike, photos: str | os.PathLike, device
+) -> tuple[NewPhotos, torch.Tensor, torch.Tensor]:
+    """(the new photos, their class scores, their features) by which `ask` orders them: a probe's labels
+    spread from its head on the features of its frozen backbone; a fine-tuned run's own probabilities
+    (what its self-training keeps at >= 0.95) on its own network's pooled features."""
+    if _trains_its_backbone(run):
+        photos_of = NewPhotos(run, photos, device, "ask", ADAPTS)
+        loaded = LoadedRun(run, device)
+        return photos_of, loaded.probabilities(photos_of.images), loaded.features(photos_of.images)
+    target = Target(run, photos, device, "ask", ADAPTS)
+    return target, target.spread(), target.features
+
+
 def _chosen_c(target: Target) -> float:
     """The C the original run's head was fitted with (its metrics' notes; 0, search again, if absent)."""
     metrics = read_checked_json(target.run / "metrics.json", what="finished run")
@@ -235,9 +251,8 @@ def ask(run: str | os.PathLike, photos: str | os.PathLike, k: int, out: str | os
     if k < 1:
         raise UserError(f"--k {k}: ask for at least 1 photo")
     out = check_output_file(out, "--out")
-    target = Target(run, photos, resolve_device(device), "ask")
-    scores = target.spread()
-    order = ask_order(scores, target.features, k)
+    target, scores, features = _ask_scores(run, photos, resolve_device(device))
+    order = ask_order(scores, features, k)
     names = target.names()
     rows = [
         {

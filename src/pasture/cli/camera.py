@@ -88,12 +88,14 @@ def add_commands(commands) -> None:
         "ask",
         help="which photos of a new camera to label first",
         formatter_class=HelpFormatter,
-        description="The K photos of PHOTOS whose label would help most: the least certain after label spreading, "
-        "spread over the folder. Writes LABELS.csv (file,label,guess,confidence; label empty, in the "
+        description="The K photos of PHOTOS whose label would help most: the least certain (a probe run: after label "
+        "spreading; a fine-tuned run: by its own probabilities), spread over the folder. Writes LABELS.csv (file,label,guess,confidence; label empty, in the "
         "order to label) and ask.png beside it; fill in the labels and give it to `pasture adapt --labels`.",
     )
     ask.set_defaults(command_handler=_run_ask)
-    ask.add_argument("run", metavar="RUN", help="a finished run folder of the probe recipe (the default)")
+    ask.add_argument(
+        "run", metavar="RUN", help="a finished run folder of the probe recipe (the default) or of finetune"
+    )
     ask.add_argument("photos", metavar="PHOTOS", help="a folder of the new camera's photos (any layout)")
     ask.add_argument("--k", type=int, default=10, metavar="K", help="how many photos to ask for (default 10)")
     ask.add_argument("--out", required=True, metavar="LABELS.csv", help="the CSV to write")

@@ -336,9 +336,9 @@ async function loadRuns() {
     const select = $("test-run"), chosen = select.value;
     select.replaceChildren(...runs.filter(r => r.finished).map(r => el("option", {value: r.name}, r.name)));
     if (chosen) select.value = chosen;
-    // Improve adapts probe runs (the default recipe): a run that trains its backbone is not offered
+    // Improve adapts probe runs (the default recipe) and fine-tuned ones: from-scratch runs and students are not offered
     const improve = $("improve-run"), improving = improve.value;
-    improve.replaceChildren(...runs.filter(r => r.finished && r.probe).map(r => el("option", {value: r.name}, r.name)));
+    improve.replaceChildren(...runs.filter(r => r.finished && r.adaptable).map(r => el("option", {value: r.name}, r.name)));
     if (improving) improve.value = improving;
     const header = el("tr", {}, ["run", "recipe", "classes", "test accuracy", ""].map(h => el("th", {}, h)));
     const rows = runs.map(r => {
