@@ -4,7 +4,9 @@ sources the model never saw, and do `pasture ask`'s labels beat random ones?
 (a) The default's head trained on cowhorse-dev's 100 training photos, adapted to all 240 photos of
     cowhorse-sources as one new camera (labels hidden from the method, used only to score), per source.
 (b) Leave one source out over the 8 sources: the head trained on the other 7, the held-out source split
-    in half (seeded): one half the unlabeled pool the method sees, the other half scored.
+    in half (seeded): one half the unlabeled pool the method sees, the other half scored. And pairs: each
+    one-class cow source with each one-class horse source held out together (3 x 4 = 12 two-class new
+    cameras; each source's halves as above), the head trained on the other 6.
 Conditions: unadapted; self-training (the head refitted on its own confident pseudo-labels, p >= 0.9:
 the obvious method); label spreading from nothing; label spreading from the head's probabilities
 (`pasture adapt`); the latter with K = 2, 5, 10, 20 pool photos labelled, chosen by `ask` or at random (5
@@ -27,7 +29,7 @@ import torch
 from _common import RESULTS, eight_sources, write_results
 from scipy import stats
 
-from pasture.classify.adapt import ask_order, guard, spread_to_target
+from pasture.classify.adapt import ask_order, guard, spread_to_target, target_labels
 from pasture.classify.features import feature_cache
 from pasture.classify.logistic import choose_head_c, fit_logistic_head
 from pasture.classify.recipes import get_recipe
@@ -89,11 +91,9 @@ def conditions(train_x, train_y, pool_x, pool_y, score_x, seed: int) -> dict[str
             results = []
             for chosen in picks:
                 labelled = {index: int(pool_y[index]) for index in chosen}
-                scores = spread_to_target(train_x, train_y, pool_x, 2, labelled, sure)
-                pseudo = scores.argmax(1)
-                for index, label in labelled.items():
-                    pseudo[index] = label
-                results.append(refit(pool_x, pseudo))
+                pseudo, _ = target_labels(train_x, train_y, pool_x, 2, labelled, sure)  # as `pasture adapt`
+                joins = pseudo >= 0
+                results.append(refit(pool_x[joins], pseudo[joins]))
             out[f"{k} labels by {how}"] = results
     return out
 
@@ -110,6 +110,44 @@ def mean_ci(values: list[float]) -> dict:
     mean = statistics.mean(values)
     half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0
     return {"mean": mean, "ci95": [mean - half, mean + half], "n_sources": len(values)}
+
+
+def _halves(held: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A held-out source's photos in half, seeded: (the unlabeled pool, the scored half)."""
+    rows = held.nonzero().flatten()
+    order = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))]
+    return order[: len(order) // 2], order[len(order) // 2 :]
+
+
+def summarise(per_unit: dict[str, dict[str, float]], label: str) -> dict:
+    """Each condition's mean over the held-out units (sources, or pairs of them) with a t interval, the
+    lowest, and paired against unadapted (Wilcoxon; the units more than 2 points worse); printed."""
+    units = sorted(per_unit)
+    summary = {}
+    for name in per_unit[units[0]]:
+        values = [per_unit[unit][name] for unit in units if name in per_unit[unit]]
+        row = mean_ci(values)
+        row["lowest"] = min(values)
+        if name != "unadapted":
+            base = [per_unit[unit]["unadapted"] for unit in units if name in per_unit[unit]]
+            differences = [v - b for v, b in zip(values, base)]
+            row["paired_vs_unadapted"] = {
+                "mean_difference": statistics.mean(differences),
+                "wilcoxon_p": float(stats.wilcoxon(differences).pvalue) if any(differences) else 1.0,
+                "worse_by_more_than_2_points": [u for u, d in zip(units, differences) if d < -0.02],
+            }
+        summary[name] = row
+        paired = row.get("paired_vs_unadapted")
+        print(
+            f"{label} mean {name:46s} {100 * row['mean']:.1f}% (95% CI {100 * row['ci95'][0]:.1f}-"
+            f"{100 * row['ci95'][1]:.1f}, {row['n_sources']} held out; lowest {100 * row['lowest']:.1f}%)"
+            + (
+                f"; paired {100 * paired['mean_difference']:+.1f} points, p = {paired['wilcoxon_p']:.3f}"
+                if paired
+                else ""
+            )
+        )
+    return summary
 
 
 def main() -> None:
@@ -139,9 +177,7 @@ def main() -> None:
     timings = []
     for source in names:
         held = torch.tensor([s == source for s in sources])
-        rows = held.nonzero().flatten()
-        order = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))]
-        pool, scored = order[: len(order) // 2], order[len(order) // 2 :]
+        pool, scored = _halves(held)
         started = time.perf_counter()
         found = conditions(features[~held], labels[~held], features[pool], labels[pool], features[scored], 1)
         timings.append(time.perf_counter() - started)
@@ -150,29 +186,19 @@ def main() -> None:
             f"(b) {source:28s} " + "  ".join(f"{k}: {100 * v:.1f}" for k, v in list(per_source[source].items())[:3]),
             flush=True,
         )
-    summary = {}
-    for name in per_source[names[0]]:
-        values = [per_source[source][name] for source in names if name in per_source[source]]
-        row = mean_ci(values)
-        row["lowest"] = min(values)
-        if name != "unadapted":
-            base = [per_source[source]["unadapted"] for source in names if name in per_source[source]]
-            differences = [v - b for v, b in zip(values, base)]
-            row["paired_vs_unadapted"] = {
-                "mean_difference": statistics.mean(differences),
-                "wilcoxon_p": float(stats.wilcoxon(differences).pvalue) if any(differences) else 1.0,
-                "worse_by_more_than_2_points": [s for s, d in zip(names, differences) if d < -0.02],
-            }
-        summary[name] = row
-        print(
-            f"(b) mean {name:46s} {100 * row['mean']:.1f}% (95% CI {100 * row['ci95'][0]:.1f}-{100 * row['ci95'][1]:.1f}, "
-            f"{row['n_sources']} sources; lowest {100 * row['lowest']:.1f}%)"
-            + (
-                f"; paired {100 * row['paired_vs_unadapted']['mean_difference']:+.1f} points, p = {row['paired_vs_unadapted']['wilcoxon_p']:.3f}"
-                if "paired_vs_unadapted" in row
-                else ""
-            )
-        )
+    summary = summarise(per_source, "(b)")
+    # (b) pairs: an unseen cow source and an unseen horse source held out together, a two-class new camera
+    cow_only = [name for name in names if set(labels[torch.tensor([s == name for s in sources])].tolist()) == {0}]
+    horse_only = [name for name in names if set(labels[torch.tensor([s == name for s in sources])].tolist()) == {1}]
+    per_pair: dict[str, dict[str, float]] = {}
+    for cow in cow_only:
+        for horse in horse_only:
+            halves = [_halves(torch.tensor([s == name for s in sources])) for name in (cow, horse)]
+            pool, scored = torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])
+            held = torch.tensor([s in (cow, horse) for s in sources])
+            found = conditions(features[~held], labels[~held], features[pool], labels[pool], features[scored], 2)
+            per_pair[f"{cow} + {horse}"] = {name: accuracy(p, labels[scored]) for name, p in found.items()}
+    pair_summary = summarise(per_pair, "(b) pairs")
     write_results(
         args.out,
         {
@@ -181,6 +207,8 @@ def main() -> None:
             "a_seconds_all_conditions": seconds,
             "b_loso_per_source": per_source,
             "b_loso_summary": summary,
+            "b_pairs_per_pair": per_pair,
+            "b_pairs_summary": pair_summary,
             "b_seconds_per_source_all_conditions": statistics.mean(timings),
         },
     )

@@ -13,7 +13,7 @@ import torch
 from conftest import make_image, write_split_data
 
 from pasture import api
-from pasture.classify.adapt import ask_order, guard, label_spreading
+from pasture.classify.adapt import LABELS_ONLY, ask_order, guard, label_spreading, target_labels
 from pasture.classify.familiarity import Familiarity
 from pasture.classify.logistic import fit_logistic_head
 from pasture.cli import main
@@ -51,6 +51,39 @@ def test_label_spreading_follows_a_drift_the_head_gets_wrong():
     by_graph = (spread.argmax(1) == target_labels).float().mean()
     assert by_head < 0.85 and by_graph > by_head + 0.1
     assert torch.allclose(spread.sum(1), torch.ones(80))
+
+
+def look_alikes(seed: int = 0):
+    """A camera whose cows look like the training set's horses (as the breed-set cows, brown on grass,
+    look like horses on grass): 10 target cows sit among the 30 training horses, far from the 6 training
+    cows; the head (a stand-in's probabilities, 0.8 cow) is right about them, the graph is not."""
+    generator = torch.Generator().manual_seed(seed)
+    dims = 8
+    train_labels = torch.tensor([0] * 6 + [1] * 30)
+    train = torch.zeros(36, dims)
+    train[:, 0] = train_labels.float() * 2 - 1
+    target = torch.zeros(10, dims)
+    target[:, 0] = 1.0  # where the horses are
+    train, target = (
+        train + 0.15 * torch.randn(36, dims, generator=generator),
+        target + 0.15 * torch.randn(10, dims, generator=generator),
+    )
+    offset = torch.zeros(dims)
+    offset[2] = 10.0
+    head_probabilities = torch.tensor([[0.8, 0.2]]).repeat(10, 1)
+    return train + offset, train_labels, target + offset, head_probabilities
+
+
+def test_labels_that_show_spreading_wrong_make_it_step_aside():
+    train, train_labels, target, head = look_alikes()
+    spread, how = target_labels(train, train_labels, target, 2, {}, head)
+    assert how == "spreading" and (spread == 1).all()  # the graph calls every one of these cows a horse
+    chosen, how = target_labels(train, train_labels, target, 2, {0: 0, 3: 0}, head)
+    assert how == LABELS_ONLY  # both labelled photos are cows: the head had them, spreading did not
+    assert chosen.tolist() == [0, -1, -1, 0] + [-1] * 6  # only the labelled photos join
+    # labels that agree with spreading (the head wrong on them) keep it
+    chosen, how = target_labels(train, train_labels, target, 2, {0: 1, 3: 1}, head)
+    assert how == "spreading" and (chosen == 1).all()
 
 
 def test_the_guard_refuses_a_collapse_and_a_landslide_but_not_a_single_class_camera():
@@ -124,6 +157,28 @@ def test_ask_writes_labels_csv_and_adapt_reads_it_back(camera, tmp_path, capsys)
         writer.writerows(rows)
     result = api.adapt(run, photos, tmp_path / "adapted", labels=labels)
     assert result["labelled"] == 4 and not result["kept_original"]
+
+
+def test_adapt_with_labels_only_adds_just_the_labelled_photos(camera, tmp_path, monkeypatch):
+    from pasture.classify import new_camera
+
+    run, photos = camera
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\nday/c0.png,cow\nnight/h1.png,horse\n")
+    said = []
+
+    def spreading_refuted(train, train_labels, target, classes, labelled, head):
+        chosen = torch.full((len(target),), -1)
+        chosen[list(labelled)] = torch.tensor(list(labelled.values()))
+        return chosen, LABELS_ONLY
+
+    monkeypatch.setattr(new_camera, "target_labels", spreading_refuted)
+    result = api.adapt(run, photos, tmp_path / "adapted", labels=labels, warn=said.append)
+    assert not result["kept_original"] and result["method"] == new_camera.METHOD_LABELS_ONLY
+    assert any("labelled photos only" in line for line in said)
+    assert len(Familiarity.load(tmp_path / "adapted").bank) == 16 + 2  # the 2 labelled photos join, not all 18
+    config = json.loads((tmp_path / "adapted" / "config.json").read_text())
+    assert config["adapted"]["method"] == new_camera.METHOD_LABELS_ONLY and config["adapted"]["labelled"] == 2
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pasture.classify.adapt import ask_order, class_shares, guard, spread_to_target
+from pasture.classify.adapt import LABELS_ONLY, ask_order, class_shares, guard, spread_to_target, target_labels
 from pasture.classify.features import FrozenBackbone, feature_cache
 from pasture.classify.finish import finish_run
 from pasture.classify.logistic import fit_linear_head
@@ -36,6 +36,9 @@ ADAPTS = ("probe", "finetune")  # the runs `adapt` takes: a fine-tuned one by cl
 METHOD = (
     "label spreading on the k-NN graph of training and target features (k=10), from the original head's "
     "probabilities, then the head refitted"
+)
+METHOD_LABELS_ONLY = (  # target_labels' fallback
+    "the head refitted with the labelled photos alone (label spreading got fewer of them right than the original head)"
 )
 
 
@@ -168,26 +171,37 @@ def adapt(
         return adapt_network(photos_of, labelled, out, photos_of.recipe, options)
     target = Target(run, photos, where, "adapt", ADAPTS)
     labelled = read_labels(labels, target) if labels is not None else {}
-    pseudo = target.spread(labelled).argmax(1)
-    for index, label in labelled.items():
-        pseudo[index] = label
-    original = target.original_probabilities.argmax(1)
+    pseudo, how = target_labels(
+        target.train_features,
+        target.dataset.train.labels,
+        target.features,
+        len(target.classes),
+        labelled,
+        target.original_probabilities,
+    )
+    used = pseudo >= 0
+    method = METHOD if how != LABELS_ONLY else METHOD_LABELS_ONLY
+    if how == LABELS_ONLY:
+        warn(
+            "label spreading got fewer of your labelled photos right than the original model; "
+            f"adapting with your {len(labelled)} labelled photos only"
+        )
     recipe = with_overrides(target.recipe, head_c=target.recipe.head_c or _chosen_c(target))
     head, _, _ = fit_linear_head(
-        torch.cat([target.train_features, target.features]),
-        torch.cat([target.dataset.train.labels, pseudo]),
+        torch.cat([target.train_features, target.features[used]]),
+        torch.cat([target.dataset.train.labels, pseudo[used]]),
         len(target.classes),
         recipe.head_c,
         recipe.balance_classes,
     )
     with torch.no_grad():
         adapted = head(target.features).argmax(1)
-    why, report = guard(original, adapted, target.classes)
-    report = {**report, "labelled": len(labelled), "method": METHOD}
+    why, report = guard(target.original_probabilities.argmax(1), adapted, target.classes)
+    report = {**report, "labelled": len(labelled), "method": method}
     if why is not None:
         warn(f"the adapted model was not kept: {why}; the original run stays as it is")
         return {**report, "kept_original": True, "why": why}
-    config, identity = target.adapted_config(recipe, METHOD, len(labelled), report)
+    config, identity = target.adapted_config(recipe, method, len(labelled), report)
     with opened_run(
         out,
         identity,
@@ -200,8 +214,9 @@ def adapt(
     ) as opened:
         finished = opened.finished
         if finished is None:
-            new_photos = ImageSet(target.images, pseudo, [str(f) for f in target.files], target.classes, "synthetic")
-            share = len(target.files) / (len(target.files) + len(target.dataset.train))  # each photo weighs 1
+            files = [str(path) for path, joins in zip(target.files, used.tolist()) if joins]
+            new_photos = ImageSet(target.images[used], pseudo[used], files, target.classes, "synthetic")
+            share = len(files) / (len(files) + len(target.dataset.train))  # each photo weighs 1
             result = train_probe(
                 target.dataset,
                 recipe,
