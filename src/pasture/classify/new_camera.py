@@ -164,13 +164,19 @@ def adapt(
     target's labels changed and the class shares before and after; when the guard refuses the adaptation,
     `kept_original` is True and nothing is written."""
     where, out = resolve_device(device), Path(out)
+    options = {"quiet": quiet, "force": force, "command": command, "warn": warn}
     if _trains_its_backbone(run):
         photos_of = NewPhotos(run, photos, where, "adapt", ADAPTS)
         labelled = read_labels(labels, photos_of) if labels is not None else {}
-        options = {"quiet": quiet, "force": force, "command": command, "warn": warn}
         return adapt_network(photos_of, labelled, out, photos_of.recipe, options)
     target = Target(run, photos, where, "adapt", ADAPTS)
-    labelled = read_labels(labels, target) if labels is not None else {}
+    return _adapt_probe(target, read_labels(labels, target) if labels is not None else {}, out, options)
+
+
+def _adapt_probe(target: Target, labelled: dict[int, int], out: Path, options: dict) -> dict:
+    """adapt's probe path: the head refitted with the new photos' labels (classify.adapt.target_labels),
+    checked by the guard, and the run written."""
+    warn, quiet, force, command = options["warn"], options["quiet"], options["force"], options["command"]
     pseudo, how = target_labels(
         target.train_features,
         target.dataset.train.labels,
