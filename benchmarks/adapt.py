@@ -112,7 +112,7 @@ def mean_ci(values: list[float]) -> dict:
     return {"mean": mean, "ci95": [mean - half, mean + half], "n_sources": len(values)}
 
 
-def _halves(held: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def seeded_halves(held: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A held-out source's photos in half, seeded: (the unlabeled pool, the scored half)."""
     rows = held.nonzero().flatten()
     order = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))]
@@ -177,7 +177,7 @@ def main() -> None:
     timings = []
     for source in names:
         held = torch.tensor([s == source for s in sources])
-        pool, scored = _halves(held)
+        pool, scored = seeded_halves(held)
         started = time.perf_counter()
         found = conditions(features[~held], labels[~held], features[pool], labels[pool], features[scored], 1)
         timings.append(time.perf_counter() - started)
@@ -193,8 +193,8 @@ def main() -> None:
     per_pair: dict[str, dict[str, float]] = {}
     for cow in cow_only:
         for horse in horse_only:
-            halves = [_halves(torch.tensor([s == name for s in sources])) for name in (cow, horse)]
-            pool, scored = torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])
+            split = [seeded_halves(torch.tensor([s == name for s in sources])) for name in (cow, horse)]
+            pool, scored = torch.cat([h[0] for h in split]), torch.cat([h[1] for h in split])
             held = torch.tensor([s in (cow, horse) for s in sources])
             found = conditions(features[~held], labels[~held], features[pool], labels[pool], features[scored], 2)
             per_pair[f"{cow} + {horse}"] = {name: accuracy(p, labels[scored]) for name, p in found.items()}

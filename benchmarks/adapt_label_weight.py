@@ -13,7 +13,7 @@ import statistics
 
 import torch
 from _common import RESULTS, write_results
-from adapt import fitted_head, sources_and_features
+from adapt import fitted_head, seeded_halves, sources_and_features
 
 from pasture.classify.adapt import ask_order, guard, spread_to_target
 from pasture.classify.logistic import fit_logistic_head
@@ -74,9 +74,7 @@ def main() -> None:
     per = {}
     for source in names:
         held = torch.tensor([s == source for s in sources])
-        rows = held.nonzero().flatten()
-        order = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))]
-        pool, scored = order[: len(order) // 2], order[len(order) // 2 :]
+        pool, scored = seeded_halves(held)
         per[source] = run(
             features[~held], labels[~held], features[pool], labels[pool], features[scored], labels[scored], 1
         )

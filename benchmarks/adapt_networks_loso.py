@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 from _common import RESULTS, eight_sources, write_results
+from adapt import seeded_halves
 from scipy import stats
 
 from pasture import api
@@ -56,9 +57,7 @@ def scored(run: Path, folder: Path) -> list[bool]:
 
 def one_source(source: str, files, labels, sources, work: Path, finetune: bool) -> tuple[dict, dict]:
     """(each run's right/wrong on the scored half, seconds per run) with `source` held out."""
-    held = [index for index, name in enumerate(sources) if name == source]
-    order = torch.tensor(held)[torch.randperm(len(held), generator=torch.Generator().manual_seed(0))].tolist()
-    pool, score = order[: len(order) // 2], order[len(order) // 2 :]
+    pool, score = (rows.tolist() for rows in seeded_halves(torch.tensor([name == source for name in sources])))
     rest = [index for index, name in enumerate(sources) if name != source]
     shutil.rmtree(work, ignore_errors=True)
     for name, rows in (("data", rest), ("pool", pool), ("scored", score)):

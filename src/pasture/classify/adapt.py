@@ -120,20 +120,22 @@ def target_labels(
     head 92.5%), and with 2 labels the adaptation changed 45% of the labels, under the guard's 50%, and was
     kept: 90% -> 42.5% on the scored photos (benchmarks/adapt.py, pairs). The labelled photos are the one
     evidence of which is right."""
-    spread = spread_to_target(train_features, train_labels, target_features, num_classes, labelled, head_probabilities)
-    chosen = spread.argmax(1)
+
+    def spread(given: dict[int, int] | None) -> torch.Tensor:
+        scores = spread_to_target(train_features, train_labels, target_features, num_classes, given, head_probabilities)
+        return scores.argmax(1)
+
     if not labelled:
-        return chosen, "spreading"
+        return spread(None), "spreading"
     indices, truth = torch.tensor(list(labelled)), torch.tensor(list(labelled.values()))
-    for index, label in labelled.items():
-        chosen[index] = label
-    unlabelled = spread_to_target(train_features, train_labels, target_features, num_classes, None, head_probabilities)
-    spread_right = int((unlabelled[indices].argmax(1) == truth).sum())
+    spread_right = int((spread(None)[indices] == truth).sum())  # spreading without the labels, judged by them
     head_right = int((head_probabilities[indices].argmax(1) == truth).sum())
     if spread_right < head_right:
-        only = torch.full_like(chosen, -1)
+        only = torch.full((len(target_features),), -1, dtype=torch.long)
         only[indices] = truth
         return only, LABELS_ONLY
+    chosen = spread(labelled)
+    chosen[indices] = truth
     return chosen, "spreading"
 
 

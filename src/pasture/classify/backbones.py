@@ -15,6 +15,7 @@ import hashlib
 import io
 import threading
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -188,6 +189,19 @@ def backbone_key(recipe: Recipe) -> str | None:
     except OSError:  # a run whose --weights file is not here: its checkpoint holds them; torch serves
         return None
     return f"{recipe.model}|{identity}|{recipe.image_size}"
+
+
+def frozen_features(
+    images_uint8: torch.Tensor, key: str | None, device: str | torch.device, network: Callable[[], Classifier]
+) -> torch.Tensor:
+    """Pooled features of a frozen backbone (`key`: its identity, backbone_key): by its ONNX graph when
+    this machine has it cached and the backbone runs on the CPU, without building the torch network (a
+    warm train, a loaded probe run); else backbone_features of `network()` (built by the call)."""
+    if key is not None and torch.device(device).type == "cpu":
+        session = cached_session(key, images_uint8.shape[-1])
+        if session is not None:
+            return session_features(session, images_uint8)
+    return backbone_features(network(), images_uint8, key=key)
 
 
 @torch.no_grad()

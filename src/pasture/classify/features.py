@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pasture.classify.backbones import backbone_features, backbone_key, cached_session, session_features
+from pasture.classify.backbones import backbone_features, backbone_key, frozen_features
 from pasture.classify.recipes import Recipe, with_overrides
 from pasture.core.cache import ContentCache
 from pasture.models import Classifier, create_model, timm_net
@@ -33,13 +33,6 @@ class FrozenBackbone:
         self.recipe, self.num_classes, self.device = recipe, num_classes, device
         self._network: Classifier | None = None
         self._weights: dict | None = None
-
-    def pooled(self, images_uint8: torch.Tensor, key: str) -> torch.Tensor:
-        """The images' pooled features: by the backbone's ONNX graph when this machine has it cached and
-        the backbone runs on the CPU (no network built), else backbone_features."""
-        if torch.device(self.device).type == "cpu" and (session := cached_session(key, images_uint8.shape[-1])):
-            return session_features(session, images_uint8)
-        return backbone_features(self.network(), images_uint8, key=key)
 
     def network(self) -> Classifier:
         if self._network is None:
@@ -122,7 +115,7 @@ class FeatureCache:
         missing = [index for index in range(len(keys)) if index not in found]
         if missing:
             if isinstance(model, FrozenBackbone):
-                fresh = model.pooled(images_uint8[missing], self.backbone_key)
+                fresh = frozen_features(images_uint8[missing], self.backbone_key, model.device, model.network)
             else:
                 fresh = backbone_features(model, images_uint8[missing], key=self.backbone_key)
             for index, feature in zip(missing, fresh):

@@ -40,8 +40,7 @@ def adapt_network(photos, labelled: dict[int, int], out: Path, recipe: Recipe, o
     new photos decoded) trained again with its sure labels of the new photos added. `options`: quiet,
     force, command, warn. Returns what adapt reports; when no photo is labelled surely enough, or the
     guard refuses the new model, `kept_original` is True and no run is left in `out`."""
-    tta = bool(recipe.tta)
-    original = predict_probabilities(LoadedRun(photos.run, photos.device).model, photos.images, tta=tta)
+    original = LoadedRun(photos.run, photos.device).probabilities(photos.images)  # with the run's TTA
     confidence, pseudo = original.max(1)
     keep = confidence >= CONFIDENT
     for index, label in labelled.items():
@@ -70,7 +69,7 @@ def adapt_network(photos, labelled: dict[int, int], out: Path, recipe: Recipe, o
     ):
         seed = int(photos.config.get("seed", 0))
         result = train_classifier(dataset, recipe, seed, run_dir=out, quiet=options["quiet"], device=photos.device)
-        adapted = predict_probabilities(result.model, photos.images, tta=tta).argmax(1)
+        adapted = predict_probabilities(result.model, photos.images, tta=bool(recipe.tta)).argmax(1)
         why, report = guard(original.argmax(1), adapted, photos.classes)
         report = {**report, **base}
         if why is None:  # what it changed is known now: the model card says it (config.json's "adapted")

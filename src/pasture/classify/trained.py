@@ -11,7 +11,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from pasture.classify.backbones import backbone_features, backbone_key, cached_session, session_features
+from pasture.classify.backbones import backbone_key, frozen_features
 from pasture.classify.evaluate import predict_probabilities
 from pasture.classify.familiarity import Familiarity
 from pasture.classify.predictions import prediction_rows, write_predictions_csv
@@ -180,14 +180,13 @@ class LoadedRun:
         return [timm_net(member).get_classifier() for member in members]
 
     def features(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """The backbone's pooled features: from the cached ONNX Runtime graph while the torch model is not
-        built (no torch backbone is built for it), else through the model (classify.backbones)."""
-        if self.backbone_key is not None and self._model is None:
-            session = cached_session(self.backbone_key, self.image_size)
-            if session is not None:
-                return session_features(session, images_uint8)
+        """The backbone's pooled features: a probe's from the cached ONNX Runtime graph on the CPU (no torch
+        backbone is built for it), else through the model's first member (classify.backbones)."""
+        return frozen_features(images_uint8, self.backbone_key, self.device, self._first_member)
+
+    def _first_member(self) -> Network:
         members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
-        return backbone_features(cast(Network, members[0]), images_uint8, key=self.backbone_key)
+        return cast(Network, members[0])
 
     def head_probabilities(self, features: torch.Tensor, images_uint8: torch.Tensor) -> torch.Tensor:
         """The probabilities of images whose backbone features are at hand (the mean of the members'
